@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * copy.c: copying a source tree into a stage. Each path is logged before it
+ * is created; the source is walked by directory fds and never through a
+ * symlink; memory stays flat however large the tree is.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "stage-private.h"
+
+/* Deeper source trees are refused: each level holds two fds open. */
+#define COPY_MAX_DEPTH 256
+
+struct copy_frame {
+	DIR *src;
+	int dst;
+	size_t rel_len; /* length of the relative path of this directory */
+	struct stat st;
+};
+
+struct copy {
+	struct sl_stage *st;
+	struct copy_frame f[COPY_MAX_DEPTH];
+	size_t n;
+	char rel[SL_PATH_MAX + 1];
+	size_t rel_len;
+	bool chown;
+	struct sl_error *reterr;
+};
+
+static int copy_fail(struct copy *c, int r, const char *why)
+{
+	return sl_err(c->reterr, r, "cannot copy: %s/%.*s: %s", c->st->rec.topdir, (int)c->rel_len, c->rel,
+		      why ? why : strerror(-r));
+}
+
+/* Copies the bytes of an open regular file. copy_file_range keeps them in
+ * the kernel (and clones where the filesystem can); read/write covers the
+ * filesystems and kernels where it cannot. */
+static int copy_bytes(int in, int out, off_t size)
+{
+	char buf[64 * 1024];
+	bool fallback = false;
+
+	while (size > 0) {
+		ssize_t n;
+
+		if (!fallback) {
+			n = copy_file_range(in, NULL, out, NULL, (size_t)size, 0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+				fallback = true;
+				continue;
+			}
+		} else {
+			n = read(in, buf, sizeof(buf) < (size_t)size ? sizeof(buf) : (size_t)size);
+			if (n > 0) {
+				ssize_t w = 0;
+				for (ssize_t done = 0; done < n; done += w) {
+					w = write(out, buf + done, (size_t)(n - done));
+					if (w < 0 && errno != EINTR)
+						return negerrno();
+					if (w < 0)
+						w = 0;
+				}
+			}
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negerrno();
+		}
+		if (n == 0)
+			break; /* The source shrank; copy what it holds. */
+		size -= n;
+	}
+	return 0;
+}
+
+static int set_times(int fd, const struct stat *sb)
+{
+	struct timespec ts[2] = {sb->st_atim, sb->st_mtim};
+
+	return futimens(fd, ts) < 0 ? negerrno() : 0;
+}
+
+static int copy_file(struct copy *c, int sfd, int dfd, const char *name, const struct stat *sb)
+{
+	_cleanup_close_ int in = -1, out = -1;
+	int r;
+
+	in = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+	if (in < 0)
+		return copy_fail(c, negerrno(), NULL);
+	r = sl_fault_step();
+	if (r == 0) {
+		out = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (out < 0)
+			r = negerrno();
+	}
+	if (r == 0)
+		r = sl_fault_step();
+	if (r == 0)
+		r = copy_bytes(in, out, sb->st_size);
+	/* Owner before mode: chown clears set-id bits. */
+	if (r == 0 && c->chown && fchown(out, sb->st_uid, sb->st_gid) < 0)
+		r = negerrno();
+	if (r == 0 && fchmod(out, sb->st_mode & 07777) < 0)
+		r = negerrno();
+	if (r == 0)
+		r = set_times(out, sb);
+	return r < 0 ? copy_fail(c, r, NULL) : 0;
+}
+
+static int copy_symlink(struct copy *c, int sfd, int dfd, const char *name, const struct stat *sb)
+{
+	char target[PATH_MAX];
+	struct timespec ts[2] = {sb->st_atim, sb->st_mtim};
+	ssize_t n;
+	int r;
+
+	n = readlinkat(sfd, name, target, sizeof(target) - 1);
+	if (n < 0)
+		return copy_fail(c, negerrno(), NULL);
+	target[n] = '\0';
+	r = sl_fault_step();
+	if (r == 0 && symlinkat(target, dfd, name) < 0)
+		r = negerrno();
+	if (r == 0 && c->chown && fchownat(dfd, name, sb->st_uid, sb->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		r = negerrno();
+	if (r == 0 && utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		r = negerrno();
+	return r < 0 ? copy_fail(c, r, NULL) : 0;
+}
+
+/* Creates directory name in dfd (0700 until its contents are in) and pushes
+ * a frame with it and src, the source directory (taken over). */
+static int copy_enter(struct copy *c, int src, int dfd, const char *name, const struct stat *sb)
+{
+	struct copy_frame *f;
+	int dst, r;
+
+	if (c->n == COPY_MAX_DEPTH) {
+		close(src);
+		return copy_fail(c, -ELOOP, "source tree deeper than 256 levels");
+	}
+	r = sl_fault_step();
+	if (r == 0 && mkdirat(dfd, name, 0700) < 0)
+		r = negerrno();
+	dst = r < 0 ? -1 : openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (r == 0 && dst < 0)
+		r = negerrno();
+	f = &c->f[c->n];
+	f->src = r < 0 ? NULL : fdopendir(src);
+	if (r == 0 && !f->src)
+		r = negerrno();
+	if (r < 0) {
+		if (!f->src)
+			close(src);
+		if (dst >= 0)
+			close(dst);
+		return copy_fail(c, r, NULL);
+	}
+	f->dst = dst;
+	f->rel_len = c->rel_len;
+	f->st = *sb;
+	c->n++;
+	return 0;
+}
+
+/* Leaves a directory: its mode, owner and times are set last, once nothing
+ * more is written into it. */
+static int copy_leave(struct copy *c)
+{
+	struct copy_frame *f = &c->f[--c->n];
+	int r = 0;
+
+	if (c->chown && fchown(f->dst, f->st.st_uid, f->st.st_gid) < 0)
+		r = negerrno();
+	if (r == 0 && fchmod(f->dst, f->st.st_mode & 07777) < 0)
+		r = negerrno();
+	if (r == 0)
+		r = set_times(f->dst, &f->st);
+	closedir(f->src);
+	close(f->dst);
+	c->rel_len = f->rel_len;
+	return r < 0 ? copy_fail(c, r, NULL) : 0;
+}
+
+static void copy_unwind(struct copy *c)
+{
+	while (c->n > 0) {
+		struct copy_frame *f = &c->f[--c->n];
+		closedir(f->src);
+		close(f->dst);
+	}
+}
+
+static int copy_walk(struct copy *c)
+{
+	while (c->n > 0) {
+		struct copy_frame *f = &c->f[c->n - 1];
+		struct dirent *de;
+		struct stat sb;
+		size_t len;
+		int r;
+
+		errno = 0;
+		de = readdir(f->src);
+		if (!de) {
+			if (errno)
+				return copy_fail(c, negerrno(), NULL);
+			c->rel_len = f->rel_len;
+			r = copy_leave(c);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		len = strlen(de->d_name);
+		c->rel_len = f->rel_len;
+		if (c->rel_len + 1 + len > SL_PATH_MAX - SL_LABEL_MAX - SL_ID_LEN - 2)
+			return copy_fail(c, -ENAMETOOLONG, NULL);
+		c->rel[c->rel_len++] = '/';
+		memcpy(c->rel + c->rel_len, de->d_name, len);
+		c->rel_len += len;
+		if (fstatat(dirfd(f->src), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			return copy_fail(c, negerrno(), NULL);
+
+		switch (sb.st_mode & S_IFMT) {
+		case S_IFDIR:
+			r = stage_log(c->st, c->rel, c->rel_len, SL_KIND_DIR, c->reterr);
+			if (r == 0) {
+				int src = openat(dirfd(f->src), de->d_name,
+						 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				r = src < 0 ? copy_fail(c, negerrno(), NULL)
+					    : copy_enter(c, src, f->dst, de->d_name, &sb);
+				/* The new frame's children append to this path. */
+				if (r == 0)
+					c->f[c->n - 1].rel_len = c->rel_len;
+			}
+			break;
+		case S_IFREG:
+			r = stage_log(c->st, c->rel, c->rel_len, SL_KIND_FILE, c->reterr);
+			if (r == 0)
+				r = copy_file(c, dirfd(f->src), f->dst, de->d_name, &sb);
+			break;
+		case S_IFLNK:
+			r = stage_log(c->st, c->rel, c->rel_len, SL_KIND_SYMLINK, c->reterr);
+			if (r == 0)
+				r = copy_symlink(c, dirfd(f->src), f->dst, de->d_name, &sb);
+			break;
+		default:
+			r = copy_fail(c, -EBADMSG, "a device node, FIFO or socket; only directories, files and "
+						   "symlinks are copied");
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, const char *path,
+		       struct sl_error *reterr)
+{
+	_cleanup_close_ int pfd = -1;
+	_cleanup_free_ struct copy *c = NULL;
+	struct stat sb;
+	const char *name;
+	int sfd, r;
+
+	if (!st || st->rec.state != SL_STATE_STAGING)
+		return sl_err(reterr, -EINVAL, "cannot copy: stage is not staging");
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return stage_fail(st, sl_err(reterr, -ENOMEM, "cannot copy: %s", strerror(ENOMEM)));
+	c->st = st;
+	c->reterr = reterr;
+	c->chown = geteuid() == 0;
+
+	sfd = openat(src_dirfd, src ? src : ".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sfd < 0 || fstat(sfd, &sb) < 0) {
+		r = negerrno();
+		if (sfd >= 0)
+			close(sfd);
+		sl_err(reterr, r == -ENOTDIR ? -ELOOP : r, "cannot copy: source: %s",
+		       r == -ENOTDIR || r == -ELOOP ? "not a directory (or a symlink); refused" : strerror(-r));
+		return stage_fail(st, r == -ENOTDIR ? -ELOOP : r);
+	}
+	pfd = stage_open_parent(st, path, &name, reterr);
+	if (pfd < 0) {
+		close(sfd);
+		return stage_fail(st, pfd);
+	}
+	c->rel_len = strlen(path);
+	memcpy(c->rel, path, c->rel_len);
+	r = stage_log(st, c->rel, c->rel_len, SL_KIND_DIR, reterr);
+	if (r == 0) {
+		r = copy_enter(c, sfd, pfd, name, &sb);
+		if (r == 0)
+			c->f[0].rel_len = c->rel_len;
+	} else {
+		close(sfd);
+	}
+	if (r == 0)
+		r = copy_walk(c);
+	if (r < 0) {
+		copy_unwind(c);
+		return stage_fail(st, r);
+	}
+	return 0;
+}

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * path.c: the one path validator and the one way to resolve a logged path.
+ * Nothing in stagelog hands a path glued from a root and a record to a
+ * syscall: it is checked here, then resolved from a directory fd.
+ */
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "stage-private.h"
+
+static bool force_fallback;
+
+void open_beneath_force_fallback(bool force)
+{
+	force_fallback = force;
+}
+
+bool label_valid(const char *label)
+{
+	size_t len = strlen(label);
+
+	if (len == 0 || len > SL_LABEL_MAX)
+		return false;
+	if (!((label[0] >= 'a' && label[0] <= 'z') || (label[0] >= '0' && label[0] <= '9')))
+		return false;
+	return strspn(label, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == len;
+}
+
+bool id_valid(const char *id)
+{
+	return strlen(id) == SL_ID_LEN && strspn(id, "0123456789abcdef") == SL_ID_LEN;
+}
+
+const char *path_check(const char *path, size_t len)
+{
+	size_t comp = 0;
+
+	if (len == 0)
+		return "empty path";
+	if (len > SL_PATH_MAX)
+		return "path longer than 4095 bytes";
+	if (memchr(path, '\0', len))
+		return "NUL byte in path";
+	if (path[0] == '/')
+		return "absolute path";
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && path[i] != '/') {
+			comp++;
+			continue;
+		}
+		if (comp == 0)
+			return "empty path component";
+		if (comp > SL_NAME_MAX)
+			return "path component longer than 255 bytes";
+		if ((comp == 1 && path[i - 1] == '.') || (comp == 2 && path[i - 1] == '.' && path[i - 2] == '.'))
+			return "'.' or '..' in path";
+		comp = 0;
+	}
+	return NULL;
+}
+
+int fd_mount_id(int fd, uint64_t *ret_mnt_id, bool *ret_mount_root)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) < 0)
+		return negerrno();
+	if (!(stx.stx_mask & STATX_MNT_ID))
+		return -EOPNOTSUPP;
+	*ret_mnt_id = stx.stx_mnt_id;
+	*ret_mount_root = (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+			  (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+	return 0;
+}
+
+/* The fallback walk: one component at a time with O_PATH | O_NOFOLLOW, so a
+ * symlink anywhere fails with ELOOP, and a mount-id compare after each step,
+ * so a mount anywhere fails with EXDEV. */
+static int open_beneath_walk(int dirfd, const char *path, size_t len, int flags)
+{
+	_cleanup_close_ int cur = -1;
+	uint64_t mnt, m;
+	bool root;
+	size_t i = 0;
+	int r;
+
+	cur = openat(dirfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cur < 0)
+		return negerrno();
+	r = fd_mount_id(cur, &mnt, &root);
+	if (r < 0)
+		return r;
+	while (i < len) {
+		char name[SL_NAME_MAX + 1];
+		size_t n = 0;
+		bool last;
+		int next;
+
+		while (i < len && path[i] != '/' && n < SL_NAME_MAX)
+			name[n++] = path[i++];
+		name[n] = '\0';
+		while (i < len && path[i] == '/')
+			i++;
+		last = i >= len;
+		next = openat(cur, name, (last ? flags : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0)
+			return errno == ENOTDIR ? -ELOOP : negerrno();
+		closep(&cur);
+		cur = next;
+		r = fd_mount_id(cur, &m, &root);
+		if (r < 0)
+			return r;
+		if (m != mnt || root)
+			return -EXDEV;
+	}
+	if (len == 0) {
+		int fd = openat(cur, ".", flags | O_DIRECTORY | O_CLOEXEC);
+		return fd < 0 ? negerrno() : fd;
+	}
+	return TAKE_FD(cur);
+}
+
+int open_beneath(int dirfd, const char *path, size_t len, int flags)
+{
+	char buf[SL_PATH_MAX + 1];
+	struct open_how how = {
+		.flags = (uint64_t)(flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC),
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+	};
+	long fd;
+
+	if (len > SL_PATH_MAX)
+		return -ENAMETOOLONG;
+	if (!force_fallback) {
+		memcpy(buf, path, len);
+		buf[len] = '\0';
+		fd = syscall(SYS_openat2, dirfd, len ? buf : ".", &how, sizeof(how));
+		if (fd >= 0)
+			return (int)fd;
+		/* A symlink as the last component is ENOTDIR with O_DIRECTORY
+		 * | O_NOFOLLOW; report every symlink on the way alike. */
+		if (errno == ENOTDIR)
+			return -ELOOP;
+		if (errno != ENOSYS && errno != EPERM)
+			return negerrno();
+	}
+	return open_beneath_walk(dirfd, path, len, flags);
+}
+
+int open_root(const char *root, int *ret_fd)
+{
+	int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return errno == ENOTDIR ? -ELOOP : negerrno();
+	*ret_fd = fd;
+	return 0;
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proc.c: who owns a stage. A pid alone is not an identity: pids are reused
+ * and restart at each boot. The boot id, the process's start time and its
+ * pid namespace together name one process for its whole life.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "stage-private.h"
+
+static int read_small(const char *path, char *buf, size_t size)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	ssize_t n;
+
+	if (fd < 0)
+		return negerrno();
+	n = read(fd, buf, size - 1);
+	if (n < 0)
+		return negerrno();
+	buf[n] = '\0';
+	return (int)n;
+}
+
+int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
+{
+	char buf[64];
+	int r = read_small("/proc/sys/kernel/random/boot_id", buf, sizeof(buf));
+
+	if (r < 0)
+		return r;
+	if (r < SL_BOOT_ID_LEN)
+		return -EBADMSG;
+	memcpy(ret, buf, SL_BOOT_ID_LEN);
+	ret[SL_BOOT_ID_LEN] = '\0';
+	return 0;
+}
+
+int proc_identity(pid_t pid, struct sl_owner *ret)
+{
+	char path[64], buf[1024];
+	struct stat st;
+	const char *p;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if (pid == 0)
+		pid = getpid();
+	r = proc_boot_id(ret->boot_id);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	r = read_small(path, buf, sizeof(buf));
+	if (r < 0)
+		return r == -ENOENT ? -ESRCH : r;
+	/* The command name (field 2) may hold spaces and parentheses; the
+	 * fields after the last ')' are plain numbers. Start time is field 22,
+	 * the 20th after that parenthesis. */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -EBADMSG;
+	for (int field = 2; field < 22; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EBADMSG;
+	}
+	ret->start_time = strtoull(p + 1, NULL, 10);
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);
+	if (stat(path, &st) < 0)
+		return errno == ENOENT ? -ESRCH : negerrno();
+	ret->pidns = (uint64_t)st.st_ino;
+	ret->pid = pid;
+	return 0;
+}

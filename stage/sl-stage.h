@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sl-stage.h: creating paths under a staging root, each logged in the store
+ * before it exists, and removing them again.
+ *
+ * A stage owns one top directory ROOT/LABEL-ID (0700). Paths given to the
+ * functions below are relative to that top directory. Every function
+ * returns 0 or a negative errno; any failure inside a stage aborts it
+ * before returning (its directory is gone and its record says aborted), and
+ * *reterr says what failed, where (relative to the staging root) and why.
+ */
+#ifndef STAGELOG_SL_STAGE_H
+#define STAGELOG_SL_STAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "sl-store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sl_stage;
+
+/* Options for sl_stage_begin(); zero-initialise for the defaults. */
+struct sl_stage_options {
+	const char *label; /* [a-z0-9][a-z0-9_.-]{0,31}; NULL: "stage" */
+	pid_t owner_pid;   /* 0: the calling process */
+};
+
+/*
+ * Begins a stage under root (created 0700 if missing; refused if it is a
+ * symlink, not a directory, group- or world-writable, or owned by another
+ * user than the caller or root). Records the stage durably, then creates
+ * the top directory and holds an exclusive flock on it until the stage is
+ * freed. On success *ret owns the stage (free it with sl_stage_free()).
+ */
+SL_PUBLIC int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
+			     struct sl_stage **ret, struct sl_error *reterr);
+
+/* Makes directory path (mode, e.g. 0755) inside the stage. */
+SL_PUBLIC int sl_stage_mkdir(struct sl_stage *stage, const char *path, mode_t mode, struct sl_error *reterr);
+
+/*
+ * Writes a file at path from buf (len bytes) with mode (0 means 0600). The
+ * file never has a name while it is incomplete: it is written unnamed
+ * (O_TMPFILE) and linked in when whole. The contents never reach the store
+ * or a message.
+ */
+SL_PUBLIC int sl_stage_write_file(struct sl_stage *stage, const char *path, const void *buf, size_t len,
+				  mode_t mode, struct sl_error *reterr);
+
+/* Makes a symlink at path pointing to target (never followed by stagelog). */
+SL_PUBLIC int sl_stage_symlink(struct sl_stage *stage, const char *target, const char *path,
+			       struct sl_error *reterr);
+
+/*
+ * Copies the tree at src_dirfd (a directory fd, or AT_FDCWD with src) into
+ * a new directory path inside the stage: directories, regular files and
+ * symlinks (as links), with modes and mtimes, and ownership when running as
+ * root. Never follows a symlink in the source; device nodes, FIFOs and
+ * sockets are refused.
+ */
+SL_PUBLIC int sl_stage_copy_tree(struct sl_stage *stage, int src_dirfd, const char *src, const char *path,
+				 struct sl_error *reterr);
+
+/* Marks the stage ready (staging → ready). */
+SL_PUBLIC int sl_stage_ready(struct sl_stage *stage, struct sl_error *reterr);
+
+/* Removes the stage and marks it released (→ releasing → released). */
+SL_PUBLIC int sl_stage_release(struct sl_stage *stage, struct sl_error *reterr);
+
+/* Removes the stage and marks it aborted. */
+SL_PUBLIC int sl_stage_abort(struct sl_stage *stage, struct sl_error *reterr);
+
+/*
+ * Renames the top directory of a ready stage to dest (never replacing an
+ * existing path: -EEXIST), fsyncs both parents and marks it published.
+ * stagelog never removes a published stage.
+ */
+SL_PUBLIC int sl_stage_publish(struct sl_stage *stage, const char *dest, struct sl_error *reterr);
+
+/* Frees the stage, aborting it first if it was never finished (ready,
+ * released, aborted or published). Accepts NULL. */
+SL_PUBLIC void sl_stage_free(struct sl_stage *stage);
+
+/* The stage's 32-hex-digit id, its label, and its top directory's path. */
+SL_PUBLIC const char *sl_stage_id(const struct sl_stage *stage);
+SL_PUBLIC const char *sl_stage_label(const struct sl_stage *stage);
+SL_PUBLIC const char *sl_stage_path(const struct sl_stage *stage);
+
+/* A directory fd of the top directory, owned by the stage. */
+SL_PUBLIC int sl_stage_fd(const struct sl_stage *stage);
+
+/*
+ * Makes the stage's lock fd inheritable (clears FD_CLOEXEC) so that a
+ * process started with exec keeps the stage alive while it runs, even if
+ * the caller dies. Returns the fd.
+ */
+SL_PUBLIC int sl_stage_lock_inherit(struct sl_stage *stage, struct sl_error *reterr);
+
+/*
+ * Releases the stage with the given full id from another process (as
+ * `stagelog release` does). A released, aborted or recovered stage is a
+ * success with nothing to do (returns 0); a published one is -EPERM; one
+ * whose lock is held by a live process is -EBUSY. Returns 1 when it removed
+ * something.
+ */
+SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
+
+/*
+ * Publishes the ready stage with the given full id to dest (as `stagelog
+ * publish` does).
+ */
+SL_PUBLIC int sl_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr);
+
+/* One NAME=VALUE environment variable for an OCI bundle. */
+struct sl_env_var {
+	const char *name;
+	const char *value;
+};
+
+/* Options for sl_oci_stage(). */
+struct sl_oci_options {
+	const char *root;                /* staging root */
+	const char *bundle;              /* packaged bundle folder: rootfs/ and config.json */
+	struct sl_stage_options stage;   /* label and owner */
+	const struct sl_env_var *env;    /* process.env, in order; a later name wins */
+	size_t n_env;
+};
+
+/*
+ * Stages an OCI bundle in one call: validates the packaged bundle, begins a
+ * stage, copies rootfs/, writes config.json (0600) with process.env replaced
+ * by exactly opts->env and every hostID in linux.uidMappings/gidMappings set
+ * to the bundle directory's uid/gid, and marks the stage ready. A missing
+ * input is -ENOENT, malformed data -EBADMSG. On success *ret owns the
+ * stage; on failure nothing is left on disk.
+ */
+SL_PUBLIC int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, struct sl_stage **ret,
+			   struct sl_error *reterr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

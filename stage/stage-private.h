@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stage-private.h: what recover/, cli/ and the tests need from stage/: the
+ * path validator, safe resolution beneath a directory, owner identity, and
+ * the one undo routine.
+ */
+#ifndef STAGELOG_STAGE_PRIVATE_H
+#define STAGELOG_STAGE_PRIVATE_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "sl-stage.h"
+#include "store-private.h"
+
+#define SL_NAME_MAX 255
+#define SL_PATH_MAX 4095
+
+/* True when label matches [a-z0-9][a-z0-9_.-]{0,31}. */
+HIDDEN bool label_valid(const char *label);
+
+/* True when id is 32 lowercase hex digits. */
+HIDDEN bool id_valid(const char *id);
+
+/*
+ * Checks a logged path lexically: relative, non-empty components, no "."
+ * or "..", no NUL, no component over 255 bytes, at most 4095 bytes. Returns
+ * NULL when it is clean, else a short reason (no path bytes in it).
+ */
+HIDDEN const char *path_check(const char *path, size_t len);
+
+/*
+ * Opens the directory at path (len bytes, already checked by path_check)
+ * beneath dirfd, following no symlink and crossing no mount. Uses openat2
+ * with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+ * RESOLVE_NO_XDEV, or, when openat2 is missing or filtered (ENOSYS, EPERM),
+ * one component at a time with O_NOFOLLOW and a mount-id check. flags are
+ * the open flags (O_PATH or O_RDONLY; O_DIRECTORY, O_NOFOLLOW and
+ * O_CLOEXEC are added). A symlink on the way is -ELOOP, a mount -EXDEV.
+ */
+HIDDEN int open_beneath(int dirfd, const char *path, size_t len, int flags);
+
+/* Test seam: pretend openat2 is unavailable (as under seccomp). */
+HIDDEN void open_beneath_force_fallback(bool force);
+
+/* The mount id and whether fd is a mount root, from statx. */
+HIDDEN int fd_mount_id(int fd, uint64_t *ret_mnt_id, bool *ret_mount_root);
+
+/* Reads the identity of process pid (0: self): boot id, start time, pid
+ * namespace. -ESRCH when there is no such process. */
+HIDDEN int proc_identity(pid_t pid, struct sl_owner *ret);
+
+/* This boot's id. */
+HIDDEN int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1]);
+
+/*
+ * The undo routine: the only code in stagelog that removes a staged path.
+ * Validates every entry of the record first (a bad one: -EBADMSG, nothing
+ * removed), removes the entries newest first beneath the root without
+ * following a symlink or entering a mount, then the top directory if its
+ * device and inode match the record, fsyncs the root, and marks entries
+ * removed as it goes. ENOENT counts as done. On failure reason holds a
+ * redacted explanation and the return value is negative: -EBADMSG (a record
+ * fails validation), -EXDEV (a mount in the way), -ESTALE (an identity
+ * mismatch), or the errno of the removal that failed.
+ */
+HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason, size_t reason_size);
+
+/*
+ * Removes the directory `name` in dirfd and everything beneath it, never
+ * following a symlink, never entering a mount, never opening anything but
+ * directories. When have_id, the directory is removed only if its device
+ * and inode are dev/ino. prefix is the root-relative path of dirfd, used in
+ * the reason. Returns 0 (also when name does not exist) or a negative errno
+ * with reason set.
+ */
+HIDDEN int undo_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
+			    uint64_t ino, char *reason, size_t reason_size);
+
+/* Opens a root directory without following its last component (O_RDONLY,
+ * so that it can be fsynced). */
+HIDDEN int open_root(const char *root, int *ret_fd);
+
+/* ---- Inside stage/: the stage object and its entry log. ---- */
+
+#define LOG_BATCH 256
+#define LOG_ARENA (64 * 1024)
+
+struct sl_stage {
+	struct sl_store *store;
+	struct sl_record rec;
+	int root_fd;  /* the staging root, O_RDONLY so that it can be fsynced */
+	int top_fd;   /* the top directory; holds the stage's flock */
+	char path[PATH_MAX];
+	int64_t next_seq;
+	/* Entries logged but not yet committed; see stage_log(). */
+	size_t n;
+	size_t used;
+	uint32_t offs[LOG_BATCH];
+	uint16_t lens[LOG_BATCH];
+	uint8_t kinds[LOG_BATCH];
+	char arena[LOG_ARENA];
+};
+
+/* Logs the entry topdir/path (path relative to the top directory) before
+ * the caller creates it. See docs/design.md for why entries inside the top
+ * directory are batched, not committed one by one. */
+HIDDEN int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind kind, struct sl_error *reterr);
+
+/* Commits the logged entries not yet in the store. */
+HIDDEN int stage_log_flush(struct sl_stage *st, struct sl_error *reterr);
+
+/* Aborts the stage after a failure inside it and returns r. */
+HIDDEN int stage_fail(struct sl_stage *st, int r);
+
+/* Opens the directory holding path (relative to the top directory) beneath
+ * the top directory, and points *ret_name at path's last component. */
+HIDDEN int stage_open_parent(struct sl_stage *st, const char *path, const char **ret_name, struct sl_error *reterr);
+
+#endif

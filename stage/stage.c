@@ -1,0 +1,652 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stage.c: beginning a stage, creating paths inside it (each logged before
+ * it exists), and finishing it: ready, release, abort, publish.
+ */
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "stage-private.h"
+
+#define ALL_STATES 0x1ffu
+#define BIT(s) (1u << (s))
+
+static int fail_root(struct sl_error *reterr, int r, const char *why)
+{
+	r = sl_err(reterr, r, "cannot begin stage: staging root: %s", why ? why : strerror(-r));
+	if (reterr)
+		reterr->flags |= SL_ERROR_CANTCREAT;
+	return r;
+}
+
+/* Creates missing folders of path 0700, like mkdir -p. */
+static int mkdir_parents(char *path)
+{
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		int r = mkdir(path, 0700) < 0 && errno != EEXIST ? negerrno() : 0;
+		*p = c;
+		if (r < 0 || c == '\0')
+			return r;
+	}
+}
+
+/* Opens the staging root, creating it 0700 when missing, and refuses one
+ * that another user could use to swap names under us: a symlink, not a
+ * directory, writable by group or others, or owned by another user. */
+static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+	int r;
+
+	r = open_root(root, &fd);
+	if (r == -ENOENT) {
+		r = mkdir_parents(root);
+		if (r < 0)
+			return fail_root(reterr, r, NULL);
+		r = open_root(root, &fd);
+	}
+	if (r == -ELOOP)
+		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+	if (r < 0)
+		return fail_root(reterr, r, NULL);
+	if (fstat(fd, &st) < 0)
+		return fail_root(reterr, negerrno(), NULL);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return fail_root(reterr, -EPERM, "writable by group or others; refused");
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+		return fail_root(reterr, -EPERM, "owned by another user; refused");
+	if (access(root, W_OK | X_OK) < 0)
+		return fail_root(reterr, negerrno(), "not writable");
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* Makes root absolute without resolving symlinks, and strips trailing
+ * slashes, so the stored root names the same directory from anywhere. */
+static int absolute_root(const char *root, char *buf, size_t size)
+{
+	char cwd[PATH_MAX];
+	size_t len;
+	int n;
+
+	if (root[0] == '/')
+		n = snprintf(buf, size, "%s", root);
+	else if (getcwd(cwd, sizeof(cwd)))
+		n = snprintf(buf, size, "%s/%s", cwd, root);
+	else
+		return negerrno();
+	if (n < 0 || (size_t)n >= size - SL_LABEL_MAX - SL_ID_LEN - 2)
+		return -ENAMETOOLONG;
+	len = (size_t)n;
+	while (len > 1 && buf[len - 1] == '/')
+		buf[--len] = '\0';
+	if (len > 1 && path_check(buf + 1, len - 1))
+		return -EINVAL;
+	return 0;
+}
+
+int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
+		   struct sl_stage **ret, struct sl_error *reterr)
+{
+	const char *label = opts && opts->label ? opts->label : "stage";
+	_cleanup_free_ struct sl_stage *st = NULL;
+	unsigned char raw[16];
+	struct stat sb;
+	int r;
+
+	if (!store || !root || !ret)
+		return sl_err(reterr, -EINVAL, "cannot begin stage: missing argument");
+	if (!label_valid(label))
+		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,31}");
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
+	st->store = store;
+	st->root_fd = st->top_fd = -1;
+	r = proc_identity(opts ? opts->owner_pid : 0, &st->rec.owner);
+	if (r == -ESRCH)
+		return sl_err(reterr, -EINVAL, "cannot begin stage: owner: no such process");
+	if (r < 0)
+		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
+	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
+	if (r < 0)
+		return fail_root(reterr, r, r == -EINVAL ? "not a clean path ('.', '..' or '//')" : NULL);
+	r = prepare_root(st->rec.root, &st->root_fd, reterr);
+	if (r < 0)
+		return r;
+
+	/* 128 random bits: the id is also the top directory's name, so it
+	 * must be unguessable as well as unique. */
+	arc4random_buf(raw, sizeof(raw));
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(st->rec.id + 2 * i, 3, "%02x", raw[i]);
+	snprintf(st->rec.label, sizeof(st->rec.label), "%s", label);
+	snprintf(st->rec.topdir, sizeof(st->rec.topdir), "%s-%s", label, st->rec.id);
+	if (snprintf(st->path, sizeof(st->path), "%s/%s", strcmp(st->rec.root, "/") ? st->rec.root : "",
+		     st->rec.topdir) >= (int)sizeof(st->path))
+		return fail_root(reterr, -ENAMETOOLONG, NULL);
+	st->rec.state = SL_STATE_STAGING;
+	st->rec.created_ms = sl_now_ms();
+
+	/* Log before create: the stage and the intent for its top directory
+	 * are durable before the directory can exist, so no crash can leave a
+	 * directory that no record names. */
+	r = store_stage_insert(store, &st->rec, reterr);
+	if (r < 0) {
+		closep(&st->root_fd);
+		return r;
+	}
+	st->next_seq = 1;
+	r = sl_fault_step();
+	if (r == 0 && mkdirat(st->root_fd, st->rec.topdir, 0700) < 0)
+		r = negerrno();
+	if (r < 0) {
+		/* EEXIST included: a path is never adopted. */
+		sl_err(reterr, r, "cannot begin stage: %s: %s", st->rec.topdir, strerror(-r));
+		if (reterr && (r == -EEXIST || r == -EACCES || r == -EROFS))
+			reterr->flags |= SL_ERROR_CANTCREAT;
+		/* Nothing of ours to remove: only the record ends. */
+		(void)store_stage_transition(store, st->rec.rowid, BIT(SL_STATE_STAGING), SL_STATE_ABORTED, NULL, false,
+					     NULL);
+		closep(&st->root_fd);
+		return r;
+	}
+	st->top_fd = openat(st->root_fd, st->rec.topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX | LOCK_NB) < 0 || fstat(st->top_fd, &sb) < 0 ||
+	    fchmod(st->top_fd, 0700) < 0) {
+		r = sl_err(reterr, negerrno(), "cannot begin stage: %s: %s", st->rec.topdir, strerror(errno));
+		r = stage_fail(st, r);
+		closep(&st->root_fd);
+		return r;
+	}
+	st->rec.have_inode = true;
+	st->rec.dev = sb.st_dev;
+	st->rec.ino = sb.st_ino;
+	/* The directory's name must be durable before anything relies on it
+	 * (a disk-backed root); the store sync above already covers its
+	 * record. */
+	r = sl_fault_step();
+	if (r == 0 && fsync(st->root_fd) < 0 && errno != EINVAL)
+		r = negerrno();
+	if (r == 0)
+		r = store_stage_set_inode(store, st->rec.rowid, sb.st_dev, sb.st_ino, reterr);
+	if (r < 0) {
+		sl_err(reterr, r, "cannot begin stage: %s: %s", st->rec.topdir, strerror(-r));
+		r = stage_fail(st, r);
+		closep(&st->root_fd);
+		return r;
+	}
+	*ret = TAKE_PTR(st);
+	return 0;
+}
+
+int stage_log_flush(struct sl_stage *st, struct sl_error *reterr)
+{
+	int r;
+
+	if (st->n == 0)
+		return 0;
+	r = store_entries_append(st->store, st->rec.rowid, st->next_seq, st->n, st->arena, st->offs, st->lens,
+				 st->kinds, reterr);
+	if (r < 0)
+		return r;
+	st->next_seq += (int64_t)st->n;
+	st->n = 0;
+	st->used = 0;
+	return 0;
+}
+
+int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind kind, struct sl_error *reterr)
+{
+	size_t tl = strlen(st->rec.topdir), total = tl + 1 + len;
+	int r;
+
+	if (total > SL_PATH_MAX)
+		return sl_err(reterr, -ENAMETOOLONG, "cannot log entry: %s/...: %s", st->rec.topdir,
+			      strerror(ENAMETOOLONG));
+	if (st->n == LOG_BATCH || st->used + total > sizeof(st->arena)) {
+		r = stage_log_flush(st, reterr);
+		if (r < 0)
+			return r;
+	}
+	st->offs[st->n] = (uint32_t)st->used;
+	st->lens[st->n] = (uint16_t)total;
+	st->kinds[st->n] = (uint8_t)kind;
+	memcpy(st->arena + st->used, st->rec.topdir, tl);
+	st->arena[st->used + tl] = '/';
+	memcpy(st->arena + st->used + tl + 1, path, len);
+	st->used += total;
+	st->n++;
+	return 0;
+}
+
+static void stage_close(struct sl_stage *st)
+{
+	closep(&st->top_fd);
+	st->top_fd = -1;
+}
+
+/* Removes the stage with the undo routine and moves its record to `to`
+ * (from one of from_mask), or to failed with the reason when the removal
+ * could not finish. */
+static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned from_mask, enum sl_state to,
+			 const char *what, struct sl_error *reterr)
+{
+	char reason[256];
+	int r;
+
+	r = undo_stage(store, rec, reason, sizeof(reason));
+	if (r < 0) {
+		(void)store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason, false, NULL);
+		rec->state = SL_STATE_FAILED;
+		return sl_err(reterr, r, "cannot %s stage: %s", what, reason);
+	}
+	r = store_stage_transition(store, rec->rowid, from_mask, to, NULL, false, reterr);
+	if (r < 0)
+		return r;
+	rec->state = to;
+	return 0;
+}
+
+int stage_fail(struct sl_stage *st, int r)
+{
+	/* The entries still in memory name paths inside the top directory,
+	 * which the undo removes in any case; try to log them for the record,
+	 * but a store that fails here must not stop the removal. */
+	(void)stage_log_flush(st, NULL);
+	stage_close(st);
+	if (st->rec.state == SL_STATE_STAGING || st->rec.state == SL_STATE_READY)
+		(void)stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY),
+				    SL_STATE_ABORTED, "abort", NULL);
+	return r;
+}
+
+static int check_staging(struct sl_stage *st, const char *what, struct sl_error *reterr)
+{
+	if (!st)
+		return sl_err(reterr, -EINVAL, "cannot %s: no stage", what);
+	if (st->rec.state != SL_STATE_STAGING)
+		return sl_err(reterr, -EINVAL, "cannot %s: stage is %s, not staging", what,
+			      sl_state_name(st->rec.state));
+	return 0;
+}
+
+int stage_open_parent(struct sl_stage *st, const char *path, const char **ret_name, struct sl_error *reterr)
+{
+	size_t len = strlen(path);
+	const char *slash, *why = path_check(path, len);
+	int fd;
+
+	if (why)
+		return sl_err(reterr, -EINVAL, "bad path in stage: %s", why);
+	slash = strrchr(path, '/');
+	fd = open_beneath(st->top_fd, path, slash ? (size_t)(slash - path) : 0, O_PATH);
+	if (fd < 0)
+		return sl_err(reterr, fd, "cannot open: %s/%.*s: %s", st->rec.topdir,
+			      slash ? (int)(slash - path) : 0, path, strerror(-fd));
+	*ret_name = slash ? slash + 1 : path;
+	return fd;
+}
+
+int sl_stage_mkdir(struct sl_stage *st, const char *path, mode_t mode, struct sl_error *reterr)
+{
+	_cleanup_close_ int pfd = -1, fd = -1;
+	const char *name;
+	int r;
+
+	r = check_staging(st, "make directory", reterr);
+	if (r < 0)
+		return r;
+	pfd = stage_open_parent(st, path, &name, reterr);
+	if (pfd < 0)
+		return stage_fail(st, pfd);
+	r = stage_log(st, path, strlen(path), SL_KIND_DIR, reterr);
+	if (r == 0)
+		r = sl_fault_step();
+	if (r == 0 && mkdirat(pfd, name, 0700) < 0)
+		r = negerrno();
+	/* umask applies to mkdirat; the caller asked for exactly mode. */
+	if (r == 0 && ((fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+		       fchmod(fd, mode & 07777) < 0))
+		r = negerrno();
+	if (r < 0) {
+		sl_err(reterr, r, "cannot make directory: %s/%s: %s", st->rec.topdir, path, strerror(-r));
+		return stage_fail(st, r);
+	}
+	return 0;
+}
+
+/* Writes all of buf to fd. */
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negerrno();
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int sl_stage_write_file(struct sl_stage *st, const char *path, const void *buf, size_t len, mode_t mode,
+			struct sl_error *reterr)
+{
+	_cleanup_close_ int pfd = -1, fd = -1;
+	bool named = false;
+	const char *name;
+	char proc[64];
+	int r;
+
+	r = check_staging(st, "write file", reterr);
+	if (r < 0)
+		return r;
+	pfd = stage_open_parent(st, path, &name, reterr);
+	if (pfd < 0)
+		return stage_fail(st, pfd);
+	r = stage_log(st, path, strlen(path), SL_KIND_FILE, reterr);
+	if (r < 0)
+		return stage_fail(st, r);
+
+	/* The file is written without a name and linked in only when whole:
+	 * a crash or a reader never sees half a config. Where O_TMPFILE is
+	 * not supported, a named 0600 file is the fallback; the undo removes
+	 * it like any other entry. */
+	r = sl_fault_step();
+	if (r == 0) {
+		fd = openat(pfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+		if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+			fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+			named = true;
+		}
+		if (fd < 0)
+			r = negerrno();
+	}
+	if (r == 0)
+		r = sl_fault_step();
+	if (r == 0)
+		r = write_all(fd, buf, len);
+	if (r == 0 && fchmod(fd, mode ? mode & 07777 : 0600) < 0)
+		r = negerrno();
+	if (r == 0 && !named) {
+		r = sl_fault_step();
+		if (r == 0 && linkat(fd, "", pfd, name, AT_EMPTY_PATH) < 0) {
+			/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc
+			 * link does the same for everyone else. */
+			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+			if (linkat(AT_FDCWD, proc, pfd, name, AT_SYMLINK_FOLLOW) < 0)
+				r = negerrno();
+		}
+	}
+	if (r < 0) {
+		sl_err(reterr, r, "cannot write file: %s/%s: %s", st->rec.topdir, path, strerror(-r));
+		return stage_fail(st, r);
+	}
+	return 0;
+}
+
+int sl_stage_symlink(struct sl_stage *st, const char *target, const char *path, struct sl_error *reterr)
+{
+	_cleanup_close_ int pfd = -1;
+	const char *name;
+	int r;
+
+	r = check_staging(st, "make symlink", reterr);
+	if (r < 0)
+		return r;
+	pfd = stage_open_parent(st, path, &name, reterr);
+	if (pfd < 0)
+		return stage_fail(st, pfd);
+	r = stage_log(st, path, strlen(path), SL_KIND_SYMLINK, reterr);
+	if (r == 0)
+		r = sl_fault_step();
+	if (r == 0 && symlinkat(target, pfd, name) < 0)
+		r = negerrno();
+	if (r < 0) {
+		sl_err(reterr, r, "cannot make symlink: %s/%s: %s", st->rec.topdir, path, strerror(-r));
+		return stage_fail(st, r);
+	}
+	return 0;
+}
+
+int sl_stage_ready(struct sl_stage *st, struct sl_error *reterr)
+{
+	int r = check_staging(st, "mark stage ready", reterr);
+
+	if (r < 0)
+		return r;
+	r = stage_log_flush(st, reterr);
+	if (r == 0)
+		r = store_stage_transition(st->store, st->rec.rowid, BIT(SL_STATE_STAGING), SL_STATE_READY, NULL,
+					   false, reterr);
+	if (r < 0)
+		return stage_fail(st, r);
+	st->rec.state = SL_STATE_READY;
+	return 0;
+}
+
+int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
+{
+	if (!st)
+		return sl_err(reterr, -EINVAL, "cannot abort stage: no stage");
+	if (st->rec.state != SL_STATE_STAGING && st->rec.state != SL_STATE_READY)
+		return st->rec.state == SL_STATE_ABORTED ? 0 : sl_err(reterr, -EINVAL, "cannot abort stage: it is %s",
+									sl_state_name(st->rec.state));
+	(void)stage_log_flush(st, NULL);
+	stage_close(st);
+	return stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY), SL_STATE_ABORTED,
+			     "abort", reterr);
+}
+
+int sl_stage_release(struct sl_stage *st, struct sl_error *reterr)
+{
+	int r;
+
+	if (!st)
+		return sl_err(reterr, -EINVAL, "cannot release stage: no stage");
+	if (st->rec.state == SL_STATE_STAGING)
+		return sl_stage_abort(st, reterr);
+	if (st->rec.state == SL_STATE_RELEASED)
+		return 0;
+	if (st->rec.state != SL_STATE_READY && st->rec.state != SL_STATE_FAILED)
+		return sl_err(reterr, -EINVAL, "cannot release stage: it is %s", sl_state_name(st->rec.state));
+	r = store_stage_transition(st->store, st->rec.rowid, BIT(SL_STATE_READY) | BIT(SL_STATE_FAILED),
+				   SL_STATE_RELEASING, NULL, false, reterr);
+	if (r < 0)
+		return r;
+	st->rec.state = SL_STATE_RELEASING;
+	stage_close(st);
+	return stage_undo_to(st->store, &st->rec, BIT(SL_STATE_RELEASING), SL_STATE_RELEASED, "release", reterr);
+}
+
+/* Renames the top directory to dest without replacing anything, makes both
+ * directory changes durable, then records the stage published. If the
+ * record cannot be written, the directory is renamed back so that the
+ * stage stays ours to remove. */
+static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, const char *dest,
+		   struct sl_error *reterr)
+{
+	_cleanup_free_ char *d1 = strdup(dest), *d2 = strdup(dest);
+	_cleanup_close_ int pfd = -1;
+	const char *base, *parent;
+	int r;
+
+	if (!d1 || !d2)
+		return sl_err(reterr, -ENOMEM, "cannot publish stage: %s", strerror(ENOMEM));
+	base = basename(d1);
+	parent = dirname(d2);
+	if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(base, "/") == 0)
+		return sl_err(reterr, -EINVAL, "cannot publish stage: destination: not a new name");
+	pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pfd < 0) {
+		r = sl_err(reterr, negerrno(), "cannot publish stage: destination folder: %s", strerror(errno));
+		if (reterr)
+			reterr->flags |= SL_ERROR_CANTCREAT;
+		return r;
+	}
+	r = sl_fault_step();
+	if (r == 0 && renameat2(root_fd, rec->topdir, pfd, base, RENAME_NOREPLACE) < 0)
+		r = negerrno();
+	if (r < 0) {
+		sl_err(reterr, r, "cannot publish stage: destination: %s", strerror(-r));
+		if (reterr && (r == -EEXIST || r == -EXDEV || r == -EACCES || r == -EROFS))
+			reterr->flags |= SL_ERROR_CANTCREAT;
+		return r;
+	}
+	r = sl_fault_step();
+	if (r == 0 && (fsync(pfd) < 0 || fsync(root_fd) < 0) && errno != EINVAL)
+		r = negerrno();
+	if (r == 0)
+		r = store_stage_transition(store, rec->rowid, BIT(SL_STATE_READY), SL_STATE_PUBLISHED, NULL, true,
+					   reterr);
+	if (r < 0) {
+		(void)renameat2(pfd, base, root_fd, rec->topdir, RENAME_NOREPLACE);
+		return sl_err(reterr, r, "cannot publish stage: %s", strerror(-r));
+	}
+	rec->state = SL_STATE_PUBLISHED;
+	return 0;
+}
+
+int sl_stage_publish(struct sl_stage *st, const char *dest, struct sl_error *reterr)
+{
+	int r;
+
+	if (!st || !dest)
+		return sl_err(reterr, -EINVAL, "cannot publish stage: missing argument");
+	if (st->rec.state != SL_STATE_READY)
+		return sl_err(reterr, -EINVAL, "cannot publish stage: it is %s, not ready", sl_state_name(st->rec.state));
+	r = publish(st->store, &st->rec, st->root_fd, dest, reterr);
+	if (r < 0 && !(reterr && (reterr->flags & SL_ERROR_CANTCREAT)))
+		return stage_fail(st, r);
+	if (r == 0)
+		stage_close(st);
+	return r;
+}
+
+void sl_stage_free(struct sl_stage *st)
+{
+	if (!st)
+		return;
+	if (st->rec.state == SL_STATE_STAGING)
+		(void)stage_fail(st, 0);
+	stage_close(st);
+	closep(&st->root_fd);
+	free(st);
+}
+
+const char *sl_stage_id(const struct sl_stage *st)
+{
+	return st->rec.id;
+}
+
+const char *sl_stage_label(const struct sl_stage *st)
+{
+	return st->rec.label;
+}
+
+const char *sl_stage_path(const struct sl_stage *st)
+{
+	return st->path;
+}
+
+int sl_stage_fd(const struct sl_stage *st)
+{
+	return st->top_fd;
+}
+
+int sl_stage_lock_inherit(struct sl_stage *st, struct sl_error *reterr)
+{
+	int flags;
+
+	if (!st || st->top_fd < 0)
+		return sl_err(reterr, -EINVAL, "cannot pass stage lock: stage is not open");
+	flags = fcntl(st->top_fd, F_GETFD);
+	if (flags < 0 || fcntl(st->top_fd, F_SETFD, flags & ~FD_CLOEXEC) < 0)
+		return sl_err(reterr, negerrno(), "cannot pass stage lock: %s", strerror(errno));
+	return st->top_fd;
+}
+
+/* Opens a stage's top directory from its record and takes its lock, so
+ * that no live process (a stager, a runtime) has the stage pulled from
+ * under it. -ENOENT when it is gone, -EBUSY when someone holds it. */
+static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, struct sl_error *reterr,
+		    const char *what)
+{
+	_cleanup_close_ int root_fd = -1, top = -1;
+	int r;
+
+	r = open_root(rec->root, &root_fd);
+	if (r < 0)
+		return r == -ENOENT ? r : sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
+	top = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (top >= 0 && flock(top, LOCK_EX | LOCK_NB) < 0)
+		return sl_err(reterr, errno == EWOULDBLOCK ? -EBUSY : negerrno(),
+			      "cannot %s stage: %s: in use by a live process", what, rec->topdir);
+	*ret_root = TAKE_FD(root_fd);
+	*ret_top = TAKE_FD(top);
+	return 0;
+}
+
+int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr)
+{
+	_cleanup_close_ int root_fd = -1, top = -1;
+	struct sl_record rec;
+	int r;
+
+	r = store_stage_get(store, id, &rec, reterr);
+	if (r < 0)
+		return r;
+	switch (rec.state) {
+	case SL_STATE_RELEASED:
+	case SL_STATE_ABORTED:
+	case SL_STATE_RECOVERED:
+		return 0;
+	case SL_STATE_PUBLISHED:
+		return sl_err(reterr, -EINVAL, "cannot release stage: it is published; it belongs to its destination");
+	case SL_STATE_RECOVERING:
+		return sl_err(reterr, -EBUSY, "cannot release stage: recovery is working on it");
+	default:
+		break;
+	}
+	r = lock_top(&rec, &root_fd, &top, reterr, "release");
+	if (r < 0 && r != -ENOENT)
+		return r;
+	r = store_stage_transition(store, rec.rowid, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY) |
+				   BIT(SL_STATE_FAILED) | BIT(SL_STATE_RELEASING), SL_STATE_RELEASING, NULL, false, reterr);
+	if (r < 0)
+		return r;
+	r = stage_undo_to(store, &rec, BIT(SL_STATE_RELEASING), SL_STATE_RELEASED, "release", reterr);
+	return r < 0 ? r : 1;
+}
+
+int sl_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr)
+{
+	_cleanup_close_ int root_fd = -1, top = -1;
+	struct sl_record rec;
+	int r;
+
+	r = store_stage_get(store, id, &rec, reterr);
+	if (r < 0)
+		return r;
+	if (rec.state != SL_STATE_READY)
+		return sl_err(reterr, -EINVAL, "cannot publish stage: it is %s, not ready", sl_state_name(rec.state));
+	r = lock_top(&rec, &root_fd, &top, reterr, "publish");
+	if (r == -ENOENT || (r == 0 && top < 0))
+		return sl_err(reterr, -ENOENT, "cannot publish stage: %s: %s", rec.topdir, strerror(ENOENT));
+	if (r < 0)
+		return r;
+	return publish(store, &rec, root_fd, dest, reterr);
+}

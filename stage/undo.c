@@ -1,0 +1,544 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * undo.c: the one routine that removes what a stage created. In-process
+ * cleanup (release, abort) and recovery both come here; nothing else in
+ * stagelog removes a staged path.
+ *
+ * The rules, each enforced where the comment stands below:
+ *  - every logged path is checked lexically before anything is removed;
+ *  - paths are resolved from a directory fd, never following a symlink and
+ *    never crossing a mount;
+ *  - only directories are ever opened, so a FIFO cannot block us and a
+ *    device cannot be touched; files, symlinks, FIFOs, sockets and devices
+ *    are only unlinked, so a hard link to an outside file loses its name
+ *    here and nothing else;
+ *  - the top directory goes only if its device and inode match the record;
+ *  - an entry is marked removed only after its path is gone.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "stage-private.h"
+
+/* At most this many directories are held open while removing a tree; deeper
+ * ones are reached again through ".." with an identity check. */
+#define MAX_OPEN_DIRS 32
+/* How often one directory may be scanned again because it still held names
+ * after a full pass (something kept creating them). */
+#define MAX_RESCANS 16
+
+struct frame {
+	DIR *d;          /* NULL while closed to bound open fds */
+	uint64_t dev, ino;
+	char *name;      /* name in the parent */
+	unsigned rescans;
+};
+
+struct tree {
+	struct frame *f;
+	size_t n, cap;
+	size_t open;
+	uint64_t mnt_id;
+	int base_fd; /* the parent of the tree's top */
+	const char *prefix;
+	char *reason;
+	size_t reason_size;
+	int error; /* first failure; the walk goes on with the rest */
+};
+
+/* Writes the root-relative path of the current frame plus name into the
+ * reason: only names the stage (or its runtime) created, never contents. */
+static int tree_fail(struct tree *t, int error, const char *name, const char *why)
+{
+	char path[512];
+	size_t len;
+
+	if (t->error)
+		return error;
+	t->error = error;
+	len = (size_t)snprintf(path, sizeof(path), "%s", t->prefix);
+	for (size_t i = 0; i < t->n && len < sizeof(path); i++)
+		len += (size_t)snprintf(path + len, sizeof(path) - len, "/%s", t->f[i].name);
+	if (name && len < sizeof(path))
+		snprintf(path + len, sizeof(path) - len, "/%s", name);
+	snprintf(t->reason, t->reason_size, "%s: %s", path, why ? why : strerror(-error));
+	return error;
+}
+
+/* Adds owner rwx to a directory the caller owns, through an O_PATH fd and
+ * its /proc magic link, so that no name is resolved twice. Only on EACCES,
+ * only for directories, only when we own them: never a file's mode. */
+static int grant_owner(int dfd, const char *name)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	char proc[64];
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return negerrno();
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+		return -EACCES;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return chmod(proc, (st.st_mode & 07777) | S_IRWXU) < 0 ? negerrno() : 0;
+}
+
+static int grant_self(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return negerrno();
+	if (st.st_uid != geteuid())
+		return -EACCES;
+	return fchmod(fd, (st.st_mode & 07777) | S_IRWXU) < 0 ? negerrno() : 0;
+}
+
+/* Opens name in dfd as a directory to descend into: never following a
+ * symlink, never blocking on a FIFO (O_DIRECTORY fails first), and never a
+ * mount root or another mount. Returns -ENOTDIR when it is not a directory
+ * (it can then be unlinked) and -EXDEV for a mount. */
+static int open_child(struct tree *t, int dfd, const char *name, struct stat *ret_st)
+{
+	_cleanup_close_ int fd = -1;
+	uint64_t mnt;
+	bool mount_root;
+	int r;
+
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 && errno == EACCES && grant_owner(dfd, name) == 0)
+		fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP ? -ENOTDIR : negerrno();
+	r = fd_mount_id(fd, &mnt, &mount_root);
+	if (r < 0)
+		return r;
+	if (mount_root || mnt != t->mnt_id)
+		return -EXDEV;
+	if (fstat(fd, ret_st) < 0)
+		return negerrno();
+	return TAKE_FD(fd);
+}
+
+static int push(struct tree *t, int fd, const struct stat *st, const char *name)
+{
+	struct frame *f;
+
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 64;
+		f = realloc(t->f, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		t->f = f;
+		t->cap = cap;
+	}
+	/* Bound the open fds: close the oldest open ancestor. It is reached
+	 * again through ".." and its identity checked when we come back. */
+	if (t->open == MAX_OPEN_DIRS) {
+		struct frame *old = &t->f[t->n - MAX_OPEN_DIRS];
+		closedir(old->d);
+		old->d = NULL;
+		t->open--;
+	}
+	f = &t->f[t->n];
+	memset(f, 0, sizeof(*f));
+	f->name = strdup(name);
+	f->d = f->name ? fdopendir(fd) : NULL;
+	if (!f->d) {
+		free(f->name);
+		close(fd);
+		return -ENOMEM;
+	}
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	t->n++;
+	t->open++;
+	return 0;
+}
+
+/*
+ * Finishes the top frame once a pass over it found no more names: reopens
+ * the parent through ".." if it was closed (checking it is the same
+ * directory), then removes the frame's directory if it is still the one we
+ * emptied. A directory that filled up again meanwhile is scanned again, at
+ * most MAX_RESCANS times. Returns 1 when the frame stays for another pass.
+ */
+static int pop(struct tree *t)
+{
+	struct frame *f = &t->f[t->n - 1], *parent = t->n > 1 ? &t->f[t->n - 2] : NULL;
+	struct stat st;
+	int pfd, r;
+
+	if (!f->d)
+		goto done; /* Could not be reopened; the failure is recorded. */
+	if (parent && !parent->d) {
+		int fd = openat(dirfd(f->d), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == parent->dev && st.st_ino == parent->ino &&
+		    (parent->d = fdopendir(fd)) != NULL) {
+			t->open++;
+		} else {
+			if (fd >= 0)
+				close(fd);
+			tree_fail(t, -ESTALE, NULL, "a directory was moved during removal");
+			goto done;
+		}
+	}
+	pfd = parent ? dirfd(parent->d) : t->base_fd;
+	if (t->error)
+		goto done; /* Its subtree holds what we could not remove. */
+
+	/* The identity check before rmdir: a directory renamed away and
+	 * replaced by another during the walk is not ours to remove. rmdir
+	 * never removes a non-empty directory, so the window between this
+	 * check and the rmdir cannot cost data. */
+	if (fstatat(pfd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT)
+			tree_fail(t, negerrno(), f->name, NULL);
+		goto done;
+	}
+	if (st.st_dev != f->dev || st.st_ino != f->ino) {
+		tree_fail(t, -ESTALE, f->name, "replaced during removal; left alone");
+		goto done;
+	}
+	r = sl_fault_step();
+	if (r == 0 && unlinkat(pfd, f->name, AT_REMOVEDIR) < 0)
+		r = negerrno();
+	if (r == -ENOTEMPTY && f->rescans < MAX_RESCANS) {
+		rewinddir(f->d);
+		f->rescans++;
+		return 1;
+	}
+	if (r < 0 && r != -ENOENT)
+		tree_fail(t, r, NULL, r == -EBUSY ? "a mount is in the way" : NULL);
+done:
+	if (f->d) {
+		closedir(f->d);
+		t->open--;
+	}
+	free(f->name);
+	t->n--;
+	return 0;
+}
+
+/* Removes one name found in a directory being emptied. */
+static int remove_name(struct tree *t, int fd, const struct dirent *de)
+{
+	struct stat st;
+	int r, cfd;
+
+	if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
+		r = sl_fault_step();
+		if (r < 0)
+			return tree_fail(t, r, de->d_name, NULL);
+		if (unlinkat(fd, de->d_name, 0) == 0 || errno == ENOENT)
+			return 0;
+		if (errno == EACCES && grant_self(fd) == 0 && unlinkat(fd, de->d_name, 0) == 0)
+			return 0;
+		if (errno != EISDIR)
+			return tree_fail(t, negerrno(), de->d_name, errno == EBUSY ? "a mount is in the way" : NULL);
+	}
+	cfd = open_child(t, fd, de->d_name, &st);
+	if (cfd == -ENOTDIR) {
+		/* Not a directory (or a symlink to one): unlink the name. */
+		r = sl_fault_step();
+		if (r < 0)
+			return tree_fail(t, r, de->d_name, NULL);
+		if (unlinkat(fd, de->d_name, 0) == 0 || errno == ENOENT)
+			return 0;
+		if (errno == EACCES && grant_self(fd) == 0 && unlinkat(fd, de->d_name, 0) == 0)
+			return 0;
+		return tree_fail(t, negerrno(), de->d_name, errno == EBUSY ? "a mount is in the way" : NULL);
+	}
+	if (cfd == -ENOENT)
+		return 0;
+	if (cfd == -EXDEV)
+		return tree_fail(t, -EXDEV, de->d_name, "a mount is in the way; not entered");
+	if (cfd < 0)
+		return tree_fail(t, cfd, de->d_name, NULL);
+	r = push(t, cfd, &st, de->d_name);
+	return r < 0 ? tree_fail(t, r, de->d_name, NULL) : 1;
+}
+
+int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool have_id, uint64_t dev, uint64_t ino,
+		     char *reason, size_t reason_size)
+{
+	struct tree t = {.base_fd = parent_fd, .prefix = prefix, .reason = reason, .reason_size = reason_size};
+	struct stat st;
+	bool mount_root;
+	int fd, r;
+
+	r = fd_mount_id(parent_fd, &t.mnt_id, &mount_root);
+	if (r < 0)
+		return tree_fail(&t, r, NULL, NULL);
+	fd = open_child(&t, parent_fd, name, &st);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd == -ENOTDIR)
+		return tree_fail(&t, -ESTALE, name, "not a directory (replaced?); left alone");
+	if (fd == -EXDEV)
+		return tree_fail(&t, -EXDEV, name, "a mount is in the way; not entered");
+	if (fd < 0)
+		return tree_fail(&t, fd, name, NULL);
+	if (have_id && (st.st_dev != dev || st.st_ino != ino)) {
+		close(fd);
+		return tree_fail(&t, -ESTALE, name, "not the directory the stage created; left alone");
+	}
+	/* Owner write permission on the directory itself, if it was made
+	 * read-only: needed to unlink its entries. */
+	if ((st.st_mode & S_IRWXU) != S_IRWXU && st.st_uid == geteuid())
+		(void)fchmod(fd, (st.st_mode & 07777) | S_IRWXU);
+	r = push(&t, fd, &st, name);
+	if (r < 0)
+		return tree_fail(&t, r, name, NULL);
+
+	/* An explicit heap stack instead of recursion: a 10,000-level tree
+	 * costs heap, not stack, and MAX_OPEN_DIRS fds at most. */
+	while (t.n > 0) {
+		struct frame *f = &t.f[t.n - 1];
+		struct dirent *de;
+
+		errno = 0;
+		de = f->d ? readdir(f->d) : NULL;
+		if (!de) {
+			if (errno)
+				tree_fail(&t, negerrno(), NULL, NULL);
+			pop(&t);
+			continue;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		remove_name(&t, dirfd(f->d), de);
+	}
+	free(t.f);
+	return t.error;
+}
+
+/* ---- The stage-level undo: entries newest first, then the top. ---- */
+
+static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...) PRINTF_FMT(4, 5);
+static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, size, fmt, ap);
+	va_end(ap);
+	return error;
+}
+
+/* Checks the record itself: a tampered id, label, top directory name or
+ * root must not steer a removal anywhere. */
+static const char *record_check(const struct sl_record *rec)
+{
+	char top[sizeof(rec->topdir)];
+
+	if (!id_valid(rec->id))
+		return "bad stage id";
+	if (!label_valid(rec->label))
+		return "bad label";
+	snprintf(top, sizeof(top), "%s-%s", rec->label, rec->id);
+	if (strcmp(top, rec->topdir) != 0)
+		return "top directory name does not match label and id";
+	if (rec->root[0] != '/' || path_check(rec->root + 1, strlen(rec->root + 1)) != NULL)
+		return "staging root is not a clean absolute path";
+	return NULL;
+}
+
+/* Checks that an entry lies inside the stage's own top directory. */
+static const char *entry_check(const struct sl_record *rec, const struct sl_entry *e)
+{
+	size_t tl = strlen(rec->topdir);
+	const char *why = path_check(e->path, e->path_len);
+
+	if (why)
+		return why;
+	if (e->path_len < tl || memcmp(e->path, rec->topdir, tl) != 0 ||
+	    (e->path_len > tl && e->path[tl] != '/'))
+		return "outside the stage's top directory";
+	if ((e->seq == 0) != (e->path_len == tl))
+		return "top directory entry out of place";
+	if (e->kind != SL_KIND_DIR && e->kind != SL_KIND_FILE && e->kind != SL_KIND_SYMLINK)
+		return "unknown kind";
+	return NULL;
+}
+
+/* A cached parent directory: consecutive entries (newest first) mostly
+ * share one, so resolving it once per run keeps removal near rm -rf. */
+struct parent {
+	int fd;
+	char path[SL_PATH_MAX + 1];
+	size_t len;
+	int error; /* why it could not be opened, if fd < 0 */
+};
+
+static void parent_close(struct parent *p)
+{
+	closep(&p->fd);
+	p->fd = -1;
+	p->len = (size_t)-1;
+}
+
+/* Removes one logged entry beneath root_fd. */
+static int undo_entry(int root_fd, const struct sl_entry *e, struct parent *p, char *reason, size_t size)
+{
+	const char *slash = memrchr(e->path, '/', e->path_len);
+	size_t plen = (size_t)(slash - e->path);
+	char name[SL_NAME_MAX + 1];
+	char prefix[SL_PATH_MAX + 1];
+	int r;
+
+	memcpy(name, slash + 1, e->path_len - plen - 1);
+	name[e->path_len - plen - 1] = '\0';
+	if (p->len != plen || memcmp(p->path, e->path, plen) != 0) {
+		parent_close(p);
+		memcpy(p->path, e->path, plen);
+		p->path[plen] = '\0';
+		p->len = plen;
+		r = open_beneath(root_fd, e->path, plen, O_PATH);
+		p->fd = r < 0 ? -1 : r;
+		p->error = r < 0 ? r : 0;
+	}
+	if (p->fd < 0) {
+		/* A missing parent means a missing entry; a symlink on the way
+		 * means the logged path names nothing inside the stage (the
+		 * symlink itself is an older entry, unlinked in its turn). */
+		if (p->error == -ENOENT || p->error == -ELOOP)
+			return 0;
+		if (p->error == -EXDEV)
+			return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way (entry %lld); not entered",
+					   p->path, (long long)e->seq);
+		snprintf(reason, size, "%s: %s", p->path, strerror(-p->error));
+		return p->error;
+	}
+	r = sl_fault_step();
+	if (r < 0)
+		goto fail;
+	if (unlinkat(p->fd, name, e->kind == SL_KIND_DIR ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT)
+		return 0;
+	r = negerrno();
+	if (r == -ENOTDIR && e->kind == SL_KIND_DIR) {
+		/* Logged as a directory, now something else: unlink never
+		 * follows it. */
+		if (unlinkat(p->fd, name, 0) == 0 || errno == ENOENT)
+			return 0;
+		r = negerrno();
+	} else if (r == -ENOTEMPTY || r == -EEXIST || r == -EISDIR || r == -EACCES || r == -EPERM) {
+		/* Holds names the log does not know (a runtime made them), or
+		 * a file was replaced by a directory, or permissions were
+		 * narrowed: the safe tree removal handles all three. O_PATH
+		 * fds cannot be read, so open the parent for real. */
+		_cleanup_close_ int dfd = openat(p->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			goto fail;
+		snprintf(prefix, sizeof(prefix), "%s", p->path);
+		r = undo_remove_tree(dfd, prefix, name, false, 0, 0, reason, size);
+		if (r == -ESTALE && (e->kind != SL_KIND_DIR)) {
+			/* Not a directory after all: a narrowed parent. */
+			if (grant_self(dfd) == 0 && (unlinkat(dfd, name, 0) == 0 || errno == ENOENT))
+				return 0;
+		}
+		return r;
+	}
+fail:
+	if (r == -EBUSY)
+		return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way (entry %lld)", p->path, (long long)e->seq);
+	snprintf(reason, size, "%.*s: %s", (int)(e->path_len > 400 ? 400 : e->path_len), e->path, strerror(-r));
+	return r;
+}
+
+int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason, size_t reason_size)
+{
+	_cleanup_free_ struct sl_entry_page *page = NULL;
+	_cleanup_close_ int root_fd = -1;
+	struct parent parent = {.fd = -1, .len = (size_t)-1};
+	const char *why;
+	int64_t seq;
+	int n, r;
+
+	reason[0] = '\0';
+	why = record_check(rec);
+	if (why)
+		return fail_reason(reason, reason_size, -EBADMSG, "record fails validation: %s", why);
+	page = malloc(sizeof(*page));
+	if (!page)
+		return fail_reason(reason, reason_size, -ENOMEM, "%s", strerror(ENOMEM));
+
+	/* Pass 1: every entry is checked before anything is removed, so a
+	 * tampered record removes nothing at all. */
+	seq = -1;
+	while ((n = store_entries_page(store, rec->rowid, false, seq, page, NULL)) > 0) {
+		for (int i = 0; i < n; i++) {
+			why = entry_check(rec, &page->e[i]);
+			if (why)
+				return fail_reason(reason, reason_size, -EBADMSG,
+						   "record fails validation: %s (entry %lld)", why, (long long)page->e[i].seq);
+		}
+		seq = page->e[n - 1].seq;
+	}
+	if (n < 0)
+		return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
+
+	r = open_root(rec->root, &root_fd);
+	if (r == -ENOENT)
+		goto mark_all; /* No root, no stage (a tmpfs after a reboot). */
+	if (r < 0)
+		return fail_reason(reason, reason_size, r, "cannot open staging root: %s", strerror(-r));
+
+	/* Pass 2: newest first, so a directory comes after everything the log
+	 * put in it. Entry 0, the top directory, is left for last. */
+	seq = INT64_MAX;
+	while ((n = store_entries_page(store, rec->rowid, true, seq, page, NULL)) > 0) {
+		int64_t hi = page->e[0].seq, lo = hi;
+
+		for (int i = 0; i < n; i++) {
+			const struct sl_entry *e = &page->e[i];
+
+			if (e->seq == 0)
+				break;
+			lo = e->seq;
+			if (e->state == SL_ENTRY_REMOVED)
+				continue;
+			r = undo_entry(root_fd, e, &parent, reason, reason_size);
+			if (r < 0) {
+				parent_close(&parent);
+				/* What is gone so far is gone: record it. */
+				if (e->seq < hi)
+					(void)store_entries_mark_removed(store, rec->rowid, e->seq + 1, hi, NULL);
+				return r;
+			}
+		}
+		seq = page->e[n - 1].seq;
+		if (lo > 0 || hi > 0) {
+			r = store_entries_mark_removed(store, rec->rowid, lo, hi, NULL);
+			if (r < 0) {
+				parent_close(&parent);
+				return fail_reason(reason, reason_size, r, "cannot mark entries removed: %s",
+						   strerror(-r));
+			}
+		}
+		if (seq == 0)
+			break;
+	}
+	parent_close(&parent);
+	if (n < 0)
+		return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
+
+	/* The top directory, and whatever a runtime left in it, only if it is
+	 * still the directory this stage created. */
+	r = undo_remove_tree(root_fd, ".", rec->topdir, rec->have_inode, rec->dev, rec->ino, reason, reason_size);
+	if (r < 0)
+		return r;
+	/* Make the removal durable before the record says it happened. */
+	r = sl_fault_step();
+	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
+		r = negerrno();
+	if (r < 0)
+		return fail_reason(reason, reason_size, r, "cannot sync staging root: %s", strerror(-r));
+mark_all:
+	r = store_entries_mark_removed(store, rec->rowid, 0, INT64_MAX, NULL);
+	if (r < 0)
+		return fail_reason(reason, reason_size, r, "cannot mark entries removed: %s", strerror(-r));
+	return 0;
+}

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * macro.h: the few helpers every folder shares: cleanup attributes, the
+ * error-report writer and the fault seam. Private: never installed.
+ */
+#ifndef STAGELOG_MACRO_H
+#define STAGELOG_MACRO_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sl-store.h"
+
+#define HIDDEN __attribute__((visibility("hidden")))
+#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+#define PRINTF_FMT(a, b) __attribute__((format(printf, a, b)))
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static inline void closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+}
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+
+/* Hands ownership out of a cleanup variable. */
+#define TAKE_PTR(p)                            \
+	__extension__({                        \
+		__typeof__(p) take_ptr_ = (p); \
+		(p) = NULL;                    \
+		take_ptr_;                     \
+	})
+#define TAKE_FD(fd)                 \
+	__extension__({             \
+		int take_fd_ = (fd); \
+		(fd) = -1;          \
+		take_fd_;           \
+	})
+
+/* Converts libc's -1/errno convention to a negative errno at once. */
+static inline int negerrno(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
+
+/*
+ * Fills *reterr (if not NULL) with code and a formatted, redacted message,
+ * and returns code so that callers can write `return sl_err(...)`. The
+ * format must never receive a secret, file contents or SQL text. When
+ * reterr already holds an error, the first (innermost) one is kept.
+ */
+HIDDEN int sl_err(struct sl_error *reterr, int code, const char *fmt, ...) PRINTF_FMT(3, 4);
+
+/* Clears *reterr (if not NULL). */
+HIDDEN void sl_err_clear(struct sl_error *reterr);
+
+/*
+ * The fault seam. Every filesystem call that creates or removes something
+ * and every store commit first calls sl_fault_step(), which counts steps
+ * and, when a test armed it, returns a negative errno at step fail_at or
+ * kills the process with SIGKILL at step kill_at. Disarmed (the default),
+ * it costs one increment and two compares.
+ */
+struct sl_fault {
+	unsigned long steps;
+	unsigned long fail_at;
+	int fail_errno;
+	unsigned long kill_at;
+};
+extern HIDDEN struct sl_fault sl_fault;
+HIDDEN int sl_fault_step_slow(void);
+
+static inline int sl_fault_step(void)
+{
+	sl_fault.steps++;
+	if (sl_fault.fail_at == 0 && sl_fault.kill_at == 0)
+		return 0;
+	return sl_fault_step_slow();
+}
+
+/* Milliseconds since the epoch, from CLOCK_REALTIME. */
+HIDDEN int64_t sl_now_ms(void);
+
+#endif

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store-private.h: the store's internal API for stage/, recover/ and cli/.
+ * No SQLite type, result code or SQL text crosses this header.
+ */
+#ifndef STAGELOG_STORE_PRIVATE_H
+#define STAGELOG_STORE_PRIVATE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "macro.h"
+#include "sl-store.h"
+
+#define SL_ID_LEN 32
+#define SL_LABEL_MAX 32
+#define SL_BOOT_ID_LEN 36
+
+enum sl_kind { SL_KIND_DIR = 1, SL_KIND_FILE = 2, SL_KIND_SYMLINK = 3 };
+enum sl_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
+
+/* Who a stage (or a claim on it) belongs to. */
+struct sl_owner {
+	char boot_id[SL_BOOT_ID_LEN + 1];
+	int64_t pid;
+	uint64_t start_time; /* field 22 of /proc/PID/stat, in clock ticks */
+	uint64_t pidns;      /* inode of /proc/PID/ns/pid */
+};
+
+/* One stage record, as stored. */
+struct sl_record {
+	int64_t rowid;
+	char id[SL_ID_LEN + 1];
+	char label[SL_LABEL_MAX + 1];
+	char root[PATH_MAX];
+	char topdir[SL_LABEL_MAX + 1 + SL_ID_LEN + 1];
+	enum sl_state state;
+	struct sl_owner owner;
+	struct sl_owner claimer; /* valid when claimer.pid != 0 */
+	bool have_inode;
+	uint64_t dev, ino;
+	int64_t created_ms, updated_ms;
+	char reason[256];
+	int64_t entries; /* filled by listings */
+};
+
+/* One entry as read back; path points into storage owned by the reader. */
+struct sl_entry {
+	int64_t seq;
+	const char *path; /* raw bytes, not NUL-terminated in the store */
+	size_t path_len;
+	enum sl_kind kind;
+	enum sl_entry_state state;
+};
+
+HIDDEN int store_err(struct sl_error *reterr, int code, const char *what);
+HIDDEN const char *sl_kind_name(enum sl_kind kind);
+
+/* Inserts a new stage in state staging together with entry 0, the intent
+ * for its top directory, in ONE durable (synchronous=FULL) transaction.
+ * Fills rec->rowid. */
+HIDDEN int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
+
+/* Records the top directory's device and inode (not durable; see design.md). */
+HIDDEN int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino,
+				 struct sl_error *reterr);
+
+/*
+ * Moves a stage from a state in from_mask (bit 1 << state) to state `to`,
+ * with an optional redacted reason. Returns -ESTALE when the stage is not in
+ * one of those states any more. durable asks for synchronous=FULL.
+ */
+HIDDEN int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
+				  const char *reason, bool durable, struct sl_error *reterr);
+
+/* As store_stage_transition for a batch of stages in one transaction: each
+ * stage that was in from_mask moves to `to` with claimer as its claimer;
+ * ok[i] says which did. */
+HIDDEN int store_stage_claim_batch(struct sl_store *s, const int64_t *rowids, size_t n, unsigned from_mask,
+				   const struct sl_owner *claimer, bool *ok, struct sl_error *reterr);
+
+/* Appends entries (seq first_seq..) in one non-durable transaction. paths is
+ * a packed arena; offs[i]/lens[i] locate path i. */
+HIDDEN int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, size_t n,
+				const char *arena, const uint32_t *offs, const uint16_t *lens, const uint8_t *kinds,
+				struct sl_error *reterr);
+
+/* Marks entries seq in [lo, hi] removed, in one non-durable transaction. */
+HIDDEN int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi,
+				      struct sl_error *reterr);
+
+/*
+ * Reads up to max entries of a stage with seq < before (descending) or
+ * seq > after (ascending), copying paths into arena (arena_size bytes).
+ * Returns the number read (0 at the end).
+ */
+struct sl_entry_page {
+	struct sl_entry e[256];
+	char arena[256 * 512];
+	size_t used;
+};
+HIDDEN int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
+			      struct sl_entry_page *page, struct sl_error *reterr);
+
+/* Fills rec from the stage whose id is exactly `id`; -ENOENT if none. */
+HIDDEN int store_stage_get(struct sl_store *s, const char *id, struct sl_record *rec, struct sl_error *reterr);
+HIDDEN int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct sl_record *rec,
+				 struct sl_error *reterr);
+
+/*
+ * Resolves an id prefix (>= 4 hex chars) to a full id in ret_id. Returns
+ * -ENOENT when none matches, -ENOTUNIQ when several do, with up to ncand
+ * candidates copied to cand (each SL_ID_LEN + 1 bytes) and *ret_ncand set.
+ */
+HIDDEN int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_ID_LEN + 1],
+				char (*cand)[SL_ID_LEN + 1], size_t ncand, size_t *ret_ncand,
+				struct sl_error *reterr);
+
+/* Calls fn for each stage (in-flight only unless all), optionally of one
+ * label, oldest first, with rec->entries set. Stops when fn returns < 0. */
+typedef int (*store_stage_fn)(const struct sl_record *rec, void *userdata);
+HIDDEN int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
+			       struct sl_error *reterr);
+
+/* Deletes the records of finished stages updated at or before cutoff_ms,
+ * in batches. Returns the number deleted. */
+HIDDEN int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr);
+
+/* Deletes one stage record and its entries. */
+HIDDEN int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error *reterr);
+
+/* PRAGMA quick_check: writes "ok" or the first problem into buf. */
+HIDDEN int store_quick_check(struct sl_store *s, char *buf, size_t size, struct sl_error *reterr);
+
+/* wal_checkpoint(TRUNCATE). */
+HIDDEN int store_checkpoint(struct sl_store *s, struct sl_error *reterr);
+
+/* Durability counters, for benchmarks and tests. */
+struct sl_store_stats {
+	unsigned long commits;
+	unsigned long durable_commits;
+};
+HIDDEN void store_stats(struct sl_store *s, struct sl_store_stats *ret);
+
+/* Test/benchmark only: make every commit durable (the naive mode). */
+HIDDEN void store_set_naive(struct sl_store *s, bool naive);
+
+#endif

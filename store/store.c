@@ -1,0 +1,897 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store.c: the SQLite log. Schema, migrations, and every statement the rest
+ * of stagelog runs. SQLite's result codes become negative errno here and
+ * nowhere else.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "store-private.h"
+
+#define BUSY_TIMEOUT_MS 5000
+#define BUSY_RETRIES 20
+#define GC_BATCH 500
+
+struct sl_store {
+	sqlite3 *db;
+	int sync_level; /* what PRAGMA synchronous is now: 1 NORMAL, 2 FULL */
+	bool naive;
+	bool txn_durable;
+	unsigned long commits, durable_commits;
+	sqlite3_stmt *ins_entry, *mark_removed, *page_asc, *page_desc, *transition;
+};
+
+static void sqlite3_finalizep(sqlite3_stmt **stmt)
+{
+	if (*stmt)
+		sqlite3_finalize(*stmt);
+}
+
+/* The one place where SQLite result codes become negative errno. */
+static int sqlite_to_errno(sqlite3 *db, int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EBADMSG;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	case SQLITE_TOOBIG:
+		return -E2BIG;
+	case SQLITE_IOERR:
+	case SQLITE_CANTOPEN: {
+		int e = db ? sqlite3_system_errno(db) : 0;
+		if (e == ENOSPC || e == EDQUOT)
+			return -ENOSPC;
+		if (e == EACCES || e == EPERM)
+			return -EACCES;
+		if ((rc & 0xff) == SQLITE_CANTOPEN && e == ENOENT)
+			return -ENOENT;
+		return (rc & 0xff) == SQLITE_CANTOPEN && e > 0 ? -e : -EIO;
+	}
+	default:
+		return -ENOTRECOVERABLE;
+	}
+}
+
+int store_err(struct sl_error *reterr, int code, const char *what)
+{
+	return sl_err(reterr, code, "%s: store: %s", what, strerror(-code));
+}
+
+static int fail(struct sl_store *s, int rc, struct sl_error *reterr, const char *what)
+{
+	return store_err(reterr, sqlite_to_errno(s->db, rc), what);
+}
+
+static const char *const state_names[SL_STATE_COUNT_] = {
+	[SL_STATE_STAGING] = "staging",       [SL_STATE_READY] = "ready",
+	[SL_STATE_RELEASING] = "releasing",   [SL_STATE_RELEASED] = "released",
+	[SL_STATE_ABORTED] = "aborted",       [SL_STATE_RECOVERING] = "recovering",
+	[SL_STATE_RECOVERED] = "recovered",   [SL_STATE_FAILED] = "failed",
+	[SL_STATE_PUBLISHED] = "published",
+};
+
+const char *sl_state_name(enum sl_state state)
+{
+	return (unsigned)state < SL_STATE_COUNT_ ? state_names[state] : NULL;
+}
+
+int sl_state_in_flight(enum sl_state state)
+{
+	return state == SL_STATE_STAGING || state == SL_STATE_READY || state == SL_STATE_RELEASING ||
+	       state == SL_STATE_RECOVERING || state == SL_STATE_FAILED;
+}
+
+const char *sl_kind_name(enum sl_kind kind)
+{
+	switch (kind) {
+	case SL_KIND_DIR:
+		return "dir";
+	case SL_KIND_FILE:
+		return "file";
+	case SL_KIND_SYMLINK:
+		return "symlink";
+	}
+	return "unknown";
+}
+
+/*
+ * Schema migrations: migrations[i] takes user_version i to i + 1. States
+ * are stored as integers (enum sl_state) and the in-flight index is
+ * partial, so `list` reads only in-flight rows however many finished ones
+ * the store holds. Entry paths are BLOBs: raw bytes, never re-encoded.
+ */
+static const char *const migrations[] = {
+	"CREATE TABLE stages ("
+	"  rowid INTEGER PRIMARY KEY,"
+	"  id TEXT NOT NULL UNIQUE,"
+	"  label TEXT NOT NULL,"
+	"  root BLOB NOT NULL,"
+	"  topdir TEXT NOT NULL,"
+	"  state INTEGER NOT NULL,"
+	"  owner_boot TEXT NOT NULL,"
+	"  owner_pid INTEGER NOT NULL,"
+	"  owner_start INTEGER NOT NULL,"
+	"  owner_pidns INTEGER NOT NULL,"
+	"  claim_boot TEXT, claim_pid INTEGER, claim_start INTEGER, claim_pidns INTEGER,"
+	"  dev INTEGER, ino INTEGER,"
+	"  created_at INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL,"
+	"  reason TEXT);"
+	"CREATE INDEX stages_inflight ON stages(rowid) WHERE state IN (0, 1, 2, 5, 7);"
+	"CREATE INDEX stages_finished ON stages(updated_at) WHERE state IN (3, 4, 6, 8);"
+	"CREATE TABLE entries ("
+	"  stage INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL,"
+	"  path BLOB NOT NULL,"
+	"  kind INTEGER NOT NULL,"
+	"  state INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (stage, seq)) WITHOUT ROWID;",
+};
+
+int sl_store_schema_version(void)
+{
+	return (int)ELEMENTSOF(migrations);
+}
+
+static int exec(struct sl_store *s, const char *sql)
+{
+	return sqlite_to_errno(s->db, sqlite3_exec(s->db, sql, NULL, NULL, NULL));
+}
+
+static int set_sync(struct sl_store *s, int level)
+{
+	int r;
+
+	if (s->sync_level == level)
+		return 0;
+	r = exec(s, level == 2 ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+	if (r == 0)
+		s->sync_level = level;
+	return r;
+}
+
+/* BEGIN IMMEDIATE takes the write lock up front, so a transaction never
+ * fails half-way with SQLITE_BUSY on its first write. The busy handler
+ * waits up to BUSY_TIMEOUT_MS; a bounded number of retries covers the
+ * cases where SQLite returns BUSY without calling it. */
+static int begin(struct sl_store *s, bool durable)
+{
+	int r;
+
+	/* SQLite reads the safety level when a transaction starts and refuses
+	 * to change it inside one, so it is chosen here. */
+	durable = durable || s->naive;
+	r = set_sync(s, durable ? 2 : 1);
+	if (r < 0)
+		return r;
+	s->txn_durable = durable;
+	for (int i = 0; i < BUSY_RETRIES; i++) {
+		r = exec(s, "BEGIN IMMEDIATE");
+		if (r != -EBUSY)
+			return r;
+		usleep(1000u << (i < 6 ? i : 6));
+	}
+	return r;
+}
+
+static void rollback(struct sl_store *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Commits the open transaction. Durable ones (begun with durable) sync the
+ * WAL before they return (synchronous=FULL); the others only reach the WAL
+ * and become durable with the next durable commit or checkpoint. */
+static int commit(struct sl_store *s)
+{
+	int r;
+
+	r = sl_fault_step();
+	if (r == 0)
+		r = exec(s, "COMMIT");
+	if (r < 0) {
+		rollback(s);
+		return r;
+	}
+	s->commits++;
+	if (s->txn_durable)
+		s->durable_commits++;
+	return 0;
+}
+
+static int prepare(struct sl_store *s, const char *sql, sqlite3_stmt **ret)
+{
+	return sqlite_to_errno(s->db, sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, ret, NULL));
+}
+
+static int step_done(struct sl_store *s, sqlite3_stmt *stmt)
+{
+	int rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	return rc == SQLITE_DONE ? 0 : sqlite_to_errno(s->db, rc);
+}
+
+/* Creates the file 0600 with O_EXCL before SQLite sees it: SQLite creates
+ * a missing database with the umask's mode, and gives -wal and -shm the
+ * database's mode, so this one open decides the mode of all three. */
+static int create_file(const char *path, struct sl_error *reterr)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash;
+	int fd;
+
+	if (!dir)
+		return sl_err(reterr, -ENOMEM, "cannot open store: %s", strerror(ENOMEM));
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		/* Create missing parent folders 0700, one component at a time. */
+		for (char *p = dir + 1; p <= slash; p++) {
+			if (*p != '/' && p != slash)
+				continue;
+			*p = '\0';
+			if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+				return sl_err(reterr, negerrno(), "cannot create store folder: %s", strerror(errno));
+			*p = '/';
+		}
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 && errno != EEXIST)
+		return sl_err(reterr, negerrno(), "cannot create store: %s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+static int read_int(struct sl_store *s, const char *sql, int64_t *ret)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+
+	if (rc != SQLITE_OK)
+		return sqlite_to_errno(s->db, rc);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? -EBADMSG : sqlite_to_errno(s->db, rc);
+	*ret = sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+static int migrate(struct sl_store *s, struct sl_error *reterr)
+{
+	int64_t version;
+	int r;
+
+	r = begin(s, true);
+	if (r < 0)
+		return store_err(reterr, r, "cannot migrate store");
+	r = read_int(s, "PRAGMA user_version", &version);
+	if (r == 0 && version > (int64_t)ELEMENTSOF(migrations))
+		r = -EPROTO;
+	for (int64_t v = version; r == 0 && v < (int64_t)ELEMENTSOF(migrations); v++) {
+		char sql[64];
+
+		r = exec(s, migrations[v]);
+		snprintf(sql, sizeof(sql), "PRAGMA user_version=%lld", (long long)v + 1);
+		if (r == 0)
+			r = exec(s, sql);
+	}
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		if (r == -EPROTO)
+			return sl_err(reterr, r, "cannot open store: schema version %lld is newer than this program's %d",
+				      (long long)version, sl_store_schema_version());
+		return store_err(reterr, r, "cannot migrate store");
+	}
+	return 0;
+}
+
+static void store_finish(struct sl_store *s)
+{
+	sqlite3_finalize(s->ins_entry);
+	sqlite3_finalize(s->mark_removed);
+	sqlite3_finalize(s->page_asc);
+	sqlite3_finalize(s->page_desc);
+	sqlite3_finalize(s->transition);
+	sqlite3_close_v2(s->db);
+}
+
+void sl_store_close(struct sl_store *s)
+{
+	if (!s)
+		return;
+	store_finish(s);
+	free(s);
+}
+
+int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *reterr)
+{
+	struct sl_store *s;
+	int64_t version;
+	int rc, r;
+
+	if (!path || !*path || !ret)
+		return sl_err(reterr, -EINVAL, "cannot open store: no path");
+	r = create_file(path, reterr);
+	if (r < 0)
+		return r;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return sl_err(reterr, -ENOMEM, "cannot open store: %s", strerror(ENOMEM));
+	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		r = fail(s, rc, reterr, "cannot open store");
+		goto out;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+
+	/* Read the version before anything that writes: a corrupt file fails
+	 * here (SQLITE_NOTADB) and a newer one is refused, both untouched. */
+	r = read_int(s, "PRAGMA user_version", &version);
+	if (r == 0 && version > (int64_t)ELEMENTSOF(migrations))
+		r = sl_err(reterr, -EPROTO, "cannot open store: schema version %lld is newer than this program's %d",
+			   (long long)version, sl_store_schema_version());
+	if (r == 0) {
+		/* quick_check would read the whole file; the schema read is
+		 * enough to refuse a file that is not a database at all. */
+		int64_t n;
+		r = read_int(s, "SELECT count(*) FROM sqlite_schema", &n);
+	}
+	if (r < 0) {
+		store_err(reterr, r, "cannot open store");
+		goto out;
+	}
+	r = exec(s, "PRAGMA journal_mode=WAL");
+	if (r == 0)
+		r = exec(s, "PRAGMA synchronous=FULL");
+	if (r < 0) {
+		store_err(reterr, r, "cannot open store");
+		goto out;
+	}
+	s->sync_level = 2;
+	r = migrate(s, reterr);
+	if (r < 0)
+		goto out;
+	r = prepare(s, "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)", &s->ins_entry);
+	if (r == 0)
+		r = prepare(s, "UPDATE entries SET state = 1 WHERE stage = ? AND seq BETWEEN ? AND ?",
+			    &s->mark_removed);
+	if (r == 0)
+		r = prepare(s,
+			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
+			    "ORDER BY seq ASC LIMIT 256",
+			    &s->page_asc);
+	if (r == 0)
+		r = prepare(s,
+			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
+			    "ORDER BY seq DESC LIMIT 256",
+			    &s->page_desc);
+	if (r == 0)
+		r = prepare(s,
+			    "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
+			    "WHERE rowid = ? AND ((1 << state) & ?) != 0",
+			    &s->transition);
+	if (r < 0) {
+		store_err(reterr, r, "cannot open store");
+		goto out;
+	}
+	*ret = s;
+	return 0;
+out:
+	sl_store_close(s);
+	return r;
+}
+
+int sl_store_default_path(char *buf, size_t size)
+{
+	const char *env = getenv("STAGELOG_DB"), *state, *home;
+	int n;
+
+	if (env && *env)
+		n = snprintf(buf, size, "%s", env);
+	else if (geteuid() == 0)
+		n = snprintf(buf, size, "/var/lib/stagelog/stagelog.db");
+	else if ((state = getenv("XDG_STATE_HOME")) && *state == '/')
+		n = snprintf(buf, size, "%s/stagelog/stagelog.db", state);
+	else if ((home = getenv("HOME")) && *home)
+		n = snprintf(buf, size, "%s/.local/state/stagelog/stagelog.db", home);
+	else
+		return -ENOENT;
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static void bind_owner(sqlite3_stmt *st, int i, const struct sl_owner *o)
+{
+	sqlite3_bind_text(st, i, o->boot_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, i + 1, o->pid);
+	sqlite3_bind_int64(st, i + 2, (sqlite3_int64)o->start_time);
+	sqlite3_bind_int64(st, i + 3, (sqlite3_int64)o->pidns);
+}
+
+int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int rc, r;
+
+	r = begin(s, true);
+	if (r < 0)
+		return store_err(reterr, r, "cannot record stage");
+	r = prepare(s,
+		    "INSERT INTO stages (id, label, root, topdir, state, owner_boot, owner_pid, owner_start, "
+		    "owner_pidns, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+		    &st);
+	if (r < 0)
+		goto out;
+	sqlite3_bind_text(st, 1, rec->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->label, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, rec->root, (int)strlen(rec->root), SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, rec->topdir, -1, SQLITE_STATIC);
+	bind_owner(st, 5, &rec->owner);
+	sqlite3_bind_int64(st, 9, rec->created_ms);
+	sqlite3_bind_int64(st, 10, rec->created_ms);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		r = sqlite_to_errno(s->db, rc);
+		goto out;
+	}
+	rec->rowid = sqlite3_last_insert_rowid(s->db);
+	sqlite3_bind_int64(s->ins_entry, 1, rec->rowid);
+	sqlite3_bind_int64(s->ins_entry, 2, 0);
+	sqlite3_bind_blob(s->ins_entry, 3, rec->topdir, (int)strlen(rec->topdir), SQLITE_STATIC);
+	sqlite3_bind_int(s->ins_entry, 4, SL_KIND_DIR);
+	r = step_done(s, s->ins_entry);
+	if (r < 0)
+		goto out;
+	/* The one durable commit of staging: the intent for the top directory
+	 * must be on disk before the directory can exist. */
+	r = commit(s);
+out:
+	if (r < 0) {
+		rollback(s);
+		return store_err(reterr, r, "cannot record stage");
+	}
+	return 0;
+}
+
+static int exec_bound(struct sl_store *s, const char *sql, const int64_t *args, size_t n, bool durable)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r;
+
+	r = begin(s, durable);
+	if (r < 0)
+		return r;
+	r = prepare(s, sql, &st);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		sqlite3_bind_int64(st, (int)i + 1, args[i]);
+	if (r == 0)
+		r = step_done(s, st);
+	if (r == 0 && sqlite3_changes(s->db) == 0)
+		r = -ESTALE;
+	if (r == 0)
+		r = commit(s);
+	if (r < 0)
+		rollback(s);
+	return r;
+}
+
+int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, struct sl_error *reterr)
+{
+	int64_t args[] = {(int64_t)dev, (int64_t)ino, rowid};
+	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ? WHERE rowid = ?", args, 3, false);
+
+	return r < 0 ? store_err(reterr, r, "cannot record top directory") : 0;
+}
+
+int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
+			   const char *reason, bool durable, struct sl_error *reterr)
+{
+	int r;
+
+	r = begin(s, durable);
+	if (r < 0)
+		return store_err(reterr, r, "cannot update stage");
+	sqlite3_bind_int(s->transition, 1, (int)to);
+	sqlite3_bind_int64(s->transition, 2, sl_now_ms());
+	if (reason)
+		sqlite3_bind_text(s->transition, 3, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s->transition, 4, rowid);
+	sqlite3_bind_int64(s->transition, 5, from_mask);
+	r = step_done(s, s->transition);
+	if (r == 0 && sqlite3_changes(s->db) == 0)
+		r = -ESTALE;
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		if (r == -ESTALE)
+			return sl_err(reterr, r, "cannot update stage: it changed state meanwhile");
+		return store_err(reterr, r, "cannot update stage");
+	}
+	return 0;
+}
+
+int store_stage_claim_batch(struct sl_store *s, const int64_t *rowids, size_t n, unsigned from_mask,
+			    const struct sl_owner *claimer, bool *ok, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int64_t now = sl_now_ms();
+	int r;
+
+	r = begin(s, true);
+	if (r < 0)
+		return store_err(reterr, r, "cannot claim stages");
+	r = prepare(s,
+		    "UPDATE stages SET state = 5, updated_at = ?, claim_boot = ?, claim_pid = ?, claim_start = ?, "
+		    "claim_pidns = ? WHERE rowid = ? AND ((1 << state) & ?) != 0",
+		    &st);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		sqlite3_bind_int64(st, 1, now);
+		bind_owner(st, 2, claimer);
+		sqlite3_bind_int64(st, 6, rowids[i]);
+		sqlite3_bind_int64(st, 7, from_mask);
+		r = step_done(s, st);
+		ok[i] = r == 0 && sqlite3_changes(s->db) == 1;
+	}
+	/* Durable: a claim must not be lost while its removal goes on, or a
+	 * second recoverer could start on the same stage after a power loss. */
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		for (size_t i = 0; i < n; i++)
+			ok[i] = false;
+		return store_err(reterr, r, "cannot claim stages");
+	}
+	return 0;
+}
+
+int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, size_t n, const char *arena,
+			 const uint32_t *offs, const uint16_t *lens, const uint8_t *kinds, struct sl_error *reterr)
+{
+	int r;
+
+	r = begin(s, false);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		sqlite3_bind_int64(s->ins_entry, 1, rowid);
+		sqlite3_bind_int64(s->ins_entry, 2, first_seq + (int64_t)i);
+		sqlite3_bind_blob(s->ins_entry, 3, arena + offs[i], lens[i], SQLITE_STATIC);
+		sqlite3_bind_int(s->ins_entry, 4, kinds[i]);
+		r = step_done(s, s->ins_entry);
+	}
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		return store_err(reterr, r, "cannot log entries");
+	}
+	return 0;
+}
+
+int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi, struct sl_error *reterr)
+{
+	int r;
+
+	r = begin(s, false);
+	if (r == 0) {
+		sqlite3_bind_int64(s->mark_removed, 1, rowid);
+		sqlite3_bind_int64(s->mark_removed, 2, lo);
+		sqlite3_bind_int64(s->mark_removed, 3, hi);
+		r = step_done(s, s->mark_removed);
+	}
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		return store_err(reterr, r, "cannot mark entries removed");
+	}
+	return 0;
+}
+
+int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
+		       struct sl_entry_page *page, struct sl_error *reterr)
+{
+	sqlite3_stmt *st = descending ? s->page_desc : s->page_asc;
+	int n = 0, rc;
+
+	page->used = 0;
+	sqlite3_bind_int64(st, 1, rowid);
+	sqlite3_bind_int64(st, 2, from_seq);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const void *p = sqlite3_column_blob(st, 1);
+		size_t len = (size_t)sqlite3_column_bytes(st, 1);
+		struct sl_entry *e = &page->e[n];
+
+		/* A path longer than the arena's share is kept cut short; the
+		 * validator refuses it as too long before anything is removed. */
+		if (len > sizeof(page->arena) - page->used)
+			len = sizeof(page->arena) - page->used;
+		if (len)
+			memcpy(page->arena + page->used, p, len);
+		e->seq = sqlite3_column_int64(st, 0);
+		e->path = page->arena + page->used;
+		e->path_len = (size_t)sqlite3_column_bytes(st, 1);
+		if (e->path_len > len)
+			e->path_len = len;
+		e->kind = (enum sl_kind)sqlite3_column_int(st, 2);
+		e->state = (enum sl_entry_state)sqlite3_column_int(st, 3);
+		page->used += len;
+		if (++n == (int)ELEMENTSOF(page->e) || page->used == sizeof(page->arena))
+			break;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return fail(s, rc, reterr, "cannot read entries");
+	return n;
+}
+
+#define STAGE_COLUMNS                                                                                       \
+	"s.rowid, s.id, s.label, s.root, s.topdir, s.state, s.owner_boot, s.owner_pid, s.owner_start, "    \
+	"s.owner_pidns, s.claim_boot, s.claim_pid, s.claim_start, s.claim_pidns, s.dev, s.ino, s.created_at, " \
+	"s.updated_at, s.reason"
+
+static void copy_text(char *dst, size_t size, const unsigned char *src, int len)
+{
+	size_t n = src && len > 0 ? (size_t)len : 0;
+
+	if (n >= size)
+		n = size - 1;
+	if (n)
+		memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static void read_record(sqlite3_stmt *st, struct sl_record *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->rowid = sqlite3_column_int64(st, 0);
+	copy_text(rec->id, sizeof(rec->id), sqlite3_column_text(st, 1), sqlite3_column_bytes(st, 1));
+	copy_text(rec->label, sizeof(rec->label), sqlite3_column_text(st, 2), sqlite3_column_bytes(st, 2));
+	copy_text(rec->root, sizeof(rec->root), sqlite3_column_blob(st, 3), sqlite3_column_bytes(st, 3));
+	copy_text(rec->topdir, sizeof(rec->topdir), sqlite3_column_text(st, 4), sqlite3_column_bytes(st, 4));
+	rec->state = (enum sl_state)sqlite3_column_int(st, 5);
+	copy_text(rec->owner.boot_id, sizeof(rec->owner.boot_id), sqlite3_column_text(st, 6),
+		  sqlite3_column_bytes(st, 6));
+	rec->owner.pid = sqlite3_column_int64(st, 7);
+	rec->owner.start_time = (uint64_t)sqlite3_column_int64(st, 8);
+	rec->owner.pidns = (uint64_t)sqlite3_column_int64(st, 9);
+	copy_text(rec->claimer.boot_id, sizeof(rec->claimer.boot_id), sqlite3_column_text(st, 10),
+		  sqlite3_column_bytes(st, 10));
+	rec->claimer.pid = sqlite3_column_int64(st, 11);
+	rec->claimer.start_time = (uint64_t)sqlite3_column_int64(st, 12);
+	rec->claimer.pidns = (uint64_t)sqlite3_column_int64(st, 13);
+	rec->have_inode = sqlite3_column_type(st, 15) != SQLITE_NULL;
+	rec->dev = (uint64_t)sqlite3_column_int64(st, 14);
+	rec->ino = (uint64_t)sqlite3_column_int64(st, 15);
+	rec->created_ms = sqlite3_column_int64(st, 16);
+	rec->updated_ms = sqlite3_column_int64(st, 17);
+	copy_text(rec->reason, sizeof(rec->reason), sqlite3_column_text(st, 18), sqlite3_column_bytes(st, 18));
+}
+
+static int get_one(struct sl_store *s, const char *sql, const char *text, int64_t num, struct sl_record *rec,
+		   struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	r = prepare(s, sql, &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot read stage");
+	if (text)
+		sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_int64(st, 1, num);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		return sl_err(reterr, -ENOENT, "no such stage");
+	if (rc != SQLITE_ROW)
+		return fail(s, rc, reterr, "cannot read stage");
+	read_record(st, rec);
+	return 0;
+}
+
+int store_stage_get(struct sl_store *s, const char *id, struct sl_record *rec, struct sl_error *reterr)
+{
+	return get_one(s, "SELECT " STAGE_COLUMNS " FROM stages s WHERE s.id = ?", id, 0, rec, reterr);
+}
+
+int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct sl_record *rec, struct sl_error *reterr)
+{
+	return get_one(s, "SELECT " STAGE_COLUMNS " FROM stages s WHERE s.rowid = ?", NULL, rowid, rec, reterr);
+}
+
+int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_ID_LEN + 1],
+			 char (*cand)[SL_ID_LEN + 1], size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	char hi[SL_ID_LEN + 2];
+	size_t len = strlen(prefix), n = 0;
+	int r, rc;
+
+	if (len < 4 || len > SL_ID_LEN || strspn(prefix, "0123456789abcdef") != len)
+		return sl_err(reterr, -EINVAL, "bad stage id '%s': want at least 4 of its 32 lowercase hex digits",
+			      len <= SL_ID_LEN ? prefix : "(too long)");
+	/* A range scan on the unique index: prefix <= id < prefix + '~'. */
+	snprintf(hi, sizeof(hi), "%s~", prefix);
+	r = prepare(s, "SELECT id FROM stages WHERE id >= ? AND id < ? ORDER BY id LIMIT 17", &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot look up stage");
+	sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, hi, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *id = sqlite3_column_text(st, 0);
+		if (n == 0)
+			copy_text(ret_id, SL_ID_LEN + 1, id, sqlite3_column_bytes(st, 0));
+		if (n < ncand)
+			copy_text(cand[n], SL_ID_LEN + 1, id, sqlite3_column_bytes(st, 0));
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		return fail(s, rc, reterr, "cannot look up stage");
+	if (ret_ncand)
+		*ret_ncand = n < ncand ? n : ncand;
+	if (n == 0)
+		return sl_err(reterr, -ENOENT, "unknown stage id '%s'", prefix);
+	if (n > 1)
+		return sl_err(reterr, -ENOTUNIQ, "ambiguous stage id '%s'", prefix);
+	return 0;
+}
+
+int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
+			struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	/* The in-flight filter repeats the partial index's WHERE clause word
+	 * for word so that SQLite uses the index. */
+	r = prepare(s,
+		    all ? "SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) "
+			  "FROM stages s WHERE (?1 IS NULL OR s.label = ?1) ORDER BY s.rowid"
+			: "SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) "
+			  "FROM stages s WHERE state IN (0, 1, 2, 5, 7) AND (?1 IS NULL OR s.label = ?1) "
+			  "ORDER BY s.rowid",
+		    &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot list stages");
+	if (label)
+		sqlite3_bind_text(st, 1, label, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct sl_record rec;
+
+		read_record(st, &rec);
+		rec.entries = sqlite3_column_int64(st, 19);
+		r = fn(&rec, userdata);
+		if (r < 0)
+			return r;
+	}
+	if (rc != SQLITE_DONE)
+		return fail(s, rc, reterr, "cannot list stages");
+	return 0;
+}
+
+int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error *reterr)
+{
+	int r = begin(s, false);
+
+	if (r == 0) {
+		char sql[160];
+		snprintf(sql, sizeof(sql), "DELETE FROM entries WHERE stage = %lld; DELETE FROM stages WHERE rowid = %lld",
+			 (long long)rowid, (long long)rowid);
+		r = exec(s, sql);
+	}
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		return store_err(reterr, r, "cannot delete stage record");
+	}
+	return 0;
+}
+
+int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr)
+{
+	int total = 0;
+
+	/* Batches keep each write transaction short, so a gc of a large store
+	 * never holds the write lock for long against a staging gateway. */
+	for (;;) {
+		_cleanup_(sqlite3_finalizep) sqlite3_stmt *sel = NULL;
+		int64_t ids[GC_BATCH];
+		int n = 0, rc, r;
+
+		r = begin(s, false);
+		if (r < 0)
+			return store_err(reterr, r, "cannot collect records");
+		r = prepare(s,
+			    "SELECT rowid FROM stages WHERE state IN (3, 4, 6, 8) AND updated_at <= ? LIMIT 500",
+			    &sel);
+		if (r == 0) {
+			sqlite3_bind_int64(sel, 1, cutoff_ms);
+			while ((rc = sqlite3_step(sel)) == SQLITE_ROW && n < GC_BATCH)
+				ids[n++] = sqlite3_column_int64(sel, 0);
+			if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+				r = sqlite_to_errno(s->db, rc);
+		}
+		for (int i = 0; r == 0 && i < n; i++) {
+			char sql[160];
+			snprintf(sql, sizeof(sql),
+				 "DELETE FROM entries WHERE stage = %lld; DELETE FROM stages WHERE rowid = %lld",
+				 (long long)ids[i], (long long)ids[i]);
+			r = exec(s, sql);
+		}
+		if (r == 0)
+			r = commit(s);
+		if (r < 0) {
+			rollback(s);
+			return store_err(reterr, r, "cannot collect records");
+		}
+		total += n;
+		if (n < GC_BATCH)
+			return total;
+	}
+}
+
+int store_quick_check(struct sl_store *s, char *buf, size_t size, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	r = prepare(s, "PRAGMA quick_check(1)", &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot check store");
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW)
+		return fail(s, rc, reterr, "cannot check store");
+	copy_text(buf, size, sqlite3_column_text(st, 0), sqlite3_column_bytes(st, 0));
+	return 0;
+}
+
+int store_checkpoint(struct sl_store *s, struct sl_error *reterr)
+{
+	int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+
+	/* Another connection reading is not an error: the checkpoint is an
+	 * optimisation and the next one will do. */
+	if (rc == SQLITE_BUSY || rc == SQLITE_OK)
+		return 0;
+	return fail(s, rc, reterr, "cannot checkpoint store");
+}
+
+void store_stats(struct sl_store *s, struct sl_store_stats *ret)
+{
+	ret->commits = s->commits;
+	ret->durable_commits = s->durable_commits;
+}
+
+void store_set_naive(struct sl_store *s, bool naive)
+{
+	s->naive = naive;
+}

@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: MIT */
+/* test-stage.c: staging calls, the copy, the finishing calls, fault
+ * injection at every step, and the undo routine's basic safety. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "stage-private.h"
+#include "store-private.h"
+
+struct fixture {
+	struct sandbox sb;
+	struct sl_store *store;
+	char src[400];
+	char outside[400];
+};
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	struct sl_error err = {0};
+
+	sandbox_init(&fx->sb);
+	assert_int_equal(sl_store_open(fx->sb.db, &fx->store, &err), 0);
+	snprintf(fx->src, sizeof(fx->src), "%s/src", fx->sb.base);
+	snprintf(fx->outside, sizeof(fx->outside), "%s/outside", fx->sb.base);
+	make_sample_tree(fx->src);
+	make_sample_tree(fx->outside);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	memset(&sl_fault, 0, sizeof(sl_fault));
+	open_beneath_force_fallback(false);
+	sl_store_close(fx->store);
+	sandbox_finish(&fx->sb);
+	free(fx);
+	return 0;
+}
+
+static enum sl_state state_of(struct sl_store *s, const char *id)
+{
+	struct sl_record rec;
+	assert_int_equal(store_stage_get(s, id, &rec, NULL), 0);
+	return rec.state;
+}
+
+/* The ~20-path stage every fault and crash test uses: a copied tree, a
+ * directory, a symlink and a secret-bearing file written last. */
+static int stage_sample(struct fixture *fx, struct sl_stage **ret, struct sl_error *err)
+{
+	struct sl_stage *st = NULL;
+	static const char config[] = "{\"process\":{\"env\":[\"TOKEN=" CANARY "\"]}}";
+	int r;
+
+	r = sl_stage_begin(fx->store, fx->sb.root, &(struct sl_stage_options){.label = "gw"}, &st, err);
+	if (r < 0)
+		return r;
+	if ((r = sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", err)) < 0 ||
+	    (r = sl_stage_mkdir(st, "extra", 0750, err)) < 0 ||
+	    (r = sl_stage_symlink(st, "rootfs/etc", "etc-link", err)) < 0 ||
+	    (r = sl_stage_write_file(st, "config.json", config, sizeof(config) - 1, 0600, err)) < 0 ||
+	    (r = sl_stage_ready(st, err)) < 0) {
+		*ret = st;
+		return r;
+	}
+	*ret = st;
+	return 0;
+}
+
+static void test_stage_success(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char path[1024], id[SL_ID_LEN + 1];
+	struct stat sb;
+
+	assert_int_equal(stage_sample(fx, &st, &err), 0);
+	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+	assert_true(id_valid(id));
+	assert_int_equal(state_of(fx->store, id), SL_STATE_READY);
+
+	/* The top directory: 0700, named LABEL-ID, locked. */
+	snprintf(path, sizeof(path), "%s/gw-%s", fx->sb.root, id);
+	assert_string_equal(sl_stage_path(st), path);
+	assert_int_equal(lstat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	int fd = open(path, O_RDONLY | O_DIRECTORY);
+	assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), -1);
+	close(fd);
+
+	/* The copy equals its source: names, kinds, modes, owners, contents,
+	 * mtimes. */
+	char *a = tree_snapshot(fx->src, true);
+	snprintf(path, sizeof(path), "%s/gw-%s/rootfs", fx->sb.root, id);
+	char *b = tree_snapshot(path, true);
+	assert_string_equal(a, b);
+	free(a);
+	free(b);
+
+	snprintf(path, sizeof(path), "%s/gw-%s/config.json", fx->sb.root, id);
+	assert_int_equal(lstat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0600);
+	assert_true(file_contains(path, CANARY));
+	snprintf(path, sizeof(path), "%s/gw-%s/extra", fx->sb.root, id);
+	assert_int_equal(lstat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0750);
+	snprintf(path, sizeof(path), "%s/gw-%s/etc-link", fx->sb.root, id);
+	assert_int_equal(lstat(path, &sb), 0);
+	assert_true(S_ISLNK(sb.st_mode));
+
+	/* Every path was logged: 1 top + 21 copied + 3 more. */
+	struct sl_record rec;
+	assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
+	assert_true(rec.have_inode);
+	int total = 0, n;
+	int64_t seq = -1;
+	struct sl_entry_page *page = malloc(sizeof(*page));
+	while ((n = store_entries_page(fx->store, rec.rowid, false, seq, page, NULL)) > 0) {
+		total += n;
+		seq = page->e[n - 1].seq;
+	}
+	free(page);
+	assert_int_equal(total, 1 + 21 + 3);
+
+	assert_int_equal(sl_stage_release(st, &err), 0);
+	assert_int_equal(state_of(fx->store, id), SL_STATE_RELEASED);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	/* Release is idempotent. */
+	assert_int_equal(sl_release_id(fx->store, id, &err), 0);
+	sl_stage_free(st);
+	assert_false(tree_contains(fx->sb.base, "never-there"));
+}
+
+static void test_abort_and_free(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char id[SL_ID_LEN + 1];
+
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+	assert_int_equal(sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", &err), 0);
+	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+	assert_int_equal(sl_stage_abort(st, &err), 0);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	assert_int_equal(state_of(fx->store, id), SL_STATE_ABORTED);
+	sl_stage_free(st);
+
+	/* Freeing an unfinished stage aborts it. */
+	st = NULL;
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+	assert_int_equal(sl_stage_mkdir(st, "d", 0755, &err), 0);
+	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+	sl_stage_free(st);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	assert_int_equal(state_of(fx->store, id), SL_STATE_ABORTED);
+}
+
+static void test_failed_call_aborts(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char id[SL_ID_LEN + 1];
+
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+	assert_int_equal(sl_stage_mkdir(st, "d", 0755, &err), 0);
+	/* Creating over an existing path fails, and the stage is aborted. */
+	assert_int_equal(sl_stage_mkdir(st, "d", 0755, &err), -EEXIST);
+	assert_non_null(strstr(err.msg, "stage-"));
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	assert_int_equal(state_of(fx->store, id), SL_STATE_ABORTED);
+	/* Further calls refuse. */
+	assert_int_equal(sl_stage_mkdir(st, "e", 0755, NULL), -EINVAL);
+	sl_stage_free(st);
+
+	/* A path escaping the stage is refused before anything. */
+	st = NULL;
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+	assert_int_equal(sl_stage_write_file(st, "../x", "a", 1, 0600, &err), -EINVAL);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	sl_stage_free(st);
+
+	/* A source with a FIFO is refused with a clear error. */
+	char fifo[600];
+	snprintf(fifo, sizeof(fifo), "%s/etc/fifo", fx->src);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	st = NULL;
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+	assert_int_equal(sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "FIFO"));
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	sl_stage_free(st);
+}
+
+static void test_publish(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char dest[600], id[SL_ID_LEN + 1];
+
+	snprintf(dest, sizeof(dest), "%s/published", fx->sb.base);
+	assert_int_equal(stage_sample(fx, &st, &err), 0);
+	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+	/* Never onto an existing path. */
+	assert_int_equal(sl_stage_publish(st, fx->outside, &err), -EEXIST);
+	assert_true(err.flags & SL_ERROR_CANTCREAT);
+	assert_int_equal(state_of(fx->store, id), SL_STATE_READY);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_stage_publish(st, dest, &err), 0);
+	assert_int_equal(state_of(fx->store, id), SL_STATE_PUBLISHED);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	assert_true(file_contains(strcat(dest, "/config.json"), CANARY));
+	/* A published stage belongs to its destination: release refuses. */
+	assert_int_equal(sl_release_id(fx->store, id, &err), -EINVAL);
+	sl_stage_free(st);
+}
+
+static void test_unsafe_roots(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char root[600];
+
+	/* A symlink as the root. */
+	snprintf(root, sizeof(root), "%s/linkroot", fx->sb.base);
+	assert_int_equal(symlink(fx->outside, root), 0);
+	assert_int_equal(sl_stage_begin(fx->store, root, NULL, &st, &err), -ELOOP);
+	assert_true(err.flags & SL_ERROR_CANTCREAT);
+	/* A world-writable root. */
+	snprintf(root, sizeof(root), "%s/open", fx->sb.base);
+	make_dir(root, 0777);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_stage_begin(fx->store, root, NULL, &st, &err), -EPERM);
+	assert_int_equal(count_entries(root), 0);
+	/* A bad label. */
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, &(struct sl_stage_options){.label = "Bad"}, &st, NULL),
+			 -EINVAL);
+	/* A missing root is created 0700. */
+	struct stat sb;
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+	assert_int_equal(stat(fx->sb.root, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	sl_stage_free(st);
+}
+
+/*
+ * Fault injection: every filesystem call and every store commit of the
+ * sample stage fails in turn, with ENOSPC, EIO and EACCES. Each run must
+ * return that error, leave nothing under the root, say nothing secret and
+ * leave its record aborted (or no record, when the very first commit
+ * failed).
+ */
+static void test_fault_every_step(void **state)
+{
+	struct fixture *fx = *state;
+	const int errs[] = {ENOSPC, EIO, EACCES};
+	unsigned long total = 0, steps;
+
+	for (size_t e = 0; e < sizeof(errs) / sizeof(errs[0]); e++) {
+		for (unsigned long k = 1;; k++) {
+			struct sl_error err = {0};
+			struct sl_stage *st = NULL;
+			int r;
+
+			memset(&sl_fault, 0, sizeof(sl_fault));
+			sl_fault.fail_at = k;
+			sl_fault.fail_errno = errs[e];
+			r = stage_sample(fx, &st, &err);
+			steps = sl_fault.steps;
+			memset(&sl_fault, 0, sizeof(sl_fault));
+			if (r == 0) {
+				/* Past the last step of staging: the fault
+				 * hit nothing (or hit release, below). */
+				assert_true(k > steps);
+				assert_int_equal(sl_stage_release(st, &err), 0);
+				sl_stage_free(st);
+				break;
+			}
+			total++;
+			assert_int_equal(r, -errs[e]);
+			assert_true(err.code < 0);
+			assert_non_null(strstr(err.msg, strerror(errs[e])));
+			assert_null(strstr(err.msg, CANARY));
+			assert_int_equal(count_entries(fx->sb.root), 0);
+			if (st) {
+				assert_int_equal(state_of(fx->store, sl_stage_id(st)), SL_STATE_ABORTED);
+				sl_stage_free(st);
+			}
+		}
+	}
+	printf("fault injection: %lu failure points covered (3 errnos x %lu steps)\n", total, total / 3);
+	assert_true(total >= 3 * 40);
+}
+
+/* Faults during release: the stage is left failed with a reason, and a
+ * second release finishes it. */
+static void test_fault_in_release(void **state)
+{
+	struct fixture *fx = *state;
+	unsigned long covered = 0;
+
+	for (unsigned long k = 1;; k++) {
+		struct sl_error err = {0};
+		struct sl_stage *st = NULL;
+		char id[SL_ID_LEN + 1];
+		int r;
+
+		assert_int_equal(stage_sample(fx, &st, &err), 0);
+		snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+		memset(&sl_fault, 0, sizeof(sl_fault));
+		sl_fault.fail_at = k;
+		sl_fault.fail_errno = EIO;
+		r = sl_stage_release(st, &err);
+		unsigned long steps = sl_fault.steps;
+		memset(&sl_fault, 0, sizeof(sl_fault));
+		sl_stage_free(st);
+		if (r == 0 && k > steps) {
+			assert_int_equal(count_entries(fx->sb.root), 0);
+			break;
+		}
+		covered++;
+		assert_int_equal(r, -EIO);
+		assert_null(strstr(err.msg, CANARY));
+		enum sl_state s = state_of(fx->store, id);
+		assert_true(s == SL_STATE_FAILED || s == SL_STATE_READY || s == SL_STATE_RELEASING);
+		memset(&err, 0, sizeof(err));
+		assert_true(sl_release_id(fx->store, id, &err) >= 0);
+		assert_int_equal(count_entries(fx->sb.root), 0);
+		assert_int_equal(state_of(fx->store, id), SL_STATE_RELEASED);
+	}
+	printf("release faults: %lu points covered\n", covered);
+	assert_true(covered >= 20);
+}
+
+/* ---- undo basics ---- */
+
+static void snapshot_outside(struct fixture *fx, char **ret)
+{
+	*ret = tree_snapshot(fx->outside, true);
+}
+
+static void test_undo_symlink_swap(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char path[1024], *before, *after;
+
+	snapshot_outside(fx, &before);
+	for (int fallback = 0; fallback < 2; fallback++) {
+		open_beneath_force_fallback(fallback);
+		st = NULL;
+		assert_int_equal(stage_sample(fx, &st, &err), 0);
+		/* A staged directory replaced by a symlink to the canaries. */
+		snprintf(path, sizeof(path), "%s/rootfs/etc", sl_stage_path(st));
+		remove_all(path);
+		assert_int_equal(symlink(fx->outside, path), 0);
+		snprintf(path, sizeof(path), "%s/rootfs/usr/share", sl_stage_path(st));
+		remove_all(path);
+		snprintf(path, sizeof(path), "%s/etc", fx->outside);
+		char link[1024];
+		snprintf(link, sizeof(link), "%s/rootfs/usr/share", sl_stage_path(st));
+		assert_int_equal(symlink(path, link), 0);
+		assert_int_equal(sl_stage_release(st, &err), 0);
+		sl_stage_free(st);
+		assert_int_equal(count_entries(fx->sb.root), 0);
+		snapshot_outside(fx, &after);
+		assert_string_equal(before, after);
+		free(after);
+	}
+	free(before);
+}
+
+static void test_undo_readonly_fifo_hardlink(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char path[1024], target[1024], *before, *after;
+
+	snapshot_outside(fx, &before);
+	assert_int_equal(stage_sample(fx, &st, &err), 0);
+	/* A FIFO (never opened: the undo would hang), a hard link to an
+	 * outside file (only the link goes), read-only directories. */
+	snprintf(path, sizeof(path), "%s/rootfs/var/fifo", sl_stage_path(st));
+	assert_int_equal(mkfifo(path, 0600), 0);
+	snprintf(target, sizeof(target), "%s/etc/passwd", fx->outside);
+	snprintf(path, sizeof(path), "%s/rootfs/var/hardlink", sl_stage_path(st));
+	assert_int_equal(link(target, path), 0);
+	snprintf(path, sizeof(path), "%s/rootfs/var/lib", sl_stage_path(st));
+	assert_int_equal(chmod(path, 0500), 0);
+	snprintf(path, sizeof(path), "%s/rootfs/usr/share/doc", sl_stage_path(st));
+	assert_int_equal(chmod(path, 0000), 0);
+	snprintf(path, sizeof(path), "%s/rootfs/usr", sl_stage_path(st));
+	assert_int_equal(chmod(path, 0500), 0);
+	assert_int_equal(sl_stage_release(st, &err), 0);
+	sl_stage_free(st);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	snapshot_outside(fx, &after);
+	assert_string_equal(before, after);
+	struct stat sb;
+	assert_int_equal(stat(target, &sb), 0);
+	assert_int_equal(sb.st_nlink, 1);
+	free(before);
+	free(after);
+}
+
+static void test_undo_top_replaced(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char path[1024], moved[1024], *before, *after;
+
+	assert_int_equal(stage_sample(fx, &st, &err), 0);
+	/* The top directory swapped for another directory: not ours. */
+	snprintf(path, sizeof(path), "%s", sl_stage_path(st));
+	snprintf(moved, sizeof(moved), "%s/moved", fx->sb.base);
+	assert_int_equal(rename(path, moved), 0);
+	make_sample_tree(path);
+	before = tree_snapshot(path, true);
+	char id[SL_ID_LEN + 1];
+	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+	assert_int_equal(sl_stage_release(st, &err), -ESTALE);
+	assert_non_null(strstr(err.msg, "left alone"));
+	assert_int_equal(state_of(fx->store, id), SL_STATE_FAILED);
+	after = tree_snapshot(path, true);
+	assert_string_equal(before, after);
+	sl_stage_free(st);
+	free(before);
+	free(after);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_stage_success, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_and_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_call_aborts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unsafe_roots, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_every_step, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_in_release, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undo_symlink_swap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undo_readonly_fifo_hardlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undo_top_replaced, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
