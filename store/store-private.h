@@ -75,11 +75,19 @@ HIDDEN int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev
 HIDDEN int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
 				  const char *reason, bool durable, struct sl_error *reterr);
 
-/* As store_stage_transition for a batch of stages in one transaction: each
- * stage that was in from_mask moves to `to` with claimer as its claimer;
- * ok[i] says which did. */
-HIDDEN int store_stage_claim_batch(struct sl_store *s, const int64_t *rowids, size_t n, unsigned from_mask,
+/*
+ * Claims a batch of stages for recovery in one durable transaction. Each
+ * claim is a compare-and-swap: stage i moves to recovering with claimer as
+ * its claimer only if its state and previous claimer are still those in
+ * recs[i], so two recoverers never both win one stage. ok[i] says which
+ * claims won.
+ */
+HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
 				   const struct sl_owner *claimer, bool *ok, struct sl_error *reterr);
+
+/* Calls fn with each distinct staging root named by a record. */
+HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
+			       struct sl_error *reterr);
 
 /* Appends entries (seq first_seq..) in one non-durable transaction. paths is
  * a packed arena; offs[i]/lens[i] locate path i. */

@@ -155,6 +155,17 @@ int sl_store_schema_version(void)
 	return (int)ELEMENTSOF(migrations);
 }
 
+static void copy_text(char *dst, size_t size, const unsigned char *src, int len)
+{
+	size_t n = src && len > 0 ? (size_t)len : 0;
+
+	if (n >= size)
+		n = size - 1;
+	if (n)
+		memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 static int exec(struct sl_store *s, const char *sql)
 {
 	return sqlite_to_errno(s->db, sqlite3_exec(s->db, sql, NULL, NULL, NULL));
@@ -537,7 +548,7 @@ int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask
 	return 0;
 }
 
-int store_stage_claim_batch(struct sl_store *s, const int64_t *rowids, size_t n, unsigned from_mask,
+int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
 			    const struct sl_owner *claimer, bool *ok, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
@@ -549,13 +560,16 @@ int store_stage_claim_batch(struct sl_store *s, const int64_t *rowids, size_t n,
 		return store_err(reterr, r, "cannot claim stages");
 	r = prepare(s,
 		    "UPDATE stages SET state = 5, updated_at = ?, claim_boot = ?, claim_pid = ?, claim_start = ?, "
-		    "claim_pidns = ? WHERE rowid = ? AND ((1 << state) & ?) != 0",
+		    "claim_pidns = ? WHERE rowid = ? AND state = ? AND coalesce(claim_pid, 0) = ? "
+		    "AND coalesce(claim_start, 0) = ? AND state IN (0, 1, 2, 5, 7)",
 		    &st);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		sqlite3_bind_int64(st, 1, now);
 		bind_owner(st, 2, claimer);
-		sqlite3_bind_int64(st, 6, rowids[i]);
-		sqlite3_bind_int64(st, 7, from_mask);
+		sqlite3_bind_int64(st, 6, recs[i]->rowid);
+		sqlite3_bind_int(st, 7, (int)recs[i]->state);
+		sqlite3_bind_int64(st, 8, recs[i]->claimer.pid);
+		sqlite3_bind_int64(st, 9, (sqlite3_int64)recs[i]->claimer.start_time);
 		r = step_done(s, st);
 		ok[i] = r == 0 && sqlite3_changes(s->db) == 1;
 	}
@@ -570,6 +584,25 @@ int store_stage_claim_batch(struct sl_store *s, const int64_t *rowids, size_t n,
 		return store_err(reterr, r, "cannot claim stages");
 	}
 	return 0;
+}
+
+int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
+			struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	r = prepare(s, "SELECT DISTINCT root FROM stages", &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot list roots");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char root[PATH_MAX];
+		copy_text(root, sizeof(root), sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0));
+		r = fn(root, userdata);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : fail(s, rc, reterr, "cannot list roots");
 }
 
 int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, size_t n, const char *arena,
@@ -657,16 +690,6 @@ int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64
 	"s.owner_pidns, s.claim_boot, s.claim_pid, s.claim_start, s.claim_pidns, s.dev, s.ino, s.created_at, " \
 	"s.updated_at, s.reason"
 
-static void copy_text(char *dst, size_t size, const unsigned char *src, int len)
-{
-	size_t n = src && len > 0 ? (size_t)len : 0;
-
-	if (n >= size)
-		n = size - 1;
-	if (n)
-		memcpy(dst, src, n);
-	dst[n] = '\0';
-}
 
 static void read_record(sqlite3_stmt *st, struct sl_record *rec)
 {

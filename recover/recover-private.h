@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* recover-private.h: liveness, for the CLI's listings and the tests. */
+#ifndef STAGELOG_RECOVER_PRIVATE_H
+#define STAGELOG_RECOVER_PRIVATE_H
+
+#include "sl-recover.h"
+#include "stage-private.h"
+
+/* What recovery may do with a stage. */
+enum liveness {
+	LIVE,      /* owner alive, or its lock held */
+	STALE,     /* another boot, or owner gone and lock free */
+	UNJUDGED,  /* owner in another pid namespace: live unless forced */
+};
+
+/* The facts about this process that liveness compares records with. */
+struct here {
+	char boot_id[SL_BOOT_ID_LEN + 1];
+	uint64_t pidns;
+};
+
+HIDDEN int here_init(struct here *h);
+
+/* Judges a record. For a recovering stage the claimer is judged (and no
+ * lock: the recoverer holds none after it died); for any other the owner
+ * and the top directory's lock. */
+HIDDEN enum liveness judge(const struct here *h, const struct sl_record *rec);
+
+#endif

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * recover.c: the recovery pass. Finds stale in-flight stages, claims them in
+ * batches, and removes each with the stage undo routine; recovery itself
+ * removes nothing. A stage that cannot be removed becomes failed with a
+ * reason and the pass goes on; the next pass retries it.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+
+#include "recover-private.h"
+
+#define CLAIM_BATCH 256
+
+struct candidates {
+	struct sl_record *recs;
+	size_t n, cap;
+};
+
+struct scan {
+	const struct sl_recover_options *opts;
+	struct sl_recover_report *report;
+	const struct here *here;
+	struct candidates c;
+};
+
+static int push_id(char (**arr)[SL_ID_SIZE], size_t *n, const char *id)
+{
+	char (*a)[SL_ID_SIZE] = realloc(*arr, (*n + 1) * sizeof(**arr));
+
+	if (!a)
+		return -ENOMEM;
+	*arr = a;
+	snprintf(a[*n], SL_ID_SIZE, "%s", id);
+	(*n)++;
+	return 0;
+}
+
+static int push_failure(struct sl_recover_report *rep, const char *id, const char *reason)
+{
+	struct sl_recover_failure *f = realloc(rep->failed, (rep->n_failed + 1) * sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	rep->failed = f;
+	snprintf(f[rep->n_failed].id, sizeof(f->id), "%s", id);
+	snprintf(f[rep->n_failed].reason, sizeof(f->reason), "%s", reason);
+	rep->n_failed++;
+	return 0;
+}
+
+static bool forced(const struct sl_recover_options *o, const char *id)
+{
+	for (size_t i = 0; o && i < o->n_force; i++)
+		if (o->force[i] && strcmp(o->force[i], id) == 0)
+			return true;
+	return false;
+}
+
+static int scan_one(const struct sl_record *rec, void *userdata)
+{
+	struct scan *sc = userdata;
+	enum liveness l;
+
+	if (sc->opts && sc->opts->root && strcmp(sc->opts->root, rec->root) != 0)
+		return 0;
+	sc->report->examined++;
+	l = judge(sc->here, rec);
+	if (l != STALE && !forced(sc->opts, rec->id))
+		return push_id(&sc->report->live, &sc->report->n_live, rec->id);
+	if (sc->c.n == sc->c.cap) {
+		size_t cap = sc->c.cap ? sc->c.cap * 2 : 64;
+		struct sl_record *r = realloc(sc->c.recs, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		sc->c.recs = r;
+		sc->c.cap = cap;
+	}
+	sc->c.recs[sc->c.n++] = *rec;
+	return 0;
+}
+
+/* Removes one claimed stage and records the outcome. The recoverer holds
+ * the top directory's lock while it works, so that its own liveness is
+ * visible the same way an owner's is. */
+static int recover_one(struct sl_store *store, struct sl_record *rec, struct sl_recover_report *rep)
+{
+	_cleanup_close_ int root = -1, top = -1;
+	char reason[256];
+	int r;
+
+	if (open_root(rec->root, &root) == 0) {
+		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (top >= 0)
+			(void)flock(top, LOCK_EX | LOCK_NB);
+	}
+	r = undo_stage(store, rec, reason, sizeof(reason));
+	if (r < 0) {
+		(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED, reason,
+					     false, NULL);
+		return push_failure(rep, rec->id, reason);
+	}
+	r = store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, NULL, false,
+				   NULL);
+	if (r < 0)
+		return push_failure(rep, rec->id, "removed, but the record could not be updated");
+	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
+}
+
+int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts, struct sl_recover_report *report,
+		   struct sl_error *reterr)
+{
+	struct sl_owner me;
+	struct here here;
+	struct scan sc = {.opts = opts, .report = report, .here = &here};
+	size_t done = 0;
+	int r;
+
+	if (!store || !report)
+		return sl_err(reterr, -EINVAL, "cannot recover: missing argument");
+	memset(report, 0, sizeof(*report));
+	report->dry_run = opts && opts->dry_run;
+	r = here_init(&here);
+	if (r == 0)
+		r = proc_identity(0, &me);
+	if (r < 0)
+		return sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
+
+	/* Forced ids must name in-flight stages; a finished one is never
+	 * touched and an unknown one is a usage error. */
+	for (size_t i = 0; opts && i < opts->n_force; i++) {
+		struct sl_record rec;
+		r = store_stage_get(store, opts->force[i], &rec, reterr);
+		if (r < 0)
+			return r;
+	}
+
+	r = store_stage_foreach(store, false, NULL, scan_one, &sc, reterr);
+	if (r < 0) {
+		free(sc.c.recs);
+		if (r == -ENOMEM)
+			sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM));
+		return r;
+	}
+	if (report->dry_run) {
+		for (size_t i = 0; i < sc.c.n && r == 0; i++)
+			r = push_id(&report->recovered, &report->n_recovered, sc.c.recs[i].id);
+		free(sc.c.recs);
+		return r < 0 ? sl_err(reterr, r, "cannot recover: %s", strerror(-r)) : 0;
+	}
+
+	/* Claim in batches: one durable transaction per CLAIM_BATCH stages,
+	 * not one per stage. Each claim is a compare-and-swap, so a stage
+	 * another recoverer won meanwhile is skipped. */
+	for (size_t b = 0; b < sc.c.n && r == 0; b += CLAIM_BATCH) {
+		const struct sl_record *batch[CLAIM_BATCH];
+		bool ok[CLAIM_BATCH];
+		size_t n = sc.c.n - b < CLAIM_BATCH ? sc.c.n - b : CLAIM_BATCH;
+
+		for (size_t i = 0; i < n; i++)
+			batch[i] = &sc.c.recs[b + i];
+		r = store_stage_claim_batch(store, batch, n, &me, ok, reterr);
+		for (size_t i = 0; i < n && r == 0; i++) {
+			struct sl_record *rec = &sc.c.recs[b + i];
+
+			if (ok[i]) {
+				rec->state = SL_STATE_RECOVERING;
+				rec->claimer = me;
+				r = recover_one(store, rec, report);
+			}
+			done++;
+			if (opts && opts->progress)
+				opts->progress(done, sc.c.n, opts->userdata);
+		}
+	}
+	free(sc.c.recs);
+	if (r == -ENOMEM)
+		return sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM));
+	if (r < 0)
+		return r;
+	(void)store_checkpoint(store, NULL);
+	return 0;
+}
+
+void sl_recover_report_finish(struct sl_recover_report *report)
+{
+	if (!report)
+		return;
+	free(report->recovered);
+	free(report->live);
+	free(report->failed);
+	memset(report, 0, sizeof(*report));
+}

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * views.c: what operators and monitoring read: listings, one stage with its
+ * entries, id prefixes; and the record keeping around them: forget, gc,
+ * and check's scan for orphans.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "recover-private.h"
+
+struct list_ctx {
+	struct here here;
+	sl_stage_fn fn;
+	void *userdata;
+};
+
+static int emit(struct list_ctx *c, const struct sl_record *rec)
+{
+	char path[PATH_MAX + SL_LABEL_MAX + SL_ID_LEN + 4];
+	struct sl_stage_info info = {
+		.id = rec->id,
+		.label = rec->label,
+		.state = rec->state,
+		.state_name = sl_state_name(rec->state) ? sl_state_name(rec->state) : "unknown",
+		.root = rec->root,
+		.path = path,
+		.owner_pid = rec->owner.pid,
+		.created_ms = rec->created_ms,
+		.updated_ms = rec->updated_ms,
+		.entries = rec->entries,
+		.reason = rec->reason,
+	};
+
+	snprintf(path, sizeof(path), "%s/%s", strcmp(rec->root, "/") ? rec->root : "", rec->topdir);
+	/* A finished stage has no owner to speak of; an in-flight one is
+	 * live when recovery would leave it alone. */
+	info.owner_alive = sl_state_in_flight(rec->state) && judge(&c->here, rec) != STALE;
+	return c->fn(&info, c->userdata);
+}
+
+static int list_one(const struct sl_record *rec, void *userdata)
+{
+	return emit(userdata, rec);
+}
+
+int sl_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_fn fn, void *userdata,
+	    struct sl_error *reterr)
+{
+	struct list_ctx c = {.fn = fn, .userdata = userdata};
+	int r = here_init(&c.here);
+
+	if (r < 0)
+		return sl_err(reterr, r, "cannot list stages: %s", strerror(-r));
+	return store_stage_foreach(store, flags & SL_LIST_ALL, label, list_one, &c, reterr);
+}
+
+int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn, void *userdata,
+	    struct sl_error *reterr)
+{
+	_cleanup_free_ struct sl_entry_page *page = NULL;
+	struct list_ctx c = {.fn = stage_fn, .userdata = userdata};
+	struct sl_record rec;
+	int64_t seq = -1;
+	int n, r;
+
+	r = here_init(&c.here);
+	if (r < 0)
+		return sl_err(reterr, r, "cannot show stage: %s", strerror(-r));
+	r = store_stage_get(store, id, &rec, reterr);
+	if (r < 0)
+		return r;
+	page = malloc(sizeof(*page));
+	if (!page)
+		return sl_err(reterr, -ENOMEM, "cannot show stage: %s", strerror(ENOMEM));
+	/* The entry count, for the stage line. */
+	rec.entries = 0;
+	while ((n = store_entries_page(store, rec.rowid, false, seq, page, reterr)) > 0) {
+		rec.entries += n;
+		seq = page->e[n - 1].seq;
+	}
+	if (n < 0)
+		return n;
+	if (stage_fn) {
+		r = emit(&c, &rec);
+		if (r < 0)
+			return r;
+	}
+	seq = -1;
+	while (entry_fn && (n = store_entries_page(store, rec.rowid, false, seq, page, reterr)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct sl_entry_info e = {
+				.seq = page->e[i].seq,
+				.path = page->e[i].path,
+				.path_len = page->e[i].path_len,
+				.kind = sl_kind_name(page->e[i].kind),
+				.state = page->e[i].state == SL_ENTRY_REMOVED ? "removed" : "logged",
+			};
+			r = entry_fn(&e, userdata);
+			if (r < 0)
+				return r;
+		}
+		seq = page->e[n - 1].seq;
+	}
+	return n < 0 ? n : 0;
+}
+
+int sl_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_SIZE], char (*cand)[SL_ID_SIZE],
+		  size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
+{
+	return store_resolve_prefix(store, prefix, ret_id, cand, ncand, ret_ncand, reterr);
+}
+
+int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
+{
+	struct sl_record rec;
+	struct here here;
+	int r;
+
+	r = here_init(&here);
+	if (r < 0)
+		return sl_err(reterr, r, "cannot forget stage: %s", strerror(-r));
+	r = store_stage_get(store, id, &rec, reterr);
+	if (r < 0)
+		return r;
+	/* Only the record goes: the operator has dealt with the files. A live
+	 * stage's record is what protects it, so it stays. */
+	if (sl_state_in_flight(rec.state) && judge(&here, &rec) != STALE)
+		return sl_err(reterr, -EINVAL, "cannot forget stage %s: it is live (owner or lock)", rec.id);
+	return store_stage_delete(store, rec.rowid, reterr);
+}
+
+int sl_gc(struct sl_store *store, int64_t older_than_ms, struct sl_error *reterr)
+{
+	if (older_than_ms < 0)
+		return sl_err(reterr, -EINVAL, "cannot collect records: negative age");
+	return store_gc(store, sl_now_ms() - older_than_ms, reterr);
+}
+
+/* ---- check ---- */
+
+struct roots {
+	char **v;
+	size_t n;
+};
+
+static int add_root(const char *root, void *userdata)
+{
+	struct roots *rs = userdata;
+	char **v;
+
+	for (size_t i = 0; i < rs->n; i++)
+		if (strcmp(rs->v[i], root) == 0)
+			return 0;
+	v = realloc(rs->v, (rs->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	rs->v = v;
+	rs->v[rs->n] = strdup(root);
+	if (!rs->v[rs->n])
+		return -ENOMEM;
+	rs->n++;
+	return 0;
+}
+
+static int push_path(char ***arr, size_t *n, const char *root, const char *name)
+{
+	char **a = realloc(*arr, (*n + 1) * sizeof(**arr));
+
+	if (!a)
+		return -ENOMEM;
+	*arr = a;
+	if (asprintf(&a[*n], "%s/%s", strcmp(root, "/") ? root : "", name) < 0)
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+/* True when name looks like a stage directory: LABEL-ID. */
+static bool stage_name(const char *name, char id[SL_ID_LEN + 1], char label[SL_LABEL_MAX + 1])
+{
+	size_t len = strlen(name);
+
+	if (len < SL_ID_LEN + 2 || len > SL_LABEL_MAX + 1 + SL_ID_LEN || name[len - SL_ID_LEN - 1] != '-')
+		return false;
+	memcpy(id, name + len - SL_ID_LEN, SL_ID_LEN + 1);
+	memcpy(label, name, len - SL_ID_LEN - 1);
+	label[len - SL_ID_LEN - 1] = '\0';
+	return id_valid(id) && label_valid(label);
+}
+
+/* True when an in-flight record owns a directory of this name. The id (128
+ * random bits) decides, not the spelling of the root: a root given as
+ * "/run/stagelog/" must not make a live stage look like an orphan. */
+static bool owned(struct sl_store *store, const char *name, const char *id)
+{
+	struct sl_record rec;
+
+	if (store_stage_get(store, id, &rec, NULL) < 0)
+		return false;
+	return sl_state_in_flight(rec.state) && strcmp(rec.topdir, name) == 0;
+}
+
+static int scan_root(struct sl_store *store, const char *root, bool remove, struct sl_check_report *rep)
+{
+	_cleanup_close_ int root_fd = -1;
+	DIR *d;
+	struct dirent *de;
+	int r = open_root(root, &root_fd);
+
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	d = fdopendir(dup(root_fd));
+	if (!d)
+		return negerrno();
+	while ((de = readdir(d))) {
+		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1], reason[256];
+		_cleanup_close_ int top = -1;
+		struct stat st;
+
+		if (!stage_name(de->d_name, id, label) || owned(store, de->d_name, id))
+			continue;
+		if (fstatat(root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		r = push_path(&rep->orphans, &rep->n_orphans, root, de->d_name);
+		if (r < 0)
+			break;
+		if (!remove || st.st_uid != geteuid())
+			continue;
+		/* Never one that someone holds locked: a live stager or
+		 * runtime whose record is in another store. The lock is held
+		 * while the removal runs. */
+		top = openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (top < 0 || flock(top, LOCK_EX | LOCK_NB) < 0)
+			continue;
+		if (undo_remove_tree(root_fd, ".", de->d_name, true, st.st_dev, st.st_ino, reason, sizeof(reason)) == 0) {
+			(void)fsync(root_fd);
+			r = push_path(&rep->removed, &rep->n_removed, root, de->d_name);
+			if (r < 0)
+				break;
+		}
+	}
+	closedir(d);
+	return r < 0 ? r : 0;
+}
+
+int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, bool remove_orphans,
+	     struct sl_check_report *report, struct sl_error *reterr)
+{
+	struct roots rs = {0};
+	int r;
+
+	if (!store || !report)
+		return sl_err(reterr, -EINVAL, "cannot check: missing argument");
+	memset(report, 0, sizeof(*report));
+	r = store_quick_check(store, report->integrity, sizeof(report->integrity), reterr);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n_roots && r == 0; i++)
+		r = add_root(roots[i], &rs);
+	if (n_roots == 0 && r == 0)
+		r = store_roots_foreach(store, add_root, &rs, reterr);
+	for (size_t i = 0; i < rs.n && r == 0; i++) {
+		r = scan_root(store, rs.v[i], remove_orphans, report);
+		if (r < 0)
+			sl_err(reterr, r, "cannot check: staging root: %s", strerror(-r));
+	}
+	for (size_t i = 0; i < rs.n; i++)
+		free(rs.v[i]);
+	free(rs.v);
+	if (r == -ENOMEM)
+		sl_err(reterr, r, "cannot check: %s", strerror(ENOMEM));
+	return r;
+}
+
+void sl_check_report_finish(struct sl_check_report *report)
+{
+	if (!report)
+		return;
+	for (size_t i = 0; i < report->n_orphans; i++)
+		free(report->orphans[i]);
+	for (size_t i = 0; i < report->n_removed; i++)
+		free(report->removed[i]);
+	free(report->orphans);
+	free(report->removed);
+	memset(report, 0, sizeof(*report));
+}
