@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli.h: what the stagelog program's command files share: the global
+ * options, the one exit-code table, the one diagnostic writer, and the
+ * formatting helpers for text and JSON output.
+ */
+#ifndef STAGELOG_CLI_H
+#define STAGELOG_CLI_H
+
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <sysexits.h>
+
+#include <cjson/cJSON.h>
+
+#include "macro.h"
+#include "sl-recover.h"
+#include "sl-stage.h"
+#include "sl-store.h"
+
+/* The global options, and the store once a command opened it. */
+struct cli {
+	const char *db; /* --db, or NULL for the default */
+	bool json;
+	int verbosity; /* -1 quiet, 0 normal, 1 or more verbose */
+	struct sl_store *store;
+};
+
+struct cli_command {
+	const char *name;
+	int (*run)(struct cli *cli, int argc, char **argv);
+	const char *summary;
+};
+
+/* The commands, one file each. argv[0] is the command's name. */
+int cmd_stage(struct cli *cli, int argc, char **argv);
+int cmd_run(struct cli *cli, int argc, char **argv);
+int cmd_release(struct cli *cli, int argc, char **argv);
+int cmd_forget(struct cli *cli, int argc, char **argv);
+int cmd_publish(struct cli *cli, int argc, char **argv);
+int cmd_recover(struct cli *cli, int argc, char **argv);
+int cmd_list(struct cli *cli, int argc, char **argv);
+int cmd_show(struct cli *cli, int argc, char **argv);
+int cmd_gc(struct cli *cli, int argc, char **argv);
+int cmd_check(struct cli *cli, int argc, char **argv);
+
+/* exit.c: maps a negative errno (and the error's flags) to an exit code. */
+int cli_exit_code(int r, const struct sl_error *err);
+
+/*
+ * exit.c: writes the one-line diagnostic for a failed library call,
+ * "stagelog: WHAT FAILED: WHERE: REASON", from err->msg when the library
+ * filled it, else from what and strerror. Returns the exit code.
+ */
+int cli_fail(int r, const struct sl_error *err, const char *what);
+
+/* exit.c: writes "stagelog: MESSAGE" on stderr. */
+void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
+
+/* exit.c: as cli_error(), and returns EX_USAGE. */
+int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
+
+/* exit.c: writes "stagelog: MESSAGE" on stderr when -v was given. */
+void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);
+
+/*
+ * util.c: getopt_long with getopt's own messages off. On an unknown option
+ * or a missing argument it writes one line naming cmd (NULL for the global
+ * options) and returns '?'. optstring must start with ":" or "+:".
+ */
+int cli_getopt(const char *cmd, int argc, char **argv, const char *optstring, const struct option *longopts);
+
+/* The options every command takes: --help, and --json as a courtesy to
+ * those who write it after the command. */
+#define CLI_COMMON_OPTIONS                          \
+	{ "help", no_argument, NULL, 'h' },         \
+	{ "json", no_argument, NULL, 'j' }
+
+/* util.c: prints a command's usage text to stdout and returns 0. */
+int cli_help(const char *usage);
+
+/*
+ * util.c: a usage error unless exactly n operands remain after the
+ * options; names lists them, space-separated, for the message ("ID DEST").
+ * Returns an exit code.
+ */
+int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char *names);
+
+/* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
+ * exit code. */
+int cli_open_store(struct cli *cli);
+
+/*
+ * util.c: resolves an id or a unique prefix to a full id. An unknown,
+ * ambiguous or malformed one is a usage error whose message names the
+ * candidates. Returns an exit code.
+ */
+int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE]);
+
+/* util.c: the default staging root, /run/stagelog for euid 0 else
+ * $XDG_RUNTIME_DIR/stagelog. Returns an exit code (usage error when there
+ * is none). */
+int cli_default_root(char *buf, size_t size);
+
+/* util.c: RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
+#define CLI_TIME_MAX 40
+void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX]);
+
+/* util.c: an age for people: 45s, 3m, 2h, 5d. */
+#define CLI_AGE_MAX 24
+void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX]);
+
+/*
+ * util.c: writes len bytes for a terminal: valid printable UTF-8 as is,
+ * backslash, newline and tab as \\, \n, \t, and every other byte as \xNN,
+ * so that a hostile file name can neither break a line nor send escapes.
+ */
+void cli_fput_escaped(FILE *f, const char *s, size_t len);
+
+/*
+ * util.c: a valid UTF-8 copy of len bytes for JSON: valid sequences are
+ * kept and each byte that is not part of one becomes the four characters
+ * \xNN. Returns NULL when out of memory.
+ */
+char *cli_utf8_sanitize(const char *s, size_t len);
+
+/* util.c: adds a string made valid UTF-8 with cli_utf8_sanitize(). */
+cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t len);
+
+/* util.c: adds a stage's fixed fields (every field but "entries"). */
+bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info);
+
+/* util.c: prints one JSON document on stdout and frees it. Returns an exit
+ * code. */
+int cli_json_print(cJSON *doc);
+
+static inline void cJSON_Deletep(cJSON **p)
+{
+	cJSON_Delete(*p);
+}
+
+/*
+ * cmd-stage.c: the stage options that `stage` and `run` share. Env options
+ * are remembered in command-line order and applied by stage_args_stage(),
+ * so that a later name wins across --env and --env-file alike.
+ */
+struct stage_args {
+	const char *cmd; /* "stage" or "run", for messages */
+	const char *root;
+	const char *bundle;
+	const char *label;
+	char **env_opts; /* argv strings of --env / --env-file, in order */
+	bool *env_is_file;
+	size_t n_env_opts;
+	char root_buf[PATH_MAX];
+};
+
+#define STAGE_LONG_OPTIONS                                   \
+	{ "root", required_argument, NULL, 'r' },            \
+	{ "bundle", required_argument, NULL, 'b' },          \
+	{ "label", required_argument, NULL, 'l' },           \
+	{ "env", required_argument, NULL, 'e' },             \
+	{ "env-file", required_argument, NULL, 'E' }
+
+/* Handles option c if it is a stage option: returns 1 when it took it, 0
+ * when it is not one, or a negative value when out of memory. */
+int stage_args_option(struct stage_args *a, int c, char *arg);
+
+/* Stages the bundle for owner (0: the calling process). Returns an exit
+ * code; on success *ret owns the ready stage. */
+int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct sl_stage **ret);
+
+void stage_args_finish(struct stage_args *a);
+
+#endif

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-check.c: `stagelog check`.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: stagelog check [--root DIR]... [--remove-orphans]\n"
+	"\n"
+	"Checks the store's integrity and scans each staging root for orphans:\n"
+	"directories named like stage directories that no in-flight record owns.\n"
+	"Exits 1 if it found a problem it did not fix.\n"
+	"\n"
+	"  --root DIR         scan DIR (default: every root the records name)\n"
+	"  --remove-orphans   remove the orphans that nobody holds locked\n"
+	"  -h, --help         print this help\n";
+
+static bool was_removed(const struct sl_check_report *rep, const char *path)
+{
+	for (size_t i = 0; i < rep->n_removed; i++)
+		if (strcmp(rep->removed[i], path) == 0)
+			return true;
+	return false;
+}
+
+static cJSON *path_array(char **paths, size_t n)
+{
+	cJSON *a = cJSON_CreateArray();
+
+	for (size_t i = 0; a && i < n; i++) {
+		_cleanup_free_ char *clean = cli_utf8_sanitize(paths[i], strlen(paths[i]));
+		cJSON *s = clean ? cJSON_CreateString(clean) : NULL;
+
+		if (!s || !cJSON_AddItemToArray(a, s)) {
+			cJSON_Delete(s);
+			cJSON_Delete(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static int print_json(const struct sl_check_report *rep)
+{
+	cJSON *doc = cJSON_CreateObject();
+	cJSON *orphans = path_array(rep->orphans, rep->n_orphans);
+	cJSON *removed = path_array(rep->removed, rep->n_removed);
+	bool ok = doc && orphans && removed;
+
+	ok = ok && cli_json_add_bytes(doc, "integrity", rep->integrity,
+				      strnlen(rep->integrity, sizeof(rep->integrity)));
+	ok = ok && cJSON_AddItemToObject(doc, "orphans", orphans);
+	if (!ok)
+		cJSON_Delete(orphans);
+	ok = ok && cJSON_AddItemToObject(doc, "removed", removed);
+	if (!ok) {
+		cJSON_Delete(removed);
+		cJSON_Delete(doc);
+		doc = NULL;
+	}
+	return cli_json_print(doc);
+}
+
+static void print_text(const struct sl_check_report *rep)
+{
+	fputs("integrity: ", stdout);
+	cli_fput_escaped(stdout, rep->integrity, strnlen(rep->integrity, sizeof(rep->integrity)));
+	putchar('\n');
+	/* An orphan that was removed is reported once, as removed. */
+	for (size_t i = 0; i < rep->n_orphans; i++) {
+		if (was_removed(rep, rep->orphans[i]))
+			continue;
+		fputs("orphan ", stdout);
+		cli_fput_escaped(stdout, rep->orphans[i], strlen(rep->orphans[i]));
+		putchar('\n');
+	}
+	for (size_t i = 0; i < rep->n_removed; i++) {
+		fputs("removed ", stdout);
+		cli_fput_escaped(stdout, rep->removed[i], strlen(rep->removed[i]));
+		putchar('\n');
+	}
+}
+
+int cmd_check(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "root", required_argument, NULL, 'r' },
+		{ "remove-orphans", no_argument, NULL, 'R' },
+		CLI_COMMON_OPTIONS,
+		{ 0 },
+	};
+	struct sl_check_report rep = { 0 };
+	struct sl_error err = { 0 };
+	_cleanup_free_ const char **roots = NULL;
+	size_t n_roots = 0;
+	bool remove = false, clean;
+	void *tmp;
+	int c, r, code;
+
+	while ((c = cli_getopt("check", argc, argv, ":h", options)) != -1) {
+		switch (c) {
+		case 'r':
+			tmp = reallocarray(roots, n_roots + 1, sizeof(*roots));
+			if (!tmp)
+				return cli_fail(-ENOMEM, NULL, "cannot parse the options");
+			roots = tmp;
+			roots[n_roots++] = optarg;
+			break;
+		case 'R':
+			remove = true;
+			break;
+		case 'j':
+			cli->json = true;
+			break;
+		case 'h':
+			return cli_help(usage);
+		default:
+			return EX_USAGE;
+		}
+	}
+	code = cli_want_operands("check", argc, argv, 0, "");
+	if (code == EX_OK)
+		code = cli_open_store(cli);
+	if (code != EX_OK)
+		return code;
+
+	r = sl_check(cli->store, roots, n_roots, remove, &rep, &err);
+	if (r < 0)
+		return cli_fail(r, &err, "cannot check");
+
+	code = cli->json ? print_json(&rep) : (print_text(&rep), EX_OK);
+	/* Clean means a sound store and no orphan left behind: one that
+	 * --remove-orphans removed is fixed, one it had to leave is not. */
+	clean = strcmp(rep.integrity, "ok") == 0;
+	for (size_t i = 0; i < rep.n_orphans && clean; i++)
+		clean = was_removed(&rep, rep.orphans[i]);
+	if (code == EX_OK && !clean)
+		code = 1;
+	sl_check_report_finish(&rep);
+	return code;
+}

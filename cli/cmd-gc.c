@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-gc.c: `stagelog gc`.
+ */
+#include <ctype.h>
+#include <stdio.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: stagelog gc [--older-than DURATION]\n"
+	"\n"
+	"Deletes the records of finished stages (released, aborted, recovered,\n"
+	"published) last updated at or before now - DURATION.\n"
+	"\n"
+	"  --older-than DURATION  a whole number and a unit: s, m, h or d\n"
+	"                         (default: 7d)\n"
+	"  -h, --help             print this help\n";
+
+/* Parses DURATION: digits then exactly one unit, nothing else (no sign, no
+ * space, no bare number), without overflowing milliseconds. */
+static int parse_duration(const char *s, int64_t *ret_ms)
+{
+	static const struct {
+		char unit;
+		int64_t ms;
+	} units[] = { { 's', 1000 }, { 'm', 60 * 1000 }, { 'h', 3600 * 1000 }, { 'd', 86400 * 1000 } };
+	int64_t n = 0;
+	size_t i;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	for (i = 0; isdigit((unsigned char)s[i]); i++) {
+		if (n > (INT64_MAX - 9) / 10)
+			return -ERANGE;
+		n = n * 10 + (s[i] - '0');
+	}
+	if (s[i] == '\0' || s[i + 1] != '\0')
+		return -EINVAL;
+	for (size_t u = 0; u < ELEMENTSOF(units); u++) {
+		if (s[i] != units[u].unit)
+			continue;
+		if (n > INT64_MAX / units[u].ms)
+			return -ERANGE;
+		*ret_ms = n * units[u].ms;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int cmd_gc(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "older-than", required_argument, NULL, 'o' },
+		CLI_COMMON_OPTIONS,
+		{ 0 },
+	};
+	struct sl_error err = { 0 };
+	int64_t older_than = 7 * 86400 * INT64_C(1000);
+	cJSON *doc;
+	int c, r, code;
+
+	while ((c = cli_getopt("gc", argc, argv, ":h", options)) != -1) {
+		switch (c) {
+		case 'o':
+			r = parse_duration(optarg, &older_than);
+			if (r == -ERANGE)
+				return cli_usage_error("gc: bad duration '%s': too large", optarg);
+			if (r < 0)
+				return cli_usage_error("gc: bad duration '%s': expected a number and a unit (s, m, h, d)",
+						       optarg);
+			break;
+		case 'j':
+			cli->json = true;
+			break;
+		case 'h':
+			return cli_help(usage);
+		default:
+			return EX_USAGE;
+		}
+	}
+	code = cli_want_operands("gc", argc, argv, 0, "");
+	if (code == EX_OK)
+		code = cli_open_store(cli);
+	if (code != EX_OK)
+		return code;
+
+	r = sl_gc(cli->store, older_than, &err);
+	if (r < 0)
+		return cli_fail(r, &err, "cannot delete old records");
+	if (cli->json) {
+		doc = cJSON_CreateObject();
+		if (doc && !cJSON_AddNumberToObject(doc, "deleted", r)) {
+			cJSON_Delete(doc);
+			doc = NULL;
+		}
+		return cli_json_print(doc);
+	}
+	printf("deleted %d records\n", r);
+	return EX_OK;
+}

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-list.c: `stagelog list`.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: stagelog list [--all] [--label L]\n"
+	"\n"
+	"Lists in-flight stages, oldest first: ID (first 12 digits), LABEL, STATE,\n"
+	"OWNER (pid, live or stale), AGE, ENTRIES and PATH.\n"
+	"\n"
+	"  --all        list every record, finished stages too\n"
+	"  --label L    only stages labelled L\n"
+	"  -h, --help   print this help\n";
+
+/* One table row; the path is kept raw and escaped when printed. */
+struct row {
+	char id[13];
+	char label[40];
+	const char *state;
+	char owner[40];
+	char age[CLI_AGE_MAX];
+	char entries[24];
+	char *path;
+};
+
+struct rows {
+	struct row *v;
+	size_t n;
+	int64_t now;
+	cJSON *json;
+};
+
+static int add_row(const struct sl_stage_info *info, void *userdata)
+{
+	struct rows *rows = userdata;
+	struct row *v, *row;
+
+	if (rows->json) {
+		cJSON *o = cJSON_CreateObject();
+
+		if (!o || !cJSON_AddItemToArray(rows->json, o)) {
+			cJSON_Delete(o);
+			return -ENOMEM;
+		}
+		if (!cli_json_add_stage(o, info) || !cJSON_AddNumberToObject(o, "entries", (double)info->entries))
+			return -ENOMEM;
+		return 0;
+	}
+
+	/* Buffered, so that every column can be as wide as its widest cell. */
+	v = reallocarray(rows->v, rows->n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	rows->v = v;
+	row = &v[rows->n];
+	*row = (struct row){ .state = info->state_name };
+	row->path = strdup(info->path);
+	if (!row->path)
+		return -ENOMEM;
+	rows->n++;
+	snprintf(row->id, sizeof(row->id), "%.12s", info->id);
+	snprintf(row->label, sizeof(row->label), "%s", info->label);
+	snprintf(row->owner, sizeof(row->owner), "%lld %s", info->owner_pid, info->owner_alive ? "live" : "stale");
+	cli_format_age(info->created_ms, rows->now, row->age);
+	snprintf(row->entries, sizeof(row->entries), "%lld", (long long)info->entries);
+	return 0;
+}
+
+static int max_width(int w, const char *s)
+{
+	int n = (int)strlen(s);
+
+	return n > w ? n : w;
+}
+
+static void print_table(const struct rows *rows)
+{
+	int wid = 2, wlabel = 5, wstate = 5, wowner = 5, wage = 3, wentries = 7;
+
+	for (size_t i = 0; i < rows->n; i++) {
+		const struct row *r = &rows->v[i];
+
+		wid = max_width(wid, r->id);
+		wlabel = max_width(wlabel, r->label);
+		wstate = max_width(wstate, r->state);
+		wowner = max_width(wowner, r->owner);
+		wage = max_width(wage, r->age);
+		wentries = max_width(wentries, r->entries);
+	}
+	printf("%-*s  %-*s  %-*s  %-*s  %*s  %*s  PATH\n", wid, "ID", wlabel, "LABEL", wstate, "STATE", wowner,
+	       "OWNER", wage, "AGE", wentries, "ENTRIES");
+	for (size_t i = 0; i < rows->n; i++) {
+		const struct row *r = &rows->v[i];
+
+		printf("%-*s  %-*s  %-*s  %-*s  %*s  %*s  ", wid, r->id, wlabel, r->label, wstate, r->state, wowner,
+		       r->owner, wage, r->age, wentries, r->entries);
+		cli_fput_escaped(stdout, r->path, strlen(r->path));
+		putchar('\n');
+	}
+}
+
+int cmd_list(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "all", no_argument, NULL, 'a' },
+		{ "label", required_argument, NULL, 'l' },
+		CLI_COMMON_OPTIONS,
+		{ 0 },
+	};
+	struct rows rows = { .now = sl_now_ms() };
+	struct sl_error err = { 0 };
+	const char *label = NULL;
+	unsigned flags = 0;
+	int c, r, code;
+
+	while ((c = cli_getopt("list", argc, argv, ":h", options)) != -1) {
+		switch (c) {
+		case 'a':
+			flags |= SL_LIST_ALL;
+			break;
+		case 'l':
+			label = optarg;
+			break;
+		case 'j':
+			cli->json = true;
+			break;
+		case 'h':
+			return cli_help(usage);
+		default:
+			return EX_USAGE;
+		}
+	}
+	code = cli_want_operands("list", argc, argv, 0, "");
+	if (code == EX_OK)
+		code = cli_open_store(cli);
+	if (code != EX_OK)
+		return code;
+
+	if (cli->json) {
+		rows.json = cJSON_CreateArray();
+		if (!rows.json)
+			return cli_fail(-ENOMEM, NULL, "cannot list the stages");
+	}
+	r = sl_list(cli->store, flags, label, add_row, &rows, &err);
+	if (r < 0) {
+		code = cli_fail(r, &err, "cannot list the stages");
+		cJSON_Delete(rows.json);
+	} else if (cli->json) {
+		code = cli_json_print(rows.json);
+	} else {
+		print_table(&rows);
+	}
+	for (size_t i = 0; i < rows.n; i++)
+		free(rows.v[i].path);
+	free(rows.v);
+	return code;
+}

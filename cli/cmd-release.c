@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-release.c: `stagelog release ID`.
+ */
+#include <stdio.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: stagelog release ID\n"
+	"\n"
+	"Removes the stage and marks it released. A released, aborted or recovered\n"
+	"stage is a success with nothing to do; a published one belongs to its\n"
+	"destination and is refused. ID may be a unique prefix of 4 or more digits.\n"
+	"\n"
+	"  -h, --help  print this help\n";
+
+static int note_state(const struct sl_stage_info *info, void *userdata)
+{
+	*(enum sl_state *)userdata = info->state;
+	return 0;
+}
+
+static int stop_entries(const struct sl_entry_info *info, void *userdata)
+{
+	(void)info;
+	(void)userdata;
+	return -ECANCELED; /* the state is all we wanted */
+}
+
+/* The stage's state now, or SL_STATE_COUNT_ when it cannot be read. */
+static enum sl_state stage_state(struct cli *cli, const char *id)
+{
+	enum sl_state state = SL_STATE_COUNT_;
+	struct sl_error err = { 0 };
+
+	(void)sl_show(cli->store, id, note_state, stop_entries, &state, &err);
+	return state;
+}
+
+int cmd_release(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
+	struct sl_error err = { 0 };
+	char id[SL_ID_SIZE];
+	cJSON *doc;
+	int c, r, code;
+
+	while ((c = cli_getopt("release", argc, argv, ":h", options)) != -1) {
+		switch (c) {
+		case 'j':
+			cli->json = true;
+			break;
+		case 'h':
+			return cli_help(usage);
+		default:
+			return EX_USAGE;
+		}
+	}
+	code = cli_want_operands("release", argc, argv, 1, "ID");
+	if (code == EX_OK)
+		code = cli_open_store(cli);
+	if (code == EX_OK)
+		code = cli_resolve_id(cli, argv[optind], id);
+	if (code != EX_OK)
+		return code;
+
+	r = sl_release_id(cli->store, id, &err);
+	if (r < 0) {
+		/* Ask the record what happened: a published stage is a usage
+		 * error, and a stage that became failed is one we could not
+		 * remove (exit 1), whatever errno the removal stopped at. */
+		switch (stage_state(cli, id)) {
+		case SL_STATE_PUBLISHED:
+			return cli_usage_error("cannot release %s: it is published and belongs to its destination", id);
+		case SL_STATE_FAILED:
+			cli_fail(r, &err, "cannot release the stage");
+			return 1;
+		default:
+			return cli_fail(r, &err, "cannot release the stage");
+		}
+	}
+
+	if (cli->json) {
+		doc = cJSON_CreateObject();
+		if (doc && (!cJSON_AddStringToObject(doc, "id", id) || !cJSON_AddBoolToObject(doc, "removed", r > 0))) {
+			cJSON_Delete(doc);
+			doc = NULL;
+		}
+		return cli_json_print(doc);
+	}
+	if (cli->verbosity >= 0)
+		printf(r > 0 ? "released %s\n" : "nothing to release for %s\n", id);
+	return EX_OK;
+}

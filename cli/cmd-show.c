@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-show.c: `stagelog show ID`.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: stagelog show ID\n"
+	"\n"
+	"Shows one stage and its entries in creation order, with paths relative\n"
+	"to the staging root. In text, bytes that are not printable UTF-8 are\n"
+	"shown as \\xNN (and \\, newline, tab as \\\\, \\n, \\t); in JSON, bytes that\n"
+	"are not valid UTF-8 become the text \\xNN. ID may be a unique prefix of\n"
+	"4 or more digits.\n"
+	"\n"
+	"  -h, --help  print this help\n";
+
+struct show {
+	cJSON *doc;
+	cJSON *entries;
+	int seq_width;
+	bool header_shown;
+};
+
+static int show_stage(const struct sl_stage_info *info, void *userdata)
+{
+	struct show *s = userdata;
+	char created[CLI_TIME_MAX], updated[CLI_TIME_MAX];
+
+	if (s->doc) {
+		s->entries = cJSON_CreateArray();
+		if (!s->entries || !cli_json_add_stage(s->doc, info) ||
+		    !cJSON_AddItemToObject(s->doc, "entries", s->entries)) {
+			cJSON_Delete(s->entries);
+			s->entries = NULL;
+			return -ENOMEM;
+		}
+		return 0;
+	}
+
+	cli_format_time(info->created_ms, created);
+	cli_format_time(info->updated_ms, updated);
+	printf("id: %s\nlabel: %s\nstate: %s\nroot: ", info->id, info->label, info->state_name);
+	cli_fput_escaped(stdout, info->root, strlen(info->root));
+	fputs("\npath: ", stdout);
+	cli_fput_escaped(stdout, info->path, strlen(info->path));
+	printf("\nowner: %lld (%s)\ncreated: %s\nupdated: %s\n", info->owner_pid,
+	       info->owner_alive ? "live" : "stale", created, updated);
+	if (info->reason && info->reason[0]) {
+		fputs("reason: ", stdout);
+		cli_fput_escaped(stdout, info->reason, strlen(info->reason));
+		putchar('\n');
+	}
+	printf("entries: %lld\n", (long long)info->entries);
+	s->seq_width = snprintf(NULL, 0, "%lld", (long long)info->entries);
+	if (s->seq_width < 3)
+		s->seq_width = 3;
+	return 0;
+}
+
+static int show_entry(const struct sl_entry_info *info, void *userdata)
+{
+	struct show *s = userdata;
+	cJSON *e;
+
+	if (s->doc) {
+		e = cJSON_CreateObject();
+		if (!e || !s->entries || !cJSON_AddItemToArray(s->entries, e)) {
+			cJSON_Delete(e);
+			return -ENOMEM;
+		}
+		if (!cJSON_AddNumberToObject(e, "seq", (double)info->seq) ||
+		    !cli_json_add_bytes(e, "path", info->path, info->path_len) ||
+		    !cJSON_AddStringToObject(e, "kind", info->kind) || !cJSON_AddStringToObject(e, "state", info->state))
+			return -ENOMEM;
+		return 0;
+	}
+	/* The table's header comes with its first row, so that a stage
+	 * without entries shows none. */
+	if (!s->header_shown) {
+		printf("\n%*s  %-7s  %-7s  PATH\n", s->seq_width, "SEQ", "KIND", "STATE");
+		s->header_shown = true;
+	}
+	printf("%*lld  %-7s  %-7s  ", s->seq_width, (long long)info->seq, info->kind, info->state);
+	cli_fput_escaped(stdout, info->path, info->path_len);
+	putchar('\n');
+	return 0;
+}
+
+int cmd_show(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
+	struct sl_error err = { 0 };
+	struct show s = { 0 };
+	char id[SL_ID_SIZE];
+	int c, r, code;
+
+	while ((c = cli_getopt("show", argc, argv, ":h", options)) != -1) {
+		switch (c) {
+		case 'j':
+			cli->json = true;
+			break;
+		case 'h':
+			return cli_help(usage);
+		default:
+			return EX_USAGE;
+		}
+	}
+	code = cli_want_operands("show", argc, argv, 1, "ID");
+	if (code == EX_OK)
+		code = cli_open_store(cli);
+	if (code == EX_OK)
+		code = cli_resolve_id(cli, argv[optind], id);
+	if (code != EX_OK)
+		return code;
+
+	if (cli->json) {
+		s.doc = cJSON_CreateObject();
+		if (!s.doc)
+			return cli_fail(-ENOMEM, NULL, "cannot show the stage");
+	}
+	r = sl_show(cli->store, id, show_stage, show_entry, &s, &err);
+	if (r < 0) {
+		cJSON_Delete(s.doc);
+		return cli_fail(r, &err, "cannot show the stage");
+	}
+	return cli->json ? cli_json_print(s.doc) : EX_OK;
+}

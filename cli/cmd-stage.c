@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-stage.c: `stagelog stage`, and the stage options `run` shares.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "oci-private.h"
+
+static const char usage[] =
+	"usage: stagelog stage [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"
+	"                      [--env-file FILE] [--owner PID]\n"
+	"\n"
+	"Stages the OCI bundle PKG under the staging root and leaves it ready.\n"
+	"Prints ID<TAB>PATH, or {\"id\", \"label\", \"path\"} with --json.\n"
+	"\n"
+	"  --root DIR        the staging root (default: /run/stagelog for root,\n"
+	"                    else $XDG_RUNTIME_DIR/stagelog)\n"
+	"  --bundle PKG      the packaged bundle: PKG/rootfs/ and PKG/config.json\n"
+	"  --label L         the stage's label, [a-z0-9][a-z0-9_.-]{0,31} (default: stage)\n"
+	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
+	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
+	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
+	"  --owner PID       the process the stage belongs to (default: the parent process)\n"
+	"  -h, --help        print this help\n";
+
+int stage_args_option(struct stage_args *a, int c, char *arg)
+{
+	char **opts;
+	bool *is_file;
+
+	switch (c) {
+	case 'r':
+		a->root = arg;
+		return 1;
+	case 'b':
+		a->bundle = arg;
+		return 1;
+	case 'l':
+		a->label = arg;
+		return 1;
+	case 'e':
+	case 'E':
+		opts = reallocarray(a->env_opts, a->n_env_opts + 1, sizeof(*opts));
+		if (!opts)
+			return -ENOMEM;
+		a->env_opts = opts;
+		is_file = reallocarray(a->env_is_file, a->n_env_opts + 1, sizeof(*is_file));
+		if (!is_file)
+			return -ENOMEM;
+		a->env_is_file = is_file;
+		a->env_opts[a->n_env_opts] = arg;
+		a->env_is_file[a->n_env_opts] = c == 'E';
+		a->n_env_opts++;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+void stage_args_finish(struct stage_args *a)
+{
+	free(a->env_opts);
+	free(a->env_is_file);
+	a->env_opts = NULL;
+	a->env_is_file = NULL;
+	a->n_env_opts = 0;
+}
+
+/* Adds one --env argument: NAME=VALUE, or NAME with the value from our own
+ * environment. Returns an exit code. */
+static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *arg, size_t index)
+{
+	struct sl_error err = { 0 };
+	char *eq = strchr(arg, '=');
+	const char *value;
+	size_t name_len;
+	int r;
+
+	if (eq) {
+		name_len = (size_t)(eq - arg);
+		value = eq + 1;
+	} else {
+		name_len = strlen(arg);
+		value = getenv(arg);
+		/* The name is not echoed: a mistyped argument may have put
+		 * the secret where the name belongs. Its position is. */
+		if (!value)
+			return cli_usage_error("%s: --env option %zu: the variable it names is not set in the environment",
+					       a->cmd, index + 1);
+	}
+	r = oci_env_add(l, arg, name_len, value, strlen(value), &err);
+	/* The list holds its own copy now. Wipe the one in argv, so that
+	 * /proc/PID/cmdline stops showing it for the rest of our life. */
+	if (eq)
+		explicit_bzero(eq + 1, strlen(eq + 1));
+	if (r < 0)
+		return cli_fail(r, &err, "bad --env");
+	return EX_OK;
+}
+
+int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct sl_stage **ret)
+{
+	struct sl_env_list env = { 0 };
+	struct sl_oci_options opts = { 0 };
+	struct sl_error err = { 0 };
+	int r, code = EX_OK;
+
+	if (!a->bundle)
+		return cli_usage_error("%s: missing --bundle", a->cmd);
+	if (!a->root) {
+		code = cli_default_root(a->root_buf, sizeof(a->root_buf));
+		if (code != EX_OK)
+			return code;
+		a->root = a->root_buf;
+	}
+
+	/* One list in command-line order: the library lets a later name win,
+	 * whether it came from --env or from an --env-file. */
+	for (size_t i = 0; i < a->n_env_opts && code == EX_OK; i++) {
+		if (!a->env_is_file[i]) {
+			code = add_env_arg(a, &env, a->env_opts[i], i);
+			continue;
+		}
+		r = oci_env_read_file(&env, a->env_opts[i], &err);
+		if (r < 0)
+			code = cli_fail(r, &err, "cannot read the env file");
+	}
+	if (code == EX_OK)
+		code = cli->store ? EX_OK : cli_open_store(cli);
+	if (code == EX_OK) {
+		opts.root = a->root;
+		opts.bundle = a->bundle;
+		opts.stage.label = a->label;
+		opts.stage.owner_pid = owner;
+		opts.env = env.vars;
+		opts.n_env = env.n;
+		r = sl_oci_stage(cli->store, &opts, ret, &err);
+		if (r < 0)
+			code = cli_fail(r, &err, "cannot stage the bundle");
+		else
+			cli_verbose(cli, "staged %s at %s", sl_stage_id(*ret), sl_stage_path(*ret));
+	}
+	oci_env_list_finish(&env);
+	return code;
+}
+
+int cmd_stage(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		STAGE_LONG_OPTIONS,
+		{ "owner", required_argument, NULL, 'o' },
+		CLI_COMMON_OPTIONS,
+		{ 0 },
+	};
+	struct stage_args a = { .cmd = "stage" };
+	struct sl_stage *stage = NULL;
+	pid_t owner = getppid();
+	cJSON *doc;
+	char *end;
+	long pid;
+	int c, r, code;
+
+	while ((c = cli_getopt("stage", argc, argv, ":h", options)) != -1) {
+		r = stage_args_option(&a, c, optarg);
+		if (r < 0) {
+			code = cli_fail(r, NULL, "cannot parse the options");
+			goto out;
+		}
+		if (r > 0)
+			continue;
+		switch (c) {
+		case 'o':
+			errno = 0;
+			pid = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || pid <= 0 || pid > INT_MAX) {
+				code = cli_usage_error("stage: bad --owner: expected a process id");
+				goto out;
+			}
+			owner = (pid_t)pid;
+			break;
+		case 'j':
+			cli->json = true;
+			break;
+		case 'h':
+			code = cli_help(usage);
+			goto out;
+		default:
+			code = EX_USAGE;
+			goto out;
+		}
+	}
+	code = cli_want_operands("stage", argc, argv, 0, "");
+	if (code != EX_OK)
+		goto out;
+
+	code = stage_args_stage(cli, &a, owner, &stage);
+	if (code != EX_OK)
+		goto out;
+	if (cli->json) {
+		doc = cJSON_CreateObject();
+		if (doc && (!cJSON_AddStringToObject(doc, "id", sl_stage_id(stage)) ||
+			    !cJSON_AddStringToObject(doc, "label", sl_stage_label(stage)) ||
+			    !cli_json_add_bytes(doc, "path", sl_stage_path(stage), strlen(sl_stage_path(stage))))) {
+			cJSON_Delete(doc);
+			doc = NULL;
+		}
+		code = cli_json_print(doc);
+	} else {
+		/* Raw, not escaped: scripts read this line with `read id path`. */
+		printf("%s\t%s\n", sl_stage_id(stage), sl_stage_path(stage));
+	}
+	/* A ready stage is finished, so freeing it only drops our lock and
+	 * handles; the stage stays ready for its owner. */
+	sl_stage_free(stage);
+out:
+	stage_args_finish(&a);
+	return code;
+}

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exit.c: the one table from errors to exit codes (the man page's EXIT
+ * STATUS section mirrors it) and the one diagnostic writer.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+	int err;
+	int code;
+} exit_table[] = {
+	{ -EINVAL, EX_USAGE },
+	{ -ENOTUNIQ, EX_USAGE },
+	{ -EBADMSG, EX_DATAERR },
+	{ -ENOENT, EX_NOINPUT },
+	{ -EEXIST, EX_CANTCREAT },
+	{ -EROFS, EX_CANTCREAT },
+	{ -ENOSPC, EX_IOERR },
+	{ -EIO, EX_IOERR },
+	{ -EDQUOT, EX_IOERR },
+	{ -EFBIG, EX_IOERR },
+	{ -EBUSY, EX_TEMPFAIL },
+	{ -EAGAIN, EX_TEMPFAIL },
+	{ -EACCES, EX_NOPERM },
+	{ -EPERM, EX_NOPERM },
+	{ -EPROTO, EX_CONFIG },
+};
+
+int cli_exit_code(int r, const struct sl_error *err)
+{
+	if (r >= 0)
+		return EX_OK;
+	/* The flag wins over the errno: an unwritable root is EACCES to the
+	 * kernel but "cannot create" to the user. */
+	if (err && (err->flags & SL_ERROR_CANTCREAT))
+		return EX_CANTCREAT;
+	for (size_t i = 0; i < ELEMENTSOF(exit_table); i++)
+		if (exit_table[i].err == r)
+			return exit_table[i].code;
+	return EX_SOFTWARE;
+}
+
+int cli_fail(int r, const struct sl_error *err, const char *what)
+{
+	fputs("stagelog: ", stderr);
+	/* The library's message names a path relative to the root, which may
+	 * hold any byte: escape it so that the diagnostic stays one line. */
+	if (err && err->msg[0])
+		cli_fput_escaped(stderr, err->msg, strnlen(err->msg, sizeof(err->msg)));
+	else
+		fprintf(stderr, "%s: %s", what, strerror(r < 0 ? -r : r));
+	fputc('\n', stderr);
+	return cli_exit_code(r, err);
+}
+
+static void verror(const char *fmt, va_list ap)
+{
+	fputs("stagelog: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	verror(fmt, ap);
+	va_end(ap);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	verror(fmt, ap);
+	va_end(ap);
+	return EX_USAGE;
+}
+
+void cli_verbose(const struct cli *cli, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cli->verbosity < 1)
+		return;
+	va_start(ap, fmt);
+	verror(fmt, ap);
+	va_end(ap);
+}

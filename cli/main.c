@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c: stagelog's entry point: the global options and the command table.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#ifndef STAGELOG_VERSION
+#define STAGELOG_VERSION "unknown"
+#endif
+
+static const struct cli_command commands[] = {
+	{ "stage", cmd_stage, "stage an OCI bundle and leave it ready" },
+	{ "run", cmd_run, "stage a bundle, run a runtime on it, release it" },
+	{ "release", cmd_release, "remove a stage and mark it released" },
+	{ "forget", cmd_forget, "drop the record of a failed or stale stage" },
+	{ "publish", cmd_publish, "move a ready stage to a destination" },
+	{ "recover", cmd_recover, "remove stale stages" },
+	{ "list", cmd_list, "list in-flight stages" },
+	{ "show", cmd_show, "show one stage and its entries" },
+	{ "gc", cmd_gc, "delete old records of finished stages" },
+	{ "check", cmd_check, "check the store and look for orphans" },
+};
+
+static int usage(void)
+{
+	printf("usage: stagelog [--db PATH] [--json] [-q | -v] COMMAND [OPTIONS] [ARGS]\n"
+	       "       stagelog COMMAND --help\n"
+	       "       stagelog --version\n"
+	       "\n"
+	       "Global options:\n"
+	       "  --db PATH      the store (default: $STAGELOG_DB, else a per-user path)\n"
+	       "  --json         print one JSON document on stdout\n"
+	       "  -q, --quiet    print less on stderr\n"
+	       "  -v, --verbose  print more on stderr\n"
+	       "  -h, --help     print this help\n"
+	       "  --version      print the version\n"
+	       "\n"
+	       "Commands:\n");
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		printf("  %-9s %s\n", commands[i].name, commands[i].summary);
+	return EX_OK;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_DB = 0x100, OPT_JSON, OPT_VERSION };
+	static const struct option options[] = {
+		{ "db", required_argument, NULL, OPT_DB },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ 0 },
+	};
+	struct cli cli = { 0 };
+	const struct cli_command *cmd = NULL;
+	int c, code;
+
+	/* "+": the first non-option is the command; what follows is its own. */
+	while ((c = cli_getopt(NULL, argc, argv, "+:qvh", options)) != -1) {
+		switch (c) {
+		case OPT_DB:
+			cli.db = optarg;
+			break;
+		case OPT_JSON:
+			cli.json = true;
+			break;
+		case 'q':
+			cli.verbosity = -1;
+			break;
+		case 'v':
+			cli.verbosity = cli.verbosity < 0 ? 1 : cli.verbosity + 1;
+			break;
+		case 'h':
+			return usage();
+		case OPT_VERSION:
+			printf("stagelog %s\n", STAGELOG_VERSION);
+			return EX_OK;
+		default:
+			return EX_USAGE;
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error("missing command");
+
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		if (strcmp(argv[optind], commands[i].name) == 0)
+			cmd = &commands[i];
+	if (!cmd)
+		return cli_usage_error("unknown command '%s'", argv[optind]);
+
+	argc -= optind;
+	argv += optind;
+	optind = 0; /* glibc: start the command's parse afresh */
+	code = cmd->run(&cli, argc, argv);
+	sl_store_close(cli.store);
+
+	/* Output that did not reach its reader (a full disk, a closed pipe)
+	 * is a failure, not a success. */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		cli_error("cannot write output: stdout: %s", strerror(errno));
+		if (code == EX_OK)
+			code = EX_IOERR;
+	}
+	return code;
+}

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.c: helpers the command files share: option parsing, opening the
+ * store, id resolution, the default root, and formatting for people and
+ * for JSON.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+int cli_getopt(const char *cmd, int argc, char **argv, const char *optstring, const struct option *longopts)
+{
+	const char *arg;
+	int c;
+
+	opterr = 0;
+	c = getopt_long(argc, argv, optstring, longopts, NULL);
+	if (c != '?' && c != ':')
+		return c;
+
+	arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+	if (cmd)
+		fprintf(stderr, "stagelog: %s: ", cmd);
+	else
+		fputs("stagelog: ", stderr);
+	/* For a short option optopt names it; for a long one the option's
+	 * own text is the argument getopt just stepped over. */
+	if (c == ':')
+		fprintf(stderr, "option '%s' requires an argument\n", arg);
+	else if (optopt && strncmp(arg, "--", 2) != 0)
+		fprintf(stderr, "unrecognized option '-%c'\n", optopt);
+	else
+		fprintf(stderr, "unrecognized option '%s'\n", arg);
+	return '?';
+}
+
+int cli_help(const char *usage)
+{
+	fputs(usage, stdout);
+	return EX_OK;
+}
+
+int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char *names)
+{
+	int have = argc - optind;
+
+	if (have > n)
+		return cli_usage_error("%s: unexpected argument '%s'", cmd, argv[optind + n]);
+	if (have < n) {
+		/* Skip the names already given to find the first missing one. */
+		const char *name = names;
+		for (int i = 0; i < have; i++)
+			name = strchr(name, ' ') + 1;
+		return cli_usage_error("%s: missing %.*s", cmd, (int)strcspn(name, " "), name);
+	}
+	return EX_OK;
+}
+
+int cli_open_store(struct cli *cli)
+{
+	struct sl_error err = { 0 };
+	char buf[4096];
+	const char *path = cli->db;
+	int r;
+
+	if (!path) {
+		r = sl_store_default_path(buf, sizeof(buf));
+		if (r == -ENOENT)
+			return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
+		if (r < 0)
+			return cli_fail(r, NULL, "cannot find the store");
+		path = buf;
+	}
+	cli_verbose(cli, "store: %s", path);
+	r = sl_store_open(path, &cli->store, &err);
+	if (r < 0)
+		return cli_fail(r, &err, "cannot open the store");
+	return EX_OK;
+}
+
+int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
+{
+	struct sl_error err = { 0 };
+	char lower[SL_ID_SIZE], cand[8][SL_ID_SIZE];
+	size_t len = strlen(prefix), n = 0;
+	int r;
+
+	/* Ids are lowercase hex; accept what a user copied in uppercase, and
+	 * refuse anything else here so that it never reaches a query. */
+	if (len < 4 || len > SL_ID_SIZE - 1)
+		return cli_usage_error("bad id: an id or its prefix is 4 to 32 hex digits");
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && !isxdigit((unsigned char)prefix[i]))
+			return cli_usage_error("bad id: an id or its prefix is 4 to 32 hex digits");
+		lower[i] = (char)tolower((unsigned char)prefix[i]);
+	}
+
+	r = sl_resolve_id(cli->store, lower, ret_id, cand, ELEMENTSOF(cand), &n, &err);
+	if (r == -ENOENT)
+		return cli_usage_error("unknown id '%s': no stage has it", lower);
+	if (r == -EINVAL)
+		return cli_usage_error("bad id '%s'", lower);
+	if (r == -ENOTUNIQ) {
+		fprintf(stderr, "stagelog: ambiguous id '%s': candidates:", lower);
+		for (size_t i = 0; i < n && i < ELEMENTSOF(cand); i++)
+			fprintf(stderr, " %s", cand[i]);
+		fputs(n >= ELEMENTSOF(cand) ? " ...\n" : "\n", stderr);
+		return EX_USAGE;
+	}
+	if (r < 0)
+		return cli_fail(r, &err, "cannot look up the id");
+	cli_verbose(cli, "id: %s", ret_id);
+	return EX_OK;
+}
+
+int cli_default_root(char *buf, size_t size)
+{
+	const char *xdg;
+	int n;
+
+	if (geteuid() == 0) {
+		n = snprintf(buf, size, "/run/stagelog");
+	} else {
+		/* Never fall back to /tmp: a staging root must be a private
+		 * tmpfs, and only the session's runtime directory is one. */
+		xdg = getenv("XDG_RUNTIME_DIR");
+		if (!xdg || xdg[0] != '/')
+			return cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set (pass --root)");
+		n = snprintf(buf, size, "%s/stagelog", xdg);
+	}
+	if (n < 0 || (size_t)n >= size)
+		return cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is too long (pass --root)");
+	return EX_OK;
+}
+
+void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX])
+{
+	/* Floor division, so that times before 1970 still print sensibly. */
+	int64_t sec = ms / 1000, frac = ms % 1000;
+	struct tm tm;
+	time_t t;
+
+	if (frac < 0) {
+		frac += 1000;
+		sec--;
+	}
+	t = (time_t)sec;
+	if (!gmtime_r(&t, &tm) || strftime(buf, CLI_TIME_MAX, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+		snprintf(buf, CLI_TIME_MAX, "invalid");
+		return;
+	}
+	snprintf(buf + strlen(buf), CLI_TIME_MAX - strlen(buf), ".%03dZ", (int)frac);
+}
+
+void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX])
+{
+	int64_t s = now_ms > created_ms ? (now_ms - created_ms) / 1000 : 0;
+
+	if (s < 60)
+		snprintf(buf, CLI_AGE_MAX, "%llds", (long long)s);
+	else if (s < 3600)
+		snprintf(buf, CLI_AGE_MAX, "%lldm", (long long)(s / 60));
+	else if (s < 86400)
+		snprintf(buf, CLI_AGE_MAX, "%lldh", (long long)(s / 3600));
+	else
+		snprintf(buf, CLI_AGE_MAX, "%lldd", (long long)(s / 86400));
+}
+
+/* The length of the valid UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0 if there is none. */
+static size_t utf8_len(const unsigned char *s, size_t len)
+{
+	unsigned char b = s[0], lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (b < 0x80)
+		return 1;
+	if (b >= 0xc2 && b <= 0xdf)
+		n = 2;
+	else if (b >= 0xe0 && b <= 0xef)
+		n = 3;
+	else if (b >= 0xf0 && b <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (b == 0xe0)
+		lo = 0xa0;
+	else if (b == 0xed)
+		hi = 0x9f;
+	else if (b == 0xf0)
+		lo = 0x90;
+	else if (b == 0xf4)
+		hi = 0x8f;
+	if (len < n || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+void cli_fput_escaped(FILE *f, const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_len(s + i, len - i);
+
+		if (n == 1 && s[i] == '\\') {
+			fputs("\\\\", f);
+		} else if (n == 1 && s[i] == '\n') {
+			fputs("\\n", f);
+		} else if (n == 1 && s[i] == '\t') {
+			fputs("\\t", f);
+		} else if (n == 1 && s[i] >= 0x20 && s[i] < 0x7f) {
+			fputc(s[i], f);
+		} else if (n > 1 && !(n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0)) {
+			/* Valid multibyte text passes, but not the C1 controls
+			 * (U+0080..U+009F), which some terminals obey. */
+			fwrite(s + i, 1, n, f);
+			i += n;
+			continue;
+		} else {
+			fprintf(f, "\\x%02x", s[i]);
+		}
+		i++;
+	}
+}
+
+char *cli_utf8_sanitize(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	char *out, *p;
+
+	if (len > (SIZE_MAX - 1) / 4)
+		return NULL;
+	out = p = malloc(len * 4 + 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_len(s + i, len - i);
+
+		/* NUL would end the C string cJSON reads, so it is escaped
+		 * like an invalid byte. */
+		if (n == 0 || s[i] == 0) {
+			p += sprintf(p, "\\x%02x", s[i]);
+			i++;
+		} else {
+			memcpy(p, s + i, n);
+			p += n;
+			i += n;
+		}
+	}
+	*p = '\0';
+	return out;
+}
+
+cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t len)
+{
+	_cleanup_free_ char *clean = cli_utf8_sanitize(s, len);
+
+	return clean ? cJSON_AddStringToObject(obj, name, clean) : NULL;
+}
+
+bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info)
+{
+	char created[CLI_TIME_MAX], updated[CLI_TIME_MAX];
+	bool ok = true;
+
+	cli_format_time(info->created_ms, created);
+	cli_format_time(info->updated_ms, updated);
+	ok &= cJSON_AddStringToObject(obj, "id", info->id) != NULL;
+	ok &= cJSON_AddStringToObject(obj, "label", info->label) != NULL;
+	ok &= cJSON_AddStringToObject(obj, "state", info->state_name) != NULL;
+	ok &= cli_json_add_bytes(obj, "root", info->root, strlen(info->root)) != NULL;
+	ok &= cli_json_add_bytes(obj, "path", info->path, strlen(info->path)) != NULL;
+	ok &= cJSON_AddNumberToObject(obj, "owner_pid", (double)info->owner_pid) != NULL;
+	ok &= cJSON_AddBoolToObject(obj, "owner_alive", info->owner_alive) != NULL;
+	ok &= cJSON_AddStringToObject(obj, "created_at", created) != NULL;
+	ok &= cJSON_AddStringToObject(obj, "updated_at", updated) != NULL;
+	if (info->state == SL_STATE_FAILED || (info->reason && info->reason[0]))
+		ok &= cli_json_add_bytes(obj, "reason", info->reason ? info->reason : "",
+					 info->reason ? strlen(info->reason) : 0) != NULL;
+	return ok;
+}
+
+int cli_json_print(cJSON *doc)
+{
+	_cleanup_(cJSON_Deletep) cJSON *d = doc;
+	_cleanup_free_ char *text = d ? cJSON_Print(d) : NULL;
+
+	if (!text)
+		return cli_fail(-ENOMEM, NULL, "cannot format JSON output");
+	puts(text);
+	return EX_OK;
+}

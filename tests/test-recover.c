@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-recover.c: liveness (boot id, pid and start time, pid namespace,
+ * the inherited lock), claims (a dead recoverer's claim is taken over, two
+ * recoveries never share a stage), dry runs, forced ids, and the record
+ * keeping around recovery: forget, gc, check.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "recover-private.h"
+#include "stage-private.h"
+#include "store-private.h"
+
+struct fixture {
+	struct sandbox sb;
+	struct sl_store *store;
+	char src[400];
+};
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+
+	sandbox_init(&fx->sb);
+	snprintf(fx->src, sizeof(fx->src), "%s/src", fx->sb.base);
+	make_sample_tree(fx->src);
+	assert_int_equal(sl_store_open(fx->sb.db, &fx->store, NULL), 0);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	sl_store_close(fx->store);
+	sandbox_finish(&fx->sb);
+	free(fx);
+	return 0;
+}
+
+/* Stages the sample as a ready stage in a child that then exits (stale
+ * stage) or stays alive until killed (live stage, *ret_pid set). The id
+ * comes back through a pipe. */
+static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pid, bool inherit_to_grandchild)
+{
+	int p[2];
+	pid_t pid;
+
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sl_store *s = NULL;
+		struct sl_stage *st = NULL;
+		close(p[0]);
+		if (sl_store_open(fx->sb.db, &s, NULL) < 0 || sl_stage_begin(s, fx->sb.root, NULL, &st, NULL) < 0 ||
+		    sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", NULL) < 0 || sl_stage_ready(st, NULL) < 0)
+			_exit(1);
+		if (inherit_to_grandchild) {
+			/* The lock handed to a "runtime" that outlives us. */
+			int fd = sl_stage_lock_inherit(st, NULL);
+			char arg[32];
+			snprintf(arg, sizeof(arg), "%d", fd);
+			if (fork() == 0) {
+				execl("/bin/sleep", "sleep", "30", (char *)NULL);
+				_exit(127);
+			}
+		}
+		assert_int_equal(write(p[1], sl_stage_id(st), SL_ID_LEN), SL_ID_LEN);
+		close(p[1]);
+		if (ret_pid && !inherit_to_grandchild)
+			pause();
+		_exit(0);
+	}
+	close(p[1]);
+	assert_int_equal(read(p[0], id, SL_ID_LEN), SL_ID_LEN);
+	id[SL_ID_LEN] = '\0';
+	close(p[0]);
+	if (ret_pid && !inherit_to_grandchild) {
+		*ret_pid = pid;
+	} else {
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+}
+
+static enum sl_state state_of(struct fixture *fx, const char *id)
+{
+	struct sl_record rec;
+	assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
+	return rec.state;
+}
+
+static void exec_sql(struct fixture *fx, const char *sql)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static bool in_list(char (*ids)[SL_ID_SIZE], size_t n, const char *id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ids[i], id) == 0)
+			return true;
+	return false;
+}
+
+static void recover(struct fixture *fx, struct sl_recover_report *rep, const struct sl_recover_options *o)
+{
+	struct sl_error err = {0};
+	assert_int_equal(sl_recover_run(fx->store, o, rep, &err), 0);
+}
+
+static void test_live_and_stale(void **state)
+{
+	struct fixture *fx = *state;
+	char live[SL_ID_LEN + 1], stale[SL_ID_LEN + 1];
+	struct sl_recover_report rep;
+	pid_t pid;
+
+	make_stage(fx, live, &pid, false);
+	make_stage(fx, stale, NULL, false);
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.examined, 2);
+	assert_int_equal(rep.n_recovered, 1);
+	assert_string_equal(rep.recovered[0], stale);
+	assert_int_equal(rep.n_live, 1);
+	assert_string_equal(rep.live[0], live);
+	sl_recover_report_finish(&rep);
+	assert_int_equal(state_of(fx, stale), SL_STATE_RECOVERED);
+	assert_int_equal(state_of(fx, live), SL_STATE_READY);
+	assert_int_equal(count_entries(fx->sb.root), 1);
+
+	/* Once its owner is gone (and with it the lock), the stage is stale. */
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.n_recovered, 1);
+	assert_string_equal(rep.recovered[0], live);
+	sl_recover_report_finish(&rep);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	printf("liveness: a live owner is left alone, a dead one recovered\n");
+}
+
+static void test_inherited_lock(void **state)
+{
+	struct fixture *fx = *state;
+	char id[SL_ID_LEN + 1];
+	struct sl_recover_report rep;
+
+	/* The owner exits, but a "runtime" it started holds the lock. */
+	make_stage(fx, id, NULL, true);
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.n_live, 1);
+	assert_int_equal(rep.n_recovered, 0);
+	sl_recover_report_finish(&rep);
+	assert_int_equal(state_of(fx, id), SL_STATE_READY);
+	/* Forced, it goes regardless. */
+	const char *force[] = {id};
+	recover(fx, &rep, &(struct sl_recover_options){.force = force, .n_force = 1});
+	assert_int_equal(rep.n_recovered, 1);
+	sl_recover_report_finish(&rep);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	system("pkill -f '^/bin/sleep 30$' || pkill -x sleep");
+}
+
+static void test_pid_reuse_boot_and_namespace(void **state)
+{
+	struct fixture *fx = *state;
+	char a[SL_ID_LEN + 1], b[SL_ID_LEN + 1], c[SL_ID_LEN + 1];
+	struct sl_recover_report rep;
+	char sql[512];
+
+	/* Three stages whose recorded owner is THIS test process (alive),
+	 * but: a different start time (pid reused), another boot, another
+	 * pid namespace. Only the first two are stale. */
+	make_stage(fx, a, NULL, false);
+	make_stage(fx, b, NULL, false);
+	make_stage(fx, c, NULL, false);
+	struct sl_owner me;
+	assert_int_equal(proc_identity(0, &me), 0);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE stages SET owner_pid = %lld, owner_start = %llu, owner_pidns = %llu, owner_boot = '%s'",
+		 (long long)me.pid, (unsigned long long)me.start_time, (unsigned long long)me.pidns, me.boot_id);
+	exec_sql(fx, sql);
+	/* Sanity: as recorded now, all three look live. */
+	recover(fx, &rep, &(struct sl_recover_options){.dry_run = true});
+	assert_int_equal(rep.n_live, 3);
+	sl_recover_report_finish(&rep);
+
+	snprintf(sql, sizeof(sql), "UPDATE stages SET owner_start = owner_start + 1 WHERE id = '%s'", a);
+	exec_sql(fx, sql);
+	snprintf(sql, sizeof(sql), "UPDATE stages SET owner_boot = '00000000-0000-0000-0000-000000000000' WHERE id = '%s'", b);
+	exec_sql(fx, sql);
+	snprintf(sql, sizeof(sql), "UPDATE stages SET owner_pidns = owner_pidns + 1 WHERE id = '%s'", c);
+	exec_sql(fx, sql);
+
+	/* Dry run: reports, changes nothing. */
+	char *before = tree_snapshot(fx->sb.root, true);
+	recover(fx, &rep, &(struct sl_recover_options){.dry_run = true});
+	assert_true(rep.dry_run);
+	assert_int_equal(rep.n_recovered, 2);
+	assert_int_equal(rep.n_live, 1);
+	sl_recover_report_finish(&rep);
+	char *after = tree_snapshot(fx->sb.root, true);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+	assert_int_equal(state_of(fx, a), SL_STATE_READY);
+
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.n_recovered, 2);
+	assert_true(in_list(rep.recovered, rep.n_recovered, a));
+	assert_true(in_list(rep.recovered, rep.n_recovered, b));
+	assert_true(in_list(rep.live, rep.n_live, c));
+	sl_recover_report_finish(&rep);
+	assert_int_equal(state_of(fx, c), SL_STATE_READY);
+	printf("liveness: pid reuse and another boot are stale; another pid namespace is live\n");
+}
+
+static void test_dead_recoverer_reclaimed(void **state)
+{
+	struct fixture *fx = *state;
+	char id[SL_ID_LEN + 1];
+	struct sl_recover_report rep;
+	char sql[256];
+
+	make_stage(fx, id, NULL, false);
+	/* A recoverer that died mid-way: pid 1 with a wrong start time. */
+	snprintf(sql, sizeof(sql),
+		 "UPDATE stages SET state = 5, claim_boot = owner_boot, claim_pid = 1, claim_start = 1, "
+		 "claim_pidns = owner_pidns WHERE id = '%s'",
+		 id);
+	exec_sql(fx, sql);
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.n_recovered, 1);
+	sl_recover_report_finish(&rep);
+	assert_int_equal(state_of(fx, id), SL_STATE_RECOVERED);
+
+	/* A claim by a live recoverer (us) is left alone. */
+	make_stage(fx, id, NULL, false);
+	struct sl_owner me;
+	proc_identity(0, &me);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE stages SET state = 5, claim_boot = owner_boot, claim_pid = %lld, claim_start = %llu, "
+		 "claim_pidns = %llu WHERE id = '%s'",
+		 (long long)me.pid, (unsigned long long)me.start_time, (unsigned long long)me.pidns, id);
+	exec_sql(fx, sql);
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.n_recovered, 0);
+	assert_int_equal(rep.n_live, 1);
+	sl_recover_report_finish(&rep);
+}
+
+/* Two recoveries at once over 60 stale stages: each stage is recovered by
+ * exactly one of them. */
+static void test_two_recoverers(void **state)
+{
+	struct fixture *fx = *state;
+	char id[SL_ID_LEN + 1];
+	int p[2][2];
+	pid_t pids[2];
+	size_t counts[2] = {0, 0};
+
+	for (int i = 0; i < 60; i++)
+		make_stage(fx, id, NULL, false);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(pipe(p[k]), 0);
+		pids[k] = fork();
+		if (pids[k] == 0) {
+			struct sl_store *s = NULL;
+			struct sl_recover_report rep;
+			if (sl_store_open(fx->sb.db, &s, NULL) < 0 || sl_recover_run(s, NULL, &rep, NULL) < 0)
+				_exit(1);
+			for (size_t i = 0; i < rep.n_recovered; i++)
+				if (write(p[k][1], rep.recovered[i], SL_ID_SIZE) != SL_ID_SIZE)
+					_exit(2);
+			_exit(rep.n_failed ? 3 : 0);
+		}
+		close(p[k][1]);
+	}
+	char (*all)[SL_ID_SIZE] = calloc(200, SL_ID_SIZE);
+	size_t n = 0;
+	for (int k = 0; k < 2; k++) {
+		char buf[SL_ID_SIZE];
+		while (read(p[k][0], buf, SL_ID_SIZE) == SL_ID_SIZE) {
+			assert_false(in_list(all, n, buf));
+			memcpy(all[n++], buf, SL_ID_SIZE);
+			counts[k]++;
+		}
+		close(p[k][0]);
+		int status;
+		waitpid(pids[k], &status, 0);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	free(all);
+	assert_int_equal(n, 60);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	printf("two recoverers: %zu + %zu stages, none twice\n", counts[0], counts[1]);
+}
+
+static int count_cb(const struct sl_stage_info *info, void *userdata)
+{
+	(void)info;
+	(*(int *)userdata)++;
+	return 0;
+}
+
+static void test_forget_gc_check(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	char id[SL_ID_LEN + 1], live[SL_ID_LEN + 1];
+	struct sl_recover_report rep;
+	pid_t pid;
+	int n;
+
+	make_stage(fx, live, &pid, false);
+	make_stage(fx, id, NULL, false);
+	/* A live stage's record stays. */
+	assert_int_equal(sl_forget(fx->store, live, &err), -EINVAL);
+	n = 0;
+	assert_int_equal(sl_list(fx->store, 0, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(n, 2);
+
+	recover(fx, &rep, NULL);
+	sl_recover_report_finish(&rep);
+	n = 0;
+	assert_int_equal(sl_list(fx->store, 0, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	n = 0;
+	assert_int_equal(sl_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	/* gc keeps recent records, deletes old enough ones. */
+	assert_int_equal(sl_gc(fx->store, 60 * 1000, &err), 0);
+	assert_int_equal(sl_gc(fx->store, 0, &err), 1);
+	n = 0;
+	assert_int_equal(sl_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(n, 1);
+
+	/* check: an orphan (a stage dir no record owns) is found and removed;
+	 * the live stage's directory is not an orphan. */
+	char orphan[600], locked[600];
+	snprintf(orphan, sizeof(orphan), "%s/stage-0123456789abcdef0123456789abcdef", fx->sb.root);
+	make_sample_tree(orphan);
+	snprintf(locked, sizeof(locked), "%s/other-fedcba9876543210fedcba9876543210", fx->sb.root);
+	make_dir(locked, 0700);
+	int lfd = open(locked, O_RDONLY | O_DIRECTORY);
+	assert_int_equal(flock(lfd, LOCK_EX), 0);
+	struct sl_check_report cr;
+	const char *roots[] = {fx->sb.root};
+	assert_int_equal(sl_check(fx->store, roots, 1, false, &cr, &err), 0);
+	assert_string_equal(cr.integrity, "ok");
+	assert_int_equal(cr.n_orphans, 2);
+	assert_int_equal(cr.n_removed, 0);
+	sl_check_report_finish(&cr);
+	assert_int_equal(sl_check(fx->store, NULL, 0, true, &cr, &err), 0);
+	assert_int_equal(cr.n_orphans, 2);
+	assert_int_equal(cr.n_removed, 1);
+	assert_string_equal(cr.removed[0], orphan);
+	sl_check_report_finish(&cr);
+	assert_int_equal(access(orphan, F_OK), -1);
+	assert_int_equal(access(locked, F_OK), 0);
+	close(lfd);
+	assert_int_equal(count_entries(fx->sb.root), 2);
+
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	/* Now stale: forget drops the record only. */
+	assert_int_equal(sl_forget(fx->store, live, &err), 0);
+	assert_int_equal(count_entries(fx->sb.root), 2);
+	printf("forget, gc and check: live records kept, orphans found, locked ones spared\n");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_live_and_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_inherited_lock, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pid_reuse_boot_and_namespace, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_recoverer_reclaimed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_recoverers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
