@@ -86,8 +86,17 @@ HIDDEN int open_root(const char *root, int *ret_fd);
 #define LOG_BATCH 256
 #define LOG_ARENA (64 * 1024)
 
+/* How entries are logged: the default batches them; the other two exist so
+ * that benchmarks measure, rather than assume, what logging costs. */
+enum stage_log_mode {
+	LOG_BATCHED, /* one transaction per LOG_BATCH entries, no sync */
+	LOG_OFF,     /* no entries at all (benchmark 1's baseline) */
+	LOG_NAIVE,   /* one durable transaction per entry (benchmark 8) */
+};
+
 struct sl_stage {
 	struct sl_store *store;
+	enum stage_log_mode log_mode;
 	struct sl_record rec;
 	int root_fd;  /* the staging root, O_RDONLY so that it can be fsynced */
 	int top_fd;   /* the top directory; holds the stage's flock */
@@ -106,6 +115,9 @@ struct sl_stage {
  * the caller creates it. See docs/design.md for why entries inside the top
  * directory are batched, not committed one by one. */
 HIDDEN int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind kind, struct sl_error *reterr);
+
+/* Benchmarks only: sets how the stage logs entries from now on. */
+HIDDEN void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode);
 
 /* Commits the logged entries not yet in the store. */
 HIDDEN int stage_log_flush(struct sl_stage *st, struct sl_error *reterr);

@@ -204,11 +204,19 @@ int stage_log_flush(struct sl_stage *st, struct sl_error *reterr)
 	return 0;
 }
 
+void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode)
+{
+	st->log_mode = mode;
+	store_set_naive(st->store, mode == LOG_NAIVE);
+}
+
 int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind kind, struct sl_error *reterr)
 {
 	size_t tl = strlen(st->rec.topdir), total = tl + 1 + len;
 	int r;
 
+	if (st->log_mode == LOG_OFF)
+		return 0;
 	if (total > SL_PATH_MAX)
 		return sl_err(reterr, -ENAMETOOLONG, "cannot log entry: %s/...: %s", st->rec.topdir,
 			      strerror(ENAMETOOLONG));
@@ -225,7 +233,7 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 	memcpy(st->arena + st->used + tl + 1, path, len);
 	st->used += total;
 	st->n++;
-	return 0;
+	return st->log_mode == LOG_NAIVE ? stage_log_flush(st, reterr) : 0;
 }
 
 static void stage_close(struct sl_stage *st)

@@ -592,6 +592,29 @@ class TestRecover(Base):
         self.assertEqual(self.state_of(st["id"]), "released")
         self.assert_root_empty()
 
+    def test_removal_failure_exits_1(self):
+        stage_id, path = self.stage()
+        source = os.path.join(self.tmp, "mnt")
+        os.mkdir(source)
+        target = os.path.join(path, "rootfs")
+        if subprocess.run(["mount", "--bind", source, target], capture_output=True).returncode != 0:
+            self.skipTest("needs permission to bind-mount")
+        try:
+            # A mount in the way is never entered: the stage becomes failed.
+            self.one_line_error(self.sl("release", stage_id, code=1))
+            item = self.slj("list")[0]
+            self.assertEqual(item["state"], "failed")
+            self.assertNotEqual(item.get("reason", ""), "")
+            doc = self.slj("recover", "--force", stage_id, code=1)
+            self.assertEqual([f["id"] for f in doc["failed"]], [stage_id])
+            self.assertNotEqual(doc["failed"][0]["reason"], "")
+            self.assertIn("failed " + stage_id + ": ", self.sl("recover", "--force", stage_id, code=1).stdout)
+        finally:
+            subprocess.run(["umount", target])
+        self.assertTrue(os.path.isdir(source))
+        self.assertEqual(self.slj("recover", "--force", stage_id)["recovered"], [stage_id])
+        self.assert_root_empty()
+
     def test_live_left_alone_and_force(self):
         stage_id, path = self.stage()
         doc = self.slj("recover")
