@@ -237,16 +237,19 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 
 	if (!l || !path)
 		return sl_err(reterr, -EINVAL, "cannot read env file: no path");
-	/* O_NONBLOCK keeps a FIFO from blocking the open; it is refused
-	 * below like any file that is not regular, and means nothing for a
-	 * regular file. */
+	/* O_NONBLOCK keeps the open from blocking on a FIFO without a
+	 * writer. A pipe is welcome (`--env-file <(vault read ...)` keeps the
+	 * tokens off any disk), so it is read blocking from then on; anything
+	 * else that is not a regular file (a device, a socket) is refused. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0)
 		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return sl_err(reterr, -EBADMSG, "bad env file: %s: not a regular file", path);
+	if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
+		return sl_err(reterr, -EBADMSG, "bad env file: %s: not a regular file or a pipe", path);
+	if (S_ISFIFO(st.st_mode) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
 	r = oci_read_fd(fd, OCI_ENV_FILE_MAX, &buf, &len);
 	if (r == -EFBIG)
 		return sl_err(reterr, -EBADMSG, "bad env file: %s: larger than 1 MiB", path);

@@ -67,32 +67,30 @@ static int tree_fail(struct tree *t, int error, const char *name, const char *wh
 	return error;
 }
 
-/* Adds owner rwx to a directory the caller owns, through an O_PATH fd and
- * its /proc magic link, so that no name is resolved twice. Only on EACCES,
- * only for directories, only when we own them: never a file's mode. */
-static int grant_owner(int dfd, const char *name)
-{
-	_cleanup_close_ int fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	char proc[64];
-	struct stat st;
-
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return negerrno();
-	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-		return -EACCES;
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	return chmod(proc, (st.st_mode & 07777) | S_IRWXU) < 0 ? negerrno() : 0;
-}
-
+/* Adds owner rwx to a directory the caller owns, through its fd's /proc
+ * magic link, so that it works on O_PATH fds too and no name is resolved
+ * twice. Only after EACCES, only for directories, only when we own them:
+ * never a file's mode, never someone else's directory. */
 static int grant_self(int fd)
 {
+	char proc[64];
 	struct stat st;
 
 	if (fstat(fd, &st) < 0)
 		return negerrno();
-	if (st.st_uid != geteuid())
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
 		return -EACCES;
-	return fchmod(fd, (st.st_mode & 07777) | S_IRWXU) < 0 ? negerrno() : 0;
+	if ((st.st_mode & S_IRWXU) == S_IRWXU)
+		return -EACCES; /* Not a matter of its mode. */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return chmod(proc, (st.st_mode & 07777) | S_IRWXU) < 0 ? negerrno() : 0;
+}
+
+static int grant_owner(int dfd, const char *name)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+	return fd < 0 ? negerrno() : grant_self(fd);
 }
 
 /* Opens name in dfd as a directory to descend into: never following a
@@ -205,6 +203,8 @@ static int pop(struct tree *t)
 	r = sl_fault_step();
 	if (r == 0 && unlinkat(pfd, f->name, AT_REMOVEDIR) < 0)
 		r = negerrno();
+	if (r == -EACCES && grant_self(pfd) == 0)
+		r = unlinkat(pfd, f->name, AT_REMOVEDIR) < 0 ? negerrno() : 0;
 	if (r == -ENOTEMPTY && f->rescans < MAX_RESCANS) {
 		rewinddir(f->d);
 		f->rescans++;
@@ -285,10 +285,6 @@ int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool h
 		close(fd);
 		return tree_fail(&t, -ESTALE, name, "not the directory the stage created; left alone");
 	}
-	/* Owner write permission on the directory itself, if it was made
-	 * read-only: needed to unlink its entries. */
-	if ((st.st_mode & S_IRWXU) != S_IRWXU && st.st_uid == geteuid())
-		(void)fchmod(fd, (st.st_mode & 07777) | S_IRWXU);
 	r = push(&t, fd, &st, name);
 	if (r < 0)
 		return tree_fail(&t, r, name, NULL);
@@ -371,35 +367,68 @@ struct parent {
 	char path[SL_PATH_MAX + 1];
 	size_t len;
 	int error; /* why it could not be opened, if fd < 0 */
+	dev_t dev; /* its identity, while fd >= 0 */
+	ino_t ino;
+	/* The parent before this one: newest first, a directory's own entry
+	 * comes right after the entries inside it, so this is usually that
+	 * directory, and its identity lets us tell it from a replacement. */
+	char prev_path[SL_PATH_MAX + 1];
+	size_t prev_len;
+	dev_t prev_dev;
+	ino_t prev_ino;
 };
 
 static void parent_close(struct parent *p)
 {
+	if (p->fd >= 0 && p->len != (size_t)-1) {
+		memcpy(p->prev_path, p->path, p->len);
+		p->prev_len = p->len;
+		p->prev_dev = p->dev;
+		p->prev_ino = p->ino;
+	} else {
+		p->prev_len = (size_t)-1;
+	}
 	closep(&p->fd);
 	p->fd = -1;
 	p->len = (size_t)-1;
 }
 
-/* Removes one logged entry beneath root_fd. */
-static int undo_entry(int root_fd, const struct sl_entry *e, struct parent *p, char *reason, size_t size)
+/* Removes one logged entry beneath the stage's verified top directory.
+ * path/len is the entry's path below the top directory. */
+static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, const char *path, size_t len,
+		      struct parent *p, char *reason, size_t size)
 {
-	const char *slash = memrchr(e->path, '/', e->path_len);
-	size_t plen = (size_t)(slash - e->path);
+	const char *slash = memrchr(path, '/', len);
+	size_t plen = slash ? (size_t)(slash - path) : 0;
+	const char *base = slash ? slash + 1 : path;
 	char name[SL_NAME_MAX + 1];
-	char prefix[SL_PATH_MAX + 1];
+	char prefix[SL_PATH_MAX + SL_LABEL_MAX + SL_ID_LEN + 4];
+	bool known;
 	int r;
 
-	memcpy(name, slash + 1, e->path_len - plen - 1);
-	name[e->path_len - plen - 1] = '\0';
-	if (p->len != plen || memcmp(p->path, e->path, plen) != 0) {
+	memcpy(name, base, len - (size_t)(base - path));
+	name[len - (size_t)(base - path)] = '\0';
+	if (p->len != plen || memcmp(p->path, path, plen) != 0) {
 		parent_close(p);
-		memcpy(p->path, e->path, plen);
+		memcpy(p->path, path, plen);
 		p->path[plen] = '\0';
 		p->len = plen;
-		r = open_beneath(root_fd, e->path, plen, O_PATH);
+		r = open_beneath(top_fd, path, plen, O_PATH);
 		p->fd = r < 0 ? -1 : r;
 		p->error = r < 0 ? r : 0;
+		if (p->fd >= 0) {
+			struct stat st;
+			if (fstat(p->fd, &st) < 0) {
+				p->error = negerrno();
+				closep(&p->fd);
+				p->fd = -1;
+			} else {
+				p->dev = st.st_dev;
+				p->ino = st.st_ino;
+			}
+		}
 	}
+	snprintf(prefix, sizeof(prefix), "%s%s%s", topdir, plen ? "/" : "", p->path);
 	if (p->fd < 0) {
 		/* A missing parent means a missing entry; a symlink on the way
 		 * means the logged path names nothing inside the stage (the
@@ -408,9 +437,18 @@ static int undo_entry(int root_fd, const struct sl_entry *e, struct parent *p, c
 			return 0;
 		if (p->error == -EXDEV)
 			return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way (entry %lld); not entered",
-					   p->path, (long long)e->seq);
-		snprintf(reason, size, "%s: %s", p->path, strerror(-p->error));
-		return p->error;
+					   prefix, (long long)e->seq);
+		return fail_reason(reason, size, p->error, "%s: %s", prefix, strerror(-p->error));
+	}
+	/* A directory we just emptied through an fd must still be that
+	 * directory: one renamed away and replaced meanwhile is not ours. */
+	known = e->kind == SL_KIND_DIR && p->prev_len == len && memcmp(p->prev_path, path, len) == 0;
+	if (known) {
+		struct stat st;
+		if (fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (st.st_dev != p->prev_dev || st.st_ino != p->prev_ino))
+			return fail_reason(reason, size, -ESTALE, "%s/%s: replaced during removal; left alone", prefix,
+					   name);
 	}
 	r = sl_fault_step();
 	if (r < 0)
@@ -418,6 +456,12 @@ static int undo_entry(int root_fd, const struct sl_entry *e, struct parent *p, c
 	if (unlinkat(p->fd, name, e->kind == SL_KIND_DIR ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT)
 		return 0;
 	r = negerrno();
+	/* A parent narrowed to 0500 or 0000: widen it (if ours) and retry. */
+	if (r == -EACCES && grant_self(p->fd) == 0) {
+		if (unlinkat(p->fd, name, e->kind == SL_KIND_DIR ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT)
+			return 0;
+		r = negerrno();
+	}
 	if (r == -ENOTDIR && e->kind == SL_KIND_DIR) {
 		/* Logged as a directory, now something else: unlink never
 		 * follows it. */
@@ -425,34 +469,74 @@ static int undo_entry(int root_fd, const struct sl_entry *e, struct parent *p, c
 			return 0;
 		r = negerrno();
 	} else if (r == -ENOTEMPTY || r == -EEXIST || r == -EISDIR || r == -EACCES || r == -EPERM) {
-		/* Holds names the log does not know (a runtime made them), or
-		 * a file was replaced by a directory, or permissions were
-		 * narrowed: the safe tree removal handles all three. O_PATH
-		 * fds cannot be read, so open the parent for real. */
+		/* Holds names the log does not know (a runtime made them), a
+		 * file was replaced by a directory, or its own permissions
+		 * were narrowed: the safe tree removal handles all three.
+		 * Everything below the verified top directory is the stage's
+		 * to remove, whoever made it. O_PATH fds cannot be read, so
+		 * the parent is opened for real. */
 		_cleanup_close_ int dfd = openat(p->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0)
+		if (dfd < 0) {
+			r = negerrno();
 			goto fail;
-		snprintf(prefix, sizeof(prefix), "%s", p->path);
-		r = undo_remove_tree(dfd, prefix, name, false, 0, 0, reason, size);
-		if (r == -ESTALE && (e->kind != SL_KIND_DIR)) {
-			/* Not a directory after all: a narrowed parent. */
-			if (grant_self(dfd) == 0 && (unlinkat(dfd, name, 0) == 0 || errno == ENOENT))
-				return 0;
 		}
-		return r;
+		return undo_remove_tree(dfd, prefix, name, known, known ? p->prev_dev : 0, known ? p->prev_ino : 0,
+					reason, size);
 	}
 fail:
 	if (r == -EBUSY)
-		return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way (entry %lld)", p->path, (long long)e->seq);
-	snprintf(reason, size, "%.*s: %s", (int)(e->path_len > 400 ? 400 : e->path_len), e->path, strerror(-r));
-	return r;
+		return fail_reason(reason, size, -EXDEV, "%s/%s: a mount is in the way (entry %lld)", prefix, name,
+				   (long long)e->seq);
+	return fail_reason(reason, size, r, "%s/%s: %s", prefix, name, strerror(-r));
+}
+
+/* Opens the stage's top directory beneath the root and checks that it is
+ * the one the stage created: a real directory (not a symlink), on the
+ * root's mount and not a mount itself, with the recorded device and inode
+ * when they were recorded. -ENOENT when it is gone. */
+static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct stat *ret_st, char *reason,
+		    size_t size)
+{
+	_cleanup_close_ int fd = -1;
+	uint64_t root_mnt, mnt;
+	bool mount_root;
+	int r;
+
+	fd = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 && errno == EACCES && grant_owner(root_fd, rec->topdir) == 0)
+		fd = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		r = negerrno();
+		if (r == -ENOENT)
+			return r;
+		if (r == -ELOOP || r == -ENOTDIR)
+			return fail_reason(reason, size, -ESTALE, "%s: replaced by something that is not a directory; left alone",
+					   rec->topdir);
+		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
+	}
+	r = fd_mount_id(root_fd, &root_mnt, &mount_root);
+	if (r == 0)
+		r = fd_mount_id(fd, &mnt, &mount_root);
+	if (r < 0)
+		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
+	if (mount_root || mnt != root_mnt)
+		return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way; not entered", rec->topdir);
+	if (fstat(fd, ret_st) < 0)
+		return fail_reason(reason, size, negerrno(), "%s: %s", rec->topdir, strerror(errno));
+	if (rec->have_inode && (ret_st->st_dev != rec->dev || ret_st->st_ino != rec->ino))
+		return fail_reason(reason, size, -ESTALE, "%s: not the directory the stage created; left alone",
+				   rec->topdir);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
 }
 
 int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason, size_t reason_size)
 {
 	_cleanup_free_ struct sl_entry_page *page = NULL;
-	_cleanup_close_ int root_fd = -1;
-	struct parent parent = {.fd = -1, .len = (size_t)-1};
+	_cleanup_close_ int root_fd = -1, top_fd = -1;
+	struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
+	size_t tl = strlen(rec->topdir);
+	struct stat top_st;
 	const char *why;
 	int64_t seq;
 	int n, r;
@@ -486,6 +570,16 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 	if (r < 0)
 		return fail_reason(reason, reason_size, r, "cannot open staging root: %s", strerror(-r));
 
+	/* The top directory is opened and its identity checked BEFORE any
+	 * entry is touched, and every entry is resolved beneath that verified
+	 * fd: a directory swapped in under the stage's name (or a record
+	 * pointed at another stage's name) loses nothing. */
+	r = open_top(root_fd, rec, &top_fd, &top_st, reason, reason_size);
+	if (r == -ENOENT)
+		goto mark_all; /* A missing top directory counts as removed. */
+	if (r < 0)
+		return r;
+
 	/* Pass 2: newest first, so a directory comes after everything the log
 	 * put in it. Entry 0, the top directory, is left for last. */
 	seq = INT64_MAX;
@@ -500,7 +594,8 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 			lo = e->seq;
 			if (e->state == SL_ENTRY_REMOVED)
 				continue;
-			r = undo_entry(root_fd, e, &parent, reason, reason_size);
+			r = undo_entry(top_fd, rec->topdir, e, e->path + tl + 1, e->path_len - tl - 1, &parent, reason,
+				       reason_size);
 			if (r < 0) {
 				parent_close(&parent);
 				/* What is gone so far is gone: record it. */
@@ -522,12 +617,14 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 			break;
 	}
 	parent_close(&parent);
+	closep(&top_fd);
+	top_fd = -1;
 	if (n < 0)
 		return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
 
 	/* The top directory, and whatever a runtime left in it, only if it is
-	 * still the directory this stage created. */
-	r = undo_remove_tree(root_fd, ".", rec->topdir, rec->have_inode, rec->dev, rec->ino, reason, reason_size);
+	 * still the directory verified above. */
+	r = undo_remove_tree(root_fd, ".", rec->topdir, true, top_st.st_dev, top_st.st_ino, reason, reason_size);
 	if (r < 0)
 		return r;
 	/* Make the removal durable before the record says it happened. */
