@@ -95,16 +95,12 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, struct sl_
 		if (top >= 0)
 			(void)flock(top, LOCK_EX | LOCK_NB);
 	}
-	r = undo_stage(store, rec, reason, sizeof(reason));
+	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, reason, sizeof(reason));
 	if (r < 0) {
 		(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED, reason,
 					     false, NULL);
 		return push_failure(rep, rec->id, reason);
 	}
-	r = store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, NULL, false,
-				   NULL);
-	if (r < 0)
-		return push_failure(rep, rec->id, "removed, but the record could not be updated");
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
 }
 

@@ -26,15 +26,22 @@ static int read_small(const char *path, char *buf, size_t size)
 
 int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
 {
+	/* A process lives in one boot: read it once (recovery asks for it
+	 * once per stage). */
+	static char cached[SL_BOOT_ID_LEN + 1];
 	char buf[64];
-	int r = read_small("/proc/sys/kernel/random/boot_id", buf, sizeof(buf));
+	int r;
 
-	if (r < 0)
-		return r;
-	if (r < SL_BOOT_ID_LEN)
-		return -EBADMSG;
-	memcpy(ret, buf, SL_BOOT_ID_LEN);
-	ret[SL_BOOT_ID_LEN] = '\0';
+	if (!cached[0]) {
+		r = read_small("/proc/sys/kernel/random/boot_id", buf, sizeof(buf));
+		if (r < 0)
+			return r;
+		if (r < SL_BOOT_ID_LEN)
+			return -EBADMSG;
+		memcpy(cached, buf, SL_BOOT_ID_LEN);
+		cached[SL_BOOT_ID_LEN] = '\0';
+	}
+	memcpy(ret, cached, sizeof(cached));
 	return 0;
 }
 

@@ -59,12 +59,16 @@ HIDDEN int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1]);
  * removed), removes the entries newest first beneath the root without
  * following a symlink or entering a mount, then the top directory if its
  * device and inode match the record, fsyncs the root, and marks entries
- * removed as it goes. ENOENT counts as done. On failure reason holds a
+ * removed as it goes; at the end, in one transaction, marks them all removed
+ * and moves the stage from a state in from_mask to `done`. ENOENT counts
+ * as done. On failure (the record untouched but for entries already
+ * removed) reason holds a
  * redacted explanation and the return value is negative: -EBADMSG (a record
  * fails validation), -EXDEV (a mount in the way), -ESTALE (an identity
  * mismatch), or the errno of the removal that failed.
  */
-HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason, size_t reason_size);
+HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
+		      char *reason, size_t reason_size);
 
 /*
  * Removes the directory `name` in dirfd and everything beneath it, never

@@ -251,15 +251,12 @@ static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned
 	char reason[256];
 	int r;
 
-	r = undo_stage(store, rec, reason, sizeof(reason));
+	r = undo_stage(store, rec, from_mask, to, reason, sizeof(reason));
 	if (r < 0) {
 		(void)store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason, false, NULL);
 		rec->state = SL_STATE_FAILED;
 		return sl_err(reterr, r, "cannot %s stage: %s", what, reason);
 	}
-	r = store_stage_transition(store, rec->rowid, from_mask, to, NULL, false, reterr);
-	if (r < 0)
-		return r;
 	rec->state = to;
 	return 0;
 }

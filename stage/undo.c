@@ -530,7 +530,8 @@ static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struc
 	return 0;
 }
 
-int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason, size_t reason_size)
+int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
+	       char *reason, size_t reason_size)
 {
 	_cleanup_free_ struct sl_entry_page *page = NULL;
 	_cleanup_close_ int root_fd = -1, top_fd = -1;
@@ -538,6 +539,7 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 	size_t tl = strlen(rec->topdir);
 	struct stat top_st;
 	const char *why;
+	bool one_page;
 	int64_t seq;
 	int n, r;
 
@@ -552,21 +554,28 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 	/* Pass 1: every entry is checked before anything is removed, so a
 	 * tampered record removes nothing at all. */
 	seq = -1;
-	while ((n = store_entries_page(store, rec->rowid, false, seq, page, NULL)) > 0) {
+	for (int pages = 0;; pages++) {
+		n = store_entries_page(store, rec->rowid, false, seq, page, NULL);
+		if (n < 0)
+			return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
 		for (int i = 0; i < n; i++) {
 			why = entry_check(rec, &page->e[i]);
 			if (why)
 				return fail_reason(reason, reason_size, -EBADMSG,
 						   "record fails validation: %s (entry %lld)", why, (long long)page->e[i].seq);
 		}
+		if (!page->more) {
+			/* A stage that fits one page (most do) is removed
+			 * from this very page: no second read. */
+			one_page = pages == 0;
+			break;
+		}
 		seq = page->e[n - 1].seq;
 	}
-	if (n < 0)
-		return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
 
 	r = open_root(rec->root, &root_fd);
 	if (r == -ENOENT)
-		goto mark_all; /* No root, no stage (a tmpfs after a reboot). */
+		goto finish; /* No root, no stage (a tmpfs after a reboot). */
 	if (r < 0)
 		return fail_reason(reason, reason_size, r, "cannot open staging root: %s", strerror(-r));
 
@@ -576,18 +585,29 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 	 * pointed at another stage's name) loses nothing. */
 	r = open_top(root_fd, rec, &top_fd, &top_st, reason, reason_size);
 	if (r == -ENOENT)
-		goto mark_all; /* A missing top directory counts as removed. */
+		goto finish; /* A missing top directory counts as removed. */
 	if (r < 0)
 		return r;
 
 	/* Pass 2: newest first, so a directory comes after everything the log
-	 * put in it. Entry 0, the top directory, is left for last. */
+	 * put in it. Entry 0, the top directory, is left for last. Entries
+	 * are marked removed page by page (only when there is more than one:
+	 * the last page is marked with the stage's own update below). */
 	seq = INT64_MAX;
-	while ((n = store_entries_page(store, rec->rowid, true, seq, page, NULL)) > 0) {
-		int64_t hi = page->e[0].seq, lo = hi;
+	for (;;) {
+		int64_t hi, lo;
 
-		for (int i = 0; i < n; i++) {
-			const struct sl_entry *e = &page->e[i];
+		if (!one_page) {
+			n = store_entries_page(store, rec->rowid, true, seq, page, NULL);
+			if (n < 0)
+				return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
+			if (n == 0)
+				break;
+		}
+		/* Ascending pages (the one_page case) are walked backwards. */
+		hi = lo = one_page ? page->e[n - 1].seq : page->e[0].seq;
+		for (int k = 0; k < n; k++) {
+			const struct sl_entry *e = &page->e[one_page ? n - 1 - k : k];
 
 			if (e->seq == 0)
 				break;
@@ -604,23 +624,18 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 				return r;
 			}
 		}
-		seq = page->e[n - 1].seq;
-		if (lo > 0 || hi > 0) {
-			r = store_entries_mark_removed(store, rec->rowid, lo, hi, NULL);
-			if (r < 0) {
-				parent_close(&parent);
-				return fail_reason(reason, reason_size, r, "cannot mark entries removed: %s",
-						   strerror(-r));
-			}
-		}
-		if (seq == 0)
+		if (one_page || !page->more || lo == 0)
 			break;
+		r = store_entries_mark_removed(store, rec->rowid, lo, hi, NULL);
+		if (r < 0) {
+			parent_close(&parent);
+			return fail_reason(reason, reason_size, r, "cannot mark entries removed: %s", strerror(-r));
+		}
+		seq = lo;
 	}
 	parent_close(&parent);
 	closep(&top_fd);
 	top_fd = -1;
-	if (n < 0)
-		return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
 
 	/* The top directory, and whatever a runtime left in it, only if it is
 	 * still the directory verified above. */
@@ -633,9 +648,10 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, char *reason
 		r = negerrno();
 	if (r < 0)
 		return fail_reason(reason, reason_size, r, "cannot sync staging root: %s", strerror(-r));
-mark_all:
-	r = store_entries_mark_removed(store, rec->rowid, 0, INT64_MAX, NULL);
+finish:
+	r = store_stage_finish(store, rec->rowid, from_mask, done, NULL);
 	if (r < 0)
-		return fail_reason(reason, reason_size, r, "cannot mark entries removed: %s", strerror(-r));
+		return fail_reason(reason, reason_size, r, "removed, but the record could not be updated: %s",
+				   strerror(-r));
 	return 0;
 }

@@ -104,10 +104,12 @@ HIDDEN int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t
  * seq > after (ascending), copying paths into arena (arena_size bytes).
  * Returns the number read (0 at the end).
  */
+#define SL_PAGE_ENTRIES 128
 struct sl_entry_page {
-	struct sl_entry e[256];
-	char arena[256 * 512];
+	struct sl_entry e[SL_PAGE_ENTRIES];
+	char arena[32 * 1024]; /* small enough to stay off mmap, big enough for any path */
 	size_t used;
+	bool more; /* the page filled up: more entries may follow */
 };
 HIDDEN int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
 			      struct sl_entry_page *page, struct sl_error *reterr);
@@ -135,6 +137,11 @@ HIDDEN int store_stage_foreach(struct sl_store *s, bool all, const char *label, 
 /* Deletes the records of finished stages updated at or before cutoff_ms,
  * in batches. Returns the number deleted. */
 HIDDEN int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr);
+
+/* Marks every entry of a stage removed and moves it from a state in
+ * from_mask to `to`, in one non-durable transaction: the end of an undo. */
+HIDDEN int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
+			      struct sl_error *reterr);
 
 /* Deletes one stage record and its entries. */
 HIDDEN int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error *reterr);

@@ -349,6 +349,67 @@ static void test_fault_in_release(void **state)
 	assert_true(covered >= 20);
 }
 
+/* A stage of three pages of entries (300 files): faults at every step of
+ * its release, each followed by a release that must finish the job, and
+ * every entry marked removed in the end. */
+static void test_fault_in_multipage_release(void **state)
+{
+	struct fixture *fx = *state;
+	char big[600];
+	unsigned long covered = 0;
+
+	snprintf(big, sizeof(big), "%s/big", fx->sb.base);
+	make_dir(big, 0755);
+	for (int i = 0; i < 300; i++) {
+		char p[700];
+		snprintf(p, sizeof(p), "%s/d%d/f%d", big, i / 100, i);
+		write_path(p, "x", 0644);
+	}
+	for (unsigned long k = 1;; k += 7) {
+		struct sl_error err = {0};
+		struct sl_stage *st = NULL;
+		struct sl_record rec;
+		char id[SL_ID_LEN + 1];
+		int r;
+
+		assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+		assert_int_equal(sl_stage_copy_tree(st, AT_FDCWD, big, "big", &err), 0);
+		assert_int_equal(sl_stage_ready(st, &err), 0);
+		snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+		memset(&sl_fault, 0, sizeof(sl_fault));
+		sl_fault.fail_at = k;
+		sl_fault.fail_errno = EIO;
+		r = sl_stage_release(st, &err);
+		unsigned long steps = sl_fault.steps;
+		memset(&sl_fault, 0, sizeof(sl_fault));
+		sl_stage_free(st);
+		if (r < 0) {
+			covered++;
+			assert_int_equal(r, -EIO);
+			assert_true(sl_release_id(fx->store, id, &err) >= 0);
+		}
+		assert_int_equal(count_entries(fx->sb.root), 0);
+		assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
+		assert_int_equal(rec.state, SL_STATE_RELEASED);
+		/* Every entry marked removed: none left logged. */
+		struct sl_entry_page *page = malloc(sizeof(*page));
+		int64_t seq = -1;
+		int n, total = 0;
+		while ((n = store_entries_page(fx->store, rec.rowid, false, seq, page, NULL)) > 0) {
+			for (int i = 0; i < n; i++)
+				assert_int_equal(page->e[i].state, SL_ENTRY_REMOVED);
+			total += n;
+			seq = page->e[n - 1].seq;
+		}
+		free(page);
+		assert_int_equal(total, 1 + 1 + 3 + 300);
+		if (r == 0 && k > steps)
+			break;
+	}
+	printf("multi-page release faults: %lu points covered\n", covered);
+	assert_true(covered >= 40);
+}
+
 /* ---- undo basics ---- */
 
 static void snapshot_outside(struct fixture *fx, char **ret)
@@ -458,6 +519,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unsafe_roots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_every_step, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_in_release, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_in_multipage_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_symlink_swap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_readonly_fifo_hardlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_top_replaced, setup, teardown),
