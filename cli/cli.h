@@ -90,6 +90,17 @@ int cli_help(const char *usage);
  */
 int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char *names);
 
+/*
+ * util.c: the prologue of the commands that take an ID and nothing but
+ * --help and --json (release, forget, publish, show): parses the options,
+ * wants exactly n operands (the first an ID), opens the store and resolves
+ * the ID into id. Returns EX_OK to go on, or the exit code to return now
+ * (CLI_HELP_SHOWN, which is EX_OK's negative twin, after --help).
+ */
+#define CLI_HELP_SHOWN (-1)
+int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
+		   const char *names, char id[SL_ID_SIZE]);
+
 /* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
  * exit code. */
 int cli_open_store(struct cli *cli);

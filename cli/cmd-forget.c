@@ -17,30 +17,14 @@ static const char usage[] =
 
 int cmd_forget(struct cli *cli, int argc, char **argv)
 {
-	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
 	struct sl_error err = { 0 };
 	char id[SL_ID_SIZE];
 	cJSON *doc;
-	int c, r, code;
+	int r, code;
 
-	while ((c = cli_getopt("forget", argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'j':
-			cli->json = true;
-			break;
-		case 'h':
-			return cli_help(usage);
-		default:
-			return EX_USAGE;
-		}
-	}
-	code = cli_want_operands("forget", argc, argv, 1, "ID");
-	if (code == EX_OK)
-		code = cli_open_store(cli);
-	if (code == EX_OK)
-		code = cli_resolve_id(cli, argv[optind], id);
+	code = cli_id_command(cli, "forget", argc, argv, usage, 1, "ID", id);
 	if (code != EX_OK)
-		return code;
+		return code == CLI_HELP_SHOWN ? EX_OK : code;
 
 	r = sl_forget(cli->store, id, &err);
 	if (r < 0)

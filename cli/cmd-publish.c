@@ -18,31 +18,15 @@ static const char usage[] =
 
 int cmd_publish(struct cli *cli, int argc, char **argv)
 {
-	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
 	struct sl_error err = { 0 };
 	char id[SL_ID_SIZE];
 	const char *dest;
 	cJSON *doc;
-	int c, r, code;
+	int r, code;
 
-	while ((c = cli_getopt("publish", argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'j':
-			cli->json = true;
-			break;
-		case 'h':
-			return cli_help(usage);
-		default:
-			return EX_USAGE;
-		}
-	}
-	code = cli_want_operands("publish", argc, argv, 2, "ID DEST");
-	if (code == EX_OK)
-		code = cli_open_store(cli);
-	if (code == EX_OK)
-		code = cli_resolve_id(cli, argv[optind], id);
+	code = cli_id_command(cli, "publish", argc, argv, usage, 2, "ID DEST", id);
 	if (code != EX_OK)
-		return code;
+		return code == CLI_HELP_SHOWN ? EX_OK : code;
 	dest = argv[optind + 1];
 
 	r = sl_publish_id(cli->store, id, dest, &err);

@@ -37,6 +37,32 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *optstring, co
 	return '?';
 }
 
+int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
+		   const char *names, char id[SL_ID_SIZE])
+{
+	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
+	int c, code;
+
+	while ((c = cli_getopt(cmd, argc, argv, ":h", options)) != -1) {
+		switch (c) {
+		case 'j':
+			cli->json = true;
+			break;
+		case 'h':
+			cli_help(usage);
+			return CLI_HELP_SHOWN;
+		default:
+			return EX_USAGE;
+		}
+	}
+	code = cli_want_operands(cmd, argc, argv, n, names);
+	if (code == EX_OK)
+		code = cli_open_store(cli);
+	if (code == EX_OK)
+		code = cli_resolve_id(cli, argv[optind], id);
+	return code;
+}
+
 int cli_help(const char *usage)
 {
 	fputs(usage, stdout);

@@ -56,7 +56,9 @@ SL_PUBLIC int sl_list(struct sl_store *store, unsigned flags, const char *label,
 		      struct sl_error *reterr);
 
 /* Calls stage_fn once for the stage with full id `id`, then entry_fn for
- * each of its entries in creation order. -ENOENT if there is no such stage. */
+ * each of its entries in creation order (either may be NULL). -ENOENT if
+ * there is no such stage. Stops early and returns a callback's value when
+ * it is negative. */
 SL_PUBLIC int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn,
 		      void *userdata, struct sl_error *reterr);
 

@@ -104,9 +104,11 @@ SL_PUBLIC int sl_stage_lock_inherit(struct sl_stage *stage, struct sl_error *ret
 /*
  * Releases the stage with the given full id from another process (as
  * `stagelog release` does). A released, aborted or recovered stage is a
- * success with nothing to do (returns 0); a published one is -EPERM; one
- * whose lock is held by a live process is -EBUSY. Returns 1 when it removed
- * something.
+ * success with nothing to do (returns 0); a published one is -EINVAL (it
+ * belongs to its destination); one whose lock is held by a live process, or
+ * that a recovery is working on, is -EBUSY. Returns 1 when it removed
+ * something; a removal that could not finish leaves the stage failed with a
+ * reason and returns its negative errno.
  */
 SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
 

@@ -87,8 +87,8 @@ HIDDEN int open_root(const char *root, int *ret_fd);
 
 /* ---- Inside stage/: the stage object and its entry log. ---- */
 
-#define LOG_BATCH 256
-#define LOG_ARENA (64 * 1024)
+#define LOG_BATCH 1024
+#define LOG_ARENA (128 * 1024)
 
 /* How entries are logged: the default batches them; the other two exist so
  * that benchmarks measure, rather than assume, what logging costs. */

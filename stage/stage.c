@@ -301,21 +301,38 @@ int stage_open_parent(struct sl_stage *st, const char *path, const char **ret_na
 	return fd;
 }
 
+/* The start of every call that creates one path: the stage must be
+ * staging, the parent is opened beneath the top directory, and the entry
+ * is logged before the caller creates it. Returns the parent fd, or a
+ * negative errno with the stage aborted (unless it was not staging). */
+static int entry_start(struct sl_stage *st, const char *what, const char *path, enum sl_kind kind,
+		       const char **ret_name, struct sl_error *reterr)
+{
+	int pfd, r = check_staging(st, what, reterr);
+
+	if (r < 0)
+		return r;
+	pfd = stage_open_parent(st, path, ret_name, reterr);
+	if (pfd < 0)
+		return stage_fail(st, pfd);
+	r = stage_log(st, path, strlen(path), kind, reterr);
+	if (r < 0) {
+		close(pfd);
+		return stage_fail(st, r);
+	}
+	return pfd;
+}
+
 int sl_stage_mkdir(struct sl_stage *st, const char *path, mode_t mode, struct sl_error *reterr)
 {
 	_cleanup_close_ int pfd = -1, fd = -1;
 	const char *name;
 	int r;
 
-	r = check_staging(st, "make directory", reterr);
-	if (r < 0)
-		return r;
-	pfd = stage_open_parent(st, path, &name, reterr);
+	pfd = entry_start(st, "make directory", path, SL_KIND_DIR, &name, reterr);
 	if (pfd < 0)
-		return stage_fail(st, pfd);
-	r = stage_log(st, path, strlen(path), SL_KIND_DIR, reterr);
-	if (r == 0)
-		r = sl_fault_step();
+		return pfd;
+	r = sl_fault_step();
 	if (r == 0 && mkdirat(pfd, name, 0700) < 0)
 		r = negerrno();
 	/* umask applies to mkdirat; the caller asked for exactly mode. */
@@ -356,15 +373,9 @@ int sl_stage_write_file(struct sl_stage *st, const char *path, const void *buf, 
 	char proc[64];
 	int r;
 
-	r = check_staging(st, "write file", reterr);
-	if (r < 0)
-		return r;
-	pfd = stage_open_parent(st, path, &name, reterr);
+	pfd = entry_start(st, "write file", path, SL_KIND_FILE, &name, reterr);
 	if (pfd < 0)
-		return stage_fail(st, pfd);
-	r = stage_log(st, path, strlen(path), SL_KIND_FILE, reterr);
-	if (r < 0)
-		return stage_fail(st, r);
+		return pfd;
 
 	/* The file is written without a name and linked in only when whole:
 	 * a crash or a reader never sees half a config. Where O_TMPFILE is
@@ -409,15 +420,10 @@ int sl_stage_symlink(struct sl_stage *st, const char *target, const char *path, 
 	const char *name;
 	int r;
 
-	r = check_staging(st, "make symlink", reterr);
-	if (r < 0)
-		return r;
-	pfd = stage_open_parent(st, path, &name, reterr);
+	pfd = entry_start(st, "make symlink", path, SL_KIND_SYMLINK, &name, reterr);
 	if (pfd < 0)
-		return stage_fail(st, pfd);
-	r = stage_log(st, path, strlen(path), SL_KIND_SYMLINK, reterr);
-	if (r == 0)
-		r = sl_fault_step();
+		return pfd;
+	r = sl_fault_step();
 	if (r == 0 && symlinkat(target, pfd, name) < 0)
 		r = negerrno();
 	if (r < 0) {

@@ -551,6 +551,22 @@ int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint6
 	return r < 0 ? store_err(reterr, r, "cannot record top directory") : 0;
 }
 
+/* Runs the prepared state change inside the open transaction: -ESTALE when
+ * the stage was not in a state of from_mask. */
+static int transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to, const char *reason)
+{
+	int r;
+
+	sqlite3_bind_int(s->transition, 1, (int)to);
+	sqlite3_bind_int64(s->transition, 2, sl_now_ms());
+	if (reason)
+		sqlite3_bind_text(s->transition, 3, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s->transition, 4, rowid);
+	sqlite3_bind_int64(s->transition, 5, from_mask);
+	r = step_done(s, s->transition);
+	return r == 0 && sqlite3_changes(s->db) == 0 ? -ESTALE : r;
+}
+
 int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
 			   const char *reason, bool durable, struct sl_error *reterr)
 {
@@ -559,15 +575,7 @@ int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask
 	r = begin(s, durable);
 	if (r < 0)
 		return store_err(reterr, r, "cannot update stage");
-	sqlite3_bind_int(s->transition, 1, (int)to);
-	sqlite3_bind_int64(s->transition, 2, sl_now_ms());
-	if (reason)
-		sqlite3_bind_text(s->transition, 3, reason, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s->transition, 4, rowid);
-	sqlite3_bind_int64(s->transition, 5, from_mask);
-	r = step_done(s, s->transition);
-	if (r == 0 && sqlite3_changes(s->db) == 0)
-		r = -ESTALE;
+	r = transition(s, rowid, from_mask, to, reason);
 	if (r == 0)
 		r = commit(s);
 	if (r < 0) {
@@ -690,15 +698,8 @@ int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, en
 		sqlite3_bind_int64(s->mark_removed, 3, INT64_MAX);
 		r = step_done(s, s->mark_removed);
 	}
-	if (r == 0) {
-		sqlite3_bind_int(s->transition, 1, (int)to);
-		sqlite3_bind_int64(s->transition, 2, sl_now_ms());
-		sqlite3_bind_int64(s->transition, 4, rowid);
-		sqlite3_bind_int64(s->transition, 5, from_mask);
-		r = step_done(s, s->transition);
-		if (r == 0 && sqlite3_changes(s->db) == 0)
-			r = -ESTALE;
-	}
+	if (r == 0)
+		r = transition(s, rowid, from_mask, to, NULL);
 	if (r == 0)
 		r = commit(s);
 	if (r < 0) {
