@@ -20,6 +20,7 @@ struct candidates {
 
 struct scan {
 	const struct sl_recover_options *opts;
+	const char *root; /* the root filter, as records spell roots */
 	struct sl_recover_report *report;
 	const struct here *here;
 	struct candidates c;
@@ -63,7 +64,7 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 	struct scan *sc = userdata;
 	enum liveness l;
 
-	if (sc->opts && sc->opts->root && strcmp(sc->opts->root, rec->root) != 0)
+	if (sc->root && strcmp(sc->root, rec->root) != 0)
 		return 0;
 	sc->report->examined++;
 	l = judge(sc->here, rec);
@@ -109,6 +110,7 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 {
 	struct sl_owner me;
 	struct here here;
+	char root[PATH_MAX];
 	struct scan sc = {.opts = opts, .report = report, .here = &here};
 	size_t done = 0;
 	int r;
@@ -122,6 +124,15 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		r = proc_identity(0, &me);
 	if (r < 0)
 		return sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
+
+	/* The filter is spelt as records spell roots: "run/stagelog/" from /
+	 * and "/run/stagelog" are one root. */
+	if (opts && opts->root) {
+		r = absolute_root(opts->root, root, sizeof(root));
+		if (r < 0)
+			return sl_err(reterr, r == -EINVAL ? -EINVAL : r, "cannot recover: bad root '%s'", opts->root);
+		sc.root = root;
+	}
 
 	/* Forced ids must name in-flight stages; a finished one is never
 	 * touched and an unknown one is a usage error. */

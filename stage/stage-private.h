@@ -81,6 +81,11 @@ HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsig
 HIDDEN int undo_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
 			    uint64_t ino, char *reason, size_t reason_size);
 
+/* Writes root as stagelog records it: absolute (from the working directory,
+ * symlinks not resolved), without trailing slashes. -EINVAL for a path with
+ * "." or ".." or an empty component, -ENAMETOOLONG when too long. */
+HIDDEN int absolute_root(const char *root, char *buf, size_t size);
+
 /* Opens a root directory without following its last component (O_RDONLY,
  * so that it can be fsynced). */
 HIDDEN int open_root(const char *root, int *ret_fd);

@@ -69,27 +69,43 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 	return 0;
 }
 
-/* Makes root absolute without resolving symlinks, and strips trailing
- * slashes, so the stored root names the same directory from anywhere. */
-static int absolute_root(const char *root, char *buf, size_t size)
+/* Makes root absolute without resolving symlinks, dropping "." components,
+ * repeated and trailing slashes, so the stored root names the same
+ * directory from anywhere. ".." is refused: it cannot be resolved
+ * lexically without assuming no symlink on the way. */
+int absolute_root(const char *root, char *buf, size_t size)
 {
-	char cwd[PATH_MAX];
-	size_t len;
+	char joined[PATH_MAX * 2];
+	size_t len = 0;
 	int n;
 
-	if (root[0] == '/')
-		n = snprintf(buf, size, "%s", root);
-	else if (getcwd(cwd, sizeof(cwd)))
-		n = snprintf(buf, size, "%s/%s", cwd, root);
-	else
-		return negerrno();
-	if (n < 0 || (size_t)n >= size - SL_LABEL_MAX - SL_ID_LEN - 2)
+	if (root[0] == '/') {
+		n = snprintf(joined, sizeof(joined), "%s", root);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd)))
+			return negerrno();
+		n = snprintf(joined, sizeof(joined), "%s/%s", cwd, root);
+	}
+	if (n < 0 || (size_t)n >= sizeof(joined))
 		return -ENAMETOOLONG;
-	len = (size_t)n;
-	while (len > 1 && buf[len - 1] == '/')
-		buf[--len] = '\0';
-	if (len > 1 && path_check(buf + 1, len - 1))
-		return -EINVAL;
+	for (char *save = NULL, *c = strtok_r(joined, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		size_t cl = strlen(c);
+
+		if (strcmp(c, ".") == 0)
+			continue;
+		if (strcmp(c, "..") == 0)
+			return -EINVAL;
+		/* Room for this component and a LABEL-ID below it. */
+		if (len + 1 + cl + 1 + SL_LABEL_MAX + 1 + SL_ID_LEN >= size)
+			return -ENAMETOOLONG;
+		buf[len++] = '/';
+		memcpy(buf + len, c, cl);
+		len += cl;
+	}
+	if (len == 0)
+		buf[len++] = '/';
+	buf[len] = '\0';
 	return 0;
 }
 
@@ -118,7 +134,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
 	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
 	if (r < 0)
-		return fail_root(reterr, r, r == -EINVAL ? "not a clean path ('.', '..' or '//')" : NULL);
+		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path; refused" : NULL);
 	r = prepare_root(st->rec.root, &st->root_fd, reterr);
 	if (r < 0)
 		return r;

@@ -252,6 +252,15 @@ static void test_unsafe_roots(void **state)
 	/* A bad label. */
 	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, &(struct sl_stage_options){.label = "Bad"}, &st, NULL),
 			 -EINVAL);
+	/* A root spelt with "//", "." and a trailing slash is recorded as the
+	 * one directory it names. */
+	char messy[700];
+	snprintf(messy, sizeof(messy), "%s//./root/", fx->sb.base);
+	assert_int_equal(sl_stage_begin(fx->store, messy, NULL, &st, &err), 0);
+	assert_int_equal(strncmp(sl_stage_path(st), fx->sb.root, strlen(fx->sb.root)), 0);
+	assert_int_equal(sl_stage_path(st)[strlen(fx->sb.root)], '/');
+	sl_stage_free(st);
+	remove_all(fx->sb.root);
 	/* A missing root is created 0700. */
 	struct stat sb;
 	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
