@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "cli.h"
 
 static const char usage[] =
@@ -127,7 +131,29 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK)
 		return code;
 
-	r = sl_check(cli->store, roots, n_roots, remove, &rep, &err);
+	/* No --root: the default staging root (where a lost store's stages
+	 * are) and every root a record names. */
+	unsigned flags = remove ? SL_CHECK_REMOVE_ORPHANS : 0;
+	char def[PATH_MAX];
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	const char *one[1];
+	if (n_roots == 0) {
+		flags |= SL_CHECK_RECORD_ROOTS;
+		if (geteuid() == 0)
+			snprintf(def, sizeof(def), "/run/stagelog");
+		else if (xdg && *xdg == '/' && strlen(xdg) < sizeof(def) - 10)
+			snprintf(def, sizeof(def), "%s/stagelog", xdg);
+		else
+			def[0] = '\0';
+		if (def[0]) {
+			one[0] = def;
+			r = sl_check(cli->store, one, 1, flags, &rep, &err);
+		} else {
+			r = sl_check(cli->store, NULL, 0, flags, &rep, &err);
+		}
+	} else {
+		r = sl_check(cli->store, roots, n_roots, flags, &rep, &err);
+	}
 	if (r < 0)
 		return cli_fail(r, &err, "cannot check");
 

@@ -38,7 +38,6 @@ int cmd_forget(struct cli *cli, int argc, char **argv)
 		}
 		return cli_json_print(doc);
 	}
-	if (cli->verbosity >= 0)
-		printf("forgot %s\n", id);
+	printf("forgot %s\n", id);
 	return EX_OK;
 }

@@ -42,10 +42,8 @@ int cmd_publish(struct cli *cli, int argc, char **argv)
 		}
 		return cli_json_print(doc);
 	}
-	if (cli->verbosity >= 0) {
-		printf("published %s to ", id);
-		cli_fput_escaped(stdout, dest, strlen(dest));
-		putchar('\n');
-	}
+	printf("published %s to ", id);
+	cli_fput_escaped(stdout, dest, strlen(dest));
+	putchar('\n');
 	return EX_OK;
 }

@@ -90,7 +90,7 @@ static int print_json(const struct sl_recover_report *rep)
 	return cli_json_print(doc);
 }
 
-static void print_text(const struct cli *cli, const struct sl_recover_report *rep)
+static void print_text(const struct sl_recover_report *rep)
 {
 	for (size_t i = 0; i < rep->n_recovered; i++)
 		printf(rep->dry_run ? "would recover %s\n" : "recovered %s\n", rep->recovered[i]);
@@ -102,8 +102,7 @@ static void print_text(const struct cli *cli, const struct sl_recover_report *re
 				 strnlen(rep->failed[i].reason, sizeof(rep->failed[i].reason)));
 		putchar('\n');
 	}
-	if (cli->verbosity >= 0)
-		printf("%zu examined, %zu %s, %zu live, %zu failed\n", rep->examined, rep->n_recovered,
+	printf("%zu examined, %zu %s, %zu live, %zu failed\n", rep->examined, rep->n_recovered,
 		       rep->dry_run ? "would be recovered" : "recovered", rep->n_live, rep->n_failed);
 }
 
@@ -185,7 +184,7 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	if (cli->json)
 		code = print_json(&rep);
 	else
-		print_text(cli, &rep);
+		print_text(&rep);
 	if (code == EX_OK && rep.n_failed > 0)
 		code = 1;
 	sl_recover_report_finish(&rep);

@@ -58,6 +58,10 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 		case SL_STATE_PUBLISHED:
 			return cli_usage_error("cannot release %s: it is published and belongs to its destination", id);
 		case SL_STATE_FAILED:
+			/* A record that fails validation is bad data (65);
+			 * anything else left behind is exit 1. */
+			if (r == -EBADMSG)
+				return cli_fail(r, &err, "cannot release the stage");
 			cli_fail(r, &err, "cannot release the stage");
 			return 1;
 		default:
@@ -73,7 +77,6 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 		}
 		return cli_json_print(doc);
 	}
-	if (cli->verbosity >= 0)
-		printf(r > 0 ? "released %s\n" : "nothing to release for %s\n", id);
+	printf(r > 0 ? "released %s\n" : "nothing to release for %s\n", id);
 	return EX_OK;
 }

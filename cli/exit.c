@@ -19,6 +19,8 @@ static const struct {
 	{ -ENOENT, EX_NOINPUT },
 	{ -EEXIST, EX_CANTCREAT },
 	{ -EROFS, EX_CANTCREAT },
+	{ -EISDIR, EX_CANTCREAT },  /* --db names a directory */
+	{ -ENOTDIR, EX_NOINPUT },   /* a path that should lead to a directory does not */
 	{ -ENOSPC, EX_IOERR },
 	{ -EIO, EX_IOERR },
 	{ -EDQUOT, EX_IOERR },

@@ -85,16 +85,23 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 /* Removes one claimed stage and records the outcome. The recoverer holds
  * the top directory's lock while it works, so that its own liveness is
  * visible the same way an owner's is. */
-static int recover_one(struct sl_store *store, struct sl_record *rec, struct sl_recover_report *rep)
+static int recover_one(struct sl_store *store, struct sl_record *rec, bool force, struct sl_recover_report *rep)
 {
 	_cleanup_close_ int root = -1, top = -1;
 	char reason[256];
 	int r;
 
-	if (open_root(rec->root, &root) == 0) {
-		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (top >= 0)
-			(void)flock(top, LOCK_EX | LOCK_NB);
+	/* Someone took the lock between the judgement and the claim (a
+	 * publisher, a runtime): the stage is not ours to remove now. It is
+	 * left failed, so that the next recovery judges it again. */
+	if (!record_check(rec) && open_root(rec->root, &root) == 0) {
+		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (top >= 0 && stage_try_lock(top) < 0 && !force) {
+			snprintf(reason, sizeof(reason), "%s: locked by a live process; left alone", rec->topdir);
+			(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED, reason,
+						     false, NULL);
+			return push_failure(rep, rec->id, reason);
+		}
 	}
 	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, reason, sizeof(reason));
 	if (r < 0) {
@@ -174,7 +181,7 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 			if (ok[i]) {
 				rec->state = SL_STATE_RECOVERING;
 				rec->claimer = me;
-				r = recover_one(store, rec, report);
+				r = recover_one(store, rec, forced(opts, rec->id), report);
 			}
 			done++;
 			if (opts && opts->progress)

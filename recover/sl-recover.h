@@ -128,14 +128,19 @@ struct sl_check_report {
 	size_t n_removed;
 };
 
+#define SL_CHECK_REMOVE_ORPHANS 0x1u /* remove the orphans found */
+#define SL_CHECK_RECORD_ROOTS 0x2u   /* scan the roots records name, too */
+
 /*
- * Checks the store's integrity and scans each root (roots known from records
- * when n_roots is 0) for orphans: directories named like stage directories
- * that no in-flight record owns. With remove_orphans, removes each one that
- * the caller owns and nobody holds locked, with the stage undo routine's
- * safe removal.
+ * Checks the store's integrity and scans each root in roots (and, with
+ * SL_CHECK_RECORD_ROOTS, every root a record names) for orphans:
+ * directories named like stage directories that no in-flight record owns.
+ * With SL_CHECK_REMOVE_ORPHANS, and only when the store is sound, removes
+ * each one that the caller owns and nobody holds locked, with the stage
+ * undo routine's safe removal. A directory the store cannot vouch for is
+ * never removed.
  */
-SL_PUBLIC int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, bool remove_orphans,
+SL_PUBLIC int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
 		       struct sl_check_report *report, struct sl_error *reterr);
 SL_PUBLIC void sl_check_report_finish(struct sl_check_report *report);
 

@@ -127,8 +127,9 @@ int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
 	if (r < 0)
 		return r;
 	/* Only the record goes: the operator has dealt with the files. A live
-	 * stage's record is what protects it, so it stays. */
-	if (sl_state_in_flight(rec.state) && judge(&here, &rec) != STALE)
+	 * stage's record is what protects it, so it stays; a failed one is
+	 * the operator's to drop whoever owns it. */
+	if (sl_state_in_flight(rec.state) && rec.state != SL_STATE_FAILED && judge(&here, &rec) != STALE)
 		return sl_err(reterr, -EINVAL, "cannot forget stage %s: it is live (owner or lock)", rec.id);
 	return store_stage_delete(store, rec.rowid, reterr);
 }
@@ -192,68 +193,86 @@ static bool stage_name(const char *name, char id[SL_ID_LEN + 1], char label[SL_L
 	return id_valid(id) && label_valid(label);
 }
 
-/* True when an in-flight record owns a directory of this name. The id (128
- * random bits) decides, not the spelling of the root: a root given as
- * "/run/stagelog/" must not make a live stage look like an orphan. */
-static bool owned(struct sl_store *store, const char *name, const char *id)
+/* 1 when an in-flight record owns a directory of this name, 0 when no
+ * record does, negative when the store cannot say: then it is never taken
+ * for an orphan. The id (128 random bits) decides, not the spelling of the
+ * root: "/run/stagelog/" must not make a live stage look like an orphan. */
+static int owned(struct sl_store *store, const char *name, const char *id)
 {
 	struct sl_record rec;
+	int r = store_stage_get(store, id, &rec, NULL);
 
-	if (store_stage_get(store, id, &rec, NULL) < 0)
-		return false;
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
 	return sl_state_in_flight(rec.state) && strcmp(rec.topdir, name) == 0;
 }
 
 static int scan_root(struct sl_store *store, const char *root, bool remove, struct sl_check_report *rep)
 {
 	_cleanup_close_ int root_fd = -1;
-	DIR *d;
 	struct dirent *de;
-	int r = open_root(root, &root_fd);
+	DIR *d;
+	int fd, r = open_root(root, &root_fd);
 
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
 		return r;
-	d = fdopendir(dup(root_fd));
-	if (!d)
-		return negerrno();
+	fd = dup(root_fd);
+	d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		r = negerrno();
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
 	while ((de = readdir(d))) {
 		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1], reason[256];
 		_cleanup_close_ int top = -1;
 		struct stat st;
+		int o;
 
-		if (!stage_name(de->d_name, id, label) || owned(store, de->d_name, id))
+		if (!stage_name(de->d_name, id, label))
 			continue;
-		if (fstatat(root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+		o = owned(store, de->d_name, id);
+		if (o < 0) {
+			r = o; /* The store cannot say: never an orphan. */
 			continue;
-		r = push_path(&rep->orphans, &rep->n_orphans, root, de->d_name);
-		if (r < 0)
+		}
+		if (o > 0 || fstatat(root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		if (push_path(&rep->orphans, &rep->n_orphans, root, de->d_name) < 0) {
+			r = -ENOMEM;
 			break;
+		}
 		if (!remove || st.st_uid != geteuid())
 			continue;
 		/* Never one that someone holds locked: a live stager or
 		 * runtime whose record is in another store. The lock is held
 		 * while the removal runs. */
-		top = openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (top < 0 || flock(top, LOCK_EX | LOCK_NB) < 0)
+		top = openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (top < 0 || stage_try_lock(top) < 0)
 			continue;
 		if (undo_remove_tree(root_fd, ".", de->d_name, true, st.st_dev, st.st_ino, reason, sizeof(reason)) == 0) {
 			(void)fsync(root_fd);
-			r = push_path(&rep->removed, &rep->n_removed, root, de->d_name);
-			if (r < 0)
+			if (push_path(&rep->removed, &rep->n_removed, root, de->d_name) < 0) {
+				r = -ENOMEM;
 				break;
+			}
 		}
 	}
 	closedir(d);
 	return r < 0 ? r : 0;
 }
 
-int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, bool remove_orphans,
+int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
 	     struct sl_check_report *report, struct sl_error *reterr)
 {
 	struct roots rs = {0};
-	int r;
+	bool remove;
+	int r, first = 0;
 
 	if (!store || !report)
 		return sl_err(reterr, -EINVAL, "cannot check: missing argument");
@@ -261,21 +280,28 @@ int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, b
 	r = store_quick_check(store, report->integrity, sizeof(report->integrity), reterr);
 	if (r < 0)
 		return r;
+	/* Orphans are judged by the store: a store that is not sound cannot
+	 * vouch that a directory is nobody's, so nothing is removed. */
+	remove = (flags & SL_CHECK_REMOVE_ORPHANS) && strcmp(report->integrity, "ok") == 0;
 	for (size_t i = 0; i < n_roots && r == 0; i++)
 		r = add_root(roots[i], &rs);
-	if (n_roots == 0 && r == 0)
+	if ((flags & SL_CHECK_RECORD_ROOTS) && r == 0)
 		r = store_roots_foreach(store, add_root, &rs, reterr);
+	/* Every root is scanned even when one fails; the first failure is
+	 * the one reported. */
 	for (size_t i = 0; i < rs.n && r == 0; i++) {
-		r = scan_root(store, rs.v[i], remove_orphans, report);
-		if (r < 0)
-			sl_err(reterr, r, "cannot check: staging root: %s", strerror(-r));
+		int k = scan_root(store, rs.v[i], remove, report);
+		if (k < 0 && first == 0) {
+			first = k;
+			sl_err(reterr, k, "cannot check: %s: %s", rs.v[i], strerror(-k));
+		}
 	}
 	for (size_t i = 0; i < rs.n; i++)
 		free(rs.v[i]);
 	free(rs.v);
 	if (r == -ENOMEM)
 		sl_err(reterr, r, "cannot check: %s", strerror(ENOMEM));
-	return r;
+	return r < 0 ? r : first;
 }
 
 void sl_check_report_finish(struct sl_check_report *report)

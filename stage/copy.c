@@ -91,9 +91,18 @@ static int copy_file(struct copy *c, int sfd, int dfd, const char *name, const s
 	_cleanup_close_ int in = -1, out = -1;
 	int r;
 
-	in = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+	struct stat now;
+
+	/* O_NONBLOCK: a file swapped for a FIFO since it was listed must not
+	 * hang the stager; and the open file must be the one that was listed,
+	 * so that its owner and mode are the ones copied. */
+	in = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (in < 0)
 		return copy_fail(c, negerrno(), NULL);
+	if (fstat(in, &now) < 0)
+		return copy_fail(c, negerrno(), NULL);
+	if (!S_ISREG(now.st_mode) || now.st_dev != sb->st_dev || now.st_ino != sb->st_ino)
+		return copy_fail(c, -EBADMSG, "changed while it was copied; refused");
 	r = sl_fault_step();
 	if (r == 0) {
 		out = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

@@ -104,6 +104,9 @@ static int open_beneath_walk(int dirfd, const char *path, size_t len, int flags)
 		name[n] = '\0';
 		while (i < len && path[i] == '/')
 			i++;
+		/* The validator refuses these already; never walk up. */
+		if (n == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+			return -EINVAL;
 		last = i >= len;
 		next = openat(cur, name, (last ? flags : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (next < 0)

@@ -45,23 +45,16 @@ int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
 	return 0;
 }
 
-int proc_identity(pid_t pid, struct sl_owner *ret)
+int proc_start_time(pid_t pid, uint64_t *ret)
 {
 	char path[64], buf[1024];
-	struct stat st;
 	const char *p;
 	int r;
 
-	memset(ret, 0, sizeof(*ret));
-	if (pid == 0)
-		pid = getpid();
-	r = proc_boot_id(ret->boot_id);
-	if (r < 0)
-		return r;
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	r = read_small(path, buf, sizeof(buf));
 	if (r < 0)
-		return r == -ENOENT ? -ESRCH : r;
+		return r == -ENOENT || r == -ESRCH ? -ESRCH : r;
 	/* The command name (field 2) may hold spaces and parentheses; the
 	 * fields after the last ')' are plain numbers. Start time is field 22,
 	 * the 20th after that parenthesis. */
@@ -73,11 +66,42 @@ int proc_identity(pid_t pid, struct sl_owner *ret)
 		if (!p)
 			return -EBADMSG;
 	}
-	ret->start_time = strtoull(p + 1, NULL, 10);
-	snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);
-	if (stat(path, &st) < 0)
-		return errno == ENOENT ? -ESRCH : negerrno();
-	ret->pidns = (uint64_t)st.st_ino;
+	*ret = strtoull(p + 1, NULL, 10);
+	return 0;
+}
+
+int proc_pidns(uint64_t *ret)
+{
+	static uint64_t cached;
+	struct stat st;
+
+	if (!cached) {
+		if (stat("/proc/self/ns/pid", &st) < 0)
+			return negerrno();
+		cached = (uint64_t)st.st_ino;
+	}
+	*ret = cached;
+	return 0;
+}
+
+int proc_identity(pid_t pid, struct sl_owner *ret)
+{
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if (pid == 0)
+		pid = getpid();
+	r = proc_boot_id(ret->boot_id);
+	if (r == 0)
+		r = proc_start_time(pid, &ret->start_time);
+	/* The pid namespace that matters is the one in which the pid number
+	 * was read: ours (our /proc). Another user's process's own namespace
+	 * could not even be read (ptrace access), and is not what makes two
+	 * pid numbers comparable. */
+	if (r == 0)
+		r = proc_pidns(&ret->pidns);
+	if (r < 0)
+		return r;
 	ret->pid = pid;
 	return 0;
 }

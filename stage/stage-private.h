@@ -46,9 +46,21 @@ HIDDEN void open_beneath_force_fallback(bool force);
 /* The mount id and whether fd is a mount root, from statx. */
 HIDDEN int fd_mount_id(int fd, uint64_t *ret_mnt_id, bool *ret_mount_root);
 
-/* Reads the identity of process pid (0: self): boot id, start time, pid
- * namespace. -ESRCH when there is no such process. */
+/* Reads the identity of process pid (0: self): boot id, start time, and
+ * the pid namespace the pid was read in (ours). -ESRCH when there is no
+ * such process. */
 HIDDEN int proc_identity(pid_t pid, struct sl_owner *ret);
+
+/* The start time of pid (field 22 of /proc/PID/stat). -ESRCH when there is
+ * no such process; other errors say nothing about its liveness. */
+HIDDEN int proc_start_time(pid_t pid, uint64_t *ret);
+
+/* The inode of our pid namespace. */
+HIDDEN int proc_pidns(uint64_t *ret);
+
+/* NULL when the record's id, label, top directory name and root are
+ * sound, else why not. Nothing is opened for a record that fails. */
+HIDDEN const char *record_check(const struct sl_record *rec);
 
 /* This boot's id. */
 HIDDEN int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1]);
@@ -85,6 +97,11 @@ HIDDEN int undo_remove_tree(int dirfd, const char *prefix, const char *name, boo
  * symlinks not resolved), without trailing slashes. -EINVAL for a path with
  * "." or ".." or an empty component, -ENAMETOOLONG when too long. */
 HIDDEN int absolute_root(const char *root, char *buf, size_t size);
+
+/* Takes the exclusive lock on a stage's top directory without waiting for
+ * its holder: a few short retries ride over a liveness probe's shared lock
+ * (held for microseconds); a real holder still gets -EWOULDBLOCK. */
+HIDDEN int stage_try_lock(int top_fd);
 
 /* Opens a root directory without following its last component (O_RDONLY,
  * so that it can be fsynced). */

@@ -103,8 +103,10 @@ int absolute_root(const char *root, char *buf, size_t size)
 		memcpy(buf + len, c, cl);
 		len += cl;
 	}
+	/* "/" itself is no staging root: its stages would sit among the
+	 * system's own directories, and records could not name it cleanly. */
 	if (len == 0)
-		buf[len++] = '/';
+		return -EINVAL;
 	buf[len] = '\0';
 	return 0;
 }
@@ -134,7 +136,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
 	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
 	if (r < 0)
-		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path; refused" : NULL);
+		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
 	r = prepare_root(st->rec.root, &st->root_fd, reterr);
 	if (r < 0)
 		return r;
@@ -176,7 +178,9 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return r;
 	}
 	st->top_fd = openat(st->root_fd, st->rec.topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX | LOCK_NB) < 0 || fstat(st->top_fd, &sb) < 0 ||
+	/* Blocking: the directory is brand new, so the only other holder can
+	 * be a liveness probe's shared lock, for microseconds. */
+	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fstat(st->top_fd, &sb) < 0 ||
 	    fchmod(st->top_fd, 0700) < 0) {
 		r = sl_err(reterr, negerrno(), "cannot begin stage: %s: %s", st->rec.topdir, strerror(errno));
 		r = stage_fail(st, r);
@@ -503,7 +507,7 @@ int sl_stage_release(struct sl_stage *st, struct sl_error *reterr)
  * directory changes durable, then records the stage published. If the
  * record cannot be written, the directory is renamed back so that the
  * stage stays ours to remove. */
-static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, const char *dest,
+static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, const char *dest, bool *ret_dest_error,
 		   struct sl_error *reterr)
 {
 	_cleanup_free_ char *d1 = strdup(dest), *d2 = strdup(dest);
@@ -517,6 +521,7 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, c
 	parent = dirname(d2);
 	if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(base, "/") == 0)
 		return sl_err(reterr, -EINVAL, "cannot publish stage: destination: not a new name");
+	*ret_dest_error = true;
 	pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (pfd < 0) {
 		r = sl_err(reterr, negerrno(), "cannot publish stage: destination folder: %s", strerror(errno));
@@ -533,6 +538,7 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, c
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		return r;
 	}
+	*ret_dest_error = false;
 	r = sl_fault_step();
 	if (r == 0 && (fsync(pfd) < 0 || fsync(root_fd) < 0) && errno != EINVAL)
 		r = negerrno();
@@ -555,8 +561,11 @@ int sl_stage_publish(struct sl_stage *st, const char *dest, struct sl_error *ret
 		return sl_err(reterr, -EINVAL, "cannot publish stage: missing argument");
 	if (st->rec.state != SL_STATE_READY)
 		return sl_err(reterr, -EINVAL, "cannot publish stage: it is %s, not ready", sl_state_name(st->rec.state));
-	r = publish(st->store, &st->rec, st->root_fd, dest, reterr);
-	if (r < 0 && !(reterr && (reterr->flags & SL_ERROR_CANTCREAT)))
+	bool dest_error = false;
+	r = publish(st->store, &st->rec, st->root_fd, dest, &dest_error, reterr);
+	/* A destination that cannot be used leaves the stage ready (the
+	 * caller may try another); anything else aborts it. */
+	if (r < 0 && !dest_error)
 		return stage_fail(st, r);
 	if (r == 0)
 		stage_close(st);
@@ -606,6 +615,17 @@ int sl_stage_lock_inherit(struct sl_stage *st, struct sl_error *reterr)
 	return st->top_fd;
 }
 
+int stage_try_lock(int top_fd)
+{
+	for (int i = 0;; i++) {
+		if (flock(top_fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK || i == 20)
+			return negerrno();
+		usleep(2000);
+	}
+}
+
 /* Opens a stage's top directory from its record and takes its lock, so
  * that no live process (a stager, a runtime) has the stage pulled from
  * under it. -ENOENT when it is gone, -EBUSY when someone holds it. */
@@ -613,15 +633,18 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 		    const char *what)
 {
 	_cleanup_close_ int root_fd = -1, top = -1;
+	const char *why = record_check(rec);
 	int r;
 
+	if (why)
+		return sl_err(reterr, -EBADMSG, "cannot %s stage: record: fails validation: %s", what, why);
 	r = open_root(rec->root, &root_fd);
 	if (r < 0)
 		return r == -ENOENT ? r : sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
-	top = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (top >= 0 && flock(top, LOCK_EX | LOCK_NB) < 0)
-		return sl_err(reterr, errno == EWOULDBLOCK ? -EBUSY : negerrno(),
-			      "cannot %s stage: %s: in use by a live process", what, rec->topdir);
+	top = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (top >= 0 && (r = stage_try_lock(top)) < 0)
+		return sl_err(reterr, r == -EWOULDBLOCK ? -EBUSY : r, "cannot %s stage: %s: in use by a live process",
+			      what, rec->topdir);
 	*ret_root = TAKE_FD(root_fd);
 	*ret_top = TAKE_FD(top);
 	return 0;
@@ -675,5 +698,12 @@ int sl_publish_id(struct sl_store *store, const char *id, const char *dest, stru
 		return sl_err(reterr, -ENOENT, "cannot publish stage: %s: %s", rec.topdir, strerror(ENOENT));
 	if (r < 0)
 		return r;
-	return publish(store, &rec, root_fd, dest, reterr);
+	/* Claim it for this publisher first: a recovery that judged it stale
+	 * before we took the lock then fails its compare-and-swap claim, so
+	 * it cannot mark the stage recovered while we rename it away. */
+	r = store_stage_reclaim(store, &rec, reterr);
+	if (r < 0)
+		return r;
+	bool dest_error;
+	return publish(store, &rec, root_fd, dest, &dest_error, reterr);
 }

@@ -29,6 +29,17 @@
  * after a full pass (something kept creating them). */
 #define MAX_RESCANS 16
 
+static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...) PRINTF_FMT(4, 5);
+static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, size, fmt, ap);
+	va_end(ap);
+	return error;
+}
+
 struct frame {
 	DIR *d;          /* NULL while closed to bound open fds */
 	uint64_t dev, ino;
@@ -86,37 +97,38 @@ static int grant_self(int fd)
 	return chmod(proc, (st.st_mode & 07777) | S_IRWXU) < 0 ? negerrno() : 0;
 }
 
-static int grant_owner(int dfd, const char *name)
-{
-	_cleanup_close_ int fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-
-	return fd < 0 ? negerrno() : grant_self(fd);
-}
-
 /* Opens name in dfd as a directory to descend into: never following a
  * symlink, never blocking on a FIFO (O_DIRECTORY fails first), and never a
  * mount root or another mount. Returns -ENOTDIR when it is not a directory
  * (it can then be unlinked) and -EXDEV for a mount. */
 static int open_child(struct tree *t, int dfd, const char *name, struct stat *ret_st)
 {
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int path_fd = -1;
 	uint64_t mnt;
 	bool mount_root;
-	int r;
+	int fd, r;
 
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0 && errno == EACCES && grant_owner(dfd, name) == 0)
-		fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ELOOP ? -ENOTDIR : negerrno();
-	r = fd_mount_id(fd, &mnt, &mount_root);
+	/* O_PATH first: the mount and type checks come before anything that
+	 * could block (a FUSE open) or change a mode (widening on EACCES). */
+	path_fd = openat(dfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (path_fd < 0)
+		return errno == ELOOP || errno == ENOTDIR ? -ENOTDIR : negerrno();
+	r = fd_mount_id(path_fd, &mnt, &mount_root);
 	if (r < 0)
 		return r;
 	if (mount_root || mnt != t->mnt_id)
 		return -EXDEV;
-	if (fstat(fd, ret_st) < 0)
+	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 && errno == EACCES && grant_self(path_fd) == 0)
+		fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
 		return negerrno();
-	return TAKE_FD(fd);
+	if (fstat(fd, ret_st) < 0) {
+		r = negerrno();
+		close(fd);
+		return r;
+	}
+	return fd;
 }
 
 static int push(struct tree *t, int fd, const struct stat *st, const char *name)
@@ -269,6 +281,10 @@ int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool h
 	bool mount_root;
 	int fd, r;
 
+	/* A name, never a path: "." or ".." would reach the parent itself or
+	 * above it. Callers pass logged or listed names; this is the backstop. */
+	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return fail_reason(reason, reason_size, -EBADMSG, "%s: '%s' is not a name; refused", prefix, name);
 	r = fd_mount_id(parent_fd, &t.mnt_id, &mount_root);
 	if (r < 0)
 		return tree_fail(&t, r, NULL, NULL);
@@ -313,20 +329,10 @@ int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool h
 
 /* ---- The stage-level undo: entries newest first, then the top. ---- */
 
-static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...) PRINTF_FMT(4, 5);
-static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(reason, size, fmt, ap);
-	va_end(ap);
-	return error;
-}
 
 /* Checks the record itself: a tampered id, label, top directory name or
  * root must not steer a removal anywhere. */
-static const char *record_check(const struct sl_record *rec)
+const char *record_check(const struct sl_record *rec)
 {
 	char top[sizeof(rec->topdir)];
 
@@ -435,6 +441,10 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
 		 * symlink itself is an older entry, unlinked in its turn). */
 		if (p->error == -ENOENT || p->error == -ELOOP)
 			return 0;
+		/* A directory on the way narrowed to 0000: the final tree walk,
+		 * which widens what we own, reaches the entry from above. */
+		if (p->error == -EACCES)
+			return 0;
 		if (p->error == -EXDEV)
 			return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way (entry %lld); not entered",
 					   prefix, (long long)e->seq);
@@ -497,15 +507,16 @@ fail:
 static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct stat *ret_st, char *reason,
 		    size_t size)
 {
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int path_fd = -1, fd = -1;
 	uint64_t root_mnt, mnt;
 	bool mount_root;
 	int r;
 
-	fd = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0 && errno == EACCES && grant_owner(root_fd, rec->topdir) == 0)
-		fd = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0) {
+	/* O_PATH first, then the mount and identity checks, and only then an
+	 * open for reading (with owner permissions added if needed): nothing
+	 * is opened for real, or widened, before it is known to be ours. */
+	path_fd = openat(root_fd, rec->topdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (path_fd < 0) {
 		r = negerrno();
 		if (r == -ENOENT)
 			return r;
@@ -516,16 +527,21 @@ static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struc
 	}
 	r = fd_mount_id(root_fd, &root_mnt, &mount_root);
 	if (r == 0)
-		r = fd_mount_id(fd, &mnt, &mount_root);
+		r = fd_mount_id(path_fd, &mnt, &mount_root);
 	if (r < 0)
 		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
 	if (mount_root || mnt != root_mnt)
 		return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way; not entered", rec->topdir);
-	if (fstat(fd, ret_st) < 0)
+	if (fstat(path_fd, ret_st) < 0)
 		return fail_reason(reason, size, negerrno(), "%s: %s", rec->topdir, strerror(errno));
 	if (rec->have_inode && (ret_st->st_dev != rec->dev || ret_st->st_ino != rec->ino))
 		return fail_reason(reason, size, -ESTALE, "%s: not the directory the stage created; left alone",
 				   rec->topdir);
+	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 && errno == EACCES && grant_self(path_fd) == 0)
+		fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return fail_reason(reason, size, negerrno(), "%s: %s", rec->topdir, strerror(errno));
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
@@ -540,7 +556,7 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 	struct stat top_st;
 	const char *why;
 	bool one_page;
-	int64_t seq;
+	int64_t seq, expect = 0;
 	int n, r;
 
 	reason[0] = '\0';
@@ -552,14 +568,19 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 		return fail_reason(reason, reason_size, -ENOMEM, "%s", strerror(ENOMEM));
 
 	/* Pass 1: every entry is checked before anything is removed, so a
-	 * tampered record removes nothing at all. */
-	seq = -1;
+	 * tampered record removes nothing at all. Entries are numbered 0, 1,
+	 * 2, ... with no gap: anything else was not written by stagelog. */
+	seq = INT64_MIN;
 	for (int pages = 0;; pages++) {
 		n = store_entries_page(store, rec->rowid, false, seq, page, NULL);
 		if (n < 0)
 			return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
+		if (n == 0 && pages == 0)
+			return fail_reason(reason, reason_size, -EBADMSG, "record fails validation: no entries");
 		for (int i = 0; i < n; i++) {
 			why = entry_check(rec, &page->e[i]);
+			if (!why && page->e[i].seq != expect++)
+				why = "entries not numbered 0, 1, 2, ...";
 			if (why)
 				return fail_reason(reason, reason_size, -EBADMSG,
 						   "record fails validation: %s (entry %lld)", why, (long long)page->e[i].seq);
@@ -599,8 +620,10 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 
 		if (!one_page) {
 			n = store_entries_page(store, rec->rowid, true, seq, page, NULL);
-			if (n < 0)
+			if (n < 0) {
+				parent_close(&parent);
 				return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
+			}
 			if (n == 0)
 				break;
 		}
@@ -609,8 +632,16 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 		for (int k = 0; k < n; k++) {
 			const struct sl_entry *e = &page->e[one_page ? n - 1 - k : k];
 
-			if (e->seq == 0)
+			if (e->seq <= 0)
 				break;
+			/* Checked again where it is used: a second read of the
+			 * store may not return what the first one checked. */
+			why = entry_check(rec, e);
+			if (why) {
+				parent_close(&parent);
+				return fail_reason(reason, reason_size, -EBADMSG, "record fails validation: %s (entry %lld)",
+						   why, (long long)e->seq);
+			}
 			lo = e->seq;
 			if (e->state == SL_ENTRY_REMOVED)
 				continue;
@@ -624,7 +655,7 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 				return r;
 			}
 		}
-		if (one_page || !page->more || lo == 0)
+		if (one_page || !page->more || lo <= 1)
 			break;
 		r = store_entries_mark_removed(store, rec->rowid, lo, hi, NULL);
 		if (r < 0) {

@@ -85,6 +85,11 @@ HIDDEN int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned fr
 HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
 				   const struct sl_owner *claimer, bool *ok, struct sl_error *reterr);
 
+/* Sets this process as the claimer of a ready stage (compare-and-swap on
+ * its state and previous claimer, which it updates in rec): a recovery
+ * that read the old claim can no longer claim it. -ESTALE if it changed. */
+HIDDEN int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
+
 /* Calls fn with each distinct staging root named by a record. */
 HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			       struct sl_error *reterr);

@@ -9,13 +9,13 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "store-private.h"
 
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
 #define BUSY_TIMEOUT_MS 5000
-#define BUSY_RETRIES 20
 #define GC_BATCH 500
 
 struct sl_store {
@@ -23,6 +23,8 @@ struct sl_store {
 	int sync_level; /* what PRAGMA synchronous is now: 1 NORMAL, 2 FULL */
 	bool naive;
 	bool txn_durable;
+	bool in_begin;
+	int64_t deadline; /* CLOCK_MONOTONIC ms: when a busy store is reported */
 	unsigned long commits, durable_commits;
 	sqlite3_stmt *ins_entry, *mark_removed, *page_asc, *page_desc, *transition;
 };
@@ -185,21 +187,31 @@ static int set_sync(struct sl_store *s, int level)
 	return r;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
  * Waits for a busy store: short sleeps first, since a stagelog write
- * transaction lasts well under a millisecond, growing to 2 ms, for up to
- * BUSY_TIMEOUT_MS in all. SQLite's own handler sleeps 1, 2, 5, 10, 15, 20,
- * 25 ms..., which leaves four concurrent stagers mostly asleep.
+ * transaction lasts well under a millisecond, growing to 2 ms. SQLite's own
+ * handler sleeps 1, 2, 5, 10, 15, 20, 25 ms..., which leaves concurrent
+ * stagers mostly asleep. The wait ends at s->deadline: one deadline for a
+ * whole begin() with its retries, or BUSY_TIMEOUT_MS for any other
+ * statement, so "busy" is reported after BUSY_TIMEOUT_MS, not a multiple.
  */
 static int busy_wait(void *userdata, int count)
 {
 	static const unsigned steps_us[] = {50, 100, 200, 400, 800, 1000, 2000};
-	unsigned long waited = 0;
+	struct sl_store *s = userdata;
+	int64_t now = mono_ms();
 
-	(void)userdata;
-	for (int i = 0; i < count; i++)
-		waited += steps_us[i < (int)ELEMENTSOF(steps_us) ? i : (int)ELEMENTSOF(steps_us) - 1];
-	if (waited >= BUSY_TIMEOUT_MS * 1000ul)
+	if (count == 0 && !s->in_begin)
+		s->deadline = now + BUSY_TIMEOUT_MS;
+	if (now >= s->deadline)
 		return 0;
 	usleep(steps_us[count < (int)ELEMENTSOF(steps_us) ? count : (int)ELEMENTSOF(steps_us) - 1]);
 	return 1;
@@ -207,8 +219,8 @@ static int busy_wait(void *userdata, int count)
 
 /* BEGIN IMMEDIATE takes the write lock up front, so a transaction never
  * fails half-way with SQLITE_BUSY on its first write. The busy handler
- * waits up to BUSY_TIMEOUT_MS; a bounded number of retries covers the
- * cases where SQLite returns BUSY without calling it. */
+ * waits; a few retries cover the cases where SQLite returns BUSY without
+ * calling it; all within one deadline. */
 static int begin(struct sl_store *s, bool durable)
 {
 	int r;
@@ -220,12 +232,15 @@ static int begin(struct sl_store *s, bool durable)
 	if (r < 0)
 		return r;
 	s->txn_durable = durable;
-	for (int i = 0; i < BUSY_RETRIES; i++) {
+	s->in_begin = true;
+	s->deadline = mono_ms() + BUSY_TIMEOUT_MS;
+	for (;;) {
 		r = exec(s, "BEGIN IMMEDIATE");
-		if (r != -EBUSY)
-			return r;
-		usleep(1000u << (i < 6 ? i : 6));
+		if (r != -EBUSY || mono_ms() >= s->deadline)
+			break;
+		usleep(1000);
 	}
+	s->in_begin = false;
 	return r;
 }
 
@@ -278,7 +293,7 @@ static int create_file(const char *path, struct sl_error *reterr)
 	int fd;
 
 	if (!dir)
-		return sl_err(reterr, -ENOMEM, "cannot open store: %s", strerror(ENOMEM));
+		return sl_err(reterr, -ENOMEM, "cannot open store: store: %s", strerror(ENOMEM));
 	slash = strrchr(dir, '/');
 	if (slash && slash != dir) {
 		/* Create missing parent folders 0700, one component at a time. */
@@ -287,13 +302,13 @@ static int create_file(const char *path, struct sl_error *reterr)
 				continue;
 			*p = '\0';
 			if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-				return sl_err(reterr, negerrno(), "cannot create store folder: %s", strerror(errno));
+				return sl_err(reterr, negerrno(), "cannot create store: store folder: %s", strerror(errno));
 			*p = '/';
 		}
 	}
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 && errno != EEXIST)
-		return sl_err(reterr, negerrno(), "cannot create store: %s", strerror(errno));
+		return sl_err(reterr, negerrno(), "cannot create store: store: %s", strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return 0;
@@ -337,7 +352,7 @@ static int migrate(struct sl_store *s, struct sl_error *reterr)
 	if (r < 0) {
 		rollback(s);
 		if (r == -EPROTO)
-			return sl_err(reterr, r, "cannot open store: schema version %lld is newer than this program's %d",
+			return sl_err(reterr, r, "cannot open store: store: schema version %lld is newer than this program's %d",
 				      (long long)version, sl_store_schema_version());
 		return store_err(reterr, r, "cannot migrate store");
 	}
@@ -375,14 +390,14 @@ int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *rete
 		return r;
 	s = calloc(1, sizeof(*s));
 	if (!s)
-		return sl_err(reterr, -ENOMEM, "cannot open store: %s", strerror(ENOMEM));
+		return sl_err(reterr, -ENOMEM, "cannot open store: store: %s", strerror(ENOMEM));
 	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		r = fail(s, rc, reterr, "cannot open store");
 		goto out;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_busy_handler(s->db, busy_wait, NULL);
+	sqlite3_busy_handler(s->db, busy_wait, s);
 	/* The last connection to close would checkpoint the WAL and delete
 	 * it: two more syncs for every short-lived `stagelog` process. The WAL
 	 * stays instead; automatic checkpoints and `recover` keep it short. */
@@ -392,13 +407,16 @@ int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *rete
 	 * here (SQLITE_NOTADB) and a newer one is refused, both untouched. */
 	r = read_int(s, "PRAGMA user_version", &version);
 	if (r == 0 && version > (int64_t)ELEMENTSOF(migrations))
-		r = sl_err(reterr, -EPROTO, "cannot open store: schema version %lld is newer than this program's %d",
+		r = sl_err(reterr, -EPROTO, "cannot open store: store: schema version %lld is newer than this program's %d",
 			   (long long)version, sl_store_schema_version());
 	if (r == 0) {
 		/* quick_check would read the whole file; the schema read is
-		 * enough to refuse a file that is not a database at all. */
+		 * enough to refuse a file that is not a database at all, and
+		 * a database that is someone else's (tables, no version). */
 		int64_t n;
 		r = read_int(s, "SELECT count(*) FROM sqlite_schema", &n);
+		if (r == 0 && version == 0 && n > 0)
+			r = sl_err(reterr, -EBADMSG, "cannot open store: store: a SQLite database, but not a stagelog store");
 	}
 	if (r < 0) {
 		store_err(reterr, r, "cannot open store");
@@ -417,9 +435,13 @@ int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *rete
 		goto out;
 	}
 	s->sync_level = 2;
-	r = migrate(s, reterr);
-	if (r < 0)
-		goto out;
+	/* Only a store that needs it takes the write lock to migrate: a
+	 * reader (list, show) never waits behind a writer here. */
+	if (version < (int64_t)ELEMENTSOF(migrations)) {
+		r = migrate(s, reterr);
+		if (r < 0)
+			goto out;
+	}
 	r = prepare(s, "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)", &s->ins_entry);
 	if (r == 0)
 		r = prepare(s, "UPDATE entries SET state = 1 WHERE stage = ? AND seq BETWEEN ? AND ?",
@@ -625,6 +647,39 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 	return 0;
 }
 
+int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r;
+
+	/* claim_pid -1 marks a claim that is not a recovery's (judge() looks
+	 * at claims only while recovering); claim_start is a fresh token. */
+	r = begin(s, false);
+	if (r == 0)
+		r = prepare(s,
+			    "UPDATE stages SET claim_pid = -1, claim_start = ?, updated_at = ? WHERE rowid = ? "
+			    "AND state = 1 AND coalesce(claim_pid, 0) = ? AND coalesce(claim_start, 0) = ?",
+			    &st);
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)getpid() << 20 ^ sl_now_ms());
+		sqlite3_bind_int64(st, 2, sl_now_ms());
+		sqlite3_bind_int64(st, 3, rec->rowid);
+		sqlite3_bind_int64(st, 4, rec->claimer.pid);
+		sqlite3_bind_int64(st, 5, (sqlite3_int64)rec->claimer.start_time);
+		r = step_done(s, st);
+		if (r == 0 && sqlite3_changes(s->db) == 0)
+			r = -ESTALE;
+	}
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		return r == -ESTALE ? sl_err(reterr, r, "cannot publish stage: it changed state meanwhile")
+				    : store_err(reterr, r, "cannot publish stage");
+	}
+	return 0;
+}
+
 int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			struct sl_error *reterr)
 {
@@ -726,17 +781,24 @@ int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64
 		size_t len = (size_t)sqlite3_column_bytes(st, 1);
 		struct sl_entry *e = &page->e[n];
 
-		/* A path longer than the arena's share is kept cut short; the
-		 * validator refuses it as too long before anything is removed. */
-		if (len > sizeof(page->arena) - page->used)
-			len = sizeof(page->arena) - page->used;
+		/* A path that does not fit what is left of the arena starts the
+		 * next page instead of being cut short. One longer than the
+		 * whole arena (only a tampered record has one) keeps its true
+		 * length, which the validator refuses before reading a byte. */
+		if (len > sizeof(page->arena) - page->used) {
+			if (n > 0) {
+				page->more = true;
+				break;
+			}
+			e->path_len = len;
+			len = 0;
+		} else {
+			e->path_len = len;
+		}
 		if (len)
 			memcpy(page->arena + page->used, p, len);
 		e->seq = sqlite3_column_int64(st, 0);
 		e->path = page->arena + page->used;
-		e->path_len = (size_t)sqlite3_column_bytes(st, 1);
-		if (e->path_len > len)
-			e->path_len = len;
 		e->kind = (enum sl_kind)sqlite3_column_int(st, 2);
 		e->state = (enum sl_entry_state)sqlite3_column_int(st, 3);
 		page->used += len;

@@ -313,6 +313,48 @@ static void test_two_recoverers(void **state)
 	printf("two recoverers: %zu + %zu stages, none twice\n", counts[0], counts[1]);
 }
 
+/* A tampered multi-page record: entry 0 gone, 130 plausible entries, and a
+ * negative seq naming "TOP/..". Nothing may be removed (the staging root
+ * holds another, live stage), and the stage ends failed with a reason. */
+static void test_tampered_negative_seq(void **state)
+{
+	struct fixture *fx = *state;
+	char id[SL_ID_LEN + 1], live[SL_ID_LEN + 1], sql[512];
+	struct sl_recover_report rep;
+	struct sl_record rec;
+	pid_t pid;
+
+	make_stage(fx, live, &pid, false);
+	make_stage(fx, id, NULL, false);
+	assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
+	char *before = tree_snapshot(fx->sb.root, true);
+	snprintf(sql, sizeof(sql), "DELETE FROM entries WHERE stage = %lld AND seq = 0", (long long)rec.rowid);
+	exec_sql(fx, sql);
+	for (int i = 0; i < 130; i++) {
+		snprintf(sql, sizeof(sql), "INSERT INTO entries VALUES (%lld, %d, CAST('%s/x%d' AS BLOB), 2, 0)",
+			 (long long)rec.rowid, 1000 + i, rec.topdir, i);
+		exec_sql(fx, sql);
+	}
+	snprintf(sql, sizeof(sql), "INSERT INTO entries VALUES (%lld, -1, CAST('%s/..' AS BLOB), 1, 0)",
+		 (long long)rec.rowid, rec.topdir);
+	exec_sql(fx, sql);
+
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.n_failed, 1);
+	assert_string_equal(rep.failed[0].id, id);
+	assert_non_null(strstr(rep.failed[0].reason, "fails validation"));
+	sl_recover_report_finish(&rep);
+	char *after = tree_snapshot(fx->sb.root, true);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+	assert_int_equal(state_of(fx, id), SL_STATE_FAILED);
+	assert_int_equal(state_of(fx, live), SL_STATE_READY);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	printf("tampered record (no entry 0, a negative seq naming '..'): failed, nothing removed\n");
+}
+
 static int count_cb(const struct sl_stage_info *info, void *userdata)
 {
 	(void)info;
@@ -363,12 +405,12 @@ static void test_forget_gc_check(void **state)
 	assert_int_equal(flock(lfd, LOCK_EX), 0);
 	struct sl_check_report cr;
 	const char *roots[] = {fx->sb.root};
-	assert_int_equal(sl_check(fx->store, roots, 1, false, &cr, &err), 0);
+	assert_int_equal(sl_check(fx->store, roots, 1, 0, &cr, &err), 0);
 	assert_string_equal(cr.integrity, "ok");
 	assert_int_equal(cr.n_orphans, 2);
 	assert_int_equal(cr.n_removed, 0);
 	sl_check_report_finish(&cr);
-	assert_int_equal(sl_check(fx->store, NULL, 0, true, &cr, &err), 0);
+	assert_int_equal(sl_check(fx->store, NULL, 0, SL_CHECK_REMOVE_ORPHANS | SL_CHECK_RECORD_ROOTS, &cr, &err), 0);
 	assert_int_equal(cr.n_orphans, 2);
 	assert_int_equal(cr.n_removed, 1);
 	assert_string_equal(cr.removed[0], orphan);
@@ -395,6 +437,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_recoverer_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_recoverers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tampered_negative_seq, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

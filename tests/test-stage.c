@@ -419,6 +419,38 @@ static void test_fault_in_multipage_release(void **state)
 	assert_true(covered >= 40);
 }
 
+/* Long names fill a page of entries before its 128 rows: each page must
+ * end before a path that does not fit, never cut it (a cut path would fail
+ * validation, or name another file). */
+static void test_long_paths_release(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char dir[600], name[200];
+
+	snprintf(dir, sizeof(dir), "%s/long/%0200d", fx->sb.base, 7);
+	make_dir(dir, 0755);
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	for (int i = 0; i < 200; i++) {
+		char p[900];
+		snprintf(p, sizeof(p), "%s/%03d.%s", dir, i, name + 10);
+		write_path(p, CANARY, 0600);
+	}
+	snprintf(dir, sizeof(dir), "%s/long", fx->sb.base);
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
+	assert_int_equal(sl_stage_copy_tree(st, AT_FDCWD, dir, "long", &err), 0);
+	assert_int_equal(sl_stage_ready(st, &err), 0);
+	if (sl_stage_release(st, &err) != 0)
+		fail_msg("release of long paths: %s", err.msg);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	sl_stage_free(st);
+
+	/* "/" itself is no staging root. */
+	assert_int_equal(sl_stage_begin(fx->store, "/", NULL, &st, &err), -EINVAL);
+}
+
 /* ---- undo basics ---- */
 
 static void snapshot_outside(struct fixture *fx, char **ret)
@@ -529,6 +561,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_every_step, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_in_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_in_multipage_release, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_long_paths_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_symlink_swap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_readonly_fifo_hardlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_top_replaced, setup, teardown),
