@@ -94,12 +94,22 @@ int proc_identity(pid_t pid, struct sl_owner *ret)
 	r = proc_boot_id(ret->boot_id);
 	if (r == 0)
 		r = proc_start_time(pid, &ret->start_time);
-	/* The pid namespace that matters is the one in which the pid number
-	 * was read: ours (our /proc). Another user's process's own namespace
-	 * could not even be read (ptrace access), and is not what makes two
-	 * pid numbers comparable. */
-	if (r == 0)
-		r = proc_pidns(&ret->pidns);
+	/* The owner's pid namespace, as INTERFACE.md records it. Reading it
+	 * needs ptrace access to the owner, which a non-root stagelog started
+	 * by another user's process lacks: then the pid was at least read in
+	 * ours, and that is what is recorded. */
+	if (r == 0) {
+		char path[64];
+		struct stat st;
+
+		snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);
+		if (stat(path, &st) == 0)
+			ret->pidns = (uint64_t)st.st_ino;
+		else if (errno == ENOENT)
+			r = -ESRCH;
+		else
+			r = proc_pidns(&ret->pidns);
+	}
 	if (r < 0)
 		return r;
 	ret->pid = pid;
