@@ -70,9 +70,11 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);
 /*
  * util.c: getopt_long with getopt's own messages off. On an unknown option
  * or a missing argument it writes one line naming cmd (NULL for the global
- * options) and returns '?'. optstring must start with ":" or "+:".
+ * options) and returns '?'. optstring must start with ":" or "+:". With a
+ * cli, it handles --json (CLI_COMMON_OPTIONS) itself and never returns 'j'.
  */
-int cli_getopt(const char *cmd, int argc, char **argv, const char *optstring, const struct option *longopts);
+int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const char *optstring,
+	       const struct option *longopts);
 
 /* The options every command takes: --help, and --json as a courtesy to
  * those who write it after the command. */

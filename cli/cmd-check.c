@@ -104,7 +104,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	void *tmp;
 	int c, r, code;
 
-	while ((c = cli_getopt("check", argc, argv, ":h", options)) != -1) {
+	while ((c = cli_getopt(cli, "check", argc, argv, ":h", options)) != -1) {
 		switch (c) {
 		case 'r':
 			tmp = reallocarray(roots, n_roots + 1, sizeof(*roots));
@@ -115,9 +115,6 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 			break;
 		case 'R':
 			remove = true;
-			break;
-		case 'j':
-			cli->json = true;
 			break;
 		case 'h':
 			return cli_help(usage);

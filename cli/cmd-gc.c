@@ -60,7 +60,7 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
 	cJSON *doc;
 	int c, r, code;
 
-	while ((c = cli_getopt("gc", argc, argv, ":h", options)) != -1) {
+	while ((c = cli_getopt(cli, "gc", argc, argv, ":h", options)) != -1) {
 		switch (c) {
 		case 'o':
 			r = parse_duration(optarg, &older_than);
@@ -69,9 +69,6 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
 			if (r < 0)
 				return cli_usage_error("gc: bad duration '%s': expected a number and a unit (s, m, h, d)",
 						       optarg);
-			break;
-		case 'j':
-			cli->json = true;
 			break;
 		case 'h':
 			return cli_help(usage);

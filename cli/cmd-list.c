@@ -118,16 +118,13 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	unsigned flags = 0;
 	int c, r, code;
 
-	while ((c = cli_getopt("list", argc, argv, ":h", options)) != -1) {
+	while ((c = cli_getopt(cli, "list", argc, argv, ":h", options)) != -1) {
 		switch (c) {
 		case 'a':
 			flags |= SL_LIST_ALL;
 			break;
 		case 'l':
 			label = optarg;
-			break;
-		case 'j':
-			cli->json = true;
 			break;
 		case 'h':
 			return cli_help(usage);

@@ -126,7 +126,7 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	void *tmp;
 	int c, r, code;
 
-	while ((c = cli_getopt("recover", argc, argv, ":h", options)) != -1) {
+	while ((c = cli_getopt(cli, "recover", argc, argv, ":h", options)) != -1) {
 		switch (c) {
 		case 'n':
 			opts.dry_run = true;
@@ -140,9 +140,6 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 				return cli_fail(-ENOMEM, NULL, "cannot parse the options");
 			force_args = tmp;
 			force_args[n_force++] = optarg;
-			break;
-		case 'j':
-			cli->json = true;
 			break;
 		case 'h':
 			return cli_help(usage);

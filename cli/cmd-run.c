@@ -228,7 +228,7 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 
 	/* "+": everything from RUNTIME on belongs to the runtime, even
 	 * without "--". */
-	while ((c = cli_getopt("run", argc, argv, "+:h", options)) != -1) {
+	while ((c = cli_getopt(cli, "run", argc, argv, "+:h", options)) != -1) {
 		r = stage_args_option(&a, c, optarg);
 		if (r < 0) {
 			code = cli_fail(r, NULL, "cannot parse the options");
@@ -249,9 +249,6 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 			}
 			pass = tmp;
 			pass[n_pass++] = optarg;
-			break;
-		case 'j':
-			cli->json = true;
 			break;
 		case 'h':
 			code = cli_help(usage);

@@ -162,7 +162,7 @@ int cmd_stage(struct cli *cli, int argc, char **argv)
 	long pid;
 	int c, r, code;
 
-	while ((c = cli_getopt("stage", argc, argv, ":h", options)) != -1) {
+	while ((c = cli_getopt(cli, "stage", argc, argv, ":h", options)) != -1) {
 		r = stage_args_option(&a, c, optarg);
 		if (r < 0) {
 			code = cli_fail(r, NULL, "cannot parse the options");
@@ -179,9 +179,6 @@ int cmd_stage(struct cli *cli, int argc, char **argv)
 				goto out;
 			}
 			owner = (pid_t)pid;
-			break;
-		case 'j':
-			cli->json = true;
 			break;
 		case 'h':
 			code = cli_help(usage);

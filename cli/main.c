@@ -61,7 +61,7 @@ int main(int argc, char **argv)
 	int c, code;
 
 	/* "+": the first non-option is the command; what follows is its own. */
-	while ((c = cli_getopt(NULL, argc, argv, "+:qvh", options)) != -1) {
+	while ((c = cli_getopt(NULL, NULL, argc, argv, "+:qvh", options)) != -1) {
 		switch (c) {
 		case OPT_DB:
 			cli.db = optarg;

@@ -11,13 +11,16 @@
 
 #include "cli.h"
 
-int cli_getopt(const char *cmd, int argc, char **argv, const char *optstring, const struct option *longopts)
+int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const char *optstring,
+	       const struct option *longopts)
 {
 	const char *arg;
 	int c;
 
 	opterr = 0;
-	c = getopt_long(argc, argv, optstring, longopts, NULL);
+	/* --json after a command means what it means before it. */
+	while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) == 'j' && cli)
+		cli->json = true;
 	if (c != '?' && c != ':')
 		return c;
 
@@ -43,11 +46,8 @@ int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, cons
 	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
 	int c, code;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":h", options)) != -1) {
+	while ((c = cli_getopt(cli, cmd, argc, argv, ":h", options)) != -1) {
 		switch (c) {
-		case 'j':
-			cli->json = true;
-			break;
 		case 'h':
 			cli_help(usage);
 			return CLI_HELP_SHOWN;
