@@ -560,7 +560,8 @@ int sl_stage_publish(struct sl_stage *st, const char *dest, struct sl_error *ret
 	if (!st || !dest)
 		return sl_err(reterr, -EINVAL, "cannot publish stage: missing argument");
 	if (st->rec.state != SL_STATE_READY)
-		return sl_err(reterr, -EINVAL, "cannot publish stage: it is %s, not ready", sl_state_name(st->rec.state));
+		return sl_err(reterr, -EINVAL, "cannot publish stage: %s: it is %s, not ready", st->rec.topdir,
+			      sl_state_name(st->rec.state));
 	bool dest_error = false;
 	r = publish(st->store, &st->rec, st->root_fd, dest, &dest_error, reterr);
 	/* A destination that cannot be used leaves the stage ready (the
@@ -665,9 +666,10 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 	case SL_STATE_RECOVERED:
 		return 0;
 	case SL_STATE_PUBLISHED:
-		return sl_err(reterr, -EINVAL, "cannot release stage: it is published; it belongs to its destination");
+		return sl_err(reterr, -EINVAL, "cannot release stage: %s: it is published; it belongs to its destination",
+			      rec.topdir);
 	case SL_STATE_RECOVERING:
-		return sl_err(reterr, -EBUSY, "cannot release stage: recovery is working on it");
+		return sl_err(reterr, -EBUSY, "cannot release stage: %s: recovery is working on it", rec.topdir);
 	default:
 		break;
 	}
@@ -692,7 +694,8 @@ int sl_publish_id(struct sl_store *store, const char *id, const char *dest, stru
 	if (r < 0)
 		return r;
 	if (rec.state != SL_STATE_READY)
-		return sl_err(reterr, -EINVAL, "cannot publish stage: it is %s, not ready", sl_state_name(rec.state));
+		return sl_err(reterr, -EINVAL, "cannot publish stage: %s: it is %s, not ready", rec.topdir,
+			      sl_state_name(rec.state));
 	r = lock_top(&rec, &root_fd, &top, reterr, "publish");
 	if (r == -ENOENT || (r == 0 && top < 0))
 		return sl_err(reterr, -ENOENT, "cannot publish stage: %s: %s", rec.topdir, strerror(ENOENT));

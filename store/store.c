@@ -608,7 +608,7 @@ int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask
 	if (r < 0) {
 		rollback(s);
 		if (r == -ESTALE)
-			return sl_err(reterr, r, "cannot update stage: it changed state meanwhile");
+			return sl_err(reterr, r, "cannot update stage: record: it changed state meanwhile");
 		return store_err(reterr, r, "cannot update stage");
 	}
 	return 0;
@@ -679,7 +679,7 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 		r = commit(s);
 	if (r < 0) {
 		rollback(s);
-		return r == -ESTALE ? sl_err(reterr, r, "cannot publish stage: it changed state meanwhile")
+		return r == -ESTALE ? sl_err(reterr, r, "cannot publish stage: record: it changed state meanwhile")
 				    : store_err(reterr, r, "cannot publish stage");
 	}
 	return 0;
@@ -765,7 +765,7 @@ int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, en
 	if (r < 0) {
 		rollback(s);
 		if (r == -ESTALE)
-			return sl_err(reterr, r, "cannot update stage: it changed state meanwhile");
+			return sl_err(reterr, r, "cannot update stage: record: it changed state meanwhile");
 		return store_err(reterr, r, "cannot update stage");
 	}
 	return 0;
