@@ -335,7 +335,11 @@ static int entry_start(struct sl_stage *st, const char *what, const char *path, 
 	pfd = stage_open_parent(st, path, ret_name, reterr);
 	if (pfd < 0)
 		return stage_fail(st, pfd);
+	/* Committed (not synced) before the path exists: a process that dies
+	 * right after creating it leaves a log that names it. */
 	r = stage_log(st, path, strlen(path), kind, reterr);
+	if (r == 0)
+		r = stage_log_flush(st, reterr);
 	if (r < 0) {
 		close(pfd);
 		return stage_fail(st, r);

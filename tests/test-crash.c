@@ -8,6 +8,7 @@
  * adds a step grows the matrix by itself.
  */
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -145,6 +146,47 @@ static int count_in_flight(struct fixture *fx)
 	return n;
 }
 
+/* Log before create, as a crashed stager leaves it: every path under the
+ * staging root is named by an entry committed to the store. */
+static sqlite3 *logged_db;
+static size_t root_len;
+static unsigned long unlogged;
+
+static int check_logged(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	sqlite3_stmt *q;
+	const char *rel = path + root_len + 1;
+
+	(void)st;
+	(void)flag;
+	if (ftw->level == 0)
+		return 0;
+	assert_int_equal(sqlite3_prepare_v2(logged_db, "SELECT 1 FROM entries WHERE path = CAST(? AS BLOB)", -1, &q, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_text(q, 1, rel, -1, SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_ROW) {
+		printf("    not logged: %s\n", rel);
+		unlogged++;
+	}
+	sqlite3_finalize(q);
+	return 0;
+}
+
+static void assert_logged(struct fixture *fx, unsigned long k)
+{
+	struct stat st;
+
+	if (stat(fx->sb.root, &st) < 0)
+		return;
+	assert_int_equal(sqlite3_open(fx->sb.db, &logged_db), SQLITE_OK);
+	root_len = strlen(fx->sb.root);
+	unlogged = 0;
+	nftw(fx->sb.root, check_logged, 16, FTW_PHYS);
+	sqlite3_close(logged_db);
+	if (unlogged)
+		fail_msg("step %lu: %lu paths exist that the store does not name", k, unlogged);
+}
+
 /* After a crash and a recovery: nothing under the root, every record
  * final; for publish, the destination complete or absent. */
 static void assert_clean(struct fixture *fx, enum path path, unsigned long k)
@@ -186,6 +228,7 @@ static unsigned long sweep(struct fixture *fx, enum path path)
 			}
 			break;
 		}
+		assert_logged(fx, k);
 		recover_all(fx);
 		assert_clean(fx, path, k);
 	}
