@@ -116,8 +116,8 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 
 /* util.c: the default staging root, /run/stagelog for euid 0 else
  * $XDG_RUNTIME_DIR/stagelog. Returns an exit code (usage error when there
- * is none). */
-int cli_default_root(char *buf, size_t size);
+ * is none, with a diagnostic unless quiet). */
+int cli_default_root(char *buf, size_t size, bool quiet);
 
 /* util.c: RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
 #define CLI_TIME_MAX 40

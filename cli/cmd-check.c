@@ -5,8 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -132,22 +130,15 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	 * are) and every root a record names. */
 	unsigned flags = remove ? SL_CHECK_REMOVE_ORPHANS : 0;
 	char def[PATH_MAX];
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
 	const char *one[1];
 	if (n_roots == 0) {
 		flags |= SL_CHECK_RECORD_ROOTS;
-		if (geteuid() == 0)
-			snprintf(def, sizeof(def), "/run/stagelog");
-		else if (xdg && *xdg == '/' && strlen(xdg) < sizeof(def) - 10)
-			snprintf(def, sizeof(def), "%s/stagelog", xdg);
-		else
+		/* Without a default root (no XDG_RUNTIME_DIR) only the
+		 * recorded roots are scanned; that is no usage error here. */
+		if (cli_default_root(def, sizeof(def), true) != EX_OK)
 			def[0] = '\0';
-		if (def[0]) {
-			one[0] = def;
-			r = sl_check(cli->store, one, 1, flags, &rep, &err);
-		} else {
-			r = sl_check(cli->store, NULL, 0, flags, &rep, &err);
-		}
+		one[0] = def;
+		r = sl_check(cli->store, one, def[0] ? 1 : 0, flags, &rep, &err);
 	} else {
 		r = sl_check(cli->store, roots, n_roots, flags, &rep, &err);
 	}

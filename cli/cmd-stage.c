@@ -110,7 +110,7 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 	if (!a->bundle)
 		return cli_usage_error("%s: missing --bundle", a->cmd);
 	if (!a->root) {
-		code = cli_default_root(a->root_buf, sizeof(a->root_buf));
+		code = cli_default_root(a->root_buf, sizeof(a->root_buf), false);
 		if (code != EX_OK)
 			return code;
 		a->root = a->root_buf;

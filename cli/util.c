@@ -142,7 +142,7 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 	return EX_OK;
 }
 
-int cli_default_root(char *buf, size_t size)
+int cli_default_root(char *buf, size_t size, bool quiet)
 {
 	const char *xdg;
 	int n;
@@ -154,11 +154,13 @@ int cli_default_root(char *buf, size_t size)
 		 * tmpfs, and only the session's runtime directory is one. */
 		xdg = getenv("XDG_RUNTIME_DIR");
 		if (!xdg || xdg[0] != '/')
-			return cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set (pass --root)");
+			return quiet ? EX_USAGE
+				     : cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set (pass --root)");
 		n = snprintf(buf, size, "%s/stagelog", xdg);
 	}
 	if (n < 0 || (size_t)n >= size)
-		return cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is too long (pass --root)");
+		return quiet ? EX_USAGE
+			     : cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is too long (pass --root)");
 	return EX_OK;
 }
 

@@ -578,6 +578,31 @@ int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint6
 	return r < 0 ? store_err(reterr, r, "cannot record top directory") : 0;
 }
 
+/* Ends an update transaction begun with begin(): commits it when r is 0,
+ * else rolls it back; an -ESTALE (the stage changed state meanwhile) and
+ * store errors get their messages here. */
+static int end_update(struct sl_store *s, int r, struct sl_error *reterr)
+{
+	if (r == 0)
+		r = commit(s);
+	if (r < 0) {
+		rollback(s);
+		if (r == -ESTALE)
+			return sl_err(reterr, r, "cannot update stage: record: it changed state meanwhile");
+		return store_err(reterr, r, "cannot update stage");
+	}
+	return 0;
+}
+
+/* Marks entries seq in [lo, hi] removed, inside the open transaction. */
+static int mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi)
+{
+	sqlite3_bind_int64(s->mark_removed, 1, rowid);
+	sqlite3_bind_int64(s->mark_removed, 2, lo);
+	sqlite3_bind_int64(s->mark_removed, 3, hi);
+	return step_done(s, s->mark_removed);
+}
+
 /* Runs the prepared state change inside the open transaction: -ESTALE when
  * the stage was not in a state of from_mask. */
 static int transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to, const char *reason)
@@ -602,16 +627,7 @@ int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask
 	r = begin(s, durable);
 	if (r < 0)
 		return store_err(reterr, r, "cannot update stage");
-	r = transition(s, rowid, from_mask, to, reason);
-	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		if (r == -ESTALE)
-			return sl_err(reterr, r, "cannot update stage: record: it changed state meanwhile");
-		return store_err(reterr, r, "cannot update stage");
-	}
-	return 0;
+	return end_update(s, transition(s, rowid, from_mask, to, reason), reterr);
 }
 
 int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
@@ -728,15 +744,10 @@ int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, s
 
 int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi, struct sl_error *reterr)
 {
-	int r;
+	int r = begin(s, false);
 
-	r = begin(s, false);
-	if (r == 0) {
-		sqlite3_bind_int64(s->mark_removed, 1, rowid);
-		sqlite3_bind_int64(s->mark_removed, 2, lo);
-		sqlite3_bind_int64(s->mark_removed, 3, hi);
-		r = step_done(s, s->mark_removed);
-	}
+	if (r == 0)
+		r = mark_removed(s, rowid, lo, hi);
 	if (r == 0)
 		r = commit(s);
 	if (r < 0) {
@@ -749,26 +760,14 @@ int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, in
 int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
 		       struct sl_error *reterr)
 {
-	int r;
+	int r = begin(s, false);
 
-	r = begin(s, false);
-	if (r == 0) {
-		sqlite3_bind_int64(s->mark_removed, 1, rowid);
-		sqlite3_bind_int64(s->mark_removed, 2, 0);
-		sqlite3_bind_int64(s->mark_removed, 3, INT64_MAX);
-		r = step_done(s, s->mark_removed);
-	}
+	if (r < 0)
+		return store_err(reterr, r, "cannot update stage");
+	r = mark_removed(s, rowid, 0, INT64_MAX);
 	if (r == 0)
 		r = transition(s, rowid, from_mask, to, NULL);
-	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		if (r == -ESTALE)
-			return sl_err(reterr, r, "cannot update stage: record: it changed state meanwhile");
-		return store_err(reterr, r, "cannot update stage");
-	}
-	return 0;
+	return end_update(s, r, reterr);
 }
 
 int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
