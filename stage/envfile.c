@@ -5,6 +5,7 @@
  * is wiped before it is freed.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -250,6 +251,14 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 		return sl_err(reterr, -EBADMSG, "bad env file: %s: not a regular file or a pipe", path);
 	if (S_ISFIFO(st.st_mode) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
 		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+	/* A named FIFO whose writer has not opened it yet reads as empty:
+	 * wait until there is data, or a writer that came and went. */
+	if (S_ISFIFO(st.st_mode)) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		while (poll(&p, 1, -1) < 0)
+			if (errno != EINTR)
+				return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+	}
 	r = oci_read_fd(fd, OCI_ENV_FILE_MAX, &buf, &len);
 	if (r == -EFBIG)
 		return sl_err(reterr, -EBADMSG, "bad env file: %s: larger than 1 MiB", path);

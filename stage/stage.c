@@ -11,7 +11,6 @@
 
 #include "stage-private.h"
 
-#define ALL_STATES 0x1ffu
 #define BIT(s) (1u << (s))
 
 static int fail_root(struct sl_error *reterr, int r, const char *why)
@@ -111,35 +110,35 @@ int absolute_root(const char *root, char *buf, size_t size)
 	return 0;
 }
 
-int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
-		   struct sl_stage **ret, struct sl_error *reterr)
+/* Gives up a top directory that a recovery claimed before the stager could
+ * confirm it: the record is the recovery's now, so the directory (still
+ * empty but for what a racing process put there) is removed here, by the
+ * undo's safe tree removal, without touching the record. */
+static int give_up_top(struct sl_stage *st, const struct fileid *id, struct sl_error *reterr)
 {
-	const char *label = opts && opts->label ? opts->label : "stage";
-	_cleanup_free_ struct sl_stage *st = NULL;
+	char reason[256];
+
+	closep(&st->top_fd);
+	st->top_fd = -1;
+	(void)undo_remove_tree(st->root_fd, ".", st->rec.topdir, true, id->dev, id->ino, reason, sizeof(reason));
+	st->rec.state = SL_STATE_RECOVERING;
+	return sl_err(reterr, -EAGAIN, "cannot begin stage: %s: a recovery claimed the stage meanwhile; try again",
+		      st->rec.topdir);
+}
+
+/* Records the stage, then creates, locks and confirms its top directory. */
+static int begin_top(struct sl_stage *st, const char *label, struct sl_error *reterr)
+{
 	unsigned char raw[16];
-	struct stat sb;
+	struct fileid id;
 	int r;
 
-	if (!store || !root || !ret)
-		return sl_err(reterr, -EINVAL, "cannot begin stage: missing argument");
-	if (!label_valid(label))
-		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,31}");
-	st = calloc(1, sizeof(*st));
-	if (!st)
-		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
-	st->store = store;
-	st->root_fd = st->top_fd = -1;
-	r = proc_identity(opts ? opts->owner_pid : 0, &st->rec.owner);
-	if (r == -ESRCH)
-		return sl_err(reterr, -EINVAL, "cannot begin stage: owner: no such process");
+	r = fd_fileid(st->root_fd, &id);
 	if (r < 0)
-		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
-	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
-	if (r < 0)
-		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
-	r = prepare_root(st->rec.root, &st->root_fd, reterr);
-	if (r < 0)
-		return r;
+		return fail_root(reterr, r, NULL);
+	st->rec.have_root_id = true;
+	st->rec.root_ino = id.ino;
+	st->rec.root_btime = id.btime;
 
 	/* 128 random bits: the id is also the top directory's name, so it
 	 * must be unguessable as well as unique. */
@@ -148,8 +147,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		snprintf(st->rec.id + 2 * i, 3, "%02x", raw[i]);
 	snprintf(st->rec.label, sizeof(st->rec.label), "%s", label);
 	snprintf(st->rec.topdir, sizeof(st->rec.topdir), "%s-%s", label, st->rec.id);
-	if (snprintf(st->path, sizeof(st->path), "%s/%s", strcmp(st->rec.root, "/") ? st->rec.root : "",
-		     st->rec.topdir) >= (int)sizeof(st->path))
+	if (snprintf(st->path, sizeof(st->path), "%s/%s", st->rec.root, st->rec.topdir) >= (int)sizeof(st->path))
 		return fail_root(reterr, -ENAMETOOLONG, NULL);
 	st->rec.state = SL_STATE_STAGING;
 	st->rec.created_ms = sl_now_ms();
@@ -157,11 +155,9 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 	/* Log before create: the stage and the intent for its top directory
 	 * are durable before the directory can exist, so no crash can leave a
 	 * directory that no record names. */
-	r = store_stage_insert(store, &st->rec, reterr);
-	if (r < 0) {
-		closep(&st->root_fd);
+	r = store_stage_insert(st->store, &st->rec, reterr);
+	if (r < 0)
 		return r;
-	}
 	st->next_seq = 1;
 	r = sl_fault_step();
 	if (r == 0 && mkdirat(st->root_fd, st->rec.topdir, 0700) < 0)
@@ -172,35 +168,74 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		if (reterr && (r == -EEXIST || r == -EACCES || r == -EROFS))
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		/* Nothing of ours to remove: only the record ends. */
-		(void)store_stage_transition(store, st->rec.rowid, BIT(SL_STATE_STAGING), SL_STATE_ABORTED, NULL, false,
-					     NULL);
-		closep(&st->root_fd);
+		(void)store_stage_transition(st->store, st->rec.rowid, BIT(SL_STATE_STAGING), SL_STATE_ABORTED, NULL,
+					     false, NULL);
+		st->rec.state = SL_STATE_ABORTED;
 		return r;
 	}
 	st->top_fd = openat(st->root_fd, st->rec.topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	/* Blocking: the directory is brand new, so the only other holder can
 	 * be a liveness probe's shared lock, for microseconds. */
-	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fstat(st->top_fd, &sb) < 0 ||
+	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fd_fileid(st->top_fd, &id) < 0 ||
 	    fchmod(st->top_fd, 0700) < 0) {
 		r = sl_err(reterr, negerrno(), "cannot begin stage: %s: %s", st->rec.topdir, strerror(errno));
-		r = stage_fail(st, r);
-		closep(&st->root_fd);
-		return r;
+		return stage_fail(st, r);
 	}
 	st->rec.have_inode = true;
-	st->rec.dev = sb.st_dev;
-	st->rec.ino = sb.st_ino;
+	st->rec.dev = id.dev;
+	st->rec.ino = id.ino;
+	st->rec.btime = id.btime;
 	/* The directory's name must be durable before anything relies on it
 	 * (a disk-backed root); the store sync above already covers its
 	 * record. */
 	r = sl_fault_step();
 	if (r == 0 && fsync(st->root_fd) < 0 && errno != EINVAL)
 		r = negerrno();
-	if (r == 0)
-		r = store_stage_set_inode(store, st->rec.rowid, sb.st_dev, sb.st_ino, reterr);
 	if (r < 0) {
 		sl_err(reterr, r, "cannot begin stage: %s: %s", st->rec.topdir, strerror(-r));
-		r = stage_fail(st, r);
+		return stage_fail(st, r);
+	}
+	/* The confirmation: a compare-and-swap on our own staging record.
+	 * Between the insert and the lock, a recovery that judged the owner
+	 * dead may have claimed the stage; it then owns the record and we own
+	 * nothing. */
+	r = store_stage_set_inode(st->store, st->rec.rowid, id.dev, id.ino, id.btime, reterr);
+	if (r == -ESTALE)
+		return give_up_top(st, &id, reterr);
+	if (r < 0)
+		return stage_fail(st, r);
+	return 0;
+}
+
+int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
+		   struct sl_stage **ret, struct sl_error *reterr)
+{
+	const char *label = opts && opts->label ? opts->label : "stage";
+	_cleanup_free_ struct sl_stage *st = NULL;
+	int r;
+
+	if (!store || !root || !ret)
+		return sl_err(reterr, -EINVAL, "cannot begin stage: missing argument");
+	if (!label_valid(label))
+		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,31}");
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
+	st->store = store;
+	st->cancel = opts ? opts->cancel : NULL;
+	st->root_fd = st->top_fd = -1;
+	r = proc_identity(opts ? opts->owner_pid : 0, &st->rec.owner);
+	if (r == -ESRCH)
+		return sl_err(reterr, -EINVAL, "cannot begin stage: owner: no such process");
+	if (r < 0)
+		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
+	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
+	if (r < 0)
+		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
+	r = prepare_root(st->rec.root, &st->root_fd, reterr);
+	if (r == 0)
+		r = begin_top(st, label, reterr);
+	if (r < 0) {
 		closep(&st->root_fd);
 		return r;
 	}
@@ -235,6 +270,8 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 	size_t tl = strlen(st->rec.topdir), total = tl + 1 + len;
 	int r;
 
+	if (stage_cancelled(st))
+		return sl_err(reterr, -ECANCELED, "cannot log entry: %s: interrupted", st->rec.topdir);
 	if (st->log_mode == LOG_OFF)
 		return 0;
 	if (total > SL_PATH_MAX)
@@ -262,7 +299,7 @@ static void stage_close(struct sl_stage *st)
 	st->top_fd = -1;
 }
 
-/* Removes the stage with the undo routine and moves its record to `to`
+/* Removes the stage with the undo routine, which moves its record to `to`
  * (from one of from_mask), or to failed with the reason when the removal
  * could not finish. */
 static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned from_mask, enum sl_state to,
@@ -273,7 +310,6 @@ static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned
 
 	r = undo_stage(store, rec, from_mask, to, reason, sizeof(reason));
 	if (r < 0) {
-		(void)store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason, false, NULL);
 		rec->state = SL_STATE_FAILED;
 		return sl_err(reterr, r, "cannot %s stage: %s", what, reason);
 	}
