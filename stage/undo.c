@@ -694,7 +694,11 @@ static int finish(struct sl_store *store, const struct sl_record *rec, unsigned 
 	int r;
 
 	r = store_stage_finish(store, rec->rowid, from_mask, done, NULL);
-	if (r == -ESTALE && store_stage_get_rowid(store, rec->rowid, &now, NULL) == 0 && !sl_state_in_flight(now.state))
+	/* Once the top directory is gone a recovery may take the stage
+	 * (nothing of it is left on disk) and finish its record: the removal
+	 * succeeded all the same. */
+	if (r == -ESTALE && store_stage_get_rowid(store, rec->rowid, &now, NULL) == 0 &&
+	    (!sl_state_in_flight(now.state) || now.state == SL_STATE_RECOVERING))
 		return 0;
 	if (r < 0)
 		return fail_reason(reason, size, r, "removed, but the record could not be updated: %s", strerror(-r));
