@@ -47,6 +47,8 @@ int cmd_list(struct cli *cli, int argc, char **argv);
 int cmd_show(struct cli *cli, int argc, char **argv);
 int cmd_gc(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
+int cmd_metrics(struct cli *cli, int argc, char **argv);
+int cmd_help(struct cli *cli, int argc, char **argv);
 
 /* exit.c: maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);
@@ -118,6 +120,25 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
  * $XDG_RUNTIME_DIR/stagelog. Returns an exit code (usage error when there
  * is none, with a diagnostic unless quiet). */
 int cli_default_root(char *buf, size_t size, bool quiet);
+
+/* A stage's label and path, for lines that name a stage to a person. */
+struct cli_where {
+	char label[40];
+	char path[PATH_MAX];
+};
+
+/*
+ * util.c: looks up the label and path of the stage with full id `id`.
+ * Returns 0, or a negative errno when the record cannot be read; the
+ * fields are then "?" so that a line can still be printed.
+ */
+int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
+
+/* util.c: prints "ID LABEL PATH" (the path escaped) to f. */
+void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
+
+/* util.c: true when label matches [a-z0-9][a-z0-9_.-]{0,31}. */
+bool cli_label_valid(const char *label);
 
 /* util.c: RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
 #define CLI_TIME_MAX 40

@@ -164,6 +164,49 @@ int cli_default_root(char *buf, size_t size, bool quiet)
 	return EX_OK;
 }
 
+static int note_where(const struct sl_stage_info *info, void *userdata)
+{
+	struct cli_where *w = userdata;
+
+	snprintf(w->label, sizeof(w->label), "%s", info->label);
+	snprintf(w->path, sizeof(w->path), "%s", info->path);
+	return 0;
+}
+
+int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret)
+{
+	struct sl_error err = { 0 };
+	int r;
+
+	snprintf(ret->label, sizeof(ret->label), "?");
+	snprintf(ret->path, sizeof(ret->path), "?");
+	r = sl_show(cli->store, id, note_where, NULL, ret, &err);
+	return r < 0 ? r : 0;
+}
+
+void cli_fput_where(FILE *f, const char *id, const struct cli_where *w)
+{
+	fprintf(f, "%s %s ", id, w->label);
+	cli_fput_escaped(f, w->path, strlen(w->path));
+}
+
+bool cli_label_valid(const char *label)
+{
+	size_t n = strlen(label);
+
+	/* Spelt out rather than islower(): a locale must not widen it. */
+	if (n < 1 || n > 32)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = label[i];
+		bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+
+		if (!alnum && (i == 0 || (ch != '_' && ch != '.' && ch != '-')))
+			return false;
+	}
+	return true;
+}
+
 void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX])
 {
 	/* Floor division, so that times before 1970 still print sensibly. */

@@ -1,0 +1,7 @@
+/* SPDX-License-Identifier: MIT */
+#include "cli.h"
+int cmd_metrics(struct cli *cli, int argc, char **argv)
+{
+	(void)cli; (void)argc; (void)argv;
+	return EX_USAGE;
+}
