@@ -116,9 +116,10 @@ int cli_open_store(struct cli *cli);
  */
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE]);
 
-/* util.c: the default staging root, /run/stagelog for euid 0 else
- * $XDG_RUNTIME_DIR/stagelog. Returns an exit code (usage error when there
- * is none, with a diagnostic unless quiet). */
+/* util.c: the default staging root: $STAGELOG_ROOT; else /run/stagelog
+ * for euid 0; else $XDG_RUNTIME_DIR/stagelog; else /run/user/UID/stagelog
+ * when /run/user/UID is the caller's own 0700 directory. Returns an exit
+ * code (usage error when there is none, with a diagnostic unless quiet). */
 int cli_default_root(char *buf, size_t size, bool quiet);
 
 /* A stage's label and path, for lines that name a stage to a person. */

@@ -9,6 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "cli.h"
 
 int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const char *optstring,
@@ -142,25 +145,66 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 	return EX_OK;
 }
 
-int cli_default_root(char *buf, size_t size, bool quiet)
+/*
+ * /run/user/UID when it is a directory (not a symlink) owned by the caller
+ * with mode 0700: what logind makes for a user, and what a unit's
+ * tmpfiles.d entry makes for a service user without a session. Anything
+ * else could be a directory another user prepared to watch our secrets.
+ */
+static bool user_run_dir(char *buf, size_t size)
 {
-	const char *xdg;
+	struct stat st;
 	int n;
 
-	if (geteuid() == 0) {
-		n = snprintf(buf, size, "/run/stagelog");
-	} else {
-		/* Never fall back to /tmp: a staging root must be a private
-		 * tmpfs, and only the session's runtime directory is one. */
-		xdg = getenv("XDG_RUNTIME_DIR");
-		if (!xdg || xdg[0] != '/')
+	n = snprintf(buf, size, "/run/user/%u", (unsigned)geteuid());
+	if (n < 0 || (size_t)n >= size)
+		return false;
+	if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & 07777) != 0700)
+		return false;
+	return true;
+}
+
+int cli_default_root(char *buf, size_t size, bool quiet)
+{
+	const char *env, *what;
+	char run[64];
+	int n;
+
+	env = getenv("STAGELOG_ROOT");
+	if (env && env[0]) {
+		/* A relative root would depend on where a unit happens to
+		 * start; refuse it rather than guess. */
+		if (env[0] != '/')
 			return quiet ? EX_USAGE
-				     : cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set (pass --root)");
-		n = snprintf(buf, size, "%s/stagelog", xdg);
+				     : cli_usage_error("cannot choose a staging root: STAGELOG_ROOT is not an "
+						       "absolute path");
+		n = snprintf(buf, size, "%s", env);
+		what = "STAGELOG_ROOT";
+	} else if (geteuid() == 0) {
+		n = snprintf(buf, size, "/run/stagelog");
+		what = "/run/stagelog";
+	} else if ((env = getenv("XDG_RUNTIME_DIR")) && env[0] == '/') {
+		n = snprintf(buf, size, "%s/stagelog", env);
+		what = "XDG_RUNTIME_DIR";
+	} else if (user_run_dir(run, sizeof(run))) {
+		/* Never fall back to /tmp: a staging root must be a private
+		 * tmpfs, and only a runtime directory is one. */
+		n = snprintf(buf, size, "%s/stagelog", run);
+		what = run;
+	} else {
+		if (quiet)
+			return EX_USAGE;
+		return cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set and "
+				       "/run/user/%u is not a directory of yours with mode 0700 "
+				       "(pass --root DIR or set STAGELOG_ROOT)",
+				       (unsigned)geteuid());
 	}
 	if (n < 0 || (size_t)n >= size)
 		return quiet ? EX_USAGE
-			     : cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is too long (pass --root)");
+			     : cli_usage_error("cannot choose a staging root: %s is too long (pass --root DIR or set "
+					       "STAGELOG_ROOT)",
+					       what);
 	return EX_OK;
 }
 

@@ -703,6 +703,70 @@ class TestRecover(Base):
         self.one_line_error(self.sl("recover", "--force", "zz", code=64))
 
 
+class TestDefaultRoot(Base):
+    def test_stagelog_root_sets_the_default(self):
+        env = dict(self.env, STAGELOG_ROOT=self.root)
+        del env["XDG_RUNTIME_DIR"]
+        p = self.sl("stage", "--bundle", self.bundle, env=env)
+        stage_id, path = p.stdout.rstrip("\n").split("\t")
+        self.assertEqual(os.path.dirname(path), self.root)
+        self.assertEqual(stat.S_IMODE(os.stat(self.root).st_mode), 0o700)
+        # --root still wins over the variable.
+        other = os.path.join(self.shm, "other")
+        p = self.sl("stage", "--root", other, "--bundle", self.bundle, env=env)
+        self.assertEqual(os.path.dirname(p.stdout.rstrip("\n").split("\t")[1]), other)
+        p = self.sl("stage", "--bundle", self.bundle, env=dict(env, STAGELOG_ROOT="relative/root"), code=64)
+        self.one_line_error(p)
+        self.assertIn("STAGELOG_ROOT", p.stderr)
+
+    def as_user(self, uid, *args, env):
+        argv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups", STAGELOG] + list(args)
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+
+    def test_fallback_to_run_user(self):
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            self.skipTest("needs root and setpriv to act as another user")
+        uid = 65534
+        run_user = "/run/user/%d" % uid
+        if os.path.lexists(run_user):
+            self.skipTest(run_user + " exists already")
+        home = tempfile.mkdtemp(prefix="stagelog-cli-user-", dir="/tmp")
+        os.chown(home, uid, uid)
+        bundle = make_bundle(os.path.join(home, "pkg"))
+        for dirpath, dirnames, filenames in os.walk(home):
+            for n in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, n), uid, uid)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
+        db = os.path.join(home, "state", "stagelog.db")
+        try:
+            # No XDG_RUNTIME_DIR and no /run/user/UID: a usage error that
+            # names both ways out.
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, env=env)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            self.one_line_error(p)
+            self.assertIn("--root", p.stderr)
+            self.assertIn("STAGELOG_ROOT", p.stderr)
+            os.makedirs(run_user, mode=0o700)
+            # Not the caller's: refused.
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, env=env)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            os.chown(run_user, uid, uid)
+            os.chmod(run_user, 0o755)
+            # The caller's but not private: refused.
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, env=env)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            os.chmod(run_user, 0o700)
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, "--owner", "1", env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            stage_id, path = p.stdout.rstrip("\n").split("\t")
+            self.assertEqual(path, "%s/stagelog/stage-%s" % (run_user, stage_id))
+            p = self.as_user(uid, "--db", db, "release", stage_id, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        finally:
+            shutil.rmtree(run_user, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
+
+
 class TestFailedIsLoud(Base):
     """A failed stage may still hold secrets: recover and check say so and
     exit 1 while one remains, whether or not a pass touched it."""
