@@ -105,6 +105,33 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE]);
 
+/* util.c: the store's path (--db, $STAGELOG_DB, or the default) into
+ * buf. Returns an exit code, with a diagnostic on failure. */
+int cli_store_path(const struct cli *cli, char *buf, size_t size);
+
+/*
+ * util.c: writes len bytes to path atomically: a temporary file beside it,
+ * mode, fsync, rename over path, fsync of the folder. A reader sees the old
+ * file or the new one, never a part. Returns 0 or a negative errno.
+ */
+int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/*
+ * The outcome of the last `recover` pass, kept in a small file beside the
+ * store (STORE.last-recover) for `metrics`: one line "v1 TIME_MS OUTCOME
+ * RECOVERED FAILED", OUTCOME being ok, failed (a failed stage remained) or
+ * error (the pass could not run).
+ */
+struct cli_last_recover {
+	int64_t time_ms;
+	char outcome[16];
+	long long recovered;
+	long long failed;
+};
+
+/* cmd-recover.c: the file's path for the store at db. */
+int cli_last_recover_path(const char *db, char *buf, size_t size);
+
 /* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
  * exit code. */
 int cli_open_store(struct cli *cli);

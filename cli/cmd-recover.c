@@ -193,6 +193,36 @@ static void print_text(struct cli *cli, const struct sl_recover_report *rep, con
 	       rep->dry_run ? "would be recovered" : "recovered", rep->n_live, fl->n);
 }
 
+int cli_last_recover_path(const char *db, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%s.last-recover", db);
+
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/*
+ * Remembers when this pass ran and how it ended, for `metrics`. A file
+ * beside the store rather than a table in it: it must be written even when
+ * the store could not be, and it holds nothing a reader could abuse (no
+ * id, no path). Failing to write it is a warning, not a failed recovery.
+ */
+static void note_outcome(struct cli *cli, const char *outcome, size_t recovered, size_t failed)
+{
+	char db[4096], path[4200], line[128];
+	int n, r;
+
+	if (cli_store_path(cli, db, sizeof(db)) != EX_OK || cli_last_recover_path(db, path, sizeof(path)) < 0)
+		return;
+	n = snprintf(line, sizeof(line), "v1 %lld %s %zu %zu\n", (long long)sl_now_ms(), outcome, recovered,
+		     failed);
+	r = cli_write_atomic(path, line, (size_t)n, 0600);
+	if (r < 0 && cli->verbosity >= 0) {
+		fputs("stagelog: cannot record the outcome of recovery: ", stderr);
+		cli_fput_escaped(stderr, path, strlen(path));
+		fprintf(stderr, ": %s\n", strerror(-r));
+	}
+}
+
 int cmd_recover(struct cli *cli, int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -263,8 +293,12 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	r = sl_recover_run(cli->store, &opts, &rep, &err);
 	if (progress.shown)
 		fputc('\n', stderr);
-	if (r < 0)
-		return cli_fail(r, &err, "cannot recover");
+	if (r < 0) {
+		code = cli_fail(r, &err, "cannot recover");
+		if (!opts.dry_run)
+			note_outcome(cli, "error", 0, 0);
+		return code;
+	}
 
 	/* A failed stage may still hold secrets: recovery is not done while
 	 * one remains, whether or not this pass touched it. */
@@ -277,6 +311,8 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 		if (code == EX_OK && fl.n > 0)
 			code = 1;
 	}
+	if (!opts.dry_run)
+		note_outcome(cli, code == EX_OK ? "ok" : fl.n > 0 ? "failed" : "error", rep.n_recovered, fl.n);
 	free(fl.v);
 	sl_recover_report_finish(&rep);
 	return code;

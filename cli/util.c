@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -86,6 +87,71 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 		return cli_usage_error("%s: missing %.*s", cmd, (int)strcspn(name, " "), name);
 	}
 	return EX_OK;
+}
+
+int cli_store_path(const struct cli *cli, char *buf, size_t size)
+{
+	int r;
+
+	if (cli->db) {
+		if (snprintf(buf, size, "%s", cli->db) >= (int)size)
+			return cli_fail(-ENAMETOOLONG, NULL, "cannot find the store");
+		return EX_OK;
+	}
+	r = sl_store_default_path(buf, size);
+	if (r == -ENOENT)
+		return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
+	if (r < 0)
+		return cli_fail(r, NULL, "cannot find the store");
+	return EX_OK;
+}
+
+int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	_cleanup_free_ char *tmp = NULL, *dir = NULL;
+	_cleanup_close_ int fd = -1, dfd = -1;
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	const unsigned char *p = data;
+	int r;
+
+	/* A hidden name, so that node_exporter's textfile collector (which
+	 * reads *.prom) never reads the half-written file. */
+	if (asprintf(&dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".") < 0 ||
+	    asprintf(&tmp, "%s/.%s.XXXXXX", dir, base) < 0)
+		return -ENOMEM;
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, mode) < 0)
+		goto fail;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto fail;
+		p += n;
+		len -= (size_t)n;
+	}
+	if (fsync(fd) < 0)
+		goto fail;
+	r = close(fd);
+	fd = -1;
+	if (r < 0)
+		goto fail;
+	if (rename(tmp, path) < 0)
+		goto fail;
+	/* The rename is durable only once the folder is. */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		(void)fsync(dfd);
+	return 0;
+fail:
+	r = -errno;
+	(void)unlink(tmp);
+	return r;
 }
 
 int cli_open_store(struct cli *cli)

@@ -825,6 +825,142 @@ class TestFailedIsLoud(Base):
         self.assertEqual(self.slj("check", "--root", self.root)["failed"], [])
 
 
+METRIC_LINE_RE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*)?\})? '
+    r'([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|NaN|[-+]?Inf))( -?[0-9]+)?$')
+
+
+def parse_prometheus(text):
+    """A strict reader of the Prometheus text exposition format (0.0.4):
+    every line a HELP, a TYPE or a sample; one TYPE per family, before its
+    samples; a family's samples together. Returns {(name, labels): value}."""
+    assert text.endswith("\n"), "the exposition must end with a newline"
+    samples, types, helps, seen_families, current = {}, {}, set(), [], None
+    for line in text.splitlines():
+        assert line.strip() == line and line, "stray whitespace or empty line: %r" % line
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            assert name not in helps, "second HELP for " + name
+            helps.add(name)
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ")
+            assert typ in ("counter", "gauge", "histogram", "summary", "untyped"), typ
+            assert name not in types, "second TYPE for " + name
+            assert name not in seen_families, "TYPE after samples of " + name
+            types[name] = typ
+            current = name
+            continue
+        assert not line.startswith("#"), "unknown comment: " + line
+        m = METRIC_LINE_RE.match(line)
+        assert m, "not a sample line: %r" % line
+        name = m.group(1)
+        assert name == current, "sample of %s outside its family %s" % (name, current)
+        if name not in seen_families:
+            seen_families.append(name)
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or "")))
+        assert (name, labels) not in samples, "duplicate sample " + line
+        samples[(name, labels)] = float(m.group(4))
+    return samples
+
+
+class TestMetrics(Base):
+    def metrics(self, *args, code=0, **kw):
+        p = self.sl("metrics", *args, code=code, **kw)
+        promtool = shutil.which("promtool")
+        if promtool and p.stdout:
+            check = subprocess.run([promtool, "check", "metrics"], input=p.stdout, capture_output=True,
+                                   text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        return p
+
+    def test_missing_store_is_not_created(self):
+        p = self.metrics()
+        m = parse_prometheus(p.stdout)
+        self.assertEqual(m[("stagelog_store_present", ())], 0)
+        self.assertEqual(m[("stagelog_stages_failed", ())], 0)
+        self.assertEqual(m[("stagelog_oldest_in_flight_age_seconds", ())], 0)
+        self.assertNotIn(("stagelog_last_recover_timestamp_seconds", ()), m)
+        self.assertIn("no store", p.stderr)
+        self.assertEqual(self.sl("-q", "metrics").stderr, "")
+        self.assertFalse(os.path.exists(os.path.dirname(self.db)))
+
+    def test_stages_failed_and_last_recover(self):
+        a, _ = self.stage(label="alpha")
+        self.stage(label="alpha")
+        b, path_b = self.stage(label="beta")
+        c, _ = self.stage(label="gamma")
+        self.sl("release", c)
+        db = sqlite3.connect(self.db)
+        db.execute("UPDATE stages SET state = 7, reason = 'x' WHERE id = ?", (b,))
+        db.execute("UPDATE stages SET created_at = created_at - 3600000 WHERE id = ?", (a,))
+        db.commit()
+        db.close()
+        m = parse_prometheus(self.metrics().stdout)
+        self.assertEqual(m[("stagelog_store_present", ())], 1)
+        self.assertEqual(m[("stagelog_stages_in_flight", (("label", "alpha"), ("state", "ready")))], 2)
+        self.assertEqual(m[("stagelog_stages_in_flight", (("label", "beta"), ("state", "failed")))], 1)
+        self.assertNotIn(("stagelog_stages_in_flight", (("label", "gamma"), ("state", "released"))), m)
+        self.assertEqual(m[("stagelog_stages_failed", ())], 1)
+        self.assertGreaterEqual(m[("stagelog_oldest_in_flight_age_seconds", ())], 3600)
+        self.assertLess(m[("stagelog_oldest_in_flight_age_seconds", ())], 3700)
+        self.assertNotIn(("stagelog_last_recover_timestamp_seconds", ()), m)
+
+        # A pass that leaves a failed stage is recorded as failed.
+        fd = os.open(path_b, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            before = time.time()
+            self.sl("recover", code=1)
+        finally:
+            os.close(fd)
+        m = parse_prometheus(self.metrics().stdout)
+        self.assertGreaterEqual(m[("stagelog_last_recover_timestamp_seconds", ())], before - 1)
+        self.assertLessEqual(m[("stagelog_last_recover_timestamp_seconds", ())], time.time() + 1)
+        self.assertEqual(m[("stagelog_last_recover_success", ())], 0)
+        self.assertEqual(m[("stagelog_last_recover_outcome", (("outcome", "failed"),))], 1)
+        self.assertEqual(m[("stagelog_last_recover_outcome", (("outcome", "ok"),))], 0)
+        # A dry run is not a pass.
+        self.sl("recover", "--dry-run", code=None)
+        m2 = parse_prometheus(self.metrics().stdout)
+        self.assertEqual(m2[("stagelog_last_recover_timestamp_seconds", ())],
+                         m[("stagelog_last_recover_timestamp_seconds", ())])
+        # Dealt with by hand: the next pass is ok.
+        shutil.rmtree(path_b)
+        self.sl("forget", b)
+        self.sl("recover")
+        m = parse_prometheus(self.metrics().stdout)
+        self.assertEqual(m[("stagelog_last_recover_success", ())], 1)
+        self.assertEqual(m[("stagelog_last_recover_outcome", (("outcome", "ok"),))], 1)
+        self.assertEqual(m[("stagelog_stages_failed", ())], 0)
+
+    def test_output_is_atomic_and_readable(self):
+        self.stage(label="alpha")
+        out_dir = os.path.join(self.tmp, "textfile")
+        os.mkdir(out_dir)
+        out = os.path.join(out_dir, "stagelog.prom")
+        with open(out, "w") as f:
+            f.write("old\n")
+        p = self.sl("metrics", "--output", out)
+        self.assertEqual(p.stdout, "")
+        self.assertEqual(os.listdir(out_dir), ["stagelog.prom"])
+        self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o644)
+        with open(out) as f:
+            text = f.read()
+        self.assertEqual(set(parse_prometheus(text)), set(parse_prometheus(self.sl("metrics").stdout)))
+        p = self.sl("metrics", "--output", os.path.join(self.tmp, "nope", "x.prom"), code=66)
+        self.one_line_error(p)
+        self.assertIn("nope/x.prom", p.stderr)
+        self.one_line_error(self.sl("metrics", "extra", code=64))
+
+    def test_parser_rejects_bad_exposition(self):
+        for bad in ("x 1", "# TYPE x gauge\nx{a=b} 1\n", "# TYPE x gauge\nx one\n",
+                    "# TYPE x gauge\nx 1\n# TYPE x gauge\n", "# TYPE x gauge\nx 1\nx 2\n"):
+            with self.assertRaises(AssertionError):
+                parse_prometheus(bad)
+
+
 class TestGc(Base):
     def test_durations(self):
         a, _ = self.stage()
