@@ -537,7 +537,8 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, c
 	if (r == 0 && renameat2(root_fd, rec->topdir, pfd, base, RENAME_NOREPLACE) < 0)
 		r = negerrno();
 	if (r < 0) {
-		sl_err(reterr, r, "cannot publish stage: destination: %s", strerror(-r));
+		sl_err(reterr, r, "cannot publish stage: destination: %s",
+		       r == -EXDEV ? "must be on the same filesystem as the staging root" : strerror(-r));
 		if (reterr && (r == -EEXIST || r == -EXDEV || r == -EACCES || r == -EROFS))
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		return r;

@@ -242,6 +242,31 @@ class TestStage(Base):
         self.one_line_error(p)
         self.assert_root_empty()
 
+    def test_diagnostics_name_what_is_not_secret(self):
+        env = {k: v for k, v in self.env.items() if k != "NOT_SET_HERE"}
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--env", "NOT_SET_HERE",
+                    code=64, env=env)
+        self.assertEqual(p.stderr, "stagelog: stage: --env NOT_SET_HERE: the variable is not set in "
+                                   "stagelog's environment\n")
+        bad = os.path.join(self.tmp, "bad.env")
+        with open(bad, "w") as f:
+            f.write("oops-" + CANARY + "\n")
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--env-file", bad, code=65)
+        self.assertEqual(p.stderr, "stagelog: bad env file: %s: line 1: expected NAME=VALUE\n" % bad)
+        missing = os.path.join(self.tmp, "nope")
+        p = self.sl("stage", "--root", self.root, "--bundle", missing, code=66)
+        self.assertEqual(p.stderr, "stagelog: cannot stage bundle: %s: No such file or directory\n" % missing)
+        self.assert_root_empty()
+        # A cross-device publish says what is wrong, and leaves the stage ready.
+        stage_id, path = self.stage()
+        dest = os.path.join(self.tmp, "published")
+        if os.stat(self.tmp).st_dev == os.stat(self.shm).st_dev:
+            self.skipTest("/tmp and /dev/shm are one file system here")
+        p = self.sl("publish", stage_id, dest, code=73)
+        self.one_line_error(p)
+        self.assertIn("must be on the same filesystem", p.stderr)
+        self.assertEqual(self.state_of(stage_id), "ready")
+
     def test_env_file_and_later_name_wins(self):
         envfile = os.path.join(self.tmp, "env")
         with open(envfile, "w") as f:
