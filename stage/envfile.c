@@ -265,6 +265,15 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 	if (r < 0)
 		return sl_err(reterr, r, "cannot read env file: %s: %s", path, strerror(-r));
 	r = oci_env_parse(l, buf, len, reterr);
+	/* The parser knows lines, not files: name the file the user gave,
+	 * which is not secret, before the line number. */
+	if (r < 0 && reterr && strncmp(reterr->msg, "bad env file: ", 14) == 0) {
+		char rest[sizeof(reterr->msg)];
+
+		snprintf(rest, sizeof(rest), "%s", reterr->msg + 14);
+		reterr->code = 0; /* sl_err() keeps the first message; this one replaces it */
+		sl_err(reterr, r, "bad env file: %s: %s", path, rest);
+	}
 	explicit_bzero(buf, len);
 	free(buf);
 	return r;

@@ -608,7 +608,7 @@ static int publish_check(int root_fd, const char *dest, char abs[PATH_MAX], int 
 		r = -EXDEV;
 	if (r < 0) {
 		sl_err(reterr, r, "cannot publish stage: destination %s: %s", abs,
-		       r == -EXDEV ? "must be on the same filesystem (and mount) as the staging root" : strerror(-r));
+		       r == -EXDEV ? "must be on the same filesystem as the staging root" : strerror(-r));
 		goto cantcreat;
 	}
 	*ret_base = slash + 1;
@@ -658,7 +658,7 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, i
 		r = negerrno();
 	if (r < 0) {
 		sl_err(reterr, r, "cannot publish stage: destination %s: %s", abs,
-		       r == -EXDEV ? "must be on the same filesystem (and mount) as the staging root" : strerror(-r));
+		       r == -EXDEV ? "must be on the same filesystem as the staging root" : strerror(-r));
 		if (reterr && (r == -EEXIST || r == -EXDEV || r == -EACCES || r == -EROFS || r == -ENOENT))
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		return r;
