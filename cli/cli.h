@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/types.h>
 #include <sysexits.h>
@@ -28,6 +29,8 @@ struct cli {
 	bool json;
 	int verbosity; /* -1 quiet, 0 normal, 1 or more verbose */
 	struct sl_store *store;
+	bool delivered;     /* stage: its output reached stdout's reader */
+	bool stdout_closed; /* stdout was flushed and closed by the command */
 };
 
 struct cli_command {
@@ -49,6 +52,26 @@ int cmd_gc(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
 int cmd_metrics(struct cli *cli, int argc, char **argv);
 int cmd_help(struct cli *cli, int argc, char **argv);
+
+/*
+ * signals.c: SIGINT, SIGTERM, SIGHUP and SIGQUIT set a flag (the first one
+ * wins) instead of killing; SIGPIPE is ignored; closed descriptors 0-2 are
+ * pointed at /dev/null (stdout read-only, so output to it still fails).
+ */
+void cli_signals_init(void);
+/* The signal caught so far, or 0. */
+int cli_signal_caught(void);
+/* The flag, for the library's cancel options. */
+const volatile sig_atomic_t *cli_cancel_flag(void);
+/* Blocks the four signals (the runtime's wait picks them up itself). */
+void cli_signals_block(sigset_t *ret_old);
+/* In a child before exec: the default dispositions back. */
+void cli_signals_reset_child(void);
+/* Says on stderr that a signal stopped what, and returns 128 + N. */
+int cli_interrupted(const char *what);
+/* Flushes and closes stdout; a negative errno when the output may not have
+ * reached its reader. */
+int cli_deliver_stdout(void);
 
 /* exit.c: maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);

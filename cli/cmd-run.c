@@ -161,6 +161,10 @@ static int spawn_and_wait(const char *path, char **args, char **envp)
 	sigaction(SIGCHLD, &dfl, &old_chld);
 	if (sigprocmask(SIG_BLOCK, &set, &oldset) < 0)
 		return negerrno();
+	/* Caught before the block (by the flag handler): the runtime never
+	 * starts, and the caller aborts the stage. */
+	if (cli_signal_caught())
+		return -ECANCELED;
 
 	pid = fork();
 	if (pid < 0)
@@ -168,6 +172,7 @@ static int spawn_and_wait(const char *path, char **args, char **envp)
 	if (pid == 0) {
 		/* The runtime gets the signal state stagelog itself got. */
 		sigaction(SIGCHLD, &old_chld, NULL);
+		cli_signals_reset_child();
 		sigprocmask(SIG_SETMASK, &oldset, NULL);
 		execve(path, args, envp);
 		fprintf(stderr, "stagelog: cannot run the runtime: %s: %s\n", args[0], strerror(errno));
@@ -307,6 +312,10 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 	/* The parent's copies of the passed values are not needed any more. */
 	strv_free_wiped(envp);
 	envp = NULL;
+	if (status == -ECANCELED) {
+		code = cli_interrupted("run (before the runtime started)");
+		goto release;
+	}
 	if (status < 0) {
 		code = cli_fail(status, NULL, "cannot start the runtime");
 		goto release;

@@ -106,6 +106,8 @@ int main(int argc, char **argv)
 	const struct cli_command *cmd = NULL;
 	int c, code;
 
+	cli_signals_init();
+
 	/* "+": the first non-option is the command; what follows is its own. */
 	while ((c = cli_getopt(NULL, NULL, argc, argv, "+:qvh", options)) != -1) {
 		switch (c) {
@@ -145,9 +147,14 @@ int main(int argc, char **argv)
 	code = cmd->run(&cli, argc, argv);
 	sl_store_close(cli.store);
 
+	/* A command ends the step it is in and then honours the signal; a
+	 * stage that printed its id was delivered and ends as a success. */
+	if (cli_signal_caught() && code == EX_OK && !cli.delivered)
+		code = 128 + cli_signal_caught();
+
 	/* Output that did not reach its reader (a full disk, a closed pipe)
 	 * is a failure, not a success. */
-	if (fflush(stdout) != 0 || ferror(stdout)) {
+	if (!cli.stdout_closed && (fflush(stdout) != 0 || ferror(stdout))) {
 		cli_error("cannot write output: stdout: %s", strerror(errno));
 		if (code == EX_OK)
 			code = EX_IOERR;

@@ -769,8 +769,12 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 	if (why)
 		return sl_err(reterr, -EBADMSG, "cannot %s stage: record: fails validation: %s", what, why);
 	r = open_root(rec->root, &root_fd);
+	/* A root that is gone, or is no longer a directory, holds no lock:
+	 * the undo then judges it (and fails a stage whose root was replaced). */
+	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR)
+		return -ENOENT;
 	if (r < 0)
-		return r == -ENOENT ? r : sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
+		return sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
 	top = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top >= 0 && (r = stage_try_lock(top)) < 0)
 		return sl_err(reterr, r == -EWOULDBLOCK ? -EBUSY : r, "cannot %s stage: %s: in use by a live process",

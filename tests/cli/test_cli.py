@@ -74,6 +74,9 @@ class Base(unittest.TestCase):
         argv = [STAGELOG] + (["--db", self.db] if db else []) + list(args)
         p = subprocess.run(argv, capture_output=True, text=True, env=env or self.env,
                            timeout=timeout, errors="surrogateescape")
+        # 70 is for bugs in stagelog: no condition a test sets up may
+        # produce it, whatever code the test expects.
+        self.assertNotEqual(p.returncode, 70, "%r exited 70 (internal error)\nstderr: %s" % (args, p.stderr))
         if code is not None:
             self.assertEqual(p.returncode, code,
                              "%r exited %d\nstdout: %s\nstderr: %s"
