@@ -290,9 +290,16 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 		opts.userdata = &progress;
 	}
 
+	opts.cancel = cli_cancel_flag();
 	r = sl_recover_run(cli->store, &opts, &rep, &err);
 	if (progress.shown)
 		fputc('\n', stderr);
+	if (r == -ECANCELED) {
+		cli_fail(r, &err, "cannot recover");
+		if (!opts.dry_run)
+			note_outcome(cli, "error", 0, 0);
+		return 128 + cli_signal_caught();
+	}
 	if (r < 0) {
 		code = cli_fail(r, &err, "cannot recover");
 		if (!opts.dry_run)

@@ -175,6 +175,10 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		for (size_t i = 0; i < n && r == 0; i++) {
 			struct sl_record *rec = &sc.c.recs[b + i];
 
+			if (opts && opts->cancel && *opts->cancel) {
+				r = -ECANCELED;
+				break;
+			}
 			if (ok[i]) {
 				rec->state = SL_STATE_RECOVERING;
 				rec->claimer = me;
@@ -188,6 +192,8 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 	free(sc.c.recs);
 	if (r == -ENOMEM)
 		return sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM));
+	if (r == -ECANCELED)
+		return sl_err(reterr, r, "recovery interrupted; the next pass finishes it");
 	if (r < 0)
 		return r;
 	(void)store_checkpoint(store, NULL);

@@ -787,6 +787,7 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 	size_t tl = strlen(rec->topdir);
 	char scratch[256];
 	int64_t seq = INT64_MAX;
+	bool store_down = false;
 	int first = 0, r;
 
 	for (;;) {
@@ -829,9 +830,11 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 		}
 		if (one_page || !page->more || lo <= 1)
 			break;
-		/* What is gone is gone; the record catches up if it can. */
-		if (!first)
-			(void)store_entries_mark_removed(store, rec->rowid, lo, hi, NULL);
+		/* What is gone is gone; the record catches up if it can. A
+		 * store that failed once (busy past its deadline, full) is not
+		 * asked again page after page. */
+		if (!first && !store_down && store_entries_mark_removed(store, rec->rowid, lo, hi, NULL) < 0)
+			store_down = true;
 		seq = lo;
 	}
 	parent_close(&parent);
