@@ -211,6 +211,80 @@ static void test_concurrent_writers(void **state)
 	}
 }
 
+/*
+ * Many processes opening one missing store at once all succeed: the file's
+ * creation, the switch to WAL and the first migration race each other
+ * (issue 9, point 6). Each round uses a fresh path with missing folders, and
+ * the children start together: each blocks on a pipe the parent closes.
+ * STAGELOG_RACE_ROUNDS and STAGELOG_RACE_PROCS change the defaults.
+ */
+static int env_int(const char *name, int def)
+{
+	const char *v = getenv(name);
+	return v && atoi(v) > 0 ? atoi(v) : def;
+}
+
+static int count_stage(const struct sl_record *rec, void *userdata)
+{
+	(void)rec;
+	(*(int *)userdata)++;
+	return 0;
+}
+
+static void test_open_race(void **state)
+{
+	struct sandbox *sb = *state;
+	int rounds = env_int("STAGELOG_RACE_ROUNDS", 40), nproc = env_int("STAGELOG_RACE_PROCS", 6);
+	int failures = 0;
+
+	for (int round = 0; round < rounds; round++) {
+		char path[512];
+		int go[2];
+		pid_t pids[64];
+
+		snprintf(path, sizeof(path), "%s/r%d/state/stagelog.db", sb->dbdir, round);
+		assert_int_equal(pipe(go), 0);
+		for (int p = 0; p < nproc && p < 64; p++) {
+			pids[p] = fork();
+			assert_true(pids[p] >= 0);
+			if (pids[p] == 0) {
+				struct sl_error e = {0};
+				struct sl_store *cs = NULL;
+				char c;
+				int r;
+
+				close(go[1]);
+				(void)!read(go[0], &c, 1);
+				r = sl_store_open(path, &cs, &e);
+				if (r < 0) {
+					fprintf(stderr, "round %d child %d: %d %s\n", round, p, r, e.msg);
+					_exit(1);
+				}
+				/* A read after the open: the schema is there. */
+				int n = 0;
+				r = store_stage_foreach(cs, true, NULL, count_stage, &n, &e);
+				if (r < 0) {
+					fprintf(stderr, "round %d child %d: list: %d %s\n", round, p, r, e.msg);
+					_exit(2);
+				}
+				sl_store_close(cs);
+				_exit(0);
+			}
+		}
+		close(go[0]);
+		close(go[1]);
+		for (int p = 0; p < nproc && p < 64; p++) {
+			int status;
+			assert_int_equal(waitpid(pids[p], &status, 0), pids[p]);
+			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				failures++;
+		}
+	}
+	if (failures)
+		fprintf(stderr, "open race: %d failed opens in %d rounds of %d processes\n", failures, rounds, nproc);
+	assert_int_equal(failures, 0);
+}
+
 static void test_prefix_and_errno(void **state)
 {
 	struct sandbox *sb = *state;
@@ -256,6 +330,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_header_of_real_db, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefix_and_errno, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_race, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

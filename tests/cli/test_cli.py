@@ -711,5 +711,39 @@ class TestStore(Base):
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(self.db)).st_mode), 0o700)
 
 
+
+class TestStoreRace(Base):
+    """Issue 9, point 6: processes that create and open a new store at once
+    all succeed, and none calls it someone else's database."""
+
+    ROUNDS = int(os.environ.get("STAGELOG_RACE_ROUNDS", "60"))
+
+    def race(self, db, commands):
+        procs = [subprocess.Popen([STAGELOG, "--db", db] + c, env=self.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, errors="surrogateescape")
+                 for c in commands]
+        failed = []
+        for c, p in zip(commands, procs):
+            out, err = p.communicate(timeout=60)
+            if p.returncode != 0:
+                failed.append("%s exited %d: %s" % (c[0], p.returncode, err.strip()))
+        return failed
+
+    def test_concurrent_first_use(self):
+        # Three creating commands and a listing on a missing store, then
+        # three listings of a store whose creator has made the file but not
+        # yet written it (an empty file): the moment the issue caught.
+        failed = []
+        for i in range(self.ROUNDS):
+            db = os.path.join(self.tmp, "race%d" % i, "sub", "stagelog.db")
+            failed += self.race(db, [["gc"], ["gc"], ["gc"], ["list"]])
+            db = os.path.join(self.tmp, "empty%d" % i, "stagelog.db")
+            os.makedirs(os.path.dirname(db), mode=0o700)
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            failed += self.race(db, [["list"], ["list"], ["list"]])
+        self.assertEqual(failed, [], "%d failures in %d rounds" % (len(failed), self.ROUNDS))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
