@@ -745,5 +745,59 @@ class TestStoreRace(Base):
         self.assertEqual(failed, [], "%d failures in %d rounds" % (len(failed), self.ROUNDS))
 
 
+
+class TestStoreIsOurs(Base):
+    """Issue 10, point 2: a store that another user could write is refused
+    with exit 77 and a message naming the path and why, for every command
+    that opens it."""
+
+    def refused(self, what, where, commands=(["list"], ["gc"], ["recover"])):
+        for c in commands:
+            p = self.sl(*c, code=77)
+            self.one_line_error(p)
+            self.assertIn(what, p.stderr)
+            self.assertIn(where, p.stderr)
+
+    def setUp(self):
+        super().setUp()
+        self.sl("gc")
+        self.dir = os.path.dirname(self.db)
+
+    def test_symlink(self):
+        real = os.path.join(self.tmp, "real.db")
+        os.rename(self.db, real)
+        os.symlink(real, self.db)
+        self.refused("is a symlink", self.db, (["list"], ["gc"],
+                     ["stage", "--root", self.root, "--bundle", self.bundle]))
+        self.assert_root_empty()
+        os.unlink(self.db)
+        os.symlink(os.path.join(self.tmp, "nowhere.db"), self.db)
+        self.refused("is a symlink", self.db)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "nowhere.db")))
+
+    def test_writable_by_others(self):
+        os.chmod(self.db, 0o666)
+        self.refused("writable by group or others", self.db)
+        os.chmod(self.db, 0o600)
+        os.chmod(self.dir, 0o1777)
+        self.refused("writable by group or others", self.dir)
+        os.chmod(self.dir, 0o700)
+        self.sl("list")
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to chown")
+    def test_owned_by_another_user(self):
+        with open(self.db, "rb") as f:
+            before = f.read()
+        os.chown(self.db, 65534, 65534)
+        self.refused("owned by another user", self.db)
+        with open(self.db, "rb") as f:
+            self.assertEqual(f.read(), before)
+        os.chown(self.db, 0, 0)
+        os.chown(self.dir, 65534, 65534)
+        self.refused("owned by another user", self.dir)
+        os.chown(self.dir, 0, 0)
+        self.sl("list")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
