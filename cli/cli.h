@@ -27,7 +27,9 @@ struct cli {
 	const char *db; /* --db, or NULL for the default */
 	bool json;
 	int verbosity; /* -1 quiet, 0 normal, 1 or more verbose */
+	bool nocreate; /* the command only reads: a missing store is not created */
 	struct sl_store *store;
+	char store_path[PATH_MAX]; /* set by cli_open_store() */
 };
 
 struct cli_command {
@@ -103,9 +105,33 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE]);
 
-/* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
- * exit code. */
+/*
+ * util.c: opens the store (--db, $STAGELOG_DB, or the default) into
+ * cli->store and its path into cli->store_path. A command that writes
+ * creates a missing store and its folders. With cli->nocreate set (see
+ * cli_open_store_readonly()) nothing is created, and a missing store (or
+ * store folder) returns CLI_NO_STORE with cli->store NULL and nothing
+ * printed: the command then reports it, with cli_no_store(). Returns
+ * EX_OK, CLI_NO_STORE, or the exit code of a failure it reported.
+ */
+#define CLI_NO_STORE (-2)
 int cli_open_store(struct cli *cli);
+
+/*
+ * util.c: cli_open_store() for a command that only reads (list, show,
+ * check without --remove-orphans, recover, metrics, completion): sets
+ * cli->nocreate, so that it never creates a file or folder. A command
+ * calling cli_id_command() sets cli->nocreate itself first.
+ */
+int cli_open_store_readonly(struct cli *cli);
+
+/*
+ * util.c: reports a missing store after CLI_NO_STORE. With what NULL, a
+ * command for which no store means nothing in flight (list, recover,
+ * metrics) gets a note on stderr unless -q, and EX_OK back. Otherwise one
+ * diagnostic "stagelog: WHAT: PATH: no store" and EX_NOINPUT (66).
+ */
+int cli_no_store(const struct cli *cli, const char *what);
 
 /*
  * util.c: resolves an id or a unique prefix to a full id. An unknown,

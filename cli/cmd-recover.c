@@ -149,7 +149,13 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	}
 	code = cli_want_operands("recover", argc, argv, 0, "");
 	if (code == EX_OK)
-		code = cli_open_store(cli);
+		code = cli_open_store_readonly(cli);
+	/* No store, nothing in flight: nothing to recover, and no store to
+	 * create for it. */
+	if (code == CLI_NO_STORE && n_force > 0)
+		return cli_usage_error("unknown id '%s': there is no store at %s", force_args[0], cli->store_path);
+	if (code == CLI_NO_STORE)
+		code = cli_no_store(cli, NULL);
 	if (code != EX_OK)
 		return code;
 
@@ -172,7 +178,8 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 		opts.userdata = &progress;
 	}
 
-	r = sl_recover_run(cli->store, &opts, &rep, &err);
+	rep.dry_run = opts.dry_run;
+	r = cli->store ? sl_recover_run(cli->store, &opts, &rep, &err) : 0;
 	if (progress.shown)
 		fputc('\n', stderr);
 	if (r < 0)

@@ -88,23 +88,43 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 int cli_open_store(struct cli *cli)
 {
 	struct sl_error err = { 0 };
-	char buf[4096];
-	const char *path = cli->db;
 	int r;
 
-	if (!path) {
-		r = sl_store_default_path(buf, sizeof(buf));
+	if (cli->db) {
+		if (strlen(cli->db) >= sizeof(cli->store_path))
+			return cli_fail(-ENAMETOOLONG, NULL, "cannot open the store");
+		strcpy(cli->store_path, cli->db);
+	} else {
+		r = sl_store_default_path(cli->store_path, sizeof(cli->store_path));
 		if (r == -ENOENT)
 			return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
 		if (r < 0)
 			return cli_fail(r, NULL, "cannot find the store");
-		path = buf;
 	}
-	cli_verbose(cli, "store: %s", path);
-	r = sl_store_open(path, &cli->store, &err);
+	cli_verbose(cli, "store: %s", cli->store_path);
+	r = sl_store_open_flags(cli->store_path, cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0, &cli->store, &err);
+	if (r == -ENOENT && cli->nocreate)
+		return CLI_NO_STORE;
 	if (r < 0)
 		return cli_fail(r, &err, "cannot open the store");
 	return EX_OK;
+}
+
+int cli_open_store_readonly(struct cli *cli)
+{
+	cli->nocreate = true;
+	return cli_open_store(cli);
+}
+
+int cli_no_store(const struct cli *cli, const char *what)
+{
+	if (!what) {
+		if (cli->verbosity >= 0)
+			cli_error("no store at %s: nothing in flight", cli->store_path);
+		return EX_OK;
+	}
+	cli_error("%s: %s: no store", what, cli->store_path);
+	return EX_NOINPUT;
 }
 
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])

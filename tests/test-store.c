@@ -432,6 +432,43 @@ static void test_open_race(void **state)
 	assert_int_equal(failures, 0);
 }
 
+/* SL_STORE_OPEN_NOCREATE (issue 10, point 3): a missing store or folder is
+ * -ENOENT and nothing is created; an existing store, even an empty file
+ * whose creator has not written it yet, opens and is usable. */
+static void test_open_nocreate(void **state)
+{
+	struct sandbox *sb = *state;
+	struct sl_error err = {0};
+	struct sl_store *s = NULL;
+	char path[700], dir[600];
+	int n = 0;
+
+	snprintf(dir, sizeof(dir), "%s/missing", sb->dbdir);
+	snprintf(path, sizeof(path), "%s/sub/stagelog.db", dir);
+	assert_int_equal(sl_store_open_flags(path, SL_STORE_OPEN_NOCREATE, &s, &err), -ENOENT);
+	assert_null(s);
+	assert_non_null(strstr(err.msg, dir));
+	assert_int_equal(access(dir, F_OK), -1);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_store_open_flags(sb->db, SL_STORE_OPEN_NOCREATE, &s, &err), -ENOENT);
+	assert_null(s);
+	assert_int_equal(count_entries(sb->dbdir), 0);
+	assert_int_equal(sl_store_open_flags(sb->db, 0x80, &s, &err), -EINVAL);
+	assert_int_equal(count_entries(sb->dbdir), 0);
+
+	/* An empty file is an empty store. */
+	int fd = open(sb->db, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(sl_store_open_flags(sb->db, SL_STORE_OPEN_NOCREATE, &s, &err), 0);
+	assert_int_equal(store_stage_foreach(s, true, NULL, count_stage, &n, &err), 0);
+	assert_int_equal(n, 0);
+	sl_store_close(s);
+	s = NULL;
+	assert_int_equal(sl_store_open_flags(sb->db, SL_STORE_OPEN_NOCREATE, &s, &err), 0);
+	sl_store_close(s);
+}
+
 static void test_prefix_and_errno(void **state)
 {
 	struct sandbox *sb = *state;
@@ -479,6 +516,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefix_and_errno, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_nocreate, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
