@@ -105,17 +105,19 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE]);
 
+/* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
+ * exit code. */
+int cli_open_store(struct cli *cli);
+
 /*
- * util.c: opens the store (--db, $STAGELOG_DB, or the default) into
- * cli->store and its path into cli->store_path. A command that writes
- * creates a missing store and its folders. With cli->nocreate set (see
- * cli_open_store_readonly()) nothing is created, and a missing store (or
- * store folder) returns CLI_NO_STORE with cli->store NULL and nothing
- * printed: the command then reports it, with cli_no_store(). Returns
- * EX_OK, CLI_NO_STORE, or the exit code of a failure it reported.
+ * More on cli_open_store(): it sets cli->store and cli->store_path. A
+ * command that writes creates a missing store and its folders. With
+ * cli->nocreate set (see cli_open_store_readonly()) nothing is created,
+ * and a missing store (or store folder) returns CLI_NO_STORE with
+ * cli->store NULL and nothing printed: the command then reports it with
+ * cli_no_store().
  */
 #define CLI_NO_STORE (-2)
-int cli_open_store(struct cli *cli);
 
 /*
  * util.c: cli_open_store() for a command that only reads (list, show,
