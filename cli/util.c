@@ -92,14 +92,16 @@ int cli_open_store(struct cli *cli)
 
 	if (cli->db) {
 		if (strlen(cli->db) >= sizeof(cli->store_path))
-			return cli_fail(-ENAMETOOLONG, NULL, "cannot open the store");
+			return cli_usage_error("cannot open the store: --db: %s", strerror(ENAMETOOLONG));
 		strcpy(cli->store_path, cli->db);
 	} else {
 		r = sl_store_default_path(cli->store_path, sizeof(cli->store_path));
 		if (r == -ENOENT)
 			return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
+		/* Too long: $STAGELOG_DB, $XDG_STATE_HOME or $HOME, the
+		 * user's to fix, not a bug. */
 		if (r < 0)
-			return cli_fail(r, NULL, "cannot find the store");
+			return cli_usage_error("cannot find the store: %s (pass --db)", strerror(-r));
 	}
 	cli_verbose(cli, "store: %s", cli->store_path);
 	r = sl_store_open_flags(cli->store_path, cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0, &cli->store, &err);

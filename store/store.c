@@ -45,6 +45,7 @@ static int sqlite_to_errno(sqlite3 *db, int rc)
 		return 0;
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL: /* WAL locks still contended after SQLite's own retries */
 		return -EBUSY;
 	case SQLITE_NOMEM:
 		return -ENOMEM;
@@ -71,6 +72,10 @@ static int sqlite_to_errno(sqlite3 *db, int rc)
 			return -EACCES;
 		if ((rc & 0xff) == SQLITE_CANTOPEN && e == ENOENT)
 			return -ENOENT;
+		if ((rc & 0xff) == SQLITE_CANTOPEN && (e == ENAMETOOLONG || e == ELOOP))
+			return -EINVAL;
+		if (e == EMFILE || e == ENFILE)
+			return -EAGAIN;
 		return (rc & 0xff) == SQLITE_CANTOPEN && e > 0 ? -e : -EIO;
 	}
 	default:
@@ -440,6 +445,16 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 	return r;
 }
 
+/* A failed system call on the store's path, as an errno that says what the
+ * user can do about it: a path too long or looping through symlinks is a
+ * bad path (-EINVAL), and no file descriptor left is temporary (-EAGAIN). */
+static int path_err(struct sl_error *reterr, const char *what, const char *where, int e)
+{
+	int r = e == ENAMETOOLONG || e == ELOOP ? -EINVAL : e == EMFILE || e == ENFILE ? -EAGAIN : e > 0 ? -e : -EIO;
+
+	return sl_err(reterr, r, "%s: %s: %s", what, where, strerror(e > 0 ? e : EIO));
+}
+
 /*
  * Why a store file or folder is not ours, or NULL when it is. The rules are
  * the staging root's: whoever else could write it could mark a stage
@@ -517,13 +532,13 @@ static int prepare_file(const char *path, unsigned flags, struct sl_error *reter
 	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
 		int r = make_folders(dir);
 		if (r < 0)
-			return sl_err(reterr, r, "cannot create store: %s: %s", dir, strerror(-r));
+			return path_err(reterr, "cannot create store", dir, -r);
 	}
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		return sl_err(reterr, negerrno(), "cannot open store: %s: %s", dir, strerror(errno));
+		return path_err(reterr, "cannot open store", dir, errno);
 	if (fstat(dfd, &st) < 0)
-		return sl_err(reterr, negerrno(), "cannot open store: %s: %s", dir, strerror(errno));
+		return path_err(reterr, "cannot open store", dir, errno);
 	why = not_ours(&st);
 	if (why)
 		return refuse(reterr, dir, why, &st);
@@ -531,20 +546,20 @@ static int prepare_file(const char *path, unsigned flags, struct sl_error *reter
 	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
 		fd = openat(dfd, base, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0 && errno != EEXIST)
-			return sl_err(reterr, negerrno(), "cannot create store: %s: %s", path, strerror(errno));
+			return path_err(reterr, "cannot create store", path, errno);
 		/* The umask may have taken bits 0600 needs. */
 		if (fd >= 0 && fchmod(fd, 0600) < 0)
-			return sl_err(reterr, negerrno(), "cannot create store: %s: %s", path, strerror(errno));
+			return path_err(reterr, "cannot create store", path, errno);
 	}
 	if (fd < 0) {
 		/* O_PATH with O_NOFOLLOW opens a symlink itself, so that one
 		 * is named as such instead of failing as "File exists". */
 		fd = openat(dfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
-			return sl_err(reterr, negerrno(), "cannot open store: %s: %s", path, strerror(errno));
+			return path_err(reterr, "cannot open store", path, errno);
 	}
 	if (fstat(fd, &st) < 0)
-		return sl_err(reterr, negerrno(), "cannot open store: %s: %s", path, strerror(errno));
+		return path_err(reterr, "cannot open store", path, errno);
 	if (S_ISLNK(st.st_mode))
 		return refuse(reterr, path, "is a symlink", NULL);
 	if (S_ISDIR(st.st_mode))
@@ -568,7 +583,7 @@ static int prepare_file(const char *path, unsigned flags, struct sl_error *reter
 		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT || errno == ENAMETOOLONG)
 				continue;
-			return sl_err(reterr, negerrno(), "cannot open store: %s: %s", shown, strerror(errno));
+			return path_err(reterr, "cannot open store", shown, errno);
 		}
 		if (S_ISLNK(st.st_mode))
 			return refuse(reterr, shown, "is a symlink", NULL);

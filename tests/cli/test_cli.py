@@ -892,5 +892,33 @@ class TestReadOnlyCreatesNothing(Base):
         self.assert_nothing_created()
 
 
+
+class TestStorePathExits(Base):
+    """Every condition of the store's path maps to the contract's exit
+    codes; none exits 70, which is for bugs."""
+
+    def test_bad_store_paths(self):
+        loop = os.path.join(self.tmp, "loop")
+        os.symlink(loop + "2", loop)
+        os.symlink(loop, loop + "2")
+        afile = os.path.join(self.tmp, "afile")
+        open(afile, "w").close()
+        os.chmod(afile, 0o600)
+        cases = [
+            (os.path.join(loop, "x.db"), 64),
+            (os.path.join(self.tmp, "a" * 300, "x.db"), 64),
+            ("/" + "b/" * 3000 + "x.db", 64),
+            (os.path.join(afile, "x.db"), 66),
+            (self.bundle, 73),
+        ]
+        for db, want in cases:
+            for cmd in (["gc"], ["list"], ["show", "abcd"]):
+                p = self.sl("--db", db, *cmd, db=False, code=None)
+                self.assertEqual(p.returncode, want, "%s on %.60s: %s" % (cmd[0], db, p.stderr))
+                self.one_line_error(p)
+        env = dict(self.env, STAGELOG_DB="/" + "c" * 5000)
+        self.one_line_error(self.sl("list", db=False, env=env, code=64))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
