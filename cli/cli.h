@@ -49,6 +49,8 @@ int cmd_list(struct cli *cli, int argc, char **argv);
 int cmd_show(struct cli *cli, int argc, char **argv);
 int cmd_gc(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
+int cmd_metrics(struct cli *cli, int argc, char **argv);
+int cmd_help(struct cli *cli, int argc, char **argv);
 
 /* exit.c: maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);
@@ -105,6 +107,33 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE]);
 
+/* util.c: the store's path (--db, $STAGELOG_DB, or the default) into
+ * buf. Returns an exit code, with a diagnostic on failure. */
+int cli_store_path(const struct cli *cli, char *buf, size_t size);
+
+/*
+ * util.c: writes len bytes to path atomically: a temporary file beside it,
+ * mode, fsync, rename over path, fsync of the folder. A reader sees the old
+ * file or the new one, never a part. Returns 0 or a negative errno.
+ */
+int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/*
+ * The outcome of the last `recover` pass, kept in a small file beside the
+ * store (STORE.last-recover) for `metrics`: one line "v1 TIME_MS OUTCOME
+ * RECOVERED FAILED", OUTCOME being ok, failed (a failed stage remained) or
+ * error (the pass could not run).
+ */
+struct cli_last_recover {
+	int64_t time_ms;
+	char outcome[16];
+	long long recovered;
+	long long failed;
+};
+
+/* cmd-recover.c: the file's path for the store at db. */
+int cli_last_recover_path(const char *db, char *buf, size_t size);
+
 /* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
  * exit code. */
 int cli_open_store(struct cli *cli);
@@ -142,10 +171,30 @@ int cli_no_store(const struct cli *cli, const char *what);
  */
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE]);
 
-/* util.c: the default staging root, /run/stagelog for euid 0 else
- * $XDG_RUNTIME_DIR/stagelog. Returns an exit code (usage error when there
- * is none, with a diagnostic unless quiet). */
+/* util.c: the default staging root: $STAGELOG_ROOT; else /run/stagelog
+ * for euid 0; else $XDG_RUNTIME_DIR/stagelog; else /run/user/UID/stagelog
+ * when /run/user/UID is the caller's own 0700 directory. Returns an exit
+ * code (usage error when there is none, with a diagnostic unless quiet). */
 int cli_default_root(char *buf, size_t size, bool quiet);
+
+/* A stage's label and path, for lines that name a stage to a person. */
+struct cli_where {
+	char label[40];
+	char path[PATH_MAX];
+};
+
+/*
+ * util.c: looks up the label and path of the stage with full id `id`.
+ * Returns 0, or a negative errno when the record cannot be read; the
+ * fields are then "?" so that a line can still be printed.
+ */
+int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
+
+/* util.c: prints "ID LABEL PATH" (the path escaped) to f. */
+void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
+
+/* util.c: true when label matches [a-z0-9][a-z0-9_.-]{0,31}. */
+bool cli_label_valid(const char *label);
 
 /* util.c: RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
 #define CLI_TIME_MAX 40

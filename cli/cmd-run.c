@@ -269,6 +269,11 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK)
 		goto out;
 
+	if (cli->verbosity >= 1) {
+		fprintf(stderr, "stagelog: staged %s %s ", sl_stage_id(stage), sl_stage_label(stage));
+		cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
+		fputc('\n', stderr);
+	}
 	r = find_runtime(argv[optind], &path);
 	if (r < 0) {
 		fprintf(stderr, "stagelog: cannot run the runtime: ");
@@ -311,6 +316,11 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 release:
 	err = (struct sl_error){ 0 };
 	r = sl_stage_release(stage, &err);
+	if (r >= 0 && cli->verbosity >= 1) {
+		fprintf(stderr, "stagelog: released %s %s ", sl_stage_id(stage), sl_stage_label(stage));
+		cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
+		fputc('\n', stderr);
+	}
 	if (r < 0) {
 		cli_fail(r, &err, "cannot release the stage");
 		/* The runtime's own failure says more than ours; a clean

@@ -84,10 +84,15 @@ static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *
 	} else {
 		name_len = strlen(arg);
 		value = getenv(arg);
-		/* The name is not echoed: a mistyped argument may have put
-		 * the secret where the name belongs. Its position is. */
+		/* A variable name is not secret and is named. Something that
+		 * is no name at all is not echoed: a mistyped argument may
+		 * have put the secret where the name belongs. */
+		if (!value && oci_env_name_valid(arg, name_len))
+			return cli_usage_error("%s: --env %s: the variable is not set in stagelog's environment", a->cmd,
+					       arg);
 		if (!value)
-			return cli_usage_error("%s: --env option %zu: the variable it names is not set in the environment",
+			return cli_usage_error("%s: --env option %zu: not a variable name "
+					       "([A-Za-z_][A-Za-z0-9_]*) and no NAME=VALUE",
 					       a->cmd, index + 1);
 	}
 	r = oci_env_add(l, arg, name_len, value, strlen(value), &err);

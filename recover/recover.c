@@ -104,11 +104,8 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 		}
 	}
 	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, reason, sizeof(reason));
-	if (r < 0) {
-		(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED, reason,
-					     false, NULL);
+	if (r < 0)
 		return push_failure(rep, rec->id, reason);
-	}
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
 }
 

@@ -209,6 +209,17 @@ static int owned(struct sl_store *store, const char *name, const char *id)
 	return sl_state_in_flight(rec.state) && strcmp(rec.topdir, name) == 0;
 }
 
+/* 1 when root/name is where a stage was published (or is being moved). */
+static int published_here(struct sl_store *store, const char *root, const char *name)
+{
+	char abs[PATH_MAX], path[PATH_MAX];
+
+	if (absolute_root(root, abs, sizeof(abs)) < 0 ||
+	    snprintf(path, sizeof(path), "%s/%s", abs, name) >= (int)sizeof(path))
+		return 0;
+	return store_dest_recorded(store, path, NULL);
+}
+
 static int scan_root(struct sl_store *store, const char *root, bool remove, struct sl_check_report *rep)
 {
 	_cleanup_close_ int root_fd = -1;
@@ -237,6 +248,10 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		if (!stage_name(de->d_name, id, label))
 			continue;
 		o = owned(store, de->d_name, id);
+		/* A tree published here looks like a stage directory, but it
+		 * belongs to its destination: never an orphan. */
+		if (o == 0)
+			o = published_here(store, root, de->d_name);
 		if (o < 0) {
 			r = o; /* The store cannot say: never an orphan. */
 			continue;

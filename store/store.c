@@ -157,6 +157,15 @@ static const char *const migrations[] = {
 	"  kind INTEGER NOT NULL,"
 	"  state INTEGER NOT NULL DEFAULT 0,"
 	"  PRIMARY KEY (stage, seq)) WITHOUT ROWID;",
+	/* 2: identities that survive a reboot. st_dev is renumbered when a
+	 * disk is attached elsewhere, so the top directory is identified by
+	 * its inode and birth time; the root is recorded the same way, so a
+	 * root path that later leads to another directory is refused; and a
+	 * publish records its destination before it renames. */
+	"ALTER TABLE stages ADD COLUMN btime INTEGER;"
+	"ALTER TABLE stages ADD COLUMN root_ino INTEGER;"
+	"ALTER TABLE stages ADD COLUMN root_btime INTEGER;"
+	"ALTER TABLE stages ADD COLUMN dest BLOB;",
 };
 
 int sl_store_schema_version(void)
@@ -713,7 +722,8 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 		return store_err(reterr, r, "cannot record stage");
 	r = prepare(s,
 		    "INSERT INTO stages (id, label, root, topdir, state, owner_boot, owner_pid, owner_start, "
-		    "owner_pidns, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+		    "owner_pidns, created_at, updated_at, root_ino, root_btime) "
+		    "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
 		    &st);
 	if (r < 0)
 		goto out;
@@ -724,6 +734,10 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 	bind_owner(st, 5, &rec->owner);
 	sqlite3_bind_int64(st, 9, rec->created_ms);
 	sqlite3_bind_int64(st, 10, rec->created_ms);
+	if (rec->have_root_id) {
+		sqlite3_bind_int64(st, 11, (sqlite3_int64)rec->root_ino);
+		sqlite3_bind_int64(st, 12, rec->root_btime);
+	}
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE) {
 		r = sqlite_to_errno(s->db, rc);
@@ -770,12 +784,41 @@ static int exec_bound(struct sl_store *s, const char *sql, const int64_t *args, 
 	return r;
 }
 
-int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, struct sl_error *reterr)
+int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, int64_t btime,
+			  struct sl_error *reterr)
 {
-	int64_t args[] = {(int64_t)dev, (int64_t)ino, rowid};
-	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ? WHERE rowid = ?", args, 3, false);
+	int64_t args[] = {(int64_t)dev, (int64_t)ino, btime, rowid};
+	/* A compare-and-swap on the stager's own staging record: a recovery
+	 * that claimed the stage meanwhile has moved it on, and the stager
+	 * must then give the directory up rather than fill it. */
+	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = 0 "
+			      "AND claim_pid IS NULL", args, 4, false);
 
+	if (r == -ESTALE)
+		return sl_err(reterr, r, "cannot begin stage: record: a recovery claimed it meanwhile");
 	return r < 0 ? store_err(reterr, r, "cannot record top directory") : 0;
+}
+
+static int end_update(struct sl_store *s, int r, struct sl_error *reterr);
+
+int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r;
+
+	/* Durable: the rename that follows may reach the disk, and recovery
+	 * must then find the tree where it went rather than forget it. */
+	r = begin(s, true);
+	if (r == 0)
+		r = prepare(s, "UPDATE stages SET dest = ? WHERE rowid = ? AND state = 1", &st);
+	if (r == 0) {
+		sqlite3_bind_blob(st, 1, dest, (int)strlen(dest), SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, rowid);
+		r = step_done(s, st);
+		if (r == 0 && sqlite3_changes(s->db) == 0)
+			r = -ESTALE;
+	}
+	return end_update(s, r, reterr);
 }
 
 /* Ends an update transaction begun with begin(): commits it when r is 0,
@@ -901,6 +944,21 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 	return 0;
 }
 
+int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	r = prepare(s, "SELECT 1 FROM stages WHERE dest = ? LIMIT 1", &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot look up destinations");
+	sqlite3_bind_blob(st, 1, path, (int)strlen(path), SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : fail(s, rc, reterr, "cannot look up destinations");
+}
+
 int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			struct sl_error *reterr)
 {
@@ -1021,7 +1079,8 @@ int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64
 #define STAGE_COLUMNS                                                                                       \
 	"s.rowid, s.id, s.label, s.root, s.topdir, s.state, s.owner_boot, s.owner_pid, s.owner_start, "    \
 	"s.owner_pidns, s.claim_boot, s.claim_pid, s.claim_start, s.claim_pidns, s.dev, s.ino, s.created_at, " \
-	"s.updated_at, s.reason"
+	"s.updated_at, s.reason, s.btime, s.root_ino, s.root_btime, s.dest"
+#define STAGE_NCOLUMNS 23
 
 
 static void read_record(sqlite3_stmt *st, struct sl_record *rec)
@@ -1049,6 +1108,11 @@ static void read_record(sqlite3_stmt *st, struct sl_record *rec)
 	rec->created_ms = sqlite3_column_int64(st, 16);
 	rec->updated_ms = sqlite3_column_int64(st, 17);
 	copy_text(rec->reason, sizeof(rec->reason), sqlite3_column_text(st, 18), sqlite3_column_bytes(st, 18));
+	rec->btime = sqlite3_column_int64(st, 19);
+	rec->have_root_id = sqlite3_column_type(st, 20) != SQLITE_NULL;
+	rec->root_ino = (uint64_t)sqlite3_column_int64(st, 20);
+	rec->root_btime = sqlite3_column_int64(st, 21);
+	copy_text(rec->dest, sizeof(rec->dest), sqlite3_column_blob(st, 22), sqlite3_column_bytes(st, 22));
 }
 
 static int get_one(struct sl_store *s, const char *sql, const char *text, int64_t num, struct sl_record *rec,
@@ -1143,7 +1207,7 @@ int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_s
 		struct sl_record rec;
 
 		read_record(st, &rec);
-		rec.entries = sqlite3_column_int64(st, 19);
+		rec.entries = sqlite3_column_int64(st, STAGE_NCOLUMNS);
 		r = fn(&rec, userdata);
 		if (r < 0)
 			return r;
@@ -1187,7 +1251,10 @@ int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr)
 		if (r < 0)
 			return store_err(reterr, r, "cannot collect records");
 		r = prepare(s,
-			    "SELECT rowid FROM stages WHERE state IN (3, 4, 6, 8) AND updated_at <= ? LIMIT 500",
+			    /* Not published ones: their destination is how
+			     * check tells a published tree from an orphan. */
+			    "SELECT rowid FROM stages WHERE state IN (3, 4, 6, 8) AND state != 8 "
+			    "AND updated_at <= ? LIMIT 500",
 			    &sel);
 		if (r == 0) {
 			sqlite3_bind_int64(sel, 1, cutoff_ms);
