@@ -96,7 +96,7 @@ static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, 
 	struct failed_list now = { 0 };
 	int r;
 
-	r = sl_list(cli->store, 0, NULL, add_failed, &now, &err);
+	r = cli->store ? sl_list(cli->store, 0, NULL, add_failed, &now, &err) : 0;
 	if (r < 0) {
 		free(now.v);
 		return cli_fail(r, &err, "cannot list the failed stages");
@@ -318,7 +318,8 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 		if (code == EX_OK && fl.n > 0)
 			code = 1;
 	}
-	if (!opts.dry_run)
+	/* Without a store there is no folder of its own to note it in. */
+	if (!opts.dry_run && cli->store)
 		note_outcome(cli, code == EX_OK ? "ok" : fl.n > 0 ? "failed" : "error", rep.n_recovered, fl.n);
 	free(fl.v);
 	sl_recover_report_finish(&rep);

@@ -93,16 +93,18 @@ int cli_store_path(const struct cli *cli, char *buf, size_t size)
 {
 	int r;
 
+	/* A path too long (--db, $STAGELOG_DB, $XDG_STATE_HOME or $HOME) is
+	 * the user's to fix, not a bug. */
 	if (cli->db) {
 		if (snprintf(buf, size, "%s", cli->db) >= (int)size)
-			return cli_fail(-ENAMETOOLONG, NULL, "cannot find the store");
+			return cli_usage_error("cannot find the store: --db: %s", strerror(ENAMETOOLONG));
 		return EX_OK;
 	}
 	r = sl_store_default_path(buf, size);
 	if (r == -ENOENT)
 		return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
 	if (r < 0)
-		return cli_fail(r, NULL, "cannot find the store");
+		return cli_usage_error("cannot find the store: %s (pass --db)", strerror(-r));
 	return EX_OK;
 }
 
@@ -159,19 +161,9 @@ int cli_open_store(struct cli *cli)
 	struct sl_error err = { 0 };
 	int r;
 
-	if (cli->db) {
-		if (strlen(cli->db) >= sizeof(cli->store_path))
-			return cli_usage_error("cannot open the store: --db: %s", strerror(ENAMETOOLONG));
-		strcpy(cli->store_path, cli->db);
-	} else {
-		r = sl_store_default_path(cli->store_path, sizeof(cli->store_path));
-		if (r == -ENOENT)
-			return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
-		/* Too long: $STAGELOG_DB, $XDG_STATE_HOME or $HOME, the
-		 * user's to fix, not a bug. */
-		if (r < 0)
-			return cli_usage_error("cannot find the store: %s (pass --db)", strerror(-r));
-	}
+	r = cli_store_path(cli, cli->store_path, sizeof(cli->store_path));
+	if (r != EX_OK)
+		return r;
 	cli_verbose(cli, "store: %s", cli->store_path);
 	r = sl_store_open_flags(cli->store_path, cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0, &cli->store, &err);
 	if (r == -ENOENT && cli->nocreate)
