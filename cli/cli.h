@@ -28,9 +28,11 @@ struct cli {
 	const char *db; /* --db, or NULL for the default */
 	bool json;
 	int verbosity; /* -1 quiet, 0 normal, 1 or more verbose */
+	bool nocreate; /* the command only reads: a missing store is not created */
 	struct sl_store *store;
 	bool delivered;     /* stage: its output reached stdout's reader */
 	bool stdout_closed; /* stdout was flushed and closed by the command */
+	char store_path[PATH_MAX]; /* set by cli_open_store() */
 };
 
 struct cli_command {
@@ -158,6 +160,32 @@ int cli_last_recover_path(const char *db, char *buf, size_t size);
 /* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
  * exit code. */
 int cli_open_store(struct cli *cli);
+
+/*
+ * More on cli_open_store(): it sets cli->store and cli->store_path. A
+ * command that writes creates a missing store and its folders. With
+ * cli->nocreate set (see cli_open_store_readonly()) nothing is created,
+ * and a missing store (or store folder) returns CLI_NO_STORE with
+ * cli->store NULL and nothing printed: the command then reports it with
+ * cli_no_store().
+ */
+#define CLI_NO_STORE (-2)
+
+/*
+ * util.c: cli_open_store() for a command that only reads (list, show,
+ * check without --remove-orphans, recover, metrics, completion): sets
+ * cli->nocreate, so that it never creates a file or folder. A command
+ * calling cli_id_command() sets cli->nocreate itself first.
+ */
+int cli_open_store_readonly(struct cli *cli);
+
+/*
+ * util.c: reports a missing store after CLI_NO_STORE. With what NULL, a
+ * command for which no store means nothing in flight (list, recover,
+ * metrics) gets a note on stderr unless -q, and EX_OK back. Otherwise one
+ * diagnostic "stagelog: WHAT: PATH: no store" and EX_NOINPUT (66).
+ */
+int cli_no_store(const struct cli *cli, const char *what);
 
 /*
  * util.c: resolves an id or a unique prefix to a full id. An unknown,

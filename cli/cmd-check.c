@@ -205,8 +205,11 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		}
 	}
 	code = cli_want_operands("check", argc, argv, 0, "");
+	/* Only a check that removes orphans writes (and creates a store). */
 	if (code == EX_OK)
-		code = cli_open_store(cli);
+		code = remove ? cli_open_store(cli) : cli_open_store_readonly(cli);
+	if (code == CLI_NO_STORE)
+		return cli_no_store(cli, "cannot check");
 	if (code != EX_OK)
 		return code;
 

@@ -166,7 +166,9 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	}
 	code = cli_want_operands("list", argc, argv, 0, "");
 	if (code == EX_OK)
-		code = cli_open_store(cli);
+		code = cli_open_store_readonly(cli);
+	if (code == CLI_NO_STORE)
+		code = cli_no_store(cli, NULL);
 	if (code != EX_OK)
 		return code;
 
@@ -175,7 +177,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		if (!rows.json)
 			return cli_fail(-ENOMEM, NULL, "cannot list the stages");
 	}
-	r = sl_list(cli->store, flags, label, add_row, &rows, &err);
+	r = cli->store ? sl_list(cli->store, flags, label, add_row, &rows, &err) : 0;
 	if (r < 0) {
 		code = cli_fail(r, &err, "cannot list the stages");
 		cJSON_Delete(rows.json);

@@ -150,7 +150,6 @@ int cmd_metrics(struct cli *cli, int argc, char **argv)
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
 	char db[4096];
-	struct stat st;
 	bool present, have_last;
 	FILE *f;
 	int c, r, code;
@@ -173,11 +172,11 @@ int cmd_metrics(struct cli *cli, int argc, char **argv)
 		return code;
 
 	/* Read-only: a missing store is reported as such and never created. */
-	present = lstat(db, &st) == 0;
+	code = cli_open_store_readonly(cli);
+	if (code != EX_OK && code != CLI_NO_STORE)
+		return code;
+	present = code == EX_OK;
 	if (present) {
-		code = cli_open_store(cli);
-		if (code != EX_OK)
-			return code;
 		r = sl_list(cli->store, 0, NULL, count_stage, &t, &err);
 		if (r < 0) {
 			free(t.v);

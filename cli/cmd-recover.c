@@ -96,7 +96,7 @@ static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, 
 	struct failed_list now = { 0 };
 	int r;
 
-	r = sl_list(cli->store, 0, NULL, add_failed, &now, &err);
+	r = cli->store ? sl_list(cli->store, 0, NULL, add_failed, &now, &err) : 0;
 	if (r < 0) {
 		free(now.v);
 		return cli_fail(r, &err, "cannot list the failed stages");
@@ -267,7 +267,13 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	}
 	code = cli_want_operands("recover", argc, argv, 0, "");
 	if (code == EX_OK)
-		code = cli_open_store(cli);
+		code = cli_open_store_readonly(cli);
+	/* No store, nothing in flight: nothing to recover, and no store to
+	 * create for it. */
+	if (code == CLI_NO_STORE && n_force > 0)
+		return cli_usage_error("unknown id '%s': there is no store at %s", force_args[0], cli->store_path);
+	if (code == CLI_NO_STORE)
+		code = cli_no_store(cli, NULL);
 	if (code != EX_OK)
 		return code;
 
@@ -291,7 +297,8 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	}
 
 	opts.cancel = cli_cancel_flag();
-	r = sl_recover_run(cli->store, &opts, &rep, &err);
+	rep.dry_run = opts.dry_run;
+	r = cli->store ? sl_recover_run(cli->store, &opts, &rep, &err) : 0;
 	if (progress.shown)
 		fputc('\n', stderr);
 	if (r == -ECANCELED) {
@@ -318,7 +325,8 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 		if (code == EX_OK && fl.n > 0)
 			code = 1;
 	}
-	if (!opts.dry_run)
+	/* Without a store there is no folder of its own to note it in. */
+	if (!opts.dry_run && cli->store)
 		note_outcome(cli, code == EX_OK ? "ok" : fl.n > 0 ? "failed" : "error", rep.n_recovered, fl.n);
 	free(fl.v);
 	sl_recover_report_finish(&rep);

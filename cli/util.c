@@ -93,16 +93,18 @@ int cli_store_path(const struct cli *cli, char *buf, size_t size)
 {
 	int r;
 
+	/* A path too long (--db, $STAGELOG_DB, $XDG_STATE_HOME or $HOME) is
+	 * the user's to fix, not a bug. */
 	if (cli->db) {
 		if (snprintf(buf, size, "%s", cli->db) >= (int)size)
-			return cli_fail(-ENAMETOOLONG, NULL, "cannot find the store");
+			return cli_usage_error("cannot find the store: --db: %s", strerror(ENAMETOOLONG));
 		return EX_OK;
 	}
 	r = sl_store_default_path(buf, size);
 	if (r == -ENOENT)
 		return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
 	if (r < 0)
-		return cli_fail(r, NULL, "cannot find the store");
+		return cli_usage_error("cannot find the store: %s (pass --db)", strerror(-r));
 	return EX_OK;
 }
 
@@ -157,23 +159,35 @@ fail:
 int cli_open_store(struct cli *cli)
 {
 	struct sl_error err = { 0 };
-	char buf[4096];
-	const char *path = cli->db;
 	int r;
 
-	if (!path) {
-		r = sl_store_default_path(buf, sizeof(buf));
-		if (r == -ENOENT)
-			return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
-		if (r < 0)
-			return cli_fail(r, NULL, "cannot find the store");
-		path = buf;
-	}
-	cli_verbose(cli, "store: %s", path);
-	r = sl_store_open(path, &cli->store, &err);
+	r = cli_store_path(cli, cli->store_path, sizeof(cli->store_path));
+	if (r != EX_OK)
+		return r;
+	cli_verbose(cli, "store: %s", cli->store_path);
+	r = sl_store_open_flags(cli->store_path, cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0, &cli->store, &err);
+	if (r == -ENOENT && cli->nocreate)
+		return CLI_NO_STORE;
 	if (r < 0)
 		return cli_fail(r, &err, "cannot open the store");
 	return EX_OK;
+}
+
+int cli_open_store_readonly(struct cli *cli)
+{
+	cli->nocreate = true;
+	return cli_open_store(cli);
+}
+
+int cli_no_store(const struct cli *cli, const char *what)
+{
+	if (!what) {
+		if (cli->verbosity >= 0)
+			cli_error("no store at %s: nothing in flight", cli->store_path);
+		return EX_OK;
+	}
+	cli_error("%s: %s: no store", what, cli->store_path);
+	return EX_NOINPUT;
 }
 
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])

@@ -1053,7 +1053,7 @@ class TestStore(Base):
             self.assertEqual(f.read(), before)
 
     def test_newer_schema(self):
-        self.sl("list")
+        self.sl("gc")
         db = sqlite3.connect(self.db)
         db.execute("PRAGMA user_version=99")
         db.commit()
@@ -1064,9 +1064,218 @@ class TestStore(Base):
 
     def test_store_env_and_modes(self):
         env = dict(self.env, STAGELOG_DB=self.db)
-        self.sl("list", db=False, env=env)
+        self.sl("gc", db=False, env=env)
         self.assertEqual(stat.S_IMODE(os.stat(self.db).st_mode), 0o600)
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(self.db)).st_mode), 0o700)
+
+
+
+class TestStoreRace(Base):
+    """Issue 9, point 6: processes that create and open a new store at once
+    all succeed, and none calls it someone else's database."""
+
+    ROUNDS = int(os.environ.get("STAGELOG_RACE_ROUNDS", "60"))
+
+    def race(self, db, commands):
+        procs = [subprocess.Popen([STAGELOG, "--db", db] + c, env=self.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, errors="surrogateescape")
+                 for c in commands]
+        failed = []
+        for c, p in zip(commands, procs):
+            out, err = p.communicate(timeout=60)
+            if p.returncode != 0:
+                failed.append("%s exited %d: %s" % (c[0], p.returncode, err.strip()))
+        return failed
+
+    def test_concurrent_first_use(self):
+        # Three creating commands and a listing on a missing store, then
+        # three listings of a store whose creator has made the file but not
+        # yet written it (an empty file): the moment the issue caught.
+        failed = []
+        for i in range(self.ROUNDS):
+            db = os.path.join(self.tmp, "race%d" % i, "sub", "stagelog.db")
+            failed += self.race(db, [["gc"], ["gc"], ["gc"], ["list"]])
+            db = os.path.join(self.tmp, "empty%d" % i, "stagelog.db")
+            os.makedirs(os.path.dirname(db), mode=0o700)
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            failed += self.race(db, [["list"], ["list"], ["list"]])
+        self.assertEqual(failed, [], "%d failures in %d rounds" % (len(failed), self.ROUNDS))
+
+
+
+class TestStoreIsOurs(Base):
+    """Issue 10, point 2: a store that another user could write is refused
+    with exit 77 and a message naming the path and why, for every command
+    that opens it."""
+
+    def refused(self, what, where, commands=(["list"], ["gc"], ["recover"])):
+        for c in commands:
+            p = self.sl(*c, code=77)
+            self.one_line_error(p)
+            self.assertIn(what, p.stderr)
+            self.assertIn(where, p.stderr)
+
+    def setUp(self):
+        super().setUp()
+        self.sl("gc")
+        self.dir = os.path.dirname(self.db)
+
+    def test_symlink(self):
+        real = os.path.join(self.tmp, "real.db")
+        os.rename(self.db, real)
+        os.symlink(real, self.db)
+        self.refused("is a symlink", self.db, (["list"], ["gc"],
+                     ["stage", "--root", self.root, "--bundle", self.bundle]))
+        self.assert_root_empty()
+        os.unlink(self.db)
+        os.symlink(os.path.join(self.tmp, "nowhere.db"), self.db)
+        self.refused("is a symlink", self.db)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "nowhere.db")))
+
+    def test_writable_by_others(self):
+        os.chmod(self.db, 0o666)
+        self.refused("writable by group or others", self.db)
+        os.chmod(self.db, 0o600)
+        os.chmod(self.dir, 0o1777)
+        self.refused("writable by group or others", self.dir)
+        os.chmod(self.dir, 0o700)
+        self.sl("list")
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to chown")
+    def test_owned_by_another_user(self):
+        with open(self.db, "rb") as f:
+            before = f.read()
+        os.chown(self.db, 65534, 65534)
+        self.refused("owned by another user", self.db)
+        with open(self.db, "rb") as f:
+            self.assertEqual(f.read(), before)
+        os.chown(self.db, 0, 0)
+        os.chown(self.dir, 65534, 65534)
+        self.refused("owned by another user", self.dir)
+        os.chown(self.dir, 0, 0)
+        self.sl("list")
+
+
+
+class TestReadOnlyCreatesNothing(Base):
+    """Issue 10, point 3: commands that only read never create a store or a
+    folder; on a missing store list and recover report nothing in flight,
+    show exits 66 and check reports that there is no store (66)."""
+
+    def setUp(self):
+        super().setUp()
+        self.top = os.path.join(self.tmp, "typo")
+        self.db = os.path.join(self.top, "dir", "x.db")
+
+    def assert_nothing_created(self):
+        self.assertFalse(os.path.exists(self.top), os.listdir(self.tmp))
+
+    def test_missing_store(self):
+        p = self.sl("list")
+        self.assertEqual(p.stdout.splitlines()[0].split()[0], "ID")
+        self.assertEqual(len(p.stdout.splitlines()), 1)
+        self.assertIn("no store", p.stderr)
+        self.assertIn(self.db, p.stderr)
+        self.assertEqual(self.slj("list"), [])
+        self.assertEqual(self.slj("list", "--all"), [])
+        self.assertEqual(self.sl("-q", "list").stderr, "")
+        for args in (["recover", "--dry-run"], ["recover"]):
+            doc = self.slj(*args)
+            self.assertEqual(doc["examined"], 0)
+            self.assertEqual(doc["recovered"], [])
+            self.assertEqual(doc["failed"], [])
+            self.assertEqual(doc["dry_run"], args[-1] == "--dry-run")
+            self.assertEqual(self.sl("-q", *args).stderr, "")
+        p = self.sl("show", "abcd1234", code=66)
+        self.one_line_error(p)
+        self.assertIn("no store", p.stderr)
+        p = self.sl("check", "--root", self.root, code=66)
+        self.one_line_error(p)
+        self.assertIn("no store", p.stderr)
+        self.sl("--json", "check", code=66)
+        self.sl("recover", "--force", "abcd1234", code=64)
+        self.assert_nothing_created()
+        # A command that writes creates it; check --remove-orphans writes.
+        self.sl("check", "--root", self.root, "--remove-orphans")
+        self.assertTrue(os.path.isfile(self.db))
+
+    def test_missing_default_store(self):
+        # The default path (root: /var/lib/stagelog/stagelog.db) is
+        # exercised through STAGELOG_DB pointing into a missing folder.
+        env = dict(self.env, STAGELOG_DB=self.db)
+        self.sl("list", db=False, env=env)
+        self.sl("recover", "--dry-run", db=False, env=env)
+        self.sl("show", "abcd", db=False, env=env, code=66)
+        self.sl("check", db=False, env=env, code=66)
+        self.assert_nothing_created()
+        # And the real default: XDG_STATE_HOME for a user; for root
+        # /var/lib/stagelog, tried only where it does not exist yet.
+        if os.geteuid() != 0:
+            env = dict(self.env, XDG_STATE_HOME=self.top)
+            self.sl("list", db=False, env=env)
+            self.assert_nothing_created()
+        elif not os.path.lexists("/var/lib/stagelog"):
+            try:
+                self.sl("list", db=False)
+                self.sl("recover", "--dry-run", db=False)
+                self.assertFalse(os.path.lexists("/var/lib/stagelog"))
+            finally:
+                shutil.rmtree("/var/lib/stagelog", ignore_errors=True)
+
+    def test_existing_store_is_read(self):
+        stage_id, _ = self.stage()
+        self.assertEqual([s["id"] for s in self.slj("list")], [stage_id])
+        self.assertEqual(self.slj("show", stage_id)["id"], stage_id)
+        self.assertEqual(self.slj("recover", "--dry-run")["live"], [stage_id])
+        self.assertEqual(self.slj("check", "--root", self.root)["orphans"], [])
+        self.sl("release", stage_id)
+
+    def test_completion_creates_nothing(self):
+        comp = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            "..", "..", "docs", "stagelog.bash-completion")
+        if not shutil.which("bash") or not os.path.exists(comp):
+            self.skipTest("bash or the completion script is missing")
+        script = ('source "$1"; COMP_WORDS=(stagelog --db "$2" show ""); '
+                  'COMP_CWORD=3; _stagelog; printf "%s\\n" "${COMPREPLY[@]}"')
+        env = dict(self.env, PATH=os.path.dirname(os.path.abspath(STAGELOG)) + ":"
+                   + self.env.get("PATH", "/usr/bin:/bin"))
+        subprocess.run(["bash", "-c", script, "bash", comp, self.db], env=env,
+                       capture_output=True, text=True, timeout=60, check=True)
+        self.assert_nothing_created()
+        env = dict(env, STAGELOG_DB=self.db)
+        subprocess.run(["bash", "-c", 'source "$1"; COMP_WORDS=(stagelog release ""); '
+                        'COMP_CWORD=2; _stagelog', "bash", comp], env=env,
+                       capture_output=True, text=True, timeout=60, check=True)
+        self.assert_nothing_created()
+
+
+
+class TestStorePathExits(Base):
+    """Every condition of the store's path maps to the contract's exit
+    codes; none exits 70, which is for bugs."""
+
+    def test_bad_store_paths(self):
+        loop = os.path.join(self.tmp, "loop")
+        os.symlink(loop + "2", loop)
+        os.symlink(loop, loop + "2")
+        afile = os.path.join(self.tmp, "afile")
+        open(afile, "w").close()
+        os.chmod(afile, 0o600)
+        cases = [
+            (os.path.join(loop, "x.db"), 64),
+            (os.path.join(self.tmp, "a" * 300, "x.db"), 64),
+            ("/" + "b/" * 3000 + "x.db", 64),
+            (os.path.join(afile, "x.db"), 66),
+            (self.bundle, 73),
+        ]
+        for db, want in cases:
+            for cmd in (["gc"], ["list"], ["show", "abcd"]):
+                p = self.sl("--db", db, *cmd, db=False, code=None)
+                self.assertEqual(p.returncode, want, "%s on %.60s: %s" % (cmd[0], db, p.stderr))
+                self.one_line_error(p)
+        env = dict(self.env, STAGELOG_DB="/" + "c" * 5000)
+        self.one_line_error(self.sl("list", db=False, env=env, code=64))
 
 
 if __name__ == "__main__":

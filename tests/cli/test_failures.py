@@ -51,7 +51,7 @@ class Failures(Base):
         return self.slj("show", stage_id)
 
     def mount_tmpfs(self, where):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", where], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "none", where], check=True)
         self.addCleanup(lambda: subprocess.run(["umount", "-l", where], capture_output=True))
 
     def assert_failed_with_reason(self, stage_id, want=None):
@@ -231,7 +231,7 @@ class TestStoreUnavailable(Failures):
         os.makedirs(small)
         self.mount_tmpfs(small)
         self.db = os.path.join(small, "stagelog.db")
-        self.sl("list")
+        self.sl("gc")  # creates the store
         bundle = big_bundle(os.path.join(self.tmp, "big"), files=6000)
         # Room for the stage's record, not for its 6,000 entries.
         filler = self.fill(small, leave=96 * 1024)
