@@ -176,6 +176,13 @@ static int begin_top(struct sl_stage *st, const char *label, struct sl_error *re
 	st->top_fd = openat(st->root_fd, st->rec.topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	/* Blocking: the directory is brand new, so the only other holder can
 	 * be a liveness probe's shared lock, for microseconds. */
+	if (st->top_fd < 0 && errno == ENOENT) {
+		/* Gone before we could lock it: only a recovery that claimed
+		 * the stage removes a top directory it did not lock. */
+		(void)stage_fail(st, -EAGAIN);
+		return sl_err(reterr, -EAGAIN, "cannot begin stage: %s: a recovery claimed the stage meanwhile; try again",
+			      st->rec.topdir);
+	}
 	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fd_fileid(st->top_fd, &id) < 0 ||
 	    fchmod(st->top_fd, 0700) < 0) {
 		r = sl_err(reterr, negerrno(), "cannot begin stage: %s: %s", st->rec.topdir, strerror(errno));

@@ -181,6 +181,34 @@ class TestStoreUnavailable(Failures):
         self.assertIn(self.state_of(stage_id), ("released", "recovered"))
         self.assertEqual(self.slj("list"), [])
 
+    def test_stage_with_busy_store_mid_copy(self):
+        # The store turns busy while thousands of logged paths are being
+        # created: the stage cannot be marked ready, and its removal must
+        # not stop after the first page of entries it cannot mark.
+        bundle = big_bundle(os.path.join(self.tmp, "big"), files=4000)
+        proc = subprocess.Popen([STAGELOG, "--db", self.db, "stage", "--root", self.root, "--bundle", bundle,
+                                 "--env", "TOKEN=" + CANARY],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tops = self.root_entries()
+            if tops and os.path.isdir(os.path.join(self.root, tops[0], "rootfs")):
+                break
+            time.sleep(0.001)
+        # Busy until stagelog has exited.
+        con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        out, err = proc.communicate(timeout=120)
+        con.execute("ROLLBACK")
+        con.close()
+        self.assertIn(proc.returncode, (75, 0), err)
+        if proc.returncode == 0:
+            self.skipTest("the copy finished before the store turned busy")
+        self.assertNotIn(CANARY.encode(), err)
+        self.assert_root_empty()
+        self.sl("recover")
+        self.assertEqual(self.slj("list"), [])
+
     def test_run_with_busy_store_at_exit(self):
         # The runtime leaves a process behind that holds the store's write
         # lock while stagelog releases the stage.
