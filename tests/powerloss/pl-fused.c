@@ -1,17 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pl-fused: serves one image file as /disk through FUSE and logs every write
- * and every flush, in the order they arrive.
+ * pl-fused: serves image files as /disk0, /disk1 through FUSE and logs every
+ * write and every flush of each, in one log, in the order they arrive.
  *
- *   pl-fused IMAGE LOG MOUNTPOINT
+ *   pl-fused LOG MOUNTPOINT IMAGE [IMAGE]
  *
- * A loop device on MOUNTPOINT/disk turns every block write of a file system
+ * A loop device on MOUNTPOINT/disk0 turns every block write of a file system
  * into one FUSE write and every block-layer flush (journal commit, fsync,
  * syncfs) into one FUSE fsync. The daemon is single-threaded (-s) and opens
  * the file with direct_io and no writeback cache, so the kernel neither
  * reorders nor merges writes behind its back: the log is the order in which
  * the disk saw them. A multi-threaded daemon was seen to reorder writes
- * inside a flush interval.
+ * inside a flush interval. One log for both disks keeps the order between
+ * them: a store on one disk and a staging root on another lose their
+ * unflushed writes at the same instant.
  */
 #define FUSE_USE_VERSION 31
 
@@ -26,13 +28,21 @@
 
 #include "pl-log.h"
 
-static int image_fd = -1;
+static int image_fd[PL_MAX_DEV];
+static unsigned n_images;
 static FILE *log_file;
-static const char disk_name[] = "disk";
 
-static int log_rec(uint32_t type, uint64_t off, const void *data, uint64_t len)
+/* "/diskN" to N, or -1. */
+static int disk_index(const char *path)
 {
-	struct pl_rec_hdr h = { .magic = PL_REC_MAGIC, .type = type, .off = off, .len = len };
+	if (strncmp(path, "/disk", 5) != 0 || path[5] < '0' || path[5] >= (char)('0' + n_images) || path[6])
+		return -1;
+	return path[5] - '0';
+}
+
+static int log_rec(uint16_t type, uint64_t dev, uint64_t off, const void *data, uint64_t len)
+{
+	struct pl_rec_hdr h = { .magic = PL_REC_MAGIC, .type = type, .dev = (uint16_t)dev, .off = off, .len = len };
 
 	if (fwrite(&h, sizeof(h), 1, log_file) != 1 || (len && fwrite(data, len, 1, log_file) != 1))
 		return -EIO;
@@ -65,9 +75,11 @@ static int pl_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		st->st_nlink = 2;
 		return 0;
 	}
-	if (strcmp(path + 1, disk_name) != 0)
+	int d = disk_index(path);
+
+	if (d < 0)
 		return -ENOENT;
-	if (fstat(image_fd, st) < 0)
+	if (fstat(image_fd[d], st) < 0)
 		return -errno;
 	st->st_mode = S_IFREG | 0600;
 	st->st_nlink = 1;
@@ -82,14 +94,22 @@ static int pl_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		return -ENOTDIR;
 	fill(buf, ".", NULL, 0, 0);
 	fill(buf, "..", NULL, 0, 0);
-	fill(buf, disk_name, NULL, 0, 0);
+	for (unsigned i = 0; i < n_images; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "disk%u", i);
+		fill(buf, name, NULL, 0, 0);
+	}
 	return 0;
 }
 
 static int pl_open(const char *path, struct fuse_file_info *fi)
 {
-	if (strcmp(path + 1, disk_name) != 0)
+	int d = disk_index(path);
+
+	if (d < 0)
 		return -ENOENT;
+	fi->fh = (uint64_t)d;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
 	return 0;
@@ -99,8 +119,8 @@ static int pl_read(const char *path, char *buf, size_t size, off_t off, struct f
 {
 	ssize_t n;
 
-	(void)path, (void)fi;
-	n = pread(image_fd, buf, size, off);
+	(void)path;
+	n = pread(image_fd[fi->fh], buf, size, off);
 	return n < 0 ? -errno : (int)n;
 }
 
@@ -108,26 +128,26 @@ static int pl_write(const char *path, const char *buf, size_t size, off_t off, s
 {
 	int r;
 
-	(void)path, (void)fi;
-	r = pl_pwrite_all(image_fd, buf, size, (uint64_t)off);
+	(void)path;
+	r = pl_pwrite_all(image_fd[fi->fh], buf, size, (uint64_t)off);
 	if (r < 0)
 		return r;
 	/* Logged only once it is in the image: the log never claims a
 	 * write the image does not hold. */
-	r = log_rec(PL_REC_WRITE, (uint64_t)off, buf, size);
+	r = log_rec(PL_REC_WRITE, fi->fh, (uint64_t)off, buf, size);
 	return r < 0 ? r : (int)size;
 }
 
 static int pl_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
-	(void)path, (void)datasync, (void)fi;
-	return log_rec(PL_REC_FSYNC, 0, NULL, 0);
+	(void)path, (void)datasync;
+	return log_rec(PL_REC_FSYNC, fi->fh, 0, NULL, 0);
 }
 
 static int pl_flush(const char *path, struct fuse_file_info *fi)
 {
-	(void)path, (void)fi;
-	return log_rec(PL_REC_FLUSH, 0, NULL, 0);
+	(void)path;
+	return log_rec(PL_REC_FLUSH, fi->fh, 0, NULL, 0);
 }
 
 static int pl_truncate(const char *path, off_t size, struct fuse_file_info *fi)
@@ -161,24 +181,27 @@ int main(int argc, char **argv)
 	static char buf[1 << 20];
 	int r;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: pl-fused IMAGE LOG MOUNTPOINT\n");
+	if (argc < 4 || argc > 3 + PL_MAX_DEV) {
+		fprintf(stderr, "usage: pl-fused LOG MOUNTPOINT IMAGE [IMAGE]\n");
 		return 64;
 	}
-	image_fd = open(argv[1], O_RDWR | O_CLOEXEC);
-	if (image_fd < 0) {
-		fprintf(stderr, "pl-fused: %s: %s\n", argv[1], strerror(errno));
-		return 66;
+	for (int i = 3; i < argc; i++) {
+		image_fd[n_images] = open(argv[i], O_RDWR | O_CLOEXEC);
+		if (image_fd[n_images] < 0) {
+			fprintf(stderr, "pl-fused: %s: %s\n", argv[i], strerror(errno));
+			return 66;
+		}
+		n_images++;
 	}
-	log_file = fopen(argv[2], "wbe");
+	log_file = fopen(argv[1], "wbe");
 	if (!log_file) {
-		fprintf(stderr, "pl-fused: %s: %s\n", argv[2], strerror(errno));
+		fprintf(stderr, "pl-fused: %s: %s\n", argv[1], strerror(errno));
 		return 73;
 	}
 	setvbuf(log_file, buf, _IOFBF, sizeof(buf));
 	/* -s: one thread, so requests are handled in arrival order; -f: the
 	 * orchestrator owns our lifetime. */
-	char *fargv[] = { argv[0], "-s", "-f", "-o", "fsname=pl-fused,subtype=pl", argv[3], NULL };
+	char *fargv[] = { argv[0], "-s", "-f", "-o", "fsname=pl-fused,subtype=pl", argv[2], NULL };
 	r = fuse_main(6, fargv, &ops, NULL);
 	if (fclose(log_file) != 0)
 		r = r ? r : 74;

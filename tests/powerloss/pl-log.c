@@ -35,21 +35,10 @@ int pl_pwrite_all(int fd, const void *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
-static int push_interval(struct pl_log *log, size_t first, size_t n)
-{
-	struct pl_interval *iv = realloc(log->iv, (log->niv + 1) * sizeof(*iv));
-
-	if (!iv)
-		return -ENOMEM;
-	log->iv = iv;
-	log->iv[log->niv++] = (struct pl_interval){ .first = first, .n = n };
-	return 0;
-}
-
 int pl_log_open(struct pl_log *log, const char *path, uint64_t start)
 {
 	struct stat sb;
-	size_t cap = 0, first = 0;
+	size_t cap = 0;
 	uint64_t pos = start;
 	int fd, r = 0;
 
@@ -74,47 +63,33 @@ int pl_log_open(struct pl_log *log, const char *path, uint64_t start)
 	if (r < 0)
 		return r;
 
-	while (r == 0 && pos + sizeof(struct pl_rec_hdr) <= log->map_len) {
+	while (pos + sizeof(struct pl_rec_hdr) <= log->map_len) {
 		struct pl_rec_hdr h;
 
 		memcpy(&h, (unsigned char *)log->map + pos, sizeof(h));
-		if (h.magic != PL_REC_MAGIC) {
+		pos += sizeof(h);
+		if (h.magic != PL_REC_MAGIC || h.dev >= PL_MAX_DEV ||
+		    (h.type != PL_REC_WRITE && h.type != PL_REC_FSYNC && h.type != PL_REC_FLUSH) ||
+		    (h.type == PL_REC_WRITE && h.len > log->map_len - pos)) {
 			r = -EBADMSG;
 			break;
 		}
-		pos += sizeof(h);
-		if (h.type == PL_REC_WRITE) {
-			if (h.len > log->map_len - pos) {
-				r = -EBADMSG;
+		if (log->nr == cap) {
+			struct pl_rec *n;
+
+			cap = cap ? 2 * cap : 1024;
+			n = realloc(log->r, cap * sizeof(*n));
+			if (!n) {
+				r = -ENOMEM;
 				break;
 			}
-			if (log->nw == cap) {
-				struct pl_write *w;
-
-				cap = cap ? 2 * cap : 1024;
-				w = realloc(log->w, cap * sizeof(*w));
-				if (!w) {
-					r = -ENOMEM;
-					break;
-				}
-				log->w = w;
-			}
-			log->w[log->nw++] = (struct pl_write){ h.off, h.len, (unsigned char *)log->map + pos };
-			pos += h.len;
-		} else if (h.type == PL_REC_FSYNC || h.type == PL_REC_FLUSH) {
-			/* Back-to-back flushes make empty intervals: they
-			 * add no crash state, so they are folded. */
-			if (log->nw > first) {
-				r = push_interval(log, first, log->nw - first);
-				first = log->nw;
-			}
-		} else {
-			r = -EBADMSG;
+			log->r = n;
 		}
+		log->r[log->nr++] = (struct pl_rec){ h.type, h.dev, h.off, h.type == PL_REC_WRITE ? h.len : 0,
+						     (unsigned char *)log->map + pos };
+		if (h.type == PL_REC_WRITE)
+			pos += h.len;
 	}
-	/* Writes after the last flush: the disk may hold any subset. */
-	if (r == 0 && log->nw > first)
-		r = push_interval(log, first, log->nw - first);
 	if (r < 0)
 		pl_log_close(log);
 	return r;
@@ -124,12 +99,11 @@ void pl_log_close(struct pl_log *log)
 {
 	if (log->map)
 		munmap(log->map, log->map_len);
-	free(log->w);
-	free(log->iv);
+	free(log->r);
 	memset(log, 0, sizeof(*log));
 }
 
-int pl_log_apply_prefix(const char *path, uint64_t end, int image_fd)
+int pl_log_apply_prefix(const char *path, uint64_t end, const int *fds, unsigned ndev)
 {
 	unsigned char *buf = NULL;
 	uint64_t pos = 0;
@@ -141,7 +115,8 @@ int pl_log_apply_prefix(const char *path, uint64_t end, int image_fd)
 	while (pos < end) {
 		struct pl_rec_hdr h;
 
-		if (pread(fd, &h, sizeof(h), (off_t)pos) != (ssize_t)sizeof(h) || h.magic != PL_REC_MAGIC) {
+		if (pread(fd, &h, sizeof(h), (off_t)pos) != (ssize_t)sizeof(h) || h.magic != PL_REC_MAGIC ||
+		    h.dev >= ndev) {
 			r = -EBADMSG;
 			break;
 		}
@@ -158,7 +133,7 @@ int pl_log_apply_prefix(const char *path, uint64_t end, int image_fd)
 			r = -EBADMSG;
 			break;
 		}
-		r = pl_pwrite_all(image_fd, buf, h.len, h.off);
+		r = pl_pwrite_all(fds[h.dev], buf, h.len, h.off);
 		if (r < 0)
 			break;
 		pos += h.len;

@@ -23,34 +23,33 @@ enum pl_rec_type {
 	PL_REC_FLUSH = 3, /* FUSE flush: close(2) of the image */
 };
 
+#define PL_MAX_DEV 2
+
 /* On-disk record header; a write's data follows it. */
 struct pl_rec_hdr {
 	uint32_t magic;
+	uint16_t type;
+	uint16_t dev; /* which served image: the daemon serves disk0, disk1 */
+	uint64_t off;
+	uint64_t len;
+};
+
+struct pl_rec {
 	uint32_t type;
+	uint32_t dev;
 	uint64_t off;
 	uint64_t len;
+	const unsigned char *data; /* a write's data, in the mapped log */
 };
 
-struct pl_write {
-	uint64_t off;
-	uint64_t len;
-	const unsigned char *data; /* points into the mapped log */
-};
-
-/* An interval: the writes between two flushes (or the start and a flush).
- * Writes before flush i are durable in every crash state after it. */
-struct pl_interval {
-	size_t first; /* index of its first write */
-	size_t n;     /* number of writes in it */
-};
-
+/* Every record after the scenario's start, in the order the daemon saw
+ * them. A write of device d is durable once a flush of d follows it; until
+ * then the disk may hold it or not, independently of its neighbours. */
 struct pl_log {
 	void *map;
 	size_t map_len;
-	struct pl_write *w;
-	size_t nw;
-	struct pl_interval *iv; /* intervals ended by a flush, then the open tail */
-	size_t niv;
+	struct pl_rec *r;
+	size_t nr;
 };
 
 /* Maps the log file and indexes it, starting at byte offset start (a
@@ -59,9 +58,10 @@ struct pl_log {
 int pl_log_open(struct pl_log *log, const char *path, uint64_t start);
 void pl_log_close(struct pl_log *log);
 
-/* Applies every record of the log file before byte offset end to the image
- * fd (used to bring the base image up to the scenario's start). */
-int pl_log_apply_prefix(const char *path, uint64_t end, int image_fd);
+/* Applies every write of the log file before byte offset end to the image
+ * of its device, fds[dev] (brings the base images up to the scenario's
+ * start). */
+int pl_log_apply_prefix(const char *path, uint64_t end, const int *fds, unsigned ndev);
 
 /* Copies src to dst (which must be empty) without writing zero blocks: a
  * 300 MB XFS image holds a few hundred KiB of data, so a crash image costs a

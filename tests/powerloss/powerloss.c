@@ -74,8 +74,12 @@ static const char *const fs_names[FS_N] = { "ext4", "xfs" };
 /* XFS refuses file systems under 300 MB; the images stay sparse. */
 static const uint64_t fs_sizes[FS_N] = { 64ull << 20, 300ull << 20 };
 
-enum { ROOT_DISK, ROOT_TMPFS, ROOT_N };
-static const char *const root_names[ROOT_N] = { "disk", "tmpfs" };
+/* Where the staging root lives: on the store's disk, on a tmpfs (the
+ * default: a power cut empties it), or on a second disk that loses its
+ * unflushed writes at the same instant as the store's ("split": no journal
+ * orders the root's changes against the store's). */
+enum { ROOT_DISK, ROOT_TMPFS, ROOT_SPLIT, ROOT_N };
+static const char *const root_names[ROOT_N] = { "disk", "tmpfs", "split" };
 
 enum { VAR_SAME, VAR_BOOT, VAR_LOOP, VAR_N };
 static const char *const var_names[VAR_N] = { "same", "newboot", "otherloop" };
@@ -98,7 +102,7 @@ static struct opts {
 	.work_parent = "/dev/shm",
 	.fs_mask = 3,
 	.sc_mask = 0x3e,
-	.root_mask = 3,
+	.root_mask = 7,
 	.var_mask = 7,
 	.subsets = 5,
 	.seed = 11,
@@ -110,21 +114,22 @@ static struct ctx {
 	char bundle[PATH_MAX];    /* the packaged bundle, on tmpfs */
 	char runtime[PATH_MAX];   /* scenario 2's runtime script */
 	char fusemnt[PATH_MAX];   /* pl-fused's mount point */
-	char served[PATH_MAX];    /* the image pl-fused serves */
+	char served[PL_MAX_DEV][PATH_MAX]; /* the images pl-fused serves */
 	char logpath[PATH_MAX];   /* its write log */
-	char base[FS_N][PATH_MAX]; /* mkfs output, sparse */
-	char prefix[PATH_MAX];    /* the disk at the current flush boundary */
-	char crash[PATH_MAX];     /* the crash image being checked */
-	char disk[PATH_MAX];      /* where the simulated disk is mounted: the original path */
+	char base[FS_N][PL_MAX_DEV][PATH_MAX]; /* mkfs output, sparse */
+	char prefix[PL_MAX_DEV][PATH_MAX]; /* each disk with what is durable so far */
+	char crash[PL_MAX_DEV][PATH_MAX];  /* the crash images being checked */
+	char mnt[PL_MAX_DEV][PATH_MAX];    /* where the disks are mounted: the original paths */
 	char tmproot[PATH_MAX];   /* a tmpfs staging root's parent */
 	char canary[64];
-	int loop_rec;             /* the loop device that recorded */
-	int loop_other;           /* another one, for VAR_LOOP */
+	int loop_rec[PL_MAX_DEV];   /* the loop devices that recorded */
+	int loop_other[PL_MAX_DEV]; /* others, for VAR_LOOP */
 } c;
 
 /* One recorded scenario. */
 struct run {
 	int fs, rootk, sc;
+	unsigned ndev;            /* 2 when the root has its own disk */
 	char root[PATH_MAX];
 	char db[PATH_MAX];
 	char dest[PATH_MAX];      /* scenario 3's publish destination */
@@ -531,7 +536,7 @@ static int make_runtime(void)
 	return write_file(c.runtime, script, sizeof(script) - 1, 0755);
 }
 
-static int make_base(int fs)
+static int make_base(int fs, int d)
 {
 	char raw[PATH_MAX];
 	_cleanup_close_ int fd = -1;
@@ -559,8 +564,8 @@ static int make_base(int fs)
 		return err("mkfs.%s failed (status %d)", fs_names[fs], st);
 	/* mkfs zeroes the XFS log: 65 MB of zeros that the sparse copy
 	 * drops. */
-	if (sparse_copy_path(raw, c.base[fs]) < 0)
-		return err("%s: cannot copy", c.base[fs]);
+	if (sparse_copy_path(raw, c.base[fs][d]) < 0)
+		return err("%s: cannot copy", c.base[fs][d]);
 	unlink(raw);
 	return 0;
 }
@@ -569,7 +574,7 @@ static int make_base(int fs)
 
 static pid_t fused_pid = -1;
 
-static int fused_start(void)
+static int fused_start(unsigned ndev)
 {
 	struct stat a, b;
 
@@ -580,7 +585,10 @@ static int fused_start(void)
 	if (fused_pid < 0)
 		return negerrno();
 	if (fused_pid == 0) {
-		execl(o.fused, o.fused, c.served, c.logpath, c.fusemnt, (char *)NULL);
+		if (ndev == 1)
+			execl(o.fused, o.fused, c.logpath, c.fusemnt, c.served[0], (char *)NULL);
+		else
+			execl(o.fused, o.fused, c.logpath, c.fusemnt, c.served[0], c.served[1], (char *)NULL);
 		_exit(127);
 	}
 	if (stat(c.work, &a) < 0)
@@ -588,7 +596,7 @@ static int fused_start(void)
 	for (int i = 0; i < 500; i++) {
 		char disk[PATH_MAX];
 
-		pathf(disk, sizeof(disk), "%s/disk", c.fusemnt);
+		pathf(disk, sizeof(disk), "%s/disk0", c.fusemnt);
 		if (stat(disk, &b) == 0 && b.st_dev != a.st_dev)
 			return 0;
 		if (waitpid(fused_pid, NULL, WNOHANG) == fused_pid) {
@@ -663,6 +671,16 @@ static int stage_cmd(const struct run *rn, pid_t owner, char id[64])
 	return parse_id(out, id);
 }
 
+/* Forces writeback of every simulated disk (syncfs), so that states with
+ * the secrets on the disk are reached. */
+static int sync_all(const struct run *rn)
+{
+	for (unsigned d = 0; d < rn->ndev; d++)
+		if (do_syncfs(c.mnt[d]) < 0)
+			return -1;
+	return 0;
+}
+
 static int scenario(struct run *rn)
 {
 	char id[64], id2[64], id3[64], out[4096];
@@ -673,7 +691,7 @@ static int scenario(struct run *rn)
 	case 1:
 		/* A stage whose secrets reach the disk, then its release. */
 		s1 = sleeper();
-		if (stage_cmd(rn, s1, id) < 0 || do_syncfs(c.disk) < 0)
+		if (stage_cmd(rn, s1, id) < 0 || sync_all(rn) < 0)
 			break;
 		if (rec_cmd(rn, SL("release", id), out, sizeof(out), 0) < 0)
 			break;
@@ -708,7 +726,7 @@ static int scenario(struct run *rn)
 	case 4:
 		/* The owner dies with its stage ready and on the disk. */
 		s1 = sleeper();
-		if (stage_cmd(rn, s1, id) < 0 || do_syncfs(c.disk) < 0)
+		if (stage_cmd(rn, s1, id) < 0 || sync_all(rn) < 0)
 			break;
 		kill_wait(s1);
 		s1 = -1;
@@ -726,7 +744,7 @@ static int scenario(struct run *rn)
 		s1 = sleeper();
 		s2 = sleeper();
 		s3 = sleeper();
-		if (stage_cmd(rn, s1, id) < 0 || do_syncfs(c.disk) < 0)
+		if (stage_cmd(rn, s1, id) < 0 || sync_all(rn) < 0)
 			break;
 		kill_wait(s1);
 		s1 = -1;
@@ -748,7 +766,7 @@ static int scenario(struct run *rn)
 				 st[0], st[1], st[2], e[0], e[1], e[2]);
 			break;
 		}
-		if (parse_id(o2, id2) < 0 || parse_id(o3, id3) < 0 || do_syncfs(c.disk) < 0)
+		if (parse_id(o2, id2) < 0 || parse_id(o3, id3) < 0 || sync_all(rn) < 0)
 			break;
 		if (rec_cmd(rn, SL("release", id2), out, sizeof(out), 0) < 0 ||
 		    rec_cmd(rn, SL("release", id3), out, sizeof(out), 0) < 0)
@@ -771,30 +789,42 @@ static int record(struct run *rn)
 {
 	struct stat sb;
 	char out[4096];
-	int r, loop;
+	unsigned attached = 0, mounted = 0;
+	int r = 0;
 
 	rec_err[0] = '\0';
-	if (sparse_copy_path(c.base[rn->fs], c.served) < 0)
-		return err("cannot copy the base image");
-	r = fused_start();
+	for (unsigned d = 0; d < rn->ndev; d++)
+		if (sparse_copy_path(c.base[rn->fs][d], c.served[d]) < 0)
+			return err("cannot copy the base image");
+	r = fused_start(rn->ndev);
 	if (r < 0)
 		return err("pl-fused did not start: %s", strerror(-r));
-	{
+	for (; r == 0 && attached < rn->ndev; attached++) {
 		char disk[PATH_MAX];
 
-		pathf(disk, sizeof(disk), "%s/disk", c.fusemnt);
-		loop = loop_attach(-1, disk);
+		pathf(disk, sizeof(disk), "%s/disk%u", c.fusemnt, attached);
+		r = loop_attach(-1, disk);
+		if (r < 0) {
+			err("cannot attach a loop device: %s", strerror(-r));
+			break;
+		}
+		c.loop_rec[attached] = r;
+		r = 0;
 	}
-	if (loop < 0) {
-		fused_stop();
-		return err("cannot attach a loop device: %s", strerror(-loop));
+	for (; r == 0 && mounted < rn->ndev; mounted++) {
+		r = do_mount(c.loop_rec[mounted], rn->fs, c.mnt[mounted]);
+		if (r < 0) {
+			err("cannot mount %s: %s", fs_names[rn->fs], strerror(-r));
+			break;
+		}
 	}
-	c.loop_rec = loop;
-	r = do_mount(loop, rn->fs, c.disk);
 	if (r < 0) {
-		loop_detach(loop);
+		while (mounted > 0)
+			umount2(c.mnt[--mounted], 0);
+		while (attached > 0)
+			loop_detach(c.loop_rec[--attached]);
 		fused_stop();
-		return err("cannot mount %s: %s", fs_names[rn->fs], strerror(-r));
+		return -1;
 	}
 
 	/* The world before the scenario: a store (recover creates it), the
@@ -803,9 +833,9 @@ static int record(struct run *rn)
 	{
 		char p[PATH_MAX];
 
-		pathf(p, sizeof(p), "%s/store", c.disk);
+		pathf(p, sizeof(p), "%s/store", c.mnt[0]);
 		mkdir(p, 0700);
-		pathf(p, sizeof(p), "%s/pub", c.disk);
+		pathf(p, sizeof(p), "%s/pub", c.mnt[rn->ndev - 1]);
 		mkdir(p, 0700);
 	}
 	if (rn->rootk == ROOT_TMPFS) {
@@ -817,19 +847,21 @@ static int record(struct run *rn)
 		mkdir(p, 0700);
 	}
 	r = rec_cmd(rn, SL("recover", "--root", rn->root), out, sizeof(out), 0);
-	if (r == 0)
-		r = do_syncfs(c.disk);
+	for (unsigned d = 0; r == 0 && d < rn->ndev; d++)
+		r = do_syncfs(c.mnt[d]);
 	if (r == 0 && stat(c.logpath, &sb) == 0)
 		rn->marker = (uint64_t)sb.st_size;
 	if (r == 0)
 		r = scenario(rn);
 	/* What the last step left in caches reaches the disk too: the states
 	 * after the scenario are checked as well. */
-	if (do_syncfs(c.disk) < 0 && r == 0)
-		r = -1;
-	if (umount2(c.disk, 0) < 0)
-		(void)umount2(c.disk, MNT_DETACH);
-	loop_detach(loop);
+	for (unsigned d = 0; d < rn->ndev; d++) {
+		if (do_syncfs(c.mnt[d]) < 0 && r == 0)
+			r = -1;
+		if (umount2(c.mnt[d], 0) < 0)
+			(void)umount2(c.mnt[d], MNT_DETACH);
+		loop_detach(c.loop_rec[d]);
+	}
 	fused_stop();
 	if (r < 0)
 		return -1;
@@ -995,7 +1027,7 @@ static void check_published(const struct run *rn, struct verdict *v, bool *ret_p
 			violate(v, "list", "list --all exited %d", st);
 		else if (dfd >= 0 && !any)
 			violate(v, "publish-untracked", "the destination exists but no stage is published");
-		else if (dfd < 0 && any && rn->rootk == ROOT_DISK) /* a tmpfs tree dies with the power */
+		else if (dfd < 0 && any && rn->rootk != ROOT_TMPFS) /* a tmpfs tree dies with the power */
 			violate(v, "publish-lost", "a stage is published but its destination is gone");
 	}
 	if (dfd < 0)
@@ -1102,15 +1134,17 @@ static void oracle_checks(const struct run *rn, struct verdict *v)
 	check_root_empty(rn, "after recover", v);
 	if (rn->sc == 3)
 		check_published(rn, v, &published);
-	{
-		_cleanup_close_ int dfd = open(c.disk, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* Every file on every simulated disk, but a published tree. */
+	for (unsigned d = 0; d < rn->ndev; d++) {
+		_cleanup_close_ int dfd = open(c.mnt[d], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		size_t ml = strlen(c.mnt[d]);
+		const char *skip = NULL;
 		struct stat sb;
-		char skip[PATH_MAX];
 
-		/* Only a destination on the disk is scanned around. */
-		snprintf(skip, sizeof(skip), "%s", rn->rootk == ROOT_DISK ? rn->dest + strlen(c.disk) + 1 : "");
+		if (published && !strncmp(rn->dest, c.mnt[d], ml) && rn->dest[ml] == '/')
+			skip = rn->dest + ml + 1;
 		if (dfd >= 0 && fstat(dfd, &sb) == 0)
-			scan_canary(dfd, "", published ? skip : NULL, sb.st_dev, v);
+			scan_canary(dfd, "", skip, sb.st_dev, v);
 	}
 	{
 		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "check", "--root", (char *)rn->root, NULL };
@@ -1172,7 +1206,7 @@ static void report(const struct run *rn, int var, const char *point, const char 
 	fflush(stdout);
 }
 
-static int oracle(const struct run *rn, int index, int var, const char *point)
+static int oracle(const struct run *rn, const int *index, int var, const char *point)
 {
 	char msg[sizeof(((struct verdict *)0)->first) + sizeof(((struct verdict *)0)->text) + 2]; /* < PIPE_BUF */
 	size_t used = 0;
@@ -1215,10 +1249,13 @@ static int oracle(const struct run *rn, int index, int var, const char *point)
 				_exit(202);
 			unlink(path); /* the bind mount keeps it */
 		}
-		r = do_mount(index, rn->fs, c.disk);
-		if (r < 0)
-			violate(&v, "mount", "the crash image does not mount: %s", strerror(-r));
-		else
+		r = 0;
+		for (unsigned d = 0; r == 0 && d < rn->ndev; d++) {
+			r = do_mount(index[d], rn->fs, c.mnt[d]);
+			if (r < 0)
+				violate(&v, "mount", "crash image %u does not mount: %s", d, strerror(-r));
+		}
+		if (r == 0)
 			oracle_checks(rn, &v);
 		if (v.n) {
 			char m[sizeof(msg)];
@@ -1227,8 +1264,9 @@ static int oracle(const struct run *rn, int index, int var, const char *point)
 			/* Under PIPE_BUF bytes: one write, never split. */
 			(void)!write(fds[1], m, (size_t)(n < (int)sizeof(m) ? n : (int)sizeof(m) - 1));
 		}
-		if (r == 0 && umount2(c.disk, 0) < 0)
-			(void)umount2(c.disk, MNT_DETACH);
+		for (unsigned d = 0; d < rn->ndev; d++)
+			if (umount2(c.mnt[d], 0) < 0)
+				(void)umount2(c.mnt[d], MNT_DETACH);
 		_exit(v.n > 100 ? 100 : v.n);
 	}
 	close(fds[1]);
@@ -1260,49 +1298,59 @@ static int oracle(const struct run *rn, int index, int var, const char *point)
 
 /* ---- replay ---- */
 
-/* Builds the crash image: the disk at the flush boundary plus the chosen
- * writes of the open interval, the last one maybe torn into 4 KiB units. */
-static int build_crash(const struct pl_log *log, size_t ivi, const uint8_t *pick, uint64_t torn_mask)
+/*
+ * A crash state: each disk's durable image (every write followed by a flush
+ * of that disk) plus a choice among the pending writes (issued, not yet
+ * flushed): pick[i] is 0 (lost), 1 (landed) or 2 (torn: only the 4 KiB
+ * units in torn_mask landed).
+ */
+struct pending {
+	size_t *idx; /* record indices, in log order */
+	size_t n, cap;
+};
+
+static int build_crash(const struct run *rn, const struct pl_log *log, const struct pending *pd, const uint8_t *pick,
+		       uint64_t torn_mask)
 {
-	_cleanup_close_ int p = open(c.prefix, O_RDONLY | O_CLOEXEC);
-	_cleanup_close_ int w = -1;
-	int r;
+	for (unsigned d = 0; d < rn->ndev; d++) {
+		_cleanup_close_ int p = open(c.prefix[d], O_RDONLY | O_CLOEXEC);
+		_cleanup_close_ int w = -1;
+		int r;
 
-	if (p < 0)
-		return negerrno();
-	(void)unlink(c.crash);
-	w = open(c.crash, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (w < 0)
-		return negerrno();
-	r = pl_sparse_copy(p, w);
-	if (r < 0 || !pick)
-		return r;
-	const struct pl_interval *iv = &log->iv[ivi];
-	for (size_t k = 0; k < iv->n; k++) {
-		const struct pl_write *wr = &log->w[iv->first + k];
-
-		if (!pick[k])
-			continue;
-		if (pick[k] == 2) {
-			/* Torn: only some 4 KiB units of this write landed. */
-			for (uint64_t u = 0; u * 4096 < wr->len; u++) {
-				uint64_t len = wr->len - u * 4096 < 4096 ? wr->len - u * 4096 : 4096;
-
-				if (torn_mask & (1ull << (u % 64)))
-					r = pl_pwrite_all(w, wr->data + u * 4096, len, wr->off + u * 4096);
-				if (r < 0)
-					return r;
-			}
-			continue;
-		}
-		r = pl_pwrite_all(w, wr->data, wr->len, wr->off);
+		if (p < 0)
+			return negerrno();
+		(void)unlink(c.crash[d]);
+		w = open(c.crash[d], O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (w < 0)
+			return negerrno();
+		r = pl_sparse_copy(p, w);
 		if (r < 0)
 			return r;
+		for (size_t k = 0; pick && k < pd->n; k++) {
+			const struct pl_rec *wr = &log->r[pd->idx[k]];
+
+			if (!pick[k] || wr->dev != d)
+				continue;
+			if (pick[k] == 2) {
+				for (uint64_t u = 0; u * 4096 < wr->len; u++) {
+					uint64_t len = wr->len - u * 4096 < 4096 ? wr->len - u * 4096 : 4096;
+
+					if (torn_mask & (1ull << (u % 64)))
+						r = pl_pwrite_all(w, wr->data + u * 4096, len, wr->off + u * 4096);
+					if (r < 0)
+						return r;
+				}
+				continue;
+			}
+			r = pl_pwrite_all(w, wr->data, wr->len, wr->off);
+			if (r < 0)
+				return r;
+		}
 	}
 	return 0;
 }
 
-static int check_state(const struct run *rn, const struct pl_log *log, size_t ivi, const uint8_t *pick,
+static int check_state(const struct run *rn, const struct pl_log *log, const struct pending *pd, const uint8_t *pick,
 		       uint64_t torn_mask, const char *what, uint64_t seed)
 {
 	int worst = 0;
@@ -1311,24 +1359,34 @@ static int check_state(const struct run *rn, const struct pl_log *log, size_t iv
 	t.sc_states[rn->sc]++;
 	for (int var = 0; var < VAR_N; var++) {
 		char point[512];
-		int index, n;
+		int index[PL_MAX_DEV] = { -1, -1 };
+		unsigned att = 0;
+		int n = 0;
 
 		if (!(o.var_mask & (1u << var)) || interrupted)
 			continue;
-		/* Each variant gets a pristine image: the oracle's mount,
-		 * recovery and fresh stage all write to it. */
-		if (build_crash(log, ivi, pick, torn_mask) < 0)
+		/* Each variant gets pristine images: the oracle's mount,
+		 * recovery and fresh stage all write to them. */
+		if (build_crash(rn, log, pd, pick, torn_mask) < 0)
 			return err("cannot build the crash image");
-		index = loop_attach(var == VAR_LOOP ? c.loop_other : c.loop_rec, c.crash);
-		if (index < 0)
-			return err("cannot attach loop%d: %s", var == VAR_LOOP ? c.loop_other : c.loop_rec,
-				   strerror(-index));
-		snprintf(point, sizeof(point),
-			 "fs=%s root=%s scenario=%d(%s) interval=%zu/%zu %s seed=%#" PRIx64 " variant=%s loop%d",
-			 fs_names[rn->fs], root_names[rn->rootk], rn->sc, sc_names[rn->sc], ivi, log->niv, what, seed,
-			 var_names[var], index);
-		n = oracle(rn, index, var, point);
-		loop_detach(index);
+		for (; att < rn->ndev; att++) {
+			int want = var == VAR_LOOP ? c.loop_other[att] : c.loop_rec[att];
+
+			index[att] = loop_attach(want, c.crash[att]);
+			if (index[att] < 0) {
+				err("cannot attach loop%d: %s", want, strerror(-index[att]));
+				n = -1;
+				break;
+			}
+		}
+		if (n == 0) {
+			snprintf(point, sizeof(point), "fs=%s root=%s scenario=%d(%s) %s seed=%#" PRIx64 " variant=%s loop%d",
+				 fs_names[rn->fs], root_names[rn->rootk], rn->sc, sc_names[rn->sc], what, seed,
+				 var_names[var], index[0]);
+			n = oracle(rn, index, var, point);
+		}
+		while (att > 0)
+			loop_detach(index[--att]);
 		t.oracle_runs++;
 		if (n < 0) {
 			t.errors++;
@@ -1345,81 +1403,144 @@ static int check_state(const struct run *rn, const struct pl_log *log, size_t iv
 	return worst;
 }
 
+/* The states inside one flush interval: random subsets of the pending
+ * writes (a volatile cache may have written any of them, in any order) and
+ * a torn last write. */
+static int interval_states(const struct run *rn, const struct pl_log *log, const struct pending *pd, size_t at,
+			   uint64_t seed)
+{
+	_cleanup_free_ uint8_t *pick = NULL;
+	char what[160];
+
+	if (o.boundaries_only || pd->n == 0)
+		return 0;
+	pick = calloc(pd->n, 1);
+	if (!pick)
+		return -1;
+	/* With one pending write, the boundaries before and after are its
+	 * only subsets. */
+	for (unsigned k = 0; pd->n > 1 && k < o.subsets && !interrupted; k++) {
+		uint64_t s = seed ^ ((uint64_t)at << 8 | k), st = s;
+
+		for (size_t w = 0; w < pd->n; w++)
+			pick[w] = rng_next(&st) & 1;
+		snprintf(what, sizeof(what), "record=%zu subset %u of %zu pending writes", at, k, pd->n);
+		if (check_state(rn, log, pd, pick, 0, what, s) < 0)
+			return -1;
+	}
+	const struct pl_rec *last = &log->r[pd->idx[pd->n - 1]];
+	if (last->len > 4096 && !interrupted) {
+		uint64_t s = seed ^ ((uint64_t)at << 8 | 0xff), st = s, mask = rng_next(&st);
+
+		memset(pick, 1, pd->n);
+		pick[pd->n - 1] = 2;
+		if (mask == UINT64_MAX || mask == 0)
+			mask = 0x5555555555555555ull;
+		snprintf(what, sizeof(what), "record=%zu torn last write (%" PRIu64 " bytes) of %zu pending", at,
+			 last->len, pd->n);
+		if (check_state(rn, log, pd, pick, mask, what, s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int replay(const struct run *rn)
 {
 	struct pl_log log;
+	struct pending pd = { .n = 0 };
 	uint64_t seed = o.seed ^ ((uint64_t)rn->fs << 40 | (uint64_t)rn->rootk << 32 | (uint64_t)rn->sc << 24);
+	size_t nflush = 0, nwrites = 0;
 	int r;
 
 	r = pl_log_open(&log, c.logpath, rn->marker);
 	if (r < 0)
 		return err("cannot read the log: %s", strerror(-r));
 	{
-		_cleanup_close_ int p = -1;
+		int fds[PL_MAX_DEV] = { -1, -1 };
 
-		if (sparse_copy_path(c.base[rn->fs], c.prefix) < 0 || (p = open(c.prefix, O_RDWR | O_CLOEXEC)) < 0 ||
-		    pl_log_apply_prefix(c.logpath, rn->marker, p) < 0) {
+		r = 0;
+		for (unsigned d = 0; r == 0 && d < rn->ndev; d++)
+			if (sparse_copy_path(c.base[rn->fs][d], c.prefix[d]) < 0 ||
+			    (fds[d] = open(c.prefix[d], O_RDWR | O_CLOEXEC)) < 0)
+				r = -1;
+		if (r == 0)
+			r = pl_log_apply_prefix(c.logpath, rn->marker, fds, rn->ndev);
+		for (unsigned d = 0; d < rn->ndev; d++)
+			if (fds[d] >= 0)
+				close(fds[d]);
+		if (r < 0) {
 			pl_log_close(&log);
-			return err("cannot build the scenario's start image");
+			return err("cannot build the scenario's start images");
 		}
 	}
-	printf("powerloss: %s root=%s scenario %d (%s): %zu writes, %zu flush intervals, seed %#" PRIx64 "\n",
-	       fs_names[rn->fs], root_names[rn->rootk], rn->sc, sc_names[rn->sc], log.nw, log.niv, seed);
+	for (size_t i = 0; i < log.nr; i++) {
+		if (log.r[i].type == PL_REC_WRITE)
+			nwrites++;
+		else
+			nflush++;
+	}
+	printf("powerloss: %s root=%s scenario %d (%s): %zu writes, %zu flushes, seed %#" PRIx64 "\n",
+	       fs_names[rn->fs], root_names[rn->rootk], rn->sc, sc_names[rn->sc], nwrites, nflush, seed);
 	fflush(stdout);
 
-	for (size_t i = 0; i <= log.niv && !interrupted; i++) {
-		char what[128];
+	if (check_state(rn, &log, &pd, NULL, 0, "record=0 boundary (start)", seed) < 0)
+		goto out;
+	for (size_t i = 0; i < log.nr && !interrupted; i++) {
+		const struct pl_rec *rec = &log.r[i];
+		size_t kept = 0, applied = 0;
+		char what[96];
 
-		/* The flush boundary: everything before it, nothing after. */
-		snprintf(what, sizeof(what), "boundary (writes 0..%zu durable)", i < log.niv ? log.iv[i].first : log.nw);
-		if (check_state(rn, &log, i, NULL, 0, what, seed) < 0)
-			break;
-		if (i == log.niv)
-			break;
-		const struct pl_interval *iv = &log.iv[i];
-		_cleanup_free_ uint8_t *pick = calloc(iv->n, 1);
+		if (rec->type == PL_REC_WRITE) {
+			if (pd.n == pd.cap) {
+				size_t cap = pd.cap ? 2 * pd.cap : 256;
+				size_t *n = realloc(pd.idx, cap * sizeof(*n));
 
-		if (!pick)
-			break;
-		/* Random subsets: a volatile cache may have written any of
-		 * the interval's writes before the cut. Without writes to
-		 * choose from (one write) the boundary states cover it. */
-		for (unsigned k = 0; !o.boundaries_only && iv->n > 1 && k < o.subsets && !interrupted; k++) {
-			uint64_t s = seed ^ ((uint64_t)i << 8 | k), st = s;
-
-			for (size_t w = 0; w < iv->n; w++)
-				pick[w] = rng_next(&st) & 1;
-			snprintf(what, sizeof(what), "subset %u of %zu writes", k, iv->n);
-			if (check_state(rn, &log, i, pick, 0, what, s) < 0)
-				goto out;
+				if (!n)
+					goto out;
+				pd.idx = n;
+				pd.cap = cap;
+			}
+			pd.idx[pd.n++] = i;
+			continue;
 		}
-		/* A torn last write: the writes before it landed, and some of
-		 * its 4 KiB units. */
-		if (!o.boundaries_only && log.w[iv->first + iv->n - 1].len > 4096) {
-			uint64_t s = seed ^ ((uint64_t)i << 8 | 0xff), st = s, mask = rng_next(&st);
-
-			memset(pick, 1, iv->n);
-			pick[iv->n - 1] = 2;
-			if (mask == UINT64_MAX || mask == 0)
-				mask = 0x5555555555555555ull;
-			snprintf(what, sizeof(what), "torn last write (%" PRIu64 " bytes) of %zu", log.w[iv->first + iv->n - 1].len,
-				 iv->n);
-			if (check_state(rn, &log, i, pick, mask, what, s) < 0)
-				goto out;
-		}
-		/* Advance the boundary image by this interval. */
+		/* A flush of one disk: first the states before it returned,
+		 * then its writes become durable. */
+		if (interval_states(rn, &log, &pd, i, seed) < 0)
+			goto out;
 		{
-			_cleanup_close_ int p = open(c.prefix, O_RDWR | O_CLOEXEC);
+			_cleanup_close_ int p = open(c.prefix[rec->dev], O_RDWR | O_CLOEXEC);
 
 			if (p < 0)
 				goto out;
-			for (size_t w = 0; w < iv->n; w++)
-				if (pl_pwrite_all(p, log.w[iv->first + w].data, log.w[iv->first + w].len,
-						  log.w[iv->first + w].off) < 0)
+			for (size_t k = 0; k < pd.n; k++) {
+				const struct pl_rec *w = &log.r[pd.idx[k]];
+
+				if (w->dev != rec->dev) {
+					pd.idx[kept++] = pd.idx[k];
+					continue;
+				}
+				if (pl_pwrite_all(p, w->data, w->len, w->off) < 0)
 					goto out;
+				applied++;
+			}
+			pd.n = kept;
 		}
+		/* The flush boundary (back-to-back flushes add nothing). */
+		snprintf(what, sizeof(what), "record=%zu boundary (after a flush of disk %u)", i, rec->dev);
+		if (applied && check_state(rn, &log, &pd, NULL, 0, what, seed) < 0)
+			goto out;
+	}
+	/* Writes never flushed: the cut came after the last record. */
+	if (pd.n && !interrupted) {
+		_cleanup_free_ uint8_t *all = malloc(pd.n);
+
+		if (interval_states(rn, &log, &pd, log.nr, seed) < 0 || !all)
+			goto out;
+		memset(all, 1, pd.n);
+		(void)check_state(rn, &log, &pd, all, 0, "end (every pending write landed)", seed);
 	}
 out:
+	free(pd.idx);
 	pl_log_close(&log);
 	return 0;
 }
@@ -1530,14 +1651,16 @@ int main(int argc, char **argv)
 	pathf(c.bundle, sizeof(c.bundle), "%s/bundle", c.work);
 	pathf(c.runtime, sizeof(c.runtime), "%s/runtime.sh", c.work);
 	pathf(c.fusemnt, sizeof(c.fusemnt), "%s/fuse", c.work);
-	pathf(c.served, sizeof(c.served), "%s/served.img", c.work);
+	for (int d = 0; d < PL_MAX_DEV; d++) {
+		pathf(c.served[d], sizeof(c.served[d]), "%s/served%d.img", c.work, d);
+		pathf(c.prefix[d], sizeof(c.prefix[d]), "%s/prefix%d.img", c.work, d);
+		pathf(c.crash[d], sizeof(c.crash[d]), "%s/crash%d.img", c.work, d);
+		pathf(c.mnt[d], sizeof(c.mnt[d]), "%s/disk%d", c.work, d);
+		for (int fs = 0; fs < FS_N; fs++)
+			pathf(c.base[fs][d], sizeof(c.base[fs][d]), "%s/base-%s-%d.img", c.work, fs_names[fs], d);
+	}
 	pathf(c.logpath, sizeof(c.logpath), "%s/write.log", c.work);
-	pathf(c.prefix, sizeof(c.prefix), "%s/prefix.img", c.work);
-	pathf(c.crash, sizeof(c.crash), "%s/crash.img", c.work);
-	pathf(c.disk, sizeof(c.disk), "%s/disk", c.work);
 	pathf(c.tmproot, sizeof(c.tmproot), "%s/tmp", c.work);
-	for (int fs = 0; fs < FS_N; fs++)
-		pathf(c.base[fs], sizeof(c.base[fs]), "%s/base-%s.img", c.work, fs_names[fs]);
 	{
 		uint8_t b[8];
 		uint64_t s = (uint64_t)time(NULL) ^ (uint64_t)getpid();
@@ -1547,7 +1670,7 @@ int main(int argc, char **argv)
 		snprintf(c.canary, sizeof(c.canary), "pl-canary-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
 			 b[3], b[4], b[5], b[6], b[7]);
 	}
-	if (mkdir(c.disk, 0755) < 0 || make_bundle() < 0 || make_runtime() < 0)
+	if (mkdir(c.mnt[0], 0755) < 0 || mkdir(c.mnt[1], 0755) < 0 || make_bundle() < 0 || make_runtime() < 0)
 		return err("cannot set up %s", c.work), 2;
 
 	signal(SIGINT, on_signal);
@@ -1558,7 +1681,9 @@ int main(int argc, char **argv)
 	for (int fs = 0; fs < FS_N && !interrupted; fs++) {
 		if (!(o.fs_mask & (1u << fs)))
 			continue;
-		if (make_base(fs) < 0) {
+		/* Two file systems of a kind, with their own UUIDs: XFS will not
+		 * mount two at once that share one. */
+		if (make_base(fs, 0) < 0 || make_base(fs, 1) < 0) {
 			rc = 2;
 			break;
 		}
@@ -1567,17 +1692,18 @@ int main(int argc, char **argv)
 			if (!(o.root_mask & (1u << rk)))
 				continue;
 			for (int sc = 1; sc <= N_SCENARIOS && !interrupted; sc++) {
-				struct run rn = { .fs = fs, .rootk = rk, .sc = sc };
+				struct run rn = { .fs = fs, .rootk = rk, .sc = sc, .ndev = rk == ROOT_SPLIT ? 2 : 1 };
 
 				if (!(o.sc_mask & (1u << sc)))
 					continue;
-				pathf(rn.db, sizeof(rn.db), "%s/store/stagelog.db", c.disk);
-				if (rk == ROOT_DISK)
-					pathf(rn.root, sizeof(rn.root), "%s/root", c.disk);
-				else
-					pathf(rn.root, sizeof(rn.root), "%s/root", c.tmproot);
-				/* publish stays on the root's file system. */
-				pathf(rn.dest, sizeof(rn.dest), "%s/pub/out", rk == ROOT_DISK ? c.disk : c.tmproot);
+				pathf(rn.db, sizeof(rn.db), "%s/store/stagelog.db", c.mnt[0]);
+				{
+					/* publish stays on the root's file system. */
+					const char *rootfs = rk == ROOT_DISK ? c.mnt[0] : rk == ROOT_SPLIT ? c.mnt[1] : c.tmproot;
+
+					pathf(rn.root, sizeof(rn.root), "%s/root", rootfs);
+					pathf(rn.dest, sizeof(rn.dest), "%s/pub/out", rootfs);
+				}
 				if (record(&rn) < 0) {
 					/* A build that cannot run the scenario
 					 * fails it: that is a finding too. */
@@ -1590,7 +1716,8 @@ int main(int argc, char **argv)
 				}
 				/* The other loop device: one the recording did
 				 * not use. */
-				c.loop_other = c.loop_rec + 1;
+				for (unsigned d = 0; d < rn.ndev; d++)
+					c.loop_other[d] = c.loop_rec[rn.ndev - 1] + 1 + (int)d;
 				if (replay(&rn) < 0)
 					rc = 2;
 				free(rn.dest_config);
