@@ -213,6 +213,23 @@ struct cli_where {
  */
 int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
 
+/* A failed stage, as recover and check report it: a removal that could not
+ * finish, so secrets may remain. */
+struct cli_failed {
+	char id[SL_ID_SIZE];
+	struct cli_where where;
+	char reason[256];
+};
+
+struct cli_failed_list {
+	struct cli_failed *v;
+	size_t n;
+};
+
+/* util.c: an sl_list() callback that appends each failed stage to the
+ * struct cli_failed_list in userdata (free its v). */
+int cli_failed_add(const struct sl_stage_info *info, void *userdata);
+
 /* util.c: prints "ID LABEL PATH" (the path escaped) to f. */
 void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
 

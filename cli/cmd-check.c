@@ -21,54 +21,6 @@ static const char usage[] =
 	"  --remove-orphans   remove the orphans that nobody holds locked\n"
 	"  -h, --help         print this help\n";
 
-/* A failed stage: a removal that could not finish, so secrets may remain. */
-struct failed {
-	char id[SL_ID_SIZE];
-	char label[40];
-	char *path;
-	char *reason;
-};
-
-struct failed_list {
-	struct failed *v;
-	size_t n;
-};
-
-static int add_failed(const struct sl_stage_info *info, void *userdata)
-{
-	struct failed_list *l = userdata;
-	struct failed *v;
-
-	if (info->state != SL_STATE_FAILED)
-		return 0;
-	v = reallocarray(l->v, l->n + 1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	l->v = v;
-	v = &l->v[l->n];
-	*v = (struct failed){ 0 };
-	snprintf(v->id, sizeof(v->id), "%s", info->id);
-	snprintf(v->label, sizeof(v->label), "%s", info->label);
-	v->path = strdup(info->path);
-	v->reason = strdup(info->reason ? info->reason : "");
-	if (!v->path || !v->reason) {
-		free(v->path);
-		free(v->reason);
-		return -ENOMEM;
-	}
-	l->n++;
-	return 0;
-}
-
-static void failed_list_finish(struct failed_list *l)
-{
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->v[i].path);
-		free(l->v[i].reason);
-	}
-	free(l->v);
-}
-
 static bool was_removed(const struct sl_check_report *rep, const char *path)
 {
 	for (size_t i = 0; i < rep->n_removed; i++)
@@ -94,7 +46,7 @@ static cJSON *path_array(char **paths, size_t n)
 	return a;
 }
 
-static cJSON *failed_array(const struct failed_list *fl)
+static cJSON *failed_array(const struct cli_failed_list *fl)
 {
 	cJSON *a = cJSON_CreateArray();
 
@@ -107,8 +59,8 @@ static cJSON *failed_array(const struct failed_list *fl)
 			return NULL;
 		}
 		if (!cJSON_AddStringToObject(f, "id", fl->v[i].id) ||
-		    !cJSON_AddStringToObject(f, "label", fl->v[i].label) ||
-		    !cli_json_add_bytes(f, "path", fl->v[i].path, strlen(fl->v[i].path)) ||
+		    !cJSON_AddStringToObject(f, "label", fl->v[i].where.label) ||
+		    !cli_json_add_bytes(f, "path", fl->v[i].where.path, strlen(fl->v[i].where.path)) ||
 		    !cli_json_add_bytes(f, "reason", fl->v[i].reason, strlen(fl->v[i].reason))) {
 			cJSON_Delete(a);
 			return NULL;
@@ -117,7 +69,7 @@ static cJSON *failed_array(const struct failed_list *fl)
 	return a;
 }
 
-static int print_json(const struct sl_check_report *rep, const struct failed_list *fl)
+static int print_json(const struct sl_check_report *rep, const struct cli_failed_list *fl)
 {
 	cJSON *doc = cJSON_CreateObject();
 	cJSON *failed = failed_array(fl);
@@ -142,14 +94,14 @@ static int print_json(const struct sl_check_report *rep, const struct failed_lis
 	return cli_json_print(doc);
 }
 
-static void print_text(const struct sl_check_report *rep, const struct failed_list *fl)
+static void print_text(const struct sl_check_report *rep, const struct cli_failed_list *fl)
 {
 	fputs("integrity: ", stdout);
 	cli_fput_escaped(stdout, rep->integrity, strnlen(rep->integrity, sizeof(rep->integrity)));
 	putchar('\n');
 	for (size_t i = 0; i < fl->n; i++) {
-		printf("failed %s %s ", fl->v[i].id, fl->v[i].label);
-		cli_fput_escaped(stdout, fl->v[i].path, strlen(fl->v[i].path));
+		printf("failed %s %s ", fl->v[i].id, fl->v[i].where.label);
+		cli_fput_escaped(stdout, fl->v[i].where.path, strlen(fl->v[i].where.path));
 		fputs(": ", stdout);
 		cli_fput_escaped(stdout, fl->v[i].reason, strlen(fl->v[i].reason));
 		putchar('\n');
@@ -178,7 +130,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		{ 0 },
 	};
 	struct sl_check_report rep = { 0 };
-	struct failed_list fl = { 0 };
+	struct cli_failed_list fl = { 0 };
 	struct sl_error err = { 0 };
 	_cleanup_free_ const char **roots = NULL;
 	size_t n_roots = 0;
@@ -234,9 +186,9 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	/* A store that failed its integrity check is not asked for more. */
 	if (strcmp(rep.integrity, "ok") == 0) {
 		err = (struct sl_error){ 0 };
-		r = sl_list(cli->store, 0, NULL, add_failed, &fl, &err);
+		r = sl_list(cli->store, 0, NULL, cli_failed_add, &fl, &err);
 		if (r < 0) {
-			failed_list_finish(&fl);
+			free(fl.v);
 			sl_check_report_finish(&rep);
 			return cli_fail(r, &err, "cannot list the failed stages");
 		}
@@ -251,7 +203,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		clean = was_removed(&rep, rep.orphans[i]);
 	if (code == EX_OK && !clean)
 		code = 1;
-	failed_list_finish(&fl);
+	free(fl.v);
 	sl_check_report_finish(&rep);
 	return code;
 }

@@ -54,49 +54,18 @@ static cJSON *id_array(char (*ids)[SL_ID_SIZE], size_t n)
 	return a;
 }
 
-/* A stage failed after the pass, whether or not the pass touched it. */
-struct failed {
-	char id[SL_ID_SIZE];
-	struct cli_where where;
-	char reason[256];
-};
-
-struct failed_list {
-	struct failed *v;
-	size_t n;
-};
-
-static int add_failed(const struct sl_stage_info *info, void *userdata)
-{
-	struct failed_list *l = userdata;
-	struct failed *v;
-
-	if (info->state != SL_STATE_FAILED)
-		return 0;
-	v = reallocarray(l->v, l->n + 1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	l->v = v;
-	v = &l->v[l->n++];
-	snprintf(v->id, sizeof(v->id), "%s", info->id);
-	snprintf(v->where.label, sizeof(v->where.label), "%s", info->label);
-	snprintf(v->where.path, sizeof(v->where.path), "%s", info->path);
-	snprintf(v->reason, sizeof(v->reason), "%s", info->reason ? info->reason : "");
-	return 0;
-}
-
 /*
  * Every stage that is failed now: the report's failures first (their
  * reasons are this pass's), then the ones the pass left alone (a live
  * lock, another root), so that a failed stage is never silent.
  */
-static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, struct failed_list *ret)
+static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, struct cli_failed_list *ret)
 {
 	struct sl_error err = { 0 };
-	struct failed_list now = { 0 };
+	struct cli_failed_list now = { 0 };
 	int r;
 
-	r = cli->store ? sl_list(cli->store, 0, NULL, add_failed, &now, &err) : 0;
+	r = cli->store ? sl_list(cli->store, 0, NULL, cli_failed_add, &now, &err) : 0;
 	if (r < 0) {
 		free(now.v);
 		return cli_fail(r, &err, "cannot list the failed stages");
@@ -107,7 +76,7 @@ static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, 
 		return cli_fail(-ENOMEM, NULL, "cannot list the failed stages");
 	}
 	for (size_t i = 0; i < rep->n_failed; i++) {
-		struct failed *f = &ret->v[ret->n++];
+		struct cli_failed *f = &ret->v[ret->n++];
 
 		snprintf(f->id, sizeof(f->id), "%s", rep->failed[i].id);
 		memcpy(f->reason, rep->failed[i].reason, sizeof(f->reason));
@@ -126,13 +95,13 @@ static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, 
 	return EX_OK;
 }
 
-static int print_json(const struct sl_recover_report *rep, const struct failed_list *fl)
+static int print_json(const struct sl_recover_report *rep, const struct cli_failed_list *fl)
 {
 	cJSON *doc = cJSON_CreateObject(), *failed = cJSON_CreateArray(), *recovered, *live;
 	bool ok = doc && failed;
 
 	for (size_t i = 0; ok && i < fl->n; i++) {
-		const struct failed *fi = &fl->v[i];
+		const struct cli_failed *fi = &fl->v[i];
 		cJSON *f = cJSON_CreateObject();
 
 		ok = f && cJSON_AddItemToArray(failed, f);
@@ -166,7 +135,7 @@ static int print_json(const struct sl_recover_report *rep, const struct failed_l
 
 /* Text lines: "recovered ID LABEL PATH", "live ID LABEL PATH (left
  * alone)", "failed ID LABEL PATH: REASON", then a summary line. */
-static void print_text(struct cli *cli, const struct sl_recover_report *rep, const struct failed_list *fl)
+static void print_text(struct cli *cli, const struct sl_recover_report *rep, const struct cli_failed_list *fl)
 {
 	struct cli_where w;
 
@@ -236,7 +205,7 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	struct sl_recover_report rep = { 0 };
 	struct sl_error err = { 0 };
 	struct progress progress = { 0 };
-	struct failed_list fl = { 0 };
+	struct cli_failed_list fl = { 0 };
 	_cleanup_free_ char **force_args = NULL;
 	_cleanup_free_ char (*force)[SL_ID_SIZE] = NULL;
 	_cleanup_free_ const char **force_ptrs = NULL;

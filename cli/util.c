@@ -492,3 +492,22 @@ int cli_json_print(cJSON *doc)
 	puts(text);
 	return EX_OK;
 }
+
+int cli_failed_add(const struct sl_stage_info *info, void *userdata)
+{
+	struct cli_failed_list *l = userdata;
+	struct cli_failed *v;
+
+	if (info->state != SL_STATE_FAILED)
+		return 0;
+	v = reallocarray(l->v, l->n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
+	v = &l->v[l->n++];
+	snprintf(v->id, sizeof(v->id), "%s", info->id);
+	snprintf(v->where.label, sizeof(v->where.label), "%s", info->label);
+	snprintf(v->where.path, sizeof(v->where.path), "%s", info->path);
+	snprintf(v->reason, sizeof(v->reason), "%s", info->reason ? info->reason : "");
+	return 0;
+}

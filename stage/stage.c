@@ -21,21 +21,6 @@ static int fail_root(struct sl_error *reterr, int r, const char *why)
 	return r;
 }
 
-/* Creates missing folders of path 0700, like mkdir -p. */
-static int mkdir_parents(char *path)
-{
-	for (char *p = path + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		int r = mkdir(path, 0700) < 0 && errno != EEXIST ? negerrno() : 0;
-		*p = c;
-		if (r < 0 || c == '\0')
-			return r;
-	}
-}
-
 /* Opens the staging root, creating it 0700 when missing, and refuses one
  * that another user could use to swap names under us: a symlink, not a
  * directory, writable by group or others, or owned by another user. */

@@ -92,6 +92,10 @@ static inline int sl_fault_step(void)
 	return sl_fault_step_slow();
 }
 
+/* Creates the missing folders of path (absolute) 0700, like mkdir -p;
+ * path is modified while it runs and restored. */
+HIDDEN int mkdir_parents(char *path);
+
 /* Milliseconds since the epoch, from CLOCK_REALTIME. */
 HIDDEN int64_t sl_now_ms(void);
 

@@ -488,21 +488,6 @@ static int refuse(struct sl_error *reterr, const char *path, const char *why, co
 	return sl_err(reterr, -EPERM, "cannot open store: %s: %s; refused", path, why);
 }
 
-/* Creates the missing folders of dir 0700, one component at a time. */
-static int make_folders(char *dir)
-{
-	for (char *p = dir + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		int r = mkdir(dir, 0700) < 0 && errno != EEXIST ? negerrno() : 0;
-		*p = c;
-		if (r < 0 || c == '\0')
-			return r;
-	}
-}
-
 /*
  * Finds or creates the store file and checks that it and its folder are
  * ours, before SQLite opens anything. The folder is held open so that the
@@ -539,7 +524,7 @@ static int prepare_file(const char *path, unsigned flags, struct sl_error *reter
 		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", path, strerror(EISDIR));
 
 	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
-		int r = make_folders(dir);
+		int r = mkdir_parents(dir);
 		if (r < 0)
 			return path_err(reterr, "cannot create store", dir, -r);
 	}

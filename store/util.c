@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <time.h>
 
+#include <sys/stat.h>
+
 #include "macro.h"
 
 struct sl_fault sl_fault;
@@ -44,4 +46,18 @@ int64_t sl_now_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int mkdir_parents(char *path)
+{
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		int r = mkdir(path, 0700) < 0 && errno != EEXIST ? negerrno() : 0;
+		*p = c;
+		if (r < 0 || c == '\0')
+			return r;
+	}
 }

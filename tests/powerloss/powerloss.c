@@ -49,25 +49,9 @@
 
 #include "pl-log.h"
 
-static inline void freep(void *p)
-{
-	free(*(void **)p);
-}
-
-static inline void closep(int *fd)
-{
-	if (*fd >= 0) {
-		int saved = errno;
-		close(*fd);
-		errno = saved;
-	}
-}
-
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _cleanup_free_ _cleanup_(freep)
-#define _cleanup_close_ _cleanup_(closep)
-#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
-#define PRINTF_FMT(a, b) __attribute__((format(printf, a, b)))
+/* The project's cleanup helpers (freep, closep, _cleanup_*, ELEMENTSOF,
+ * PRINTF_FMT); the harness links none of stagelog's code. */
+#include "macro.h"
 
 enum { FS_EXT4, FS_XFS, FS_N };
 static const char *const fs_names[FS_N] = { "ext4", "xfs" };
@@ -150,11 +134,6 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	interrupted = 1;
-}
-
-static int negerrno(void)
-{
-	return errno > 0 ? -errno : -EIO;
 }
 
 static PRINTF_FMT(1, 2) int err(const char *fmt, ...)
