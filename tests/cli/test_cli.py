@@ -283,11 +283,24 @@ class TestStage(Base):
             f.write("FILE_SECRET=" + CANARY + "-file\n")
         env = dict(self.env, ENV_SECRET=CANARY + "-env")
         outs = []
-        for args in (["-v", "stage", "--root", self.root, "--bundle", self.bundle, "--env", "S=" + CANARY,
-                      "--env", "ENV_SECRET", "--env-file", envfile],
-                     ["stage", "--root", self.root, "--bundle",
-                      make_bundle(os.path.join(self.tmp, "bad"), config="{"), "--env", "S=" + CANARY]):
-            p = self.sl(*args, code=None, env=env)
+        # Each case must end as it should (staged; refused as bad data with
+        # one diagnostic): a crash that printed nothing would leak nothing
+        # and prove nothing.
+        for code, args in ((0, ["-v", "stage", "--root", self.root, "--bundle", self.bundle, "--env",
+                                "S=" + CANARY, "--env", "ENV_SECRET", "--env-file", envfile]),
+                           (65, ["stage", "--root", self.root, "--bundle",
+                                 make_bundle(os.path.join(self.tmp, "bad"), config="{"), "--env",
+                                 "S=" + CANARY])):
+            p = self.sl(*args, code=code, env=env)
+            if code == 0:
+                stage_id, path = p.stdout.rstrip("\n").split("\t")
+                with open(os.path.join(path, "config.json")) as f:
+                    staged = f.read()
+                # The secrets did reach the one place they belong.
+                for var in ("S=" + CANARY, "ENV_SECRET=" + CANARY + "-env", "FILE_SECRET=" + CANARY + "-file"):
+                    self.assertIn(json.dumps(var), staged)
+            else:
+                self.one_line_error(p)
             outs.append(p.stdout + p.stderr)
         for args in (["list", "--all"], ["--json", "list", "--all"]):
             outs.append(self.sl(*args).stdout)
