@@ -558,6 +558,40 @@ class TestRecover(Base):
             proc.wait()
         return stages[0]
 
+    def test_runtime_keeps_stage_alive(self):
+        """`run` hands the stage's lock to its runtime: with the launcher
+        killed and the runtime still running, the stage is live; once the
+        runtime is gone too, it is stale."""
+        proc = subprocess.Popen([STAGELOG, "--db", self.db, "run", "--root", self.root, "--bundle", self.bundle,
+                                 "--", "sleep", "100"], env=self.env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 20
+            runtime = None
+            while time.time() < deadline and runtime is None:
+                out = subprocess.run(["pgrep", "-P", str(proc.pid), "-x", "sleep"], stdout=subprocess.PIPE,
+                                     text=True).stdout.split()
+                runtime = int(out[0]) if out else None
+                time.sleep(0.02)
+            self.assertIsNotNone(runtime, "the runtime did not start")
+            # Only the launcher dies; its runtime goes on using the bundle.
+            proc.kill()
+            proc.wait()
+            st = self.slj("list")[0]
+            self.assertTrue(st["owner_alive"])
+            rep = self.slj("recover")
+            self.assertEqual(rep["live"], [st["id"]])
+            self.assertEqual(rep["recovered"], [])
+            self.assertTrue(os.path.isfile(os.path.join(st["path"], "config.json")))
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and self.slj("list")[0]["owner_alive"]:
+            time.sleep(0.05)
+        self.assertEqual(self.slj("recover")["recovered"], [st["id"]])
+        self.assert_root_empty()
+
     def test_recover_stale(self):
         st = self.start_orphaned_run()
         stage_id = st["id"]
