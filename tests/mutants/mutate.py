@@ -36,6 +36,7 @@ Subcommands:
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,7 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 
 # The suites in the order a mutant is tried against them: quick and
 # pointed first, the slow ones last. A suite not named here runs last.
-ORDER = ["store", "stage", "oci-stage", "oci", "recover", "crash", "redaction", "cli", "durability",
+ORDER = ["store", "stage", "oci-stage", "oci", "durability", "recover", "crash", "redaction", "cli",
          "attack", "concurrency"]
 # Per-test timeouts are scaled by this: a mutant that makes a suite hang
 # fails it in half the time a slow machine may need.
@@ -250,6 +251,9 @@ def cmd_run(names):
 
 
 def main(argv):
+    # A run stopped with SIGTERM (a timeout, a CI cancel) still removes
+    # its scratch copy.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(argv) < 1 or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 64
