@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/types.h>
 #include <sysexits.h>
@@ -27,7 +28,11 @@ struct cli {
 	const char *db; /* --db, or NULL for the default */
 	bool json;
 	int verbosity; /* -1 quiet, 0 normal, 1 or more verbose */
+	bool nocreate; /* the command only reads: a missing store is not created */
 	struct sl_store *store;
+	bool delivered;     /* stage: its output reached stdout's reader */
+	bool stdout_closed; /* stdout was flushed and closed by the command */
+	char store_path[PATH_MAX]; /* set by cli_open_store() */
 };
 
 struct cli_command {
@@ -47,6 +52,28 @@ int cmd_list(struct cli *cli, int argc, char **argv);
 int cmd_show(struct cli *cli, int argc, char **argv);
 int cmd_gc(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
+int cmd_metrics(struct cli *cli, int argc, char **argv);
+int cmd_help(struct cli *cli, int argc, char **argv);
+
+/*
+ * signals.c: SIGINT, SIGTERM, SIGHUP and SIGQUIT set a flag (the first one
+ * wins) instead of killing; SIGPIPE is ignored; closed descriptors 0-2 are
+ * pointed at /dev/null (stdout read-only, so output to it still fails).
+ */
+void cli_signals_init(void);
+/* The signal caught so far, or 0. */
+int cli_signal_caught(void);
+/* The flag, for the library's cancel options. */
+const volatile sig_atomic_t *cli_cancel_flag(void);
+/* Blocks the four signals (the runtime's wait picks them up itself). */
+void cli_signals_block(sigset_t *ret_old);
+/* In a child before exec: the default dispositions back. */
+void cli_signals_reset_child(void);
+/* Says on stderr that a signal stopped what, and returns 128 + N. */
+int cli_interrupted(const char *what);
+/* Flushes and closes stdout; a negative errno when the output may not have
+ * reached its reader. */
+int cli_deliver_stdout(void);
 
 /* exit.c: maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);
@@ -103,9 +130,62 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE]);
 
+/* util.c: the store's path (--db, $STAGELOG_DB, or the default) into
+ * buf. Returns an exit code, with a diagnostic on failure. */
+int cli_store_path(const struct cli *cli, char *buf, size_t size);
+
+/*
+ * util.c: writes len bytes to path atomically: a temporary file beside it,
+ * mode, fsync, rename over path, fsync of the folder. A reader sees the old
+ * file or the new one, never a part. Returns 0 or a negative errno.
+ */
+int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/*
+ * The outcome of the last `recover` pass, kept in a small file beside the
+ * store (STORE.last-recover) for `metrics`: one line "v1 TIME_MS OUTCOME
+ * RECOVERED FAILED", OUTCOME being ok, failed (a failed stage remained) or
+ * error (the pass could not run).
+ */
+struct cli_last_recover {
+	int64_t time_ms;
+	char outcome[16];
+	long long recovered;
+	long long failed;
+};
+
+/* cmd-recover.c: the file's path for the store at db. */
+int cli_last_recover_path(const char *db, char *buf, size_t size);
+
 /* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
  * exit code. */
 int cli_open_store(struct cli *cli);
+
+/*
+ * More on cli_open_store(): it sets cli->store and cli->store_path. A
+ * command that writes creates a missing store and its folders. With
+ * cli->nocreate set (see cli_open_store_readonly()) nothing is created,
+ * and a missing store (or store folder) returns CLI_NO_STORE with
+ * cli->store NULL and nothing printed: the command then reports it with
+ * cli_no_store().
+ */
+#define CLI_NO_STORE (-2)
+
+/*
+ * util.c: cli_open_store() for a command that only reads (list, show,
+ * check without --remove-orphans, recover, metrics, completion): sets
+ * cli->nocreate, so that it never creates a file or folder. A command
+ * calling cli_id_command() sets cli->nocreate itself first.
+ */
+int cli_open_store_readonly(struct cli *cli);
+
+/*
+ * util.c: reports a missing store after CLI_NO_STORE. With what NULL, a
+ * command for which no store means nothing in flight (list, recover,
+ * metrics) gets a note on stderr unless -q, and EX_OK back. Otherwise one
+ * diagnostic "stagelog: WHAT: PATH: no store" and EX_NOINPUT (66).
+ */
+int cli_no_store(const struct cli *cli, const char *what);
 
 /*
  * util.c: resolves an id or a unique prefix to a full id. An unknown,
@@ -114,10 +194,30 @@ int cli_open_store(struct cli *cli);
  */
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE]);
 
-/* util.c: the default staging root, /run/stagelog for euid 0 else
- * $XDG_RUNTIME_DIR/stagelog. Returns an exit code (usage error when there
- * is none, with a diagnostic unless quiet). */
+/* util.c: the default staging root: $STAGELOG_ROOT; else /run/stagelog
+ * for euid 0; else $XDG_RUNTIME_DIR/stagelog; else /run/user/UID/stagelog
+ * when /run/user/UID is the caller's own 0700 directory. Returns an exit
+ * code (usage error when there is none, with a diagnostic unless quiet). */
 int cli_default_root(char *buf, size_t size, bool quiet);
+
+/* A stage's label and path, for lines that name a stage to a person. */
+struct cli_where {
+	char label[40];
+	char path[PATH_MAX];
+};
+
+/*
+ * util.c: looks up the label and path of the stage with full id `id`.
+ * Returns 0, or a negative errno when the record cannot be read; the
+ * fields are then "?" so that a line can still be printed.
+ */
+int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
+
+/* util.c: prints "ID LABEL PATH" (the path escaped) to f. */
+void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
+
+/* util.c: true when label matches [a-z0-9][a-z0-9_.-]{0,31}. */
+bool cli_label_valid(const char *label);
 
 /* util.c: RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
 #define CLI_TIME_MAX 40

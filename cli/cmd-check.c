@@ -12,13 +12,62 @@
 static const char usage[] =
 	"usage: stagelog check [--root DIR]... [--remove-orphans]\n"
 	"\n"
-	"Checks the store's integrity and scans each staging root for orphans:\n"
-	"directories named like stage directories that no in-flight record owns.\n"
-	"Exits 1 if it found a problem it did not fix.\n"
+	"Checks the store's integrity, reports failed stages with their reasons, and\n"
+	"scans each staging root for orphans: directories named like stage\n"
+	"directories that no in-flight record owns. Exits 1 while a failed stage\n"
+	"remains or if it found a problem it did not fix.\n"
 	"\n"
 	"  --root DIR         scan DIR (default: every root the records name)\n"
 	"  --remove-orphans   remove the orphans that nobody holds locked\n"
 	"  -h, --help         print this help\n";
+
+/* A failed stage: a removal that could not finish, so secrets may remain. */
+struct failed {
+	char id[SL_ID_SIZE];
+	char label[40];
+	char *path;
+	char *reason;
+};
+
+struct failed_list {
+	struct failed *v;
+	size_t n;
+};
+
+static int add_failed(const struct sl_stage_info *info, void *userdata)
+{
+	struct failed_list *l = userdata;
+	struct failed *v;
+
+	if (info->state != SL_STATE_FAILED)
+		return 0;
+	v = reallocarray(l->v, l->n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
+	v = &l->v[l->n];
+	*v = (struct failed){ 0 };
+	snprintf(v->id, sizeof(v->id), "%s", info->id);
+	snprintf(v->label, sizeof(v->label), "%s", info->label);
+	v->path = strdup(info->path);
+	v->reason = strdup(info->reason ? info->reason : "");
+	if (!v->path || !v->reason) {
+		free(v->path);
+		free(v->reason);
+		return -ENOMEM;
+	}
+	l->n++;
+	return 0;
+}
+
+static void failed_list_finish(struct failed_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].path);
+		free(l->v[i].reason);
+	}
+	free(l->v);
+}
 
 static bool was_removed(const struct sl_check_report *rep, const char *path)
 {
@@ -45,15 +94,42 @@ static cJSON *path_array(char **paths, size_t n)
 	return a;
 }
 
-static int print_json(const struct sl_check_report *rep)
+static cJSON *failed_array(const struct failed_list *fl)
+{
+	cJSON *a = cJSON_CreateArray();
+
+	for (size_t i = 0; a && i < fl->n; i++) {
+		cJSON *f = cJSON_CreateObject();
+
+		if (!f || !cJSON_AddItemToArray(a, f)) {
+			cJSON_Delete(f);
+			cJSON_Delete(a);
+			return NULL;
+		}
+		if (!cJSON_AddStringToObject(f, "id", fl->v[i].id) ||
+		    !cJSON_AddStringToObject(f, "label", fl->v[i].label) ||
+		    !cli_json_add_bytes(f, "path", fl->v[i].path, strlen(fl->v[i].path)) ||
+		    !cli_json_add_bytes(f, "reason", fl->v[i].reason, strlen(fl->v[i].reason))) {
+			cJSON_Delete(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static int print_json(const struct sl_check_report *rep, const struct failed_list *fl)
 {
 	cJSON *doc = cJSON_CreateObject();
+	cJSON *failed = failed_array(fl);
 	cJSON *orphans = path_array(rep->orphans, rep->n_orphans);
 	cJSON *removed = path_array(rep->removed, rep->n_removed);
-	bool ok = doc && orphans && removed;
+	bool ok = doc && orphans && removed && failed;
 
 	ok = ok && cli_json_add_bytes(doc, "integrity", rep->integrity,
 				      strnlen(rep->integrity, sizeof(rep->integrity)));
+	ok = ok && cJSON_AddItemToObject(doc, "failed", failed);
+	if (!ok)
+		cJSON_Delete(failed);
 	ok = ok && cJSON_AddItemToObject(doc, "orphans", orphans);
 	if (!ok)
 		cJSON_Delete(orphans);
@@ -66,11 +142,18 @@ static int print_json(const struct sl_check_report *rep)
 	return cli_json_print(doc);
 }
 
-static void print_text(const struct sl_check_report *rep)
+static void print_text(const struct sl_check_report *rep, const struct failed_list *fl)
 {
 	fputs("integrity: ", stdout);
 	cli_fput_escaped(stdout, rep->integrity, strnlen(rep->integrity, sizeof(rep->integrity)));
 	putchar('\n');
+	for (size_t i = 0; i < fl->n; i++) {
+		printf("failed %s %s ", fl->v[i].id, fl->v[i].label);
+		cli_fput_escaped(stdout, fl->v[i].path, strlen(fl->v[i].path));
+		fputs(": ", stdout);
+		cli_fput_escaped(stdout, fl->v[i].reason, strlen(fl->v[i].reason));
+		putchar('\n');
+	}
 	/* An orphan that was removed is reported once, as removed. */
 	for (size_t i = 0; i < rep->n_orphans; i++) {
 		if (was_removed(rep, rep->orphans[i]))
@@ -95,6 +178,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		{ 0 },
 	};
 	struct sl_check_report rep = { 0 };
+	struct failed_list fl = { 0 };
 	struct sl_error err = { 0 };
 	_cleanup_free_ const char **roots = NULL;
 	size_t n_roots = 0;
@@ -121,8 +205,11 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		}
 	}
 	code = cli_want_operands("check", argc, argv, 0, "");
+	/* Only a check that removes orphans writes (and creates a store). */
 	if (code == EX_OK)
-		code = cli_open_store(cli);
+		code = remove ? cli_open_store(cli) : cli_open_store_readonly(cli);
+	if (code == CLI_NO_STORE)
+		return cli_no_store(cli, "cannot check");
 	if (code != EX_OK)
 		return code;
 
@@ -144,15 +231,27 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	}
 	if (r < 0)
 		return cli_fail(r, &err, "cannot check");
+	/* A store that failed its integrity check is not asked for more. */
+	if (strcmp(rep.integrity, "ok") == 0) {
+		err = (struct sl_error){ 0 };
+		r = sl_list(cli->store, 0, NULL, add_failed, &fl, &err);
+		if (r < 0) {
+			failed_list_finish(&fl);
+			sl_check_report_finish(&rep);
+			return cli_fail(r, &err, "cannot list the failed stages");
+		}
+	}
 
-	code = cli->json ? print_json(&rep) : (print_text(&rep), EX_OK);
-	/* Clean means a sound store and no orphan left behind: one that
-	 * --remove-orphans removed is fixed, one it had to leave is not. */
-	clean = strcmp(rep.integrity, "ok") == 0;
+	code = cli->json ? print_json(&rep, &fl) : (print_text(&rep, &fl), EX_OK);
+	/* Clean means a sound store, no failed stage (its secrets may still
+	 * be on disk) and no orphan left behind: one that --remove-orphans
+	 * removed is fixed, one it had to leave is not. */
+	clean = strcmp(rep.integrity, "ok") == 0 && fl.n == 0;
 	for (size_t i = 0; i < rep.n_orphans && clean; i++)
 		clean = was_removed(&rep, rep.orphans[i]);
 	if (code == EX_OK && !clean)
 		code = 1;
+	failed_list_finish(&fl);
 	sl_check_report_finish(&rep);
 	return code;
 }

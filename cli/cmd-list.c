@@ -8,13 +8,15 @@
 #include "cli.h"
 
 static const char usage[] =
-	"usage: stagelog list [--all] [--label L]\n"
+	"usage: stagelog list [--all] [--label L] [--state S]...\n"
 	"\n"
 	"Lists in-flight stages, oldest first: ID (first 12 digits), LABEL, STATE,\n"
-	"OWNER (pid, live or stale), AGE, ENTRIES and PATH.\n"
+	"OWNER (pid), LIVE (yes or no), AGE, ENTRIES and PATH.\n"
 	"\n"
 	"  --all        list every record, finished stages too\n"
 	"  --label L    only stages labelled L\n"
+	"  --state S    only stages in state S (repeatable; any state, finished\n"
+	"               ones too)\n"
 	"  -h, --help   print this help\n";
 
 /* One table row; the path is kept raw and escaped when printed. */
@@ -22,7 +24,8 @@ struct row {
 	char id[13];
 	char label[40];
 	const char *state;
-	char owner[40];
+	char owner[24];
+	const char *live;
 	char age[CLI_AGE_MAX];
 	char entries[24];
 	char *path;
@@ -33,6 +36,7 @@ struct rows {
 	size_t n;
 	int64_t now;
 	cJSON *json;
+	unsigned states; /* bit per enum sl_state; 0: no --state filter */
 };
 
 static int add_row(const struct sl_stage_info *info, void *userdata)
@@ -40,6 +44,8 @@ static int add_row(const struct sl_stage_info *info, void *userdata)
 	struct rows *rows = userdata;
 	struct row *v, *row;
 
+	if (rows->states && !(rows->states & (1u << info->state)))
+		return 0;
 	if (rows->json) {
 		cJSON *o = cJSON_CreateObject();
 
@@ -65,7 +71,9 @@ static int add_row(const struct sl_stage_info *info, void *userdata)
 	rows->n++;
 	snprintf(row->id, sizeof(row->id), "%.12s", info->id);
 	snprintf(row->label, sizeof(row->label), "%s", info->label);
-	snprintf(row->owner, sizeof(row->owner), "%lld %s", info->owner_pid, info->owner_alive ? "live" : "stale");
+	/* One token per cell, so that awk and cut see the header's fields. */
+	snprintf(row->owner, sizeof(row->owner), "%lld", info->owner_pid);
+	row->live = info->owner_alive ? "yes" : "no";
 	cli_format_age(info->created_ms, rows->now, row->age);
 	snprintf(row->entries, sizeof(row->entries), "%lld", (long long)info->entries);
 	return 0;
@@ -80,7 +88,7 @@ static int max_width(int w, const char *s)
 
 static void print_table(const struct rows *rows)
 {
-	int wid = 2, wlabel = 5, wstate = 5, wowner = 5, wage = 3, wentries = 7;
+	int wid = 2, wlabel = 5, wstate = 5, wowner = 5, wlive = 4, wage = 3, wentries = 7;
 
 	for (size_t i = 0; i < rows->n; i++) {
 		const struct row *r = &rows->v[i];
@@ -92,16 +100,25 @@ static void print_table(const struct rows *rows)
 		wage = max_width(wage, r->age);
 		wentries = max_width(wentries, r->entries);
 	}
-	printf("%-*s  %-*s  %-*s  %-*s  %*s  %*s  PATH\n", wid, "ID", wlabel, "LABEL", wstate, "STATE", wowner,
-	       "OWNER", wage, "AGE", wentries, "ENTRIES");
+	printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s  %*s  PATH\n", wid, "ID", wlabel, "LABEL", wstate, "STATE", wowner,
+	       "OWNER", wlive, "LIVE", wage, "AGE", wentries, "ENTRIES");
 	for (size_t i = 0; i < rows->n; i++) {
 		const struct row *r = &rows->v[i];
 
-		printf("%-*s  %-*s  %-*s  %-*s  %*s  %*s  ", wid, r->id, wlabel, r->label, wstate, r->state, wowner,
-		       r->owner, wage, r->age, wentries, r->entries);
+		printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s  %*s  ", wid, r->id, wlabel, r->label, wstate, r->state,
+		       wowner, r->owner, wlive, r->live, wage, r->age, wentries, r->entries);
 		cli_fput_escaped(stdout, r->path, strlen(r->path));
 		putchar('\n');
 	}
+}
+
+/* The enum sl_state value named name, or -1. */
+static int state_bit(const char *name)
+{
+	for (int s = 0; s < SL_STATE_COUNT_; s++)
+		if (strcmp(name, sl_state_name((enum sl_state)s)) == 0)
+			return s;
+	return -1;
 }
 
 int cmd_list(struct cli *cli, int argc, char **argv)
@@ -109,6 +126,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	static const struct option options[] = {
 		{ "all", no_argument, NULL, 'a' },
 		{ "label", required_argument, NULL, 'l' },
+		{ "state", required_argument, NULL, 's' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
 	};
@@ -124,7 +142,21 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 			flags |= SL_LIST_ALL;
 			break;
 		case 'l':
+			/* A label that cannot exist is a typo, not an empty
+			 * answer that monitoring would take for "all clear". */
+			if (!cli_label_valid(optarg))
+				return cli_usage_error("list: bad label '%s': want [a-z0-9][a-z0-9_.-]{0,31}", optarg);
 			label = optarg;
+			break;
+		case 's':
+			r = state_bit(optarg);
+			if (r < 0)
+				return cli_usage_error("list: unknown state '%s': want one of staging, ready, releasing, "
+						       "released, aborted, recovering, recovered, failed, published",
+						       optarg);
+			rows.states |= 1u << r;
+			/* A state may be a finished one: look at every record. */
+			flags |= SL_LIST_ALL;
 			break;
 		case 'h':
 			return cli_help(usage);
@@ -134,7 +166,9 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	}
 	code = cli_want_operands("list", argc, argv, 0, "");
 	if (code == EX_OK)
-		code = cli_open_store(cli);
+		code = cli_open_store_readonly(cli);
+	if (code == CLI_NO_STORE)
+		code = cli_no_store(cli, NULL);
 	if (code != EX_OK)
 		return code;
 
@@ -143,7 +177,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		if (!rows.json)
 			return cli_fail(-ENOMEM, NULL, "cannot list the stages");
 	}
-	r = sl_list(cli->store, flags, label, add_row, &rows, &err);
+	r = cli->store ? sl_list(cli->store, flags, label, add_row, &rows, &err) : 0;
 	if (r < 0) {
 		code = cli_fail(r, &err, "cannot list the stages");
 		cJSON_Delete(rows.json);

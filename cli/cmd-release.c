@@ -42,6 +42,7 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 {
 	struct sl_error err = { 0 };
 	char id[SL_ID_SIZE];
+	struct cli_where where;
 	cJSON *doc;
 	int r, code;
 
@@ -49,6 +50,8 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK)
 		return code == CLI_HELP_SHOWN ? EX_OK : code;
 
+	/* Read before the release, while the record is sure to be there. */
+	(void)cli_stage_where(cli, id, &where);
 	r = sl_release_id(cli->store, id, &err);
 	if (r < 0) {
 		/* Ask the record what happened: a published stage is a usage
@@ -71,12 +74,16 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 
 	if (cli->json) {
 		doc = cJSON_CreateObject();
-		if (doc && (!cJSON_AddStringToObject(doc, "id", id) || !cJSON_AddBoolToObject(doc, "removed", r > 0))) {
+		if (doc && (!cJSON_AddStringToObject(doc, "id", id) || !cJSON_AddStringToObject(doc, "label", where.label) ||
+			    !cli_json_add_bytes(doc, "path", where.path, strlen(where.path)) ||
+			    !cJSON_AddBoolToObject(doc, "removed", r > 0))) {
 			cJSON_Delete(doc);
 			doc = NULL;
 		}
 		return cli_json_print(doc);
 	}
-	printf(r > 0 ? "released %s\n" : "nothing to release for %s\n", id);
+	fputs(r > 0 ? "released " : "nothing to release for ", stdout);
+	cli_fput_where(stdout, id, &where);
+	putchar('\n');
 	return EX_OK;
 }

@@ -161,6 +161,10 @@ static int spawn_and_wait(const char *path, char **args, char **envp)
 	sigaction(SIGCHLD, &dfl, &old_chld);
 	if (sigprocmask(SIG_BLOCK, &set, &oldset) < 0)
 		return negerrno();
+	/* Caught before the block (by the flag handler): the runtime never
+	 * starts, and the caller aborts the stage. */
+	if (cli_signal_caught())
+		return -ECANCELED;
 
 	pid = fork();
 	if (pid < 0)
@@ -168,6 +172,7 @@ static int spawn_and_wait(const char *path, char **args, char **envp)
 	if (pid == 0) {
 		/* The runtime gets the signal state stagelog itself got. */
 		sigaction(SIGCHLD, &old_chld, NULL);
+		cli_signals_reset_child();
 		sigprocmask(SIG_SETMASK, &oldset, NULL);
 		execve(path, args, envp);
 		fprintf(stderr, "stagelog: cannot run the runtime: %s: %s\n", args[0], strerror(errno));
@@ -269,6 +274,11 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK)
 		goto out;
 
+	if (cli->verbosity >= 1) {
+		fprintf(stderr, "stagelog: staged %s %s ", sl_stage_id(stage), sl_stage_label(stage));
+		cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
+		fputc('\n', stderr);
+	}
 	r = find_runtime(argv[optind], &path);
 	if (r < 0) {
 		fprintf(stderr, "stagelog: cannot run the runtime: ");
@@ -302,6 +312,10 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 	/* The parent's copies of the passed values are not needed any more. */
 	strv_free_wiped(envp);
 	envp = NULL;
+	if (status == -ECANCELED) {
+		code = cli_interrupted("run (before the runtime started)");
+		goto release;
+	}
 	if (status < 0) {
 		code = cli_fail(status, NULL, "cannot start the runtime");
 		goto release;
@@ -311,6 +325,11 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 release:
 	err = (struct sl_error){ 0 };
 	r = sl_stage_release(stage, &err);
+	if (r >= 0 && cli->verbosity >= 1) {
+		fprintf(stderr, "stagelog: released %s %s ", sl_stage_id(stage), sl_stage_label(stage));
+		cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
+		fputc('\n', stderr);
+	}
 	if (r < 0) {
 		cli_fail(r, &err, "cannot release the stage");
 		/* The runtime's own failure says more than ours; a clean

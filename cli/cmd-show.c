@@ -97,7 +97,10 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 	char id[SL_ID_SIZE];
 	int r, code;
 
+	cli->nocreate = true;
 	code = cli_id_command(cli, "show", argc, argv, usage, 1, "ID", id);
+	if (code == CLI_NO_STORE)
+		return cli_no_store(cli, "cannot show the stage");
 	if (code != EX_OK)
 		return code == CLI_HELP_SHOWN ? EX_OK : code;
 

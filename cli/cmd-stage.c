@@ -84,10 +84,15 @@ static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *
 	} else {
 		name_len = strlen(arg);
 		value = getenv(arg);
-		/* The name is not echoed: a mistyped argument may have put
-		 * the secret where the name belongs. Its position is. */
+		/* A variable name is not secret and is named. Something that
+		 * is no name at all is not echoed: a mistyped argument may
+		 * have put the secret where the name belongs. */
+		if (!value && oci_env_name_valid(arg, name_len))
+			return cli_usage_error("%s: --env %s: the variable is not set in stagelog's environment", a->cmd,
+					       arg);
 		if (!value)
-			return cli_usage_error("%s: --env option %zu: the variable it names is not set in the environment",
+			return cli_usage_error("%s: --env option %zu: not a variable name "
+					       "([A-Za-z_][A-Za-z0-9_]*) and no NAME=VALUE",
 					       a->cmd, index + 1);
 	}
 	r = oci_env_add(l, arg, name_len, value, strlen(value), &err);
@@ -134,15 +139,66 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 		opts.bundle = a->bundle;
 		opts.stage.label = a->label;
 		opts.stage.owner_pid = owner;
+		opts.stage.cancel = cli_cancel_flag();
 		opts.env = env.vars;
 		opts.n_env = env.n;
 		r = sl_oci_stage(cli->store, &opts, ret, &err);
-		if (r < 0)
+		if (r < 0 && cli_signal_caught())
+			code = cli_interrupted("staging");
+		else if (r < 0)
 			code = cli_fail(r, &err, "cannot stage the bundle");
 		else
 			cli_verbose(cli, "staged %s at %s", sl_stage_id(*ret), sl_stage_path(*ret));
 	}
 	oci_env_list_finish(&env);
+	/* A signal that came after the last path still aborts the stage. */
+	if (code == EX_OK && cli_signal_caught()) {
+		(void)sl_stage_abort(*ret, NULL);
+		sl_stage_free(*ret);
+		*ret = NULL;
+		code = cli_interrupted("staging");
+	}
+	return code;
+}
+
+/*
+ * Prints the stage's id and path and makes sure they were delivered: a
+ * failed write, flush or close of stdout (a full disk, a pipe whose reader
+ * is gone, a closed stdout) means nobody has the id, so the stage is
+ * aborted and the exit is 74. From the first byte written on, a signal no
+ * longer aborts: the id may be out.
+ */
+static int deliver(struct cli *cli, struct sl_stage *stage)
+{
+	struct sl_error err = { 0 };
+	int r, code = EX_OK;
+
+	if (cli->json) {
+		cJSON *doc = cJSON_CreateObject();
+		if (doc && (!cJSON_AddStringToObject(doc, "id", sl_stage_id(stage)) ||
+			    !cJSON_AddStringToObject(doc, "label", sl_stage_label(stage)) ||
+			    !cli_json_add_bytes(doc, "path", sl_stage_path(stage), strlen(sl_stage_path(stage))))) {
+			cJSON_Delete(doc);
+			doc = NULL;
+		}
+		code = cli_json_print(doc);
+	} else {
+		/* Raw, not escaped: scripts read this line with `read id path`. */
+		printf("%s\t%s\n", sl_stage_id(stage), sl_stage_path(stage));
+	}
+	cli->stdout_closed = true;
+	r = cli_deliver_stdout();
+	if (code == EX_OK && r == 0) {
+		cli->delivered = true;
+		return EX_OK;
+	}
+	if (code == EX_OK) {
+		cli_error("cannot write output: stdout: %s; the stage is aborted", strerror(-r));
+		code = EX_IOERR;
+	}
+	r = sl_stage_abort(stage, &err);
+	if (r < 0)
+		cli_fail(r, &err, "cannot abort the stage");
 	return code;
 }
 
@@ -157,7 +213,6 @@ int cmd_stage(struct cli *cli, int argc, char **argv)
 	struct stage_args a = { .cmd = "stage" };
 	struct sl_stage *stage = NULL;
 	pid_t owner = getppid();
-	cJSON *doc;
 	char *end;
 	long pid;
 	int c, r, code;
@@ -195,21 +250,10 @@ int cmd_stage(struct cli *cli, int argc, char **argv)
 	code = stage_args_stage(cli, &a, owner, &stage);
 	if (code != EX_OK)
 		goto out;
-	if (cli->json) {
-		doc = cJSON_CreateObject();
-		if (doc && (!cJSON_AddStringToObject(doc, "id", sl_stage_id(stage)) ||
-			    !cJSON_AddStringToObject(doc, "label", sl_stage_label(stage)) ||
-			    !cli_json_add_bytes(doc, "path", sl_stage_path(stage), strlen(sl_stage_path(stage))))) {
-			cJSON_Delete(doc);
-			doc = NULL;
-		}
-		code = cli_json_print(doc);
-	} else {
-		/* Raw, not escaped: scripts read this line with `read id path`. */
-		printf("%s\t%s\n", sl_stage_id(stage), sl_stage_path(stage));
-	}
+	code = deliver(cli, stage);
 	/* A ready stage is finished, so freeing it only drops our lock and
-	 * handles; the stage stays ready for its owner. */
+	 * handles; the stage stays ready for its owner. One whose id did not
+	 * reach anyone was aborted: nobody would ever release it. */
 	sl_stage_free(stage);
 out:
 	stage_args_finish(&a);

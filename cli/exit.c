@@ -30,6 +30,28 @@ static const struct {
 	{ -EACCES, EX_NOPERM },
 	{ -EPERM, EX_NOPERM },
 	{ -EPROTO, EX_CONFIG },
+	/* What a bundle or the file system can cause is never EX_SOFTWARE:
+	 * 70 is kept for bugs. */
+	{ -ELOOP, EX_DATAERR },        /* a tree too deep, a symlink where a directory belongs */
+	{ -ENAMETOOLONG, EX_DATAERR }, /* a path longer than PATH_MAX */
+	{ -EOVERFLOW, EX_DATAERR },
+	{ -EILSEQ, EX_DATAERR },
+	{ -EXDEV, EX_CANTCREAT },      /* publish to another file system */
+	{ -EMLINK, EX_CANTCREAT },
+	{ -ENOTEMPTY, EX_IOERR },
+	{ -EOPNOTSUPP, EX_IOERR },
+	{ -ENXIO, EX_IOERR },
+	{ -ENODEV, EX_IOERR },
+	{ -EUCLEAN, EX_IOERR },
+	{ -EPIPE, EX_IOERR },
+	{ -ETXTBSY, EX_TEMPFAIL },
+	{ -ESTALE, EX_TEMPFAIL },      /* the record changed state meanwhile */
+	{ -ECANCELED, EX_TEMPFAIL },
+	{ -EINTR, EX_TEMPFAIL },
+	{ -ETIMEDOUT, EX_TEMPFAIL },
+	{ -ENOMEM, EX_TEMPFAIL },
+	{ -EMFILE, EX_TEMPFAIL },
+	{ -ENFILE, EX_TEMPFAIL },
 };
 
 int cli_exit_code(int r, const struct sl_error *err)

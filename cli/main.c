@@ -22,12 +22,25 @@ static const struct cli_command commands[] = {
 	{ "show", cmd_show, "show one stage and its entries" },
 	{ "gc", cmd_gc, "delete old records of finished stages" },
 	{ "check", cmd_check, "check the store and look for orphans" },
+	{ "metrics", cmd_metrics, "print metrics in the Prometheus text format" },
+	{ "help", cmd_help, "print the help of stagelog or of a command" },
 };
 
-static int usage(void)
+static const struct cli_command *find_command(const char *name)
 {
-	printf("usage: stagelog [--db PATH] [--json] [-q | -v] COMMAND [OPTIONS] [ARGS]\n"
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		if (strcmp(name, commands[i].name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/* The usage goes to stdout when asked for, and to stderr (with exit 64)
+ * when a command is missing, as a reader of a script's log expects. */
+static int usage(FILE *f)
+{
+	fprintf(f, "usage: stagelog [--db PATH] [--json] [-q | -v] COMMAND [OPTIONS] [ARGS]\n"
 	       "       stagelog COMMAND --help\n"
+	       "       stagelog help [COMMAND]\n"
 	       "       stagelog --version\n"
 	       "\n"
 	       "Global options:\n"
@@ -40,8 +53,41 @@ static int usage(void)
 	       "\n"
 	       "Commands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-		printf("  %-9s %s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	return EX_OK;
+}
+
+/* `stagelog help [COMMAND]`: the command's own --help, which never opens
+ * the store. */
+int cmd_help(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
+	const struct cli_command *cmd;
+	char *help_argv[3];
+	int c;
+
+	while ((c = cli_getopt(cli, "help", argc, argv, ":h", options)) != -1) {
+		switch (c) {
+		case 'h':
+			return cli_help("usage: stagelog help [COMMAND]\n"
+					"\n"
+					"Prints the help of stagelog, or of COMMAND.\n");
+		default:
+			return EX_USAGE;
+		}
+	}
+	if (argc - optind > 1)
+		return cli_usage_error("help: unexpected argument '%s'", argv[optind + 1]);
+	if (argc - optind == 0)
+		return usage(stdout);
+	cmd = find_command(argv[optind]);
+	if (!cmd)
+		return cli_usage_error("help: unknown command '%s'", argv[optind]);
+	help_argv[0] = (char *)cmd->name;
+	help_argv[1] = (char *)"--help";
+	help_argv[2] = NULL;
+	optind = 0;
+	return cmd->run(cli, 2, help_argv);
 }
 
 int main(int argc, char **argv)
@@ -60,6 +106,8 @@ int main(int argc, char **argv)
 	const struct cli_command *cmd = NULL;
 	int c, code;
 
+	cli_signals_init();
+
 	/* "+": the first non-option is the command; what follows is its own. */
 	while ((c = cli_getopt(NULL, NULL, argc, argv, "+:qvh", options)) != -1) {
 		switch (c) {
@@ -76,7 +124,7 @@ int main(int argc, char **argv)
 			cli.verbosity = cli.verbosity < 0 ? 1 : cli.verbosity + 1;
 			break;
 		case 'h':
-			return usage();
+			return usage(stdout);
 		case OPT_VERSION:
 			printf("stagelog %s\n", STAGELOG_VERSION);
 			return EX_OK;
@@ -84,12 +132,12 @@ int main(int argc, char **argv)
 			return EX_USAGE;
 		}
 	}
-	if (optind >= argc)
-		return cli_usage_error("missing command");
+	if (optind >= argc) {
+		usage(stderr);
+		return EX_USAGE;
+	}
 
-	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-		if (strcmp(argv[optind], commands[i].name) == 0)
-			cmd = &commands[i];
+	cmd = find_command(argv[optind]);
 	if (!cmd)
 		return cli_usage_error("unknown command '%s'", argv[optind]);
 
@@ -99,9 +147,14 @@ int main(int argc, char **argv)
 	code = cmd->run(&cli, argc, argv);
 	sl_store_close(cli.store);
 
+	/* A command ends the step it is in and then honours the signal; a
+	 * stage that printed its id was delivered and ends as a success. */
+	if (cli_signal_caught() && code == EX_OK && !cli.delivered)
+		code = 128 + cli_signal_caught();
+
 	/* Output that did not reach its reader (a full disk, a closed pipe)
 	 * is a failure, not a success. */
-	if (fflush(stdout) != 0 || ferror(stdout)) {
+	if (!cli.stdout_closed && (fflush(stdout) != 0 || ferror(stdout))) {
 		cli_error("cannot write output: stdout: %s", strerror(errno));
 		if (code == EX_OK)
 			code = EX_IOERR;

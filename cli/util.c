@@ -9,6 +9,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "cli.h"
 
 int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const char *optstring,
@@ -85,26 +89,105 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 	return EX_OK;
 }
 
+int cli_store_path(const struct cli *cli, char *buf, size_t size)
+{
+	int r;
+
+	/* A path too long (--db, $STAGELOG_DB, $XDG_STATE_HOME or $HOME) is
+	 * the user's to fix, not a bug. */
+	if (cli->db) {
+		if (snprintf(buf, size, "%s", cli->db) >= (int)size)
+			return cli_usage_error("cannot find the store: --db: %s", strerror(ENAMETOOLONG));
+		return EX_OK;
+	}
+	r = sl_store_default_path(buf, size);
+	if (r == -ENOENT)
+		return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
+	if (r < 0)
+		return cli_usage_error("cannot find the store: %s (pass --db)", strerror(-r));
+	return EX_OK;
+}
+
+int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	_cleanup_free_ char *tmp = NULL, *dir = NULL;
+	_cleanup_close_ int fd = -1, dfd = -1;
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	const unsigned char *p = data;
+	int r;
+
+	/* A hidden name, so that node_exporter's textfile collector (which
+	 * reads *.prom) never reads the half-written file. */
+	if (asprintf(&dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".") < 0 ||
+	    asprintf(&tmp, "%s/.%s.XXXXXX", dir, base) < 0)
+		return -ENOMEM;
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, mode) < 0)
+		goto fail;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto fail;
+		p += n;
+		len -= (size_t)n;
+	}
+	if (fsync(fd) < 0)
+		goto fail;
+	r = close(fd);
+	fd = -1;
+	if (r < 0)
+		goto fail;
+	if (rename(tmp, path) < 0)
+		goto fail;
+	/* The rename is durable only once the folder is. */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		(void)fsync(dfd);
+	return 0;
+fail:
+	r = -errno;
+	(void)unlink(tmp);
+	return r;
+}
+
 int cli_open_store(struct cli *cli)
 {
 	struct sl_error err = { 0 };
-	char buf[4096];
-	const char *path = cli->db;
 	int r;
 
-	if (!path) {
-		r = sl_store_default_path(buf, sizeof(buf));
-		if (r == -ENOENT)
-			return cli_usage_error("cannot find the store: HOME is not set (pass --db)");
-		if (r < 0)
-			return cli_fail(r, NULL, "cannot find the store");
-		path = buf;
-	}
-	cli_verbose(cli, "store: %s", path);
-	r = sl_store_open(path, &cli->store, &err);
+	r = cli_store_path(cli, cli->store_path, sizeof(cli->store_path));
+	if (r != EX_OK)
+		return r;
+	cli_verbose(cli, "store: %s", cli->store_path);
+	r = sl_store_open_flags(cli->store_path, cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0, &cli->store, &err);
+	if (r == -ENOENT && cli->nocreate)
+		return CLI_NO_STORE;
 	if (r < 0)
 		return cli_fail(r, &err, "cannot open the store");
 	return EX_OK;
+}
+
+int cli_open_store_readonly(struct cli *cli)
+{
+	cli->nocreate = true;
+	return cli_open_store(cli);
+}
+
+int cli_no_store(const struct cli *cli, const char *what)
+{
+	if (!what) {
+		if (cli->verbosity >= 0)
+			cli_error("no store at %s: nothing in flight", cli->store_path);
+		return EX_OK;
+	}
+	cli_error("%s: %s: no store", what, cli->store_path);
+	return EX_NOINPUT;
 }
 
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
@@ -142,26 +225,110 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 	return EX_OK;
 }
 
-int cli_default_root(char *buf, size_t size, bool quiet)
+/*
+ * /run/user/UID when it is a directory (not a symlink) owned by the caller
+ * with mode 0700: what logind makes for a user, and what a unit's
+ * tmpfiles.d entry makes for a service user without a session. Anything
+ * else could be a directory another user prepared to watch our secrets.
+ */
+static bool user_run_dir(char *buf, size_t size)
 {
-	const char *xdg;
+	struct stat st;
 	int n;
 
-	if (geteuid() == 0) {
-		n = snprintf(buf, size, "/run/stagelog");
-	} else {
-		/* Never fall back to /tmp: a staging root must be a private
-		 * tmpfs, and only the session's runtime directory is one. */
-		xdg = getenv("XDG_RUNTIME_DIR");
-		if (!xdg || xdg[0] != '/')
+	n = snprintf(buf, size, "/run/user/%u", (unsigned)geteuid());
+	if (n < 0 || (size_t)n >= size)
+		return false;
+	if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & 07777) != 0700)
+		return false;
+	return true;
+}
+
+int cli_default_root(char *buf, size_t size, bool quiet)
+{
+	const char *env, *what;
+	char run[64];
+	int n;
+
+	env = getenv("STAGELOG_ROOT");
+	if (env && env[0]) {
+		/* A relative root would depend on where a unit happens to
+		 * start; refuse it rather than guess. */
+		if (env[0] != '/')
 			return quiet ? EX_USAGE
-				     : cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set (pass --root)");
-		n = snprintf(buf, size, "%s/stagelog", xdg);
+				     : cli_usage_error("cannot choose a staging root: STAGELOG_ROOT is not an "
+						       "absolute path");
+		n = snprintf(buf, size, "%s", env);
+		what = "STAGELOG_ROOT";
+	} else if (geteuid() == 0) {
+		n = snprintf(buf, size, "/run/stagelog");
+		what = "/run/stagelog";
+	} else if ((env = getenv("XDG_RUNTIME_DIR")) && env[0] == '/') {
+		n = snprintf(buf, size, "%s/stagelog", env);
+		what = "XDG_RUNTIME_DIR";
+	} else if (user_run_dir(run, sizeof(run))) {
+		/* Never fall back to /tmp: a staging root must be a private
+		 * tmpfs, and only a runtime directory is one. */
+		n = snprintf(buf, size, "%s/stagelog", run);
+		what = run;
+	} else {
+		if (quiet)
+			return EX_USAGE;
+		return cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set and "
+				       "/run/user/%u is not a directory of yours with mode 0700 "
+				       "(pass --root DIR or set STAGELOG_ROOT)",
+				       (unsigned)geteuid());
 	}
 	if (n < 0 || (size_t)n >= size)
 		return quiet ? EX_USAGE
-			     : cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is too long (pass --root)");
+			     : cli_usage_error("cannot choose a staging root: %s is too long (pass --root DIR or set "
+					       "STAGELOG_ROOT)",
+					       what);
 	return EX_OK;
+}
+
+static int note_where(const struct sl_stage_info *info, void *userdata)
+{
+	struct cli_where *w = userdata;
+
+	snprintf(w->label, sizeof(w->label), "%s", info->label);
+	snprintf(w->path, sizeof(w->path), "%s", info->path);
+	return 0;
+}
+
+int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret)
+{
+	struct sl_error err = { 0 };
+	int r;
+
+	snprintf(ret->label, sizeof(ret->label), "?");
+	snprintf(ret->path, sizeof(ret->path), "?");
+	r = sl_show(cli->store, id, note_where, NULL, ret, &err);
+	return r < 0 ? r : 0;
+}
+
+void cli_fput_where(FILE *f, const char *id, const struct cli_where *w)
+{
+	fprintf(f, "%s %s ", id, w->label);
+	cli_fput_escaped(f, w->path, strlen(w->path));
+}
+
+bool cli_label_valid(const char *label)
+{
+	size_t n = strlen(label);
+
+	/* Spelt out rather than islower(): a locale must not widen it. */
+	if (n < 1 || n > 32)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = label[i];
+		bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+
+		if (!alnum && (i == 0 || (ch != '_' && ch != '.' && ch != '-')))
+			return false;
+	}
+	return true;
 }
 
 void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX])

@@ -35,29 +35,44 @@ static bool process_alive(const struct sl_owner *o)
 	return r < 0 || start == o->start_time;
 }
 
-/* True when someone holds the top directory's lock. A shared lock on a
- * fresh fd is enough to prove there is no exclusive holder (the owner, or
+enum top_lock {
+	LOCK_HELD,   /* someone holds it, or we cannot tell */
+	LOCK_FREE,
+	TOP_MISSING, /* the root is the recorded one and holds no top directory */
+};
+
+/* Whether someone holds the top directory's lock. A shared lock on a fresh
+ * fd is enough to prove there is no exclusive holder (the owner, or
  * children that inherited its fd), and, unlike an exclusive one, never
- * makes a stager or a release fail for the instant it is held. A missing
- * top directory, or one replaced by something that is not a directory,
- * holds no lock; any other error (EACCES, EIO) counts as held. */
-static bool lock_held(const struct sl_record *rec)
+ * makes a stager or a release fail for the instant it is held. A top
+ * directory replaced by something that is not a directory holds no lock;
+ * any other error (EACCES, EIO) counts as held. A missing one is told
+ * apart only when the root is still the directory the stage began in: a
+ * root path repointed elsewhere proves nothing about the stage. */
+static enum top_lock top_lock(const struct sl_record *rec)
 {
 	_cleanup_close_ int root = -1, top = -1;
+	struct fileid id;
 	int r;
 
 	r = open_root(rec->root, &root);
 	if (r < 0)
-		return r != -ENOENT;
+		return r == -ENOENT ? LOCK_FREE : LOCK_HELD;
 	top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (top < 0 && errno == ENOENT)
+		return rec->have_inode && rec->have_root_id && fd_fileid(root, &id) == 0 && id.ino == rec->root_ino &&
+				       (rec->root_btime == 0 || id.btime == 0 || id.btime == rec->root_btime)
+			       ? TOP_MISSING
+			       : LOCK_FREE;
 	if (top < 0)
-		return errno != ENOENT && errno != ELOOP && errno != ENOTDIR;
-	return flock(top, LOCK_SH | LOCK_NB) < 0;
+		return errno == ELOOP || errno == ENOTDIR ? LOCK_FREE : LOCK_HELD;
+	return flock(top, LOCK_SH | LOCK_NB) < 0 ? LOCK_HELD : LOCK_FREE;
 }
 
 enum liveness judge(const struct here *h, const struct sl_record *rec)
 {
 	const struct sl_owner *o = rec->state == SL_STATE_RECOVERING ? &rec->claimer : &rec->owner;
+	enum top_lock lock = LOCK_FREE;
 
 	/* A record that fails validation opens nothing here: recovery claims
 	 * it and the undo fails it with the reason, removing nothing. */
@@ -66,8 +81,20 @@ enum liveness judge(const struct here *h, const struct sl_record *rec)
 	/* Nothing of another boot is running: its pids mean nothing now. */
 	if (strcmp(o->boot_id, h->boot_id) != 0)
 		return STALE;
-	if (rec->state != SL_STATE_RECOVERING && lock_held(rec))
-		return LIVE;
+	if (rec->state != SL_STATE_RECOVERING) {
+		lock = top_lock(rec);
+		if (lock == LOCK_HELD)
+			return LIVE;
+		/* A stage whose top directory was made and is gone has
+		 * nothing left on disk: a removal finished while the store
+		 * could not record it. Its record catches up now. */
+		if (lock == TOP_MISSING)
+			return STALE;
+		/* A failed stage's owner already gave it up: with its lock
+		 * free, it is retried whoever the owner is. */
+		if (rec->state == SL_STATE_FAILED)
+			return STALE;
+	}
 	/* A pid read in another pid namespace cannot be looked up here. */
 	if (o->pidns != h->pidns)
 		return UNJUDGED;

@@ -104,11 +104,8 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 		}
 	}
 	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, reason, sizeof(reason));
-	if (r < 0) {
-		(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED, reason,
-					     false, NULL);
+	if (r < 0)
 		return push_failure(rep, rec->id, reason);
-	}
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
 }
 
@@ -178,6 +175,10 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		for (size_t i = 0; i < n && r == 0; i++) {
 			struct sl_record *rec = &sc.c.recs[b + i];
 
+			if (opts && opts->cancel && *opts->cancel) {
+				r = -ECANCELED;
+				break;
+			}
 			if (ok[i]) {
 				rec->state = SL_STATE_RECOVERING;
 				rec->claimer = me;
@@ -191,6 +192,8 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 	free(sc.c.recs);
 	if (r == -ENOMEM)
 		return sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM));
+	if (r == -ECANCELED)
+		return sl_err(reterr, r, "recovery interrupted; the next pass finishes it");
 	if (r < 0)
 		return r;
 	(void)store_checkpoint(store, NULL);

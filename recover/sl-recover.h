@@ -79,6 +79,10 @@ struct sl_recover_options {
 	/* Called now and then with progress; may be NULL. */
 	void (*progress)(size_t done, size_t total, void *userdata);
 	void *userdata;
+	/* When not NULL and it becomes non-zero (a signal handler sets it),
+	 * the pass stops after the stage it is removing; stages it claimed
+	 * and did not reach stay recovering and the next pass takes them. */
+	const volatile sig_atomic_t *cancel;
 };
 
 struct sl_recover_failure {

@@ -209,6 +209,17 @@ static int owned(struct sl_store *store, const char *name, const char *id)
 	return sl_state_in_flight(rec.state) && strcmp(rec.topdir, name) == 0;
 }
 
+/* 1 when root/name is where a stage was published (or is being moved). */
+static int published_here(struct sl_store *store, const char *root, const char *name)
+{
+	char abs[PATH_MAX], path[PATH_MAX];
+
+	if (absolute_root(root, abs, sizeof(abs)) < 0 ||
+	    snprintf(path, sizeof(path), "%s/%s", abs, name) >= (int)sizeof(path))
+		return 0;
+	return store_dest_recorded(store, path, NULL);
+}
+
 static int scan_root(struct sl_store *store, const char *root, bool remove, struct sl_check_report *rep)
 {
 	_cleanup_close_ int root_fd = -1;
@@ -218,6 +229,9 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 
 	if (r == -ENOENT)
 		return 0;
+	/* A symlink or a file given as a root is missing input, not bad data. */
+	if (r == -ELOOP)
+		return -ENOTDIR;
 	if (r < 0)
 		return r;
 	fd = dup(root_fd);
@@ -237,6 +251,10 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		if (!stage_name(de->d_name, id, label))
 			continue;
 		o = owned(store, de->d_name, id);
+		/* A tree published here looks like a stage directory, but it
+		 * belongs to its destination: never an orphan. */
+		if (o == 0)
+			o = published_here(store, root, de->d_name);
 		if (o < 0) {
 			r = o; /* The store cannot say: never an orphan. */
 			continue;
@@ -271,6 +289,7 @@ int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, u
 	     struct sl_check_report *report, struct sl_error *reterr)
 {
 	struct roots rs = {0};
+	size_t n_named;
 	bool remove;
 	int r, first = 0;
 
@@ -285,12 +304,18 @@ int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, u
 	remove = (flags & SL_CHECK_REMOVE_ORPHANS) && strcmp(report->integrity, "ok") == 0;
 	for (size_t i = 0; i < n_roots && r == 0; i++)
 		r = add_root(roots[i], &rs);
+	n_named = rs.n;
 	if ((flags & SL_CHECK_RECORD_ROOTS) && r == 0)
 		r = store_roots_foreach(store, add_root, &rs, reterr);
 	/* Every root is scanned even when one fails; the first failure is
 	 * the one reported. */
 	for (size_t i = 0; i < rs.n && r == 0; i++) {
 		int k = scan_root(store, rs.v[i], remove, report);
+		/* A recorded root that is no longer a directory is the failed
+		 * stages' business (reported with them), not a reason to stop;
+		 * one the caller named must be a directory. */
+		if (k == -ENOTDIR && i >= n_named)
+			k = 0;
 		if (k < 0 && first == 0) {
 			first = k;
 			sl_err(reterr, k, "cannot check: %s: %s", rs.v[i], strerror(-k));

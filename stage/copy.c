@@ -333,6 +333,10 @@ static int copy_walk(struct copy *c)
 		}
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
+		/* Between two paths, never inside one: an interrupted copy
+		 * is aborted whole by the caller's undo. */
+		if (stage_cancelled(c->st))
+			return copy_fail(c, -ECANCELED, "interrupted");
 		r = rel_set(c, f, de->d_name);
 		if (r < 0)
 			return r;

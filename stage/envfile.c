@@ -5,6 +5,7 @@
  * is wiped before it is freed.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -250,12 +251,29 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 		return sl_err(reterr, -EBADMSG, "bad env file: %s: not a regular file or a pipe", path);
 	if (S_ISFIFO(st.st_mode) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
 		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+	/* A named FIFO whose writer has not opened it yet reads as empty:
+	 * wait until there is data, or a writer that came and went. */
+	if (S_ISFIFO(st.st_mode)) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		while (poll(&p, 1, -1) < 0)
+			if (errno != EINTR)
+				return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+	}
 	r = oci_read_fd(fd, OCI_ENV_FILE_MAX, &buf, &len);
 	if (r == -EFBIG)
 		return sl_err(reterr, -EBADMSG, "bad env file: %s: larger than 1 MiB", path);
 	if (r < 0)
 		return sl_err(reterr, r, "cannot read env file: %s: %s", path, strerror(-r));
 	r = oci_env_parse(l, buf, len, reterr);
+	/* The parser knows lines, not files: name the file the user gave,
+	 * which is not secret, before the line number. */
+	if (r < 0 && reterr && strncmp(reterr->msg, "bad env file: ", 14) == 0) {
+		char rest[sizeof(reterr->msg)];
+
+		snprintf(rest, sizeof(rest), "%s", reterr->msg + 14);
+		reterr->code = 0; /* sl_err() keeps the first message; this one replaces it */
+		sl_err(reterr, r, "bad env file: %s: %s", path, rest);
+	}
 	explicit_bzero(buf, len);
 	free(buf);
 	return r;

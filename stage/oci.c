@@ -85,11 +85,11 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 	 * another directory between the checks and the copy. */
 	bundle_fd = open(opts->bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (bundle_fd < 0 && errno == ENOTDIR)
-		return sl_err(reterr, -EBADMSG, WHAT ": bundle: not a directory");
+		return sl_err(reterr, -EBADMSG, WHAT ": %s: not a directory", opts->bundle);
 	if (bundle_fd < 0)
-		return sl_err(reterr, negerrno(), WHAT ": bundle: %s", strerror(errno));
+		return sl_err(reterr, negerrno(), WHAT ": %s: %s", opts->bundle, strerror(errno));
 	if (fstat(bundle_fd, &st) < 0)
-		return sl_err(reterr, negerrno(), WHAT ": bundle: %s", strerror(errno));
+		return sl_err(reterr, negerrno(), WHAT ": %s: %s", opts->bundle, strerror(errno));
 	r = check_rootfs(bundle_fd, reterr);
 	if (r < 0)
 		return r;

@@ -8,6 +8,7 @@
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 
 #include "stage-private.h"
 
@@ -74,6 +75,36 @@ int fd_mount_id(int fd, uint64_t *ret_mnt_id, bool *ret_mount_root)
 	*ret_mount_root = (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
 			  (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
 	return 0;
+}
+
+int fd_fileid(int fd, struct fileid *ret)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_BTIME, &stx) < 0)
+		return negerrno();
+	ret->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	ret->ino = stx.stx_ino;
+	ret->btime = (stx.stx_mask & STATX_BTIME)
+			     ? (int64_t)stx.stx_btime.tv_sec * 1000000000 + stx.stx_btime.tv_nsec
+			     : 0;
+	/* 0 means "unknown" in records: a birth time of exactly the epoch
+	 * is one nanosecond off, which changes no comparison. */
+	if (ret->btime == 0 && (stx.stx_mask & STATX_BTIME))
+		ret->btime = 1;
+	return 0;
+}
+
+bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id)
+{
+	if (ino != id->ino)
+		return false;
+	/* Inode and birth time name one directory on one file system, across
+	 * reboots and whatever number its disk gets. Without a birth time
+	 * (recorded or readable) only the device number can tell. */
+	if (btime != 0 && id->btime != 0)
+		return btime == id->btime;
+	return dev == id->dev;
 }
 
 /* The fallback walk: one component at a time with O_PATH | O_NOFOLLOW, so a

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include "sl-store.h"
@@ -28,6 +29,10 @@ struct sl_stage;
 struct sl_stage_options {
 	const char *label; /* [a-z0-9][a-z0-9_.-]{0,31}; NULL: "stage" */
 	pid_t owner_pid;   /* 0: the calling process */
+	/* When not NULL and it becomes non-zero (a signal handler sets it),
+	 * the stage's calls fail with -ECANCELED between two paths and the
+	 * stage is aborted: nothing is left on disk. */
+	const volatile sig_atomic_t *cancel;
 };
 
 /*

@@ -46,6 +46,18 @@ HIDDEN void open_beneath_force_fallback(bool force);
 /* The mount id and whether fd is a mount root, from statx. */
 HIDDEN int fd_mount_id(int fd, uint64_t *ret_mnt_id, bool *ret_mount_root);
 
+/* A directory's identity: the device number (valid this boot only), the
+ * inode, and the birth time in ns (0 where the file system has none). */
+struct fileid {
+	uint64_t dev, ino;
+	int64_t btime;
+};
+HIDDEN int fd_fileid(int fd, struct fileid *ret);
+
+/* True when id is the directory recorded as dev/ino/btime: same inode and
+ * birth time, or same inode and device where no birth time is known. */
+HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id);
+
 /* Reads the identity of process pid (0: self): boot id, start time, and
  * the pid namespace the pid was read in (ours). -ESRCH when there is no
  * such process. */
@@ -123,6 +135,7 @@ enum stage_log_mode {
 struct sl_stage {
 	struct sl_store *store;
 	enum stage_log_mode log_mode;
+	const volatile sig_atomic_t *cancel; /* see struct sl_stage_options */
 	struct sl_record rec;
 	int root_fd;  /* the staging root, O_RDONLY so that it can be fsynced */
 	int top_fd;   /* the top directory; holds the stage's flock */
@@ -147,6 +160,12 @@ HIDDEN void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode);
 
 /* Commits the logged entries not yet in the store. */
 HIDDEN int stage_log_flush(struct sl_stage *st, struct sl_error *reterr);
+
+/* True when the caller asked the stage to stop (a signal arrived). */
+static inline bool stage_cancelled(const struct sl_stage *st)
+{
+	return st->cancel && *st->cancel;
+}
 
 /* Aborts the stage after a failure inside it and returns r. */
 HIDDEN int stage_fail(struct sl_stage *st, int r);

@@ -11,7 +11,6 @@
 
 #include "stage-private.h"
 
-#define ALL_STATES 0x1ffu
 #define BIT(s) (1u << (s))
 
 static int fail_root(struct sl_error *reterr, int r, const char *why)
@@ -111,35 +110,35 @@ int absolute_root(const char *root, char *buf, size_t size)
 	return 0;
 }
 
-int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
-		   struct sl_stage **ret, struct sl_error *reterr)
+/* Gives up a top directory that a recovery claimed before the stager could
+ * confirm it: the record is the recovery's now, so the directory (still
+ * empty but for what a racing process put there) is removed here, by the
+ * undo's safe tree removal, without touching the record. */
+static int give_up_top(struct sl_stage *st, const struct fileid *id, struct sl_error *reterr)
 {
-	const char *label = opts && opts->label ? opts->label : "stage";
-	_cleanup_free_ struct sl_stage *st = NULL;
+	char reason[256];
+
+	closep(&st->top_fd);
+	st->top_fd = -1;
+	(void)undo_remove_tree(st->root_fd, ".", st->rec.topdir, true, id->dev, id->ino, reason, sizeof(reason));
+	st->rec.state = SL_STATE_RECOVERING;
+	return sl_err(reterr, -EAGAIN, "cannot begin stage: %s: a recovery claimed the stage meanwhile; try again",
+		      st->rec.topdir);
+}
+
+/* Records the stage, then creates, locks and confirms its top directory. */
+static int begin_top(struct sl_stage *st, const char *label, struct sl_error *reterr)
+{
 	unsigned char raw[16];
-	struct stat sb;
+	struct fileid id;
 	int r;
 
-	if (!store || !root || !ret)
-		return sl_err(reterr, -EINVAL, "cannot begin stage: missing argument");
-	if (!label_valid(label))
-		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,31}");
-	st = calloc(1, sizeof(*st));
-	if (!st)
-		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
-	st->store = store;
-	st->root_fd = st->top_fd = -1;
-	r = proc_identity(opts ? opts->owner_pid : 0, &st->rec.owner);
-	if (r == -ESRCH)
-		return sl_err(reterr, -EINVAL, "cannot begin stage: owner: no such process");
+	r = fd_fileid(st->root_fd, &id);
 	if (r < 0)
-		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
-	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
-	if (r < 0)
-		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
-	r = prepare_root(st->rec.root, &st->root_fd, reterr);
-	if (r < 0)
-		return r;
+		return fail_root(reterr, r, NULL);
+	st->rec.have_root_id = true;
+	st->rec.root_ino = id.ino;
+	st->rec.root_btime = id.btime;
 
 	/* 128 random bits: the id is also the top directory's name, so it
 	 * must be unguessable as well as unique. */
@@ -148,8 +147,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		snprintf(st->rec.id + 2 * i, 3, "%02x", raw[i]);
 	snprintf(st->rec.label, sizeof(st->rec.label), "%s", label);
 	snprintf(st->rec.topdir, sizeof(st->rec.topdir), "%s-%s", label, st->rec.id);
-	if (snprintf(st->path, sizeof(st->path), "%s/%s", strcmp(st->rec.root, "/") ? st->rec.root : "",
-		     st->rec.topdir) >= (int)sizeof(st->path))
+	if (snprintf(st->path, sizeof(st->path), "%s/%s", st->rec.root, st->rec.topdir) >= (int)sizeof(st->path))
 		return fail_root(reterr, -ENAMETOOLONG, NULL);
 	st->rec.state = SL_STATE_STAGING;
 	st->rec.created_ms = sl_now_ms();
@@ -157,11 +155,9 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 	/* Log before create: the stage and the intent for its top directory
 	 * are durable before the directory can exist, so no crash can leave a
 	 * directory that no record names. */
-	r = store_stage_insert(store, &st->rec, reterr);
-	if (r < 0) {
-		closep(&st->root_fd);
+	r = store_stage_insert(st->store, &st->rec, reterr);
+	if (r < 0)
 		return r;
-	}
 	st->next_seq = 1;
 	r = sl_fault_step();
 	if (r == 0 && mkdirat(st->root_fd, st->rec.topdir, 0700) < 0)
@@ -172,35 +168,74 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		if (reterr && (r == -EEXIST || r == -EACCES || r == -EROFS))
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		/* Nothing of ours to remove: only the record ends. */
-		(void)store_stage_transition(store, st->rec.rowid, BIT(SL_STATE_STAGING), SL_STATE_ABORTED, NULL, false,
-					     NULL);
-		closep(&st->root_fd);
+		(void)store_stage_transition(st->store, st->rec.rowid, BIT(SL_STATE_STAGING), SL_STATE_ABORTED, NULL,
+					     false, NULL);
+		st->rec.state = SL_STATE_ABORTED;
 		return r;
 	}
 	st->top_fd = openat(st->root_fd, st->rec.topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	/* Blocking: the directory is brand new, so the only other holder can
 	 * be a liveness probe's shared lock, for microseconds. */
-	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fstat(st->top_fd, &sb) < 0 ||
+	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fd_fileid(st->top_fd, &id) < 0 ||
 	    fchmod(st->top_fd, 0700) < 0) {
 		r = sl_err(reterr, negerrno(), "cannot begin stage: %s: %s", st->rec.topdir, strerror(errno));
-		r = stage_fail(st, r);
-		closep(&st->root_fd);
-		return r;
+		return stage_fail(st, r);
 	}
 	st->rec.have_inode = true;
-	st->rec.dev = sb.st_dev;
-	st->rec.ino = sb.st_ino;
+	st->rec.dev = id.dev;
+	st->rec.ino = id.ino;
+	st->rec.btime = id.btime;
 	/* The directory's name must be durable before anything relies on it
 	 * (a disk-backed root); the store sync above already covers its
 	 * record. */
 	r = sl_fault_step();
 	if (r == 0 && fsync(st->root_fd) < 0 && errno != EINVAL)
 		r = negerrno();
-	if (r == 0)
-		r = store_stage_set_inode(store, st->rec.rowid, sb.st_dev, sb.st_ino, reterr);
 	if (r < 0) {
 		sl_err(reterr, r, "cannot begin stage: %s: %s", st->rec.topdir, strerror(-r));
-		r = stage_fail(st, r);
+		return stage_fail(st, r);
+	}
+	/* The confirmation: a compare-and-swap on our own staging record.
+	 * Between the insert and the lock, a recovery that judged the owner
+	 * dead may have claimed the stage; it then owns the record and we own
+	 * nothing. */
+	r = store_stage_set_inode(st->store, st->rec.rowid, id.dev, id.ino, id.btime, reterr);
+	if (r == -ESTALE)
+		return give_up_top(st, &id, reterr);
+	if (r < 0)
+		return stage_fail(st, r);
+	return 0;
+}
+
+int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
+		   struct sl_stage **ret, struct sl_error *reterr)
+{
+	const char *label = opts && opts->label ? opts->label : "stage";
+	_cleanup_free_ struct sl_stage *st = NULL;
+	int r;
+
+	if (!store || !root || !ret)
+		return sl_err(reterr, -EINVAL, "cannot begin stage: missing argument");
+	if (!label_valid(label))
+		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,31}");
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
+	st->store = store;
+	st->cancel = opts ? opts->cancel : NULL;
+	st->root_fd = st->top_fd = -1;
+	r = proc_identity(opts ? opts->owner_pid : 0, &st->rec.owner);
+	if (r == -ESRCH)
+		return sl_err(reterr, -EINVAL, "cannot begin stage: owner: no such process");
+	if (r < 0)
+		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
+	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
+	if (r < 0)
+		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
+	r = prepare_root(st->rec.root, &st->root_fd, reterr);
+	if (r == 0)
+		r = begin_top(st, label, reterr);
+	if (r < 0) {
 		closep(&st->root_fd);
 		return r;
 	}
@@ -235,6 +270,8 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 	size_t tl = strlen(st->rec.topdir), total = tl + 1 + len;
 	int r;
 
+	if (stage_cancelled(st))
+		return sl_err(reterr, -ECANCELED, "cannot log entry: %s: interrupted", st->rec.topdir);
 	if (st->log_mode == LOG_OFF)
 		return 0;
 	if (total > SL_PATH_MAX)
@@ -262,7 +299,7 @@ static void stage_close(struct sl_stage *st)
 	st->top_fd = -1;
 }
 
-/* Removes the stage with the undo routine and moves its record to `to`
+/* Removes the stage with the undo routine, which moves its record to `to`
  * (from one of from_mask), or to failed with the reason when the removal
  * could not finish. */
 static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned from_mask, enum sl_state to,
@@ -273,7 +310,6 @@ static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned
 
 	r = undo_stage(store, rec, from_mask, to, reason, sizeof(reason));
 	if (r < 0) {
-		(void)store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason, false, NULL);
 		rec->state = SL_STATE_FAILED;
 		return sl_err(reterr, r, "cannot %s stage: %s", what, reason);
 	}
@@ -486,9 +522,32 @@ int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
 			     "abort", reterr);
 }
 
+/*
+ * Moves a stage to releasing before its removal and returns the states the
+ * removal may then finish it from, or 0 (with reterr set) when the stage
+ * changed state meanwhile. A store that cannot be written (full, busy)
+ * stops nothing: the caller holds the stage's lock, so the removal goes on
+ * and the record catches up at its end, or with the next recovery.
+ */
+static unsigned begin_release(struct sl_store *store, struct sl_record *rec, struct sl_error *reterr)
+{
+	struct sl_error err = {0};
+	unsigned from = BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY) | BIT(SL_STATE_FAILED) | BIT(SL_STATE_RELEASING);
+	int r = store_stage_transition(store, rec->rowid, from, SL_STATE_RELEASING, NULL, false, &err);
+
+	if (r == -ESTALE) {
+		sl_err(reterr, r, "%s", err.msg);
+		return 0;
+	}
+	if (r == 0)
+		from = BIT(SL_STATE_RELEASING);
+	rec->state = SL_STATE_RELEASING;
+	return from;
+}
+
 int sl_stage_release(struct sl_stage *st, struct sl_error *reterr)
 {
-	int r;
+	unsigned from;
 
 	if (!st)
 		return sl_err(reterr, -EINVAL, "cannot release stage: no stage");
@@ -498,59 +557,128 @@ int sl_stage_release(struct sl_stage *st, struct sl_error *reterr)
 		return 0;
 	if (st->rec.state != SL_STATE_READY && st->rec.state != SL_STATE_FAILED)
 		return sl_err(reterr, -EINVAL, "cannot release stage: it is %s", sl_state_name(st->rec.state));
-	r = store_stage_transition(st->store, st->rec.rowid, BIT(SL_STATE_READY) | BIT(SL_STATE_FAILED),
-				   SL_STATE_RELEASING, NULL, false, reterr);
-	if (r < 0)
-		return r;
-	st->rec.state = SL_STATE_RELEASING;
+	from = begin_release(st->store, &st->rec, reterr);
+	if (from == 0)
+		return -ESTALE;
 	stage_close(st);
-	return stage_undo_to(st->store, &st->rec, BIT(SL_STATE_RELEASING), SL_STATE_RELEASED, "release", reterr);
+	return stage_undo_to(st->store, &st->rec, from, SL_STATE_RELEASED, "release", reterr);
 }
 
-/* Renames the top directory to dest without replacing anything, makes both
- * directory changes durable, then records the stage published. If the
- * record cannot be written, the directory is renamed back so that the
- * stage stays ours to remove. */
-static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, const char *dest, bool *ret_dest_error,
-		   struct sl_error *reterr)
+/* The checks a destination must pass before anything changes: a new name
+ * (absolute, no "." or ".."), in an existing folder, on the staging root's
+ * own mount (a rename cannot cross one). Opens the folder into *ret_pfd and
+ * writes the normalised destination into abs. */
+static int publish_check(int root_fd, const char *dest, char abs[PATH_MAX], int *ret_pfd, const char **ret_base,
+			 struct sl_error *reterr)
 {
-	_cleanup_free_ char *d1 = strdup(dest), *d2 = strdup(dest);
 	_cleanup_close_ int pfd = -1;
-	const char *base, *parent;
+	uint64_t mnt, root_mnt;
+	bool mount_root;
+	struct stat st;
+	char *slash;
 	int r;
 
-	if (!d1 || !d2)
-		return sl_err(reterr, -ENOMEM, "cannot publish stage: %s", strerror(ENOMEM));
-	base = basename(d1);
-	parent = dirname(d2);
-	if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(base, "/") == 0)
-		return sl_err(reterr, -EINVAL, "cannot publish stage: destination: not a new name");
-	*ret_dest_error = true;
-	pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (pfd < 0) {
-		r = sl_err(reterr, negerrno(), "cannot publish stage: destination folder: %s", strerror(errno));
-		if (reterr)
-			reterr->flags |= SL_ERROR_CANTCREAT;
-		return r;
+	r = absolute_root(dest, abs, PATH_MAX);
+	if (r == -EINVAL)
+		return sl_err(reterr, r, "cannot publish stage: destination %s: not a new name ('.', '..' or '/'); refused",
+			      dest);
+	if (r < 0)
+		return sl_err(reterr, r, "cannot publish stage: destination %s: %s", dest, strerror(-r));
+	slash = strrchr(abs, '/');
+	*slash = '\0';
+	pfd = open(slash == abs ? "/" : abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pfd < 0)
+		r = sl_err(reterr, negerrno(), "cannot publish stage: destination folder %s: %s", slash == abs ? "/" : abs,
+			   strerror(errno));
+	*slash = '/';
+	if (r < 0)
+		goto cantcreat;
+	if (fstatat(pfd, slash + 1, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		r = -EEXIST;
+	else if (errno != ENOENT)
+		r = negerrno();
+	if (r < 0) {
+		sl_err(reterr, r, "cannot publish stage: destination %s: %s", abs, strerror(-r));
+		goto cantcreat;
 	}
+	r = fd_mount_id(root_fd, &root_mnt, &mount_root);
+	if (r == 0)
+		r = fd_mount_id(pfd, &mnt, &mount_root);
+	if (r == 0 && mnt != root_mnt)
+		r = -EXDEV;
+	if (r < 0) {
+		sl_err(reterr, r, "cannot publish stage: destination %s: %s", abs,
+		       r == -EXDEV ? "must be on the same filesystem as the staging root" : strerror(-r));
+		goto cantcreat;
+	}
+	*ret_base = slash + 1;
+	*ret_pfd = TAKE_FD(pfd);
+	return 0;
+cantcreat:
+	if (reterr)
+		reterr->flags |= SL_ERROR_CANTCREAT;
+	return r;
+}
+
+/*
+ * Moves a ready stage's top directory (top_fd, in root_fd) to dest and
+ * records it published. The order is what makes it safe against a power
+ * cut: the tree's data is synced first (a published tree must never come
+ * back with empty files); the destination is recorded durably before the
+ * rename (so that recovery finds a tree whose rename reached the disk and
+ * marks it published instead of forgetting it); the rename never replaces
+ * anything; both folders are synced; then the state moves on. Every refusal
+ * before the rename leaves the stage ready and untouched. Only a rename
+ * followed by a failed record update ends otherwise: the directory is
+ * renamed back (the stage stays ready), and if even that fails the tree
+ * stays at dest, where the next recovery finds it and marks it published.
+ */
+static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, int top_fd, const char *dest,
+		   struct sl_error *reterr)
+{
+	_cleanup_close_ int pfd = -1;
+	char abs[PATH_MAX];
+	const char *base = NULL;
+	int r;
+
+	r = publish_check(root_fd, dest, abs, &pfd, &base, reterr);
+	if (r < 0)
+		return r;
+	r = sl_fault_step();
+	if (r == 0 && syncfs(top_fd) < 0)
+		r = negerrno();
+	if (r < 0)
+		return sl_err(reterr, r, "cannot publish stage: %s: cannot sync its files: %s", rec->topdir, strerror(-r));
+	r = store_stage_set_dest(store, rec->rowid, abs, reterr);
+	if (r < 0)
+		return r;
+	snprintf(rec->dest, sizeof(rec->dest), "%s", abs);
 	r = sl_fault_step();
 	if (r == 0 && renameat2(root_fd, rec->topdir, pfd, base, RENAME_NOREPLACE) < 0)
 		r = negerrno();
 	if (r < 0) {
-		sl_err(reterr, r, "cannot publish stage: destination: %s", strerror(-r));
-		if (reterr && (r == -EEXIST || r == -EXDEV || r == -EACCES || r == -EROFS))
+		sl_err(reterr, r, "cannot publish stage: destination %s: %s", abs,
+		       r == -EXDEV ? "must be on the same filesystem as the staging root" : strerror(-r));
+		if (reterr && (r == -EEXIST || r == -EXDEV || r == -EACCES || r == -EROFS || r == -ENOENT))
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		return r;
 	}
-	*ret_dest_error = false;
 	r = sl_fault_step();
 	if (r == 0 && (fsync(pfd) < 0 || fsync(root_fd) < 0) && errno != EINVAL)
 		r = negerrno();
 	if (r == 0)
 		r = store_stage_transition(store, rec->rowid, BIT(SL_STATE_READY), SL_STATE_PUBLISHED, NULL, true,
 					   reterr);
+	/* A recovery saw the top directory gone and took the record: it finds
+	 * the tree at the recorded destination and marks it published. The
+	 * tree must stay where it went. */
+	if (r == -ESTALE) {
+		sl_err_clear(reterr);
+		r = 0;
+	}
 	if (r < 0) {
-		(void)renameat2(pfd, base, root_fd, rec->topdir, RENAME_NOREPLACE);
+		if (renameat2(pfd, base, root_fd, rec->topdir, RENAME_NOREPLACE) == 0)
+			(void)fsync(root_fd);
 		return sl_err(reterr, r, "cannot publish stage: %s", strerror(-r));
 	}
 	rec->state = SL_STATE_PUBLISHED;
@@ -566,12 +694,9 @@ int sl_stage_publish(struct sl_stage *st, const char *dest, struct sl_error *ret
 	if (st->rec.state != SL_STATE_READY)
 		return sl_err(reterr, -EINVAL, "cannot publish stage: %s: it is %s, not ready", st->rec.topdir,
 			      sl_state_name(st->rec.state));
-	bool dest_error = false;
-	r = publish(st->store, &st->rec, st->root_fd, dest, &dest_error, reterr);
-	/* A destination that cannot be used leaves the stage ready (the
-	 * caller may try another); anything else aborts it. */
-	if (r < 0 && !dest_error)
-		return stage_fail(st, r);
+	/* A failed publish leaves the stage ready: the caller may try another
+	 * destination, or release it. */
+	r = publish(st->store, &st->rec, st->root_fd, st->top_fd, dest, reterr);
 	if (r == 0)
 		stage_close(st);
 	return r;
@@ -644,8 +769,12 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 	if (why)
 		return sl_err(reterr, -EBADMSG, "cannot %s stage: record: fails validation: %s", what, why);
 	r = open_root(rec->root, &root_fd);
+	/* A root that is gone, or is no longer a directory, holds no lock:
+	 * the undo then judges it (and fails a stage whose root was replaced). */
+	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR)
+		return -ENOENT;
 	if (r < 0)
-		return r == -ENOENT ? r : sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
+		return sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
 	top = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top >= 0 && (r = stage_try_lock(top)) < 0)
 		return sl_err(reterr, r == -EWOULDBLOCK ? -EBUSY : r, "cannot %s stage: %s: in use by a live process",
@@ -659,6 +788,7 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 {
 	_cleanup_close_ int root_fd = -1, top = -1;
 	struct sl_record rec;
+	unsigned from;
 	int r;
 
 	r = store_stage_get(store, id, &rec, reterr);
@@ -680,11 +810,10 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 	r = lock_top(&rec, &root_fd, &top, reterr, "release");
 	if (r < 0 && r != -ENOENT)
 		return r;
-	r = store_stage_transition(store, rec.rowid, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY) |
-				   BIT(SL_STATE_FAILED) | BIT(SL_STATE_RELEASING), SL_STATE_RELEASING, NULL, false, reterr);
-	if (r < 0)
-		return r;
-	r = stage_undo_to(store, &rec, BIT(SL_STATE_RELEASING), SL_STATE_RELEASED, "release", reterr);
+	from = begin_release(store, &rec, reterr);
+	if (from == 0)
+		return -ESTALE;
+	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", reterr);
 	return r < 0 ? r : 1;
 }
 
@@ -711,6 +840,5 @@ int sl_publish_id(struct sl_store *store, const char *id, const char *dest, stru
 	r = store_stage_reclaim(store, &rec, reterr);
 	if (r < 0)
 		return r;
-	bool dest_error;
-	return publish(store, &rec, root_fd, dest, &dest_error, reterr);
+	return publish(store, &rec, root_fd, top, dest, reterr);
 }

@@ -28,6 +28,10 @@
 /* How often one directory may be scanned again because it still held names
  * after a full pass (something kept creating them). */
 #define MAX_RESCANS 16
+/* How many names one tree removal looks at before it gives up: far more
+ * than any bundle holds, and an end even for a tree that a live process
+ * keeps filling. */
+#define MAX_TREE_NAMES (64UL * 1024 * 1024)
 
 static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...) PRINTF_FMT(4, 5);
 static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...)
@@ -47,10 +51,63 @@ struct frame {
 	unsigned rescans;
 };
 
+/* Directories known to hold something we cannot remove, by device and
+ * inode: a parent read again from its start (after it was reopened through
+ * "..", or rescanned) must not walk into them again, or a deep chain with a
+ * mount at its bottom would be walked forever. Open addressing; ino 0 marks
+ * a free slot (no directory has inode 0). */
+struct idset {
+	struct {
+		uint64_t dev, ino;
+	} *slot;
+	size_t n, cap;
+};
+
+static size_t idset_hash(const struct idset *s, uint64_t dev, uint64_t ino)
+{
+	return (size_t)((ino * 0x9e3779b97f4a7c15ULL) ^ dev) & (s->cap - 1);
+}
+
+static bool idset_has(const struct idset *s, uint64_t dev, uint64_t ino)
+{
+	for (size_t i = s->cap ? idset_hash(s, dev, ino) : 0; s->cap && s->slot[i].ino; i = (i + 1) & (s->cap - 1))
+		if (s->slot[i].ino == ino && s->slot[i].dev == dev)
+			return true;
+	return false;
+}
+
+static int idset_add(struct idset *s, uint64_t dev, uint64_t ino)
+{
+	if (ino == 0 || idset_has(s, dev, ino))
+		return 0;
+	if (2 * (s->n + 1) > s->cap) {
+		struct idset bigger = {.cap = s->cap ? 2 * s->cap : 64};
+
+		bigger.slot = calloc(bigger.cap, sizeof(*bigger.slot));
+		if (!bigger.slot)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->cap; i++)
+			if (s->slot[i].ino)
+				(void)idset_add(&bigger, s->slot[i].dev, s->slot[i].ino);
+		free(s->slot);
+		*s = bigger;
+	}
+	size_t i = idset_hash(s, dev, ino);
+	while (s->slot[i].ino)
+		i = (i + 1) & (s->cap - 1);
+	s->slot[i].dev = dev;
+	s->slot[i].ino = ino;
+	s->n++;
+	return 0;
+}
+
 struct tree {
 	struct frame *f;
 	size_t n, cap;
 	size_t open;
+	struct idset failed; /* directories left behind; never entered again */
+	unsigned long names;  /* names looked at so far, against MAX_TREE_NAMES */
+	bool n_unbounded;     /* the failed set could not grow: stop at once */
 	uint64_t mnt_id;
 	int base_fd; /* the parent of the tree's top */
 	const char *prefix;
@@ -63,8 +120,8 @@ struct tree {
  * reason: only names the stage (or its runtime) created, never contents. */
 static int tree_fail(struct tree *t, int error, const char *name, const char *why)
 {
-	char path[512];
-	size_t len;
+	char path[SL_PATH_MAX + 1];
+	size_t len, room;
 
 	if (t->error)
 		return error;
@@ -74,7 +131,16 @@ static int tree_fail(struct tree *t, int error, const char *name, const char *wh
 		len += (size_t)snprintf(path + len, sizeof(path) - len, "/%s", t->f[i].name);
 	if (name && len < sizeof(path))
 		snprintf(path + len, sizeof(path) - len, "/%s", name);
-	snprintf(t->reason, t->reason_size, "%s: %s", path, why ? why : strerror(-error));
+	len = strlen(path);
+	if (!why)
+		why = strerror(-error);
+	/* The deepest part names what is in the way: a path too long for the
+	 * reason keeps its end. */
+	room = t->reason_size > strlen(why) + 8 ? t->reason_size - strlen(why) - 8 : 0;
+	if (len > room)
+		snprintf(t->reason, t->reason_size, "...%s: %s", path + len - room, why);
+	else
+		snprintf(t->reason, t->reason_size, "%s: %s", path, why);
 	return error;
 }
 
@@ -225,6 +291,11 @@ static int pop(struct tree *t)
 	if (r < 0 && r != -ENOENT)
 		tree_fail(t, r, NULL, r == -EBUSY ? "a mount is in the way" : NULL);
 done:
+	/* Whatever stays of this directory stays: a later pass over its
+	 * parent skips it. (After the first failure no directory is removed,
+	 * so each one is entered at most once more than it is rescanned.) */
+	if (t->error && idset_add(&t->failed, f->dev, f->ino) < 0)
+		t->n_unbounded = true;
 	if (f->d) {
 		closedir(f->d);
 		t->open--;
@@ -269,6 +340,10 @@ static int remove_name(struct tree *t, int fd, const struct dirent *de)
 		return tree_fail(t, -EXDEV, de->d_name, "a mount is in the way; not entered");
 	if (cfd < 0)
 		return tree_fail(t, cfd, de->d_name, NULL);
+	if (idset_has(&t->failed, st.st_dev, st.st_ino)) {
+		close(cfd);
+		return 0; /* Known to hold what cannot go; the reason is set. */
+	}
 	r = push(t, cfd, &st, de->d_name);
 	return r < 0 ? tree_fail(t, r, de->d_name, NULL) : 1;
 }
@@ -321,9 +396,21 @@ int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool h
 		}
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
+		if (++t.names > MAX_TREE_NAMES || t.n_unbounded) {
+			tree_fail(&t, -ELOOP, de->d_name, "more names than a removal looks at; something keeps adding them");
+			break;
+		}
 		remove_name(&t, dirfd(f->d), de);
 	}
+	/* Only after a break: close what is still open. */
+	while (t.n > 0) {
+		struct frame *f = &t.f[--t.n];
+		if (f->d)
+			closedir(f->d);
+		free(f->name);
+	}
 	free(t.f);
+	free(t.failed.slot);
 	return t.error;
 }
 
@@ -502,9 +589,9 @@ fail:
 
 /* Opens the stage's top directory beneath the root and checks that it is
  * the one the stage created: a real directory (not a symlink), on the
- * root's mount and not a mount itself, with the recorded device and inode
- * when they were recorded. -ENOENT when it is gone. */
-static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct stat *ret_st, char *reason,
+ * root's mount and not a mount itself, with the recorded inode and birth
+ * time (or device) when they were recorded. -ENOENT when it is gone. */
+static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct fileid *ret_id, char *reason,
 		    size_t size)
 {
 	_cleanup_close_ int path_fd = -1, fd = -1;
@@ -532,9 +619,10 @@ static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struc
 		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
 	if (mount_root || mnt != root_mnt)
 		return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way; not entered", rec->topdir);
-	if (fstat(path_fd, ret_st) < 0)
-		return fail_reason(reason, size, negerrno(), "%s: %s", rec->topdir, strerror(errno));
-	if (rec->have_inode && (ret_st->st_dev != rec->dev || ret_st->st_ino != rec->ino))
+	r = fd_fileid(path_fd, ret_id);
+	if (r < 0)
+		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
+	if (rec->have_inode && !fileid_matches(rec->dev, rec->ino, rec->btime, ret_id))
 		return fail_reason(reason, size, -ESTALE, "%s: not the directory the stage created; left alone",
 				   rec->topdir);
 	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
@@ -546,91 +634,175 @@ static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struc
 	return 0;
 }
 
-int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-	       char *reason, size_t reason_size)
+/* Opens the staging root and, when the record holds its identity, refuses
+ * a root path that now leads to another directory (a symlink repointed, a
+ * directory replaced): the stage's files may still sit in the old one, and
+ * a missing top directory there must not pass for a removed one. */
+static int open_checked_root(const struct sl_record *rec, int *ret_fd, char *reason, size_t size)
 {
-	_cleanup_free_ struct sl_entry_page *page = NULL;
-	_cleanup_close_ int root_fd = -1, top_fd = -1;
-	struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
-	size_t tl = strlen(rec->topdir);
-	struct stat top_st;
+	_cleanup_close_ int fd = -1;
+	struct fileid id;
+	int r;
+
+	r = open_root(rec->root, &fd);
+	if (r == -ENOENT)
+		return r;
+	if (r == -ELOOP || r == -ENOTDIR)
+		return fail_reason(reason, size, -ESTALE, "staging root %s: no longer a directory; left alone", rec->root);
+	if (r < 0)
+		return fail_reason(reason, size, r, "cannot open staging root: %s", strerror(-r));
+	r = fd_fileid(fd, &id);
+	if (r < 0)
+		return fail_reason(reason, size, r, "cannot open staging root: %s", strerror(-r));
+	if (rec->have_root_id &&
+	    (id.ino != rec->root_ino || (rec->root_btime != 0 && id.btime != 0 && id.btime != rec->root_btime)))
+		return fail_reason(reason, size, -ESTALE, "staging root %s: now leads to another directory; left alone",
+				   rec->root);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* True when a publish recorded a destination and the stage's top directory
+ * is there: the rename reached the disk but its record did not. */
+static bool found_at_dest(const struct sl_record *rec)
+{
+	_cleanup_free_ char *copy = NULL;
+	_cleanup_close_ int pfd = -1, fd = -1;
+	struct fileid id;
+	char *slash;
+
+	if (!rec->dest[0] || !rec->have_inode || !(copy = strdup(rec->dest)))
+		return false;
+	slash = strrchr(copy, '/');
+	if (!slash || !slash[1])
+		return false;
+	*slash = '\0';
+	pfd = open(slash == copy ? "/" : copy, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (pfd < 0)
+		return false;
+	fd = openat(pfd, slash + 1, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd >= 0 && fd_fileid(fd, &id) == 0 && fileid_matches(rec->dev, rec->ino, rec->btime, &id);
+}
+
+/* The last step of an undo: all entries removed and the state moved on, in
+ * one transaction. A stage that another process finished meanwhile (a
+ * recovery that found the directory gone) is a success too. */
+static int finish(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
+		  char *reason, size_t size)
+{
+	struct sl_record now;
+	int r;
+
+	r = store_stage_finish(store, rec->rowid, from_mask, done, NULL);
+	/* Once the top directory is gone a recovery may take the stage
+	 * (nothing of it is left on disk) and finish its record: the removal
+	 * succeeded all the same. */
+	if (r == -ESTALE && store_stage_get_rowid(store, rec->rowid, &now, NULL) == 0 &&
+	    (!sl_state_in_flight(now.state) || now.state == SL_STATE_RECOVERING))
+		return 0;
+	if (r < 0)
+		return fail_reason(reason, size, r, "removed, but the record could not be updated: %s", strerror(-r));
+	return 0;
+}
+
+/*
+ * A stage whose top directory was never recorded may be between its
+ * durable record and its mkdirat: a stager that is still running creates
+ * it next. Recovery takes the name first with a directory of its own, so
+ * that the stager's mkdirat fails (a path is never adopted), ends the
+ * record, and only then removes its placeholder. A stager that makes the
+ * directory after that finds its record ended when it confirms it, and
+ * removes the directory itself before anything goes into it.
+ */
+static int finish_missing_top(struct sl_store *store, const struct sl_record *rec, int root_fd, unsigned from_mask,
+			      enum sl_state done, char *reason, size_t size)
+{
+	bool placeholder;
+	int r;
+
+	if (found_at_dest(rec)) {
+		/* Moved by a publish whose record did not reach the disk: it
+		 * belongs to its destination, never to a removal. */
+		r = store_stage_transition(store, rec->rowid, from_mask, SL_STATE_PUBLISHED, NULL, true, NULL);
+		return r < 0 ? fail_reason(reason, size, r, "published, but the record could not be updated: %s",
+					   strerror(-r))
+			     : 0;
+	}
+	placeholder = root_fd >= 0 && !rec->have_inode && mkdirat(root_fd, rec->topdir, 0700) == 0;
+	if (root_fd >= 0 && !rec->have_inode && !placeholder && errno == EEXIST)
+		return -EAGAIN; /* The stager made it just now: undo it. */
+	r = finish(store, rec, from_mask, done, reason, size);
+	if (placeholder)
+		(void)unlinkat(root_fd, rec->topdir, AT_REMOVEDIR);
+	return r;
+}
+
+/* Pass 1: every entry is checked before anything is removed, so a tampered
+ * record removes nothing at all. Entries are numbered 0, 1, 2, ... with no
+ * gap: anything else was not written by stagelog. Sets *ret_one_page when
+ * the first page holds them all, and then returns how many it holds. */
+static int validate_entries(struct sl_store *store, const struct sl_record *rec, struct sl_entry_page *page,
+			    bool *ret_one_page, char *reason, size_t size)
+{
+	int64_t seq = INT64_MIN, expect = 0;
 	const char *why;
-	bool one_page;
-	int64_t seq, expect = 0;
-	int n, r;
 
-	reason[0] = '\0';
-	why = record_check(rec);
-	if (why)
-		return fail_reason(reason, reason_size, -EBADMSG, "record fails validation: %s", why);
-	page = malloc(sizeof(*page));
-	if (!page)
-		return fail_reason(reason, reason_size, -ENOMEM, "%s", strerror(ENOMEM));
-
-	/* Pass 1: every entry is checked before anything is removed, so a
-	 * tampered record removes nothing at all. Entries are numbered 0, 1,
-	 * 2, ... with no gap: anything else was not written by stagelog. */
-	seq = INT64_MIN;
 	for (int pages = 0;; pages++) {
-		n = store_entries_page(store, rec->rowid, false, seq, page, NULL);
+		int n = store_entries_page(store, rec->rowid, false, seq, page, NULL);
+
 		if (n < 0)
-			return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
+			return fail_reason(reason, size, n, "cannot read entries: %s", strerror(-n));
 		if (n == 0 && pages == 0)
-			return fail_reason(reason, reason_size, -EBADMSG, "record fails validation: no entries");
+			return fail_reason(reason, size, -EBADMSG, "record fails validation: no entries");
 		for (int i = 0; i < n; i++) {
 			why = entry_check(rec, &page->e[i]);
 			if (!why && page->e[i].seq != expect++)
 				why = "entries not numbered 0, 1, 2, ...";
 			if (why)
-				return fail_reason(reason, reason_size, -EBADMSG,
-						   "record fails validation: %s (entry %lld)", why, (long long)page->e[i].seq);
+				return fail_reason(reason, size, -EBADMSG, "record fails validation: %s (entry %lld)", why,
+						   (long long)page->e[i].seq);
 		}
 		if (!page->more) {
-			/* A stage that fits one page (most do) is removed
-			 * from this very page: no second read. */
-			one_page = pages == 0;
-			break;
+			/* A stage that fits one page (most do) is removed from
+			 * this very page: no second read. */
+			*ret_one_page = pages == 0;
+			return n;
 		}
 		seq = page->e[n - 1].seq;
 	}
+}
 
-	r = open_root(rec->root, &root_fd);
-	if (r == -ENOENT)
-		goto finish; /* No root, no stage (a tmpfs after a reboot). */
-	if (r < 0)
-		return fail_reason(reason, reason_size, r, "cannot open staging root: %s", strerror(-r));
+/*
+ * Pass 2: the logged entries newest first, so a directory comes after
+ * everything the log put in it; entry 0, the top directory, is left for the
+ * tree removal. The store is only read and, page by page, told what is
+ * gone: a store that cannot be read or written stops nothing, since the
+ * tree removal that follows reaches every entry from above. A failing entry
+ * does not stop the others; the first failure is returned with its reason.
+ */
+static int remove_entries(struct sl_store *store, const struct sl_record *rec, int top_fd, struct sl_entry_page *page,
+			  bool one_page, int n, char *reason, size_t size)
+{
+	struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
+	size_t tl = strlen(rec->topdir);
+	char scratch[256];
+	int64_t seq = INT64_MAX;
+	bool store_down = false;
+	int first = 0, r;
 
-	/* The top directory is opened and its identity checked BEFORE any
-	 * entry is touched, and every entry is resolved beneath that verified
-	 * fd: a directory swapped in under the stage's name (or a record
-	 * pointed at another stage's name) loses nothing. */
-	r = open_top(root_fd, rec, &top_fd, &top_st, reason, reason_size);
-	if (r == -ENOENT)
-		goto finish; /* A missing top directory counts as removed. */
-	if (r < 0)
-		return r;
-
-	/* Pass 2: newest first, so a directory comes after everything the log
-	 * put in it. Entry 0, the top directory, is left for last. Entries
-	 * are marked removed page by page (only when there is more than one:
-	 * the last page is marked with the stage's own update below). */
-	seq = INT64_MAX;
 	for (;;) {
 		int64_t hi, lo;
 
 		if (!one_page) {
 			n = store_entries_page(store, rec->rowid, true, seq, page, NULL);
-			if (n < 0) {
-				parent_close(&parent);
-				return fail_reason(reason, reason_size, n, "cannot read entries: %s", strerror(-n));
-			}
-			if (n == 0)
+			if (n <= 0)
 				break;
 		}
 		/* Ascending pages (the one_page case) are walked backwards. */
 		hi = lo = one_page ? page->e[n - 1].seq : page->e[0].seq;
 		for (int k = 0; k < n; k++) {
 			const struct sl_entry *e = &page->e[one_page ? n - 1 - k : k];
+			const char *why;
 
 			if (e->seq <= 0)
 				break;
@@ -639,50 +811,113 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 			why = entry_check(rec, e);
 			if (why) {
 				parent_close(&parent);
-				return fail_reason(reason, reason_size, -EBADMSG, "record fails validation: %s (entry %lld)",
-						   why, (long long)e->seq);
+				return fail_reason(reason, size, -EBADMSG, "record fails validation: %s (entry %lld)", why,
+						   (long long)e->seq);
 			}
 			lo = e->seq;
 			if (e->state == SL_ENTRY_REMOVED)
 				continue;
-			r = undo_entry(top_fd, rec->topdir, e, e->path + tl + 1, e->path_len - tl - 1, &parent, reason,
-				       reason_size);
-			if (r < 0) {
+			r = undo_entry(top_fd, rec->topdir, e, e->path + tl + 1, e->path_len - tl - 1, &parent,
+				       first ? scratch : reason, first ? sizeof(scratch) : size);
+			if (r < 0 && !first)
+				first = r;
+			/* Something swapped in under a logged name: someone
+			 * is at work in the tree, and nothing more is touched. */
+			if (r == -ESTALE) {
 				parent_close(&parent);
-				/* What is gone so far is gone: record it. */
-				if (e->seq < hi)
-					(void)store_entries_mark_removed(store, rec->rowid, e->seq + 1, hi, NULL);
 				return r;
 			}
 		}
 		if (one_page || !page->more || lo <= 1)
 			break;
-		r = store_entries_mark_removed(store, rec->rowid, lo, hi, NULL);
-		if (r < 0) {
-			parent_close(&parent);
-			return fail_reason(reason, reason_size, r, "cannot mark entries removed: %s", strerror(-r));
-		}
+		/* What is gone is gone; the record catches up if it can. A
+		 * store that failed once (busy past its deadline, full) is not
+		 * asked again page after page. */
+		if (!first && !store_down && store_entries_mark_removed(store, rec->rowid, lo, hi, NULL) < 0)
+			store_down = true;
 		seq = lo;
 	}
 	parent_close(&parent);
+	return first;
+}
+
+/* Moves a stage whose removal could not finish to failed, with the reason:
+ * the next recovery retries it. */
+static int fail_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, int r,
+		      const char *reason)
+{
+	(void)store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason, false, NULL);
+	return r;
+}
+
+int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
+	       char *reason, size_t reason_size)
+{
+	_cleanup_free_ struct sl_entry_page *page = NULL;
+	_cleanup_close_ int root_fd = -1, top_fd = -1;
+	struct fileid top_id;
+	char scratch[256];
+	const char *why;
+	bool one_page = false;
+	int r, n, first;
+
+	reason[0] = '\0';
+	why = record_check(rec);
+	if (why)
+		return fail_stage(store, rec, from_mask,
+				  fail_reason(reason, reason_size, -EBADMSG, "record fails validation: %s", why), reason);
+	page = malloc(sizeof(*page));
+	if (!page)
+		return fail_reason(reason, reason_size, -ENOMEM, "%s", strerror(ENOMEM));
+	n = validate_entries(store, rec, page, &one_page, reason, reason_size);
+	if (n == -EBADMSG)
+		return fail_stage(store, rec, from_mask, n, reason);
+	if (n < 0)
+		one_page = false; /* Unreadable log: the tree removal alone. */
+
+	r = open_checked_root(rec, &root_fd, reason, reason_size);
+	if (r == -ENOENT)
+		return finish_missing_top(store, rec, -1, from_mask, done, reason, reason_size);
+	if (r < 0)
+		return fail_stage(store, rec, from_mask, r, reason);
+
+	/* The top directory is opened and its identity checked BEFORE any
+	 * entry is touched, and every entry is resolved beneath that verified
+	 * fd: a directory swapped in under the stage's name (or a record
+	 * pointed at another stage's name) loses nothing. */
+	r = open_top(root_fd, rec, &top_fd, &top_id, reason, reason_size);
+	if (r == -ENOENT) {
+		r = finish_missing_top(store, rec, root_fd, from_mask, done, reason, reason_size);
+		if (r != -EAGAIN)
+			return r;
+		r = open_top(root_fd, rec, &top_fd, &top_id, reason, reason_size);
+		if (r == -ENOENT)
+			return finish(store, rec, from_mask, done, reason, reason_size);
+	}
+	if (r < 0)
+		return fail_stage(store, rec, from_mask, r, reason);
+
+	/* From here on the removal runs to its end whatever the store does. */
+	first = remove_entries(store, rec, top_fd, page, one_page, n, reason, reason_size);
 	closep(&top_fd);
 	top_fd = -1;
 
 	/* The top directory, and whatever a runtime left in it, only if it is
 	 * still the directory verified above. */
-	r = undo_remove_tree(root_fd, ".", rec->topdir, true, top_st.st_dev, top_st.st_ino, reason, reason_size);
-	if (r < 0)
-		return r;
+	if (first != -ESTALE) {
+		r = undo_remove_tree(root_fd, ".", rec->topdir, true, top_id.dev, top_id.ino, first ? scratch : reason,
+				     first ? sizeof(scratch) : reason_size);
+		if (!first)
+			first = r;
+	}
+	if (first < 0)
+		return fail_stage(store, rec, from_mask, first, reason);
 	/* Make the removal durable before the record says it happened. */
 	r = sl_fault_step();
 	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
 		r = negerrno();
 	if (r < 0)
-		return fail_reason(reason, reason_size, r, "cannot sync staging root: %s", strerror(-r));
-finish:
-	r = store_stage_finish(store, rec->rowid, from_mask, done, NULL);
-	if (r < 0)
-		return fail_reason(reason, reason_size, r, "removed, but the record could not be updated: %s",
-				   strerror(-r));
-	return 0;
+		return fail_stage(store, rec, from_mask,
+				  fail_reason(reason, reason_size, r, "cannot sync staging root: %s", strerror(-r)), reason);
+	return finish(store, rec, from_mask, done, reason, reason_size);
 }

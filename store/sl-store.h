@@ -60,12 +60,48 @@ SL_PUBLIC int sl_state_in_flight(enum sl_state state);
 struct sl_store;
 
 /*
- * Opens the store at path, creating it (0600, parent folders 0700) when it
- * does not exist, and migrating an older schema. A store written by a newer
- * program is refused with -EPROTO and a corrupt one with -EBADMSG; in both
- * cases nothing on disk is changed. On success *ret owns the handle.
+ * Opens the store at path, creating it (0600, missing parent folders 0700)
+ * when it does not exist, and migrating an older schema. Equivalent to
+ * sl_store_open_flags(path, 0, ret, reterr).
+ *
+ * Any number of processes may open (and so create) the same store at once;
+ * creation, the switch to WAL and migration wait for each other within one
+ * 5 s deadline, after which the open fails with -EBUSY.
+ *
+ * The store must be ours. It is refused with -EPERM, before SQLite opens
+ * it, when the file or the folder holding it is owned by a user other than
+ * the caller or root (a caller running as root accepts only root's), or is
+ * writable by group or others; when the path's last component is a symlink
+ * or not a regular file; and when an existing -wal, -shm or -journal file
+ * beside it breaks the same rules. The folders above the one holding the
+ * file are not judged.
+ *
+ * A store written by a newer program is refused with -EPROTO, a corrupt
+ * one with -EBADMSG, and a SQLite database that holds tables but no
+ * stagelog schema with -EBADMSG; in these cases nothing on disk is
+ * changed. A path naming a directory gives -EISDIR. On success *ret owns
+ * the handle; on failure *ret is untouched.
  */
 SL_PUBLIC int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *reterr);
+
+/*
+ * Flags for sl_store_open_flags().
+ *
+ * SL_STORE_OPEN_NOCREATE opens an existing store only, for callers that
+ * only read (listing, showing, checking, metrics, completion): it creates
+ * no file and no folder, and fails with -ENOENT when the store or its
+ * folder does not exist. An existing store may still be written by the
+ * open itself: SQLite may add its -wal and -shm files beside it, and an
+ * empty or older store is brought to the current schema.
+ */
+#define SL_STORE_OPEN_NOCREATE 0x1u
+
+/*
+ * As sl_store_open(), with flags (a bitwise or of SL_STORE_OPEN_*; an
+ * unknown flag gives -EINVAL).
+ */
+SL_PUBLIC int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret,
+				  struct sl_error *reterr);
 
 /* Closes the store. Accepts NULL. */
 SL_PUBLIC void sl_store_close(struct sl_store *store);

@@ -41,6 +41,11 @@ struct sl_record {
 	struct sl_owner claimer; /* valid when claimer.pid != 0 */
 	bool have_inode;
 	uint64_t dev, ino;
+	int64_t btime;       /* the top directory's birth time in ns, 0 if unknown */
+	bool have_root_id;   /* the root's identity was recorded */
+	uint64_t root_ino;
+	int64_t root_btime;
+	char dest[PATH_MAX]; /* where a publish is moving it, "" if none */
 	int64_t created_ms, updated_ms;
 	char reason[256];
 	int64_t entries; /* filled by listings */
@@ -63,9 +68,14 @@ HIDDEN const char *sl_kind_name(enum sl_kind kind);
  * Fills rec->rowid. */
 HIDDEN int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
 
-/* Records the top directory's device and inode (not durable; see design.md). */
-HIDDEN int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino,
+/* Records the top directory's device, inode and birth time (not durable;
+ * see design.md), only while the stage is still staging and unclaimed:
+ * -ESTALE when a recovery claimed it meanwhile. */
+HIDDEN int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, int64_t btime,
 				 struct sl_error *reterr);
+
+/* Records, durably, where a ready stage is about to be renamed to. */
+HIDDEN int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, struct sl_error *reterr);
 
 /*
  * Moves a stage from a state in from_mask (bit 1 << state) to state `to`,
@@ -89,6 +99,9 @@ HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *c
  * its state and previous claimer, which it updates in rec): a recovery
  * that read the old claim can no longer claim it. -ESTALE if it changed. */
 HIDDEN int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
+
+/* 1 when a record names path as the destination of a publish, else 0. */
+HIDDEN int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr);
 
 /* Calls fn with each distinct staging root named by a record. */
 HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,

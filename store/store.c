@@ -23,8 +23,8 @@ struct sl_store {
 	int sync_level; /* what PRAGMA synchronous is now: 1 NORMAL, 2 FULL */
 	bool naive;
 	bool txn_durable;
-	bool in_begin;
-	int64_t deadline; /* CLOCK_MONOTONIC ms: when a busy store is reported */
+	bool deadline_held; /* a begin() or the open owns s->deadline */
+	int64_t deadline;   /* CLOCK_MONOTONIC ms: when a busy store is reported */
 	unsigned long commits, durable_commits;
 	sqlite3_stmt *ins_entry, *mark_removed, *page_asc, *page_desc, *transition;
 };
@@ -45,6 +45,7 @@ static int sqlite_to_errno(sqlite3 *db, int rc)
 		return 0;
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL: /* WAL locks still contended after SQLite's own retries */
 		return -EBUSY;
 	case SQLITE_NOMEM:
 		return -ENOMEM;
@@ -71,6 +72,10 @@ static int sqlite_to_errno(sqlite3 *db, int rc)
 			return -EACCES;
 		if ((rc & 0xff) == SQLITE_CANTOPEN && e == ENOENT)
 			return -ENOENT;
+		if ((rc & 0xff) == SQLITE_CANTOPEN && (e == ENAMETOOLONG || e == ELOOP))
+			return -EINVAL;
+		if (e == EMFILE || e == ENFILE)
+			return -EAGAIN;
 		return (rc & 0xff) == SQLITE_CANTOPEN && e > 0 ? -e : -EIO;
 	}
 	default:
@@ -152,6 +157,15 @@ static const char *const migrations[] = {
 	"  kind INTEGER NOT NULL,"
 	"  state INTEGER NOT NULL DEFAULT 0,"
 	"  PRIMARY KEY (stage, seq)) WITHOUT ROWID;",
+	/* 2: identities that survive a reboot. st_dev is renumbered when a
+	 * disk is attached elsewhere, so the top directory is identified by
+	 * its inode and birth time; the root is recorded the same way, so a
+	 * root path that later leads to another directory is refused; and a
+	 * publish records its destination before it renames. */
+	"ALTER TABLE stages ADD COLUMN btime INTEGER;"
+	"ALTER TABLE stages ADD COLUMN root_ino INTEGER;"
+	"ALTER TABLE stages ADD COLUMN root_btime INTEGER;"
+	"ALTER TABLE stages ADD COLUMN dest BLOB;",
 };
 
 int sl_store_schema_version(void)
@@ -200,8 +214,9 @@ static int64_t mono_ms(void)
  * transaction lasts well under a millisecond, growing to 2 ms. SQLite's own
  * handler sleeps 1, 2, 5, 10, 15, 20, 25 ms..., which leaves concurrent
  * stagers mostly asleep. The wait ends at s->deadline: one deadline for a
- * whole begin() with its retries, or BUSY_TIMEOUT_MS for any other
- * statement, so "busy" is reported after BUSY_TIMEOUT_MS, not a multiple.
+ * whole begin() with its retries, one for the whole open (creation, WAL
+ * switch and migration), or BUSY_TIMEOUT_MS for any other statement, so
+ * "busy" is reported after BUSY_TIMEOUT_MS, not a multiple.
  */
 static int busy_wait(void *userdata, int count)
 {
@@ -209,7 +224,7 @@ static int busy_wait(void *userdata, int count)
 	struct sl_store *s = userdata;
 	int64_t now = mono_ms();
 
-	if (count == 0 && !s->in_begin)
+	if (count == 0 && !s->deadline_held)
 		s->deadline = now + BUSY_TIMEOUT_MS;
 	if (now >= s->deadline)
 		return 0;
@@ -223,6 +238,7 @@ static int busy_wait(void *userdata, int count)
  * calling it; all within one deadline. */
 static int begin(struct sl_store *s, bool durable)
 {
+	bool outer = s->deadline_held; /* the open's deadline covers a migration */
 	int r;
 
 	/* SQLite reads the safety level when a transaction starts and refuses
@@ -232,15 +248,17 @@ static int begin(struct sl_store *s, bool durable)
 	if (r < 0)
 		return r;
 	s->txn_durable = durable;
-	s->in_begin = true;
-	s->deadline = mono_ms() + BUSY_TIMEOUT_MS;
+	if (!outer) {
+		s->deadline_held = true;
+		s->deadline = mono_ms() + BUSY_TIMEOUT_MS;
+	}
 	for (;;) {
 		r = exec(s, "BEGIN IMMEDIATE");
 		if (r != -EBUSY || mono_ms() >= s->deadline)
 			break;
 		usleep(1000);
 	}
-	s->in_begin = false;
+	s->deadline_held = outer;
 	return r;
 }
 
@@ -283,62 +301,52 @@ static int step_done(struct sl_store *s, sqlite3_stmt *stmt)
 	return rc == SQLITE_DONE ? 0 : sqlite_to_errno(s->db, rc);
 }
 
-/* Creates the file 0600 with O_EXCL before SQLite sees it: SQLite creates
- * a missing database with the umask's mode, and gives -wal and -shm the
- * database's mode, so this one open decides the mode of all three. */
-static int create_file(const char *path, struct sl_error *reterr)
-{
-	_cleanup_free_ char *dir = strdup(path);
-	char *slash;
-	int fd;
-
-	if (!dir)
-		return sl_err(reterr, -ENOMEM, "cannot open store: store: %s", strerror(ENOMEM));
-	slash = strrchr(dir, '/');
-	if (slash && slash != dir) {
-		/* Create missing parent folders 0700, one component at a time. */
-		for (char *p = dir + 1; p <= slash; p++) {
-			if (*p != '/' && p != slash)
-				continue;
-			*p = '\0';
-			if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-				return sl_err(reterr, negerrno(), "cannot create store: store folder: %s", strerror(errno));
-			*p = '/';
-		}
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0 && errno != EEXIST)
-		return sl_err(reterr, negerrno(), "cannot create store: store: %s", strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return 0;
-}
-
-static int read_int(struct sl_store *s, const char *sql, int64_t *ret)
+/*
+ * Reads the schema version and refuses a store this program must not touch.
+ * The version and the table count come from ONE statement, so from one
+ * snapshot: read apart, a creator committing its first migration between
+ * the two reads made a brand-new store look like someone else's database
+ * (version 0, tables present). A migration sets both in one transaction,
+ * so version 0 with tables in one snapshot is really a foreign database.
+ */
+static int read_schema(struct sl_store *s, const char *path, int64_t *ret_version, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	int64_t version, tables;
+	int rc;
 
-	if (rc != SQLITE_OK)
-		return sqlite_to_errno(s->db, rc);
-	rc = sqlite3_step(st);
+	rc = sqlite3_prepare_v2(s->db,
+				"SELECT (SELECT user_version FROM pragma_user_version), "
+				"(SELECT count(*) FROM sqlite_schema)",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW)
-		return rc == SQLITE_DONE ? -EBADMSG : sqlite_to_errno(s->db, rc);
-	*ret = sqlite3_column_int64(st, 0);
+		return sqlite_to_errno(s->db, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc);
+	version = sqlite3_column_int64(st, 0);
+	tables = sqlite3_column_int64(st, 1);
+	if (version > (int64_t)ELEMENTSOF(migrations))
+		return sl_err(reterr, -EPROTO, "cannot open store: %s: schema version %lld is newer than this program's %d",
+			      path, (long long)version, sl_store_schema_version());
+	if (version == 0 && tables > 0)
+		return sl_err(reterr, -EBADMSG, "cannot open store: %s: a SQLite database, but not a stagelog store",
+			      path);
+	*ret_version = version;
 	return 0;
 }
 
-static int migrate(struct sl_store *s, struct sl_error *reterr)
+/* Brings the schema up to date inside BEGIN IMMEDIATE. The version is read
+ * again under the write lock: another process may have migrated (or a
+ * newer stagelog written) since the first read, and only the writer that
+ * sees the old version under the lock applies a migration. */
+static int migrate(struct sl_store *s, const char *path, struct sl_error *reterr)
 {
-	int64_t version;
+	int64_t version = 0;
 	int r;
 
 	r = begin(s, true);
-	if (r < 0)
-		return store_err(reterr, r, "cannot migrate store");
-	r = read_int(s, "PRAGMA user_version", &version);
-	if (r == 0 && version > (int64_t)ELEMENTSOF(migrations))
-		r = -EPROTO;
+	if (r == 0)
+		r = read_schema(s, path, &version, reterr);
 	for (int64_t v = version; r == 0 && v < (int64_t)ELEMENTSOF(migrations); v++) {
 		char sql[64];
 
@@ -349,80 +357,59 @@ static int migrate(struct sl_store *s, struct sl_error *reterr)
 	}
 	if (r == 0)
 		r = commit(s);
-	if (r < 0) {
+	if (r < 0)
 		rollback(s);
-		if (r == -EPROTO)
-			return sl_err(reterr, r, "cannot open store: store: schema version %lld is newer than this program's %d",
-				      (long long)version, sl_store_schema_version());
-		return store_err(reterr, r, "cannot migrate store");
-	}
-	return 0;
+	return r;
 }
 
-static void store_finish(struct sl_store *s)
+/* Switches the store to WAL. The switch needs an exclusive lock, and SQLite
+ * answers a switch it could not make with the mode it kept rather than
+ * always with SQLITE_BUSY: anything but "wal" on a writable store is a
+ * busy store, retried by the caller within the open's deadline. */
+static int set_wal(struct sl_store *s)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	const unsigned char *mode;
+	int rc;
+
+	rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW)
+		return sqlite_to_errno(s->db, rc == SQLITE_DONE ? SQLITE_BUSY : rc);
+	mode = sqlite3_column_text(st, 0);
+	if (mode && strcmp((const char *)mode, "wal") == 0)
+		return 0;
+	return sqlite3_db_readonly(s->db, "main") == 1 ? -EROFS : -EBUSY;
+}
+
+static void finalize_statements(struct sl_store *s)
 {
 	sqlite3_finalize(s->ins_entry);
 	sqlite3_finalize(s->mark_removed);
 	sqlite3_finalize(s->page_asc);
 	sqlite3_finalize(s->page_desc);
 	sqlite3_finalize(s->transition);
-	sqlite3_close_v2(s->db);
+	s->ins_entry = s->mark_removed = s->page_asc = s->page_desc = s->transition = NULL;
 }
 
-void sl_store_close(struct sl_store *s)
+/*
+ * One attempt at making an opened file a usable store: refuse what is not
+ * ours to change, switch to WAL, migrate, prepare. Any step may meet
+ * another process creating the same store and fail with -EBUSY; the caller
+ * then retries the whole attempt until the open's deadline.
+ */
+static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 {
-	if (!s)
-		return;
-	store_finish(s);
-	free(s);
-}
+	int64_t version = 0;
+	int r;
 
-int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *reterr)
-{
-	struct sl_store *s;
-	int64_t version;
-	int rc, r;
-
-	if (!path || !*path || !ret)
-		return sl_err(reterr, -EINVAL, "cannot open store: no path");
-	r = create_file(path, reterr);
-	if (r < 0)
-		return r;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return sl_err(reterr, -ENOMEM, "cannot open store: store: %s", strerror(ENOMEM));
-	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		r = fail(s, rc, reterr, "cannot open store");
-		goto out;
-	}
-	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_busy_handler(s->db, busy_wait, s);
-	/* The last connection to close would checkpoint the WAL and delete
-	 * it: two more syncs for every short-lived `stagelog` process. The WAL
-	 * stays instead; automatic checkpoints and `recover` keep it short. */
-	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
-
-	/* Read the version before anything that writes: a corrupt file fails
-	 * here (SQLITE_NOTADB) and a newer one is refused, both untouched. */
-	r = read_int(s, "PRAGMA user_version", &version);
-	if (r == 0 && version > (int64_t)ELEMENTSOF(migrations))
-		r = sl_err(reterr, -EPROTO, "cannot open store: store: schema version %lld is newer than this program's %d",
-			   (long long)version, sl_store_schema_version());
-	if (r == 0) {
-		/* quick_check would read the whole file; the schema read is
-		 * enough to refuse a file that is not a database at all, and
-		 * a database that is someone else's (tables, no version). */
-		int64_t n;
-		r = read_int(s, "SELECT count(*) FROM sqlite_schema", &n);
-		if (r == 0 && version == 0 && n > 0)
-			r = sl_err(reterr, -EBADMSG, "cannot open store: store: a SQLite database, but not a stagelog store");
-	}
-	if (r < 0) {
-		store_err(reterr, r, "cannot open store");
-		goto out;
-	}
-	r = exec(s, "PRAGMA journal_mode=WAL");
+	/* Read before anything that writes: a corrupt file fails here
+	 * (SQLITE_NOTADB), and a newer or foreign one is refused, all three
+	 * untouched. quick_check would read the whole file; this is enough. */
+	r = read_schema(s, path, &version, reterr);
+	if (r == 0)
+		r = set_wal(s);
 	if (r == 0)
 		r = exec(s, "PRAGMA synchronous=FULL");
 	/* A log is written once and read rarely: a small page cache keeps a
@@ -435,17 +422,15 @@ int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *rete
 	 * pages (16 MiB of WAL at most) syncs a quarter as often. */
 	if (r == 0)
 		r = exec(s, "PRAGMA wal_autocheckpoint=4000");
-	if (r < 0) {
-		store_err(reterr, r, "cannot open store");
-		goto out;
-	}
+	if (r < 0)
+		return r;
 	s->sync_level = 2;
 	/* Only a store that needs it takes the write lock to migrate: a
 	 * reader (list, show) never waits behind a writer here. */
 	if (version < (int64_t)ELEMENTSOF(migrations)) {
-		r = migrate(s, reterr);
+		r = migrate(s, path, reterr);
 		if (r < 0)
-			goto out;
+			return r;
 	}
 	r = prepare(s, "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)", &s->ins_entry);
 	if (r == 0)
@@ -466,15 +451,239 @@ int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *rete
 			    "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
 			    "WHERE rowid = ? AND ((1 << state) & ?) != 0",
 			    &s->transition);
-	if (r < 0) {
-		store_err(reterr, r, "cannot open store");
+	return r;
+}
+
+/* A failed system call on the store's path, as an errno that says what the
+ * user can do about it: a path too long or looping through symlinks is a
+ * bad path (-EINVAL), and no file descriptor left is temporary (-EAGAIN). */
+static int path_err(struct sl_error *reterr, const char *what, const char *where, int e)
+{
+	int r = e == ENAMETOOLONG || e == ELOOP ? -EINVAL : e == EMFILE || e == ENFILE ? -EAGAIN : e > 0 ? -e : -EIO;
+
+	return sl_err(reterr, r, "%s: %s: %s", what, where, strerror(e > 0 ? e : EIO));
+}
+
+/*
+ * Why a store file or folder is not ours, or NULL when it is. The rules are
+ * the staging root's: whoever else could write it could mark a stage
+ * released and hide its secrets from recovery, or plant a hot journal that
+ * SQLite would roll into the store. Root trusts only root's; another caller
+ * trusts its own and root's.
+ */
+static const char *not_ours(const struct stat *st)
+{
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		return "owned by another user";
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
+		return "writable by group or others";
+	return NULL;
+}
+
+static int refuse(struct sl_error *reterr, const char *path, const char *why, const struct stat *st)
+{
+	if (st)
+		return sl_err(reterr, -EPERM, "cannot open store: %s: %s (uid %lu, mode %04o); refused", path, why,
+			      (unsigned long)st->st_uid, (unsigned)(st->st_mode & 07777));
+	return sl_err(reterr, -EPERM, "cannot open store: %s: %s; refused", path, why);
+}
+
+/* Creates the missing folders of dir 0700, one component at a time. */
+static int make_folders(char *dir)
+{
+	for (char *p = dir + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		int r = mkdir(dir, 0700) < 0 && errno != EEXIST ? negerrno() : 0;
+		*p = c;
+		if (r < 0 || c == '\0')
+			return r;
+	}
+}
+
+/*
+ * Finds or creates the store file and checks that it and its folder are
+ * ours, before SQLite opens anything. The folder is held open so that the
+ * file and its -wal, -shm and -journal are judged in the folder that was
+ * judged; a folder no other user can write keeps those names stable until
+ * SQLite opens them.
+ *
+ * The file is created 0600 with O_EXCL: SQLite would create a missing
+ * database with the umask's mode, and gives -wal and -shm the database's
+ * mode, so this one open decides the mode of all three. A process that
+ * finds the file already there, even empty because its creator has not
+ * written it yet, opens it as it is: an empty file is an empty store, and
+ * the schema is settled under SQLite's locks, not here.
+ */
+static int prepare_file(const char *path, unsigned flags, struct sl_error *reterr)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	_cleanup_close_ int dfd = -1, fd = -1;
+	const char *base, *why;
+	char *slash;
+	struct stat st;
+
+	if (!dir)
+		return sl_err(reterr, -ENOMEM, "cannot open store: %s: %s", path, strerror(ENOMEM));
+	slash = strrchr(dir, '/');
+	if (!slash) {
+		base = path;
+		strcpy(dir, ".");
+	} else {
+		base = path + (slash - dir) + 1;
+		slash[slash == dir ? 1 : 0] = '\0';
+	}
+	if (!*base)
+		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", path, strerror(EISDIR));
+
+	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
+		int r = make_folders(dir);
+		if (r < 0)
+			return path_err(reterr, "cannot create store", dir, -r);
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return path_err(reterr, "cannot open store", dir, errno);
+	if (fstat(dfd, &st) < 0)
+		return path_err(reterr, "cannot open store", dir, errno);
+	why = not_ours(&st);
+	if (why)
+		return refuse(reterr, dir, why, &st);
+
+	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
+		fd = openat(dfd, base, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST)
+			return path_err(reterr, "cannot create store", path, errno);
+		/* The umask may have taken bits 0600 needs. */
+		if (fd >= 0 && fchmod(fd, 0600) < 0)
+			return path_err(reterr, "cannot create store", path, errno);
+	}
+	if (fd < 0) {
+		/* O_PATH with O_NOFOLLOW opens a symlink itself, so that one
+		 * is named as such instead of failing as "File exists". */
+		fd = openat(dfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return path_err(reterr, "cannot open store", path, errno);
+	}
+	if (fstat(fd, &st) < 0)
+		return path_err(reterr, "cannot open store", path, errno);
+	if (S_ISLNK(st.st_mode))
+		return refuse(reterr, path, "is a symlink", NULL);
+	if (S_ISDIR(st.st_mode))
+		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", path, strerror(EISDIR));
+	if (!S_ISREG(st.st_mode))
+		return refuse(reterr, path, "not a regular file", NULL);
+	why = not_ours(&st);
+	if (why)
+		return refuse(reterr, path, why, &st);
+
+	/* SQLite opens the companions by name and would follow a symlink
+	 * there or roll a planted hot journal into the store. The folder
+	 * rule keeps other users from placing them; this refuses what was
+	 * left while the folder was open to them. */
+	static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+		char name[NAME_MAX + 16], shown[PATH_MAX + 16];
+
+		snprintf(name, sizeof(name), "%s%s", base, suffixes[i]);
+		snprintf(shown, sizeof(shown), "%s%s", path, suffixes[i]);
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT || errno == ENAMETOOLONG)
+				continue;
+			return path_err(reterr, "cannot open store", shown, errno);
+		}
+		if (S_ISLNK(st.st_mode))
+			return refuse(reterr, shown, "is a symlink", NULL);
+		if (!S_ISREG(st.st_mode))
+			return refuse(reterr, shown, "not a regular file", NULL);
+		why = not_ours(&st);
+		if (why)
+			return refuse(reterr, shown, why, &st);
+	}
+	return 0;
+}
+
+static void store_finish(struct sl_store *s)
+{
+	finalize_statements(s);
+	sqlite3_close_v2(s->db);
+}
+
+void sl_store_close(struct sl_store *s)
+{
+	if (!s)
+		return;
+	store_finish(s);
+	free(s);
+}
+
+int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret, struct sl_error *reterr)
+{
+	struct sl_error e = {0};
+	struct sl_store *s;
+	int rc, r;
+
+	if (!path || !*path || !ret || (flags & ~(unsigned)SL_STORE_OPEN_NOCREATE))
+		return sl_err(reterr, -EINVAL, "cannot open store: no path");
+	r = prepare_file(path, flags, reterr);
+	if (r < 0)
+		return r;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return sl_err(reterr, -ENOMEM, "cannot open store: %s: %s", path, strerror(ENOMEM));
+	/* Never SQLITE_OPEN_CREATE: the file exists (prepare_file made it or
+	 * found it), and a store that vanished since is not recreated here. */
+	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		r = sqlite_to_errno(s->db, rc);
 		goto out;
 	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_handler(s->db, busy_wait, s);
+	/* The last connection to close would checkpoint the WAL and delete
+	 * it: two more syncs for every short-lived `stagelog` process. The WAL
+	 * stays instead; automatic checkpoints and `recover` keep it short. */
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+
+	/*
+	 * Processes opening a new store race: for the switch to WAL (an
+	 * exclusive lock, and SQLite returns SQLITE_BUSY there without always
+	 * calling the busy handler), for the first migration, and through
+	 * WAL recovery (SQLITE_BUSY_RECOVERY). Each busy attempt is undone
+	 * and the whole setup retried, every wait within one deadline.
+	 */
+	s->deadline_held = true;
+	s->deadline = mono_ms() + BUSY_TIMEOUT_MS;
+	for (;;) {
+		sl_err_clear(&e);
+		r = setup(s, path, &e);
+		if (r != -EBUSY || mono_ms() >= s->deadline)
+			break;
+		rollback(s);
+		finalize_statements(s);
+		usleep(1000);
+	}
+	s->deadline_held = false;
+	if (r < 0)
+		goto out;
 	*ret = s;
 	return 0;
 out:
+	if (e.code)
+		sl_err(reterr, e.code, "%s", e.msg);
+	else if (r == -EBUSY)
+		sl_err(reterr, r, "cannot open store: %s: still busy after %d s", path, BUSY_TIMEOUT_MS / 1000);
+	else
+		sl_err(reterr, r, "cannot open store: %s: %s", path, strerror(-r));
 	sl_store_close(s);
 	return r;
+}
+
+int sl_store_open(const char *path, struct sl_store **ret, struct sl_error *reterr)
+{
+	return sl_store_open_flags(path, 0, ret, reterr);
 }
 
 int sl_store_default_path(char *buf, size_t size)
@@ -513,7 +722,8 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 		return store_err(reterr, r, "cannot record stage");
 	r = prepare(s,
 		    "INSERT INTO stages (id, label, root, topdir, state, owner_boot, owner_pid, owner_start, "
-		    "owner_pidns, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+		    "owner_pidns, created_at, updated_at, root_ino, root_btime) "
+		    "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
 		    &st);
 	if (r < 0)
 		goto out;
@@ -524,6 +734,10 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 	bind_owner(st, 5, &rec->owner);
 	sqlite3_bind_int64(st, 9, rec->created_ms);
 	sqlite3_bind_int64(st, 10, rec->created_ms);
+	if (rec->have_root_id) {
+		sqlite3_bind_int64(st, 11, (sqlite3_int64)rec->root_ino);
+		sqlite3_bind_int64(st, 12, rec->root_btime);
+	}
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE) {
 		r = sqlite_to_errno(s->db, rc);
@@ -570,12 +784,41 @@ static int exec_bound(struct sl_store *s, const char *sql, const int64_t *args, 
 	return r;
 }
 
-int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, struct sl_error *reterr)
+int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, int64_t btime,
+			  struct sl_error *reterr)
 {
-	int64_t args[] = {(int64_t)dev, (int64_t)ino, rowid};
-	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ? WHERE rowid = ?", args, 3, false);
+	int64_t args[] = {(int64_t)dev, (int64_t)ino, btime, rowid};
+	/* A compare-and-swap on the stager's own staging record: a recovery
+	 * that claimed the stage meanwhile has moved it on, and the stager
+	 * must then give the directory up rather than fill it. */
+	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = 0 "
+			      "AND claim_pid IS NULL", args, 4, false);
 
+	if (r == -ESTALE)
+		return sl_err(reterr, r, "cannot begin stage: record: a recovery claimed it meanwhile");
 	return r < 0 ? store_err(reterr, r, "cannot record top directory") : 0;
+}
+
+static int end_update(struct sl_store *s, int r, struct sl_error *reterr);
+
+int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r;
+
+	/* Durable: the rename that follows may reach the disk, and recovery
+	 * must then find the tree where it went rather than forget it. */
+	r = begin(s, true);
+	if (r == 0)
+		r = prepare(s, "UPDATE stages SET dest = ? WHERE rowid = ? AND state = 1", &st);
+	if (r == 0) {
+		sqlite3_bind_blob(st, 1, dest, (int)strlen(dest), SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, rowid);
+		r = step_done(s, st);
+		if (r == 0 && sqlite3_changes(s->db) == 0)
+			r = -ESTALE;
+	}
+	return end_update(s, r, reterr);
 }
 
 /* Ends an update transaction begun with begin(): commits it when r is 0,
@@ -701,6 +944,21 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 	return 0;
 }
 
+int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	r = prepare(s, "SELECT 1 FROM stages WHERE dest = ? LIMIT 1", &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot look up destinations");
+	sqlite3_bind_blob(st, 1, path, (int)strlen(path), SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : fail(s, rc, reterr, "cannot look up destinations");
+}
+
 int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			struct sl_error *reterr)
 {
@@ -821,7 +1079,8 @@ int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64
 #define STAGE_COLUMNS                                                                                       \
 	"s.rowid, s.id, s.label, s.root, s.topdir, s.state, s.owner_boot, s.owner_pid, s.owner_start, "    \
 	"s.owner_pidns, s.claim_boot, s.claim_pid, s.claim_start, s.claim_pidns, s.dev, s.ino, s.created_at, " \
-	"s.updated_at, s.reason"
+	"s.updated_at, s.reason, s.btime, s.root_ino, s.root_btime, s.dest"
+#define STAGE_NCOLUMNS 23
 
 
 static void read_record(sqlite3_stmt *st, struct sl_record *rec)
@@ -849,6 +1108,11 @@ static void read_record(sqlite3_stmt *st, struct sl_record *rec)
 	rec->created_ms = sqlite3_column_int64(st, 16);
 	rec->updated_ms = sqlite3_column_int64(st, 17);
 	copy_text(rec->reason, sizeof(rec->reason), sqlite3_column_text(st, 18), sqlite3_column_bytes(st, 18));
+	rec->btime = sqlite3_column_int64(st, 19);
+	rec->have_root_id = sqlite3_column_type(st, 20) != SQLITE_NULL;
+	rec->root_ino = (uint64_t)sqlite3_column_int64(st, 20);
+	rec->root_btime = sqlite3_column_int64(st, 21);
+	copy_text(rec->dest, sizeof(rec->dest), sqlite3_column_blob(st, 22), sqlite3_column_bytes(st, 22));
 }
 
 static int get_one(struct sl_store *s, const char *sql, const char *text, int64_t num, struct sl_record *rec,
@@ -943,7 +1207,7 @@ int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_s
 		struct sl_record rec;
 
 		read_record(st, &rec);
-		rec.entries = sqlite3_column_int64(st, 19);
+		rec.entries = sqlite3_column_int64(st, STAGE_NCOLUMNS);
 		r = fn(&rec, userdata);
 		if (r < 0)
 			return r;
@@ -987,7 +1251,10 @@ int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr)
 		if (r < 0)
 			return store_err(reterr, r, "cannot collect records");
 		r = prepare(s,
-			    "SELECT rowid FROM stages WHERE state IN (3, 4, 6, 8) AND updated_at <= ? LIMIT 500",
+			    /* Not published ones: their destination is how
+			     * check tells a published tree from an orphan. */
+			    "SELECT rowid FROM stages WHERE state IN (3, 4, 6, 8) AND state != 8 "
+			    "AND updated_at <= ? LIMIT 500",
 			    &sel);
 		if (r == 0) {
 			sqlite3_bind_int64(sel, 1, cutoff_ms);

@@ -9,7 +9,7 @@
 int main(void)
 {
 	struct sl_error err = {0, 0, {0}};
-	struct sl_recover_options o = {0, 0, 0, 0, 0, 0};
+	struct sl_recover_options o = {0, 0, 0, 0, 0, 0, 0};
 
 	(void)o;
 	return err.code + (sl_state_name(SL_STATE_READY) ? 0 : 1);

@@ -345,6 +345,14 @@ static void test_fault_in_release(void **state)
 			break;
 		}
 		covered++;
+		if (r == 0) {
+			/* The store failed before the removal began: the
+			 * removal went on regardless and the record caught
+			 * up at its end. */
+			assert_int_equal(count_entries(fx->sb.root), 0);
+			assert_int_equal(state_of(fx->store, id), SL_STATE_RELEASED);
+			continue;
+		}
 		assert_int_equal(r, -EIO);
 		assert_null(strstr(err.msg, CANARY));
 		enum sl_state s = state_of(fx->store, id);

@@ -64,15 +64,162 @@ static void test_symlink_refused(void **state)
 	struct sandbox *sb = *state;
 	struct sl_error err = {0};
 	struct sl_store *s = NULL;
-	char real[512];
+	char real[512], wal[600];
 
 	snprintf(real, sizeof(real), "%s/real.db", sb->dbdir);
 	assert_int_equal(sl_store_open(real, &s, &err), 0);
 	sl_store_close(s);
 	assert_int_equal(symlink(real, sb->db), 0);
 	s = NULL;
-	assert_true(sl_store_open(sb->db, &s, &err) < 0);
+	assert_int_equal(sl_store_open(sb->db, &s, &err), -EPERM);
 	assert_null(s);
+	assert_non_null(strstr(err.msg, "is a symlink"));
+	assert_non_null(strstr(err.msg, sb->db));
+	/* Not created through it either, dangling or read-only. */
+	assert_int_equal(unlink(sb->db), 0);
+	assert_int_equal(symlink("missing.db", sb->db), 0);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_store_open(sb->db, &s, &err), -EPERM);
+	assert_non_null(strstr(err.msg, "is a symlink"));
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_store_open_flags(sb->db, SL_STORE_OPEN_NOCREATE, &s, &err), -EPERM);
+	assert_non_null(strstr(err.msg, "is a symlink"));
+	snprintf(wal, sizeof(wal), "%s/missing.db", sb->dbdir);
+	assert_int_equal(access(wal, F_OK), -1);
+	/* A -wal that is a symlink would have SQLite write through it. */
+	assert_int_equal(unlink(sb->db), 0);
+	snprintf(wal, sizeof(wal), "%s-wal", real);
+	assert_int_equal(unlink(wal), 0);
+	assert_int_equal(symlink("/dev/null", wal), 0);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_store_open(real, &s, &err), -EPERM);
+	assert_non_null(strstr(err.msg, "-wal: is a symlink"));
+}
+
+/* Opens path expecting a refusal whose message holds what and where. */
+static void assert_refused(const char *path, const char *what, const char *where)
+{
+	struct sl_error err = {0};
+	struct sl_store *s = NULL;
+
+	assert_int_equal(sl_store_open(path, &s, &err), -EPERM);
+	assert_null(s);
+	if (!strstr(err.msg, what) || !strstr(err.msg, where))
+		fail_msg("message '%s' lacks '%s' or '%s'", err.msg, what, where);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_store_open_flags(path, SL_STORE_OPEN_NOCREATE, &s, &err), -EPERM);
+	assert_null(s);
+}
+
+/*
+ * The store is ours (issue 10, point 2): a store file or folder that
+ * another user owns or that group or others may write is refused, and
+ * nothing is written to it. The chown cases need root; as another user the
+ * rules are checked in a child that becomes nobody.
+ */
+static void test_foreign_refused(void **state)
+{
+	struct sandbox *sb = *state;
+	struct sl_error err = {0};
+	struct sl_store *s = NULL;
+	char dir[512], db[600], wal[620];
+	struct stat st;
+
+	assert_int_equal(sl_store_open(sb->db, &s, &err), 0);
+	sl_store_close(s);
+
+	/* The file writable by group or others. */
+	assert_int_equal(chmod(sb->db, 0660), 0);
+	assert_refused(sb->db, "writable by group or others", sb->db);
+	assert_int_equal(chmod(sb->db, 0606), 0);
+	assert_refused(sb->db, "writable by group or others", sb->db);
+	/* Readable by others is not a refusal. */
+	assert_int_equal(chmod(sb->db, 0644), 0);
+	assert_int_equal(sl_store_open(sb->db, &s, &err), 0);
+	sl_store_close(s);
+	assert_int_equal(chmod(sb->db, 0600), 0);
+
+	/* The folder writable by group or others, sticky or not: another
+	 * user could replace the file or plant a -wal or a hot -journal. */
+	for (int i = 0; i < 3; i++) {
+		static const mode_t modes[] = {0770, 0707, 01777};
+		assert_int_equal(chmod(sb->dbdir, modes[i]), 0);
+		assert_refused(sb->db, "writable by group or others", sb->dbdir);
+	}
+	assert_int_equal(chmod(sb->dbdir, 0700), 0);
+	/* A missing store in such a folder is not created. */
+	snprintf(dir, sizeof(dir), "%s/shared", sb->dbdir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chmod(dir, 0777), 0);
+	snprintf(db, sizeof(db), "%s/new.db", dir);
+	assert_refused(db, "writable by group or others", dir);
+	assert_int_equal(access(db, F_OK), -1);
+
+	/* A -wal that is not ours. */
+	snprintf(wal, sizeof(wal), "%s-wal", sb->db);
+	assert_int_equal(stat(wal, &st), 0);
+	assert_int_equal(chmod(wal, 0666), 0);
+	assert_refused(sb->db, "writable by group or others", wal);
+	assert_int_equal(chmod(wal, 0600), 0);
+
+	if (geteuid() != 0) {
+		print_message("not root: the ownership cases are skipped\n");
+		return;
+	}
+	/* Root accepts only root's: a file or folder of uid 65534. */
+	assert_int_equal(chown(sb->db, 65534, 65534), 0);
+	assert_refused(sb->db, "owned by another user", sb->db);
+	assert_int_equal(chown(sb->db, 0, 0), 0);
+	assert_int_equal(chown(wal, 65534, 65534), 0);
+	assert_refused(sb->db, "owned by another user", wal);
+	assert_int_equal(chown(wal, 0, 0), 0);
+	assert_int_equal(chown(sb->dbdir, 65534, 65534), 0);
+	assert_refused(sb->db, "owned by another user", sb->dbdir);
+	assert_int_equal(chown(sb->dbdir, 0, 0), 0);
+	assert_int_equal(sl_store_open(sb->db, &s, &err), 0);
+	sl_store_close(s);
+
+	/* Another user: its own store is used, one owned by a third user is
+	 * refused, and one owned by root is trusted (root could do anything
+	 * anyway), like a staging root. */
+	snprintf(dir, sizeof(dir), "%s/nobody", sb->dbdir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chown(dir, 65534, 65534), 0);
+	assert_int_equal(chmod(sb->dbdir, 0711), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sl_error e = {0};
+		struct sl_store *cs = NULL;
+		char mine[700];
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(10);
+		snprintf(mine, sizeof(mine), "%s/mine.db", dir);
+		if (sl_store_open(mine, &cs, &e) < 0) {
+			fprintf(stderr, "nobody: %s\n", e.msg);
+			_exit(11);
+		}
+		sl_store_close(cs);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	snprintf(db, sizeof(db), "%s/mine.db", dir);
+	assert_int_equal(chown(db, 65533, 65533), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sl_error e = {0};
+		struct sl_store *cs = NULL;
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(10);
+		_exit(sl_store_open(db, &cs, &e) == -EPERM && strstr(e.msg, "owned by another user") ? 0 : 12);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static char *slurp(const char *path, size_t *len)
@@ -219,6 +366,117 @@ static void test_concurrent_writers(void **state)
 	}
 }
 
+/*
+ * Many processes opening one missing store at once all succeed: the file's
+ * creation, the switch to WAL and the first migration race each other
+ * (issue 9, point 6). Each round uses a fresh path with missing folders, and
+ * the children start together: each blocks on a pipe the parent closes.
+ * STAGELOG_RACE_ROUNDS and STAGELOG_RACE_PROCS change the defaults.
+ */
+static int env_int(const char *name, int def)
+{
+	const char *v = getenv(name);
+	return v && atoi(v) > 0 ? atoi(v) : def;
+}
+
+static int count_stage(const struct sl_record *rec, void *userdata)
+{
+	(void)rec;
+	(*(int *)userdata)++;
+	return 0;
+}
+
+static void test_open_race(void **state)
+{
+	struct sandbox *sb = *state;
+	int rounds = env_int("STAGELOG_RACE_ROUNDS", 40), nproc = env_int("STAGELOG_RACE_PROCS", 6);
+	int failures = 0;
+
+	for (int round = 0; round < rounds; round++) {
+		char path[512];
+		int go[2];
+		pid_t pids[64];
+
+		snprintf(path, sizeof(path), "%s/r%d/state/stagelog.db", sb->dbdir, round);
+		assert_int_equal(pipe(go), 0);
+		for (int p = 0; p < nproc && p < 64; p++) {
+			pids[p] = fork();
+			assert_true(pids[p] >= 0);
+			if (pids[p] == 0) {
+				struct sl_error e = {0};
+				struct sl_store *cs = NULL;
+				char c;
+				int r;
+
+				close(go[1]);
+				(void)!read(go[0], &c, 1);
+				r = sl_store_open(path, &cs, &e);
+				if (r < 0) {
+					fprintf(stderr, "round %d child %d: %d %s\n", round, p, r, e.msg);
+					_exit(1);
+				}
+				/* A read after the open: the schema is there. */
+				int n = 0;
+				r = store_stage_foreach(cs, true, NULL, count_stage, &n, &e);
+				if (r < 0) {
+					fprintf(stderr, "round %d child %d: list: %d %s\n", round, p, r, e.msg);
+					_exit(2);
+				}
+				sl_store_close(cs);
+				_exit(0);
+			}
+		}
+		close(go[0]);
+		close(go[1]);
+		for (int p = 0; p < nproc && p < 64; p++) {
+			int status;
+			assert_int_equal(waitpid(pids[p], &status, 0), pids[p]);
+			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				failures++;
+		}
+	}
+	if (failures)
+		fprintf(stderr, "open race: %d failed opens in %d rounds of %d processes\n", failures, rounds, nproc);
+	assert_int_equal(failures, 0);
+}
+
+/* SL_STORE_OPEN_NOCREATE (issue 10, point 3): a missing store or folder is
+ * -ENOENT and nothing is created; an existing store, even an empty file
+ * whose creator has not written it yet, opens and is usable. */
+static void test_open_nocreate(void **state)
+{
+	struct sandbox *sb = *state;
+	struct sl_error err = {0};
+	struct sl_store *s = NULL;
+	char path[700], dir[600];
+	int n = 0;
+
+	snprintf(dir, sizeof(dir), "%s/missing", sb->dbdir);
+	snprintf(path, sizeof(path), "%s/sub/stagelog.db", dir);
+	assert_int_equal(sl_store_open_flags(path, SL_STORE_OPEN_NOCREATE, &s, &err), -ENOENT);
+	assert_null(s);
+	assert_non_null(strstr(err.msg, dir));
+	assert_int_equal(access(dir, F_OK), -1);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(sl_store_open_flags(sb->db, SL_STORE_OPEN_NOCREATE, &s, &err), -ENOENT);
+	assert_null(s);
+	assert_int_equal(count_entries(sb->dbdir), 0);
+	assert_int_equal(sl_store_open_flags(sb->db, 0x80, &s, &err), -EINVAL);
+	assert_int_equal(count_entries(sb->dbdir), 0);
+
+	/* An empty file is an empty store. */
+	int fd = open(sb->db, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(sl_store_open_flags(sb->db, SL_STORE_OPEN_NOCREATE, &s, &err), 0);
+	assert_int_equal(store_stage_foreach(s, true, NULL, count_stage, &n, &err), 0);
+	assert_int_equal(n, 0);
+	sl_store_close(s);
+	s = NULL;
+	assert_int_equal(sl_store_open_flags(sb->db, SL_STORE_OPEN_NOCREATE, &s, &err), 0);
+	sl_store_close(s);
+}
+
 static void test_prefix_and_errno(void **state)
 {
 	struct sandbox *sb = *state;
@@ -259,11 +517,14 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_foreign_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_header_of_real_db, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefix_and_errno, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_nocreate, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,7 +21,7 @@ import unittest
 
 STAGELOG = os.environ.get("STAGELOG", "stagelog")
 COMMANDS = ["stage", "run", "release", "forget", "publish", "recover",
-            "list", "show", "gc", "check"]
+            "list", "show", "gc", "check", "metrics", "help"]
 CANARY = "canary-5ecret-7f3a9c"
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -74,6 +74,9 @@ class Base(unittest.TestCase):
         argv = [STAGELOG] + (["--db", self.db] if db else []) + list(args)
         p = subprocess.run(argv, capture_output=True, text=True, env=env or self.env,
                            timeout=timeout, errors="surrogateescape")
+        # 70 is for bugs in stagelog: no condition a test sets up may
+        # produce it, whatever code the test expects.
+        self.assertNotEqual(p.returncode, 70, "%r exited 70 (internal error)\nstderr: %s" % (args, p.stderr))
         if code is not None:
             self.assertEqual(p.returncode, code,
                              "%r exited %d\nstdout: %s\nstderr: %s"
@@ -128,8 +131,30 @@ class TestUsage(Base):
         p = self.sl("frobnicate", code=64)
         self.assertEqual(p.stderr, "stagelog: unknown command 'frobnicate'\n")
         self.assertEqual(p.stdout, "")
+
+    def test_bare_stagelog_prints_usage_on_stderr(self):
+        p = self.sl(code=64, db=False)
+        self.assertEqual(p.stdout, "")
+        self.assertTrue(p.stderr.startswith("usage: stagelog"), p.stderr)
+        for c in COMMANDS:
+            self.assertIn(c, p.stderr)
         p = self.sl(code=64)
-        self.one_line_error(p)
+        self.assertTrue(p.stderr.startswith("usage: stagelog"), p.stderr)
+        self.assertFalse(os.path.exists(os.path.dirname(self.db)))
+
+    def test_help_command(self):
+        top = self.sl("--help", db=False).stdout
+        p = self.sl("help", db=False)
+        self.assertEqual(p.stdout, top)
+        self.assertEqual(p.stderr, "")
+        for c in COMMANDS:
+            p = self.sl("help", c)
+            self.assertEqual(p.stdout, self.sl(c, "--help").stdout)
+            self.assertTrue(p.stdout.startswith("usage: stagelog " + c), p.stdout)
+        p = self.sl("help", "frobnicate", code=64)
+        self.assertEqual(p.stderr, "stagelog: help: unknown command 'frobnicate'\n")
+        self.one_line_error(self.sl("help", "list", "show", code=64))
+        self.assertFalse(os.path.exists(os.path.dirname(self.db)))
 
     def test_unknown_option(self):
         p = self.sl("stage", "--foo", code=64)
@@ -151,7 +176,7 @@ class TestUsage(Base):
 
 
     def test_quiet_verbose_keep_json_and_codes(self):
-        stage_id, _ = self.stage()
+        stage_id, path = self.stage()
         plain = self.sl("--json", "list").stdout
         self.assertEqual(self.sl("-q", "--json", "list").stdout, plain)
         p = self.sl("-v", "--json", "list")
@@ -160,7 +185,7 @@ class TestUsage(Base):
         self.assertEqual(self.sl("-q", "show", "zzzz", code=64).stdout, "")
         # -q means less on stderr (INTERFACE.md); stdout stays the same.
         p = self.sl("-q", "release", stage_id)
-        self.assertEqual(p.stdout, "released %s\n" % stage_id)
+        self.assertEqual(p.stdout, "released %s stage %s\n" % (stage_id, path))
         self.assertEqual(p.stderr, "")
 
 
@@ -219,6 +244,31 @@ class TestStage(Base):
                     code=64, env=env)
         self.one_line_error(p)
         self.assert_root_empty()
+
+    def test_diagnostics_name_what_is_not_secret(self):
+        env = {k: v for k, v in self.env.items() if k != "NOT_SET_HERE"}
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--env", "NOT_SET_HERE",
+                    code=64, env=env)
+        self.assertEqual(p.stderr, "stagelog: stage: --env NOT_SET_HERE: the variable is not set in "
+                                   "stagelog's environment\n")
+        bad = os.path.join(self.tmp, "bad.env")
+        with open(bad, "w") as f:
+            f.write("oops-" + CANARY + "\n")
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--env-file", bad, code=65)
+        self.assertEqual(p.stderr, "stagelog: bad env file: %s: line 1: expected NAME=VALUE\n" % bad)
+        missing = os.path.join(self.tmp, "nope")
+        p = self.sl("stage", "--root", self.root, "--bundle", missing, code=66)
+        self.assertEqual(p.stderr, "stagelog: cannot stage bundle: %s: No such file or directory\n" % missing)
+        self.assert_root_empty()
+        # A cross-device publish says what is wrong, and leaves the stage ready.
+        stage_id, path = self.stage()
+        dest = os.path.join(self.tmp, "published")
+        if os.stat(self.tmp).st_dev == os.stat(self.shm).st_dev:
+            self.skipTest("/tmp and /dev/shm are one file system here")
+        p = self.sl("publish", stage_id, dest, code=73)
+        self.one_line_error(p)
+        self.assertIn("must be on the same filesystem", p.stderr)
+        self.assertEqual(self.state_of(stage_id), "ready")
 
     def test_env_file_and_later_name_wins(self):
         envfile = os.path.join(self.tmp, "env")
@@ -323,6 +373,15 @@ class TestReleasePublish(Base):
         self.assertEqual(self.slj("release", stage_id)["id"], stage_id)
         self.assertEqual(p.stderr, "")
 
+    def test_release_lines_name_label_and_path(self):
+        stage_id, path = self.stage(label="gw")
+        p = self.sl("release", stage_id[:8])
+        self.assertEqual(p.stdout, "released %s gw %s\n" % (stage_id, path))
+        p = self.sl("release", stage_id)
+        self.assertEqual(p.stdout, "nothing to release for %s gw %s\n" % (stage_id, path))
+        doc = self.slj("release", stage_id)
+        self.assertEqual((doc["label"], doc["path"], doc["removed"]), ("gw", path, False))
+
     def test_publish(self):
         stage_id, path = self.stage()
         dest = os.path.join(self.shm, "published")
@@ -409,6 +468,16 @@ class TestRun(Base):
         self.assertEqual(self.slj("list", "--all")[0]["state"], "released")
         self.assert_root_empty()
 
+    def test_verbose_names_label_and_path(self):
+        p = self.run_sl("--label", "gw", "--", "true", code=0)
+        self.assertEqual(p.stderr, "")
+        p = self.sl("-v", "run", "--root", self.root, "--bundle", self.bundle, "--label", "gw", "--", "true")
+        stage_id = self.slj("list", "--all")[-1]["id"]
+        path = os.path.join(self.root, "gw-" + stage_id)
+        self.assertIn("stagelog: staged %s gw %s\n" % (stage_id, path), p.stderr)
+        self.assertIn("stagelog: released %s gw %s\n" % (stage_id, path), p.stderr)
+        self.assert_root_empty()
+
     def test_missing_runtime(self):
         p = self.run_sl("--", "no-such-runtime-here", "x", code=127)
         self.one_line_error(p)
@@ -433,20 +502,22 @@ class TestListShow(Base):
         self.assertEqual(self.slj("list"), [])
         self.assertEqual(self.slj("list", "--all"), [])
         p = self.sl("list")
-        self.assertEqual(p.stdout, "ID  LABEL  STATE  OWNER  AGE  ENTRIES  PATH\n")
+        self.assertEqual(p.stdout, "ID  LABEL  STATE  OWNER  LIVE  AGE  ENTRIES  PATH\n")
 
     def test_list_columns_and_json(self):
         a, path_a = self.stage(label="alpha")
         b, path_b = self.stage(label="beta")
         self.sl("release", b)
         lines = self.sl("list").stdout.splitlines()
-        self.assertEqual(lines[0].split(), ["ID", "LABEL", "STATE", "OWNER", "AGE", "ENTRIES", "PATH"])
+        self.assertEqual(lines[0].split(), ["ID", "LABEL", "STATE", "OWNER", "LIVE", "AGE", "ENTRIES", "PATH"])
         self.assertEqual(len(lines), 2)
+        # One token per cell: awk sees as many fields as the header has.
         cols = lines[1].split()
+        self.assertEqual(len(cols), 8)
         self.assertEqual(cols[0], a[:12])
         self.assertEqual(cols[1:3], ["alpha", "ready"])
         self.assertEqual(cols[3], str(os.getpid()))
-        self.assertEqual(cols[4], "live")
+        self.assertEqual(cols[4], "yes")
         self.assertRegex(cols[5], r"^\d+[smhd]$")
         self.assertGreater(int(cols[6]), 0)
         self.assertEqual(cols[7], path_a)
@@ -476,6 +547,32 @@ class TestListShow(Base):
         self.assertTrue(items[0]["owner_alive"])
         self.assertEqual(items[1]["state"], "released")
         self.assertEqual([i["id"] for i in self.slj("list", "--label", "alpha")], [a])
+
+    def test_list_state_filter(self):
+        a, _ = self.stage(label="alpha")
+        b, _ = self.stage(label="beta")
+        c, _ = self.stage(label="gamma")
+        self.sl("release", b)
+        self.assertEqual([i["id"] for i in self.slj("list", "--state", "ready")], [a, c])
+        self.assertEqual([i["id"] for i in self.slj("list", "--state", "released")], [b])
+        self.assertEqual([i["id"] for i in self.slj("list", "--state", "released", "--state", "ready")], [a, b, c])
+        self.assertEqual(self.slj("list", "--state", "failed"), [])
+        self.assertEqual([i["id"] for i in self.slj("list", "--state", "ready", "--label", "gamma")], [c])
+        lines = self.sl("list", "--state", "released").stdout.splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(lines[1].split()[2], "released")
+        p = self.sl("list", "--state", "bogus", code=64)
+        self.one_line_error(p)
+        self.assertIn("'bogus'", p.stderr)
+
+    def test_list_bad_label_is_usage_error(self):
+        self.stage(label="alpha")
+        for bad in ("BAD", "-x", "", "a" * 33, "a b", "a/b"):
+            p = self.sl("list", "--label", bad, code=64)
+            self.one_line_error(p)
+            self.assertIn("bad label", p.stderr)
+            self.assertEqual(p.stdout, "")
+        self.assertEqual(self.slj("list", "--label", "a" * 32), [])
 
     def test_show(self):
         os.mkdir(os.path.join(self.bundle, "rootfs", "odd"))
@@ -598,7 +695,7 @@ class TestRecover(Base):
         self.assertTrue(os.path.isdir(st["path"]))
         item = self.slj("list")[0]
         self.assertFalse(item["owner_alive"])
-        self.assertIn("stale", self.sl("list").stdout.splitlines()[1].split())
+        self.assertEqual(self.sl("list").stdout.splitlines()[1].split()[4], "no")
 
         dry = self.slj("recover", "--dry-run")
         self.assertEqual(dry["dry_run"], True)
@@ -610,7 +707,7 @@ class TestRecover(Base):
         self.assertEqual(self.state_of(stage_id), "ready")
 
         p = self.sl("recover")
-        self.assertIn("recovered " + stage_id, p.stdout)
+        self.assertIn("recovered %s stage %s\n" % (stage_id, st["path"]), p.stdout)
         self.assertFalse(os.path.exists(st["path"]))
         self.assertEqual(self.state_of(stage_id), "recovered")
         self.assert_root_empty()
@@ -621,7 +718,7 @@ class TestRecover(Base):
     def test_text_summary_and_forget(self):
         st = self.start_orphaned_run()
         p = self.sl("recover", "--dry-run")
-        self.assertIn("would recover " + st["id"], p.stdout)
+        self.assertIn("would recover %s stage %s\n" % (st["id"], st["path"]), p.stdout)
         self.assertEqual(p.stdout.splitlines()[-1], "1 examined, 1 would be recovered, 0 live, 0 failed")
         self.assertEqual(self.sl("-q", "recover", "--dry-run").stdout, p.stdout)
         # An operator who cleaned up by hand drops the record.
@@ -658,7 +755,10 @@ class TestRecover(Base):
             doc = self.slj("recover", "--force", stage_id, code=1)
             self.assertEqual([f["id"] for f in doc["failed"]], [stage_id])
             self.assertNotEqual(doc["failed"][0]["reason"], "")
-            self.assertIn("failed " + stage_id + ": ", self.sl("recover", "--force", stage_id, code=1).stdout)
+            self.assertEqual(doc["failed"][0]["label"], "stage")
+            self.assertEqual(doc["failed"][0]["path"], path)
+            self.assertIn("failed %s stage %s: " % (stage_id, path),
+                          self.sl("recover", "--force", stage_id, code=1).stdout)
         finally:
             subprocess.run(["umount", target])
         self.assertTrue(os.path.isdir(source))
@@ -671,11 +771,269 @@ class TestRecover(Base):
         self.assertEqual(doc["live"], [stage_id])
         self.assertEqual(doc["recovered"], [])
         self.assertTrue(os.path.isdir(path))
-        self.assertIn("live " + stage_id, self.sl("recover").stdout)
+        self.assertIn("live %s stage %s (left alone)\n" % (stage_id, path), self.sl("recover").stdout)
         doc = self.slj("recover", "--force", stage_id[:8])
         self.assertEqual(doc["recovered"], [stage_id])
         self.assertFalse(os.path.exists(path))
         self.one_line_error(self.sl("recover", "--force", "zz", code=64))
+
+
+class TestDefaultRoot(Base):
+    def test_stagelog_root_sets_the_default(self):
+        env = dict(self.env, STAGELOG_ROOT=self.root)
+        del env["XDG_RUNTIME_DIR"]
+        p = self.sl("stage", "--bundle", self.bundle, env=env)
+        stage_id, path = p.stdout.rstrip("\n").split("\t")
+        self.assertEqual(os.path.dirname(path), self.root)
+        self.assertEqual(stat.S_IMODE(os.stat(self.root).st_mode), 0o700)
+        # --root still wins over the variable.
+        other = os.path.join(self.shm, "other")
+        p = self.sl("stage", "--root", other, "--bundle", self.bundle, env=env)
+        self.assertEqual(os.path.dirname(p.stdout.rstrip("\n").split("\t")[1]), other)
+        p = self.sl("stage", "--bundle", self.bundle, env=dict(env, STAGELOG_ROOT="relative/root"), code=64)
+        self.one_line_error(p)
+        self.assertIn("STAGELOG_ROOT", p.stderr)
+
+    def as_user(self, uid, *args, env):
+        argv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups", STAGELOG] + list(args)
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+
+    def test_fallback_to_run_user(self):
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            self.skipTest("needs root and setpriv to act as another user")
+        uid = 65534
+        run_user = "/run/user/%d" % uid
+        if os.path.lexists(run_user):
+            self.skipTest(run_user + " exists already")
+        home = tempfile.mkdtemp(prefix="stagelog-cli-user-", dir="/tmp")
+        os.chown(home, uid, uid)
+        bundle = make_bundle(os.path.join(home, "pkg"))
+        for dirpath, dirnames, filenames in os.walk(home):
+            for n in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, n), uid, uid)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
+        db = os.path.join(home, "state", "stagelog.db")
+        try:
+            # No XDG_RUNTIME_DIR and no /run/user/UID: a usage error that
+            # names both ways out.
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, env=env)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            self.one_line_error(p)
+            self.assertIn("--root", p.stderr)
+            self.assertIn("STAGELOG_ROOT", p.stderr)
+            os.makedirs(run_user, mode=0o700)
+            # Not the caller's: refused.
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, env=env)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            os.chown(run_user, uid, uid)
+            os.chmod(run_user, 0o755)
+            # The caller's but not private: refused.
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, env=env)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            os.chmod(run_user, 0o700)
+            p = self.as_user(uid, "--db", db, "stage", "--bundle", bundle, "--owner", "1", env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            stage_id, path = p.stdout.rstrip("\n").split("\t")
+            self.assertEqual(path, "%s/stagelog/stage-%s" % (run_user, stage_id))
+            p = self.as_user(uid, "--db", db, "release", stage_id, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        finally:
+            shutil.rmtree(run_user, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+class TestFailedIsLoud(Base):
+    """A failed stage may still hold secrets: recover and check say so and
+    exit 1 while one remains, whether or not a pass touched it."""
+
+    def make_failed(self, label="gw"):
+        stage_id, path = self.stage(label=label)
+        db = sqlite3.connect(self.db)
+        db.execute("UPDATE stages SET state = 7, reason = 'cannot remove: rootfs: mount in the way' "
+                   "WHERE id = ?", (stage_id,))
+        db.commit()
+        db.close()
+        return stage_id, path
+
+    def locked(self, path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def test_recover_reports_untouched_failed_stage(self):
+        stage_id, path = self.make_failed()
+        # The lock is held, so no pass may touch the stage: it stays failed.
+        fd = self.locked(path)
+        try:
+            doc = self.slj("recover", code=1)
+            self.assertEqual(doc["failed"], [{"id": stage_id, "label": "gw", "path": path,
+                                              "reason": "cannot remove: rootfs: mount in the way"}])
+            self.assertEqual(doc["recovered"], [])
+            p = self.sl("recover", code=1)
+            self.assertIn("failed %s gw %s: cannot remove: rootfs: mount in the way\n" % (stage_id, path),
+                          p.stdout)
+            self.assertEqual(p.stdout.splitlines()[-1][-8:], "1 failed")
+            self.assertEqual(self.slj("recover", "--dry-run", code=1)["failed"][0]["id"], stage_id)
+            self.sl("-q", "recover", code=1)
+        finally:
+            os.close(fd)
+        self.assertTrue(os.path.isdir(path))
+
+    def test_check_reports_failed_stages(self):
+        stage_id, path = self.make_failed()
+        other, other_path = self.stage(label="ok")
+        doc = self.slj("check", "--root", self.root, code=1)
+        self.assertEqual(doc["integrity"], "ok")
+        self.assertEqual(doc["failed"], [{"id": stage_id, "label": "gw", "path": path,
+                                          "reason": "cannot remove: rootfs: mount in the way"}])
+        self.assertEqual(doc["orphans"], [])
+        p = self.sl("check", code=1)
+        self.assertIn("failed %s gw %s: cannot remove: rootfs: mount in the way\n" % (stage_id, path), p.stdout)
+        self.assertNotIn(other, p.stdout)
+        # --remove-orphans does not fix a failed stage: still exit 1.
+        self.slj("check", "--root", self.root, "--remove-orphans", code=1)
+        self.assertTrue(os.path.isdir(path))
+        self.assertTrue(os.path.isdir(other_path))
+        # Once dealt with by hand and forgotten, check is clean again.
+        shutil.rmtree(path)
+        self.sl("forget", stage_id)
+        self.assertEqual(self.slj("check", "--root", self.root)["failed"], [])
+
+
+METRIC_LINE_RE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*)?\})? '
+    r'([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|NaN|[-+]?Inf))( -?[0-9]+)?$')
+
+
+def parse_prometheus(text):
+    """A strict reader of the Prometheus text exposition format (0.0.4):
+    every line a HELP, a TYPE or a sample; one TYPE per family, before its
+    samples; a family's samples together. Returns {(name, labels): value}."""
+    assert text.endswith("\n"), "the exposition must end with a newline"
+    samples, types, helps, seen_families, current = {}, {}, set(), [], None
+    for line in text.splitlines():
+        assert line.strip() == line and line, "stray whitespace or empty line: %r" % line
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            assert name not in helps, "second HELP for " + name
+            helps.add(name)
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ")
+            assert typ in ("counter", "gauge", "histogram", "summary", "untyped"), typ
+            assert name not in types, "second TYPE for " + name
+            assert name not in seen_families, "TYPE after samples of " + name
+            types[name] = typ
+            current = name
+            continue
+        assert not line.startswith("#"), "unknown comment: " + line
+        m = METRIC_LINE_RE.match(line)
+        assert m, "not a sample line: %r" % line
+        name = m.group(1)
+        assert name == current, "sample of %s outside its family %s" % (name, current)
+        if name not in seen_families:
+            seen_families.append(name)
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or "")))
+        assert (name, labels) not in samples, "duplicate sample " + line
+        samples[(name, labels)] = float(m.group(4))
+    return samples
+
+
+class TestMetrics(Base):
+    def metrics(self, *args, code=0, **kw):
+        p = self.sl("metrics", *args, code=code, **kw)
+        promtool = shutil.which("promtool")
+        if promtool and p.stdout:
+            check = subprocess.run([promtool, "check", "metrics"], input=p.stdout, capture_output=True,
+                                   text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        return p
+
+    def test_missing_store_is_not_created(self):
+        p = self.metrics()
+        m = parse_prometheus(p.stdout)
+        self.assertEqual(m[("stagelog_store_present", ())], 0)
+        self.assertEqual(m[("stagelog_stages_failed", ())], 0)
+        self.assertEqual(m[("stagelog_oldest_in_flight_age_seconds", ())], 0)
+        self.assertNotIn(("stagelog_last_recover_timestamp_seconds", ()), m)
+        self.assertIn("no store", p.stderr)
+        self.assertEqual(self.sl("-q", "metrics").stderr, "")
+        self.assertFalse(os.path.exists(os.path.dirname(self.db)))
+
+    def test_stages_failed_and_last_recover(self):
+        a, _ = self.stage(label="alpha")
+        self.stage(label="alpha")
+        b, path_b = self.stage(label="beta")
+        c, _ = self.stage(label="gamma")
+        self.sl("release", c)
+        db = sqlite3.connect(self.db)
+        db.execute("UPDATE stages SET state = 7, reason = 'x' WHERE id = ?", (b,))
+        db.execute("UPDATE stages SET created_at = created_at - 3600000 WHERE id = ?", (a,))
+        db.commit()
+        db.close()
+        m = parse_prometheus(self.metrics().stdout)
+        self.assertEqual(m[("stagelog_store_present", ())], 1)
+        self.assertEqual(m[("stagelog_stages_in_flight", (("label", "alpha"), ("state", "ready")))], 2)
+        self.assertEqual(m[("stagelog_stages_in_flight", (("label", "beta"), ("state", "failed")))], 1)
+        self.assertNotIn(("stagelog_stages_in_flight", (("label", "gamma"), ("state", "released"))), m)
+        self.assertEqual(m[("stagelog_stages_failed", ())], 1)
+        self.assertGreaterEqual(m[("stagelog_oldest_in_flight_age_seconds", ())], 3600)
+        self.assertLess(m[("stagelog_oldest_in_flight_age_seconds", ())], 3700)
+        self.assertNotIn(("stagelog_last_recover_timestamp_seconds", ()), m)
+
+        # A pass that leaves a failed stage is recorded as failed.
+        fd = os.open(path_b, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            before = time.time()
+            self.sl("recover", code=1)
+        finally:
+            os.close(fd)
+        m = parse_prometheus(self.metrics().stdout)
+        self.assertGreaterEqual(m[("stagelog_last_recover_timestamp_seconds", ())], before - 1)
+        self.assertLessEqual(m[("stagelog_last_recover_timestamp_seconds", ())], time.time() + 1)
+        self.assertEqual(m[("stagelog_last_recover_success", ())], 0)
+        self.assertEqual(m[("stagelog_last_recover_outcome", (("outcome", "failed"),))], 1)
+        self.assertEqual(m[("stagelog_last_recover_outcome", (("outcome", "ok"),))], 0)
+        # A dry run is not a pass.
+        self.sl("recover", "--dry-run", code=None)
+        m2 = parse_prometheus(self.metrics().stdout)
+        self.assertEqual(m2[("stagelog_last_recover_timestamp_seconds", ())],
+                         m[("stagelog_last_recover_timestamp_seconds", ())])
+        # Dealt with by hand: the next pass is ok.
+        shutil.rmtree(path_b)
+        self.sl("forget", b)
+        self.sl("recover")
+        m = parse_prometheus(self.metrics().stdout)
+        self.assertEqual(m[("stagelog_last_recover_success", ())], 1)
+        self.assertEqual(m[("stagelog_last_recover_outcome", (("outcome", "ok"),))], 1)
+        self.assertEqual(m[("stagelog_stages_failed", ())], 0)
+
+    def test_output_is_atomic_and_readable(self):
+        self.stage(label="alpha")
+        out_dir = os.path.join(self.tmp, "textfile")
+        os.mkdir(out_dir)
+        out = os.path.join(out_dir, "stagelog.prom")
+        with open(out, "w") as f:
+            f.write("old\n")
+        p = self.sl("metrics", "--output", out)
+        self.assertEqual(p.stdout, "")
+        self.assertEqual(os.listdir(out_dir), ["stagelog.prom"])
+        self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o644)
+        with open(out) as f:
+            text = f.read()
+        self.assertEqual(set(parse_prometheus(text)), set(parse_prometheus(self.sl("metrics").stdout)))
+        p = self.sl("metrics", "--output", os.path.join(self.tmp, "nope", "x.prom"), code=66)
+        self.one_line_error(p)
+        self.assertIn("nope/x.prom", p.stderr)
+        self.one_line_error(self.sl("metrics", "extra", code=64))
+
+    def test_parser_rejects_bad_exposition(self):
+        for bad in ("x 1", "# TYPE x gauge\nx{a=b} 1\n", "# TYPE x gauge\nx one\n",
+                    "# TYPE x gauge\nx 1\n# TYPE x gauge\n", "# TYPE x gauge\nx 1\nx 2\n"):
+            with self.assertRaises(AssertionError):
+                parse_prometheus(bad)
 
 
 class TestGc(Base):
@@ -709,13 +1067,13 @@ class TestCheck(Base):
         self.assertIn("orphan " + orphan, p.stdout.splitlines())
         self.assertNotIn(path, p.stdout)
         doc = self.slj("check", "--root", self.root, code=1)
-        self.assertEqual(doc, {"integrity": "ok", "orphans": [orphan], "removed": []})
+        self.assertEqual(doc, {"integrity": "ok", "failed": [], "orphans": [orphan], "removed": []})
         doc = self.slj("check", "--root", self.root, "--remove-orphans", code=0)
         self.assertEqual(doc["removed"], [orphan])
         self.assertFalse(os.path.exists(orphan))
         self.assertTrue(os.path.isdir(path))
         doc = self.slj("check", "--root", self.root)
-        self.assertEqual(doc, {"integrity": "ok", "orphans": [], "removed": []})
+        self.assertEqual(doc, {"integrity": "ok", "failed": [], "orphans": [], "removed": []})
 
     def test_locked_orphan_is_kept(self):
         orphan = self.make_orphan()
@@ -742,7 +1100,7 @@ class TestStore(Base):
             self.assertEqual(f.read(), before)
 
     def test_newer_schema(self):
-        self.sl("list")
+        self.sl("gc")
         db = sqlite3.connect(self.db)
         db.execute("PRAGMA user_version=99")
         db.commit()
@@ -753,9 +1111,218 @@ class TestStore(Base):
 
     def test_store_env_and_modes(self):
         env = dict(self.env, STAGELOG_DB=self.db)
-        self.sl("list", db=False, env=env)
+        self.sl("gc", db=False, env=env)
         self.assertEqual(stat.S_IMODE(os.stat(self.db).st_mode), 0o600)
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(self.db)).st_mode), 0o700)
+
+
+
+class TestStoreRace(Base):
+    """Issue 9, point 6: processes that create and open a new store at once
+    all succeed, and none calls it someone else's database."""
+
+    ROUNDS = int(os.environ.get("STAGELOG_RACE_ROUNDS", "60"))
+
+    def race(self, db, commands):
+        procs = [subprocess.Popen([STAGELOG, "--db", db] + c, env=self.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, errors="surrogateescape")
+                 for c in commands]
+        failed = []
+        for c, p in zip(commands, procs):
+            out, err = p.communicate(timeout=60)
+            if p.returncode != 0:
+                failed.append("%s exited %d: %s" % (c[0], p.returncode, err.strip()))
+        return failed
+
+    def test_concurrent_first_use(self):
+        # Three creating commands and a listing on a missing store, then
+        # three listings of a store whose creator has made the file but not
+        # yet written it (an empty file): the moment the issue caught.
+        failed = []
+        for i in range(self.ROUNDS):
+            db = os.path.join(self.tmp, "race%d" % i, "sub", "stagelog.db")
+            failed += self.race(db, [["gc"], ["gc"], ["gc"], ["list"]])
+            db = os.path.join(self.tmp, "empty%d" % i, "stagelog.db")
+            os.makedirs(os.path.dirname(db), mode=0o700)
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            failed += self.race(db, [["list"], ["list"], ["list"]])
+        self.assertEqual(failed, [], "%d failures in %d rounds" % (len(failed), self.ROUNDS))
+
+
+
+class TestStoreIsOurs(Base):
+    """Issue 10, point 2: a store that another user could write is refused
+    with exit 77 and a message naming the path and why, for every command
+    that opens it."""
+
+    def refused(self, what, where, commands=(["list"], ["gc"], ["recover"])):
+        for c in commands:
+            p = self.sl(*c, code=77)
+            self.one_line_error(p)
+            self.assertIn(what, p.stderr)
+            self.assertIn(where, p.stderr)
+
+    def setUp(self):
+        super().setUp()
+        self.sl("gc")
+        self.dir = os.path.dirname(self.db)
+
+    def test_symlink(self):
+        real = os.path.join(self.tmp, "real.db")
+        os.rename(self.db, real)
+        os.symlink(real, self.db)
+        self.refused("is a symlink", self.db, (["list"], ["gc"],
+                     ["stage", "--root", self.root, "--bundle", self.bundle]))
+        self.assert_root_empty()
+        os.unlink(self.db)
+        os.symlink(os.path.join(self.tmp, "nowhere.db"), self.db)
+        self.refused("is a symlink", self.db)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "nowhere.db")))
+
+    def test_writable_by_others(self):
+        os.chmod(self.db, 0o666)
+        self.refused("writable by group or others", self.db)
+        os.chmod(self.db, 0o600)
+        os.chmod(self.dir, 0o1777)
+        self.refused("writable by group or others", self.dir)
+        os.chmod(self.dir, 0o700)
+        self.sl("list")
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to chown")
+    def test_owned_by_another_user(self):
+        with open(self.db, "rb") as f:
+            before = f.read()
+        os.chown(self.db, 65534, 65534)
+        self.refused("owned by another user", self.db)
+        with open(self.db, "rb") as f:
+            self.assertEqual(f.read(), before)
+        os.chown(self.db, 0, 0)
+        os.chown(self.dir, 65534, 65534)
+        self.refused("owned by another user", self.dir)
+        os.chown(self.dir, 0, 0)
+        self.sl("list")
+
+
+
+class TestReadOnlyCreatesNothing(Base):
+    """Issue 10, point 3: commands that only read never create a store or a
+    folder; on a missing store list and recover report nothing in flight,
+    show exits 66 and check reports that there is no store (66)."""
+
+    def setUp(self):
+        super().setUp()
+        self.top = os.path.join(self.tmp, "typo")
+        self.db = os.path.join(self.top, "dir", "x.db")
+
+    def assert_nothing_created(self):
+        self.assertFalse(os.path.exists(self.top), os.listdir(self.tmp))
+
+    def test_missing_store(self):
+        p = self.sl("list")
+        self.assertEqual(p.stdout.splitlines()[0].split()[0], "ID")
+        self.assertEqual(len(p.stdout.splitlines()), 1)
+        self.assertIn("no store", p.stderr)
+        self.assertIn(self.db, p.stderr)
+        self.assertEqual(self.slj("list"), [])
+        self.assertEqual(self.slj("list", "--all"), [])
+        self.assertEqual(self.sl("-q", "list").stderr, "")
+        for args in (["recover", "--dry-run"], ["recover"]):
+            doc = self.slj(*args)
+            self.assertEqual(doc["examined"], 0)
+            self.assertEqual(doc["recovered"], [])
+            self.assertEqual(doc["failed"], [])
+            self.assertEqual(doc["dry_run"], args[-1] == "--dry-run")
+            self.assertEqual(self.sl("-q", *args).stderr, "")
+        p = self.sl("show", "abcd1234", code=66)
+        self.one_line_error(p)
+        self.assertIn("no store", p.stderr)
+        p = self.sl("check", "--root", self.root, code=66)
+        self.one_line_error(p)
+        self.assertIn("no store", p.stderr)
+        self.sl("--json", "check", code=66)
+        self.sl("recover", "--force", "abcd1234", code=64)
+        self.assert_nothing_created()
+        # A command that writes creates it; check --remove-orphans writes.
+        self.sl("check", "--root", self.root, "--remove-orphans")
+        self.assertTrue(os.path.isfile(self.db))
+
+    def test_missing_default_store(self):
+        # The default path (root: /var/lib/stagelog/stagelog.db) is
+        # exercised through STAGELOG_DB pointing into a missing folder.
+        env = dict(self.env, STAGELOG_DB=self.db)
+        self.sl("list", db=False, env=env)
+        self.sl("recover", "--dry-run", db=False, env=env)
+        self.sl("show", "abcd", db=False, env=env, code=66)
+        self.sl("check", db=False, env=env, code=66)
+        self.assert_nothing_created()
+        # And the real default: XDG_STATE_HOME for a user; for root
+        # /var/lib/stagelog, tried only where it does not exist yet.
+        if os.geteuid() != 0:
+            env = dict(self.env, XDG_STATE_HOME=self.top)
+            self.sl("list", db=False, env=env)
+            self.assert_nothing_created()
+        elif not os.path.lexists("/var/lib/stagelog"):
+            try:
+                self.sl("list", db=False)
+                self.sl("recover", "--dry-run", db=False)
+                self.assertFalse(os.path.lexists("/var/lib/stagelog"))
+            finally:
+                shutil.rmtree("/var/lib/stagelog", ignore_errors=True)
+
+    def test_existing_store_is_read(self):
+        stage_id, _ = self.stage()
+        self.assertEqual([s["id"] for s in self.slj("list")], [stage_id])
+        self.assertEqual(self.slj("show", stage_id)["id"], stage_id)
+        self.assertEqual(self.slj("recover", "--dry-run")["live"], [stage_id])
+        self.assertEqual(self.slj("check", "--root", self.root)["orphans"], [])
+        self.sl("release", stage_id)
+
+    def test_completion_creates_nothing(self):
+        comp = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            "..", "..", "docs", "stagelog.bash-completion")
+        if not shutil.which("bash") or not os.path.exists(comp):
+            self.skipTest("bash or the completion script is missing")
+        script = ('source "$1"; COMP_WORDS=(stagelog --db "$2" show ""); '
+                  'COMP_CWORD=3; _stagelog; printf "%s\\n" "${COMPREPLY[@]}"')
+        env = dict(self.env, PATH=os.path.dirname(os.path.abspath(STAGELOG)) + ":"
+                   + self.env.get("PATH", "/usr/bin:/bin"))
+        subprocess.run(["bash", "-c", script, "bash", comp, self.db], env=env,
+                       capture_output=True, text=True, timeout=60, check=True)
+        self.assert_nothing_created()
+        env = dict(env, STAGELOG_DB=self.db)
+        subprocess.run(["bash", "-c", 'source "$1"; COMP_WORDS=(stagelog release ""); '
+                        'COMP_CWORD=2; _stagelog', "bash", comp], env=env,
+                       capture_output=True, text=True, timeout=60, check=True)
+        self.assert_nothing_created()
+
+
+
+class TestStorePathExits(Base):
+    """Every condition of the store's path maps to the contract's exit
+    codes; none exits 70, which is for bugs."""
+
+    def test_bad_store_paths(self):
+        loop = os.path.join(self.tmp, "loop")
+        os.symlink(loop + "2", loop)
+        os.symlink(loop, loop + "2")
+        afile = os.path.join(self.tmp, "afile")
+        open(afile, "w").close()
+        os.chmod(afile, 0o600)
+        cases = [
+            (os.path.join(loop, "x.db"), 64),
+            (os.path.join(self.tmp, "a" * 300, "x.db"), 64),
+            ("/" + "b/" * 3000 + "x.db", 64),
+            (os.path.join(afile, "x.db"), 66),
+            (self.bundle, 73),
+        ]
+        for db, want in cases:
+            for cmd in (["gc"], ["list"], ["show", "abcd"]):
+                p = self.sl("--db", db, *cmd, db=False, code=None)
+                self.assertEqual(p.returncode, want, "%s on %.60s: %s" % (cmd[0], db, p.stderr))
+                self.one_line_error(p)
+        env = dict(self.env, STAGELOG_DB="/" + "c" * 5000)
+        self.one_line_error(self.sl("list", db=False, env=env, code=64))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-metrics.c: `stagelog metrics`: the store's state in the Prometheus
+ * text exposition format, for node_exporter's textfile collector.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: stagelog metrics [--output FILE]\n"
+	"\n"
+	"Prints metrics in the Prometheus text format: stages in flight by state\n"
+	"and label, failed stages, the age of the oldest in-flight stage, and the\n"
+	"time and outcome of the last recover. Never creates a store.\n"
+	"\n"
+	"  --output FILE  write FILE atomically (beside it, then rename), mode 0644,\n"
+	"                 e.g. for node_exporter's textfile collector\n"
+	"  -h, --help     print this help\n";
+
+/* One (state, label) pair and how many stages are in it. */
+struct series {
+	enum sl_state state;
+	char label[40];
+	long long n;
+};
+
+struct tally {
+	struct series *v;
+	size_t n;
+	long long failed;
+	int64_t oldest_ms; /* created_at of the oldest in-flight stage, 0: none */
+};
+
+static int count_stage(const struct sl_stage_info *info, void *userdata)
+{
+	struct tally *t = userdata;
+	struct series *v;
+
+	if (!sl_state_in_flight(info->state))
+		return 0;
+	if (info->state == SL_STATE_FAILED)
+		t->failed++;
+	if (t->oldest_ms == 0 || info->created_ms < t->oldest_ms)
+		t->oldest_ms = info->created_ms;
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i].state == info->state && strcmp(t->v[i].label, info->label) == 0) {
+			t->v[i].n++;
+			return 0;
+		}
+	}
+	v = reallocarray(t->v, t->n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	t->v = v;
+	v = &t->v[t->n++];
+	v->state = info->state;
+	snprintf(v->label, sizeof(v->label), "%s", info->label);
+	v->n = 1;
+	return 0;
+}
+
+/* Reads the last recover's outcome; false when there is none (or it is
+ * unreadable: a metric that is absent beats one that lies). */
+static bool read_last_recover(const char *db, struct cli_last_recover *ret)
+{
+	char path[4200], buf[128];
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+	long long t;
+
+	if (cli_last_recover_path(db, path, sizeof(path)) < 0)
+		return false;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	if (sscanf(buf, "v1 %lld %15[a-z] %lld %lld", &t, ret->outcome, &ret->recovered, &ret->failed) != 4)
+		return false;
+	ret->time_ms = t;
+	return strcmp(ret->outcome, "ok") == 0 || strcmp(ret->outcome, "failed") == 0 ||
+	       strcmp(ret->outcome, "error") == 0;
+}
+
+static void header(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void format(FILE *f, const struct tally *t, const struct cli_last_recover *last, bool store_present)
+{
+	static const char *const outcomes[] = { "ok", "failed", "error" };
+	int64_t now = sl_now_ms();
+
+	header(f, "stagelog_store_present", "gauge", "1 when the store exists, 0 when it does not.");
+	fprintf(f, "stagelog_store_present %d\n", store_present ? 1 : 0);
+
+	/* Labels match [a-z0-9][a-z0-9_.-]* and states are fixed words:
+	 * nothing in a label value needs escaping. */
+	header(f, "stagelog_stages_in_flight", "gauge", "Stages in flight, by state and label.");
+	for (size_t i = 0; i < t->n; i++)
+		fprintf(f, "stagelog_stages_in_flight{state=\"%s\",label=\"%s\"} %lld\n",
+			sl_state_name(t->v[i].state), t->v[i].label, t->v[i].n);
+
+	header(f, "stagelog_stages_failed", "gauge",
+	       "Stages whose removal could not finish; their files may still be on disk.");
+	fprintf(f, "stagelog_stages_failed %lld\n", t->failed);
+
+	header(f, "stagelog_oldest_in_flight_age_seconds", "gauge",
+	       "Age of the oldest in-flight stage in seconds, 0 when none is in flight.");
+	fprintf(f, "stagelog_oldest_in_flight_age_seconds %.3f\n",
+		t->oldest_ms && now > t->oldest_ms ? (double)(now - t->oldest_ms) / 1000.0 : 0.0);
+
+	if (!last)
+		return;
+	header(f, "stagelog_last_recover_timestamp_seconds", "gauge",
+	       "When the last recover pass ended, in seconds since the epoch.");
+	fprintf(f, "stagelog_last_recover_timestamp_seconds %.3f\n", (double)last->time_ms / 1000.0);
+	header(f, "stagelog_last_recover_success", "gauge",
+	       "1 when the last recover pass left no failed stage, else 0.");
+	fprintf(f, "stagelog_last_recover_success %d\n", strcmp(last->outcome, "ok") == 0 ? 1 : 0);
+	header(f, "stagelog_last_recover_outcome", "gauge",
+	       "1 for the outcome of the last recover pass (ok, failed or error), 0 for the others.");
+	for (size_t i = 0; i < ELEMENTSOF(outcomes); i++)
+		fprintf(f, "stagelog_last_recover_outcome{outcome=\"%s\"} %d\n", outcomes[i],
+			strcmp(last->outcome, outcomes[i]) == 0 ? 1 : 0);
+	header(f, "stagelog_last_recover_recovered_stages", "gauge", "Stages the last recover pass removed.");
+	fprintf(f, "stagelog_last_recover_recovered_stages %lld\n", last->recovered);
+}
+
+int cmd_metrics(struct cli *cli, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "output", required_argument, NULL, 'o' },
+		CLI_COMMON_OPTIONS,
+		{ 0 },
+	};
+	struct tally t = { 0 };
+	struct cli_last_recover last;
+	struct sl_error err = { 0 };
+	const char *output = NULL;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	char db[4096];
+	bool present, have_last;
+	FILE *f;
+	int c, r, code;
+
+	while ((c = cli_getopt(cli, "metrics", argc, argv, ":ho:", options)) != -1) {
+		switch (c) {
+		case 'o':
+			output = optarg;
+			break;
+		case 'h':
+			return cli_help(usage);
+		default:
+			return EX_USAGE;
+		}
+	}
+	code = cli_want_operands("metrics", argc, argv, 0, "");
+	if (code == EX_OK)
+		code = cli_store_path(cli, db, sizeof(db));
+	if (code != EX_OK)
+		return code;
+
+	/* Read-only: a missing store is reported as such and never created. */
+	code = cli_open_store_readonly(cli);
+	if (code != EX_OK && code != CLI_NO_STORE)
+		return code;
+	present = code == EX_OK;
+	if (present) {
+		r = sl_list(cli->store, 0, NULL, count_stage, &t, &err);
+		if (r < 0) {
+			free(t.v);
+			return cli_fail(r, &err, "cannot list the stages");
+		}
+	} else if (cli->verbosity >= 0) {
+		fputs("stagelog: metrics: no store at ", stderr);
+		cli_fput_escaped(stderr, db, strlen(db));
+		fputs(": nothing in flight\n", stderr);
+	}
+	have_last = read_last_recover(db, &last);
+
+	f = open_memstream(&text, &len);
+	if (!f) {
+		free(t.v);
+		return cli_fail(-ENOMEM, NULL, "cannot format the metrics");
+	}
+	format(f, &t, have_last ? &last : NULL, present);
+	free(t.v);
+	if (fclose(f) != 0)
+		return cli_fail(-ENOMEM, NULL, "cannot format the metrics");
+
+	if (!output) {
+		fwrite(text, 1, len, stdout);
+		return EX_OK;
+	}
+	/* Metrics hold counts and labels, no secret: 0644 lets the
+	 * collector, which runs as another user, read them. */
+	r = cli_write_atomic(output, text, len, 0644);
+	if (r < 0) {
+		fputs("stagelog: cannot write the metrics: ", stderr);
+		cli_fput_escaped(stderr, output, strlen(output));
+		fprintf(stderr, ": %s\n", strerror(-r));
+		return cli_exit_code(r, NULL) == EX_SOFTWARE ? EX_CANTCREAT : cli_exit_code(r, NULL);
+	}
+	return EX_OK;
+}

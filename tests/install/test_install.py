@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The install suite: what an integrator gets from a default `meson install`.
+
+  - a default build (prefix /usr/local) installs nothing outside the prefix;
+  - `pkg-config --cflags stagelog` gives only stagelog's include folder and
+    `--libs` only -lstagelog (with its -L), even when no other .pc file can
+    be found (the private dependencies are Libs.private only);
+  - the README's C example compiles and links with only stagelog's .pc, in
+    a file that defines its own strlcpy.
+
+Usage: test_install.py SOURCE_DIR"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+SOURCE = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else
+                         os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def run(argv, **kw):
+    p = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        raise AssertionError("%s exited %d:\n%s%s" % (" ".join(argv), p.returncode, p.stdout, p.stderr))
+    return p.stdout
+
+
+class TestInstall(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="stagelog-install-")
+        cls.dest = os.path.join(cls.tmp, "dest")
+        build = os.path.join(cls.tmp, "build")
+        run(["meson", "setup", "-Dprefix=/usr/local", "-Dtests=false", "-Dfuzz=disabled", build, SOURCE])
+        run(["meson", "compile", "-C", build])
+        run(["meson", "install", "-C", build, "--quiet"], env=dict(os.environ, DESTDIR=cls.dest))
+        cls.files = []
+        for dirpath, dirnames, filenames in os.walk(cls.dest):
+            for n in filenames:
+                cls.files.append(os.path.relpath(os.path.join(dirpath, n), cls.dest))
+        pcs = [f for f in cls.files if f.endswith("/pkgconfig/stagelog.pc")]
+        cls.pc_dir = os.path.join(cls.dest, os.path.dirname(pcs[0])) if pcs else None
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def pkg_config(self, *args):
+        # Only our .pc on the path: a Requires.private on sqlite3, libcjson
+        # or libbsd-overlay would make pkg-config fail here.
+        env = dict(os.environ, PKG_CONFIG_LIBDIR=self.pc_dir)
+        env.pop("PKG_CONFIG_PATH", None)
+        prefix = os.path.join(self.dest, "usr", "local")
+        return run(["pkg-config", "--define-variable=prefix=" + prefix] + list(args) + ["stagelog"],
+                   env=env).split()
+
+    def test_everything_under_the_prefix(self):
+        self.assertTrue(self.files)
+        outside = [f for f in self.files if not f.startswith("usr/local/")]
+        self.assertEqual(outside, [])
+        for unit in ("usr/local/lib/systemd/system/stagelog-recover.service",
+                     "usr/local/lib/systemd/system/stagelog-recover@.service",
+                     "usr/local/lib/systemd/user/stagelog-recover.service",
+                     "usr/local/lib/tmpfiles.d/stagelog.conf"):
+            self.assertIn(unit, self.files)
+        with open(os.path.join(self.dest, "usr/local/lib/systemd/system/stagelog-recover@.service")) as f:
+            self.assertIn("\nUser=%i\n", f.read())
+        with open(os.path.join(self.dest, "usr/local/lib/systemd/user/stagelog-recover.service")) as f:
+            self.assertIn("\nExecStart=/usr/local/bin/stagelog recover\n", f.read())
+
+    def test_pkg_config_names_only_stagelog(self):
+        self.assertIsNotNone(self.pc_dir)
+        prefix = os.path.join(self.dest, "usr", "local")
+        self.assertEqual(self.pkg_config("--cflags"), ["-I" + prefix + "/include/stagelog"])
+        libs = self.pkg_config("--libs")
+        self.assertEqual(libs[-1], "-lstagelog")
+        self.assertEqual(len(libs), 2)
+        self.assertTrue(libs[0].startswith("-L" + prefix + "/lib"), libs)
+        with open(os.path.join(self.pc_dir, "stagelog.pc")) as f:
+            pc = f.read()
+        self.assertNotIn("Requires", pc)
+        self.assertRegex(pc, r"(?m)^Libs.private: .*-lsqlite3")
+
+    def test_readme_example_compiles(self):
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            readme = f.read()
+        m = re.search(r"```c\n(.*?)```", readme, re.S)
+        self.assertIsNotNone(m, "README has no C example")
+        lines = m.group(1).splitlines()
+        includes = [l for l in lines if l.startswith("#include")]
+        body = [l for l in lines if not l.startswith("#include")]
+        self.assertEqual(includes[0].split()[1], "<sl-recover.h>")
+        src = "\n".join([
+            "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
+        ] + includes + [
+            "/* The gateway's own strlcpy: nothing pkg-config adds may clash with it. */",
+            "size_t strlcpy(char *dst, const char *src, size_t size);",
+            "size_t strlcpy(char *dst, const char *src, size_t size)",
+            "{ size_t n = strlen(src); if (size) { size_t k = n < size - 1 ? n : size - 1;"
+            " memcpy(dst, src, k); dst[k] = 0; } return n; }",
+            "static void die(const char *msg) { fprintf(stderr, \"%s\\n\", msg); exit(1); }",
+            "static void run_runtime(const char *path) { (void)path; }",
+            "int main(void)", "{", "const char *token = \"t\";",
+        ] + body + ["return 0;", "}", ""])
+        c_file = os.path.join(self.tmp, "gateway.c")
+        with open(c_file, "w") as f:
+            f.write(src)
+        cc = os.environ.get("CC", "cc")
+        run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", os.path.join(self.tmp, "gateway"), c_file]
+            + self.pkg_config("--cflags") + self.pkg_config("--libs"))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
