@@ -28,7 +28,8 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	(void)ftw;
 	if (flag == FTW_DP || flag == FTW_D)
 		chmod(path, 0700);
-	return remove(path) < 0 && errno != ENOENT ? 0 : 0;
+	/* A name that cannot go stops the walk: the caller then fails. */
+	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
 }
 
 void remove_all(const char *path)
@@ -39,6 +40,12 @@ void remove_all(const char *path)
 	snprintf(cmd, sizeof(cmd), "chmod -R u+rwx '%s' 2>/dev/null; rm -rf '%s'", path, path);
 	if (system(cmd) != 0)
 		nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
+	/* A test that left something it cannot remove (a mount, an immutable
+	 * file) fails here, rather than leaving it for the next run. */
+	struct stat st;
+	if (lstat(path, &st) == 0)
+		fail_msg("cannot remove %s", path);
+	assert_int_equal(errno, ENOENT);
 }
 
 void sandbox_finish(struct sandbox *sb)

@@ -588,17 +588,25 @@ static void env_file_not_regular(void **state)
 	int status;
 
 	(void)state;
-	/* A pipe is read (as `--env-file <(...)` gives one). */
+	/* A pipe is read (as `--env-file <(...)` gives one). The writer has
+	 * written and gone before the read starts, as with <(...): a read
+	 * that opened the FIFO before any writer would see end-of-file at
+	 * once, and the writer would then block in open() for ever. The
+	 * holder keeps the pipe (and its bytes) alive meanwhile. */
 	snprintf(path, sizeof(path), "%s/fifo.env", tmpdir);
 	assert_int_equal(mkfifo(path, 0600), 0);
+	int holder = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	assert_true(holder >= 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		int fd = open(path, O_WRONLY);
 		_exit(fd >= 0 && write(fd, "PIPED=1\n", 8) == 8 ? 0 : 1);
 	}
-	assert_int_equal(oci_env_read_file(&l, path, &err), 0);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(oci_env_read_file(&l, path, &err), 0);
+	close(holder);
 	assert_int_equal(l.n, 1);
 	assert_string_equal(l.vars[0].name, "PIPED");
 	oci_env_list_finish(&l);

@@ -498,6 +498,32 @@ static void test_undo_symlink_swap(void **state)
 	free(before);
 }
 
+/* Symlinks the log does not know (a runtime made them) to directories
+ * outside, found by the tree walk: in the top directory and in a staged
+ * directory. Each loses its name; nothing is followed. */
+static void test_undo_runtime_symlinks(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	char path[1024], target[1024], *before, *after;
+
+	snapshot_outside(fx, &before);
+	assert_int_equal(stage_sample(fx, &st, &err), 0);
+	snprintf(path, sizeof(path), "%s/runtime-link", sl_stage_path(st));
+	assert_int_equal(symlink(fx->outside, path), 0);
+	snprintf(target, sizeof(target), "%s/etc", fx->outside);
+	snprintf(path, sizeof(path), "%s/rootfs/var/runtime-link", sl_stage_path(st));
+	assert_int_equal(symlink(target, path), 0);
+	assert_int_equal(sl_stage_release(st, &err), 0);
+	sl_stage_free(st);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	snapshot_outside(fx, &after);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+}
+
 static void test_undo_readonly_fifo_hardlink(void **state)
 {
 	struct fixture *fx = *state;
@@ -571,6 +597,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_in_multipage_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_paths_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_symlink_swap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undo_runtime_symlinks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_readonly_fifo_hardlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_top_replaced, setup, teardown),
 	};

@@ -300,6 +300,8 @@ static void test_corrupt_header_of_real_db(void **state)
 	struct sl_error err = {0};
 	struct sl_store *s = NULL;
 	sqlite3 *db;
+	size_t len;
+	char *before;
 
 	/* A real database whose header was overwritten. */
 	assert_int_equal(sqlite3_open(sb->db, &db), SQLITE_OK);
@@ -308,7 +310,13 @@ static void test_corrupt_header_of_real_db(void **state)
 	int fd = open(sb->db, O_WRONLY);
 	assert_int_equal(pwrite(fd, "garbage garbage!", 16, 0), 16);
 	close(fd);
+	before = slurp(sb->db, &len);
 	assert_int_equal(sl_store_open(sb->db, &s, &err), -EBADMSG);
+	assert_null(s);
+	/* Refused, and left exactly as it was: no byte rewritten, no WAL or
+	 * journal made beside it. */
+	assert_untouched(sb, before, len);
+	free(before);
 }
 
 /* Two processes inserting and updating stages at once: BEGIN IMMEDIATE,

@@ -333,11 +333,24 @@ class TestStage(Base):
             f.write("FILE_SECRET=" + CANARY + "-file\n")
         env = dict(self.env, ENV_SECRET=CANARY + "-env")
         outs = []
-        for args in (["-v", "stage", "--root", self.root, "--bundle", self.bundle, "--env", "S=" + CANARY,
-                      "--env", "ENV_SECRET", "--env-file", envfile],
-                     ["stage", "--root", self.root, "--bundle",
-                      make_bundle(os.path.join(self.tmp, "bad"), config="{"), "--env", "S=" + CANARY]):
-            p = self.sl(*args, code=None, env=env)
+        # Each case must end as it should (staged; refused as bad data with
+        # one diagnostic): a crash that printed nothing would leak nothing
+        # and prove nothing.
+        for code, args in ((0, ["-v", "stage", "--root", self.root, "--bundle", self.bundle, "--env",
+                                "S=" + CANARY, "--env", "ENV_SECRET", "--env-file", envfile]),
+                           (65, ["stage", "--root", self.root, "--bundle",
+                                 make_bundle(os.path.join(self.tmp, "bad"), config="{"), "--env",
+                                 "S=" + CANARY])):
+            p = self.sl(*args, code=code, env=env)
+            if code == 0:
+                stage_id, path = p.stdout.rstrip("\n").split("\t")
+                with open(os.path.join(path, "config.json")) as f:
+                    staged = f.read()
+                # The secrets did reach the one place they belong.
+                for var in ("S=" + CANARY, "ENV_SECRET=" + CANARY + "-env", "FILE_SECRET=" + CANARY + "-file"):
+                    self.assertIn(json.dumps(var), staged)
+            else:
+                self.one_line_error(p)
             outs.append(p.stdout + p.stderr)
         for args in (["list", "--all"], ["--json", "list", "--all"]):
             outs.append(self.sl(*args).stdout)
@@ -641,6 +654,40 @@ class TestRecover(Base):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         return stages[0]
+
+    def test_runtime_keeps_stage_alive(self):
+        """`run` hands the stage's lock to its runtime: with the launcher
+        killed and the runtime still running, the stage is live; once the
+        runtime is gone too, it is stale."""
+        proc = subprocess.Popen([STAGELOG, "--db", self.db, "run", "--root", self.root, "--bundle", self.bundle,
+                                 "--", "sleep", "100"], env=self.env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 20
+            runtime = None
+            while time.time() < deadline and runtime is None:
+                out = subprocess.run(["pgrep", "-P", str(proc.pid), "-x", "sleep"], stdout=subprocess.PIPE,
+                                     text=True).stdout.split()
+                runtime = int(out[0]) if out else None
+                time.sleep(0.02)
+            self.assertIsNotNone(runtime, "the runtime did not start")
+            # Only the launcher dies; its runtime goes on using the bundle.
+            proc.kill()
+            proc.wait()
+            st = self.slj("list")[0]
+            self.assertTrue(st["owner_alive"])
+            rep = self.slj("recover")
+            self.assertEqual(rep["live"], [st["id"]])
+            self.assertEqual(rep["recovered"], [])
+            self.assertTrue(os.path.isfile(os.path.join(st["path"], "config.json")))
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and self.slj("list")[0]["owner_alive"]:
+            time.sleep(0.05)
+        self.assertEqual(self.slj("recover")["recovered"], [st["id"]])
+        self.assert_root_empty()
 
     def test_recover_stale(self):
         st = self.start_orphaned_run()

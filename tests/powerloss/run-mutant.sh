@@ -2,8 +2,8 @@
 # run-mutant.sh MUTANT [HARNESS OPTIONS...]
 #
 # Copies the tree to a scratch folder, applies one mutation from
-# tests/powerloss/mutants/MUTANT.mutant (the original text must occur exactly
-# once in its target), builds that stagelog with meson and runs the
+# tests/mutants/pl-MUTANT.mut (suite: powerloss; see tests/mutants/mutate.py
+# for the format), builds that stagelog with meson and runs the
 # power-loss harness against it. The mutant is caught when the harness
 # reports at least one violation; each violation names the crash point, the
 # seed and the first broken invariant.
@@ -19,15 +19,11 @@ build=${BUILD:-$top/build}
 say() { printf 'run-mutant: %s\n' "$*" >&2; }
 
 [ $# -ge 1 ] || { echo "usage: run-mutant.sh MUTANT [HARNESS OPTIONS...]" >&2; exit 64; }
-name=$1
+name=${1#pl-}
+name=pl-$name
 shift
-file=$here/mutants/$name.mutant
-[ -f "$file" ] || file=$name
-[ -f "$file" ] || { say "no such mutant: $name (see $here/mutants)"; exit 64; }
-if grep -q '^status: pending' "$file"; then
-	say "$name: $(sed -n 's/^status: //p' "$file")"
-	exit 77
-fi
+file=$top/tests/mutants/$name.mut
+[ -f "$file" ] || { say "no such mutant: $name (see tests/mutants/pl-*.mut)"; exit 64; }
 harness=$build/tests/powerloss/powerloss
 fused=$build/tests/powerloss/pl-fused
 [ -x "$harness" ] && [ -x "$fused" ] || { say "build the harness first (./dev build)"; exit 2; }
@@ -37,33 +33,8 @@ trap 'rm -rf "$scratch"' EXIT INT TERM
 mkdir "$scratch/src"
 # The tree as git sees it (tracked and new files, not build folders).
 (cd "$top" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf -) | tar -xf - -C "$scratch/src"
-
-python3 - "$file" "$scratch/src" <<'PY'
-import sys
-path, root = sys.argv[1], sys.argv[2]
-head, sections, cur = {}, {}, None
-for line in open(path).read().split("\n"):
-    if line.startswith("@@ "):
-        cur = line[3:].strip()
-        if cur != "end":
-            sections[cur] = []
-        continue
-    if cur is None:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            head[k.strip()] = v.strip()
-    elif cur != "end":
-        sections[cur].append(line)
-orig = "\n".join(sections["original"]) + "\n"
-repl = "\n".join(sections["replacement"]) + "\n"
-target = root + "/" + head["target"]
-text = open(target).read()
-n = text.count(orig)
-if n != 1:
-    sys.exit("run-mutant: %s: the original text occurs %d times in %s (must be once)" % (path, n, head["target"]))
-open(target, "w").write(text.replace(orig, repl))
-print("run-mutant: %s: %s" % (head["target"], head.get("why", "")), file=sys.stderr)
-PY
+# The one mutation mechanism of the project (tests/mutants/mutate.py).
+python3 "$top/tests/mutants/mutate.py" apply "$name" "$scratch/src" || exit 2
 
 meson setup "$scratch/build" "$scratch/src" -Dtests=false -Dpowerloss=disabled -Dsystemd=false -Dfuzz=disabled \
 	>"$scratch/setup.log" 2>&1 || { cat "$scratch/setup.log" >&2; exit 2; }
