@@ -69,10 +69,12 @@ static cJSON *failed_array(const struct cli_failed_list *fl)
 	return a;
 }
 
-static int print_json(const struct sl_check_report *rep, const struct cli_failed_list *fl)
+static int print_json(const struct sl_check_report *rep, const struct cli_failed_list *fl,
+		      const struct cli_failed_list *moved)
 {
 	cJSON *doc = cJSON_CreateObject();
 	cJSON *failed = failed_array(fl);
+	cJSON *root_moved = failed_array(moved);
 	cJSON *orphans = path_array(rep->orphans, rep->n_orphans);
 	cJSON *removed = path_array(rep->removed, rep->n_removed);
 	bool ok = doc && orphans && removed && failed;
@@ -82,6 +84,9 @@ static int print_json(const struct sl_check_report *rep, const struct cli_failed
 	ok = ok && cJSON_AddItemToObject(doc, "failed", failed);
 	if (!ok)
 		cJSON_Delete(failed);
+	ok = ok && root_moved && cJSON_AddItemToObject(doc, "root_moved", root_moved);
+	if (!ok)
+		cJSON_Delete(root_moved);
 	ok = ok && cJSON_AddItemToObject(doc, "orphans", orphans);
 	if (!ok)
 		cJSON_Delete(orphans);
@@ -94,18 +99,25 @@ static int print_json(const struct sl_check_report *rep, const struct cli_failed
 	return cli_json_print(doc);
 }
 
-static void print_text(const struct sl_check_report *rep, const struct cli_failed_list *fl)
+static void print_stages(const char *what, const struct cli_failed_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		printf("%s %s %s ", what, l->v[i].id, l->v[i].where.label);
+		cli_fput_escaped(stdout, l->v[i].where.path, strlen(l->v[i].where.path));
+		fputs(": ", stdout);
+		cli_fput_escaped(stdout, l->v[i].reason, strlen(l->v[i].reason));
+		putchar('\n');
+	}
+}
+
+static void print_text(const struct sl_check_report *rep, const struct cli_failed_list *fl,
+		       const struct cli_failed_list *moved)
 {
 	fputs("integrity: ", stdout);
 	cli_fput_escaped(stdout, rep->integrity, strnlen(rep->integrity, sizeof(rep->integrity)));
 	putchar('\n');
-	for (size_t i = 0; i < fl->n; i++) {
-		printf("failed %s %s ", fl->v[i].id, fl->v[i].where.label);
-		cli_fput_escaped(stdout, fl->v[i].where.path, strlen(fl->v[i].where.path));
-		fputs(": ", stdout);
-		cli_fput_escaped(stdout, fl->v[i].reason, strlen(fl->v[i].reason));
-		putchar('\n');
-	}
+	print_stages("failed", fl);
+	print_stages("root-moved", moved);
 	/* An orphan that was removed is reported once, as removed. */
 	for (size_t i = 0; i < rep->n_orphans; i++) {
 		if (was_removed(rep, rep->orphans[i]))
@@ -130,7 +142,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		{ 0 },
 	};
 	struct sl_check_report rep = { 0 };
-	struct cli_failed_list fl = { 0 };
+	struct cli_failed_list fl = { 0 }, moved = { 0 };
 	struct sl_error err = { 0 };
 	_cleanup_free_ const char **roots = NULL;
 	size_t n_roots = 0;
@@ -194,16 +206,32 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		}
 	}
 
-	code = cli->json ? print_json(&rep, &fl) : (print_text(&rep, &fl), EX_OK);
+	/* Stages whose root now leads elsewhere: their files may sit in the
+	 * old directory, which no removal will look at. */
+	moved.v = calloc(rep.n_root_moved + 1, sizeof(*moved.v));
+	if (!moved.v) {
+		free(fl.v);
+		sl_check_report_finish(&rep);
+		return cli_fail(-ENOMEM, NULL, "cannot check");
+	}
+	for (size_t i = 0; i < rep.n_root_moved; i++) {
+		struct cli_failed *m = &moved.v[moved.n++];
+
+		snprintf(m->id, sizeof(m->id), "%s", rep.root_moved[i]);
+		(void)cli_stage_where(cli, m->id, &m->where);
+		snprintf(m->reason, sizeof(m->reason), "staging root now leads to another directory");
+	}
+	code = cli->json ? print_json(&rep, &fl, &moved) : (print_text(&rep, &fl, &moved), EX_OK);
 	/* Clean means a sound store, no failed stage (its secrets may still
 	 * be on disk) and no orphan left behind: one that --remove-orphans
 	 * removed is fixed, one it had to leave is not. */
-	clean = strcmp(rep.integrity, "ok") == 0 && fl.n == 0;
+	clean = strcmp(rep.integrity, "ok") == 0 && fl.n == 0 && moved.n == 0;
 	for (size_t i = 0; i < rep.n_orphans && clean; i++)
 		clean = was_removed(&rep, rep.orphans[i]);
 	if (code == EX_OK && !clean)
 		code = 1;
 	free(fl.v);
+	free(moved.v);
 	sl_check_report_finish(&rep);
 	return code;
 }

@@ -60,8 +60,7 @@ static enum top_lock top_lock(const struct sl_record *rec)
 		return r == -ENOENT ? LOCK_FREE : LOCK_HELD;
 	top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top < 0 && errno == ENOENT)
-		return rec->have_inode && rec->have_root_id && fd_fileid(root, &id) == 0 && id.ino == rec->root_ino &&
-				       (rec->root_btime == 0 || id.btime == 0 || id.btime == rec->root_btime)
+		return rec->have_inode && rec->have_root_id && fd_fileid(root, &id) == 0 && root_matches(rec, &id)
 			       ? TOP_MISSING
 			       : LOCK_FREE;
 	if (top < 0)

@@ -130,6 +130,10 @@ struct sl_check_report {
 	size_t n_orphans;
 	char **removed;
 	size_t n_removed;
+	/* In-flight stages whose root path now leads to another directory
+	 * (a symlink repointed, a directory replaced): full ids. */
+	char (*root_moved)[SL_ID_SIZE];
+	size_t n_root_moved;
 };
 
 #define SL_CHECK_REMOVE_ORPHANS 0x1u /* remove the orphans found */

@@ -285,6 +285,22 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 	return r < 0 ? r : 0;
 }
 
+/* Notes an in-flight stage whose root path now leads elsewhere. */
+static int check_root_of(const struct sl_record *rec, void *userdata)
+{
+	struct sl_check_report *rep = userdata;
+	char (*v)[SL_ID_SIZE];
+
+	if (record_check(rec) || root_check(rec) != -ESTALE)
+		return 0;
+	v = realloc(rep->root_moved, (rep->n_root_moved + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	rep->root_moved = v;
+	snprintf(v[rep->n_root_moved++], SL_ID_SIZE, "%s", rec->id);
+	return 0;
+}
+
 int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
 	     struct sl_check_report *report, struct sl_error *reterr)
 {
@@ -299,6 +315,9 @@ int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, u
 	r = store_quick_check(store, report->integrity, sizeof(report->integrity), reterr);
 	if (r < 0)
 		return r;
+	r = store_stage_foreach(store, false, NULL, check_root_of, report, reterr);
+	if (r < 0)
+		return r == -ENOMEM ? sl_err(reterr, r, "cannot check: %s", strerror(ENOMEM)) : r;
 	/* Orphans are judged by the store: a store that is not sound cannot
 	 * vouch that a directory is nobody's, so nothing is removed. */
 	remove = (flags & SL_CHECK_REMOVE_ORPHANS) && strcmp(report->integrity, "ok") == 0;
@@ -333,6 +352,7 @@ void sl_check_report_finish(struct sl_check_report *report)
 {
 	if (!report)
 		return;
+	free(report->root_moved);
 	for (size_t i = 0; i < report->n_orphans; i++)
 		free(report->orphans[i]);
 	for (size_t i = 0; i < report->n_removed; i++)

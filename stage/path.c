@@ -107,6 +107,29 @@ bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct file
 	return dev == id->dev;
 }
 
+bool root_matches(const struct sl_record *rec, const struct fileid *id)
+{
+	if (!rec->have_root_id)
+		return true; /* recorded before schema 2: nothing to compare */
+	return id->ino == rec->root_ino && (rec->root_btime == 0 || id->btime == 0 || id->btime == rec->root_btime);
+}
+
+int root_check(const struct sl_record *rec)
+{
+	_cleanup_close_ int fd = -1;
+	struct fileid id;
+	int r = open_root(rec->root, &fd);
+
+	if (r == -ELOOP || r == -ENOTDIR)
+		return -ESTALE;
+	if (r < 0)
+		return r;
+	r = fd_fileid(fd, &id);
+	if (r < 0)
+		return r;
+	return root_matches(rec, &id) ? 0 : -ESTALE;
+}
+
 /* The fallback walk: one component at a time with O_PATH | O_NOFOLLOW, so a
  * symlink anywhere fails with ELOOP, and a mount-id compare after each step,
  * so a mount anywhere fails with EXDEV. */

@@ -58,6 +58,15 @@ HIDDEN int fd_fileid(int fd, struct fileid *ret);
  * birth time, or same inode and device where no birth time is known. */
 HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id);
 
+/* True when id is the staging root the record began in (always true for a
+ * record without a recorded root identity). */
+HIDDEN bool root_matches(const struct sl_record *rec, const struct fileid *id);
+
+/* 0 when the record's root path still leads to the directory the stage
+ * began in, -ESTALE when it leads to another one (or to something that is
+ * not a directory), -ENOENT when there is nothing there. */
+HIDDEN int root_check(const struct sl_record *rec);
+
 /* Reads the identity of process pid (0: self): boot id, start time, and
  * the pid namespace the pid was read in (ours). -ESRCH when there is no
  * such process. */

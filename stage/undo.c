@@ -654,8 +654,7 @@ static int open_checked_root(const struct sl_record *rec, int *ret_fd, char *rea
 	r = fd_fileid(fd, &id);
 	if (r < 0)
 		return fail_reason(reason, size, r, "cannot open staging root: %s", strerror(-r));
-	if (rec->have_root_id &&
-	    (id.ino != rec->root_ino || (rec->root_btime != 0 && id.btime != 0 && id.btime != rec->root_btime)))
+	if (!root_matches(rec, &id))
 		return fail_reason(reason, size, -ESTALE, "staging root %s: now leads to another directory; left alone",
 				   rec->root);
 	*ret_fd = TAKE_FD(fd);

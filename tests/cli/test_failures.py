@@ -467,6 +467,9 @@ class TestNoInternalErrors(Failures):
                     open(self.root, "w").close()
                 else:
                     os.mkdir(self.root, 0o700)
+                # check names it before anything else touched it.
+                out = self.slj("check", code=1)
+                self.assertEqual([m["id"] for m in out["root_moved"]], [stage_id])
                 p = self.sl("release", stage_id, code=1)
                 self.one_line_error(p)
                 self.assertNotIn(CANARY, p.stderr)
