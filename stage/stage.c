@@ -398,24 +398,6 @@ int sl_stage_mkdir(struct sl_stage *st, const char *path, mode_t mode, struct sl
 	return 0;
 }
 
-/* Writes all of buf to fd. */
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return negerrno();
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int sl_stage_write_file(struct sl_stage *st, const char *path, const void *buf, size_t len, mode_t mode,
 			struct sl_error *reterr)
 {

@@ -12,22 +12,14 @@
 #include <sys/types.h>
 
 #include "macro.h"
+#include "proc.h"
 #include "sl-store.h"
 
 #define SL_ID_LEN 32
 #define SL_LABEL_MAX 32
-#define SL_BOOT_ID_LEN 36
 
 enum sl_kind { SL_KIND_DIR = 1, SL_KIND_FILE = 2, SL_KIND_SYMLINK = 3 };
 enum sl_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
-
-/* Who a stage (or a claim on it) belongs to. */
-struct sl_owner {
-	char boot_id[SL_BOOT_ID_LEN + 1];
-	int64_t pid;
-	uint64_t start_time; /* field 22 of /proc/PID/stat, in clock ticks */
-	uint64_t pidns;      /* inode of /proc/PID/ns/pid */
-};
 
 /* One stage record, as stored. */
 struct sl_record {
