@@ -90,8 +90,10 @@ HIDDEN int undo_remove_tree(int dirfd, const char *prefix, const char *name, boo
 			    uint64_t ino, char *reason, size_t reason_size);
 
 /* Writes root as stagelog records it: absolute (from the working directory,
- * symlinks not resolved), without trailing slashes. -EINVAL for a path with
- * "." or ".." or an empty component, -ENAMETOOLONG when too long. */
+ * symlinks not resolved), "." and empty components dropped, without
+ * trailing slashes. -EINVAL for a path with a ".." component or one that
+ * comes down to "/" itself, -ENAMETOOLONG when it leaves no room for a
+ * LABEL-ID below it in size bytes (tests/test-path.c holds the table). */
 HIDDEN int absolute_root(const char *root, char *buf, size_t size);
 
 /* Takes the exclusive lock on a stage's top directory without waiting for
