@@ -20,6 +20,12 @@ extern "C" {
 /* Set in struct sl_error.flags when the failure was about creating an output
  * (the staging root is unusable, a destination exists), not about reading. */
 #define SL_ERROR_CANTCREAT 0x1u
+/* Set by a failed release (sl_release_id()) when the stage is left failed:
+ * its removal could not finish, and the record says why. */
+#define SL_ERROR_STAGE_FAILED 0x2u
+/* Set by a failed release when the stage is published: it belongs to its
+ * destination. */
+#define SL_ERROR_STAGE_PUBLISHED 0x4u
 
 /*
  * A caller-owned error report. code is the negative errno also returned;

@@ -88,7 +88,7 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 static int recover_one(struct sl_store *store, struct sl_record *rec, bool force, struct sl_recover_report *rep)
 {
 	_cleanup_close_ int root = -1, top = -1;
-	char reason[256];
+	struct sl_error err = { 0 };
 	int r;
 
 	/* Someone took the lock between the judgement and the claim (a
@@ -97,15 +97,15 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 	if (!record_check(rec) && open_root(rec->root, &root) == 0) {
 		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (top >= 0 && stage_try_lock(top) < 0 && !force) {
-			snprintf(reason, sizeof(reason), "%s: locked by a live process; left alone", rec->topdir);
-			(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED, reason,
-						     false, NULL);
-			return push_failure(rep, rec->id, reason);
+			snprintf(err.msg, UNDO_REASON_MAX, "%s: locked by a live process; left alone", rec->topdir);
+			(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED,
+						     err.msg, false, NULL);
+			return push_failure(rep, rec->id, err.msg);
 		}
 	}
-	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, reason, sizeof(reason));
+	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, &err);
 	if (r < 0)
-		return push_failure(rep, rec->id, reason);
+		return push_failure(rep, rec->id, err.msg);
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
 }
 

@@ -243,7 +243,8 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		return r;
 	}
 	while ((de = readdir(d))) {
-		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1], reason[256];
+		struct sl_error ignored = { 0 };
+		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1];
 		_cleanup_close_ int top = -1;
 		struct stat st;
 		int o;
@@ -273,7 +274,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		top = openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (top < 0 || stage_try_lock(top) < 0)
 			continue;
-		if (undo_remove_tree(root_fd, ".", de->d_name, true, st.st_dev, st.st_ino, reason, sizeof(reason)) == 0) {
+		if (undo_remove_tree(root_fd, ".", de->d_name, true, st.st_dev, st.st_ino, &ignored) == 0) {
 			(void)fsync(root_fd);
 			if (push_path(&rep->removed, &rep->n_removed, root, de->d_name) < 0) {
 				r = -ENOMEM;

@@ -113,7 +113,10 @@ SL_PUBLIC int sl_stage_lock_inherit(struct sl_stage *stage, struct sl_error *ret
  * belongs to its destination); one whose lock is held by a live process, or
  * that a recovery is working on, is -EBUSY. Returns 1 when it removed
  * something; a removal that could not finish leaves the stage failed with a
- * reason and returns its negative errno.
+ * reason and returns its negative errno. On failure, reterr->flags has
+ * SL_ERROR_STAGE_FAILED when the stage is left failed (so also when it was
+ * failed and could not be taken) and SL_ERROR_STAGE_PUBLISHED when it is
+ * published.
  */
 SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
 

@@ -61,6 +61,11 @@ HIDDEN int root_check(const struct sl_record *rec);
  * sound, else why not. Nothing is opened for a record that fails. */
 HIDDEN const char *record_check(const struct sl_record *rec);
 
+/* The longest reason an undo gives (and a failed stage records), NUL
+ * included: the rest of a struct sl_error's message is room for the
+ * caller's own words around it. */
+#define UNDO_REASON_MAX 256
+
 /*
  * The undo routine: the only code in stagelog that removes a staged path.
  * Validates every entry of the record first (a bad one: -EBADMSG, nothing
@@ -70,13 +75,14 @@ HIDDEN const char *record_check(const struct sl_record *rec);
  * removed as it goes; at the end, in one transaction, marks them all removed
  * and moves the stage from a state in from_mask to `done`. ENOENT counts
  * as done. On failure (the record untouched but for entries already
- * removed) reason holds a
- * redacted explanation and the return value is negative: -EBADMSG (a record
+ * removed) *reterr (not NULL) holds the code and a redacted explanation,
+ * at most UNDO_REASON_MAX bytes, which is also the failed stage's
+ * recorded reason, and the return value is negative: -EBADMSG (a record
  * fails validation), -EXDEV (a mount in the way), -ESTALE (an identity
  * mismatch), or the errno of the removal that failed.
  */
 HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-		      char *reason, size_t reason_size);
+		      struct sl_error *reterr);
 
 /*
  * Removes the directory `name` in dirfd and everything beneath it, never
@@ -84,10 +90,10 @@ HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsig
  * directories. When have_id, the directory is removed only if its device
  * and inode are dev/ino. prefix is the root-relative path of dirfd, used in
  * the reason. Returns 0 (also when name does not exist) or a negative errno
- * with reason set.
+ * with *reterr (not NULL) set.
  */
 HIDDEN int undo_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
-			    uint64_t ino, char *reason, size_t reason_size);
+			    uint64_t ino, struct sl_error *reterr);
 
 /* Writes root as stagelog records it: absolute (from the working directory,
  * symlinks not resolved), "." and empty components dropped, without
