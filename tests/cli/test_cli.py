@@ -1067,13 +1067,13 @@ class TestCheck(Base):
         self.assertIn("orphan " + orphan, p.stdout.splitlines())
         self.assertNotIn(path, p.stdout)
         doc = self.slj("check", "--root", self.root, code=1)
-        self.assertEqual(doc, {"integrity": "ok", "failed": [], "orphans": [orphan], "removed": []})
+        self.assertEqual(doc, {"integrity": "ok", "failed": [], "root_moved": [], "orphans": [orphan], "removed": []})
         doc = self.slj("check", "--root", self.root, "--remove-orphans", code=0)
         self.assertEqual(doc["removed"], [orphan])
         self.assertFalse(os.path.exists(orphan))
         self.assertTrue(os.path.isdir(path))
         doc = self.slj("check", "--root", self.root)
-        self.assertEqual(doc, {"integrity": "ok", "failed": [], "orphans": [], "removed": []})
+        self.assertEqual(doc, {"integrity": "ok", "failed": [], "root_moved": [], "orphans": [], "removed": []})
 
     def test_locked_orphan_is_kept(self):
         orphan = self.make_orphan()
