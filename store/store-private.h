@@ -81,11 +81,11 @@ HIDDEN int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned fr
  * Claims a batch of stages for recovery in one durable transaction. Each
  * claim is a compare-and-swap: stage i moves to recovering with claimer as
  * its claimer only if its state and previous claimer are still those in
- * recs[i], so two recoverers never both win one stage. ok[i] says which
+ * recs[i], so two recoverers never both win one stage. ret_claimed[i] says which
  * claims won.
  */
 HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
-				   const struct sl_owner *claimer, bool *ok, struct sl_error *reterr);
+				   const struct sl_owner *claimer, bool *ret_claimed, struct sl_error *reterr);
 
 /* Sets this process as the claimer of a ready stage (compare-and-swap on
  * its state and previous claimer, which it updates in rec): a recovery

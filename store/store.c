@@ -882,7 +882,7 @@ int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask
 }
 
 int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
-			    const struct sl_owner *claimer, bool *ok, struct sl_error *reterr)
+			    const struct sl_owner *claimer, bool *ret_claimed, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int64_t now = sl_now_ms();
@@ -904,13 +904,13 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 		sqlite3_bind_int64(st, 8, recs[i]->claimer.pid);
 		sqlite3_bind_int64(st, 9, (sqlite3_int64)recs[i]->claimer.start_time);
 		r = step_done(s, st);
-		ok[i] = r == 0 && sqlite3_changes(s->db) == 1;
+		ret_claimed[i] = r == 0 && sqlite3_changes(s->db) == 1;
 	}
 	/* Durable: a claim must not be lost while its removal goes on, or a
 	 * second recoverer could start on the same stage after a power loss. */
 	r = end_txn(s, r, reterr, "cannot claim stages");
 	for (size_t i = 0; r < 0 && i < n; i++)
-		ok[i] = false;
+		ret_claimed[i] = false;
 	return r;
 }
 
@@ -919,7 +919,7 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int r;
 
-	/* claim_pid -1 marks a claim that is not a recovery's (judge() looks
+	/* claim_pid -1 marks a claim that is not a recovery's (stage_liveness() looks
 	 * at claims only while recovering); claim_start is a fresh token. */
 	r = begin(s, false);
 	if (r == 0)
