@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "macro.h"
+#include "sl-oci.h"
 #include "sl-recover.h"
 #include "sl-stage.h"
 #include "sl-store.h"

@@ -15,29 +15,6 @@ static const char usage[] =
 	"\n"
 	"  -h, --help  print this help\n";
 
-static int note_state(const struct sl_stage_info *info, void *userdata)
-{
-	*(enum sl_state *)userdata = info->state;
-	return 0;
-}
-
-static int stop_entries(const struct sl_entry_info *info, void *userdata)
-{
-	(void)info;
-	(void)userdata;
-	return -ECANCELED; /* the state is all we wanted */
-}
-
-/* The stage's state now, or SL_STATE_COUNT_ when it cannot be read. */
-static enum sl_state stage_state(struct cli *cli, const char *id)
-{
-	enum sl_state state = SL_STATE_COUNT_;
-	struct sl_error err = { 0 };
-
-	(void)sl_show(cli->store, id, note_state, stop_entries, &state, &err);
-	return state;
-}
-
 int cmd_release(struct cli *cli, int argc, char **argv)
 {
 	struct sl_error err = { 0 };
@@ -54,22 +31,18 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 	(void)cli_stage_where(cli, id, &where);
 	r = sl_release_id(cli->store, id, &err);
 	if (r < 0) {
-		/* Ask the record what happened: a published stage is a usage
-		 * error, and a stage that became failed is one we could not
+		/* The library says what happened: a published stage is a
+		 * usage error, and a stage left failed is one we could not
 		 * remove (exit 1), whatever errno the removal stopped at. */
-		switch (stage_state(cli, id)) {
-		case SL_STATE_PUBLISHED:
+		if (err.flags & SL_ERROR_STAGE_PUBLISHED)
 			return cli_usage_error("cannot release %s: it is published and belongs to its destination", id);
-		case SL_STATE_FAILED:
-			/* A record that fails validation is bad data (65);
-			 * anything else left behind is exit 1. */
-			if (r == -EBADMSG)
-				return cli_fail(r, &err, "cannot release the stage");
+		/* A record that fails validation is bad data (65); anything
+		 * else left behind is exit 1. */
+		if ((err.flags & SL_ERROR_STAGE_FAILED) && r != -EBADMSG) {
 			cli_fail(r, &err, "cannot release the stage");
 			return 1;
-		default:
-			return cli_fail(r, &err, "cannot release the stage");
 		}
+		return cli_fail(r, &err, "cannot release the stage");
 	}
 
 	if (cli->json) {

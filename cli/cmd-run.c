@@ -108,10 +108,8 @@ static char *substitute(const char *arg, const char *bundle, const char *id)
 
 static void strv_free_wiped(char **v)
 {
-	for (size_t i = 0; v && v[i]; i++) {
-		explicit_bzero(v[i], strlen(v[i]));
-		free(v[i]);
-	}
+	for (size_t i = 0; v && v[i]; i++)
+		erase_and_free_str(v[i]);
 	free(v);
 }
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "oci-private.h"
+#include "envfile.h"
 
 static const char usage[] =
 	"usage: stagelog stage [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"

@@ -12,7 +12,7 @@
 
 #include "recover-private.h"
 
-int here_init(struct here *h)
+int liveness_self_init(struct liveness_self *h)
 {
 	int r = proc_boot_id(h->boot_id);
 
@@ -68,7 +68,7 @@ static enum top_lock top_lock(const struct sl_record *rec)
 	return flock(top, LOCK_SH | LOCK_NB) < 0 ? LOCK_HELD : LOCK_FREE;
 }
 
-enum liveness judge(const struct here *h, const struct sl_record *rec)
+enum liveness stage_liveness(const struct liveness_self *h, const struct sl_record *rec)
 {
 	const struct sl_owner *o = rec->state == SL_STATE_RECOVERING ? &rec->claimer : &rec->owner;
 	enum top_lock lock = LOCK_FREE;
@@ -76,26 +76,26 @@ enum liveness judge(const struct here *h, const struct sl_record *rec)
 	/* A record that fails validation opens nothing here: recovery claims
 	 * it and the undo fails it with the reason, removing nothing. */
 	if (record_check(rec))
-		return STALE;
+		return LIVENESS_STALE;
 	/* Nothing of another boot is running: its pids mean nothing now. */
 	if (strcmp(o->boot_id, h->boot_id) != 0)
-		return STALE;
+		return LIVENESS_STALE;
 	if (rec->state != SL_STATE_RECOVERING) {
 		lock = top_lock(rec);
 		if (lock == LOCK_HELD)
-			return LIVE;
+			return LIVENESS_LIVE;
 		/* A stage whose top directory was made and is gone has
 		 * nothing left on disk: a removal finished while the store
 		 * could not record it. Its record catches up now. */
 		if (lock == TOP_MISSING)
-			return STALE;
+			return LIVENESS_STALE;
 		/* A failed stage's owner already gave it up: with its lock
 		 * free, it is retried whoever the owner is. */
 		if (rec->state == SL_STATE_FAILED)
-			return STALE;
+			return LIVENESS_STALE;
 	}
 	/* A pid read in another pid namespace cannot be looked up here. */
 	if (o->pidns != h->pidns)
-		return UNJUDGED;
-	return process_alive(o) ? LIVE : STALE;
+		return LIVENESS_UNJUDGED;
+	return process_alive(o) ? LIVENESS_LIVE : LIVENESS_STALE;
 }

@@ -8,22 +8,22 @@
 
 /* What recovery may do with a stage. */
 enum liveness {
-	LIVE,      /* owner alive, or its lock held */
-	STALE,     /* another boot, or owner gone and lock free */
-	UNJUDGED,  /* owner in another pid namespace: live unless forced */
+	LIVENESS_LIVE,      /* owner alive, or its lock held */
+	LIVENESS_STALE,     /* another boot, or owner gone and lock free */
+	LIVENESS_UNJUDGED,  /* owner in another pid namespace: live unless forced */
 };
 
 /* The facts about this process that liveness compares records with. */
-struct here {
+struct liveness_self {
 	char boot_id[SL_BOOT_ID_LEN + 1];
 	uint64_t pidns;
 };
 
-HIDDEN int here_init(struct here *h);
+HIDDEN int liveness_self_init(struct liveness_self *h);
 
-/* Judges a record. For a recovering stage the claimer is judged (and no
+/* The liveness of a record. For a recovering stage the claimer is judged (and no
  * lock: the recoverer holds none after it died); for any other the owner
  * and the top directory's lock. */
-HIDDEN enum liveness judge(const struct here *h, const struct sl_record *rec);
+HIDDEN enum liveness stage_liveness(const struct liveness_self *h, const struct sl_record *rec);
 
 #endif

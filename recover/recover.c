@@ -22,7 +22,7 @@ struct scan {
 	const struct sl_recover_options *opts;
 	const char *root; /* the root filter, as records spell roots */
 	struct sl_recover_report *report;
-	const struct here *here;
+	const struct liveness_self *here;
 	struct candidates c;
 };
 
@@ -67,8 +67,8 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 	if (sc->root && strcmp(sc->root, rec->root) != 0)
 		return 0;
 	sc->report->examined++;
-	l = judge(sc->here, rec);
-	if (l != STALE && !forced(sc->opts, rec->id))
+	l = stage_liveness(sc->here, rec);
+	if (l != LIVENESS_STALE && !forced(sc->opts, rec->id))
 		return push_id(&sc->report->live, &sc->report->n_live, rec->id);
 	if (sc->c.n == sc->c.cap) {
 		size_t cap = sc->c.cap ? sc->c.cap * 2 : 64;
@@ -88,7 +88,7 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 static int recover_one(struct sl_store *store, struct sl_record *rec, bool force, struct sl_recover_report *rep)
 {
 	_cleanup_close_ int root = -1, top = -1;
-	char reason[256];
+	struct sl_error err = { 0 };
 	int r;
 
 	/* Someone took the lock between the judgement and the claim (a
@@ -97,15 +97,15 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 	if (!record_check(rec) && open_root(rec->root, &root) == 0) {
 		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (top >= 0 && stage_try_lock(top) < 0 && !force) {
-			snprintf(reason, sizeof(reason), "%s: locked by a live process; left alone", rec->topdir);
-			(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED, reason,
-						     false, NULL);
-			return push_failure(rep, rec->id, reason);
+			snprintf(err.msg, UNDO_REASON_MAX, "%s: locked by a live process; left alone", rec->topdir);
+			(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED,
+						     err.msg, false, NULL);
+			return push_failure(rep, rec->id, err.msg);
 		}
 	}
-	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, reason, sizeof(reason));
+	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, &err);
 	if (r < 0)
-		return push_failure(rep, rec->id, reason);
+		return push_failure(rep, rec->id, err.msg);
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
 }
 
@@ -113,7 +113,7 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		   struct sl_error *reterr)
 {
 	struct sl_owner me;
-	struct here here;
+	struct liveness_self here;
 	char root[PATH_MAX];
 	struct scan sc = {.opts = opts, .report = report, .here = &here};
 	size_t done = 0;
@@ -123,7 +123,7 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		return sl_err(reterr, -EINVAL, "cannot recover: missing argument");
 	memset(report, 0, sizeof(*report));
 	report->dry_run = opts && opts->dry_run;
-	r = here_init(&here);
+	r = liveness_self_init(&here);
 	if (r == 0)
 		r = proc_identity(0, &me);
 	if (r < 0)
@@ -134,7 +134,7 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 	if (opts && opts->root) {
 		r = absolute_root(opts->root, root, sizeof(root));
 		if (r < 0)
-			return sl_err(reterr, r == -EINVAL ? -EINVAL : r, "cannot recover: bad root '%s'", opts->root);
+			return sl_err(reterr, r, "cannot recover: bad root '%s'", opts->root);
 		sc.root = root;
 	}
 

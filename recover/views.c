@@ -13,7 +13,7 @@
 #include "recover-private.h"
 
 struct list_ctx {
-	struct here here;
+	struct liveness_self here;
 	sl_stage_fn fn;
 	void *userdata;
 };
@@ -38,7 +38,7 @@ static int emit(struct list_ctx *c, const struct sl_record *rec)
 	snprintf(path, sizeof(path), "%s/%s", strcmp(rec->root, "/") ? rec->root : "", rec->topdir);
 	/* A finished stage has no owner to speak of; an in-flight one is
 	 * live when recovery would leave it alone. */
-	info.owner_alive = sl_state_in_flight(rec->state) && judge(&c->here, rec) != STALE;
+	info.owner_alive = sl_state_in_flight(rec->state) && stage_liveness(&c->here, rec) != LIVENESS_STALE;
 	return c->fn(&info, c->userdata);
 }
 
@@ -51,7 +51,7 @@ int sl_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_
 	    struct sl_error *reterr)
 {
 	struct list_ctx c = {.fn = fn, .userdata = userdata};
-	int r = here_init(&c.here);
+	int r = liveness_self_init(&c.here);
 
 	if (r < 0)
 		return sl_err(reterr, r, "cannot list stages: %s", strerror(-r));
@@ -67,7 +67,7 @@ int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_ent
 	int64_t seq = -1;
 	int n, r;
 
-	r = here_init(&c.here);
+	r = liveness_self_init(&c.here);
 	if (r < 0)
 		return sl_err(reterr, r, "cannot show stage: %s", strerror(-r));
 	r = store_stage_get(store, id, &rec, reterr);
@@ -117,10 +117,10 @@ int sl_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_
 int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
 {
 	struct sl_record rec;
-	struct here here;
+	struct liveness_self here;
 	int r;
 
-	r = here_init(&here);
+	r = liveness_self_init(&here);
 	if (r < 0)
 		return sl_err(reterr, r, "cannot forget stage: %s", strerror(-r));
 	r = store_stage_get(store, id, &rec, reterr);
@@ -129,7 +129,7 @@ int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
 	/* Only the record goes: the operator has dealt with the files. A live
 	 * stage's record is what protects it, so it stays; a failed one is
 	 * the operator's to drop whoever owns it. */
-	if (sl_state_in_flight(rec.state) && rec.state != SL_STATE_FAILED && judge(&here, &rec) != STALE)
+	if (sl_state_in_flight(rec.state) && rec.state != SL_STATE_FAILED && stage_liveness(&here, &rec) != LIVENESS_STALE)
 		return sl_err(reterr, -EINVAL, "cannot forget stage %s: it is live (owner or lock)", rec.id);
 	return store_stage_delete(store, rec.rowid, reterr);
 }
@@ -243,7 +243,8 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		return r;
 	}
 	while ((de = readdir(d))) {
-		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1], reason[256];
+		struct sl_error ignored = { 0 };
+		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1];
 		_cleanup_close_ int top = -1;
 		struct stat st;
 		int o;
@@ -273,7 +274,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		top = openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (top < 0 || stage_try_lock(top) < 0)
 			continue;
-		if (undo_remove_tree(root_fd, ".", de->d_name, true, st.st_dev, st.st_ino, reason, sizeof(reason)) == 0) {
+		if (undo_remove_tree(root_fd, ".", de->d_name, true, st.st_dev, st.st_ino, &ignored) == 0) {
 			(void)fsync(root_fd);
 			if (push_path(&rep->removed, &rep->n_removed, root, de->d_name) < 0) {
 				r = -ENOMEM;

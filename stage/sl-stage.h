@@ -113,7 +113,10 @@ SL_PUBLIC int sl_stage_lock_inherit(struct sl_stage *stage, struct sl_error *ret
  * belongs to its destination); one whose lock is held by a live process, or
  * that a recovery is working on, is -EBUSY. Returns 1 when it removed
  * something; a removal that could not finish leaves the stage failed with a
- * reason and returns its negative errno.
+ * reason and returns its negative errno. On failure, reterr->flags has
+ * SL_ERROR_STAGE_FAILED when the stage is left failed (so also when it was
+ * failed and could not be taken) and SL_ERROR_STAGE_PUBLISHED when it is
+ * published.
  */
 SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
 
@@ -122,32 +125,6 @@ SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_er
  * publish` does).
  */
 SL_PUBLIC int sl_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr);
-
-/* One NAME=VALUE environment variable for an OCI bundle. */
-struct sl_env_var {
-	const char *name;
-	const char *value;
-};
-
-/* Options for sl_oci_stage(). */
-struct sl_oci_options {
-	const char *root;                /* staging root */
-	const char *bundle;              /* packaged bundle folder: rootfs/ and config.json */
-	struct sl_stage_options stage;   /* label and owner */
-	const struct sl_env_var *env;    /* process.env, in order; a later name wins */
-	size_t n_env;
-};
-
-/*
- * Stages an OCI bundle in one call: validates the packaged bundle, begins a
- * stage, copies rootfs/, writes config.json (0600) with process.env replaced
- * by exactly opts->env and every hostID in linux.uidMappings/gidMappings set
- * to the bundle directory's uid/gid, and marks the stage ready. A missing
- * input is -ENOENT, malformed data -EBADMSG. On success *ret owns the
- * stage; on failure nothing is left on disk.
- */
-SL_PUBLIC int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, struct sl_stage **ret,
-			   struct sl_error *reterr);
 
 #ifdef __cplusplus
 }

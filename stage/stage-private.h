@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * stage-private.h: what recover/, cli/ and the tests need from stage/: the
- * path validator, safe resolution beneath a directory, owner identity, and
- * the one undo routine.
+ * path validator, safe resolution beneath a directory and the one undo
+ * routine.
  */
 #ifndef STAGELOG_STAGE_PRIVATE_H
 #define STAGELOG_STAGE_PRIVATE_H
@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "sl-stage.h"
+#include "fd-util.h"
 #include "store-private.h"
 
 #define SL_NAME_MAX 255
@@ -43,17 +44,6 @@ HIDDEN int open_beneath(int dirfd, const char *path, size_t len, int flags);
 /* Test seam: pretend openat2 is unavailable (as under seccomp). */
 HIDDEN void open_beneath_force_fallback(bool force);
 
-/* The mount id and whether fd is a mount root, from statx. */
-HIDDEN int fd_mount_id(int fd, uint64_t *ret_mnt_id, bool *ret_mount_root);
-
-/* A directory's identity: the device number (valid this boot only), the
- * inode, and the birth time in ns (0 where the file system has none). */
-struct fileid {
-	uint64_t dev, ino;
-	int64_t btime;
-};
-HIDDEN int fd_fileid(int fd, struct fileid *ret);
-
 /* True when id is the directory recorded as dev/ino/btime: same inode and
  * birth time, or same inode and device where no birth time is known. */
 HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id);
@@ -67,24 +57,14 @@ HIDDEN bool root_matches(const struct sl_record *rec, const struct fileid *id);
  * not a directory), -ENOENT when there is nothing there. */
 HIDDEN int root_check(const struct sl_record *rec);
 
-/* Reads the identity of process pid (0: self): boot id, start time, and
- * the pid namespace the pid was read in (ours). -ESRCH when there is no
- * such process. */
-HIDDEN int proc_identity(pid_t pid, struct sl_owner *ret);
-
-/* The start time of pid (field 22 of /proc/PID/stat). -ESRCH when there is
- * no such process; other errors say nothing about its liveness. */
-HIDDEN int proc_start_time(pid_t pid, uint64_t *ret);
-
-/* The inode of our pid namespace. */
-HIDDEN int proc_pidns(uint64_t *ret);
-
 /* NULL when the record's id, label, top directory name and root are
  * sound, else why not. Nothing is opened for a record that fails. */
 HIDDEN const char *record_check(const struct sl_record *rec);
 
-/* This boot's id. */
-HIDDEN int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1]);
+/* The longest reason an undo gives (and a failed stage records), NUL
+ * included: the rest of a struct sl_error's message is room for the
+ * caller's own words around it. */
+#define UNDO_REASON_MAX 256
 
 /*
  * The undo routine: the only code in stagelog that removes a staged path.
@@ -95,13 +75,14 @@ HIDDEN int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1]);
  * removed as it goes; at the end, in one transaction, marks them all removed
  * and moves the stage from a state in from_mask to `done`. ENOENT counts
  * as done. On failure (the record untouched but for entries already
- * removed) reason holds a
- * redacted explanation and the return value is negative: -EBADMSG (a record
+ * removed) *reterr (not NULL) holds the code and a redacted explanation,
+ * at most UNDO_REASON_MAX bytes, which is also the failed stage's
+ * recorded reason, and the return value is negative: -EBADMSG (a record
  * fails validation), -EXDEV (a mount in the way), -ESTALE (an identity
  * mismatch), or the errno of the removal that failed.
  */
 HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-		      char *reason, size_t reason_size);
+		      struct sl_error *reterr);
 
 /*
  * Removes the directory `name` in dirfd and everything beneath it, never
@@ -109,14 +90,16 @@ HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsig
  * directories. When have_id, the directory is removed only if its device
  * and inode are dev/ino. prefix is the root-relative path of dirfd, used in
  * the reason. Returns 0 (also when name does not exist) or a negative errno
- * with reason set.
+ * with *reterr (not NULL) set.
  */
 HIDDEN int undo_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
-			    uint64_t ino, char *reason, size_t reason_size);
+			    uint64_t ino, struct sl_error *reterr);
 
 /* Writes root as stagelog records it: absolute (from the working directory,
- * symlinks not resolved), without trailing slashes. -EINVAL for a path with
- * "." or ".." or an empty component, -ENAMETOOLONG when too long. */
+ * symlinks not resolved), "." and empty components dropped, without
+ * trailing slashes. -EINVAL for a path with a ".." component or one that
+ * comes down to "/" itself, -ENAMETOOLONG when it leaves no room for a
+ * LABEL-ID below it in size bytes (tests/test-path.c holds the table). */
 HIDDEN int absolute_root(const char *root, char *buf, size_t size);
 
 /* Takes the exclusive lock on a stage's top directory without waiting for

@@ -101,11 +101,11 @@ int absolute_root(const char *root, char *buf, size_t size)
  * undo's safe tree removal, without touching the record. */
 static int give_up_top(struct sl_stage *st, const struct fileid *id, struct sl_error *reterr)
 {
-	char reason[256];
+	struct sl_error ignored = { 0 };
 
 	closep(&st->top_fd);
 	st->top_fd = -1;
-	(void)undo_remove_tree(st->root_fd, ".", st->rec.topdir, true, id->dev, id->ino, reason, sizeof(reason));
+	(void)undo_remove_tree(st->root_fd, ".", st->rec.topdir, true, id->dev, id->ino, &ignored);
 	st->rec.state = SL_STATE_RECOVERING;
 	return sl_err(reterr, -EAGAIN, "cannot begin stage: %s: a recovery claimed the stage meanwhile; try again",
 		      st->rec.topdir);
@@ -297,13 +297,16 @@ static void stage_close(struct sl_stage *st)
 static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned from_mask, enum sl_state to,
 			 const char *what, struct sl_error *reterr)
 {
-	char reason[256];
+	struct sl_error reason = { 0 };
 	int r;
 
-	r = undo_stage(store, rec, from_mask, to, reason, sizeof(reason));
+	r = undo_stage(store, rec, from_mask, to, &reason);
 	if (r < 0) {
 		rec->state = SL_STATE_FAILED;
-		return sl_err(reterr, r, "cannot %s stage: %s", what, reason);
+		sl_err(reterr, r, "cannot %s stage: %s", what, reason.msg);
+		if (reterr)
+			reterr->flags |= reason.flags & SL_ERROR_STAGE_FAILED;
+		return r;
 	}
 	rec->state = to;
 	return 0;
@@ -394,24 +397,6 @@ int sl_stage_mkdir(struct sl_stage *st, const char *path, mode_t mode, struct sl
 	if (r < 0) {
 		sl_err(reterr, r, "cannot make directory: %s/%s: %s", st->rec.topdir, path, strerror(-r));
 		return stage_fail(st, r);
-	}
-	return 0;
-}
-
-/* Writes all of buf to fd. */
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return negerrno();
-		}
-		p += n;
-		len -= (size_t)n;
 	}
 	return 0;
 }
@@ -776,6 +761,17 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 	return 0;
 }
 
+/* Returns r from a release that failed with the stage in state, flagging
+ * in *reterr a stage left failed or published (sl-stage.h). */
+static int release_failed(struct sl_error *reterr, int r, enum sl_state state)
+{
+	if (reterr && state == SL_STATE_FAILED)
+		reterr->flags |= SL_ERROR_STAGE_FAILED;
+	if (reterr && state == SL_STATE_PUBLISHED)
+		reterr->flags |= SL_ERROR_STAGE_PUBLISHED;
+	return r;
+}
+
 int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr)
 {
 	_cleanup_close_ int root_fd = -1, top = -1;
@@ -792,8 +788,11 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 	case SL_STATE_RECOVERED:
 		return 0;
 	case SL_STATE_PUBLISHED:
-		return sl_err(reterr, -EINVAL, "cannot release stage: %s: it is published; it belongs to its destination",
-			      rec.topdir);
+		return release_failed(reterr,
+				      sl_err(reterr, -EINVAL,
+					     "cannot release stage: %s: it is published; it belongs to its destination",
+					     rec.topdir),
+				      rec.state);
 	case SL_STATE_RECOVERING:
 		return sl_err(reterr, -EBUSY, "cannot release stage: %s: recovery is working on it", rec.topdir);
 	default:
@@ -801,10 +800,14 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 	}
 	r = lock_top(&rec, &root_fd, &top, reterr, "release");
 	if (r < 0 && r != -ENOENT)
-		return r;
+		return release_failed(reterr, r, rec.state);
 	from = begin_release(store, &rec, reterr);
-	if (from == 0)
-		return -ESTALE;
+	if (from == 0) {
+		/* Another process moved it on meanwhile: say where to. */
+		if (store_stage_get_rowid(store, rec.rowid, &rec, NULL) < 0)
+			rec.state = SL_STATE_COUNT_;
+		return release_failed(reterr, -ESTALE, rec.state);
+	}
 	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", reterr);
 	return r < 0 ? r : 1;
 }

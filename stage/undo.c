@@ -33,13 +33,16 @@
  * keeps filling. */
 #define MAX_TREE_NAMES (64UL * 1024 * 1024)
 
-static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...) PRINTF_FMT(4, 5);
-static int fail_reason(char *reason, size_t size, int error, const char *fmt, ...)
+/* Sets the undo's reason in *reterr (replacing one set before: the undo
+ * reports the failure that decided its outcome) and returns error. */
+static int fail_reason(struct sl_error *reterr, int error, const char *fmt, ...) PRINTF_FMT(3, 4);
+static int fail_reason(struct sl_error *reterr, int error, const char *fmt, ...)
 {
 	va_list ap;
 
+	reterr->code = error;
 	va_start(ap, fmt);
-	vsnprintf(reason, size, fmt, ap);
+	vsnprintf(reterr->msg, UNDO_REASON_MAX, fmt, ap);
 	va_end(ap);
 	return error;
 }
@@ -111,8 +114,7 @@ struct tree {
 	uint64_t mnt_id;
 	int base_fd; /* the parent of the tree's top */
 	const char *prefix;
-	char *reason;
-	size_t reason_size;
+	struct sl_error *reterr;
 	int error; /* first failure; the walk goes on with the rest */
 };
 
@@ -136,12 +138,10 @@ static int tree_fail(struct tree *t, int error, const char *name, const char *wh
 		why = strerror(-error);
 	/* The deepest part names what is in the way: a path too long for the
 	 * reason keeps its end. */
-	room = t->reason_size > strlen(why) + 8 ? t->reason_size - strlen(why) - 8 : 0;
+	room = UNDO_REASON_MAX > strlen(why) + 8 ? UNDO_REASON_MAX - strlen(why) - 8 : 0;
 	if (len > room)
-		snprintf(t->reason, t->reason_size, "...%s: %s", path + len - room, why);
-	else
-		snprintf(t->reason, t->reason_size, "%s: %s", path, why);
-	return error;
+		return fail_reason(t->reterr, error, "...%s: %s", path + len - room, why);
+	return fail_reason(t->reterr, error, "%s: %s", path, why);
 }
 
 /* Adds owner rwx to a directory the caller owns, through its fd's /proc
@@ -349,9 +349,9 @@ static int remove_name(struct tree *t, int fd, const struct dirent *de)
 }
 
 int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool have_id, uint64_t dev, uint64_t ino,
-		     char *reason, size_t reason_size)
+		     struct sl_error *reterr)
 {
-	struct tree t = {.base_fd = parent_fd, .prefix = prefix, .reason = reason, .reason_size = reason_size};
+	struct tree t = {.base_fd = parent_fd, .prefix = prefix, .reterr = reterr};
 	struct stat st;
 	bool mount_root;
 	int fd, r;
@@ -359,7 +359,7 @@ int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool h
 	/* A name, never a path: "." or ".." would reach the parent itself or
 	 * above it. Callers pass logged or listed names; this is the backstop. */
 	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-		return fail_reason(reason, reason_size, -EBADMSG, "%s: '%s' is not a name; refused", prefix, name);
+		return fail_reason(reterr, -EBADMSG, "%s: '%s' is not a name; refused", prefix, name);
 	r = fd_mount_id(parent_fd, &t.mnt_id, &mount_root);
 	if (r < 0)
 		return tree_fail(&t, r, NULL, NULL);
@@ -489,7 +489,7 @@ static void parent_close(struct parent *p)
 /* Removes one logged entry beneath the stage's verified top directory.
  * path/len is the entry's path below the top directory. */
 static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, const char *path, size_t len,
-		      struct parent *p, char *reason, size_t size)
+		      struct parent *p, struct sl_error *reterr)
 {
 	const char *slash = memrchr(path, '/', len);
 	size_t plen = slash ? (size_t)(slash - path) : 0;
@@ -533,9 +533,9 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
 		if (p->error == -EACCES)
 			return 0;
 		if (p->error == -EXDEV)
-			return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way (entry %lld); not entered",
+			return fail_reason(reterr, -EXDEV, "%s: a mount is in the way (entry %lld); not entered",
 					   prefix, (long long)e->seq);
-		return fail_reason(reason, size, p->error, "%s: %s", prefix, strerror(-p->error));
+		return fail_reason(reterr, p->error, "%s: %s", prefix, strerror(-p->error));
 	}
 	/* A directory we just emptied through an fd must still be that
 	 * directory: one renamed away and replaced meanwhile is not ours. */
@@ -544,7 +544,7 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
 		struct stat st;
 		if (fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    (st.st_dev != p->prev_dev || st.st_ino != p->prev_ino))
-			return fail_reason(reason, size, -ESTALE, "%s/%s: replaced during removal; left alone", prefix,
+			return fail_reason(reterr, -ESTALE, "%s/%s: replaced during removal; left alone", prefix,
 					   name);
 	}
 	r = sl_fault_step();
@@ -578,21 +578,20 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
 			goto fail;
 		}
 		return undo_remove_tree(dfd, prefix, name, known, known ? p->prev_dev : 0, known ? p->prev_ino : 0,
-					reason, size);
+					reterr);
 	}
 fail:
 	if (r == -EBUSY)
-		return fail_reason(reason, size, -EXDEV, "%s/%s: a mount is in the way (entry %lld)", prefix, name,
+		return fail_reason(reterr, -EXDEV, "%s/%s: a mount is in the way (entry %lld)", prefix, name,
 				   (long long)e->seq);
-	return fail_reason(reason, size, r, "%s/%s: %s", prefix, name, strerror(-r));
+	return fail_reason(reterr, r, "%s/%s: %s", prefix, name, strerror(-r));
 }
 
 /* Opens the stage's top directory beneath the root and checks that it is
  * the one the stage created: a real directory (not a symlink), on the
  * root's mount and not a mount itself, with the recorded inode and birth
  * time (or device) when they were recorded. -ENOENT when it is gone. */
-static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct fileid *ret_id, char *reason,
-		    size_t size)
+static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct fileid *ret_id, struct sl_error *reterr)
 {
 	_cleanup_close_ int path_fd = -1, fd = -1;
 	uint64_t root_mnt, mnt;
@@ -608,28 +607,28 @@ static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struc
 		if (r == -ENOENT)
 			return r;
 		if (r == -ELOOP || r == -ENOTDIR)
-			return fail_reason(reason, size, -ESTALE, "%s: replaced by something that is not a directory; left alone",
+			return fail_reason(reterr, -ESTALE, "%s: replaced by something that is not a directory; left alone",
 					   rec->topdir);
-		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
+		return fail_reason(reterr, r, "%s: %s", rec->topdir, strerror(-r));
 	}
 	r = fd_mount_id(root_fd, &root_mnt, &mount_root);
 	if (r == 0)
 		r = fd_mount_id(path_fd, &mnt, &mount_root);
 	if (r < 0)
-		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
+		return fail_reason(reterr, r, "%s: %s", rec->topdir, strerror(-r));
 	if (mount_root || mnt != root_mnt)
-		return fail_reason(reason, size, -EXDEV, "%s: a mount is in the way; not entered", rec->topdir);
+		return fail_reason(reterr, -EXDEV, "%s: a mount is in the way; not entered", rec->topdir);
 	r = fd_fileid(path_fd, ret_id);
 	if (r < 0)
-		return fail_reason(reason, size, r, "%s: %s", rec->topdir, strerror(-r));
+		return fail_reason(reterr, r, "%s: %s", rec->topdir, strerror(-r));
 	if (rec->have_inode && !fileid_matches(rec->dev, rec->ino, rec->btime, ret_id))
-		return fail_reason(reason, size, -ESTALE, "%s: not the directory the stage created; left alone",
+		return fail_reason(reterr, -ESTALE, "%s: not the directory the stage created; left alone",
 				   rec->topdir);
 	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0 && errno == EACCES && grant_self(path_fd) == 0)
 		fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
-		return fail_reason(reason, size, negerrno(), "%s: %s", rec->topdir, strerror(errno));
+		return fail_reason(reterr, negerrno(), "%s: %s", rec->topdir, strerror(errno));
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
@@ -638,7 +637,7 @@ static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struc
  * a root path that now leads to another directory (a symlink repointed, a
  * directory replaced): the stage's files may still sit in the old one, and
  * a missing top directory there must not pass for a removed one. */
-static int open_checked_root(const struct sl_record *rec, int *ret_fd, char *reason, size_t size)
+static int open_checked_root(const struct sl_record *rec, int *ret_fd, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
 	struct fileid id;
@@ -648,14 +647,14 @@ static int open_checked_root(const struct sl_record *rec, int *ret_fd, char *rea
 	if (r == -ENOENT)
 		return r;
 	if (r == -ELOOP || r == -ENOTDIR)
-		return fail_reason(reason, size, -ESTALE, "staging root %s: no longer a directory; left alone", rec->root);
+		return fail_reason(reterr, -ESTALE, "staging root %s: no longer a directory; left alone", rec->root);
 	if (r < 0)
-		return fail_reason(reason, size, r, "cannot open staging root: %s", strerror(-r));
+		return fail_reason(reterr, r, "cannot open staging root: %s", strerror(-r));
 	r = fd_fileid(fd, &id);
 	if (r < 0)
-		return fail_reason(reason, size, r, "cannot open staging root: %s", strerror(-r));
+		return fail_reason(reterr, r, "cannot open staging root: %s", strerror(-r));
 	if (!root_matches(rec, &id))
-		return fail_reason(reason, size, -ESTALE, "staging root %s: now leads to another directory; left alone",
+		return fail_reason(reterr, -ESTALE, "staging root %s: now leads to another directory; left alone",
 				   rec->root);
 	*ret_fd = TAKE_FD(fd);
 	return 0;
@@ -687,7 +686,7 @@ static bool found_at_dest(const struct sl_record *rec)
  * one transaction. A stage that another process finished meanwhile (a
  * recovery that found the directory gone) is a success too. */
 static int finish(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-		  char *reason, size_t size)
+		  struct sl_error *reterr)
 {
 	struct sl_record now;
 	int r;
@@ -700,7 +699,7 @@ static int finish(struct sl_store *store, const struct sl_record *rec, unsigned 
 	    (!sl_state_in_flight(now.state) || now.state == SL_STATE_RECOVERING))
 		return 0;
 	if (r < 0)
-		return fail_reason(reason, size, r, "removed, but the record could not be updated: %s", strerror(-r));
+		return fail_reason(reterr, r, "removed, but the record could not be updated: %s", strerror(-r));
 	return 0;
 }
 
@@ -714,7 +713,7 @@ static int finish(struct sl_store *store, const struct sl_record *rec, unsigned 
  * removes the directory itself before anything goes into it.
  */
 static int finish_missing_top(struct sl_store *store, const struct sl_record *rec, int root_fd, unsigned from_mask,
-			      enum sl_state done, char *reason, size_t size)
+			      enum sl_state done, struct sl_error *reterr)
 {
 	bool placeholder;
 	int r;
@@ -723,14 +722,14 @@ static int finish_missing_top(struct sl_store *store, const struct sl_record *re
 		/* Moved by a publish whose record did not reach the disk: it
 		 * belongs to its destination, never to a removal. */
 		r = store_stage_transition(store, rec->rowid, from_mask, SL_STATE_PUBLISHED, NULL, true, NULL);
-		return r < 0 ? fail_reason(reason, size, r, "published, but the record could not be updated: %s",
+		return r < 0 ? fail_reason(reterr, r, "published, but the record could not be updated: %s",
 					   strerror(-r))
 			     : 0;
 	}
 	placeholder = root_fd >= 0 && !rec->have_inode && mkdirat(root_fd, rec->topdir, 0700) == 0;
 	if (root_fd >= 0 && !rec->have_inode && !placeholder && errno == EEXIST)
 		return -EAGAIN; /* The stager made it just now: undo it. */
-	r = finish(store, rec, from_mask, done, reason, size);
+	r = finish(store, rec, from_mask, done, reterr);
 	if (placeholder)
 		(void)unlinkat(root_fd, rec->topdir, AT_REMOVEDIR);
 	return r;
@@ -741,7 +740,7 @@ static int finish_missing_top(struct sl_store *store, const struct sl_record *re
  * gap: anything else was not written by stagelog. Sets *ret_one_page when
  * the first page holds them all, and then returns how many it holds. */
 static int validate_entries(struct sl_store *store, const struct sl_record *rec, struct sl_entry_page *page,
-			    bool *ret_one_page, char *reason, size_t size)
+			    bool *ret_one_page, struct sl_error *reterr)
 {
 	int64_t seq = INT64_MIN, expect = 0;
 	const char *why;
@@ -750,15 +749,15 @@ static int validate_entries(struct sl_store *store, const struct sl_record *rec,
 		int n = store_entries_page(store, rec->rowid, false, seq, page, NULL);
 
 		if (n < 0)
-			return fail_reason(reason, size, n, "cannot read entries: %s", strerror(-n));
+			return fail_reason(reterr, n, "cannot read entries: %s", strerror(-n));
 		if (n == 0 && pages == 0)
-			return fail_reason(reason, size, -EBADMSG, "record fails validation: no entries");
+			return fail_reason(reterr, -EBADMSG, "record fails validation: no entries");
 		for (int i = 0; i < n; i++) {
 			why = entry_check(rec, &page->e[i]);
 			if (!why && page->e[i].seq != expect++)
 				why = "entries not numbered 0, 1, 2, ...";
 			if (why)
-				return fail_reason(reason, size, -EBADMSG, "record fails validation: %s (entry %lld)", why,
+				return fail_reason(reterr, -EBADMSG, "record fails validation: %s (entry %lld)", why,
 						   (long long)page->e[i].seq);
 		}
 		if (!page->more) {
@@ -780,11 +779,11 @@ static int validate_entries(struct sl_store *store, const struct sl_record *rec,
  * does not stop the others; the first failure is returned with its reason.
  */
 static int remove_entries(struct sl_store *store, const struct sl_record *rec, int top_fd, struct sl_entry_page *page,
-			  bool one_page, int n, char *reason, size_t size)
+			  bool one_page, int n, struct sl_error *reterr)
 {
 	struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
 	size_t tl = strlen(rec->topdir);
-	char scratch[256];
+	struct sl_error scratch = { 0 };
 	int64_t seq = INT64_MAX;
 	bool store_down = false;
 	int first = 0, r;
@@ -810,14 +809,14 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 			why = entry_check(rec, e);
 			if (why) {
 				parent_close(&parent);
-				return fail_reason(reason, size, -EBADMSG, "record fails validation: %s (entry %lld)", why,
+				return fail_reason(reterr, -EBADMSG, "record fails validation: %s (entry %lld)", why,
 						   (long long)e->seq);
 			}
 			lo = e->seq;
 			if (e->state == SL_ENTRY_REMOVED)
 				continue;
 			r = undo_entry(top_fd, rec->topdir, e, e->path + tl + 1, e->path_len - tl - 1, &parent,
-				       first ? scratch : reason, first ? sizeof(scratch) : size);
+				       first ? &scratch : reterr);
 			if (r < 0 && !first)
 				first = r;
 			/* Something swapped in under a logged name: someone
@@ -843,80 +842,81 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 /* Moves a stage whose removal could not finish to failed, with the reason:
  * the next recovery retries it. */
 static int fail_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, int r,
-		      const char *reason)
+		      struct sl_error *reason)
 {
-	(void)store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason, false, NULL);
+	if (store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason->msg, false, NULL) == 0)
+		reason->flags |= SL_ERROR_STAGE_FAILED;
 	return r;
 }
 
 int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-	       char *reason, size_t reason_size)
+	       struct sl_error *reterr)
 {
 	_cleanup_free_ struct sl_entry_page *page = NULL;
 	_cleanup_close_ int root_fd = -1, top_fd = -1;
 	struct fileid top_id;
-	char scratch[256];
+	struct sl_error scratch = { 0 };
 	const char *why;
 	bool one_page = false;
 	int r, n, first;
 
-	reason[0] = '\0';
+	sl_err_clear(reterr);
 	why = record_check(rec);
 	if (why)
 		return fail_stage(store, rec, from_mask,
-				  fail_reason(reason, reason_size, -EBADMSG, "record fails validation: %s", why), reason);
+				  fail_reason(reterr, -EBADMSG, "record fails validation: %s", why), reterr);
 	page = malloc(sizeof(*page));
 	if (!page)
-		return fail_reason(reason, reason_size, -ENOMEM, "%s", strerror(ENOMEM));
-	n = validate_entries(store, rec, page, &one_page, reason, reason_size);
+		return fail_reason(reterr, -ENOMEM, "%s", strerror(ENOMEM));
+	n = validate_entries(store, rec, page, &one_page, reterr);
 	if (n == -EBADMSG)
-		return fail_stage(store, rec, from_mask, n, reason);
+		return fail_stage(store, rec, from_mask, n, reterr);
 	if (n < 0)
 		one_page = false; /* Unreadable log: the tree removal alone. */
 
-	r = open_checked_root(rec, &root_fd, reason, reason_size);
+	r = open_checked_root(rec, &root_fd, reterr);
 	if (r == -ENOENT)
-		return finish_missing_top(store, rec, -1, from_mask, done, reason, reason_size);
+		return finish_missing_top(store, rec, -1, from_mask, done, reterr);
 	if (r < 0)
-		return fail_stage(store, rec, from_mask, r, reason);
+		return fail_stage(store, rec, from_mask, r, reterr);
 
 	/* The top directory is opened and its identity checked BEFORE any
 	 * entry is touched, and every entry is resolved beneath that verified
 	 * fd: a directory swapped in under the stage's name (or a record
 	 * pointed at another stage's name) loses nothing. */
-	r = open_top(root_fd, rec, &top_fd, &top_id, reason, reason_size);
+	r = open_top(root_fd, rec, &top_fd, &top_id, reterr);
 	if (r == -ENOENT) {
-		r = finish_missing_top(store, rec, root_fd, from_mask, done, reason, reason_size);
+		r = finish_missing_top(store, rec, root_fd, from_mask, done, reterr);
 		if (r != -EAGAIN)
 			return r;
-		r = open_top(root_fd, rec, &top_fd, &top_id, reason, reason_size);
+		r = open_top(root_fd, rec, &top_fd, &top_id, reterr);
 		if (r == -ENOENT)
-			return finish(store, rec, from_mask, done, reason, reason_size);
+			return finish(store, rec, from_mask, done, reterr);
 	}
 	if (r < 0)
-		return fail_stage(store, rec, from_mask, r, reason);
+		return fail_stage(store, rec, from_mask, r, reterr);
 
 	/* From here on the removal runs to its end whatever the store does. */
-	first = remove_entries(store, rec, top_fd, page, one_page, n, reason, reason_size);
+	first = remove_entries(store, rec, top_fd, page, one_page, n, reterr);
 	closep(&top_fd);
 	top_fd = -1;
 
 	/* The top directory, and whatever a runtime left in it, only if it is
 	 * still the directory verified above. */
 	if (first != -ESTALE) {
-		r = undo_remove_tree(root_fd, ".", rec->topdir, true, top_id.dev, top_id.ino, first ? scratch : reason,
-				     first ? sizeof(scratch) : reason_size);
+		r = undo_remove_tree(root_fd, ".", rec->topdir, true, top_id.dev, top_id.ino,
+				     first ? &scratch : reterr);
 		if (!first)
 			first = r;
 	}
 	if (first < 0)
-		return fail_stage(store, rec, from_mask, first, reason);
+		return fail_stage(store, rec, from_mask, first, reterr);
 	/* Make the removal durable before the record says it happened. */
 	r = sl_fault_step();
 	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
 		r = negerrno();
 	if (r < 0)
 		return fail_stage(store, rec, from_mask,
-				  fail_reason(reason, reason_size, r, "cannot sync staging root: %s", strerror(-r)), reason);
-	return finish(store, rec, from_mask, done, reason, reason_size);
+				  fail_reason(reterr, r, "cannot sync staging root: %s", strerror(-r)), reterr);
+	return finish(store, rec, from_mask, done, reterr);
 }

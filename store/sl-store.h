@@ -12,30 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sl-basic.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#if defined(__GNUC__) && !defined(SL_PUBLIC)
-#define SL_PUBLIC __attribute__((visibility("default")))
-#elif !defined(SL_PUBLIC)
-#define SL_PUBLIC
-#endif
-
-/* Set in struct sl_error.flags when the failure was about creating an output
- * (the staging root is unusable, a destination exists), not about reading. */
-#define SL_ERROR_CANTCREAT 0x1u
-
-/*
- * A caller-owned error report. code is the negative errno also returned;
- * msg is one redacted line ("what failed: where: reason") naming a path
- * relative to the staging root or a role, never a value.
- */
-struct sl_error {
-	int code;
-	unsigned flags;
-	char msg[512];
-};
 
 /* Stage states, as stored and as printed. */
 enum sl_state {

@@ -12,22 +12,14 @@
 #include <sys/types.h>
 
 #include "macro.h"
+#include "proc.h"
 #include "sl-store.h"
 
 #define SL_ID_LEN 32
 #define SL_LABEL_MAX 32
-#define SL_BOOT_ID_LEN 36
 
 enum sl_kind { SL_KIND_DIR = 1, SL_KIND_FILE = 2, SL_KIND_SYMLINK = 3 };
 enum sl_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
-
-/* Who a stage (or a claim on it) belongs to. */
-struct sl_owner {
-	char boot_id[SL_BOOT_ID_LEN + 1];
-	int64_t pid;
-	uint64_t start_time; /* field 22 of /proc/PID/stat, in clock ticks */
-	uint64_t pidns;      /* inode of /proc/PID/ns/pid */
-};
 
 /* One stage record, as stored. */
 struct sl_record {
@@ -89,11 +81,11 @@ HIDDEN int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned fr
  * Claims a batch of stages for recovery in one durable transaction. Each
  * claim is a compare-and-swap: stage i moves to recovering with claimer as
  * its claimer only if its state and previous claimer are still those in
- * recs[i], so two recoverers never both win one stage. ok[i] says which
+ * recs[i], so two recoverers never both win one stage. ret_claimed[i] says which
  * claims won.
  */
 HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
-				   const struct sl_owner *claimer, bool *ok, struct sl_error *reterr);
+				   const struct sl_owner *claimer, bool *ret_claimed, struct sl_error *reterr);
 
 /* Sets this process as the claimer of a ready stage (compare-and-swap on
  * its state and previous claimer, which it updates in rec): a recovery

@@ -4,6 +4,7 @@
  * of stagelog runs. SQLite's result codes become negative errno here and
  * nowhere else.
  */
+#include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -17,6 +18,40 @@
 #define STRINGIFY(x) STRINGIFY_(x)
 #define BUSY_TIMEOUT_MS 5000
 #define GC_BATCH 500
+
+/*
+ * The states as SQL sees them. SQL text cannot name an enum value, so each
+ * gets a number macro that a static_assert ties to the enum; the state
+ * sets below are built from these, once as SQL and once as a mask, so the
+ * SQL lists and sl_state_in_flight() cannot drift apart.
+ */
+#define ST_STAGING 0
+#define ST_READY 1
+#define ST_RELEASING 2
+#define ST_RELEASED 3
+#define ST_ABORTED 4
+#define ST_RECOVERING 5
+#define ST_RECOVERED 6
+#define ST_FAILED 7
+#define ST_PUBLISHED 8
+static_assert(ST_STAGING == SL_STATE_STAGING && ST_READY == SL_STATE_READY && ST_RELEASING == SL_STATE_RELEASING &&
+		      ST_RELEASED == SL_STATE_RELEASED && ST_ABORTED == SL_STATE_ABORTED &&
+		      ST_RECOVERING == SL_STATE_RECOVERING && ST_RECOVERED == SL_STATE_RECOVERED &&
+		      ST_FAILED == SL_STATE_FAILED && ST_PUBLISHED == SL_STATE_PUBLISHED && SL_STATE_COUNT_ == 9,
+	      "the ST_* numbers are the enum sl_state values");
+#define ST(x) STRINGIFY(ST_##x)
+#define BIT(x) (1u << ST_##x)
+
+/* In flight: may own files on disk. The order of the SQL list is the one
+ * the partial index stages_inflight was created with, which a query must
+ * repeat for SQLite to use it. */
+#define IN_FLIGHT_SQL "state IN (" ST(STAGING) ", " ST(READY) ", " ST(RELEASING) ", " ST(RECOVERING) ", " ST(FAILED) ")"
+#define IN_FLIGHT_MASK (BIT(STAGING) | BIT(READY) | BIT(RELEASING) | BIT(RECOVERING) | BIT(FAILED))
+/* Finished: every other state (index stages_finished). */
+#define FINISHED_SQL "state IN (" ST(RELEASED) ", " ST(ABORTED) ", " ST(RECOVERED) ", " ST(PUBLISHED) ")"
+#define FINISHED_MASK (BIT(RELEASED) | BIT(ABORTED) | BIT(RECOVERED) | BIT(PUBLISHED))
+static_assert((IN_FLIGHT_MASK & FINISHED_MASK) == 0 && (IN_FLIGHT_MASK | FINISHED_MASK) == (1u << SL_STATE_COUNT_) - 1,
+	      "every state is either in flight or finished");
 
 struct sl_store {
 	sqlite3 *db;
@@ -108,8 +143,7 @@ const char *sl_state_name(enum sl_state state)
 
 int sl_state_in_flight(enum sl_state state)
 {
-	return state == SL_STATE_STAGING || state == SL_STATE_READY || state == SL_STATE_RELEASING ||
-	       state == SL_STATE_RECOVERING || state == SL_STATE_FAILED;
+	return (unsigned)state < SL_STATE_COUNT_ && (IN_FLIGHT_MASK >> state & 1u);
 }
 
 const char *sl_kind_name(enum sl_kind kind)
@@ -148,8 +182,8 @@ static const char *const migrations[] = {
 	"  created_at INTEGER NOT NULL,"
 	"  updated_at INTEGER NOT NULL,"
 	"  reason TEXT);"
-	"CREATE INDEX stages_inflight ON stages(rowid) WHERE state IN (0, 1, 2, 5, 7);"
-	"CREATE INDEX stages_finished ON stages(updated_at) WHERE state IN (3, 4, 6, 8);"
+	"CREATE INDEX stages_inflight ON stages(rowid) WHERE " IN_FLIGHT_SQL ";"
+	"CREATE INDEX stages_finished ON stages(updated_at) WHERE " FINISHED_SQL ";"
 	"CREATE TABLE entries ("
 	"  stage INTEGER NOT NULL,"
 	"  seq INTEGER NOT NULL,"
@@ -288,6 +322,27 @@ static int commit(struct sl_store *s)
 	return 0;
 }
 
+/* The one way a write transaction ends: committed when r is 0, else
+ * rolled back. Returns r, or commit's error. */
+static int finish(struct sl_store *s, int r)
+{
+	if (r == 0)
+		r = commit(s);
+	if (r < 0)
+		rollback(s);
+	return r;
+}
+
+/* As finish(), with the message: what (the operation) and the store's
+ * error, or, for -ESTALE, that the stage changed state meanwhile. */
+static int end_txn(struct sl_store *s, int r, struct sl_error *reterr, const char *what)
+{
+	r = finish(s, r);
+	if (r == -ESTALE)
+		return sl_err(reterr, r, "%s: record: it changed state meanwhile", what);
+	return r < 0 ? store_err(reterr, r, what) : 0;
+}
+
 static int prepare(struct sl_store *s, const char *sql, sqlite3_stmt **ret)
 {
 	return sqlite_to_errno(s->db, sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, ret, NULL));
@@ -351,15 +406,12 @@ static int migrate(struct sl_store *s, const char *path, struct sl_error *reterr
 		char sql[64];
 
 		r = exec(s, migrations[v]);
+		/* A PRAGMA takes no bound parameter; v is our own counter. */
 		snprintf(sql, sizeof(sql), "PRAGMA user_version=%lld", (long long)v + 1);
 		if (r == 0)
 			r = exec(s, sql);
 	}
-	if (r == 0)
-		r = commit(s);
-	if (r < 0)
-		rollback(s);
-	return r;
+	return finish(s, r);
 }
 
 /* Switches the store to WAL. The switch needs an exclusive lock, and SQLite
@@ -708,7 +760,7 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 	r = prepare(s,
 		    "INSERT INTO stages (id, label, root, topdir, state, owner_boot, owner_pid, owner_start, "
 		    "owner_pidns, created_at, updated_at, root_ino, root_btime) "
-		    "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+		    "VALUES (?, ?, ?, ?, " ST(STAGING) ", ?, ?, ?, ?, ?, ?, ?, ?)",
 		    &st);
 	if (r < 0)
 		goto out;
@@ -734,17 +786,10 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 	sqlite3_bind_blob(s->ins_entry, 3, rec->topdir, (int)strlen(rec->topdir), SQLITE_STATIC);
 	sqlite3_bind_int(s->ins_entry, 4, SL_KIND_DIR);
 	r = step_done(s, s->ins_entry);
-	if (r < 0)
-		goto out;
+out:
 	/* The one durable commit of staging: the intent for the top directory
 	 * must be on disk before the directory can exist. */
-	r = commit(s);
-out:
-	if (r < 0) {
-		rollback(s);
-		return store_err(reterr, r, "cannot record stage");
-	}
-	return 0;
+	return end_txn(s, r, reterr, "cannot record stage");
 }
 
 static int exec_bound(struct sl_store *s, const char *sql, const int64_t *args, size_t n, bool durable)
@@ -762,11 +807,7 @@ static int exec_bound(struct sl_store *s, const char *sql, const int64_t *args, 
 		r = step_done(s, st);
 	if (r == 0 && sqlite3_changes(s->db) == 0)
 		r = -ESTALE;
-	if (r == 0)
-		r = commit(s);
-	if (r < 0)
-		rollback(s);
-	return r;
+	return finish(s, r);
 }
 
 int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, int64_t btime,
@@ -776,15 +817,13 @@ int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint6
 	/* A compare-and-swap on the stager's own staging record: a recovery
 	 * that claimed the stage meanwhile has moved it on, and the stager
 	 * must then give the directory up rather than fill it. */
-	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = 0 "
+	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = " ST(STAGING) " "
 			      "AND claim_pid IS NULL", args, 4, false);
 
 	if (r == -ESTALE)
 		return sl_err(reterr, r, "cannot begin stage: record: a recovery claimed it meanwhile");
 	return r < 0 ? store_err(reterr, r, "cannot record top directory") : 0;
 }
-
-static int end_update(struct sl_store *s, int r, struct sl_error *reterr);
 
 int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, struct sl_error *reterr)
 {
@@ -795,7 +834,7 @@ int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, st
 	 * must then find the tree where it went rather than forget it. */
 	r = begin(s, true);
 	if (r == 0)
-		r = prepare(s, "UPDATE stages SET dest = ? WHERE rowid = ? AND state = 1", &st);
+		r = prepare(s, "UPDATE stages SET dest = ? WHERE rowid = ? AND state = " ST(READY), &st);
 	if (r == 0) {
 		sqlite3_bind_blob(st, 1, dest, (int)strlen(dest), SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, rowid);
@@ -803,23 +842,7 @@ int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, st
 		if (r == 0 && sqlite3_changes(s->db) == 0)
 			r = -ESTALE;
 	}
-	return end_update(s, r, reterr);
-}
-
-/* Ends an update transaction begun with begin(): commits it when r is 0,
- * else rolls it back; an -ESTALE (the stage changed state meanwhile) and
- * store errors get their messages here. */
-static int end_update(struct sl_store *s, int r, struct sl_error *reterr)
-{
-	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		if (r == -ESTALE)
-			return sl_err(reterr, r, "cannot update stage: record: it changed state meanwhile");
-		return store_err(reterr, r, "cannot update stage");
-	}
-	return 0;
+	return end_txn(s, r, reterr, "cannot update stage");
 }
 
 /* Marks entries seq in [lo, hi] removed, inside the open transaction. */
@@ -855,11 +878,11 @@ int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask
 	r = begin(s, durable);
 	if (r < 0)
 		return store_err(reterr, r, "cannot update stage");
-	return end_update(s, transition(s, rowid, from_mask, to, reason), reterr);
+	return end_txn(s, transition(s, rowid, from_mask, to, reason), reterr, "cannot update stage");
 }
 
 int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
-			    const struct sl_owner *claimer, bool *ok, struct sl_error *reterr)
+			    const struct sl_owner *claimer, bool *ret_claimed, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int64_t now = sl_now_ms();
@@ -869,9 +892,9 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 	if (r < 0)
 		return store_err(reterr, r, "cannot claim stages");
 	r = prepare(s,
-		    "UPDATE stages SET state = 5, updated_at = ?, claim_boot = ?, claim_pid = ?, claim_start = ?, "
+		    "UPDATE stages SET state = " ST(RECOVERING) ", updated_at = ?, claim_boot = ?, claim_pid = ?, claim_start = ?, "
 		    "claim_pidns = ? WHERE rowid = ? AND state = ? AND coalesce(claim_pid, 0) = ? "
-		    "AND coalesce(claim_start, 0) = ? AND state IN (0, 1, 2, 5, 7)",
+		    "AND coalesce(claim_start, 0) = ? AND " IN_FLIGHT_SQL,
 		    &st);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		sqlite3_bind_int64(st, 1, now);
@@ -881,19 +904,14 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 		sqlite3_bind_int64(st, 8, recs[i]->claimer.pid);
 		sqlite3_bind_int64(st, 9, (sqlite3_int64)recs[i]->claimer.start_time);
 		r = step_done(s, st);
-		ok[i] = r == 0 && sqlite3_changes(s->db) == 1;
+		ret_claimed[i] = r == 0 && sqlite3_changes(s->db) == 1;
 	}
 	/* Durable: a claim must not be lost while its removal goes on, or a
 	 * second recoverer could start on the same stage after a power loss. */
-	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		for (size_t i = 0; i < n; i++)
-			ok[i] = false;
-		return store_err(reterr, r, "cannot claim stages");
-	}
-	return 0;
+	r = end_txn(s, r, reterr, "cannot claim stages");
+	for (size_t i = 0; r < 0 && i < n; i++)
+		ret_claimed[i] = false;
+	return r;
 }
 
 int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr)
@@ -901,13 +919,13 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int r;
 
-	/* claim_pid -1 marks a claim that is not a recovery's (judge() looks
+	/* claim_pid -1 marks a claim that is not a recovery's (stage_liveness() looks
 	 * at claims only while recovering); claim_start is a fresh token. */
 	r = begin(s, false);
 	if (r == 0)
 		r = prepare(s,
 			    "UPDATE stages SET claim_pid = -1, claim_start = ?, updated_at = ? WHERE rowid = ? "
-			    "AND state = 1 AND coalesce(claim_pid, 0) = ? AND coalesce(claim_start, 0) = ?",
+			    "AND state = " ST(READY) " AND coalesce(claim_pid, 0) = ? AND coalesce(claim_start, 0) = ?",
 			    &st);
 	if (r == 0) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)getpid() << 20 ^ sl_now_ms());
@@ -919,14 +937,7 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 		if (r == 0 && sqlite3_changes(s->db) == 0)
 			r = -ESTALE;
 	}
-	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		return r == -ESTALE ? sl_err(reterr, r, "cannot publish stage: record: it changed state meanwhile")
-				    : store_err(reterr, r, "cannot publish stage");
-	}
-	return 0;
+	return end_txn(s, r, reterr, "cannot publish stage");
 }
 
 int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr)
@@ -976,13 +987,7 @@ int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, s
 		sqlite3_bind_int(s->ins_entry, 4, kinds[i]);
 		r = step_done(s, s->ins_entry);
 	}
-	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		return store_err(reterr, r, "cannot log entries");
-	}
-	return 0;
+	return end_txn(s, r, reterr, "cannot log entries");
 }
 
 int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi, struct sl_error *reterr)
@@ -991,13 +996,7 @@ int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, in
 
 	if (r == 0)
 		r = mark_removed(s, rowid, lo, hi);
-	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		return store_err(reterr, r, "cannot mark entries removed");
-	}
-	return 0;
+	return end_txn(s, r, reterr, "cannot mark entries removed");
 }
 
 int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
@@ -1010,7 +1009,7 @@ int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, en
 	r = mark_removed(s, rowid, 0, INT64_MAX);
 	if (r == 0)
 		r = transition(s, rowid, from_mask, to, NULL);
-	return end_update(s, r, reterr);
+	return end_txn(s, r, reterr, "cannot update stage");
 }
 
 int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
@@ -1181,7 +1180,7 @@ int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_s
 		    all ? "SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) "
 			  "FROM stages s WHERE (?1 IS NULL OR s.label = ?1) ORDER BY s.rowid"
 			: "SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) "
-			  "FROM stages s WHERE state IN (0, 1, 2, 5, 7) AND (?1 IS NULL OR s.label = ?1) "
+			  "FROM stages s WHERE " IN_FLIGHT_SQL " AND (?1 IS NULL OR s.label = ?1) "
 			  "ORDER BY s.rowid",
 		    &st);
 	if (r < 0)
@@ -1202,23 +1201,35 @@ int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_s
 	return 0;
 }
 
+/* Deletes a stage's record and its entries, inside the open transaction. */
+static int delete_record(struct sl_store *s, int64_t rowid)
+{
+	static const char *const sql[] = {
+		"DELETE FROM entries WHERE stage = ?",
+		"DELETE FROM stages WHERE rowid = ?",
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(sql); i++) {
+		_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+		int r = prepare(s, sql[i], &st);
+
+		if (r == 0) {
+			sqlite3_bind_int64(st, 1, rowid);
+			r = step_done(s, st);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error *reterr)
 {
 	int r = begin(s, false);
 
-	if (r == 0) {
-		char sql[160];
-		snprintf(sql, sizeof(sql), "DELETE FROM entries WHERE stage = %lld; DELETE FROM stages WHERE rowid = %lld",
-			 (long long)rowid, (long long)rowid);
-		r = exec(s, sql);
-	}
 	if (r == 0)
-		r = commit(s);
-	if (r < 0) {
-		rollback(s);
-		return store_err(reterr, r, "cannot delete stage record");
-	}
-	return 0;
+		r = delete_record(s, rowid);
+	return end_txn(s, r, reterr, "cannot delete stage record");
 }
 
 int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr)
@@ -1238,7 +1249,7 @@ int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr)
 		r = prepare(s,
 			    /* Not published ones: their destination is how
 			     * check tells a published tree from an orphan. */
-			    "SELECT rowid FROM stages WHERE state IN (3, 4, 6, 8) AND state != 8 "
+			    "SELECT rowid FROM stages WHERE " FINISHED_SQL " AND state != " ST(PUBLISHED) " "
 			    "AND updated_at <= ? LIMIT 500",
 			    &sel);
 		if (r == 0) {
@@ -1248,19 +1259,11 @@ int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr)
 			if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 				r = sqlite_to_errno(s->db, rc);
 		}
-		for (int i = 0; r == 0 && i < n; i++) {
-			char sql[160];
-			snprintf(sql, sizeof(sql),
-				 "DELETE FROM entries WHERE stage = %lld; DELETE FROM stages WHERE rowid = %lld",
-				 (long long)ids[i], (long long)ids[i]);
-			r = exec(s, sql);
-		}
-		if (r == 0)
-			r = commit(s);
-		if (r < 0) {
-			rollback(s);
-			return store_err(reterr, r, "cannot collect records");
-		}
+		for (int i = 0; r == 0 && i < n; i++)
+			r = delete_record(s, ids[i]);
+		r = end_txn(s, r, reterr, "cannot collect records");
+		if (r < 0)
+			return r;
 		total += n;
 		if (n < GC_BATCH)
 			return total;

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "sl-stage.h"
+#include "sl-oci.h"
 #include "sl-store.h"
 #include "macro.h"
 #include "store-private.h"

@@ -4,6 +4,7 @@
  * its own and all together. */
 #include <sl-store.h>
 #include <sl-stage.h>
+#include <sl-oci.h>
 #include <sl-recover.h>
 
 int main(void)

@@ -17,7 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "helpers.h"
-#include "sl-stage.h"
+#include "sl-oci.h"
 
 struct fixture {
 	struct sandbox sb;

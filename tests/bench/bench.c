@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sl-oci.h"
 #include "sl-recover.h"
 #include "stage-private.h"
 #include "store-private.h"

@@ -73,6 +73,13 @@ class TestInstall(unittest.TestCase):
         with open(os.path.join(self.dest, "usr/local/lib/systemd/user/stagelog-recover.service")) as f:
             self.assertIn("\nExecStart=/usr/local/bin/stagelog recover\n", f.read())
 
+    def test_public_headers(self):
+        # One public header per folder, sl-basic.h (struct sl_error,
+        # SL_PUBLIC) included by the others, and no private header.
+        headers = sorted(os.path.basename(f) for f in self.files
+                         if f.startswith("usr/local/include/stagelog/"))
+        self.assertEqual(headers, ["sl-basic.h", "sl-oci.h", "sl-recover.h", "sl-stage.h", "sl-store.h"])
+
     def test_pkg_config_names_only_stagelog(self):
         self.assertIsNotNone(self.pc_dir)
         prefix = os.path.join(self.dest, "usr", "local")

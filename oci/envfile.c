@@ -70,10 +70,7 @@ const char *oci_env_value_problem(const char *value, size_t len)
 
 static void wipe_free(const char *s)
 {
-	if (s) {
-		explicit_bzero((char *)s, strlen(s));
-		free((char *)s);
-	}
+	erase_and_free_str((char *)s);
 }
 
 /* Drops the variables from index n on, wiping them, so that a failed parse
@@ -209,16 +206,14 @@ int oci_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
 			continue;
 		if (k < 0) {
 			int r = negerrno();
-			explicit_bzero(buf, size);
-			free(buf);
+			erase_and_free(buf, size);
 			return r;
 		}
 		if (k == 0)
 			break;
 		size += (size_t)k;
 		if (size > max) {
-			explicit_bzero(buf, size);
-			free(buf);
+			erase_and_free(buf, size);
 			return -EFBIG;
 		}
 	}
@@ -274,8 +269,7 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 		reterr->code = 0; /* sl_err() keeps the first message; this one replaces it */
 		sl_err(reterr, r, "bad env file: %s: %s", path, rest);
 	}
-	explicit_bzero(buf, len);
-	free(buf);
+	erase_and_free(buf, len);
 	return r;
 }
 

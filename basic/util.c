@@ -61,3 +61,28 @@ int mkdir_parents(char *path)
 			return r;
 	}
 }
+
+int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negerrno();
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+void erase_and_free(void *p, size_t len)
+{
+	if (p) {
+		explicit_bzero(p, len);
+		free(p);
+	}
+}

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "stage-private.h"
+#include "proc.h"
 
 static int read_small(const char *path, char *buf, size_t size)
 {
@@ -94,7 +94,7 @@ int proc_identity(pid_t pid, struct sl_owner *ret)
 	r = proc_boot_id(ret->boot_id);
 	if (r == 0)
 		r = proc_start_time(pid, &ret->start_time);
-	/* The owner's pid namespace, as INTERFACE.md records it. Reading it
+	/* The owner's pid namespace (see "Recovery" in docs/design.md). Reading it
 	 * needs ptrace access to the owner, which a non-root stagelog started
 	 * by another user's process lacks: then the pid was at least read in
 	 * ours, and that is what is recorded. */

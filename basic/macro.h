@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * macro.h: the few helpers every folder shares: cleanup attributes, the
- * error-report writer and the fault seam. Private: never installed.
+ * error-report writer, the fault seam, errno and fd helpers, secret
+ * wiping. Private: never installed.
  */
 #ifndef STAGELOG_MACRO_H
 #define STAGELOG_MACRO_H
@@ -13,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sl-store.h"
+#include <stdint.h>
+
+#include "sl-basic.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
@@ -98,5 +101,18 @@ HIDDEN int mkdir_parents(char *path);
 
 /* Milliseconds since the epoch, from CLOCK_REALTIME. */
 HIDDEN int64_t sl_now_ms(void);
+
+/* Writes all of buf to fd, retrying on EINTR and short writes. */
+HIDDEN int write_all(int fd, const void *buf, size_t len);
+
+/* Wipes len bytes at p (a secret) and frees p. Accepts NULL. */
+HIDDEN void erase_and_free(void *p, size_t len);
+
+/* Wipes and frees a NUL-terminated secret string. Accepts NULL. */
+static inline void erase_and_free_str(char *s)
+{
+	if (s)
+		erase_and_free(s, strlen(s));
+}
 
 #endif

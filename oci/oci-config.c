@@ -316,8 +316,7 @@ static int env_array(const struct sl_env_var *env, size_t n, cJSON **ret, struct
 		s[nl] = '=';
 		memcpy(s + nl + 1, env[pick[i]].value, vl + 1);
 		str = cJSON_CreateString(s);
-		explicit_bzero(s, nl + vl + 2);
-		free(s);
+		erase_and_free(s, nl + vl + 2);
 		if (!str || !cJSON_AddItemToArray(arr, str)) {
 			wipe_deletep(&str);
 			return sl_err(reterr, -ENOMEM, "cannot build process.env: %s", strerror(ENOMEM));
@@ -379,8 +378,7 @@ static int print_wiped(cJSON *root, size_t hint, char **ret, size_t *ret_len)
 		if (!buf)
 			return -ENOMEM;
 		if (!cJSON_PrintPreallocated(root, buf, (int)size, true)) {
-			explicit_bzero(buf, size);
-			free(buf);
+			erase_and_free(buf, size);
 			size *= 2;
 			continue;
 		}
@@ -388,8 +386,7 @@ static int print_wiped(cJSON *root, size_t hint, char **ret, size_t *ret_len)
 		out = malloc(len + 1);
 		if (out)
 			memcpy(out, buf, len + 1);
-		explicit_bzero(buf, len + 1);
-		free(buf);
+		erase_and_free(buf, len + 1);
 		if (!out)
 			return -ENOMEM;
 		*ret = out;
@@ -485,8 +482,5 @@ int oci_config_transform(const char *json, size_t len, const struct sl_env_var *
 
 void oci_config_free(char *buf, size_t len)
 {
-	if (buf) {
-		explicit_bzero(buf, len);
-		free(buf);
-	}
+	erase_and_free(buf, len);
 }

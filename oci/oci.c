@@ -20,10 +20,7 @@ struct bytes {
 
 static void bytes_wipep(struct bytes *b)
 {
-	if (b->buf) {
-		explicit_bzero(b->buf, b->len);
-		free(b->buf);
-	}
+	erase_and_free(b->buf, b->len);
 }
 
 static int check_rootfs(int bundle_fd, struct sl_error *reterr)

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sl-basic.h: what every public stagelog header shares: the export marker
+ * and the caller-owned error report. Included by sl-store.h; a user never
+ * needs to include it directly.
+ */
+#ifndef STAGELOG_SL_BASIC_H
+#define STAGELOG_SL_BASIC_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(SL_PUBLIC)
+#define SL_PUBLIC __attribute__((visibility("default")))
+#elif !defined(SL_PUBLIC)
+#define SL_PUBLIC
+#endif
+
+/* Set in struct sl_error.flags when the failure was about creating an output
+ * (the staging root is unusable, a destination exists), not about reading. */
+#define SL_ERROR_CANTCREAT 0x1u
+/* Set by a failed release (sl_release_id()) when the stage is left failed:
+ * its removal could not finish, and the record says why. */
+#define SL_ERROR_STAGE_FAILED 0x2u
+/* Set by a failed release when the stage is published: it belongs to its
+ * destination. */
+#define SL_ERROR_STAGE_PUBLISHED 0x4u
+
+/*
+ * A caller-owned error report. code is the negative errno also returned;
+ * msg is one redacted line ("what failed: where: reason") naming a path
+ * relative to the staging root or a role, never a value.
+ */
+struct sl_error {
+	int code;
+	unsigned flags;
+	char msg[512];
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * oci-private.h: the pure parts of OCI staging, shared by oci.c, the unit
+ * tests and the fuzz targets: the config.json transform, plus the
+ * environment lists of envfile.h. Nothing here touches a stage or the
+ * store.
+ */
+#ifndef STAGELOG_OCI_PRIVATE_H
+#define STAGELOG_OCI_PRIVATE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "envfile.h"
+#include "macro.h"
+#include "sl-oci.h"
+
+/* The largest packaged config.json that is read. */
+#define OCI_CONFIG_MAX ((size_t)4 << 20)
+
+/*
+ * Reads fd (a regular file) to its end into a new buffer that holds the
+ * bytes and a terminating NUL. More than max bytes is -EFBIG, with nothing
+ * returned. On success the caller owns *ret and wipes it before freeing.
+ */
+HIDDEN int oci_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
+
+/*
+ * Transforms a packaged config.json (len bytes, not NUL-terminated): it
+ * must be strict JSON in UTF-8 whose top level is an object with a
+ * "process" object. process.env (absent, or an array) becomes exactly the
+ * given variables, a repeated name taking its last value at the position of
+ * its first occurrence; "linux", when present, must be an object, and its
+ * uidMappings and gidMappings, when present, arrays of objects, each of
+ * which gets "hostID" set to uid or gid (replacing any value in place, or
+ * appended). Every other field, numbers included, keeps its value. A key
+ * that a case-insensitive decoder (Go's encoding/json, used by runc) could
+ * confuse with one of those is refused, so that the runtime reads what was
+ * written.
+ *
+ * On success *ret is a malloc'd, NUL-terminated, formatted document and
+ * *ret_len its length; free it with oci_config_free(). A bad document is
+ * -EBADMSG and a bad variable -EINVAL, with a message naming the role and
+ * the problem but never a value from the document or the environment.
+ */
+HIDDEN int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env,
+				uid_t uid, gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr);
+
+/* Wipes and frees a buffer returned by oci_config_transform(). Accepts
+ * NULL. */
+HIDDEN void oci_config_free(char *buf, size_t len);
+
+/* True when buf (len bytes) is valid UTF-8: no overlong form, surrogate or
+ * code point above U+10FFFF. */
+HIDDEN bool oci_utf8_valid(const char *buf, size_t len);
+
+#endif

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-path.c: the two lexical path rules, table-driven: path_check() for a
+ * logged path (relative to the top directory) and absolute_root() for a
+ * staging root as it is recorded.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "stage-private.h"
+
+/* A string of n copies of c, in a static buffer per slot. */
+static char *rep(int slot, char c, size_t n)
+{
+	static char bufs[8][2 * PATH_MAX + 2];
+
+	assert_true(n < sizeof(bufs[0]));
+	memset(bufs[slot], c, n);
+	bufs[slot][n] = '\0';
+	return bufs[slot];
+}
+
+/* Components of `comp` bytes joined by '/', `total` bytes in all (the last
+ * component takes what is left). */
+static char *path_of(int slot, size_t comp, size_t total)
+{
+	char *p = rep(slot, 'a', total);
+
+	for (size_t i = comp; i < total; i += comp + 1)
+		p[i] = '/';
+	if (p[total - 1] == '/')
+		p[total - 1] = 'a';
+	return p;
+}
+
+static void path_check_table(void **state)
+{
+	static const char nul[] = "a\0b";
+	const struct {
+		const char *path;
+		size_t len; /* 0: strlen(path) */
+		const char *want; /* NULL: clean */
+	} cases[] = {
+		{ "a", 0, NULL },
+		{ "a/b/c", 0, NULL },
+		{ "rootfs/etc/passwd", 0, NULL },
+		{ "...", 0, NULL },
+		{ ".a", 0, NULL },
+		{ "a.", 0, NULL },
+		{ "..a", 0, NULL },
+		{ "a/..b/c", 0, NULL },
+		{ "a b/\tc", 0, NULL },
+		{ "", 0, "empty path" },
+		{ "/", 0, "absolute path" },
+		{ "/a", 0, "absolute path" },
+		{ "//a", 0, "absolute path" },
+		{ ".", 0, "'.' or '..' in path" },
+		{ "..", 0, "'.' or '..' in path" },
+		{ "a/.", 0, "'.' or '..' in path" },
+		{ "a/..", 0, "'.' or '..' in path" },
+		{ "./a", 0, "'.' or '..' in path" },
+		{ "../a", 0, "'.' or '..' in path" },
+		{ "a/./b", 0, "'.' or '..' in path" },
+		{ "a/../b", 0, "'.' or '..' in path" },
+		{ "a//b", 0, "empty path component" },
+		{ "a/", 0, "empty path component" },
+		{ "a//", 0, "empty path component" },
+		{ nul, 3, "NUL byte in path" },
+		{ nul, 1, NULL }, /* the length, not the NUL, ends the path */
+		{ rep(0, 'n', 255), 0, NULL },
+		{ rep(1, 'n', 256), 0, "path component longer than 255 bytes" },
+		{ path_of(2, 255, 4095), 0, NULL },
+		{ path_of(3, 255, 4096), 0, "path longer than 4095 bytes" },
+		{ path_of(4, 1, 4095), 0, NULL },
+		{ path_of(5, 1, 4096), 0, "path longer than 4095 bytes" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		size_t len = cases[i].len ? cases[i].len : strlen(cases[i].path);
+		const char *got = path_check(cases[i].path, len);
+
+		if (!cases[i].want ? got != NULL : !got || strcmp(got, cases[i].want) != 0)
+			fail_msg("case %zu (%zu bytes): got \"%s\", want \"%s\"", i, len, got ? got : "(clean)",
+				 cases[i].want ? cases[i].want : "(clean)");
+	}
+}
+
+static void absolute_root_table(void **state)
+{
+	char cwd[PATH_MAX], cwd_a[PATH_MAX + 2], longest[PATH_MAX + 1], too_long[PATH_MAX + 1];
+	/* A root leaves room for "/LABEL-ID" (1 + 32 + 1 + 32) below it, and
+	 * for its terminating NUL, in PATH_MAX bytes. */
+	const size_t room = PATH_MAX - 1 - (1 + SL_LABEL_MAX + 1 + SL_ID_LEN);
+
+	(void)state;
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	snprintf(cwd_a, sizeof(cwd_a), "%s/a", strcmp(cwd, "/") == 0 ? "" : cwd);
+	longest[0] = too_long[0] = '/';
+	memcpy(longest + 1, rep(0, 'r', room - 1), room);
+	memcpy(too_long + 1, rep(1, 'r', room), room + 1);
+
+	const struct {
+		const char *root;
+		int want;         /* 0 or the negative errno */
+		const char *out;  /* the recorded root when want is 0 */
+	} cases[] = {
+		{ "/run/stagelog", 0, "/run/stagelog" },
+		{ "/run/stagelog/", 0, "/run/stagelog" },
+		{ "/run/stagelog///", 0, "/run/stagelog" },
+		{ "//run//stagelog", 0, "/run/stagelog" },
+		{ "/run/./stagelog/.", 0, "/run/stagelog" },
+		{ "/a/...", 0, "/a/..." },
+		{ "/a/..b", 0, "/a/..b" },
+		{ "a", 0, cwd_a },
+		{ "./a", 0, cwd_a },
+		{ "a/", 0, cwd_a },
+		{ "/", -EINVAL, NULL },
+		{ "//", -EINVAL, NULL },
+		{ "/.", -EINVAL, NULL },
+		{ "/./", -EINVAL, NULL },
+		{ "/..", -EINVAL, NULL },
+		{ "/run/..", -EINVAL, NULL },
+		{ "/run/../tmp", -EINVAL, NULL },
+		{ "../a", -EINVAL, NULL },
+		{ "a/..", -EINVAL, NULL },
+		{ longest, 0, longest },
+		{ too_long, -ENAMETOOLONG, NULL },
+		{ rep(2, '/', 2 * PATH_MAX), -ENAMETOOLONG, NULL }, /* longer than any join */
+		{ path_of(3, 255, 4095), 0, NULL },                  /* relative: under the cwd */
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		char buf[PATH_MAX];
+		int r;
+
+		memset(buf, 'x', sizeof(buf));
+		r = absolute_root(cases[i].root, buf, sizeof(buf));
+		/* A relative root of 4095 bytes under any cwd is too long. */
+		if (i == ELEMENTSOF(cases) - 1) {
+			assert_int_equal(r, -ENAMETOOLONG);
+			continue;
+		}
+		if (r != cases[i].want)
+			fail_msg("case %zu (\"%.40s\"...): got %d, want %d", i, cases[i].root, r, cases[i].want);
+		if (r == 0 && strcmp(buf, cases[i].out) != 0)
+			fail_msg("case %zu: got \"%.60s\", want \"%.60s\"", i, buf, cases[i].out);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(path_check_table),
+		cmocka_unit_test(absolute_root_table),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
