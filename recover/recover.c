@@ -109,6 +109,70 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
 }
 
+/* Finds the candidates: every in-flight stage under the root filter that
+ * is stale (or forced). Live ones go to the report. */
+static int scan(struct sl_store *store, struct scan *sc, char root[PATH_MAX], struct sl_error *reterr)
+{
+	const struct sl_recover_options *opts = sc->opts;
+	int r;
+
+	/* The filter is spelt as records spell roots: "run/stagelog/" from /
+	 * and "/run/stagelog" are one root. */
+	if (opts && opts->root) {
+		r = absolute_root(opts->root, root, PATH_MAX);
+		if (r < 0)
+			return sl_err(reterr, r, "cannot recover: bad root '%s'", opts->root);
+		sc->root = root;
+	}
+	/* Forced ids must name in-flight stages; a finished one is never
+	 * touched and an unknown one is a usage error. */
+	for (size_t i = 0; opts && i < opts->n_force; i++) {
+		struct sl_record rec;
+		r = store_stage_get(store, opts->force[i], &rec, reterr);
+		if (r < 0)
+			return r;
+	}
+	r = store_stage_foreach(store, false, NULL, scan_one, sc, reterr);
+	return r == -ENOMEM ? sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM)) : r;
+}
+
+/* Claims the candidates in batches (one durable transaction per
+ * CLAIM_BATCH stages, not one per stage) and removes each one it won. Each
+ * claim is a compare-and-swap, so a stage another recoverer won meanwhile
+ * is skipped. A cancel stops after the stage in hand. */
+static int claim_and_remove(struct sl_store *store, struct scan *sc, const struct sl_owner *me,
+			    struct sl_error *reterr)
+{
+	const struct sl_recover_options *opts = sc->opts;
+	size_t done = 0;
+	int r = 0;
+
+	for (size_t b = 0; b < sc->c.n && r == 0; b += CLAIM_BATCH) {
+		const struct sl_record *batch[CLAIM_BATCH];
+		bool claimed[CLAIM_BATCH];
+		size_t n = sc->c.n - b < CLAIM_BATCH ? sc->c.n - b : CLAIM_BATCH;
+
+		for (size_t i = 0; i < n; i++)
+			batch[i] = &sc->c.recs[b + i];
+		r = store_stage_claim_batch(store, batch, n, me, claimed, reterr);
+		for (size_t i = 0; i < n && r == 0; i++) {
+			struct sl_record *rec = &sc->c.recs[b + i];
+
+			if (opts && opts->cancel && *opts->cancel)
+				return sl_err(reterr, -ECANCELED, "recovery interrupted; the next pass finishes it");
+			if (claimed[i]) {
+				rec->state = SL_STATE_RECOVERING;
+				rec->claimer = *me;
+				r = recover_one(store, rec, forced(opts, rec->id), sc->report);
+			}
+			done++;
+			if (opts && opts->progress)
+				opts->progress(done, sc->c.n, opts->userdata);
+		}
+	}
+	return r == -ENOMEM ? sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM)) : r;
+}
+
 int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts, struct sl_recover_report *report,
 		   struct sl_error *reterr)
 {
@@ -116,7 +180,6 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 	struct liveness_self here;
 	char root[PATH_MAX];
 	struct scan sc = {.opts = opts, .report = report, .here = &here};
-	size_t done = 0;
 	int r;
 
 	if (!store || !report)
@@ -129,75 +192,19 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 	if (r < 0)
 		return sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
 
-	/* The filter is spelt as records spell roots: "run/stagelog/" from /
-	 * and "/run/stagelog" are one root. */
-	if (opts && opts->root) {
-		r = absolute_root(opts->root, root, sizeof(root));
-		if (r < 0)
-			return sl_err(reterr, r, "cannot recover: bad root '%s'", opts->root);
-		sc.root = root;
-	}
-
-	/* Forced ids must name in-flight stages; a finished one is never
-	 * touched and an unknown one is a usage error. */
-	for (size_t i = 0; opts && i < opts->n_force; i++) {
-		struct sl_record rec;
-		r = store_stage_get(store, opts->force[i], &rec, reterr);
-		if (r < 0)
-			return r;
-	}
-
-	r = store_stage_foreach(store, false, NULL, scan_one, &sc, reterr);
-	if (r < 0) {
-		free(sc.c.recs);
-		if (r == -ENOMEM)
-			sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM));
-		return r;
-	}
-	if (report->dry_run) {
+	r = scan(store, &sc, root, reterr);
+	if (r == 0 && report->dry_run) {
 		for (size_t i = 0; i < sc.c.n && r == 0; i++)
 			r = push_id(&report->recovered, &report->n_recovered, sc.c.recs[i].id);
-		free(sc.c.recs);
-		return r < 0 ? sl_err(reterr, r, "cannot recover: %s", strerror(-r)) : 0;
-	}
-
-	/* Claim in batches: one durable transaction per CLAIM_BATCH stages,
-	 * not one per stage. Each claim is a compare-and-swap, so a stage
-	 * another recoverer won meanwhile is skipped. */
-	for (size_t b = 0; b < sc.c.n && r == 0; b += CLAIM_BATCH) {
-		const struct sl_record *batch[CLAIM_BATCH];
-		bool ok[CLAIM_BATCH];
-		size_t n = sc.c.n - b < CLAIM_BATCH ? sc.c.n - b : CLAIM_BATCH;
-
-		for (size_t i = 0; i < n; i++)
-			batch[i] = &sc.c.recs[b + i];
-		r = store_stage_claim_batch(store, batch, n, &me, ok, reterr);
-		for (size_t i = 0; i < n && r == 0; i++) {
-			struct sl_record *rec = &sc.c.recs[b + i];
-
-			if (opts && opts->cancel && *opts->cancel) {
-				r = -ECANCELED;
-				break;
-			}
-			if (ok[i]) {
-				rec->state = SL_STATE_RECOVERING;
-				rec->claimer = me;
-				r = recover_one(store, rec, forced(opts, rec->id), report);
-			}
-			done++;
-			if (opts && opts->progress)
-				opts->progress(done, sc.c.n, opts->userdata);
-		}
+		if (r < 0)
+			sl_err(reterr, r, "cannot recover: %s", strerror(-r));
+	} else if (r == 0) {
+		r = claim_and_remove(store, &sc, &me, reterr);
+		if (r == 0)
+			(void)store_checkpoint(store, NULL);
 	}
 	free(sc.c.recs);
-	if (r == -ENOMEM)
-		return sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM));
-	if (r == -ECANCELED)
-		return sl_err(reterr, r, "recovery interrupted; the next pass finishes it");
-	if (r < 0)
-		return r;
-	(void)store_checkpoint(store, NULL);
-	return 0;
+	return r;
 }
 
 void sl_recover_report_finish(struct sl_recover_report *report)
