@@ -554,13 +554,81 @@ static int refuse(struct sl_error *reterr, const char *path, const char *why, co
  * written it yet, opens it as it is: an empty file is an empty store, and
  * the schema is settled under SQLite's locks, not here.
  */
+/* Refuses a store file (or companion) that is a symlink, not a regular file
+ * or not ours. shown is the path as the user spelt it. */
+static int check_store_file(const struct stat *st, const char *shown, struct sl_error *reterr)
+{
+	const char *why;
+
+	if (S_ISLNK(st->st_mode))
+		return refuse(reterr, shown, "is a symlink", NULL);
+	if (S_ISDIR(st->st_mode))
+		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", shown, strerror(EISDIR));
+	if (!S_ISREG(st->st_mode))
+		return refuse(reterr, shown, "not a regular file", NULL);
+	why = not_ours(st);
+	return why ? refuse(reterr, shown, why, st) : 0;
+}
+
+/* Opens the folder that holds the store (creating it unless NOCREATE) and
+ * refuses one that is not ours. */
+static int open_store_folder(char *dir, unsigned flags, struct sl_error *reterr)
+{
+	_cleanup_close_ int dfd = -1;
+	const char *why;
+	struct stat st;
+
+	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
+		int r = mkdir_parents(dir);
+		if (r < 0)
+			return path_err(reterr, "cannot create store", dir, -r);
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fstat(dfd, &st) < 0)
+		return path_err(reterr, "cannot open store", dir, errno);
+	why = not_ours(&st);
+	if (why)
+		return refuse(reterr, dir, why, &st);
+	return TAKE_FD(dfd);
+}
+
+/* SQLite opens the companions by name and would follow a symlink there or
+ * roll a planted hot journal into the store. The folder rule keeps other
+ * users from placing them; this refuses what was left while the folder was
+ * open to them. */
+static int check_companions(int dfd, const char *path, const char *base, struct sl_error *reterr)
+{
+	static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
+
+	for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+		char name[NAME_MAX + 16], shown[PATH_MAX + 16];
+		struct stat st;
+		int r;
+
+		snprintf(name, sizeof(name), "%s%s", base, suffixes[i]);
+		snprintf(shown, sizeof(shown), "%s%s", path, suffixes[i]);
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT || errno == ENAMETOOLONG)
+				continue;
+			return path_err(reterr, "cannot open store", shown, errno);
+		}
+		r = check_store_file(&st, shown, reterr);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Makes sure the store file at path exists (unless NOCREATE) and is ours,
+ * with its folder and companions, before SQLite opens anything. */
 static int prepare_file(const char *path, unsigned flags, struct sl_error *reterr)
 {
 	_cleanup_free_ char *dir = strdup(path);
 	_cleanup_close_ int dfd = -1, fd = -1;
-	const char *base, *why;
+	const char *base;
 	char *slash;
 	struct stat st;
+	int r;
 
 	if (!dir)
 		return sl_err(reterr, -ENOMEM, "cannot open store: %s: %s", path, strerror(ENOMEM));
@@ -574,21 +642,9 @@ static int prepare_file(const char *path, unsigned flags, struct sl_error *reter
 	}
 	if (!*base)
 		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", path, strerror(EISDIR));
-
-	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
-		int r = mkdir_parents(dir);
-		if (r < 0)
-			return path_err(reterr, "cannot create store", dir, -r);
-	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = open_store_folder(dir, flags, reterr);
 	if (dfd < 0)
-		return path_err(reterr, "cannot open store", dir, errno);
-	if (fstat(dfd, &st) < 0)
-		return path_err(reterr, "cannot open store", dir, errno);
-	why = not_ours(&st);
-	if (why)
-		return refuse(reterr, dir, why, &st);
-
+		return dfd;
 	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
 		fd = openat(dfd, base, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0 && errno != EEXIST)
@@ -597,49 +653,14 @@ static int prepare_file(const char *path, unsigned flags, struct sl_error *reter
 		if (fd >= 0 && fchmod(fd, 0600) < 0)
 			return path_err(reterr, "cannot create store", path, errno);
 	}
-	if (fd < 0) {
-		/* O_PATH with O_NOFOLLOW opens a symlink itself, so that one
-		 * is named as such instead of failing as "File exists". */
-		fd = openat(dfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			return path_err(reterr, "cannot open store", path, errno);
-	}
+	/* O_PATH with O_NOFOLLOW opens a symlink itself, so that one is named
+	 * as such instead of failing as "File exists". */
+	if (fd < 0 && (fd = openat(dfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return path_err(reterr, "cannot open store", path, errno);
 	if (fstat(fd, &st) < 0)
 		return path_err(reterr, "cannot open store", path, errno);
-	if (S_ISLNK(st.st_mode))
-		return refuse(reterr, path, "is a symlink", NULL);
-	if (S_ISDIR(st.st_mode))
-		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", path, strerror(EISDIR));
-	if (!S_ISREG(st.st_mode))
-		return refuse(reterr, path, "not a regular file", NULL);
-	why = not_ours(&st);
-	if (why)
-		return refuse(reterr, path, why, &st);
-
-	/* SQLite opens the companions by name and would follow a symlink
-	 * there or roll a planted hot journal into the store. The folder
-	 * rule keeps other users from placing them; this refuses what was
-	 * left while the folder was open to them. */
-	static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
-	for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
-		char name[NAME_MAX + 16], shown[PATH_MAX + 16];
-
-		snprintf(name, sizeof(name), "%s%s", base, suffixes[i]);
-		snprintf(shown, sizeof(shown), "%s%s", path, suffixes[i]);
-		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT || errno == ENAMETOOLONG)
-				continue;
-			return path_err(reterr, "cannot open store", shown, errno);
-		}
-		if (S_ISLNK(st.st_mode))
-			return refuse(reterr, shown, "is a symlink", NULL);
-		if (!S_ISREG(st.st_mode))
-			return refuse(reterr, shown, "not a regular file", NULL);
-		why = not_ours(&st);
-		if (why)
-			return refuse(reterr, shown, why, &st);
-	}
-	return 0;
+	r = check_store_file(&st, path, reterr);
+	return r < 0 ? r : check_companions(dfd, path, base, reterr);
 }
 
 static void store_finish(struct sl_store *s)
