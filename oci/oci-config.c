@@ -395,19 +395,16 @@ static int print_wiped(cJSON *root, size_t hint, char **ret, size_t *ret_len)
 	}
 }
 
-int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
-			 gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr)
+/* Parses the packaged config strictly: every number kept as written, no
+ * trailing data. On success *ret owns the tree. */
+static int parse_config(const char *json, size_t len, cJSON **ret, struct sl_error *reterr)
 {
 	_cleanup_(wipe_deletep) cJSON *root = NULL;
 	_cleanup_free_ struct span *spans_v = NULL;
 	struct spans nums = { 0 };
-	cJSON *process, *old_env, *linux_obj, *new_env = NULL;
 	const char *end = NULL;
-	size_t k = 0, hint;
+	size_t k = 0;
 	int r;
-
-	if ((!json && len > 0) || (!env && n_env > 0) || !ret || !ret_len)
-		return sl_err(reterr, -EINVAL, ROLE ": invalid argument");
 
 	r = scan(json, len, &nums, reterr);
 	spans_v = nums.v;
@@ -428,9 +425,18 @@ int oci_config_transform(const char *json, size_t len, const struct sl_env_var *
 		return sl_err(reterr, r, ROLE ": %s", strerror(ENOMEM));
 	if (r < 0)
 		return sl_err(reterr, r, ROLE ": numbers do not parse consistently");
-
 	if (!cJSON_IsObject(root))
 		return sl_err(reterr, -EBADMSG, ROLE ": top level: not an object");
+	*ret = TAKE_PTR(root);
+	return 0;
+}
+
+/* Finds process (an object) and its env (an array, or absent). */
+static int find_process(cJSON *root, cJSON **ret_process, cJSON **ret_env, struct sl_error *reterr)
+{
+	cJSON *process, *old_env;
+	int r;
+
 	r = member(root, "process", "top level", &process, reterr);
 	if (r < 0)
 		return r;
@@ -443,20 +449,44 @@ int oci_config_transform(const char *json, size_t len, const struct sl_env_var *
 		return r;
 	if (old_env && !cJSON_IsArray(old_env))
 		return sl_err(reterr, -EBADMSG, ROLE ": process.env: not an array");
+	*ret_process = process;
+	*ret_env = old_env;
+	return 0;
+}
+
+/* Sets every hostID of linux.uidMappings and gidMappings, when linux is
+ * there. */
+static int set_mappings(cJSON *root, uid_t uid, gid_t gid, struct sl_error *reterr)
+{
+	cJSON *linux_obj;
+	int r;
 
 	r = member(root, "linux", "top level", &linux_obj, reterr);
+	if (r < 0 || !linux_obj)
+		return r;
+	if (!cJSON_IsObject(linux_obj))
+		return sl_err(reterr, -EBADMSG, ROLE ": linux: not an object");
+	r = set_host_ids(linux_obj, "uidMappings", (unsigned long)uid, reterr);
+	return r < 0 ? r : set_host_ids(linux_obj, "gidMappings", (unsigned long)gid, reterr);
+}
+
+int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
+			 gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr)
+{
+	_cleanup_(wipe_deletep) cJSON *root = NULL;
+	cJSON *process = NULL, *old_env = NULL, *new_env = NULL;
+	size_t hint;
+	int r;
+
+	if ((!json && len > 0) || (!env && n_env > 0) || !ret || !ret_len)
+		return sl_err(reterr, -EINVAL, ROLE ": invalid argument");
+	r = parse_config(json, len, &root, reterr);
+	if (r == 0)
+		r = find_process(root, &process, &old_env, reterr);
+	if (r == 0)
+		r = set_mappings(root, uid, gid, reterr);
 	if (r < 0)
 		return r;
-	if (linux_obj) {
-		if (!cJSON_IsObject(linux_obj))
-			return sl_err(reterr, -EBADMSG, ROLE ": linux: not an object");
-		r = set_host_ids(linux_obj, "uidMappings", (unsigned long)uid, reterr);
-		if (r < 0)
-			return r;
-		r = set_host_ids(linux_obj, "gidMappings", (unsigned long)gid, reterr);
-		if (r < 0)
-			return r;
-	}
 
 	/* The environment goes in last, after every check of the document,
 	 * so that it is in the tree for as short a time as possible. */
