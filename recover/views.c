@@ -220,6 +220,23 @@ static int published_here(struct sl_store *store, const char *root, const char *
 	return store_dest_recorded(store, path, NULL);
 }
 
+/* Removes one orphan with the undo's safe tree removal, unless someone
+ * holds it locked (a live stager or runtime whose record is in another
+ * store); the lock is held while the removal runs. True when it is gone. */
+static bool remove_orphan(int root_fd, const char *name, const struct stat *st)
+{
+	_cleanup_close_ int top = -1;
+	struct sl_error ignored = { 0 };
+
+	top = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (top < 0 || stage_try_lock(top) < 0)
+		return false;
+	if (undo_remove_tree(root_fd, ".", name, true, st->st_dev, st->st_ino, &ignored) < 0)
+		return false;
+	(void)fsync(root_fd);
+	return true;
+}
+
 static int scan_root(struct sl_store *store, const char *root, bool remove, struct sl_check_report *rep)
 {
 	_cleanup_close_ int root_fd = -1;
@@ -243,9 +260,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		return r;
 	}
 	while ((de = readdir(d))) {
-		struct sl_error ignored = { 0 };
 		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1];
-		_cleanup_close_ int top = -1;
 		struct stat st;
 		int o;
 
@@ -266,20 +281,10 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 			r = -ENOMEM;
 			break;
 		}
-		if (!remove || st.st_uid != geteuid())
-			continue;
-		/* Never one that someone holds locked: a live stager or
-		 * runtime whose record is in another store. The lock is held
-		 * while the removal runs. */
-		top = openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		if (top < 0 || stage_try_lock(top) < 0)
-			continue;
-		if (undo_remove_tree(root_fd, ".", de->d_name, true, st.st_dev, st.st_ino, &ignored) == 0) {
-			(void)fsync(root_fd);
-			if (push_path(&rep->removed, &rep->n_removed, root, de->d_name) < 0) {
-				r = -ENOMEM;
-				break;
-			}
+		if (remove && st.st_uid == geteuid() && remove_orphan(root_fd, de->d_name, &st) &&
+		    push_path(&rep->removed, &rep->n_removed, root, de->d_name) < 0) {
+			r = -ENOMEM;
+			break;
 		}
 	}
 	closedir(d);
