@@ -114,6 +114,29 @@ int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const ch
 int cli_help(const char *usage);
 
 /*
+ * A command's options: what cli_parse_options() needs to parse them.
+ * handle (NULL when the command has none but the common ones) gets every
+ * option but --help and --json with its argument, and returns EX_OK to go
+ * on or the exit code to stop with.
+ */
+struct cli_options {
+	const char *cmd; /* for messages */
+	const char *optstring; /* starts with ":" or "+:", holds "h" */
+	const struct option *longopts; /* ends with CLI_COMMON_OPTIONS, { 0 } */
+	const char *usage; /* printed for --help */
+	int (*handle)(int c, char *arg, void *userdata);
+};
+
+/*
+ * util.c: the option loop every command shares: cli_getopt() until the
+ * options end. --help prints o->usage and returns CLI_HELP_SHOWN; an
+ * unknown option or a missing argument returns EX_USAGE (the line is
+ * written); the others go to o->handle. Returns EX_OK when the options
+ * ended, with optind at the first operand.
+ */
+int cli_parse_options(struct cli *cli, const struct cli_options *o, int argc, char **argv, void *userdata);
+
+/*
  * util.c: a usage error unless exactly n operands remain after the
  * options; names lists them, space-separated, for the message ("ID DEST").
  * Returns an exit code.
@@ -128,6 +151,13 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
  * (CLI_HELP_SHOWN, which is EX_OK's negative twin, after --help).
  */
 #define CLI_HELP_SHOWN (-1)
+
+/* The exit code of a command that stops at cli_parse_options() or
+ * cli_id_command(): EX_OK after --help. */
+static inline int cli_stop_code(int code)
+{
+	return code == CLI_HELP_SHOWN ? EX_OK : code;
+}
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE]);
 
@@ -231,6 +261,9 @@ struct cli_failed_list {
  * struct cli_failed_list in userdata (free its v). */
 int cli_failed_add(const struct sl_stage_info *info, void *userdata);
 
+/* util.c: frees l->v, for _cleanup_(). */
+void cli_failed_list_finish(struct cli_failed_list *l);
+
 /* util.c: prints "ID LABEL PATH" (the path escaped) to f. */
 void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
 
@@ -265,9 +298,34 @@ cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t le
 /* util.c: adds a stage's fixed fields (every field but "entries"). */
 bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info);
 
-/* util.c: prints one JSON document on stdout and frees it. Returns an exit
- * code. */
-int cli_json_print(cJSON *doc);
+/*
+ * util.c: prints one JSON document on stdout and frees it, so that a
+ * command builds its document in one expression and hands it over:
+ * `return cli_json_print(doc, doc && cJSON_Add...(doc, ...) && ...)`.
+ * With built false (or doc NULL) it prints nothing and reports running out
+ * of memory. Returns an exit code.
+ */
+int cli_json_print(cJSON *doc, bool built);
+
+/* util.c: adds item (which may be NULL) to obj as name; on failure deletes
+ * item and returns false, so that a caller never holds an orphan. */
+bool cli_json_add_item(cJSON *obj, const char *name, cJSON *item);
+
+/* util.c: appends a new object to the array a; NULL when out of memory. */
+cJSON *cli_json_append_object(cJSON *a);
+
+/*
+ * util.c: an array of n items, item i made by item(ctx, i) (NULL when out
+ * of memory). Returns NULL, and frees what it built, on failure.
+ */
+cJSON *cli_json_array(size_t n, cJSON *(*item)(const void *ctx, size_t i), const void *ctx);
+
+/* util.c: cli_json_array()'s item makers: ctx is a char (*)[SL_ID_SIZE]
+ * of ids; a char ** of paths (made valid UTF-8); a struct cli_failed_list
+ * (objects with id, label, path and reason). */
+cJSON *cli_json_id_item(const void *ctx, size_t i);
+cJSON *cli_json_path_item(const void *ctx, size_t i);
+cJSON *cli_json_failed_item(const void *ctx, size_t i);
 
 static inline void cJSON_Deletep(cJSON **p)
 {
@@ -297,8 +355,10 @@ struct stage_args {
 	{ "env", required_argument, NULL, 'e' },             \
 	{ "env-file", required_argument, NULL, 'E' }
 
-/* Handles option c if it is a stage option: returns 1 when it took it, 0
- * when it is not one, or a negative value when out of memory. */
+/* Handles option c if it is a stage option: returns EX_OK when it took
+ * it, STAGE_ARGS_OTHER when it is not one, or an exit code (with a
+ * diagnostic) when out of memory. */
+#define STAGE_ARGS_OTHER (-1)
 int stage_args_option(struct stage_args *a, int c, char *arg);
 
 /* Stages the bundle for owner (0: the calling process). Returns an exit

@@ -29,74 +29,19 @@ static bool was_removed(const struct sl_check_report *rep, const char *path)
 	return false;
 }
 
-static cJSON *path_array(char **paths, size_t n)
-{
-	cJSON *a = cJSON_CreateArray();
-
-	for (size_t i = 0; a && i < n; i++) {
-		_cleanup_free_ char *clean = cli_utf8_sanitize(paths[i], strlen(paths[i]));
-		cJSON *s = clean ? cJSON_CreateString(clean) : NULL;
-
-		if (!s || !cJSON_AddItemToArray(a, s)) {
-			cJSON_Delete(s);
-			cJSON_Delete(a);
-			return NULL;
-		}
-	}
-	return a;
-}
-
-static cJSON *failed_array(const struct cli_failed_list *fl)
-{
-	cJSON *a = cJSON_CreateArray();
-
-	for (size_t i = 0; a && i < fl->n; i++) {
-		cJSON *f = cJSON_CreateObject();
-
-		if (!f || !cJSON_AddItemToArray(a, f)) {
-			cJSON_Delete(f);
-			cJSON_Delete(a);
-			return NULL;
-		}
-		if (!cJSON_AddStringToObject(f, "id", fl->v[i].id) ||
-		    !cJSON_AddStringToObject(f, "label", fl->v[i].where.label) ||
-		    !cli_json_add_bytes(f, "path", fl->v[i].where.path, strlen(fl->v[i].where.path)) ||
-		    !cli_json_add_bytes(f, "reason", fl->v[i].reason, strlen(fl->v[i].reason))) {
-			cJSON_Delete(a);
-			return NULL;
-		}
-	}
-	return a;
-}
-
 static int print_json(const struct sl_check_report *rep, const struct cli_failed_list *fl,
 		      const struct cli_failed_list *moved)
 {
 	cJSON *doc = cJSON_CreateObject();
-	cJSON *failed = failed_array(fl);
-	cJSON *root_moved = failed_array(moved);
-	cJSON *orphans = path_array(rep->orphans, rep->n_orphans);
-	cJSON *removed = path_array(rep->removed, rep->n_removed);
-	bool ok = doc && orphans && removed && failed;
 
-	ok = ok && cli_json_add_bytes(doc, "integrity", rep->integrity,
-				      strnlen(rep->integrity, sizeof(rep->integrity)));
-	ok = ok && cJSON_AddItemToObject(doc, "failed", failed);
-	if (!ok)
-		cJSON_Delete(failed);
-	ok = ok && root_moved && cJSON_AddItemToObject(doc, "root_moved", root_moved);
-	if (!ok)
-		cJSON_Delete(root_moved);
-	ok = ok && cJSON_AddItemToObject(doc, "orphans", orphans);
-	if (!ok)
-		cJSON_Delete(orphans);
-	ok = ok && cJSON_AddItemToObject(doc, "removed", removed);
-	if (!ok) {
-		cJSON_Delete(removed);
-		cJSON_Delete(doc);
-		doc = NULL;
-	}
-	return cli_json_print(doc);
+	return cli_json_print(
+		doc, doc &&
+			     cli_json_add_bytes(doc, "integrity", rep->integrity,
+						strnlen(rep->integrity, sizeof(rep->integrity))) &&
+			     cli_json_add_item(doc, "failed", cli_json_array(fl->n, cli_json_failed_item, fl)) &&
+			     cli_json_add_item(doc, "root_moved", cli_json_array(moved->n, cli_json_failed_item, moved)) &&
+			     cli_json_add_item(doc, "orphans", cli_json_array(rep->n_orphans, cli_json_path_item, rep->orphans)) &&
+			     cli_json_add_item(doc, "removed", cli_json_array(rep->n_removed, cli_json_path_item, rep->removed)));
 }
 
 static void print_stages(const char *what, const struct cli_failed_list *l)
@@ -133,105 +78,143 @@ static void print_text(const struct sl_check_report *rep, const struct cli_faile
 	}
 }
 
-int cmd_check(struct cli *cli, int argc, char **argv)
+/* What the options ask for. */
+struct check_args {
+	const char **roots;
+	size_t n_roots;
+	bool remove;
+};
+
+static void check_args_finish(struct check_args *a)
 {
-	static const struct option options[] = {
+	free(a->roots);
+}
+
+static int check_option(int c, char *arg, void *userdata)
+{
+	struct check_args *a = userdata;
+	const char **v;
+
+	if (c == 'R') {
+		a->remove = true;
+		return EX_OK;
+	}
+	v = reallocarray(a->roots, a->n_roots + 1, sizeof(*v));
+	if (!v)
+		return cli_fail(-ENOMEM, NULL, "cannot parse the options");
+	a->roots = v;
+	a->roots[a->n_roots++] = arg;
+	return EX_OK;
+}
+
+static const struct cli_options check_options = {
+	.cmd = "check",
+	.optstring = ":h",
+	.longopts = (const struct option[]){
 		{ "root", required_argument, NULL, 'r' },
 		{ "remove-orphans", no_argument, NULL, 'R' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
-	};
-	struct sl_check_report rep = { 0 };
-	struct cli_failed_list fl = { 0 }, moved = { 0 };
+	},
+	.usage = usage,
+	.handle = check_option,
+};
+
+/* Runs the library's check into rep. Returns an exit code. */
+static int run_check(struct cli *cli, const struct check_args *a, struct sl_check_report *rep)
+{
 	struct sl_error err = { 0 };
-	_cleanup_free_ const char **roots = NULL;
-	size_t n_roots = 0;
-	bool remove = false, clean;
-	void *tmp;
-	int c, r, code;
-
-	while ((c = cli_getopt(cli, "check", argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'r':
-			tmp = reallocarray(roots, n_roots + 1, sizeof(*roots));
-			if (!tmp)
-				return cli_fail(-ENOMEM, NULL, "cannot parse the options");
-			roots = tmp;
-			roots[n_roots++] = optarg;
-			break;
-		case 'R':
-			remove = true;
-			break;
-		case 'h':
-			return cli_help(usage);
-		default:
-			return EX_USAGE;
-		}
-	}
-	code = cli_want_operands("check", argc, argv, 0, "");
-	/* Only a check that removes orphans writes (and creates a store). */
-	if (code == EX_OK)
-		code = remove ? cli_open_store(cli) : cli_open_store_readonly(cli);
-	if (code == CLI_NO_STORE)
-		return cli_no_store(cli, "cannot check");
-	if (code != EX_OK)
-		return code;
-
-	/* No --root: the default staging root (where a lost store's stages
-	 * are) and every root a record names. */
-	unsigned flags = remove ? SL_CHECK_REMOVE_ORPHANS : 0;
+	unsigned flags = a->remove ? SL_CHECK_REMOVE_ORPHANS : 0;
 	char def[PATH_MAX];
-	const char *one[1];
-	if (n_roots == 0) {
-		flags |= SL_CHECK_RECORD_ROOTS;
-		/* Without a default root (no XDG_RUNTIME_DIR) only the
-		 * recorded roots are scanned; that is no usage error here. */
-		if (cli_default_root(def, sizeof(def), true) != EX_OK)
-			def[0] = '\0';
-		one[0] = def;
-		r = sl_check(cli->store, one, def[0] ? 1 : 0, flags, &rep, &err);
-	} else {
-		r = sl_check(cli->store, roots, n_roots, flags, &rep, &err);
-	}
-	if (r < 0)
-		return cli_fail(r, &err, "cannot check");
-	/* A store that failed its integrity check is not asked for more. */
-	if (strcmp(rep.integrity, "ok") == 0) {
-		err = (struct sl_error){ 0 };
-		r = sl_list(cli->store, 0, NULL, cli_failed_add, &fl, &err);
-		if (r < 0) {
-			free(fl.v);
-			sl_check_report_finish(&rep);
-			return cli_fail(r, &err, "cannot list the failed stages");
-		}
-	}
+	const char *one[1] = { def };
+	int r;
 
-	/* Stages whose root now leads elsewhere: their files may sit in the
-	 * old directory, which no removal will look at. */
-	moved.v = calloc(rep.n_root_moved + 1, sizeof(*moved.v));
-	if (!moved.v) {
-		free(fl.v);
-		sl_check_report_finish(&rep);
+	if (a->n_roots > 0) {
+		r = sl_check(cli->store, a->roots, a->n_roots, flags, rep, &err);
+		return r < 0 ? cli_fail(r, &err, "cannot check") : EX_OK;
+	}
+	/* No --root: the default staging root (where a lost store's stages
+	 * are) and every root a record names. Without a default root (no
+	 * XDG_RUNTIME_DIR) only the recorded roots are scanned; that is no
+	 * usage error here. */
+	flags |= SL_CHECK_RECORD_ROOTS;
+	if (cli_default_root(def, sizeof(def), true) != EX_OK)
+		def[0] = '\0';
+	r = sl_check(cli->store, one, def[0] ? 1 : 0, flags, rep, &err);
+	return r < 0 ? cli_fail(r, &err, "cannot check") : EX_OK;
+}
+
+/* The failed stages, unless the store failed its integrity check: such a
+ * store is not asked for more. Returns an exit code. */
+static int list_failed(struct cli *cli, const struct sl_check_report *rep, struct cli_failed_list *fl)
+{
+	struct sl_error err = { 0 };
+	int r;
+
+	if (strcmp(rep->integrity, "ok") != 0)
+		return EX_OK;
+	r = sl_list(cli->store, 0, NULL, cli_failed_add, fl, &err);
+	return r < 0 ? cli_fail(r, &err, "cannot list the failed stages") : EX_OK;
+}
+
+/* Stages whose root now leads elsewhere: their files may sit in the old
+ * directory, which no removal will look at. Returns an exit code. */
+static int list_root_moved(struct cli *cli, const struct sl_check_report *rep, struct cli_failed_list *moved)
+{
+	moved->v = calloc(rep->n_root_moved + 1, sizeof(*moved->v));
+	if (!moved->v)
 		return cli_fail(-ENOMEM, NULL, "cannot check");
-	}
-	for (size_t i = 0; i < rep.n_root_moved; i++) {
-		struct cli_failed *m = &moved.v[moved.n++];
+	for (size_t i = 0; i < rep->n_root_moved; i++) {
+		struct cli_failed *m = &moved->v[moved->n++];
 
-		snprintf(m->id, sizeof(m->id), "%s", rep.root_moved[i]);
+		snprintf(m->id, sizeof(m->id), "%s", rep->root_moved[i]);
 		(void)cli_stage_where(cli, m->id, &m->where);
 		snprintf(m->reason, sizeof(m->reason), "staging root now leads to another directory");
 	}
+	return EX_OK;
+}
+
+/*
+ * Clean means a sound store, no failed stage (its secrets may still be on
+ * disk) and no orphan left behind: one that --remove-orphans removed is
+ * fixed, one it had to leave is not.
+ */
+static bool is_clean(const struct sl_check_report *rep, const struct cli_failed_list *fl,
+		     const struct cli_failed_list *moved)
+{
+	bool clean = strcmp(rep->integrity, "ok") == 0 && fl->n == 0 && moved->n == 0;
+
+	for (size_t i = 0; i < rep->n_orphans && clean; i++)
+		clean = was_removed(rep, rep->orphans[i]);
+	return clean;
+}
+
+int cmd_check(struct cli *cli, int argc, char **argv)
+{
+	_cleanup_(check_args_finish) struct check_args a = { 0 };
+	_cleanup_(sl_check_report_finish) struct sl_check_report rep = { 0 };
+	_cleanup_(cli_failed_list_finish) struct cli_failed_list fl = { 0 }, moved = { 0 };
+	int code;
+
+	code = cli_parse_options(cli, &check_options, argc, argv, &a);
+	if (code == EX_OK)
+		code = cli_want_operands("check", argc, argv, 0, "");
+	/* Only a check that removes orphans writes (and creates a store). */
+	if (code == EX_OK)
+		code = a.remove ? cli_open_store(cli) : cli_open_store_readonly(cli);
+	if (code == CLI_NO_STORE)
+		return cli_no_store(cli, "cannot check");
+	if (code == EX_OK)
+		code = run_check(cli, &a, &rep);
+	if (code == EX_OK)
+		code = list_failed(cli, &rep, &fl);
+	if (code == EX_OK)
+		code = list_root_moved(cli, &rep, &moved);
+	if (code != EX_OK)
+		return cli_stop_code(code);
+
 	code = cli->json ? print_json(&rep, &fl, &moved) : (print_text(&rep, &fl, &moved), EX_OK);
-	/* Clean means a sound store, no failed stage (its secrets may still
-	 * be on disk) and no orphan left behind: one that --remove-orphans
-	 * removed is fixed, one it had to leave is not. */
-	clean = strcmp(rep.integrity, "ok") == 0 && fl.n == 0 && moved.n == 0;
-	for (size_t i = 0; i < rep.n_orphans && clean; i++)
-		clean = was_removed(&rep, rep.orphans[i]);
-	if (code == EX_OK && !clean)
+	if (code == EX_OK && !is_clean(&rep, &fl, &moved))
 		code = 1;
-	free(fl.v);
-	free(moved.v);
-	sl_check_report_finish(&rep);
 	return code;
 }

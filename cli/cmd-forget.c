@@ -24,7 +24,7 @@ int cmd_forget(struct cli *cli, int argc, char **argv)
 
 	code = cli_id_command(cli, "forget", argc, argv, usage, 1, "ID", id);
 	if (code != EX_OK)
-		return code == CLI_HELP_SHOWN ? EX_OK : code;
+		return cli_stop_code(code);
 
 	r = sl_forget(cli->store, id, &err);
 	if (r < 0)
@@ -32,11 +32,8 @@ int cmd_forget(struct cli *cli, int argc, char **argv)
 
 	if (cli->json) {
 		doc = cJSON_CreateObject();
-		if (doc && (!cJSON_AddStringToObject(doc, "id", id) || !cJSON_AddBoolToObject(doc, "forgotten", true))) {
-			cJSON_Delete(doc);
-			doc = NULL;
-		}
-		return cli_json_print(doc);
+		return cli_json_print(doc, doc && cJSON_AddStringToObject(doc, "id", id) &&
+						   cJSON_AddBoolToObject(doc, "forgotten", true));
 	}
 	printf("forgot %s\n", id);
 	return EX_OK;

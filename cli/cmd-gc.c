@@ -48,34 +48,42 @@ static int parse_duration(const char *s, int64_t *ret_ms)
 	return -EINVAL;
 }
 
-int cmd_gc(struct cli *cli, int argc, char **argv)
+/* --older-than, the only option; userdata is the int64_t it sets. */
+static int gc_option(int c, char *arg, void *userdata)
 {
-	static const struct option options[] = {
+	int r;
+
+	(void)c;
+	r = parse_duration(arg, userdata);
+	if (r == -ERANGE)
+		return cli_usage_error("gc: bad duration '%s': too large", arg);
+	if (r < 0)
+		return cli_usage_error("gc: bad duration '%s': expected a number and a unit (s, m, h, d)", arg);
+	return EX_OK;
+}
+
+static const struct cli_options gc_options = {
+	.cmd = "gc",
+	.optstring = ":h",
+	.longopts = (const struct option[]){
 		{ "older-than", required_argument, NULL, 'o' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
-	};
+	},
+	.usage = usage,
+	.handle = gc_option,
+};
+
+int cmd_gc(struct cli *cli, int argc, char **argv)
+{
 	struct sl_error err = { 0 };
 	int64_t older_than = 7 * 86400 * INT64_C(1000);
 	cJSON *doc;
-	int c, r, code;
+	int r, code;
 
-	while ((c = cli_getopt(cli, "gc", argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'o':
-			r = parse_duration(optarg, &older_than);
-			if (r == -ERANGE)
-				return cli_usage_error("gc: bad duration '%s': too large", optarg);
-			if (r < 0)
-				return cli_usage_error("gc: bad duration '%s': expected a number and a unit (s, m, h, d)",
-						       optarg);
-			break;
-		case 'h':
-			return cli_help(usage);
-		default:
-			return EX_USAGE;
-		}
-	}
+	code = cli_parse_options(cli, &gc_options, argc, argv, &older_than);
+	if (code != EX_OK)
+		return cli_stop_code(code);
 	code = cli_want_operands("gc", argc, argv, 0, "");
 	if (code == EX_OK)
 		code = cli_open_store(cli);
@@ -87,11 +95,7 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
 		return cli_fail(r, &err, "cannot delete old records");
 	if (cli->json) {
 		doc = cJSON_CreateObject();
-		if (doc && !cJSON_AddNumberToObject(doc, "deleted", r)) {
-			cJSON_Delete(doc);
-			doc = NULL;
-		}
-		return cli_json_print(doc);
+		return cli_json_print(doc, doc && cJSON_AddNumberToObject(doc, "deleted", r));
 	}
 	printf("deleted %d records\n", r);
 	return EX_OK;

@@ -47,13 +47,9 @@ static int add_row(const struct sl_stage_info *info, void *userdata)
 	if (rows->states && !(rows->states & (1u << info->state)))
 		return 0;
 	if (rows->json) {
-		cJSON *o = cJSON_CreateObject();
+		cJSON *o = cli_json_append_object(rows->json);
 
-		if (!o || !cJSON_AddItemToArray(rows->json, o)) {
-			cJSON_Delete(o);
-			return -ENOMEM;
-		}
-		if (!cli_json_add_stage(o, info) || !cJSON_AddNumberToObject(o, "entries", (double)info->entries))
+		if (!o || !cli_json_add_stage(o, info) || !cJSON_AddNumberToObject(o, "entries", (double)info->entries))
 			return -ENOMEM;
 		return 0;
 	}
@@ -121,73 +117,92 @@ static int state_bit(const char *name)
 	return -1;
 }
 
-int cmd_list(struct cli *cli, int argc, char **argv)
+/* What the options ask for. */
+struct list_args {
+	unsigned flags;
+	const char *label;
+	unsigned states; /* as struct rows' */
+};
+
+static int list_option(int c, char *arg, void *userdata)
 {
-	static const struct option options[] = {
+	struct list_args *a = userdata;
+	int s;
+
+	switch (c) {
+	case 'a':
+		a->flags |= SL_LIST_ALL;
+		return EX_OK;
+	case 'l':
+		/* A label that cannot exist is a typo, not an empty answer
+		 * that monitoring would take for "all clear". */
+		if (!cli_label_valid(arg))
+			return cli_usage_error("list: bad label '%s': want [a-z0-9][a-z0-9_.-]{0,31}", arg);
+		a->label = arg;
+		return EX_OK;
+	default: /* 's' */
+		s = state_bit(arg);
+		if (s < 0)
+			return cli_usage_error("list: unknown state '%s': want one of staging, ready, releasing, "
+					       "released, aborted, recovering, recovered, failed, published",
+					       arg);
+		a->states |= 1u << s;
+		/* A state may be a finished one: look at every record. */
+		a->flags |= SL_LIST_ALL;
+		return EX_OK;
+	}
+}
+
+static const struct cli_options list_options = {
+	.cmd = "list",
+	.optstring = ":h",
+	.longopts = (const struct option[]){
 		{ "all", no_argument, NULL, 'a' },
 		{ "label", required_argument, NULL, 'l' },
 		{ "state", required_argument, NULL, 's' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
-	};
-	struct rows rows = { .now = sl_now_ms() };
-	struct sl_error err = { 0 };
-	const char *label = NULL;
-	unsigned flags = 0;
-	int c, r, code;
+	},
+	.usage = usage,
+	.handle = list_option,
+};
 
-	while ((c = cli_getopt(cli, "list", argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'a':
-			flags |= SL_LIST_ALL;
-			break;
-		case 'l':
-			/* A label that cannot exist is a typo, not an empty
-			 * answer that monitoring would take for "all clear". */
-			if (!cli_label_valid(optarg))
-				return cli_usage_error("list: bad label '%s': want [a-z0-9][a-z0-9_.-]{0,31}", optarg);
-			label = optarg;
-			break;
-		case 's':
-			r = state_bit(optarg);
-			if (r < 0)
-				return cli_usage_error("list: unknown state '%s': want one of staging, ready, releasing, "
-						       "released, aborted, recovering, recovered, failed, published",
-						       optarg);
-			rows.states |= 1u << r;
-			/* A state may be a finished one: look at every record. */
-			flags |= SL_LIST_ALL;
-			break;
-		case 'h':
-			return cli_help(usage);
-		default:
-			return EX_USAGE;
-		}
-	}
-	code = cli_want_operands("list", argc, argv, 0, "");
+static void rows_finish(struct rows *rows)
+{
+	for (size_t i = 0; i < rows->n; i++)
+		free(rows->v[i].path);
+	free(rows->v);
+	cJSON_Delete(rows->json);
+}
+
+int cmd_list(struct cli *cli, int argc, char **argv)
+{
+	_cleanup_(rows_finish) struct rows rows = { .now = sl_now_ms() };
+	struct list_args a = { 0 };
+	struct sl_error err = { 0 };
+	int r, code;
+
+	code = cli_parse_options(cli, &list_options, argc, argv, &a);
+	if (code == EX_OK)
+		code = cli_want_operands("list", argc, argv, 0, "");
 	if (code == EX_OK)
 		code = cli_open_store_readonly(cli);
 	if (code == CLI_NO_STORE)
 		code = cli_no_store(cli, NULL);
 	if (code != EX_OK)
-		return code;
+		return cli_stop_code(code);
 
+	rows.states = a.states;
 	if (cli->json) {
 		rows.json = cJSON_CreateArray();
 		if (!rows.json)
 			return cli_fail(-ENOMEM, NULL, "cannot list the stages");
 	}
-	r = cli->store ? sl_list(cli->store, flags, label, add_row, &rows, &err) : 0;
-	if (r < 0) {
-		code = cli_fail(r, &err, "cannot list the stages");
-		cJSON_Delete(rows.json);
-	} else if (cli->json) {
-		code = cli_json_print(rows.json);
-	} else {
-		print_table(&rows);
-	}
-	for (size_t i = 0; i < rows.n; i++)
-		free(rows.v[i].path);
-	free(rows.v);
-	return code;
+	r = cli->store ? sl_list(cli->store, a.flags, a.label, add_row, &rows, &err) : 0;
+	if (r < 0)
+		return cli_fail(r, &err, "cannot list the stages");
+	if (cli->json)
+		return cli_json_print(TAKE_PTR(rows.json), true);
+	print_table(&rows);
+	return EX_OK;
 }

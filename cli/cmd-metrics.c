@@ -136,68 +136,73 @@ static void format(FILE *f, const struct tally *t, const struct cli_last_recover
 	fprintf(f, "stagelog_last_recover_recovered_stages %lld\n", last->recovered);
 }
 
-int cmd_metrics(struct cli *cli, int argc, char **argv)
+static int metrics_option(int c, char *arg, void *userdata)
 {
-	static const struct option options[] = {
+	(void)c; /* 'o', the only option */
+	*(const char **)userdata = arg;
+	return EX_OK;
+}
+
+static const struct cli_options metrics_options = {
+	.cmd = "metrics",
+	.optstring = ":ho:",
+	.longopts = (const struct option[]){
 		{ "output", required_argument, NULL, 'o' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
-	};
-	struct tally t = { 0 };
-	struct cli_last_recover last;
+	},
+	.usage = usage,
+	.handle = metrics_option,
+};
+
+static void tally_finish(struct tally *t)
+{
+	free(t->v);
+}
+
+/* Counts the stages into t, when there is a store (*ret_present). Read-only:
+ * a missing store is reported as such and never created. Returns an exit
+ * code. */
+static int count_stages(struct cli *cli, const char *db, struct tally *t, bool *ret_present)
+{
 	struct sl_error err = { 0 };
-	const char *output = NULL;
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	char db[4096];
-	bool present, have_last;
-	FILE *f;
-	int c, r, code;
+	int r, code;
 
-	while ((c = cli_getopt(cli, "metrics", argc, argv, ":ho:", options)) != -1) {
-		switch (c) {
-		case 'o':
-			output = optarg;
-			break;
-		case 'h':
-			return cli_help(usage);
-		default:
-			return EX_USAGE;
-		}
-	}
-	code = cli_want_operands("metrics", argc, argv, 0, "");
-	if (code == EX_OK)
-		code = cli_store_path(cli, db, sizeof(db));
-	if (code != EX_OK)
-		return code;
-
-	/* Read-only: a missing store is reported as such and never created. */
 	code = cli_open_store_readonly(cli);
 	if (code != EX_OK && code != CLI_NO_STORE)
 		return code;
-	present = code == EX_OK;
-	if (present) {
-		r = sl_list(cli->store, 0, NULL, count_stage, &t, &err);
-		if (r < 0) {
-			free(t.v);
-			return cli_fail(r, &err, "cannot list the stages");
-		}
-	} else if (cli->verbosity >= 0) {
+	*ret_present = code == EX_OK;
+	if (*ret_present) {
+		r = sl_list(cli->store, 0, NULL, count_stage, t, &err);
+		return r < 0 ? cli_fail(r, &err, "cannot list the stages") : EX_OK;
+	}
+	if (cli->verbosity >= 0) {
 		fputs("stagelog: metrics: no store at ", stderr);
 		cli_fput_escaped(stderr, db, strlen(db));
 		fputs(": nothing in flight\n", stderr);
 	}
-	have_last = read_last_recover(db, &last);
+	return EX_OK;
+}
 
-	f = open_memstream(&text, &len);
-	if (!f) {
-		free(t.v);
+/* The metrics as text in *ret (free it). Returns an exit code. */
+static int format_text(const struct tally *t, const char *db, bool present, char **ret, size_t *ret_len)
+{
+	struct cli_last_recover last;
+	bool have_last = read_last_recover(db, &last);
+	FILE *f = open_memstream(ret, ret_len);
+
+	if (!f)
 		return cli_fail(-ENOMEM, NULL, "cannot format the metrics");
-	}
-	format(f, &t, have_last ? &last : NULL, present);
-	free(t.v);
+	format(f, t, have_last ? &last : NULL, present);
 	if (fclose(f) != 0)
 		return cli_fail(-ENOMEM, NULL, "cannot format the metrics");
+	return EX_OK;
+}
+
+/* Writes text to stdout, or atomically to output. Returns an exit code. */
+static int write_text(const char *output, const char *text, size_t len)
+{
+	int r, code;
 
 	if (!output) {
 		fwrite(text, 1, len, stdout);
@@ -206,11 +211,35 @@ int cmd_metrics(struct cli *cli, int argc, char **argv)
 	/* Metrics hold counts and labels, no secret: 0644 lets the
 	 * collector, which runs as another user, read them. */
 	r = cli_write_atomic(output, text, len, 0644);
-	if (r < 0) {
-		fputs("stagelog: cannot write the metrics: ", stderr);
-		cli_fput_escaped(stderr, output, strlen(output));
-		fprintf(stderr, ": %s\n", strerror(-r));
-		return cli_exit_code(r, NULL) == EX_SOFTWARE ? EX_CANTCREAT : cli_exit_code(r, NULL);
-	}
-	return EX_OK;
+	if (r >= 0)
+		return EX_OK;
+	fputs("stagelog: cannot write the metrics: ", stderr);
+	cli_fput_escaped(stderr, output, strlen(output));
+	fprintf(stderr, ": %s\n", strerror(-r));
+	code = cli_exit_code(r, NULL);
+	return code == EX_SOFTWARE ? EX_CANTCREAT : code;
+}
+
+int cmd_metrics(struct cli *cli, int argc, char **argv)
+{
+	_cleanup_(tally_finish) struct tally t = { 0 };
+	_cleanup_free_ char *text = NULL;
+	const char *output = NULL;
+	size_t len = 0;
+	char db[4096];
+	bool present = false;
+	int code;
+
+	code = cli_parse_options(cli, &metrics_options, argc, argv, &output);
+	if (code == EX_OK)
+		code = cli_want_operands("metrics", argc, argv, 0, "");
+	if (code == EX_OK)
+		code = cli_store_path(cli, db, sizeof(db));
+	if (code == EX_OK)
+		code = count_stages(cli, db, &t, &present);
+	if (code == EX_OK)
+		code = format_text(&t, db, present, &text, &len);
+	if (code == EX_OK)
+		code = write_text(output, text, len);
+	return cli_stop_code(code);
 }

@@ -26,7 +26,7 @@ int cmd_publish(struct cli *cli, int argc, char **argv)
 
 	code = cli_id_command(cli, "publish", argc, argv, usage, 2, "ID DEST", id);
 	if (code != EX_OK)
-		return code == CLI_HELP_SHOWN ? EX_OK : code;
+		return cli_stop_code(code);
 	dest = argv[optind + 1];
 
 	r = sl_publish_id(cli->store, id, dest, &err);
@@ -35,12 +35,8 @@ int cmd_publish(struct cli *cli, int argc, char **argv)
 
 	if (cli->json) {
 		doc = cJSON_CreateObject();
-		if (doc && (!cJSON_AddStringToObject(doc, "id", id) ||
-			    !cli_json_add_bytes(doc, "path", dest, strlen(dest)))) {
-			cJSON_Delete(doc);
-			doc = NULL;
-		}
-		return cli_json_print(doc);
+		return cli_json_print(doc, doc && cJSON_AddStringToObject(doc, "id", id) &&
+						   cli_json_add_bytes(doc, "path", dest, strlen(dest)));
 	}
 	printf("published %s to ", id);
 	cli_fput_escaped(stdout, dest, strlen(dest));

@@ -38,22 +38,6 @@ static void show_progress(size_t done, size_t total, void *userdata)
 	p->shown = true;
 }
 
-static cJSON *id_array(char (*ids)[SL_ID_SIZE], size_t n)
-{
-	cJSON *a = cJSON_CreateArray();
-
-	for (size_t i = 0; a && i < n; i++) {
-		cJSON *s = cJSON_CreateString(ids[i]);
-
-		if (!s || !cJSON_AddItemToArray(a, s)) {
-			cJSON_Delete(s);
-			cJSON_Delete(a);
-			return NULL;
-		}
-	}
-	return a;
-}
-
 /*
  * Every stage that is failed now: the report's failures first (their
  * reasons are this pass's), then the ones the pass left alone (a live
@@ -97,40 +81,15 @@ static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, 
 
 static int print_json(const struct sl_recover_report *rep, const struct cli_failed_list *fl)
 {
-	cJSON *doc = cJSON_CreateObject(), *failed = cJSON_CreateArray(), *recovered, *live;
-	bool ok = doc && failed;
+	cJSON *doc = cJSON_CreateObject();
 
-	for (size_t i = 0; ok && i < fl->n; i++) {
-		const struct cli_failed *fi = &fl->v[i];
-		cJSON *f = cJSON_CreateObject();
-
-		ok = f && cJSON_AddItemToArray(failed, f);
-		if (!ok) {
-			cJSON_Delete(f);
-			break;
-		}
-		ok = cJSON_AddStringToObject(f, "id", fi->id) && cJSON_AddStringToObject(f, "label", fi->where.label) &&
-		     cli_json_add_bytes(f, "path", fi->where.path, strlen(fi->where.path)) &&
-		     cli_json_add_bytes(f, "reason", fi->reason, strlen(fi->reason));
-	}
-	recovered = id_array(rep->recovered, rep->n_recovered);
-	live = id_array(rep->live, rep->n_live);
-	ok = ok && cJSON_AddNumberToObject(doc, "examined", (double)rep->examined);
-	ok = ok && recovered && cJSON_AddItemToObject(doc, "recovered", recovered);
-	if (!ok)
-		cJSON_Delete(recovered);
-	ok = ok && live && cJSON_AddItemToObject(doc, "live", live);
-	if (!ok)
-		cJSON_Delete(live);
-	ok = ok && cJSON_AddItemToObject(doc, "failed", failed);
-	if (!ok)
-		cJSON_Delete(failed);
-	ok = ok && cJSON_AddBoolToObject(doc, "dry_run", rep->dry_run);
-	if (!ok) {
-		cJSON_Delete(doc);
-		doc = NULL;
-	}
-	return cli_json_print(doc);
+	return cli_json_print(
+		doc, doc && cJSON_AddNumberToObject(doc, "examined", (double)rep->examined) &&
+			     cli_json_add_item(doc, "recovered",
+					       cli_json_array(rep->n_recovered, cli_json_id_item, rep->recovered)) &&
+			     cli_json_add_item(doc, "live", cli_json_array(rep->n_live, cli_json_id_item, rep->live)) &&
+			     cli_json_add_item(doc, "failed", cli_json_array(fl->n, cli_json_failed_item, fl)) &&
+			     cJSON_AddBoolToObject(doc, "dry_run", rep->dry_run));
 }
 
 /* Text lines: "recovered ID LABEL PATH", "live ID LABEL PATH (left
@@ -192,112 +151,160 @@ static void note_outcome(struct cli *cli, const char *outcome, size_t recovered,
 	}
 }
 
-int cmd_recover(struct cli *cli, int argc, char **argv)
+/* What the options ask for, and the --force ids once resolved. */
+struct recover_args {
+	struct sl_recover_options opts;
+	char **force_args;
+	size_t n_force;
+	char (*force)[SL_ID_SIZE];
+	const char **force_ptrs;
+};
+
+static void recover_args_finish(struct recover_args *a)
 {
-	static const struct option options[] = {
+	free(a->force_args);
+	free(a->force);
+	free(a->force_ptrs);
+}
+
+static int recover_option(int c, char *arg, void *userdata)
+{
+	struct recover_args *a = userdata;
+	char **v;
+
+	switch (c) {
+	case 'n':
+		a->opts.dry_run = true;
+		return EX_OK;
+	case 'r':
+		a->opts.root = arg;
+		return EX_OK;
+	default: /* 'f' */
+		v = reallocarray(a->force_args, a->n_force + 1, sizeof(*v));
+		if (!v)
+			return cli_fail(-ENOMEM, NULL, "cannot parse the options");
+		a->force_args = v;
+		a->force_args[a->n_force++] = arg;
+		return EX_OK;
+	}
+}
+
+static const struct cli_options recover_options = {
+	.cmd = "recover",
+	.optstring = ":h",
+	.longopts = (const struct option[]){
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "root", required_argument, NULL, 'r' },
 		{ "force", required_argument, NULL, 'f' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
-	};
-	struct sl_recover_options opts = { 0 };
-	struct sl_recover_report rep = { 0 };
+	},
+	.usage = usage,
+	.handle = recover_option,
+};
+
+/* Opens the store read-only. No store, nothing in flight: nothing to
+ * recover, and no store to create for it (but a --force id names a stage
+ * that cannot be there). Returns an exit code. */
+static int open_store(struct cli *cli, const struct recover_args *a)
+{
+	int code = cli_open_store_readonly(cli);
+
+	if (code == CLI_NO_STORE && a->n_force > 0)
+		return cli_usage_error("unknown id '%s': there is no store at %s", a->force_args[0], cli->store_path);
+	if (code == CLI_NO_STORE)
+		return cli_no_store(cli, NULL);
+	return code;
+}
+
+/* Resolves the --force ids (prefixes) into a->opts.force. Returns an exit
+ * code. */
+static int resolve_force(struct cli *cli, struct recover_args *a)
+{
+	int code;
+
+	if (a->n_force == 0)
+		return EX_OK;
+	a->force = calloc(a->n_force, sizeof(*a->force));
+	a->force_ptrs = calloc(a->n_force, sizeof(*a->force_ptrs));
+	if (!a->force || !a->force_ptrs)
+		return cli_fail(-ENOMEM, NULL, "cannot parse the options");
+	for (size_t i = 0; i < a->n_force; i++) {
+		code = cli_resolve_id(cli, a->force_args[i], a->force[i]);
+		if (code != EX_OK)
+			return code;
+		a->force_ptrs[i] = a->force[i];
+	}
+	a->opts.force = a->force_ptrs;
+	a->opts.n_force = a->n_force;
+	return EX_OK;
+}
+
+/* Runs the pass into rep. Returns an exit code; a pass that did not run
+ * (or was stopped by a signal) is noted as an error. */
+static int run_pass(struct cli *cli, struct sl_recover_options *opts, struct sl_recover_report *rep)
+{
 	struct sl_error err = { 0 };
 	struct progress progress = { 0 };
-	struct cli_failed_list fl = { 0 };
-	_cleanup_free_ char **force_args = NULL;
-	_cleanup_free_ char (*force)[SL_ID_SIZE] = NULL;
-	_cleanup_free_ const char **force_ptrs = NULL;
-	size_t n_force = 0;
-	void *tmp;
-	int c, r, code;
+	int r, code;
 
-	while ((c = cli_getopt(cli, "recover", argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'n':
-			opts.dry_run = true;
-			break;
-		case 'r':
-			opts.root = optarg;
-			break;
-		case 'f':
-			tmp = reallocarray(force_args, n_force + 1, sizeof(*force_args));
-			if (!tmp)
-				return cli_fail(-ENOMEM, NULL, "cannot parse the options");
-			force_args = tmp;
-			force_args[n_force++] = optarg;
-			break;
-		case 'h':
-			return cli_help(usage);
-		default:
-			return EX_USAGE;
-		}
-	}
-	code = cli_want_operands("recover", argc, argv, 0, "");
-	if (code == EX_OK)
-		code = cli_open_store_readonly(cli);
-	/* No store, nothing in flight: nothing to recover, and no store to
-	 * create for it. */
-	if (code == CLI_NO_STORE && n_force > 0)
-		return cli_usage_error("unknown id '%s': there is no store at %s", force_args[0], cli->store_path);
-	if (code == CLI_NO_STORE)
-		code = cli_no_store(cli, NULL);
-	if (code != EX_OK)
-		return code;
-
-	if (n_force > 0) {
-		force = calloc(n_force, sizeof(*force));
-		force_ptrs = calloc(n_force, sizeof(*force_ptrs));
-		if (!force || !force_ptrs)
-			return cli_fail(-ENOMEM, NULL, "cannot parse the options");
-		for (size_t i = 0; i < n_force; i++) {
-			code = cli_resolve_id(cli, force_args[i], force[i]);
-			if (code != EX_OK)
-				return code;
-			force_ptrs[i] = force[i];
-		}
-	}
-	opts.force = force_ptrs;
-	opts.n_force = n_force;
 	if (cli->verbosity >= 0 && isatty(STDERR_FILENO)) {
-		opts.progress = show_progress;
-		opts.userdata = &progress;
+		opts->progress = show_progress;
+		opts->userdata = &progress;
 	}
-
-	opts.cancel = cli_cancel_flag();
-	rep.dry_run = opts.dry_run;
-	r = cli->store ? sl_recover_run(cli->store, &opts, &rep, &err) : 0;
+	opts->cancel = cli_cancel_flag();
+	rep->dry_run = opts->dry_run;
+	r = cli->store ? sl_recover_run(cli->store, opts, rep, &err) : 0;
 	if (progress.shown)
 		fputc('\n', stderr);
-	if (r == -ECANCELED) {
-		cli_fail(r, &err, "cannot recover");
-		if (!opts.dry_run)
-			note_outcome(cli, "error", 0, 0);
-		return 128 + cli_signal_caught();
-	}
-	if (r < 0) {
-		code = cli_fail(r, &err, "cannot recover");
-		if (!opts.dry_run)
-			note_outcome(cli, "error", 0, 0);
-		return code;
-	}
+	if (r >= 0)
+		return EX_OK;
+	code = cli_fail(r, &err, "cannot recover");
+	if (!opts->dry_run)
+		note_outcome(cli, "error", 0, 0);
+	return r == -ECANCELED ? 128 + cli_signal_caught() : code;
+}
+
+/* Prints what the pass did and every failed stage, and notes the outcome.
+ * Returns an exit code: 1 while a failed stage remains. */
+static int report(struct cli *cli, const struct sl_recover_report *rep)
+{
+	_cleanup_(cli_failed_list_finish) struct cli_failed_list fl = { 0 };
+	int code;
 
 	/* A failed stage may still hold secrets: recovery is not done while
 	 * one remains, whether or not this pass touched it. */
-	code = collect_failed(cli, &rep, &fl);
+	code = collect_failed(cli, rep, &fl);
 	if (code == EX_OK) {
 		if (cli->json)
-			code = print_json(&rep, &fl);
+			code = print_json(rep, &fl);
 		else
-			print_text(cli, &rep, &fl);
+			print_text(cli, rep, &fl);
 		if (code == EX_OK && fl.n > 0)
 			code = 1;
 	}
 	/* Without a store there is no folder of its own to note it in. */
-	if (!opts.dry_run && cli->store)
-		note_outcome(cli, code == EX_OK ? "ok" : fl.n > 0 ? "failed" : "error", rep.n_recovered, fl.n);
-	free(fl.v);
-	sl_recover_report_finish(&rep);
+	if (!rep->dry_run && cli->store)
+		note_outcome(cli, code == EX_OK ? "ok" : fl.n > 0 ? "failed" : "error", rep->n_recovered, fl.n);
 	return code;
+}
+
+int cmd_recover(struct cli *cli, int argc, char **argv)
+{
+	_cleanup_(recover_args_finish) struct recover_args a = { 0 };
+	_cleanup_(sl_recover_report_finish) struct sl_recover_report rep = { 0 };
+	int code;
+
+	code = cli_parse_options(cli, &recover_options, argc, argv, &a);
+	if (code == EX_OK)
+		code = cli_want_operands("recover", argc, argv, 0, "");
+	if (code == EX_OK)
+		code = open_store(cli, &a);
+	if (code == EX_OK)
+		code = resolve_force(cli, &a);
+	if (code == EX_OK)
+		code = run_pass(cli, &a.opts, &rep);
+	if (code == EX_OK)
+		code = report(cli, &rep);
+	return cli_stop_code(code);
 }

@@ -25,7 +25,7 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 
 	code = cli_id_command(cli, "release", argc, argv, usage, 1, "ID", id);
 	if (code != EX_OK)
-		return code == CLI_HELP_SHOWN ? EX_OK : code;
+		return cli_stop_code(code);
 
 	/* Read before the release, while the record is sure to be there. */
 	(void)cli_stage_where(cli, id, &where);
@@ -47,13 +47,10 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 
 	if (cli->json) {
 		doc = cJSON_CreateObject();
-		if (doc && (!cJSON_AddStringToObject(doc, "id", id) || !cJSON_AddStringToObject(doc, "label", where.label) ||
-			    !cli_json_add_bytes(doc, "path", where.path, strlen(where.path)) ||
-			    !cJSON_AddBoolToObject(doc, "removed", r > 0))) {
-			cJSON_Delete(doc);
-			doc = NULL;
-		}
-		return cli_json_print(doc);
+		return cli_json_print(doc, doc && cJSON_AddStringToObject(doc, "id", id) &&
+						   cJSON_AddStringToObject(doc, "label", where.label) &&
+						   cli_json_add_bytes(doc, "path", where.path, strlen(where.path)) &&
+						   cJSON_AddBoolToObject(doc, "removed", r > 0));
 	}
 	fputs(r > 0 ? "released " : "nothing to release for ", stdout);
 	cli_fput_where(stdout, id, &where);

@@ -113,6 +113,25 @@ static void strv_free_wiped(char **v)
 	free(v);
 }
 
+static void strv_free_wipedp(char ***v)
+{
+	strv_free_wiped(*v);
+}
+
+/* RUNTIME and its n - 1 ARGs, with {bundle} and {id} replaced in the
+ * ARGs. */
+static char **build_args(struct sl_stage *stage, int n, char **argv)
+{
+	_cleanup_(strv_free_wipedp) char **args = calloc((size_t)n + 1, sizeof(*args));
+
+	for (int i = 0; args && i < n; i++) {
+		args[i] = i == 0 ? strdup(argv[0]) : substitute(argv[i], sl_stage_path(stage), sl_stage_id(stage));
+		if (!args[i])
+			return NULL;
+	}
+	return TAKE_PTR(args);
+}
+
 /* The runtime's environment: only the --pass-env names that are set. */
 static char **build_env(char **names, size_t n)
 {
@@ -137,48 +156,77 @@ static char **build_env(char **names, size_t n)
 }
 
 /*
- * Runs the runtime and waits for it, forwarding signals. Returns its exit
- * code in shell convention, or a negative errno if it could not be started.
+ * Blocks the forwarded signals and SIGCHLD, all of them in *set, and
+ * remembers the old mask and SIGCHLD action for the child. Blocked before
+ * the fork, a signal that arrives early stays pending and is forwarded
+ * once the child exists; SIGCHLD is blocked too, so that sigwaitinfo()
+ * sees the child's exit. SIGCHLD must not be ignored, or the kernel would
+ * reap the child for us.
  */
-static int spawn_and_wait(const char *path, char **args, char **envp)
+static int block_signals(sigset_t *set, sigset_t *ret_oldset, struct sigaction *ret_old_chld)
 {
-	struct sigaction dfl = { .sa_handler = SIG_DFL }, old_chld;
-	sigset_t set, oldset;
-	siginfo_t info;
-	int status, sig;
-	pid_t pid;
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
 
-	/* Blocked before the fork, a signal that arrives early stays pending
-	 * and is forwarded once the child exists; SIGCHLD is blocked too, so
-	 * that sigwaitinfo() sees the child's exit. SIGCHLD must not be
-	 * ignored, or the kernel would reap the child for us. */
-	sigemptyset(&set);
+	sigemptyset(set);
 	for (size_t i = 0; i < ELEMENTSOF(forwarded); i++)
-		sigaddset(&set, forwarded[i]);
-	sigaddset(&set, SIGCHLD);
-	sigaction(SIGCHLD, &dfl, &old_chld);
-	if (sigprocmask(SIG_BLOCK, &set, &oldset) < 0)
+		sigaddset(set, forwarded[i]);
+	sigaddset(set, SIGCHLD);
+	sigaction(SIGCHLD, &dfl, ret_old_chld);
+	if (sigprocmask(SIG_BLOCK, set, ret_oldset) < 0)
 		return negerrno();
-	/* Caught before the block (by the flag handler): the runtime never
-	 * starts, and the caller aborts the stage. */
-	if (cli_signal_caught())
-		return -ECANCELED;
+	return 0;
+}
 
-	pid = fork();
-	if (pid < 0)
-		return negerrno();
-	if (pid == 0) {
-		/* The runtime gets the signal state stagelog itself got. */
-		sigaction(SIGCHLD, &old_chld, NULL);
-		cli_signals_reset_child();
-		sigprocmask(SIG_SETMASK, &oldset, NULL);
-		execve(path, args, envp);
-		fprintf(stderr, "stagelog: cannot run the runtime: %s: %s\n", args[0], strerror(errno));
-		_exit(errno == ENOENT ? 127 : 126);
-	}
+/* In the child: the runtime gets the signal state stagelog itself got. */
+_Noreturn static void exec_runtime(const char *path, char **args, char **envp, const struct sigaction *old_chld,
+				   const sigset_t *oldset)
+{
+	sigaction(SIGCHLD, old_chld, NULL);
+	cli_signals_reset_child();
+	sigprocmask(SIG_SETMASK, oldset, NULL);
+	execve(path, args, envp);
+	fprintf(stderr, "stagelog: cannot run the runtime: %s: %s\n", args[0], strerror(errno));
+	_exit(errno == ENOENT ? 127 : 126);
+}
+
+/*
+ * Reaps the child if it ended. SIGCHLDs coalesce, so it reaps until the
+ * child is gone or merely stopped. Returns 1 with its exit code in
+ * *ret_code (shell convention), 0 while it runs, or a negative errno.
+ */
+static int reap(pid_t pid, int *ret_code)
+{
+	int status;
 
 	for (;;) {
-		sig = sigwaitinfo(&set, &info);
+		pid_t w = waitpid(pid, &status, WNOHANG);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return negerrno();
+		if (w == 0)
+			return 0;
+		if (WIFEXITED(status)) {
+			*ret_code = WEXITSTATUS(status);
+			return 1;
+		}
+		if (WIFSIGNALED(status)) {
+			*ret_code = 128 + WTERMSIG(status);
+			return 1;
+		}
+	}
+}
+
+/* Waits for the child, forwarding the signals in set but SIGCHLD. Returns
+ * its exit code, or a negative errno. */
+static int wait_child(pid_t pid, const sigset_t *set)
+{
+	siginfo_t info;
+	int sig, r, code;
+
+	for (;;) {
+		sig = sigwaitinfo(set, &info);
 		if (sig < 0) {
 			if (errno == EINTR)
 				continue;
@@ -193,142 +241,148 @@ static int spawn_and_wait(const char *path, char **args, char **envp)
 				kill(pid, sig);
 			continue;
 		}
-		/* SIGCHLDs coalesce, so reap until the child is gone or
-		 * merely stopped. */
-		for (;;) {
-			pid_t w = waitpid(pid, &status, WNOHANG);
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0)
-				return negerrno();
-			if (w == 0)
-				break;
-			if (WIFEXITED(status))
-				return WEXITSTATUS(status);
-			if (WIFSIGNALED(status))
-				return 128 + WTERMSIG(status);
-		}
+		r = reap(pid, &code);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			return code;
 	}
 }
 
-int cmd_run(struct cli *cli, int argc, char **argv)
+/*
+ * Runs the runtime and waits for it, forwarding signals. Returns its exit
+ * code in shell convention, or a negative errno if it could not be started.
+ */
+static int spawn_and_wait(const char *path, char **args, char **envp)
 {
-	static const struct option options[] = {
+	struct sigaction old_chld;
+	sigset_t set, oldset;
+	pid_t pid;
+	int r;
+
+	r = block_signals(&set, &oldset, &old_chld);
+	if (r < 0)
+		return r;
+	/* Caught before the block (by the flag handler): the runtime never
+	 * starts, and the caller aborts the stage. */
+	if (cli_signal_caught())
+		return -ECANCELED;
+
+	pid = fork();
+	if (pid < 0)
+		return negerrno();
+	if (pid == 0)
+		exec_runtime(path, args, envp, &old_chld, &oldset);
+	return wait_child(pid, &set);
+}
+
+/* The options: the stage's, and --pass-env. */
+struct run_args {
+	struct stage_args stage;
+	char **pass;
+	size_t n_pass;
+};
+
+static void run_args_finish(struct run_args *a)
+{
+	stage_args_finish(&a->stage);
+	free(a->pass);
+}
+
+static int run_option(int c, char *arg, void *userdata)
+{
+	struct run_args *a = userdata;
+	char **v;
+	int code;
+
+	code = stage_args_option(&a->stage, c, arg);
+	if (code != STAGE_ARGS_OTHER)
+		return code;
+	/* 'p' */
+	if (!arg[0] || strchr(arg, '='))
+		return cli_usage_error("run: bad --pass-env: expected a variable name");
+	v = reallocarray(a->pass, a->n_pass + 1, sizeof(*v));
+	if (!v)
+		return cli_fail(-ENOMEM, NULL, "cannot parse the options");
+	a->pass = v;
+	a->pass[a->n_pass++] = arg;
+	return EX_OK;
+}
+
+/* "+": everything from RUNTIME on belongs to the runtime, even without
+ * "--". */
+static const struct cli_options run_options = {
+	.cmd = "run",
+	.optstring = "+:h",
+	.longopts = (const struct option[]){
 		STAGE_LONG_OPTIONS,
 		{ "pass-env", required_argument, NULL, 'p' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
-	};
-	struct stage_args a = { .cmd = "run" };
-	struct sl_stage *stage = NULL;
-	struct sl_error err = { 0 };
-	_cleanup_free_ char **pass = NULL;
+	},
+	.usage = usage,
+	.handle = run_option,
+};
+
+/* With -v: "stagelog: WHAT ID LABEL PATH" on stderr. */
+static void note_stage(const struct cli *cli, const char *what, struct sl_stage *stage)
+{
+	if (cli->verbosity < 1)
+		return;
+	fprintf(stderr, "stagelog: %s %s %s ", what, sl_stage_id(stage), sl_stage_label(stage));
+	cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
+	fputc('\n', stderr);
+}
+
+/*
+ * Runs the runtime argv[0] with its n - 1 ARGs on the stage, which it gets
+ * the lock of, and waits for it. Returns an exit code: the runtime's, or
+ * ours when it could not run.
+ */
+static int run_runtime(struct sl_stage *stage, const struct run_args *a, int n, char **argv)
+{
+	_cleanup_(strv_free_wipedp) char **args = NULL;
+	_cleanup_(strv_free_wipedp) char **envp = NULL;
 	_cleanup_free_ char *path = NULL;
-	char **args = NULL, **envp = NULL, **tmp;
-	size_t n_pass = 0;
-	int c, r, code, status, nargs;
+	struct sl_error err = { 0 };
+	int r, status;
 
-	/* "+": everything from RUNTIME on belongs to the runtime, even
-	 * without "--". */
-	while ((c = cli_getopt(cli, "run", argc, argv, "+:h", options)) != -1) {
-		r = stage_args_option(&a, c, optarg);
-		if (r < 0) {
-			code = cli_fail(r, NULL, "cannot parse the options");
-			goto out;
-		}
-		if (r > 0)
-			continue;
-		switch (c) {
-		case 'p':
-			if (!optarg[0] || strchr(optarg, '=')) {
-				code = cli_usage_error("run: bad --pass-env: expected a variable name");
-				goto out;
-			}
-			tmp = reallocarray(pass, n_pass + 1, sizeof(*pass));
-			if (!tmp) {
-				code = cli_fail(-ENOMEM, NULL, "cannot parse the options");
-				goto out;
-			}
-			pass = tmp;
-			pass[n_pass++] = optarg;
-			break;
-		case 'h':
-			code = cli_help(usage);
-			goto out;
-		default:
-			code = EX_USAGE;
-			goto out;
-		}
-	}
-	if (optind >= argc) {
-		code = cli_usage_error("run: missing RUNTIME");
-		goto out;
-	}
-	nargs = argc - optind;
-
-	/* Staging comes first: if it fails, the runtime is never started. */
-	code = stage_args_stage(cli, &a, 0, &stage);
-	if (code != EX_OK)
-		goto out;
-
-	if (cli->verbosity >= 1) {
-		fprintf(stderr, "stagelog: staged %s %s ", sl_stage_id(stage), sl_stage_label(stage));
-		cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
-		fputc('\n', stderr);
-	}
-	r = find_runtime(argv[optind], &path);
+	r = find_runtime(argv[0], &path);
 	if (r < 0) {
 		fprintf(stderr, "stagelog: cannot run the runtime: ");
-		cli_fput_escaped(stderr, argv[optind], strlen(argv[optind]));
+		cli_fput_escaped(stderr, argv[0], strlen(argv[0]));
 		fprintf(stderr, ": %s\n", r == -ENOENT ? "not found" : strerror(-r));
-		code = r == -ENOENT ? 127 : 126;
-		goto release;
+		return r == -ENOENT ? 127 : 126;
 	}
 	r = sl_stage_lock_inherit(stage, &err);
-	if (r < 0) {
-		code = cli_fail(r, &err, "cannot hand the stage's lock to the runtime");
-		goto release;
-	}
+	if (r < 0)
+		return cli_fail(r, &err, "cannot hand the stage's lock to the runtime");
 
-	args = calloc((size_t)nargs + 1, sizeof(*args));
-	envp = build_env(pass, n_pass);
-	if (!args || !envp) {
-		code = cli_fail(-ENOMEM, NULL, "cannot start the runtime");
-		goto release;
-	}
-	for (int i = 0; i < nargs; i++) {
-		args[i] = i == 0 ? strdup(argv[optind]) : substitute(argv[optind + i], sl_stage_path(stage),
-								      sl_stage_id(stage));
-		if (!args[i]) {
-			code = cli_fail(-ENOMEM, NULL, "cannot start the runtime");
-			goto release;
-		}
-	}
-
+	args = build_args(stage, n, argv);
+	envp = build_env(a->pass, a->n_pass);
+	if (!args || !envp)
+		return cli_fail(-ENOMEM, NULL, "cannot start the runtime");
 	status = spawn_and_wait(path, args, envp);
 	/* The parent's copies of the passed values are not needed any more. */
-	strv_free_wiped(envp);
-	envp = NULL;
-	if (status == -ECANCELED) {
-		code = cli_interrupted("run (before the runtime started)");
-		goto release;
-	}
-	if (status < 0) {
-		code = cli_fail(status, NULL, "cannot start the runtime");
-		goto release;
-	}
-	code = status;
+	strv_free_wiped(TAKE_PTR(envp));
+	if (status == -ECANCELED)
+		return cli_interrupted("run (before the runtime started)");
+	if (status < 0)
+		return cli_fail(status, NULL, "cannot start the runtime");
+	return status;
+}
 
-release:
-	err = (struct sl_error){ 0 };
+/* Releases and frees the stage the runtime used, which ended with code.
+ * Returns the exit code. */
+static int release(struct cli *cli, struct sl_stage *stage, int code)
+{
+	struct sl_error err = { 0 };
+	int r;
+
 	r = sl_stage_release(stage, &err);
-	if (r >= 0 && cli->verbosity >= 1) {
-		fprintf(stderr, "stagelog: released %s %s ", sl_stage_id(stage), sl_stage_label(stage));
-		cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
-		fputc('\n', stderr);
-	}
-	if (r < 0) {
+	if (r >= 0) {
+		note_stage(cli, "released", stage);
+	} else {
 		cli_fail(r, &err, "cannot release the stage");
 		/* The runtime's own failure says more than ours; a clean
 		 * exit must not hide that something was left behind. */
@@ -336,9 +390,26 @@ release:
 			code = 1;
 	}
 	sl_stage_free(stage);
-out:
-	strv_free_wiped(args);
-	strv_free_wiped(envp);
-	stage_args_finish(&a);
 	return code;
+}
+
+int cmd_run(struct cli *cli, int argc, char **argv)
+{
+	_cleanup_(run_args_finish) struct run_args a = { .stage = { .cmd = "run" } };
+	struct sl_stage *stage = NULL;
+	int code;
+
+	code = cli_parse_options(cli, &run_options, argc, argv, &a);
+	if (code != EX_OK)
+		return cli_stop_code(code);
+	if (optind >= argc)
+		return cli_usage_error("run: missing RUNTIME");
+
+	/* Staging comes first: if it fails, the runtime is never started. */
+	code = stage_args_stage(cli, &a.stage, 0, &stage);
+	if (code != EX_OK)
+		return code;
+	note_stage(cli, "staged", stage);
+	code = run_runtime(stage, &a, argc - optind, argv + optind);
+	return release(cli, stage, code);
 }

@@ -67,12 +67,8 @@ static int show_entry(const struct sl_entry_info *info, void *userdata)
 	cJSON *e;
 
 	if (s->doc) {
-		e = cJSON_CreateObject();
-		if (!e || !s->entries || !cJSON_AddItemToArray(s->entries, e)) {
-			cJSON_Delete(e);
-			return -ENOMEM;
-		}
-		if (!cJSON_AddNumberToObject(e, "seq", (double)info->seq) ||
+		e = s->entries ? cli_json_append_object(s->entries) : NULL;
+		if (!e || !cJSON_AddNumberToObject(e, "seq", (double)info->seq) ||
 		    !cli_json_add_bytes(e, "path", info->path, info->path_len) ||
 		    !cJSON_AddStringToObject(e, "kind", info->kind) || !cJSON_AddStringToObject(e, "state", info->state))
 			return -ENOMEM;
@@ -102,7 +98,7 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 	if (code == CLI_NO_STORE)
 		return cli_no_store(cli, "cannot show the stage");
 	if (code != EX_OK)
-		return code == CLI_HELP_SHOWN ? EX_OK : code;
+		return cli_stop_code(code);
 
 	if (cli->json) {
 		s.doc = cJSON_CreateObject();
@@ -114,5 +110,5 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 		cJSON_Delete(s.doc);
 		return cli_fail(r, &err, "cannot show the stage");
 	}
-	return cli->json ? cli_json_print(s.doc) : EX_OK;
+	return cli->json ? cli_json_print(s.doc, true) : EX_OK;
 }

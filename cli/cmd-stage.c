@@ -33,29 +33,29 @@ int stage_args_option(struct stage_args *a, int c, char *arg)
 	switch (c) {
 	case 'r':
 		a->root = arg;
-		return 1;
+		return EX_OK;
 	case 'b':
 		a->bundle = arg;
-		return 1;
+		return EX_OK;
 	case 'l':
 		a->label = arg;
-		return 1;
+		return EX_OK;
 	case 'e':
 	case 'E':
 		opts = reallocarray(a->env_opts, a->n_env_opts + 1, sizeof(*opts));
 		if (!opts)
-			return -ENOMEM;
+			return cli_fail(-ENOMEM, NULL, "cannot parse the options");
 		a->env_opts = opts;
 		is_file = reallocarray(a->env_is_file, a->n_env_opts + 1, sizeof(*is_file));
 		if (!is_file)
-			return -ENOMEM;
+			return cli_fail(-ENOMEM, NULL, "cannot parse the options");
 		a->env_is_file = is_file;
 		a->env_opts[a->n_env_opts] = arg;
 		a->env_is_file[a->n_env_opts] = c == 'E';
 		a->n_env_opts++;
-		return 1;
+		return EX_OK;
 	default:
-		return 0;
+		return STAGE_ARGS_OTHER;
 	}
 }
 
@@ -175,13 +175,11 @@ static int deliver(struct cli *cli, struct sl_stage *stage)
 
 	if (cli->json) {
 		cJSON *doc = cJSON_CreateObject();
-		if (doc && (!cJSON_AddStringToObject(doc, "id", sl_stage_id(stage)) ||
-			    !cJSON_AddStringToObject(doc, "label", sl_stage_label(stage)) ||
-			    !cli_json_add_bytes(doc, "path", sl_stage_path(stage), strlen(sl_stage_path(stage))))) {
-			cJSON_Delete(doc);
-			doc = NULL;
-		}
-		code = cli_json_print(doc);
+
+		code = cli_json_print(doc, doc && cJSON_AddStringToObject(doc, "id", sl_stage_id(stage)) &&
+						   cJSON_AddStringToObject(doc, "label", sl_stage_label(stage)) &&
+						   cli_json_add_bytes(doc, "path", sl_stage_path(stage),
+								      strlen(sl_stage_path(stage))));
 	} else {
 		/* Raw, not escaped: scripts read this line with `read id path`. */
 		printf("%s\t%s\n", sl_stage_id(stage), sl_stage_path(stage));
@@ -202,60 +200,66 @@ static int deliver(struct cli *cli, struct sl_stage *stage)
 	return code;
 }
 
-int cmd_stage(struct cli *cli, int argc, char **argv)
+/* The options: the stage's, and --owner. */
+struct stage_cmd_args {
+	struct stage_args stage;
+	pid_t owner;
+};
+
+static void stage_cmd_args_finish(struct stage_cmd_args *a)
 {
-	static const struct option options[] = {
+	stage_args_finish(&a->stage);
+}
+
+static int stage_option(int c, char *arg, void *userdata)
+{
+	struct stage_cmd_args *a = userdata;
+	char *end;
+	long pid;
+	int code;
+
+	code = stage_args_option(&a->stage, c, arg);
+	if (code != STAGE_ARGS_OTHER)
+		return code;
+	/* 'o' */
+	errno = 0;
+	pid = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || pid <= 0 || pid > INT_MAX)
+		return cli_usage_error("stage: bad --owner: expected a process id");
+	a->owner = (pid_t)pid;
+	return EX_OK;
+}
+
+static const struct cli_options stage_options = {
+	.cmd = "stage",
+	.optstring = ":h",
+	.longopts = (const struct option[]){
 		STAGE_LONG_OPTIONS,
 		{ "owner", required_argument, NULL, 'o' },
 		CLI_COMMON_OPTIONS,
 		{ 0 },
-	};
-	struct stage_args a = { .cmd = "stage" };
+	},
+	.usage = usage,
+	.handle = stage_option,
+};
+
+int cmd_stage(struct cli *cli, int argc, char **argv)
+{
+	_cleanup_(stage_cmd_args_finish) struct stage_cmd_args a = { .stage = { .cmd = "stage" }, .owner = getppid() };
 	struct sl_stage *stage = NULL;
-	pid_t owner = getppid();
-	char *end;
-	long pid;
-	int c, r, code;
+	int code;
 
-	while ((c = cli_getopt(cli, "stage", argc, argv, ":h", options)) != -1) {
-		r = stage_args_option(&a, c, optarg);
-		if (r < 0) {
-			code = cli_fail(r, NULL, "cannot parse the options");
-			goto out;
-		}
-		if (r > 0)
-			continue;
-		switch (c) {
-		case 'o':
-			errno = 0;
-			pid = strtol(optarg, &end, 10);
-			if (errno || end == optarg || *end || pid <= 0 || pid > INT_MAX) {
-				code = cli_usage_error("stage: bad --owner: expected a process id");
-				goto out;
-			}
-			owner = (pid_t)pid;
-			break;
-		case 'h':
-			code = cli_help(usage);
-			goto out;
-		default:
-			code = EX_USAGE;
-			goto out;
-		}
-	}
-	code = cli_want_operands("stage", argc, argv, 0, "");
+	code = cli_parse_options(cli, &stage_options, argc, argv, &a);
+	if (code == EX_OK)
+		code = cli_want_operands("stage", argc, argv, 0, "");
+	if (code == EX_OK)
+		code = stage_args_stage(cli, &a.stage, a.owner, &stage);
 	if (code != EX_OK)
-		goto out;
-
-	code = stage_args_stage(cli, &a, owner, &stage);
-	if (code != EX_OK)
-		goto out;
+		return cli_stop_code(code);
 	code = deliver(cli, stage);
 	/* A ready stage is finished, so freeing it only drops our lock and
 	 * handles; the stage stays ready for its owner. One whose id did not
 	 * reach anyone was aborted: nobody would ever release it. */
 	sl_stage_free(stage);
-out:
-	stage_args_finish(&a);
 	return code;
 }

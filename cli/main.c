@@ -61,21 +61,22 @@ static int usage(FILE *f)
  * the store. */
 int cmd_help(struct cli *cli, int argc, char **argv)
 {
-	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
+	static const struct option longopts[] = { CLI_COMMON_OPTIONS, { 0 } };
+	static const struct cli_options options = {
+		.cmd = "help",
+		.optstring = ":h",
+		.longopts = longopts,
+		.usage = "usage: stagelog help [COMMAND]\n"
+			 "\n"
+			 "Prints the help of stagelog, or of COMMAND.\n",
+	};
 	const struct cli_command *cmd;
 	char *help_argv[3];
-	int c;
+	int code;
 
-	while ((c = cli_getopt(cli, "help", argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("usage: stagelog help [COMMAND]\n"
-					"\n"
-					"Prints the help of stagelog, or of COMMAND.\n");
-		default:
-			return EX_USAGE;
-		}
-	}
+	code = cli_parse_options(cli, &options, argc, argv, NULL);
+	if (code != EX_OK)
+		return cli_stop_code(code);
 	if (argc - optind > 1)
 		return cli_usage_error("help: unexpected argument '%s'", argv[optind + 1]);
 	if (argc - optind == 0)
@@ -90,7 +91,9 @@ int cmd_help(struct cli *cli, int argc, char **argv)
 	return cmd->run(cli, 2, help_argv);
 }
 
-int main(int argc, char **argv)
+/* Parses the global options into cli. Returns EX_OK to go on, or the exit
+ * code to return now (CLI_HELP_SHOWN after --help or --version). */
+static int parse_global_options(struct cli *cli, int argc, char **argv)
 {
 	enum { OPT_DB = 0x100, OPT_JSON, OPT_VERSION };
 	static const struct option options[] = {
@@ -102,36 +105,65 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ 0 },
 	};
-	struct cli cli = { 0 };
-	const struct cli_command *cmd = NULL;
-	int c, code;
-
-	cli_signals_init();
+	int c;
 
 	/* "+": the first non-option is the command; what follows is its own. */
 	while ((c = cli_getopt(NULL, NULL, argc, argv, "+:qvh", options)) != -1) {
 		switch (c) {
 		case OPT_DB:
-			cli.db = optarg;
+			cli->db = optarg;
 			break;
 		case OPT_JSON:
-			cli.json = true;
+			cli->json = true;
 			break;
 		case 'q':
-			cli.verbosity = -1;
+			cli->verbosity = -1;
 			break;
 		case 'v':
-			cli.verbosity = cli.verbosity < 0 ? 1 : cli.verbosity + 1;
+			cli->verbosity = cli->verbosity < 0 ? 1 : cli->verbosity + 1;
 			break;
 		case 'h':
-			return usage(stdout);
+			usage(stdout);
+			return CLI_HELP_SHOWN;
 		case OPT_VERSION:
 			printf("stagelog %s\n", STAGELOG_VERSION);
-			return EX_OK;
+			return CLI_HELP_SHOWN;
 		default:
 			return EX_USAGE;
 		}
 	}
+	return EX_OK;
+}
+
+/* The exit code of a command that returned code, once a caught signal and
+ * stdout's fate are taken into account. */
+static int finish(const struct cli *cli, int code)
+{
+	/* A command ends the step it is in and then honours the signal; a
+	 * stage that printed its id was delivered and ends as a success. */
+	if (cli_signal_caught() && code == EX_OK && !cli->delivered)
+		code = 128 + cli_signal_caught();
+
+	/* Output that did not reach its reader (a full disk, a closed pipe)
+	 * is a failure, not a success. */
+	if (!cli->stdout_closed && (fflush(stdout) != 0 || ferror(stdout))) {
+		cli_error("cannot write output: stdout: %s", strerror(errno));
+		if (code == EX_OK)
+			code = EX_IOERR;
+	}
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli cli = { 0 };
+	const struct cli_command *cmd = NULL;
+	int code;
+
+	cli_signals_init();
+	code = parse_global_options(&cli, argc, argv);
+	if (code != EX_OK)
+		return cli_stop_code(code);
 	if (optind >= argc) {
 		usage(stderr);
 		return EX_USAGE;
@@ -146,18 +178,5 @@ int main(int argc, char **argv)
 	optind = 0; /* glibc: start the command's parse afresh */
 	code = cmd->run(&cli, argc, argv);
 	sl_store_close(cli.store);
-
-	/* A command ends the step it is in and then honours the signal; a
-	 * stage that printed its id was delivered and ends as a success. */
-	if (cli_signal_caught() && code == EX_OK && !cli.delivered)
-		code = 128 + cli_signal_caught();
-
-	/* Output that did not reach its reader (a full disk, a closed pipe)
-	 * is a failure, not a success. */
-	if (!cli.stdout_closed && (fflush(stdout) != 0 || ferror(stdout))) {
-		cli_error("cannot write output: stdout: %s", strerror(errno));
-		if (code == EX_OK)
-			code = EX_IOERR;
-	}
-	return code;
+	return finish(&cli, code);
 }

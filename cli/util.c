@@ -44,22 +44,34 @@ int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const ch
 	return '?';
 }
 
+int cli_parse_options(struct cli *cli, const struct cli_options *o, int argc, char **argv, void *userdata)
+{
+	int c, code;
+
+	while ((c = cli_getopt(cli, o->cmd, argc, argv, o->optstring, o->longopts)) != -1) {
+		if (c == 'h') {
+			cli_help(o->usage);
+			return CLI_HELP_SHOWN;
+		}
+		if (c == '?' || !o->handle)
+			return EX_USAGE;
+		code = o->handle(c, optarg, userdata);
+		if (code != EX_OK)
+			return code;
+	}
+	return EX_OK;
+}
+
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE])
 {
-	static const struct option options[] = { CLI_COMMON_OPTIONS, { 0 } };
-	int c, code;
+	static const struct option longopts[] = { CLI_COMMON_OPTIONS, { 0 } };
+	const struct cli_options o = { .cmd = cmd, .optstring = ":h", .longopts = longopts, .usage = usage };
+	int code;
 
-	while ((c = cli_getopt(cli, cmd, argc, argv, ":h", options)) != -1) {
-		switch (c) {
-		case 'h':
-			cli_help(usage);
-			return CLI_HELP_SHOWN;
-		default:
-			return EX_USAGE;
-		}
-	}
-	code = cli_want_operands(cmd, argc, argv, n, names);
+	code = cli_parse_options(cli, &o, argc, argv, NULL);
+	if (code == EX_OK)
+		code = cli_want_operands(cmd, argc, argv, n, names);
 	if (code == EX_OK)
 		code = cli_open_store(cli);
 	if (code == EX_OK)
@@ -482,10 +494,10 @@ bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info)
 	return ok;
 }
 
-int cli_json_print(cJSON *doc)
+int cli_json_print(cJSON *doc, bool built)
 {
 	_cleanup_(cJSON_Deletep) cJSON *d = doc;
-	_cleanup_free_ char *text = d ? cJSON_Print(d) : NULL;
+	_cleanup_free_ char *text = d && built ? cJSON_Print(d) : NULL;
 
 	if (!text)
 		return cli_fail(-ENOMEM, NULL, "cannot format JSON output");
@@ -510,4 +522,72 @@ int cli_failed_add(const struct sl_stage_info *info, void *userdata)
 	snprintf(v->where.path, sizeof(v->where.path), "%s", info->path);
 	snprintf(v->reason, sizeof(v->reason), "%s", info->reason ? info->reason : "");
 	return 0;
+}
+
+void cli_failed_list_finish(struct cli_failed_list *l)
+{
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+bool cli_json_add_item(cJSON *obj, const char *name, cJSON *item)
+{
+	if (item && cJSON_AddItemToObject(obj, name, item))
+		return true;
+	cJSON_Delete(item);
+	return false;
+}
+
+cJSON *cli_json_append_object(cJSON *a)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o && cJSON_AddItemToArray(a, o))
+		return o;
+	cJSON_Delete(o);
+	return NULL;
+}
+
+cJSON *cli_json_array(size_t n, cJSON *(*item)(const void *ctx, size_t i), const void *ctx)
+{
+	_cleanup_(cJSON_Deletep) cJSON *a = cJSON_CreateArray();
+
+	for (size_t i = 0; a && i < n; i++) {
+		cJSON *s = item(ctx, i);
+
+		if (!s || !cJSON_AddItemToArray(a, s)) {
+			cJSON_Delete(s);
+			return NULL;
+		}
+	}
+	return TAKE_PTR(a);
+}
+
+cJSON *cli_json_id_item(const void *ctx, size_t i)
+{
+	/* A char (*)[SL_ID_SIZE]: ids stand SL_ID_SIZE bytes apart. */
+	const char *ids = ctx;
+
+	return cJSON_CreateString(ids + i * SL_ID_SIZE);
+}
+
+cJSON *cli_json_path_item(const void *ctx, size_t i)
+{
+	char *const *paths = ctx;
+	_cleanup_free_ char *clean = cli_utf8_sanitize(paths[i], strlen(paths[i]));
+
+	return clean ? cJSON_CreateString(clean) : NULL;
+}
+
+cJSON *cli_json_failed_item(const void *ctx, size_t i)
+{
+	const struct cli_failed *f = &((const struct cli_failed_list *)ctx)->v[i];
+	_cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+
+	if (!o || !cJSON_AddStringToObject(o, "id", f->id) || !cJSON_AddStringToObject(o, "label", f->where.label) ||
+	    !cli_json_add_bytes(o, "path", f->where.path, strlen(f->where.path)) ||
+	    !cli_json_add_bytes(o, "reason", f->reason, strlen(f->reason)))
+		return NULL;
+	return TAKE_PTR(o);
 }
