@@ -238,8 +238,16 @@ class Suite:
     def cleanup(self):
         if getattr(self, "home", None):
             shutil.rmtree(self.home, ignore_errors=True)
+        # The runtime directory stays: another run of this suite (a
+        # mutant run, a second build folder) may be using it right now, and
+        # removing it would pull its bundle from under it. Only what is
+        # ours and empty goes.
         if getattr(self, "made_run_dir", False):
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for d in (os.path.join(self.run_dir, "stagelog"), os.path.join(self.run_dir, "runc")):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
 
 
 def main():
