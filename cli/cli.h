@@ -257,6 +257,9 @@ struct cli_failed_list {
 	size_t n;
 };
 
+/* util.c: fills f with id, reason and the stage's label and path. */
+void cli_failed_set(struct cli *cli, struct cli_failed *f, const char *id, const char *reason);
+
 /* util.c: an sl_list() callback that appends each failed stage to the
  * struct cli_failed_list in userdata (free its v). */
 int cli_failed_add(const struct sl_stage_info *info, void *userdata);

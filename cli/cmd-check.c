@@ -164,13 +164,9 @@ static int list_root_moved(struct cli *cli, const struct sl_check_report *rep, s
 	moved->v = calloc(rep->n_root_moved + 1, sizeof(*moved->v));
 	if (!moved->v)
 		return cli_fail(-ENOMEM, NULL, "cannot check");
-	for (size_t i = 0; i < rep->n_root_moved; i++) {
-		struct cli_failed *m = &moved->v[moved->n++];
-
-		snprintf(m->id, sizeof(m->id), "%s", rep->root_moved[i]);
-		(void)cli_stage_where(cli, m->id, &m->where);
-		snprintf(m->reason, sizeof(m->reason), "staging root now leads to another directory");
-	}
+	for (size_t i = 0; i < rep->n_root_moved; i++)
+		cli_failed_set(cli, &moved->v[moved->n++], rep->root_moved[i],
+			       "staging root now leads to another directory");
 	return EX_OK;
 }
 

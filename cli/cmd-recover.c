@@ -59,14 +59,8 @@ static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, 
 		free(now.v);
 		return cli_fail(-ENOMEM, NULL, "cannot list the failed stages");
 	}
-	for (size_t i = 0; i < rep->n_failed; i++) {
-		struct cli_failed *f = &ret->v[ret->n++];
-
-		snprintf(f->id, sizeof(f->id), "%s", rep->failed[i].id);
-		memcpy(f->reason, rep->failed[i].reason, sizeof(f->reason));
-		f->reason[sizeof(f->reason) - 1] = '\0';
-		(void)cli_stage_where(cli, f->id, &f->where);
-	}
+	for (size_t i = 0; i < rep->n_failed; i++)
+		cli_failed_set(cli, &ret->v[ret->n++], rep->failed[i].id, rep->failed[i].reason);
 	for (size_t i = 0; i < now.n; i++) {
 		bool seen = false;
 

@@ -591,3 +591,10 @@ cJSON *cli_json_failed_item(const void *ctx, size_t i)
 		return NULL;
 	return TAKE_PTR(o);
 }
+
+void cli_failed_set(struct cli *cli, struct cli_failed *f, const char *id, const char *reason)
+{
+	snprintf(f->id, sizeof(f->id), "%s", id);
+	snprintf(f->reason, sizeof(f->reason), "%.*s", (int)sizeof(f->reason) - 1, reason);
+	(void)cli_stage_where(cli, f->id, &f->where);
+}
