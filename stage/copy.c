@@ -221,6 +221,48 @@ static int rel_set(struct copy *c, const struct copy_frame *f, const char *name)
 	return 0;
 }
 
+/* Refuses what is neither a directory, a file nor a symlink. */
+static int refuse_special(struct copy *c)
+{
+	return copy_fail(c, -EBADMSG, "a device node, FIFO or socket; only directories, files and symlinks are copied");
+}
+
+/* The kind a source entry is logged as: getdents' type, or fstatat's
+ * where the filesystem gives none. */
+static int log_kind(struct copy *c, int dfd, const struct dirent *de, enum sl_kind *ret_kind)
+{
+	unsigned char type = de->d_type;
+	struct stat sb;
+
+	if (type == DT_UNKNOWN) {
+		if (fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			return copy_fail(c, negerrno(), NULL);
+		type = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISREG(sb.st_mode) ? DT_REG : S_ISLNK(sb.st_mode) ? DT_LNK : DT_UNKNOWN;
+	}
+	if (type == DT_DIR)
+		*ret_kind = SL_KIND_DIR;
+	else if (type == DT_REG)
+		*ret_kind = SL_KIND_FILE;
+	else if (type == DT_LNK)
+		*ret_kind = SL_KIND_SYMLINK;
+	else
+		return refuse_special(c);
+	return 0;
+}
+
+/* Opens directory name in dfd for the logging walk, never through a
+ * symlink. */
+static int log_opendir(struct copy *c, int dfd, const char *name, DIR **ret)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	*ret = fd < 0 ? NULL : fdopendir(fd);
+	if (!*ret)
+		return copy_fail(c, negerrno(), NULL);
+	fd = -1; /* The DIR owns it now. */
+	return 0;
+}
+
 /*
  * Logs every path of the source tree, and commits the log, before the copy
  * creates any of them: a first walk (names and types only, from getdents)
@@ -235,27 +277,21 @@ static int log_tree(struct copy *c, int sfd)
 		size_t rel_len;
 	} lf[COPY_MAX_DEPTH];
 	size_t n = 0, base = c->rel_len;
-	int fd, r = 0;
+	int r;
 
 	if (c->st->log_mode == LOG_OFF)
 		return 0; /* The benchmarks' baseline: no log, no logging walk. */
 	/* A fresh open, not dup(): a dup shares the directory offset with
 	 * sfd, which the copy walk reads from the start afterwards. */
-	fd = openat(sfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	lf[0].d = fd < 0 ? NULL : fdopendir(fd);
-	if (!lf[0].d) {
-		if (fd >= 0)
-			close(fd);
-		return copy_fail(c, negerrno(), NULL);
-	}
+	r = log_opendir(c, sfd, ".", &lf[0].d);
+	if (r < 0)
+		return r;
 	lf[0].rel_len = base;
 	n = 1;
 	while (n > 0 && r == 0) {
 		struct copy_frame cf = {.rel_len = lf[n - 1].rel_len};
 		struct dirent *de;
 		enum sl_kind kind;
-		unsigned char type;
-		struct stat sb;
 
 		errno = 0;
 		de = readdir(lf[n - 1].d);
@@ -268,27 +304,10 @@ static int log_tree(struct copy *c, int sfd)
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		r = rel_set(c, &cf, de->d_name);
+		if (r == 0)
+			r = log_kind(c, dirfd(lf[n - 1].d), de, &kind);
 		if (r < 0)
 			break;
-		type = de->d_type;
-		if (type == DT_UNKNOWN) {
-			if (fstatat(dirfd(lf[n - 1].d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
-				r = copy_fail(c, negerrno(), NULL);
-				break;
-			}
-			type = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISREG(sb.st_mode) ? DT_REG : S_ISLNK(sb.st_mode) ? DT_LNK : DT_UNKNOWN;
-		}
-		if (type == DT_DIR)
-			kind = SL_KIND_DIR;
-		else if (type == DT_REG)
-			kind = SL_KIND_FILE;
-		else if (type == DT_LNK)
-			kind = SL_KIND_SYMLINK;
-		else {
-			r = copy_fail(c, -EBADMSG, "a device node, FIFO or socket; only directories, files and symlinks "
-						   "are copied");
-			break;
-		}
 		r = stage_log(c->st, c->rel, c->rel_len, kind, c->reterr);
 		if (r < 0 || kind != SL_KIND_DIR)
 			continue;
@@ -296,14 +315,9 @@ static int log_tree(struct copy *c, int sfd)
 			r = copy_fail(c, -ELOOP, "source tree deeper than 256 levels");
 			break;
 		}
-		fd = openat(dirfd(lf[n - 1].d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		lf[n].d = fd < 0 ? NULL : fdopendir(fd);
-		if (!lf[n].d) {
-			r = copy_fail(c, negerrno(), NULL);
-			if (fd >= 0)
-				close(fd);
+		r = log_opendir(c, dirfd(lf[n - 1].d), de->d_name, &lf[n].d);
+		if (r < 0)
 			break;
-		}
 		lf[n++].rel_len = c->rel_len;
 	}
 	while (n > 0)
@@ -363,8 +377,7 @@ static int copy_walk(struct copy *c)
 			r = copy_symlink(c, dirfd(f->src), f->dst, de->d_name, &sb);
 			break;
 		default:
-			r = copy_fail(c, -EBADMSG, "a device node, FIFO or socket; only directories, files and "
-						   "symlinks are copied");
+			r = refuse_special(c);
 		}
 		if (r < 0)
 			return r;

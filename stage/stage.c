@@ -111,8 +111,9 @@ static int give_up_top(struct sl_stage *st, const struct fileid *id, struct sl_e
 		      st->rec.topdir);
 }
 
-/* Records the stage, then creates, locks and confirms its top directory. */
-static int begin_top(struct sl_stage *st, const char *label, struct sl_error *reterr)
+/* Fills in a new stage's record: the root's identity, a random id, and the
+ * top directory's name. */
+static int name_stage(struct sl_stage *st, const char *label, struct sl_error *reterr)
 {
 	unsigned char raw[16];
 	struct fileid id;
@@ -136,6 +137,13 @@ static int begin_top(struct sl_stage *st, const char *label, struct sl_error *re
 		return fail_root(reterr, -ENAMETOOLONG, NULL);
 	st->rec.state = SL_STATE_STAGING;
 	st->rec.created_ms = sl_now_ms();
+	return 0;
+}
+
+/* Records the stage, then creates its top directory. */
+static int create_top(struct sl_stage *st, struct sl_error *reterr)
+{
+	int r;
 
 	/* Log before create: the stage and the intent for its top directory
 	 * are durable before the directory can exist, so no crash can leave a
@@ -158,6 +166,16 @@ static int begin_top(struct sl_stage *st, const char *label, struct sl_error *re
 		st->rec.state = SL_STATE_ABORTED;
 		return r;
 	}
+	return 0;
+}
+
+/* Opens and locks the new top directory, makes its name durable and
+ * confirms the record with its identity. */
+static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
+{
+	struct fileid id;
+	int r;
+
 	st->top_fd = openat(st->root_fd, st->rec.topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	/* Blocking: the directory is brand new, so the only other holder can
 	 * be a liveness probe's shared lock, for microseconds. */
@@ -178,8 +196,8 @@ static int begin_top(struct sl_stage *st, const char *label, struct sl_error *re
 	st->rec.ino = id.ino;
 	st->rec.btime = id.btime;
 	/* The directory's name must be durable before anything relies on it
-	 * (a disk-backed root); the store sync above already covers its
-	 * record. */
+	 * (a disk-backed root); the store's sync of the insert (create_top)
+	 * already covers its record. */
 	r = sl_fault_step();
 	if (r == 0 && fsync(st->root_fd) < 0 && errno != EINVAL)
 		r = negerrno();
@@ -197,6 +215,18 @@ static int begin_top(struct sl_stage *st, const char *label, struct sl_error *re
 	if (r < 0)
 		return stage_fail(st, r);
 	return 0;
+}
+
+/* Records the stage, then creates, locks and confirms its top directory. */
+static int begin_top(struct sl_stage *st, const char *label, struct sl_error *reterr)
+{
+	int r = name_stage(st, label, reterr);
+
+	if (r == 0)
+		r = create_top(st, reterr);
+	if (r == 0)
+		r = confirm_top(st, reterr);
+	return r;
 }
 
 int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,

@@ -163,34 +163,76 @@ static int grant_self(int fd)
 	return chmod(proc, (st.st_mode & 07777) | S_IRWXU) < 0 ? negerrno() : 0;
 }
 
-/* Opens name in dfd as a directory to descend into: never following a
- * symlink, never blocking on a FIFO (O_DIRECTORY fails first), and never a
- * mount root or another mount. Returns -ENOTDIR when it is not a directory
- * (it can then be unlinked) and -EXDEV for a mount. */
-static int open_child(struct tree *t, int dfd, const char *name, struct stat *ret_st)
+/* Unlinks name in dfd (flags as for unlinkat). A name that is already gone
+ * counts as removed. After EACCES, a parent narrowed to 0500 or 0000 is
+ * widened (only if it is our own directory, see grant_self) and the unlink
+ * tried once more. Returns 0 or the unlink's negative errno. */
+static int unlinkat_harder(int dfd, const char *name, int flags)
+{
+	int r;
+
+	if (unlinkat(dfd, name, flags) == 0 || errno == ENOENT)
+		return 0;
+	r = negerrno();
+	if (r != -EACCES || grant_self(dfd) < 0)
+		return r;
+	if (unlinkat(dfd, name, flags) == 0 || errno == ENOENT)
+		return 0;
+	return negerrno();
+}
+
+/*
+ * Opens name in dfd as a directory to read: never following a symlink,
+ * never blocking on a FIFO (O_DIRECTORY fails first), and never a mount
+ * root or a directory on another mount than *mnt_id (NULL: dfd's own).
+ * With rec, it must also be the stage's top directory: its identity goes
+ * to *ret_id and must match the record's, when the record holds one.
+ * Returns the fd; -ENOTDIR when name is not a directory (it can then be
+ * unlinked), -EXDEV for a mount, -ESTALE for another directory.
+ */
+static int open_verified_dir(int dfd, const char *name, const uint64_t *mnt_id, const struct sl_record *rec,
+			     struct fileid *ret_id)
 {
 	_cleanup_close_ int path_fd = -1;
-	uint64_t mnt;
+	uint64_t dfd_mnt = 0, mnt;
 	bool mount_root;
 	int fd, r;
 
-	/* O_PATH first: the mount and type checks come before anything that
-	 * could block (a FUSE open) or change a mode (widening on EACCES). */
+	/* O_PATH first, then the mount and identity checks, and only then an
+	 * open for reading: nothing is opened for real (a FUSE open could
+	 * block) or widened before it is known to be ours. */
 	path_fd = openat(dfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (path_fd < 0)
 		return errno == ELOOP || errno == ENOTDIR ? -ENOTDIR : negerrno();
-	r = fd_mount_id(path_fd, &mnt, &mount_root);
+	r = mnt_id ? 0 : fd_mount_id(dfd, &dfd_mnt, &mount_root);
+	if (r == 0)
+		r = fd_mount_id(path_fd, &mnt, &mount_root);
 	if (r < 0)
 		return r;
-	if (mount_root || mnt != t->mnt_id)
+	if (mount_root || mnt != (mnt_id ? *mnt_id : dfd_mnt))
 		return -EXDEV;
+	if (rec) {
+		r = fd_fileid(path_fd, ret_id);
+		if (r < 0)
+			return r;
+		if (rec->have_inode && !fileid_matches(rec->dev, rec->ino, rec->btime, ret_id))
+			return -ESTALE;
+	}
 	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0 && errno == EACCES && grant_self(path_fd) == 0)
 		fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return negerrno();
-	if (fstat(fd, ret_st) < 0) {
-		r = negerrno();
+	return fd < 0 ? negerrno() : fd;
+}
+
+/* Opens name in dfd as a directory to descend into, on the tree's mount
+ * (see open_verified_dir), and stats it. */
+static int open_child(struct tree *t, int dfd, const char *name, struct stat *ret_st)
+{
+	int fd = open_verified_dir(dfd, name, &t->mnt_id, NULL, NULL);
+
+	if (fd >= 0 && fstat(fd, ret_st) < 0) {
+		int r = negerrno();
+
 		close(fd);
 		return r;
 	}
@@ -233,37 +275,29 @@ static int push(struct tree *t, int fd, const struct stat *st, const char *name)
 	return 0;
 }
 
-/*
- * Finishes the top frame once a pass over it found no more names: reopens
- * the parent through ".." if it was closed (checking it is the same
- * directory), then removes the frame's directory if it is still the one we
- * emptied. A directory that filled up again meanwhile is scanned again, at
- * most MAX_RESCANS times. Returns 1 when the frame stays for another pass.
- */
-static int pop(struct tree *t)
+/* Reopens the closed parent of frame f through f's "..", checking that it
+ * is the same directory. */
+static int reopen_parent(struct tree *t, struct frame *f, struct frame *parent)
 {
-	struct frame *f = &t->f[t->n - 1], *parent = t->n > 1 ? &t->f[t->n - 2] : NULL;
 	struct stat st;
-	int pfd, r;
+	int fd = openat(dirfd(f->d), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-	if (!f->d)
-		goto done; /* Could not be reopened; the failure is recorded. */
-	if (parent && !parent->d) {
-		int fd = openat(dirfd(f->d), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == parent->dev && st.st_ino == parent->ino &&
-		    (parent->d = fdopendir(fd)) != NULL) {
-			t->open++;
-		} else {
-			if (fd >= 0)
-				close(fd);
-			tree_fail(t, -ESTALE, NULL, "a directory was moved during removal");
-			goto done;
-		}
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == parent->dev && st.st_ino == parent->ino &&
+	    (parent->d = fdopendir(fd)) != NULL) {
+		t->open++;
+		return 0;
 	}
-	pfd = parent ? dirfd(parent->d) : t->base_fd;
-	if (t->error)
-		goto done; /* Its subtree holds what we could not remove. */
+	if (fd >= 0)
+		close(fd);
+	return tree_fail(t, -ESTALE, NULL, "a directory was moved during removal");
+}
+
+/* Removes frame f's directory, just emptied, from pfd if it is still the
+ * one we emptied. Returns 1 when it filled up again and gets another pass. */
+static int rmdir_frame(struct tree *t, struct frame *f, int pfd)
+{
+	struct stat st;
+	int r;
 
 	/* The identity check before rmdir: a directory renamed away and
 	 * replaced by another during the walk is not ours to remove. rmdir
@@ -272,25 +306,46 @@ static int pop(struct tree *t)
 	if (fstatat(pfd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno != ENOENT)
 			tree_fail(t, negerrno(), f->name, NULL);
-		goto done;
+		return 0;
 	}
 	if (st.st_dev != f->dev || st.st_ino != f->ino) {
 		tree_fail(t, -ESTALE, f->name, "replaced during removal; left alone");
-		goto done;
+		return 0;
 	}
 	r = sl_fault_step();
-	if (r == 0 && unlinkat(pfd, f->name, AT_REMOVEDIR) < 0)
-		r = negerrno();
-	if (r == -EACCES && grant_self(pfd) == 0)
-		r = unlinkat(pfd, f->name, AT_REMOVEDIR) < 0 ? negerrno() : 0;
+	if (r == 0)
+		r = unlinkat_harder(pfd, f->name, AT_REMOVEDIR);
 	if (r == -ENOTEMPTY && f->rescans < MAX_RESCANS) {
 		rewinddir(f->d);
 		f->rescans++;
 		return 1;
 	}
-	if (r < 0 && r != -ENOENT)
+	if (r < 0)
 		tree_fail(t, r, NULL, r == -EBUSY ? "a mount is in the way" : NULL);
-done:
+	return 0;
+}
+
+/*
+ * Finishes the top frame once a pass over it found no more names: reopens
+ * the parent through ".." if it was closed, then removes the frame's
+ * directory (see rmdir_frame). A directory that filled up again meanwhile
+ * is scanned again, at most MAX_RESCANS times. Returns 1 when the frame
+ * stays for another pass.
+ */
+static int pop(struct tree *t)
+{
+	struct frame *f = &t->f[t->n - 1], *parent = t->n > 1 ? &t->f[t->n - 2] : NULL;
+	int r = 0;
+
+	/* A frame without a DIR could not be reopened; its failure is
+	 * recorded. */
+	if (f->d && parent && !parent->d)
+		r = reopen_parent(t, f, parent);
+	/* After a failure nothing is removed: its subtree holds what we could
+	 * not remove. */
+	if (f->d && r == 0 && !t->error && rmdir_frame(t, f, parent ? dirfd(parent->d) : t->base_fd) > 0)
+		return 1;
+
 	/* Whatever stays of this directory stays: a later pass over its
 	 * parent skips it. (After the first failure no directory is removed,
 	 * so each one is entered at most once more than it is rescanned.) */
@@ -305,34 +360,37 @@ done:
 	return 0;
 }
 
-/* Removes one name found in a directory being emptied. */
+/* Unlinks a name found in a directory being emptied. Returns 1, with no
+ * failure recorded, when it turns out to be a directory. */
+static int unlink_name(struct tree *t, int fd, const char *name)
+{
+	int r = sl_fault_step();
+
+	if (r < 0)
+		return tree_fail(t, r, name, NULL);
+	r = unlinkat_harder(fd, name, 0);
+	if (r == -EISDIR)
+		return 1;
+	return r < 0 ? tree_fail(t, r, name, r == -EBUSY ? "a mount is in the way" : NULL) : 0;
+}
+
+/* Removes one name found in a directory being emptied. Returns 1 when it
+ * was a directory, now pushed to be emptied in turn. */
 static int remove_name(struct tree *t, int fd, const struct dirent *de)
 {
 	struct stat st;
 	int r, cfd;
 
 	if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
-		r = sl_fault_step();
-		if (r < 0)
-			return tree_fail(t, r, de->d_name, NULL);
-		if (unlinkat(fd, de->d_name, 0) == 0 || errno == ENOENT)
-			return 0;
-		if (errno == EACCES && grant_self(fd) == 0 && unlinkat(fd, de->d_name, 0) == 0)
-			return 0;
-		if (errno != EISDIR)
-			return tree_fail(t, negerrno(), de->d_name, errno == EBUSY ? "a mount is in the way" : NULL);
+		r = unlink_name(t, fd, de->d_name);
+		if (r <= 0)
+			return r;
 	}
 	cfd = open_child(t, fd, de->d_name, &st);
 	if (cfd == -ENOTDIR) {
 		/* Not a directory (or a symlink to one): unlink the name. */
-		r = sl_fault_step();
-		if (r < 0)
-			return tree_fail(t, r, de->d_name, NULL);
-		if (unlinkat(fd, de->d_name, 0) == 0 || errno == ENOENT)
-			return 0;
-		if (errno == EACCES && grant_self(fd) == 0 && unlinkat(fd, de->d_name, 0) == 0)
-			return 0;
-		return tree_fail(t, negerrno(), de->d_name, errno == EBUSY ? "a mount is in the way" : NULL);
+		r = unlink_name(t, fd, de->d_name);
+		return r > 0 ? tree_fail(t, -EISDIR, de->d_name, NULL) : r;
 	}
 	if (cfd == -ENOENT)
 		return 0;
@@ -348,69 +406,86 @@ static int remove_name(struct tree *t, int fd, const struct dirent *de)
 	return r < 0 ? tree_fail(t, r, de->d_name, NULL) : 1;
 }
 
-int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool have_id, uint64_t dev, uint64_t ino,
-		     struct sl_error *reterr)
+/* Opens and pushes the tree's top, name in t->base_fd, checking its
+ * identity when have_id. Returns 1 when pushed, 0 when there is nothing
+ * to remove, or the failure (recorded). */
+static int tree_start(struct tree *t, const char *name, bool have_id, uint64_t dev, uint64_t ino)
 {
-	struct tree t = {.base_fd = parent_fd, .prefix = prefix, .reterr = reterr};
 	struct stat st;
 	bool mount_root;
 	int fd, r;
 
-	/* A name, never a path: "." or ".." would reach the parent itself or
-	 * above it. Callers pass logged or listed names; this is the backstop. */
-	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-		return fail_reason(reterr, -EBADMSG, "%s: '%s' is not a name; refused", prefix, name);
-	r = fd_mount_id(parent_fd, &t.mnt_id, &mount_root);
+	r = fd_mount_id(t->base_fd, &t->mnt_id, &mount_root);
 	if (r < 0)
-		return tree_fail(&t, r, NULL, NULL);
-	fd = open_child(&t, parent_fd, name, &st);
+		return tree_fail(t, r, NULL, NULL);
+	fd = open_child(t, t->base_fd, name, &st);
 	if (fd == -ENOENT)
 		return 0;
 	if (fd == -ENOTDIR)
-		return tree_fail(&t, -ESTALE, name, "not a directory (replaced?); left alone");
+		return tree_fail(t, -ESTALE, name, "not a directory (replaced?); left alone");
 	if (fd == -EXDEV)
-		return tree_fail(&t, -EXDEV, name, "a mount is in the way; not entered");
+		return tree_fail(t, -EXDEV, name, "a mount is in the way; not entered");
 	if (fd < 0)
-		return tree_fail(&t, fd, name, NULL);
+		return tree_fail(t, fd, name, NULL);
 	if (have_id && (st.st_dev != dev || st.st_ino != ino)) {
 		close(fd);
-		return tree_fail(&t, -ESTALE, name, "not the directory the stage created; left alone");
+		return tree_fail(t, -ESTALE, name, "not the directory the stage created; left alone");
 	}
-	r = push(&t, fd, &st, name);
-	if (r < 0)
-		return tree_fail(&t, r, name, NULL);
+	r = push(t, fd, &st, name);
+	return r < 0 ? tree_fail(t, r, name, NULL) : 1;
+}
 
-	/* An explicit heap stack instead of recursion: a 10,000-level tree
-	 * costs heap, not stack, and MAX_OPEN_DIRS fds at most. */
-	while (t.n > 0) {
-		struct frame *f = &t.f[t.n - 1];
+/* Empties and removes the pushed frames, deepest first. An explicit heap
+ * stack instead of recursion: a 10,000-level tree costs heap, not stack,
+ * and MAX_OPEN_DIRS fds at most. */
+static void tree_walk(struct tree *t)
+{
+	while (t->n > 0) {
+		struct frame *f = &t->f[t->n - 1];
 		struct dirent *de;
 
 		errno = 0;
 		de = f->d ? readdir(f->d) : NULL;
 		if (!de) {
 			if (errno)
-				tree_fail(&t, negerrno(), NULL, NULL);
-			pop(&t);
+				tree_fail(t, negerrno(), NULL, NULL);
+			pop(t);
 			continue;
 		}
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (++t.names > MAX_TREE_NAMES || t.n_unbounded) {
-			tree_fail(&t, -ELOOP, de->d_name, "more names than a removal looks at; something keeps adding them");
+		if (++t->names > MAX_TREE_NAMES || t->n_unbounded) {
+			tree_fail(t, -ELOOP, de->d_name, "more names than a removal looks at; something keeps adding them");
 			break;
 		}
-		remove_name(&t, dirfd(f->d), de);
+		remove_name(t, dirfd(f->d), de);
 	}
-	/* Only after a break: close what is still open. */
-	while (t.n > 0) {
-		struct frame *f = &t.f[--t.n];
+}
+
+/* Closes what is still open after a walk that stopped early. */
+static void tree_free(struct tree *t)
+{
+	while (t->n > 0) {
+		struct frame *f = &t->f[--t->n];
 		if (f->d)
 			closedir(f->d);
 		free(f->name);
 	}
-	free(t.f);
-	free(t.failed.slot);
+	free(t->f);
+	free(t->failed.slot);
+}
+
+int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool have_id, uint64_t dev, uint64_t ino,
+		     struct sl_error *reterr)
+{
+	_cleanup_(tree_free) struct tree t = {.base_fd = parent_fd, .prefix = prefix, .reterr = reterr};
+
+	/* A name, never a path: "." or ".." would reach the parent itself or
+	 * above it. Callers pass logged or listed names; this is the backstop. */
+	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return fail_reason(reterr, -EBADMSG, "%s: '%s' is not a name; refused", prefix, name);
+	if (tree_start(&t, name, have_id, dev, ino) > 0)
+		tree_walk(&t);
 	return t.error;
 }
 
@@ -486,79 +561,71 @@ static void parent_close(struct parent *p)
 	p->len = (size_t)-1;
 }
 
-/* Removes one logged entry beneath the stage's verified top directory.
- * path/len is the entry's path below the top directory. */
-static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, const char *path, size_t len,
-		      struct parent *p, struct sl_error *reterr)
+/* Opens the parent path/plen of the next entries beneath the verified top
+ * directory, in place of the one cached; a failure is kept in p->error. */
+static void parent_open(struct parent *p, int top_fd, const char *path, size_t plen)
 {
-	const char *slash = memrchr(path, '/', len);
-	size_t plen = slash ? (size_t)(slash - path) : 0;
-	const char *base = slash ? slash + 1 : path;
-	char name[SL_NAME_MAX + 1];
-	char prefix[SL_PATH_MAX + SL_LABEL_MAX + SL_ID_LEN + 4];
-	bool known;
+	struct stat st;
 	int r;
 
-	memcpy(name, base, len - (size_t)(base - path));
-	name[len - (size_t)(base - path)] = '\0';
-	if (p->len != plen || memcmp(p->path, path, plen) != 0) {
-		parent_close(p);
-		memcpy(p->path, path, plen);
-		p->path[plen] = '\0';
-		p->len = plen;
-		r = open_beneath(top_fd, path, plen, O_PATH);
-		p->fd = r < 0 ? -1 : r;
-		p->error = r < 0 ? r : 0;
-		if (p->fd >= 0) {
-			struct stat st;
-			if (fstat(p->fd, &st) < 0) {
-				p->error = negerrno();
-				closep(&p->fd);
-				p->fd = -1;
-			} else {
-				p->dev = st.st_dev;
-				p->ino = st.st_ino;
-			}
-		}
+	parent_close(p);
+	memcpy(p->path, path, plen);
+	p->path[plen] = '\0';
+	p->len = plen;
+	r = open_beneath(top_fd, path, plen, O_PATH);
+	p->fd = r < 0 ? -1 : r;
+	p->error = r < 0 ? r : 0;
+	if (p->fd < 0)
+		return;
+	if (fstat(p->fd, &st) < 0) {
+		p->error = negerrno();
+		closep(&p->fd);
+		p->fd = -1;
+		return;
 	}
-	snprintf(prefix, sizeof(prefix), "%s%s%s", topdir, plen ? "/" : "", p->path);
-	if (p->fd < 0) {
-		/* A missing parent means a missing entry; a symlink on the way
-		 * means the logged path names nothing inside the stage (the
-		 * symlink itself is an older entry, unlinked in its turn). */
-		if (p->error == -ENOENT || p->error == -ELOOP)
-			return 0;
-		/* A directory on the way narrowed to 0000: the final tree walk,
-		 * which widens what we own, reaches the entry from above. */
-		if (p->error == -EACCES)
-			return 0;
-		if (p->error == -EXDEV)
-			return fail_reason(reterr, -EXDEV, "%s: a mount is in the way (entry %lld); not entered",
-					   prefix, (long long)e->seq);
-		return fail_reason(reterr, p->error, "%s: %s", prefix, strerror(-p->error));
-	}
-	/* A directory we just emptied through an fd must still be that
-	 * directory: one renamed away and replaced meanwhile is not ours. */
-	known = e->kind == SL_KIND_DIR && p->prev_len == len && memcmp(p->prev_path, path, len) == 0;
-	if (known) {
-		struct stat st;
-		if (fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    (st.st_dev != p->prev_dev || st.st_ino != p->prev_ino))
-			return fail_reason(reterr, -ESTALE, "%s/%s: replaced during removal; left alone", prefix,
-					   name);
-	}
-	r = sl_fault_step();
-	if (r < 0)
-		goto fail;
-	if (unlinkat(p->fd, name, e->kind == SL_KIND_DIR ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT)
+	p->dev = st.st_dev;
+	p->ino = st.st_ino;
+}
+
+/* What an entry whose parent could not be opened comes to. */
+static int parent_missing(const struct parent *p, const struct sl_entry *e, const char *prefix,
+			  struct sl_error *reterr)
+{
+	/* A missing parent means a missing entry; a symlink on the way means
+	 * the logged path names nothing inside the stage (the symlink itself
+	 * is an older entry, unlinked in its turn). */
+	if (p->error == -ENOENT || p->error == -ELOOP)
 		return 0;
-	r = negerrno();
-	/* A parent narrowed to 0500 or 0000: widen it (if ours) and retry. */
-	if (r == -EACCES && grant_self(p->fd) == 0) {
-		if (unlinkat(p->fd, name, e->kind == SL_KIND_DIR ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT)
-			return 0;
-		r = negerrno();
-	}
+	/* A directory on the way narrowed to 0000: the final tree walk, which
+	 * widens what we own, reaches the entry from above. */
+	if (p->error == -EACCES)
+		return 0;
+	if (p->error == -EXDEV)
+		return fail_reason(reterr, -EXDEV, "%s: a mount is in the way (entry %lld); not entered", prefix,
+				   (long long)e->seq);
+	return fail_reason(reterr, p->error, "%s: %s", prefix, strerror(-p->error));
+}
+
+static int entry_fail(const struct sl_entry *e, const char *prefix, const char *name, int r, struct sl_error *reterr)
+{
+	if (r == -EBUSY)
+		return fail_reason(reterr, -EXDEV, "%s/%s: a mount is in the way (entry %lld)", prefix, name,
+				   (long long)e->seq);
+	return fail_reason(reterr, r, "%s/%s: %s", prefix, name, strerror(-r));
+}
+
+/* Removes entry e, name in the open parent p. known: e is the directory
+ * just emptied through an fd, and p->prev_dev/prev_ino its identity. */
+static int remove_logged(const struct parent *p, const struct sl_entry *e, const char *prefix, const char *name,
+			 bool known, struct sl_error *reterr)
+{
+	int r = sl_fault_step();
+
+	if (r < 0)
+		return entry_fail(e, prefix, name, r, reterr);
+	r = unlinkat_harder(p->fd, name, e->kind == SL_KIND_DIR ? AT_REMOVEDIR : 0);
+	if (r == 0)
+		return 0;
 	if (r == -ENOTDIR && e->kind == SL_KIND_DIR) {
 		/* Logged as a directory, now something else: unlink never
 		 * follows it. */
@@ -573,18 +640,44 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
 		 * to remove, whoever made it. O_PATH fds cannot be read, so
 		 * the parent is opened for real. */
 		_cleanup_close_ int dfd = openat(p->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0) {
-			r = negerrno();
-			goto fail;
-		}
+		if (dfd < 0)
+			return entry_fail(e, prefix, name, negerrno(), reterr);
 		return undo_remove_tree(dfd, prefix, name, known, known ? p->prev_dev : 0, known ? p->prev_ino : 0,
 					reterr);
 	}
-fail:
-	if (r == -EBUSY)
-		return fail_reason(reterr, -EXDEV, "%s/%s: a mount is in the way (entry %lld)", prefix, name,
-				   (long long)e->seq);
-	return fail_reason(reterr, r, "%s/%s: %s", prefix, name, strerror(-r));
+	return entry_fail(e, prefix, name, r, reterr);
+}
+
+/* Removes one logged entry beneath the stage's verified top directory.
+ * path/len is the entry's path below the top directory. */
+static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, const char *path, size_t len,
+		      struct parent *p, struct sl_error *reterr)
+{
+	const char *slash = memrchr(path, '/', len);
+	size_t plen = slash ? (size_t)(slash - path) : 0;
+	const char *base = slash ? slash + 1 : path;
+	char name[SL_NAME_MAX + 1];
+	char prefix[SL_PATH_MAX + SL_LABEL_MAX + SL_ID_LEN + 4];
+	bool known;
+
+	memcpy(name, base, len - (size_t)(base - path));
+	name[len - (size_t)(base - path)] = '\0';
+	if (p->len != plen || memcmp(p->path, path, plen) != 0)
+		parent_open(p, top_fd, path, plen);
+	snprintf(prefix, sizeof(prefix), "%s%s%s", topdir, plen ? "/" : "", p->path);
+	if (p->fd < 0)
+		return parent_missing(p, e, prefix, reterr);
+	/* A directory we just emptied through an fd must still be that
+	 * directory: one renamed away and replaced meanwhile is not ours. */
+	known = e->kind == SL_KIND_DIR && p->prev_len == len && memcmp(p->prev_path, path, len) == 0;
+	if (known) {
+		struct stat st;
+		if (fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (st.st_dev != p->prev_dev || st.st_ino != p->prev_ino))
+			return fail_reason(reterr, -ESTALE, "%s/%s: replaced during removal; left alone", prefix,
+					   name);
+	}
+	return remove_logged(p, e, prefix, name, known, reterr);
 }
 
 /* Opens the stage's top directory beneath the root and checks that it is
@@ -593,44 +686,22 @@ fail:
  * time (or device) when they were recorded. -ENOENT when it is gone. */
 static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct fileid *ret_id, struct sl_error *reterr)
 {
-	_cleanup_close_ int path_fd = -1, fd = -1;
-	uint64_t root_mnt, mnt;
-	bool mount_root;
-	int r;
+	int fd = open_verified_dir(root_fd, rec->topdir, NULL, rec, ret_id);
 
-	/* O_PATH first, then the mount and identity checks, and only then an
-	 * open for reading (with owner permissions added if needed): nothing
-	 * is opened for real, or widened, before it is known to be ours. */
-	path_fd = openat(root_fd, rec->topdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (path_fd < 0) {
-		r = negerrno();
-		if (r == -ENOENT)
-			return r;
-		if (r == -ELOOP || r == -ENOTDIR)
-			return fail_reason(reterr, -ESTALE, "%s: replaced by something that is not a directory; left alone",
-					   rec->topdir);
-		return fail_reason(reterr, r, "%s: %s", rec->topdir, strerror(-r));
+	if (fd >= 0) {
+		*ret_fd = fd;
+		return 0;
 	}
-	r = fd_mount_id(root_fd, &root_mnt, &mount_root);
-	if (r == 0)
-		r = fd_mount_id(path_fd, &mnt, &mount_root);
-	if (r < 0)
-		return fail_reason(reterr, r, "%s: %s", rec->topdir, strerror(-r));
-	if (mount_root || mnt != root_mnt)
-		return fail_reason(reterr, -EXDEV, "%s: a mount is in the way; not entered", rec->topdir);
-	r = fd_fileid(path_fd, ret_id);
-	if (r < 0)
-		return fail_reason(reterr, r, "%s: %s", rec->topdir, strerror(-r));
-	if (rec->have_inode && !fileid_matches(rec->dev, rec->ino, rec->btime, ret_id))
-		return fail_reason(reterr, -ESTALE, "%s: not the directory the stage created; left alone",
+	if (fd == -ENOENT)
+		return fd;
+	if (fd == -ENOTDIR)
+		return fail_reason(reterr, -ESTALE, "%s: replaced by something that is not a directory; left alone",
 				   rec->topdir);
-	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0 && errno == EACCES && grant_self(path_fd) == 0)
-		fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return fail_reason(reterr, negerrno(), "%s: %s", rec->topdir, strerror(errno));
-	*ret_fd = TAKE_FD(fd);
-	return 0;
+	if (fd == -EXDEV)
+		return fail_reason(reterr, -EXDEV, "%s: a mount is in the way; not entered", rec->topdir);
+	if (fd == -ESTALE)
+		return fail_reason(reterr, -ESTALE, "%s: not the directory the stage created; left alone", rec->topdir);
+	return fail_reason(reterr, fd, "%s: %s", rec->topdir, strerror(-fd));
 }
 
 /* Opens the staging root and, when the record holds its identity, refuses
@@ -781,7 +852,7 @@ static int validate_entries(struct sl_store *store, const struct sl_record *rec,
 static int remove_entries(struct sl_store *store, const struct sl_record *rec, int top_fd, struct sl_entry_page *page,
 			  bool one_page, int n, struct sl_error *reterr)
 {
-	struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
+	_cleanup_(parent_close) struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
 	size_t tl = strlen(rec->topdir);
 	struct sl_error scratch = { 0 };
 	int64_t seq = INT64_MAX;
@@ -807,11 +878,9 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 			/* Checked again where it is used: a second read of the
 			 * store may not return what the first one checked. */
 			why = entry_check(rec, e);
-			if (why) {
-				parent_close(&parent);
+			if (why)
 				return fail_reason(reterr, -EBADMSG, "record fails validation: %s (entry %lld)", why,
 						   (long long)e->seq);
-			}
 			lo = e->seq;
 			if (e->state == SL_ENTRY_REMOVED)
 				continue;
@@ -821,10 +890,8 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 				first = r;
 			/* Something swapped in under a logged name: someone
 			 * is at work in the tree, and nothing more is touched. */
-			if (r == -ESTALE) {
-				parent_close(&parent);
+			if (r == -ESTALE)
 				return r;
-			}
 		}
 		if (one_page || !page->more || lo <= 1)
 			break;
@@ -835,7 +902,6 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 			store_down = true;
 		seq = lo;
 	}
-	parent_close(&parent);
 	return first;
 }
 
@@ -849,16 +915,50 @@ static int fail_stage(struct sl_store *store, const struct sl_record *rec, unsig
 	return r;
 }
 
+/*
+ * Steps 4 and 5 of docs/design.md's undo: the logged entries, then the top
+ * directory's tree walk (only if it is still the directory verified as
+ * top_id), then the root synced. top_fd is closed here. Returns the first
+ * failure, with its reason.
+ */
+static int remove_stage(struct sl_store *store, const struct sl_record *rec, int root_fd, int top_fd,
+			const struct fileid *top_id, struct sl_entry_page *page, bool one_page, int n,
+			struct sl_error *reterr)
+{
+	struct sl_error scratch = { 0 };
+	int r, first;
+
+	first = remove_entries(store, rec, top_fd, page, one_page, n, reterr);
+	closep(&top_fd);
+
+	/* The top directory, and whatever a runtime left in it, only if it is
+	 * still the directory verified above. */
+	if (first != -ESTALE) {
+		r = undo_remove_tree(root_fd, ".", rec->topdir, true, top_id->dev, top_id->ino,
+				     first ? &scratch : reterr);
+		if (!first)
+			first = r;
+	}
+	if (first < 0)
+		return first;
+	/* Make the removal durable before the record says it happened. */
+	r = sl_fault_step();
+	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
+		r = negerrno();
+	if (r < 0)
+		return fail_reason(reterr, r, "cannot sync staging root: %s", strerror(-r));
+	return 0;
+}
+
 int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
 	       struct sl_error *reterr)
 {
 	_cleanup_free_ struct sl_entry_page *page = NULL;
 	_cleanup_close_ int root_fd = -1, top_fd = -1;
 	struct fileid top_id;
-	struct sl_error scratch = { 0 };
 	const char *why;
 	bool one_page = false;
-	int r, n, first;
+	int r, n;
 
 	sl_err_clear(reterr);
 	why = record_check(rec);
@@ -897,26 +997,8 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 		return fail_stage(store, rec, from_mask, r, reterr);
 
 	/* From here on the removal runs to its end whatever the store does. */
-	first = remove_entries(store, rec, top_fd, page, one_page, n, reterr);
-	closep(&top_fd);
-	top_fd = -1;
-
-	/* The top directory, and whatever a runtime left in it, only if it is
-	 * still the directory verified above. */
-	if (first != -ESTALE) {
-		r = undo_remove_tree(root_fd, ".", rec->topdir, true, top_id.dev, top_id.ino,
-				     first ? &scratch : reterr);
-		if (!first)
-			first = r;
-	}
-	if (first < 0)
-		return fail_stage(store, rec, from_mask, first, reterr);
-	/* Make the removal durable before the record says it happened. */
-	r = sl_fault_step();
-	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
-		r = negerrno();
+	r = remove_stage(store, rec, root_fd, TAKE_FD(top_fd), &top_id, page, one_page, n, reterr);
 	if (r < 0)
-		return fail_stage(store, rec, from_mask,
-				  fail_reason(reterr, r, "cannot sync staging root: %s", strerror(-r)), reterr);
+		return fail_stage(store, rec, from_mask, r, reterr);
 	return finish(store, rec, from_mask, done, reterr);
 }
