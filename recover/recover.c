@@ -46,7 +46,9 @@ static int push_failure(struct sl_recover_report *rep, const char *id, const cha
 		return -ENOMEM;
 	rep->failed = f;
 	snprintf(f[rep->n_failed].id, sizeof(f->id), "%s", id);
-	snprintf(f[rep->n_failed].reason, sizeof(f->reason), "%s", reason);
+	/* The undo's reasons fit (it cuts them at UNDO_REASON_MAX); the
+	 * precision says so to the compiler too. */
+	snprintf(f[rep->n_failed].reason, sizeof(f->reason), "%.*s", (int)sizeof(f->reason) - 1, reason);
 	rep->n_failed++;
 	return 0;
 }
