@@ -330,6 +330,25 @@ class TestSignals(Failures):
                 self.assertFalse(os.path.exists(marker), "the runtime was started")
                 self.assert_root_empty()
 
+    def test_release_finishes_its_step(self):
+        # release, interrupted, finishes the removal it is in and then
+        # exits 128+N; it never stops half-way.
+        bundle = big_bundle(os.path.join(self.tmp, "big"))
+        stage_id, path = self.stage("--env", "TOKEN=" + CANARY, bundle=bundle)
+        proc = subprocess.Popen([STAGELOG, "--db", self.db, "release", stage_id], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=self.env)
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        if proc.returncode == -signal.SIGTERM:
+            # Killed before its handlers were in place: it had not begun.
+            self.assertEqual(self.state_of(stage_id), "ready")
+            self.assertTrue(os.path.isfile(os.path.join(path, "config.json")))
+            return
+        self.assertIn(proc.returncode, (0, 128 + signal.SIGTERM))
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(self.state_of(stage_id), "released")
+
     def test_sigpipe_never_kills(self):
         # `list` into a pipe whose reader is gone fails with 74, not 141.
         self.stage()
