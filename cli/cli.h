@@ -62,6 +62,10 @@ int cmd_help(struct cli *cli, int argc, char **argv);
  * pointed at /dev/null (stdout read-only, so output to it still fails).
  */
 void cli_signals_init(void);
+/* Catches the four signals (true) or gives them their default action back
+ * (false: where nothing exists yet that a signal could leave behind, and a
+ * blocking read must not outlive a Ctrl-C). */
+void cli_signals_catch(bool catch);
 /* The signal caught so far, or 0. */
 int cli_signal_caught(void);
 /* The flag, for the library's cancel options. */

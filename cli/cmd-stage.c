@@ -122,7 +122,10 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 	}
 
 	/* One list in command-line order: the library lets a later name win,
-	 * whether it came from --env or from an --env-file. */
+	 * whether it came from --env or from an --env-file. An env file may
+	 * be a pipe that blocks (`<(vault read ...)`): until the stage
+	 * begins there is nothing to abort, so a signal simply ends us. */
+	cli_signals_catch(false);
 	for (size_t i = 0; i < a->n_env_opts && code == EX_OK; i++) {
 		if (!a->env_is_file[i]) {
 			code = add_env_arg(a, &env, a->env_opts[i], i);
@@ -132,6 +135,7 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 		if (r < 0)
 			code = cli_fail(r, &err, "cannot read the env file");
 	}
+	cli_signals_catch(true);
 	if (code == EX_OK)
 		code = cli->store ? EX_OK : cli_open_store(cli);
 	if (code == EX_OK) {

@@ -13,6 +13,7 @@
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <string.h>
 
 #include "cli.h"
@@ -27,13 +28,23 @@ static void on_signal(int sig)
 		caught = sig;
 }
 
-void cli_signals_init(void)
+void cli_signals_catch(bool catch)
 {
-	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
+	struct sigaction sa = { .sa_handler = catch ? on_signal : SIG_DFL, .sa_flags = SA_RESTART };
 
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < ELEMENTSOF(handled); i++)
 		sigaction(handled[i], &sa, NULL);
+}
+
+void cli_signals_init(void)
+{
+	/* A core file (SIGQUIT while a signal's default action is in force,
+	 * a crash) would hold whatever secret was in memory. */
+	struct rlimit no_core = { 0, 0 };
+
+	(void)setrlimit(RLIMIT_CORE, &no_core);
+	cli_signals_catch(true);
 	signal(SIGPIPE, SIG_IGN);
 
 	/* A descriptor 0, 1 or 2 that was closed would be handed to the next

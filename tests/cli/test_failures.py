@@ -349,6 +349,23 @@ class TestSignals(Failures):
         self.assertFalse(os.path.exists(path))
         self.assertEqual(self.state_of(stage_id), "released")
 
+    def test_signal_while_reading_an_env_file(self):
+        # A FIFO whose writer never comes: a signal must end the wait, and
+        # nothing exists yet.
+        fifo = os.path.join(self.tmp, "tokens.env")
+        os.mkfifo(fifo)
+        for argv in (["stage"], ["run"]):
+            with self.subTest(cmd=argv[0]):
+                extra = ["--", "/bin/true"] if argv[0] == "run" else []
+                proc = subprocess.Popen([STAGELOG, "--db", self.db] + argv +
+                                        ["--root", self.root, "--bundle", self.bundle, "--env-file", fifo] + extra,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+                time.sleep(0.3)
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=10)
+                self.assertIn(proc.returncode, (-signal.SIGTERM, 128 + signal.SIGTERM))
+                self.assert_root_empty()
+
     def test_sigpipe_never_kills(self):
         # `list` into a pipe whose reader is gone fails with 74, not 141.
         self.stage()
