@@ -100,13 +100,36 @@ int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);
 
 /*
+ * No usage error repeats an argument: what follows an option, or stands
+ * where an operand goes, may be a token typed in the wrong place. A
+ * diagnostic names the option and the argument's position instead:
+ * "argument #N" is argv[N] of the command line as main() got it (#1 is
+ * the first word after the program's name).
+ *
+ * util.c: remembers argv, before getopt_long() permutes it, for
+ * cli_arg_position(). Called once, first thing in main().
+ */
+void cli_save_argv(int argc, char **argv);
+
+/* util.c: N, for the argument that p points into (its start, or inside it
+ * as for --env=VALUE), or 0 when p is not in the saved argv. */
+int cli_arg_position(const char *p);
+
+/*
  * util.c: getopt_long with getopt's own messages off. On an unknown option
  * or a missing argument it writes one line naming cmd (NULL for the global
- * options) and returns '?'. optstring must start with ":" or "+:". With a
- * cli, it handles --json (CLI_COMMON_OPTIONS) itself and never returns 'j'.
+ * options) and returns '?'. The line names the option from longopts (or
+ * its letter); of an unknown long option it repeats the part before '='
+ * only when that looks like an option's name (--[a-z0-9-]+), else it gives
+ * the position. optstring must start with ":" or "+:". With a cli, it
+ * handles --json (CLI_COMMON_OPTIONS) itself and never returns 'j'.
  */
 int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const char *optstring,
 	       const struct option *longopts);
+
+/* util.c: after cli_getopt() returned -1 with optstring "+:...", true when
+ * the options ended at "--" rather than at an operand. */
+bool cli_getopt_ended_at_dashdash(void);
 
 /* The options every command takes: --help, and --json as a courtesy to
  * those who write it after the command. */
@@ -221,6 +244,10 @@ int cli_open_store_readonly(struct cli *cli);
  * diagnostic "stagelog: WHAT: PATH: no store" and EX_NOINPUT (66).
  */
 int cli_no_store(const struct cli *cli, const char *what);
+
+/* util.c: a usage error (with its line) unless prefix is 4 to 32 hex
+ * digits. Returns an exit code. */
+int cli_check_id(const char *prefix);
 
 /*
  * util.c: resolves an id or a unique prefix to a full id. An unknown,

@@ -56,9 +56,10 @@ static int gc_option(int c, char *arg, void *userdata)
 	(void)c;
 	r = parse_duration(arg, userdata);
 	if (r == -ERANGE)
-		return cli_usage_error("gc: bad duration '%s': too large", arg);
+		return cli_usage_error("gc: --older-than: argument #%d: too large", cli_arg_position(arg));
 	if (r < 0)
-		return cli_usage_error("gc: bad duration '%s': expected a number and a unit (s, m, h, d)", arg);
+		return cli_usage_error("gc: --older-than: argument #%d: expected a number and a unit (s, m, h, d)",
+				       cli_arg_position(arg));
 	return EX_OK;
 }
 

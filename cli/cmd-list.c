@@ -137,15 +137,16 @@ static int list_option(int c, char *arg, void *userdata)
 		/* A label that cannot exist is a typo, not an empty answer
 		 * that monitoring would take for "all clear". */
 		if (!cli_label_valid(arg))
-			return cli_usage_error("list: bad label '%s': want [a-z0-9][a-z0-9_.-]{0,31}", arg);
+			return cli_usage_error("list: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,31}",
+					       cli_arg_position(arg));
 		a->label = arg;
 		return EX_OK;
 	default: /* 's' */
 		s = state_bit(arg);
 		if (s < 0)
-			return cli_usage_error("list: unknown state '%s': want one of staging, ready, releasing, "
-					       "released, aborted, recovering, recovered, failed, published",
-					       arg);
+			return cli_usage_error("list: --state: argument #%d: unknown state: want one of staging, ready, "
+					       "releasing, released, aborted, recovering, recovered, failed, published",
+					       cli_arg_position(arg));
 		a->states |= 1u << s;
 		/* A state may be a finished one: look at every record. */
 		a->flags |= SL_LIST_ALL;

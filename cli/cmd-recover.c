@@ -202,10 +202,16 @@ static const struct cli_options recover_options = {
  * that cannot be there). Returns an exit code. */
 static int open_store(struct cli *cli, const struct recover_args *a)
 {
-	int code = cli_open_store_readonly(cli);
+	int code = EX_OK;
+
+	for (size_t i = 0; i < a->n_force && code == EX_OK; i++)
+		code = cli_check_id(a->force_args[i]);
+	if (code == EX_OK)
+		code = cli_open_store_readonly(cli);
 
 	if (code == CLI_NO_STORE && a->n_force > 0)
-		return cli_usage_error("unknown id '%s': there is no store at %s", a->force_args[0], cli->store_path);
+		return cli_usage_error("unknown id: argument #%d: there is no store at %s",
+				       cli_arg_position(a->force_args[0]), cli->store_path);
 	if (code == CLI_NO_STORE)
 		return cli_no_store(cli, NULL);
 	return code;

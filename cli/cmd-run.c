@@ -300,7 +300,7 @@ static int run_option(int c, char *arg, void *userdata)
 		return code;
 	/* 'p' */
 	if (!arg[0] || strchr(arg, '='))
-		return cli_usage_error("run: bad --pass-env: expected a variable name");
+		return cli_usage_error("run: --pass-env: argument #%d: expected a variable name", cli_arg_position(arg));
 	v = reallocarray(a->pass, a->n_pass + 1, sizeof(*v));
 	if (!v)
 		return cli_fail(-ENOMEM, NULL, "cannot parse the options");
@@ -309,8 +309,8 @@ static int run_option(int c, char *arg, void *userdata)
 	return EX_OK;
 }
 
-/* "+": everything from RUNTIME on belongs to the runtime, even without
- * "--". */
+/* "+": the options end at "--" or at the first operand, which
+ * cmd_run() refuses: RUNTIME comes after "--". */
 static const struct cli_options run_options = {
 	.cmd = "run",
 	.optstring = "+:h",
@@ -402,8 +402,14 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 	code = cli_parse_options(cli, &run_options, argc, argv, &a);
 	if (code != EX_OK)
 		return cli_stop_code(code);
+	/* Only what follows "--" is the runtime's. A word before it is a
+	 * mistake, maybe a value that lost its option (--env NAME= TOKEN):
+	 * run as the runtime's name, it would land in a log. */
+	if (optind < argc && !cli_getopt_ended_at_dashdash())
+		return cli_usage_error("run: unexpected argument #%d: RUNTIME and its ARGs follow '--'",
+				       cli_arg_position(argv[optind]));
 	if (optind >= argc)
-		return cli_usage_error("run: missing RUNTIME");
+		return cli_usage_error("run: missing RUNTIME (after '--')");
 
 	/* Staging comes first: if it fails, the runtime is never started. */
 	code = stage_args_stage(cli, &a.stage, 0, &stage);

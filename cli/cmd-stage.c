@@ -38,6 +38,10 @@ int stage_args_option(struct stage_args *a, int c, char *arg)
 		a->bundle = arg;
 		return EX_OK;
 	case 'l':
+		/* Checked here, before a store or a root exists. */
+		if (!cli_label_valid(arg))
+			return cli_usage_error("%s: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,31}",
+					       a->cmd, cli_arg_position(arg));
 		a->label = arg;
 		return EX_OK;
 	case 'e':
@@ -68,9 +72,24 @@ void stage_args_finish(struct stage_args *a)
 	a->n_env_opts = 0;
 }
 
+/*
+ * "stagelog: CMD: OPTION: argument #N: MESSAGE" for an --env or --env-file
+ * whose argument arg failed with r and the library's message in err. The
+ * argument itself is never shown: a name fits a token as well, and a file
+ * name may be a token that lost its own option. Returns the exit code.
+ */
+static int option_fail(const struct stage_args *a, const char *option, const char *arg, int r,
+		       const struct sl_error *err)
+{
+	fprintf(stderr, "stagelog: %s: %s: argument #%d: ", a->cmd, option, cli_arg_position(arg));
+	cli_fput_escaped(stderr, err->msg, strnlen(err->msg, sizeof(err->msg)));
+	fputc('\n', stderr);
+	return cli_exit_code(r, err);
+}
+
 /* Adds one --env argument: NAME=VALUE, or NAME with the value from our own
  * environment. Returns an exit code. */
-static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *arg, size_t index)
+static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *arg)
 {
 	struct sl_error err = { 0 };
 	char *eq = strchr(arg, '=');
@@ -84,16 +103,14 @@ static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *
 	} else {
 		name_len = strlen(arg);
 		value = getenv(arg);
-		/* A variable name is not secret and is named. Something that
-		 * is no name at all is not echoed: a mistyped argument may
-		 * have put the secret where the name belongs. */
 		if (!value && oci_env_name_valid(arg, name_len))
-			return cli_usage_error("%s: --env %s: the variable is not set in stagelog's environment", a->cmd,
-					       arg);
+			return cli_usage_error("%s: --env: argument #%d: the variable is not set in stagelog's "
+					       "environment",
+					       a->cmd, cli_arg_position(arg));
 		if (!value)
-			return cli_usage_error("%s: --env option %zu: not a variable name "
+			return cli_usage_error("%s: --env: argument #%d: not a variable name "
 					       "([A-Za-z_][A-Za-z0-9_]*) and no NAME=VALUE",
-					       a->cmd, index + 1);
+					       a->cmd, cli_arg_position(arg));
 	}
 	r = oci_env_add(l, arg, name_len, value, strlen(value), &err);
 	/* The list holds its own copy now. Wipe the one in argv, so that
@@ -101,7 +118,7 @@ static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *
 	if (eq)
 		explicit_bzero(eq + 1, strlen(eq + 1));
 	if (r < 0)
-		return cli_fail(r, &err, "bad --env");
+		return option_fail(a, "--env", arg, r, &err);
 	return EX_OK;
 }
 
@@ -128,12 +145,12 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 	cli_signals_catch(false);
 	for (size_t i = 0; i < a->n_env_opts && code == EX_OK; i++) {
 		if (!a->env_is_file[i]) {
-			code = add_env_arg(a, &env, a->env_opts[i], i);
+			code = add_env_arg(a, &env, a->env_opts[i]);
 			continue;
 		}
 		r = oci_env_read_file(&env, a->env_opts[i], &err);
 		if (r < 0)
-			code = cli_fail(r, &err, "cannot read the env file");
+			code = option_fail(a, "--env-file", a->env_opts[i], r, &err);
 	}
 	cli_signals_catch(true);
 	if (code == EX_OK)
@@ -229,7 +246,7 @@ static int stage_option(int c, char *arg, void *userdata)
 	errno = 0;
 	pid = strtol(arg, &end, 10);
 	if (errno || end == arg || *end || pid <= 0 || pid > INT_MAX)
-		return cli_usage_error("stage: bad --owner: expected a process id");
+		return cli_usage_error("stage: --owner: argument #%d: expected a process id", cli_arg_position(arg));
 	a->owner = (pid_t)pid;
 	return EX_OK;
 }

@@ -78,12 +78,12 @@ int cmd_help(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK)
 		return cli_stop_code(code);
 	if (argc - optind > 1)
-		return cli_usage_error("help: unexpected argument '%s'", argv[optind + 1]);
+		return cli_usage_error("help: unexpected argument #%d", cli_arg_position(argv[optind + 1]));
 	if (argc - optind == 0)
 		return usage(stdout);
 	cmd = find_command(argv[optind]);
 	if (!cmd)
-		return cli_usage_error("help: unknown command '%s'", argv[optind]);
+		return cli_usage_error("help: unknown command: argument #%d", cli_arg_position(argv[optind]));
 	help_argv[0] = (char *)cmd->name;
 	help_argv[1] = (char *)"--help";
 	help_argv[2] = NULL;
@@ -161,6 +161,7 @@ int main(int argc, char **argv)
 	int code;
 
 	cli_signals_init();
+	cli_save_argv(argc, argv);
 	code = parse_global_options(&cli, argc, argv);
 	if (code != EX_OK)
 		return cli_stop_code(code);
@@ -170,8 +171,9 @@ int main(int argc, char **argv)
 	}
 
 	cmd = find_command(argv[optind]);
+	/* Not echoed: a token could have been typed where the command goes. */
 	if (!cmd)
-		return cli_usage_error("unknown command '%s'", argv[optind]);
+		return cli_usage_error("unknown command: argument #%d", optind);
 
 	argc -= optind;
 	argv += optind;

@@ -15,32 +15,144 @@
 
 #include "cli.h"
 
+/*
+ * The command line as main() got it, before getopt_long() permuted it. A
+ * diagnostic about an argument gives its position here, never its text:
+ * a token typed in the wrong place would otherwise land in a log.
+ */
+static struct {
+	const char *start, *end;
+} *cmdline;
+static int cmdline_n;
+
+void cli_save_argv(int argc, char **argv)
+{
+	cmdline = calloc((size_t)argc + 1, sizeof(*cmdline));
+	if (!cmdline)
+		return; /* positions are then unknown (0) */
+	for (int i = 0; i < argc; i++) {
+		cmdline[i].start = argv[i];
+		/* The end now: --env wipes a value in argv later. */
+		cmdline[i].end = argv[i] + strlen(argv[i]);
+	}
+	cmdline_n = argc;
+}
+
+int cli_arg_position(const char *p)
+{
+	uintptr_t u = (uintptr_t)p;
+
+	for (int i = 1; p && i < cmdline_n; i++)
+		if (u >= (uintptr_t)cmdline[i].start && u <= (uintptr_t)cmdline[i].end)
+			return i;
+	return 0;
+}
+
+/* True when the n bytes at s look like an option's name, --[a-z0-9-]+,
+ * and are short enough to be one: only then may a diagnostic repeat them. */
+static bool option_name_like(const char *s, size_t n)
+{
+	if (n < 3 || n > 24 || strncmp(s, "--", 2) != 0)
+		return false;
+	for (size_t i = 2; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/* The long option that arg (--NAME or --NAME=VALUE) chose, with value val,
+ * or NULL: getopt_long() accepts any unique prefix of a name. */
+static const struct option *long_option(const struct option *longopts, const char *arg, int val)
+{
+	size_t n;
+
+	if (strncmp(arg, "--", 2) != 0)
+		return NULL;
+	n = strcspn(arg + 2, "=");
+	for (const struct option *o = longopts; o->name; o++)
+		if (o->val == val && strncmp(o->name, arg + 2, n) == 0)
+			return o;
+	return NULL;
+}
+
+static bool ended_at_dashdash;
+
+bool cli_getopt_ended_at_dashdash(void)
+{
+	return ended_at_dashdash;
+}
+
+/* A short option's letter as a diagnostic may show it. */
+static char letter(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ? (char)c : '?';
+}
+
+/* How many long options start with the n bytes at name. */
+static int long_matches(const struct option *longopts, const char *name, size_t n)
+{
+	int k = 0;
+
+	for (const struct option *o = longopts; o->name; o++)
+		if (strncmp(o->name, name, n) == 0 && o->name[n] == '\0')
+			return 1; /* an exact match wins */
+		else if (strncmp(o->name, name, n) == 0)
+			k++;
+	return k;
+}
+
 int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const char *optstring,
 	       const struct option *longopts)
 {
+	const struct option *o;
 	const char *arg;
-	int c;
+	size_t n;
+	int c, before;
 
 	opterr = 0;
 	/* --json after a command means what it means before it. */
-	while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) == 'j' && cli)
+	for (;;) {
+		before = optind > 0 ? optind : 1;
+		c = getopt_long(argc, argv, optstring, longopts, NULL);
+		if (c != 'j' || !cli)
+			break;
 		cli->json = true;
+	}
+	/* getopt_long() steps over a "--" that ends the options, and stops
+	 * in front of any other operand. */
+	if (c == -1)
+		ended_at_dashdash = optind == before + 1 && strcmp(argv[before], "--") == 0;
 	if (c != '?' && c != ':')
 		return c;
 
+	/*
+	 * What follows an option may be a secret typed in the wrong place,
+	 * and so may an unknown option (--evn=TOKEN). The line names an
+	 * option by its name in longopts or by its letter, repeats argv text
+	 * only when it looks like an option name, and else gives a position.
+	 * A long option is the argument getopt just stepped over; a short
+	 * one is optopt, and 0 there means a long option getopt knew nothing
+	 * of.
+	 */
 	arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+	o = c == ':' || strchr(arg, '=') ? long_option(longopts, arg, optopt) : NULL;
 	if (cmd)
 		fprintf(stderr, "stagelog: %s: ", cmd);
 	else
 		fputs("stagelog: ", stderr);
-	/* For a short option optopt names it; for a long one the option's
-	 * own text is the argument getopt just stepped over. */
-	if (c == ':')
-		fprintf(stderr, "option '%s' requires an argument\n", arg);
-	else if (optopt && strncmp(arg, "--", 2) != 0)
-		fprintf(stderr, "unrecognized option '-%c'\n", optopt);
+	if (c == ':' && o)
+		fprintf(stderr, "option '--%s' requires an argument\n", o->name);
+	else if (c == ':')
+		fprintf(stderr, "option '-%c' requires an argument\n", letter(optopt));
+	else if (o)
+		fprintf(stderr, "option '--%s' takes no argument (argument #%d)\n", o->name, cli_arg_position(arg));
+	else if (optopt)
+		fprintf(stderr, "unrecognized option '-%c'\n", letter(optopt));
+	else if ((n = strcspn(arg, "=")) && option_name_like(arg, n))
+		fprintf(stderr, "%s option '%.*s'\n",
+			long_matches(longopts, arg + 2, n - 2) > 1 ? "ambiguous" : "unrecognized", (int)n, arg);
 	else
-		fprintf(stderr, "unrecognized option '%s'\n", arg);
+		fprintf(stderr, "unrecognized option (argument #%d)\n", cli_arg_position(arg));
 	return '?';
 }
 
@@ -72,6 +184,9 @@ int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, cons
 	code = cli_parse_options(cli, &o, argc, argv, NULL);
 	if (code == EX_OK)
 		code = cli_want_operands(cmd, argc, argv, n, names);
+	/* A malformed id is a usage error whether or not a store exists. */
+	if (code == EX_OK)
+		code = cli_check_id(argv[optind]);
 	if (code == EX_OK)
 		code = cli_open_store(cli);
 	if (code == EX_OK)
@@ -90,7 +205,7 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 	int have = argc - optind;
 
 	if (have > n)
-		return cli_usage_error("%s: unexpected argument '%s'", cmd, argv[optind + n]);
+		return cli_usage_error("%s: unexpected argument #%d", cmd, cli_arg_position(argv[optind + n]));
 	if (have < n) {
 		/* Skip the names already given to find the first missing one. */
 		const char *name = names;
@@ -202,30 +317,44 @@ int cli_no_store(const struct cli *cli, const char *what)
 	return EX_NOINPUT;
 }
 
+int cli_check_id(const char *prefix)
+{
+	size_t len = strlen(prefix);
+	bool hex = len >= 4 && len <= SL_ID_SIZE - 1;
+
+	for (size_t i = 0; hex && i < len; i++)
+		hex = isxdigit((unsigned char)prefix[i]);
+	if (!hex)
+		return cli_usage_error("bad id: argument #%d: an id or its prefix is 4 to 32 hex digits",
+				       cli_arg_position(prefix));
+	return EX_OK;
+}
+
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 {
 	struct sl_error err = { 0 };
 	char lower[SL_ID_SIZE], cand[8][SL_ID_SIZE];
 	size_t len = strlen(prefix), n = 0;
-	int r;
+	int r, pos = cli_arg_position(prefix);
 
 	/* Ids are lowercase hex; accept what a user copied in uppercase, and
-	 * refuse anything else here so that it never reaches a query. */
-	if (len < 4 || len > SL_ID_SIZE - 1)
-		return cli_usage_error("bad id: an id or its prefix is 4 to 32 hex digits");
-	for (size_t i = 0; i <= len; i++) {
-		if (i < len && !isxdigit((unsigned char)prefix[i]))
-			return cli_usage_error("bad id: an id or its prefix is 4 to 32 hex digits");
+	 * refuse anything else here so that it never reaches a query. The
+	 * prefix is named by its position only: 4 to 32 hex digits may just
+	 * as well be a token pasted in the wrong place. The candidates of an
+	 * ambiguous one come from the store, and are ids. */
+	r = cli_check_id(prefix);
+	if (r != EX_OK)
+		return r;
+	for (size_t i = 0; i <= len; i++)
 		lower[i] = (char)tolower((unsigned char)prefix[i]);
-	}
 
 	r = sl_resolve_id(cli->store, lower, ret_id, cand, ELEMENTSOF(cand), &n, &err);
 	if (r == -ENOENT)
-		return cli_usage_error("unknown id '%s': no stage has it", lower);
+		return cli_usage_error("unknown id: argument #%d: no stage has it", pos);
 	if (r == -EINVAL)
-		return cli_usage_error("bad id '%s'", lower);
+		return cli_usage_error("bad id: argument #%d", pos);
 	if (r == -ENOTUNIQ) {
-		fprintf(stderr, "stagelog: ambiguous id '%s': candidates:", lower);
+		fprintf(stderr, "stagelog: ambiguous id: argument #%d: candidates:", pos);
 		for (size_t i = 0; i < n && i < ELEMENTSOF(cand); i++)
 			fprintf(stderr, " %s", cand[i]);
 		fputs(n >= ELEMENTSOF(cand) ? " ...\n" : "\n", stderr);

@@ -233,42 +233,35 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 
 	if (!l || !path)
 		return sl_err(reterr, -EINVAL, "cannot read env file: no path");
-	/* O_NONBLOCK keeps the open from blocking on a FIFO without a
+	/* No message names path: it came from the command line, where it
+	 * may be a token that lost its own option. The caller names the
+	 * option instead. O_NONBLOCK keeps the open from blocking on a FIFO without a
 	 * writer. A pipe is welcome (`--env-file <(vault read ...)` keeps the
 	 * tokens off any disk), so it is read blocking from then on; anything
 	 * else that is not a regular file (a device, a socket) is refused. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
-		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+		return sl_err(reterr, negerrno(), "cannot read env file: %s", strerror(errno));
 	if (fstat(fd, &st) < 0)
-		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+		return sl_err(reterr, negerrno(), "cannot read env file: %s", strerror(errno));
 	if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
-		return sl_err(reterr, -EBADMSG, "bad env file: %s: not a regular file or a pipe", path);
+		return sl_err(reterr, -EBADMSG, "bad env file: not a regular file or a pipe");
 	if (S_ISFIFO(st.st_mode) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
-		return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+		return sl_err(reterr, negerrno(), "cannot read env file: %s", strerror(errno));
 	/* A named FIFO whose writer has not opened it yet reads as empty:
 	 * wait until there is data, or a writer that came and went. */
 	if (S_ISFIFO(st.st_mode)) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		while (poll(&p, 1, -1) < 0)
 			if (errno != EINTR)
-				return sl_err(reterr, negerrno(), "cannot read env file: %s: %s", path, strerror(errno));
+				return sl_err(reterr, negerrno(), "cannot read env file: %s", strerror(errno));
 	}
 	r = oci_read_fd(fd, OCI_ENV_FILE_MAX, &buf, &len);
 	if (r == -EFBIG)
-		return sl_err(reterr, -EBADMSG, "bad env file: %s: larger than 1 MiB", path);
+		return sl_err(reterr, -EBADMSG, "bad env file: larger than 1 MiB");
 	if (r < 0)
-		return sl_err(reterr, r, "cannot read env file: %s: %s", path, strerror(-r));
+		return sl_err(reterr, r, "cannot read env file: %s", strerror(-r));
 	r = oci_env_parse(l, buf, len, reterr);
-	/* The parser knows lines, not files: name the file the user gave,
-	 * which is not secret, before the line number. */
-	if (r < 0 && reterr && strncmp(reterr->msg, "bad env file: ", 14) == 0) {
-		char rest[sizeof(reterr->msg)];
-
-		snprintf(rest, sizeof(rest), "%s", reterr->msg + 14);
-		reterr->code = 0; /* sl_err() keeps the first message; this one replaces it */
-		sl_err(reterr, r, "bad env file: %s: %s", path, rest);
-	}
 	erase_and_free(buf, len);
 	return r;
 }

@@ -54,7 +54,8 @@ HIDDEN int oci_env_parse(struct sl_env_list *l, const char *buf, size_t len, str
  * Reads the env file at path (see oci_env_parse() for the format), at most
  * OCI_ENV_FILE_MAX bytes. A missing file is -ENOENT, a file that is not
  * regular or is too large -EBADMSG, a read error its negative errno. The
- * message names path as given. On failure the list is unchanged.
+ * message never names path (the caller names the option it came from); it
+ * says the line number of a bad line. On failure the list is unchanged.
  */
 HIDDEN int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *reterr);
 

@@ -553,10 +553,10 @@ static void env_file_bad(void **state)
 		write_file(path, cases[i].text, cases[i].len);
 		assert_int_equal(oci_env_read_file(&l, path, &err), -EBADMSG);
 		assert_int_equal(err.code, -EBADMSG);
-		/* The parser's message, with the file named before the line. */
-		char want[600];
-		snprintf(want, sizeof(want), "bad env file: %s: %s", path, cases[i].msg + strlen("bad env file: "));
-		assert_string_equal(err.msg, want);
+		/* The parser's message as it is: the path is not named (it came
+		 * from the command line, where a token may stand instead). */
+		assert_string_equal(err.msg, cases[i].msg);
+		assert_null(strstr(err.msg, path));
 		assert_no_canary(&err);
 		/* Nothing from the earlier good lines stays behind. */
 		assert_int_equal(l.n, 0);
@@ -568,14 +568,13 @@ static void env_file_missing(void **state)
 {
 	struct sl_env_list l = { 0 };
 	struct sl_error err = { 0 };
-	char path[128], want[256];
+	char path[128];
 
 	(void)state;
 	snprintf(path, sizeof(path), "%s/missing.env", tmpdir);
-	snprintf(want, sizeof(want), "cannot read env file: %s: No such file or directory", path);
 	assert_int_equal(oci_env_read_file(&l, path, &err), -ENOENT);
 	assert_int_equal(err.code, -ENOENT);
-	assert_string_equal(err.msg, want);
+	assert_string_equal(err.msg, "cannot read env file: No such file or directory");
 	assert_int_equal(l.n, 0);
 }
 
@@ -583,7 +582,7 @@ static void env_file_not_regular(void **state)
 {
 	struct sl_env_list l = { 0 };
 	struct sl_error err = { 0 };
-	char path[128], want[256];
+	char path[128];
 	pid_t pid;
 	int status;
 
@@ -612,9 +611,8 @@ static void env_file_not_regular(void **state)
 	oci_env_list_finish(&l);
 
 	/* Neither a regular file nor a pipe: refused. */
-	snprintf(want, sizeof(want), "bad env file: %s: not a regular file or a pipe", tmpdir);
 	assert_int_equal(oci_env_read_file(&l, tmpdir, &err), -EBADMSG);
-	assert_string_equal(err.msg, want);
+	assert_string_equal(err.msg, "bad env file: not a regular file or a pipe");
 	assert_int_equal(l.n, 0);
 }
 
@@ -622,7 +620,7 @@ static void env_file_too_large(void **state)
 {
 	struct sl_env_list l = { 0 };
 	struct sl_error err = { 0 };
-	char path[128], want[256];
+	char path[128];
 	size_t n = OCI_ENV_FILE_MAX + 1;
 	char *big = malloc(n);
 
@@ -632,9 +630,8 @@ static void env_file_too_large(void **state)
 		memcpy(big + i, "A=1\n", n - i < 4 ? n - i : 4);
 	snprintf(path, sizeof(path), "%s/big.env", tmpdir);
 	write_file(path, big, n);
-	snprintf(want, sizeof(want), "bad env file: %s: larger than 1 MiB", path);
 	assert_int_equal(oci_env_read_file(&l, path, &err), -EBADMSG);
-	assert_string_equal(err.msg, want);
+	assert_string_equal(err.msg, "bad env file: larger than 1 MiB");
 	assert_int_equal(l.n, 0);
 
 	/* Exactly the limit is fine. */
