@@ -298,7 +298,8 @@ int cli_failed_add(const struct sl_stage_info *info, void *userdata);
 /* util.c: frees l->v, for _cleanup_(). */
 void cli_failed_list_finish(struct cli_failed_list *l);
 
-/* util.c: prints "ID LABEL PATH" (the path escaped) to f. */
+/* util.c: prints "ID LABEL PATH" (label and path as cli_fput_token()
+ * tokens) to f. */
 void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
 
 /* util.c: true when label matches [a-z0-9][a-z0-9_.-]{0,31}. */
@@ -320,13 +321,25 @@ void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX]);
 void cli_fput_escaped(FILE *f, const char *s, size_t len);
 
 /*
- * util.c: a valid UTF-8 copy of len bytes for JSON: valid sequences are
- * kept and each byte that is not part of one becomes the four characters
- * \xNN. Returns NULL when out of memory.
+ * util.c: cli_fput_escaped(), and every space as \xNN too (U+0020 as
+ * \x20; a Unicode space as the \xNN of its bytes), so that the bytes make
+ * one whitespace-free token: a cell of a table, or a path in a line that
+ * other words follow. Reading back \\, \n, \t and \xNN gives the bytes.
  */
-char *cli_utf8_sanitize(const char *s, size_t len);
+void cli_fput_token(FILE *f, const char *s, size_t len);
 
-/* util.c: adds a string made valid UTF-8 with cli_utf8_sanitize(). */
+/*
+ * util.c: len bytes as a JSON string literal, quotes included, that no
+ * other bytes give: valid UTF-8 as JSON writes it (", \ and controls
+ * escaped), and each byte that is not part of valid UTF-8 as \udcXX, the
+ * lone surrogate U+DC80 + b - 0x80 of PEP 383's "surrogateescape", which
+ * no valid UTF-8 decodes to. Python gets the bytes back with
+ * json.loads(s).encode("utf-8", "surrogateescape"). Returns NULL when out
+ * of memory.
+ */
+char *cli_json_quote(const char *s, size_t len);
+
+/* util.c: adds the string cli_json_quote() makes, as raw JSON. */
 cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t len);
 
 /* util.c: adds a stage's fixed fields (every field but "entries"). */
@@ -355,8 +368,8 @@ cJSON *cli_json_append_object(cJSON *a);
 cJSON *cli_json_array(size_t n, cJSON *(*item)(const void *ctx, size_t i), const void *ctx);
 
 /* util.c: cli_json_array()'s item makers: ctx is a char (*)[SL_ID_SIZE]
- * of ids; a char ** of paths (made valid UTF-8); a struct cli_failed_list
- * (objects with id, label, path and reason). */
+ * of ids; a char ** of paths (quoted with cli_json_quote()); a struct
+ * cli_failed_list (objects with id, label, path and reason). */
 cJSON *cli_json_id_item(const void *ctx, size_t i);
 cJSON *cli_json_path_item(const void *ctx, size_t i);
 cJSON *cli_json_failed_item(const void *ctx, size_t i);

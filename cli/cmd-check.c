@@ -47,8 +47,8 @@ static int print_json(const struct sl_check_report *rep, const struct cli_failed
 static void print_stages(const char *what, const struct cli_failed_list *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
-		printf("%s %s %s ", what, l->v[i].id, l->v[i].where.label);
-		cli_fput_escaped(stdout, l->v[i].where.path, strlen(l->v[i].where.path));
+		printf("%s ", what);
+		cli_fput_where(stdout, l->v[i].id, &l->v[i].where);
 		fputs(": ", stdout);
 		cli_fput_escaped(stdout, l->v[i].reason, strlen(l->v[i].reason));
 		putchar('\n');
@@ -68,12 +68,12 @@ static void print_text(const struct sl_check_report *rep, const struct cli_faile
 		if (was_removed(rep, rep->orphans[i]))
 			continue;
 		fputs("orphan ", stdout);
-		cli_fput_escaped(stdout, rep->orphans[i], strlen(rep->orphans[i]));
+		cli_fput_token(stdout, rep->orphans[i], strlen(rep->orphans[i]));
 		putchar('\n');
 	}
 	for (size_t i = 0; i < rep->n_removed; i++) {
 		fputs("removed ", stdout);
-		cli_fput_escaped(stdout, rep->removed[i], strlen(rep->removed[i]));
+		cli_fput_token(stdout, rep->removed[i], strlen(rep->removed[i]));
 		putchar('\n');
 	}
 }

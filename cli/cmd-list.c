@@ -11,7 +11,9 @@ static const char usage[] =
 	"usage: stagelog list [--all] [--label L] [--state S]...\n"
 	"\n"
 	"Lists in-flight stages, oldest first: ID (first 12 digits), LABEL, STATE,\n"
-	"OWNER (pid), LIVE (yes or no), AGE, ENTRIES and PATH.\n"
+	"OWNER (pid), LIVE (yes or no), AGE, ENTRIES and PATH. Each cell is one\n"
+	"token: in PATH, a space, backslash, control or non-UTF-8 byte is written\n"
+	"\\x20, \\\\, \\n, \\t or \\xNN.\n"
 	"\n"
 	"  --all        list every record, finished stages too\n"
 	"  --label L    only stages labelled L\n"
@@ -103,7 +105,7 @@ static void print_table(const struct rows *rows)
 
 		printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s  %*s  ", wid, r->id, wlabel, r->label, wstate, r->state,
 		       wowner, r->owner, wlive, r->live, wage, r->age, wentries, r->entries);
-		cli_fput_escaped(stdout, r->path, strlen(r->path));
+		cli_fput_token(stdout, r->path, strlen(r->path));
 		putchar('\n');
 	}
 }

@@ -39,7 +39,7 @@ int cmd_publish(struct cli *cli, int argc, char **argv)
 						   cli_json_add_bytes(doc, "path", dest, strlen(dest)));
 	}
 	printf("published %s to ", id);
-	cli_fput_escaped(stdout, dest, strlen(dest));
+	cli_fput_token(stdout, dest, strlen(dest));
 	putchar('\n');
 	return EX_OK;
 }

@@ -3,6 +3,7 @@
  * cmd-release.c: `stagelog release ID`.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -48,7 +49,7 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 	if (cli->json) {
 		doc = cJSON_CreateObject();
 		return cli_json_print(doc, doc && cJSON_AddStringToObject(doc, "id", id) &&
-						   cJSON_AddStringToObject(doc, "label", where.label) &&
+						   cli_json_add_bytes(doc, "label", where.label, strlen(where.label)) &&
 						   cli_json_add_bytes(doc, "path", where.path, strlen(where.path)) &&
 						   cJSON_AddBoolToObject(doc, "removed", r > 0));
 	}

@@ -329,8 +329,10 @@ static void note_stage(const struct cli *cli, const char *what, struct sl_stage 
 {
 	if (cli->verbosity < 1)
 		return;
-	fprintf(stderr, "stagelog: %s %s %s ", what, sl_stage_id(stage), sl_stage_label(stage));
-	cli_fput_escaped(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
+	fprintf(stderr, "stagelog: %s %s ", what, sl_stage_id(stage));
+	cli_fput_token(stderr, sl_stage_label(stage), strlen(sl_stage_label(stage)));
+	fputc(' ', stderr);
+	cli_fput_token(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
 	fputc('\n', stderr);
 }
 

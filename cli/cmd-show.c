@@ -11,10 +11,10 @@ static const char usage[] =
 	"usage: stagelog show ID\n"
 	"\n"
 	"Shows one stage and its entries in creation order, with paths relative\n"
-	"to the staging root. In text, bytes that are not printable UTF-8 are\n"
-	"shown as \\xNN (and \\, newline, tab as \\\\, \\n, \\t); in JSON, bytes that\n"
-	"are not valid UTF-8 become the text \\xNN. ID may be a unique prefix of\n"
-	"4 or more digits.\n"
+	"to the staging root. In text, a path's bytes that are not printable\n"
+	"UTF-8, and spaces, are shown as \\xNN (and \\, newline, tab as \\\\, \\n,\n"
+	"\\t); in JSON, a byte that is not part of valid UTF-8 is \\udcXX (PEP 383\n"
+	"surrogateescape). ID may be a unique prefix of 4 or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 
@@ -44,9 +44,9 @@ static int show_stage(const struct sl_stage_info *info, void *userdata)
 	cli_format_time(info->created_ms, created);
 	cli_format_time(info->updated_ms, updated);
 	printf("id: %s\nlabel: %s\nstate: %s\nroot: ", info->id, info->label, info->state_name);
-	cli_fput_escaped(stdout, info->root, strlen(info->root));
+	cli_fput_token(stdout, info->root, strlen(info->root));
 	fputs("\npath: ", stdout);
-	cli_fput_escaped(stdout, info->path, strlen(info->path));
+	cli_fput_token(stdout, info->path, strlen(info->path));
 	printf("\nowner: %lld (%s)\ncreated: %s\nupdated: %s\n", info->owner_pid,
 	       info->owner_alive ? "live" : "stale", created, updated);
 	if (info->reason && info->reason[0]) {
@@ -81,7 +81,7 @@ static int show_entry(const struct sl_entry_info *info, void *userdata)
 		s->header_shown = true;
 	}
 	printf("%*lld  %-7s  %-7s  ", s->seq_width, (long long)info->seq, info->kind, info->state);
-	cli_fput_escaped(stdout, info->path, info->path_len);
+	cli_fput_token(stdout, info->path, info->path_len);
 	putchar('\n');
 	return 0;
 }

@@ -451,8 +451,10 @@ int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret)
 
 void cli_fput_where(FILE *f, const char *id, const struct cli_where *w)
 {
-	fprintf(f, "%s %s ", id, w->label);
-	cli_fput_escaped(f, w->path, strlen(w->path));
+	fprintf(f, "%s ", id);
+	cli_fput_token(f, w->label, strlen(w->label));
+	fputc(' ', f);
+	cli_fput_token(f, w->path, strlen(w->path));
 }
 
 bool cli_label_valid(const char *label)
@@ -538,7 +540,21 @@ static size_t utf8_len(const unsigned char *s, size_t len)
 	return n;
 }
 
-void cli_fput_escaped(FILE *f, const char *str, size_t len)
+/* True for the n-byte UTF-8 sequence at s when it is a space other than
+ * U+0020 (Unicode's Zs, Zl and Zp: what Python's split() and some
+ * terminals' word selection split at). */
+static bool unicode_space(const unsigned char *s, size_t n)
+{
+	uint32_t cp = n == 2 ? (s[0] & 0x1fu) << 6 | (s[1] & 0x3fu)
+		    : n == 3 ? (s[0] & 0x0fu) << 12 | (s[1] & 0x3fu) << 6 | (s[2] & 0x3fu)
+			     : 0;
+
+	return cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+	       cp == 0x202f || cp == 0x205f || cp == 0x3000;
+}
+
+/* cli_fput_escaped(), and with token also every space escaped. */
+static void fput_escaped(FILE *f, const char *str, size_t len, bool token)
 {
 	const unsigned char *s = (const unsigned char *)str;
 
@@ -551,9 +567,9 @@ void cli_fput_escaped(FILE *f, const char *str, size_t len)
 			fputs("\\n", f);
 		} else if (n == 1 && s[i] == '\t') {
 			fputs("\\t", f);
-		} else if (n == 1 && s[i] >= 0x20 && s[i] < 0x7f) {
+		} else if (n == 1 && s[i] >= 0x20 && s[i] < 0x7f && !(token && s[i] == ' ')) {
 			fputc(s[i], f);
-		} else if (n > 1 && !(n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0)) {
+		} else if (n > 1 && !(n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0) && !(token && unicode_space(s + i, n))) {
 			/* Valid multibyte text passes, but not the C1 controls
 			 * (U+0080..U+009F), which some terminals obey. */
 			fwrite(s + i, 1, n, f);
@@ -566,23 +582,43 @@ void cli_fput_escaped(FILE *f, const char *str, size_t len)
 	}
 }
 
-char *cli_utf8_sanitize(const char *str, size_t len)
+void cli_fput_escaped(FILE *f, const char *s, size_t len)
+{
+	fput_escaped(f, s, len, false);
+}
+
+void cli_fput_token(FILE *f, const char *s, size_t len)
+{
+	fput_escaped(f, s, len, true);
+}
+
+char *cli_json_quote(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	char *out, *p;
 
-	if (len > (SIZE_MAX - 1) / 4)
+	/* At most 6 characters a byte (\udcXX, \u00XX), two quotes, a NUL. */
+	if (len > (SIZE_MAX - 3) / 6)
 		return NULL;
-	out = p = malloc(len * 4 + 1);
+	out = p = malloc(len * 6 + 3);
 	if (!out)
 		return NULL;
+	*p++ = '"';
 	for (size_t i = 0; i < len;) {
 		size_t n = utf8_len(s + i, len - i);
 
-		/* NUL would end the C string cJSON reads, so it is escaped
-		 * like an invalid byte. */
-		if (n == 0 || s[i] == 0) {
-			p += sprintf(p, "\\x%02x", s[i]);
+		if (n == 0) {
+			/* PEP 383: byte b becomes U+DC80 + b - 0x80, a lone low
+			 * surrogate that no valid UTF-8 decodes to, so that
+			 * neither the text "\xff" nor any other collides with
+			 * the byte 0xff. */
+			p += sprintf(p, "\\udc%02x", s[i]);
+			i++;
+		} else if (n == 1 && (s[i] == '"' || s[i] == '\\')) {
+			*p++ = '\\';
+			*p++ = (char)s[i++];
+		} else if (n == 1 && s[i] < 0x20) {
+			p += sprintf(p, "\\u%04x", s[i]);
 			i++;
 		} else {
 			memcpy(p, s + i, n);
@@ -590,15 +626,16 @@ char *cli_utf8_sanitize(const char *str, size_t len)
 			i += n;
 		}
 	}
+	*p++ = '"';
 	*p = '\0';
 	return out;
 }
 
 cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t len)
 {
-	_cleanup_free_ char *clean = cli_utf8_sanitize(s, len);
+	_cleanup_free_ char *quoted = cli_json_quote(s, len);
 
-	return clean ? cJSON_AddStringToObject(obj, name, clean) : NULL;
+	return quoted ? cJSON_AddRawToObject(obj, name, quoted) : NULL;
 }
 
 bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info)
@@ -609,7 +646,7 @@ bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info)
 	cli_format_time(info->created_ms, created);
 	cli_format_time(info->updated_ms, updated);
 	ok &= cJSON_AddStringToObject(obj, "id", info->id) != NULL;
-	ok &= cJSON_AddStringToObject(obj, "label", info->label) != NULL;
+	ok &= cli_json_add_bytes(obj, "label", info->label, strlen(info->label)) != NULL;
 	ok &= cJSON_AddStringToObject(obj, "state", info->state_name) != NULL;
 	ok &= cli_json_add_bytes(obj, "root", info->root, strlen(info->root)) != NULL;
 	ok &= cli_json_add_bytes(obj, "path", info->path, strlen(info->path)) != NULL;
@@ -704,9 +741,9 @@ cJSON *cli_json_id_item(const void *ctx, size_t i)
 cJSON *cli_json_path_item(const void *ctx, size_t i)
 {
 	char *const *paths = ctx;
-	_cleanup_free_ char *clean = cli_utf8_sanitize(paths[i], strlen(paths[i]));
+	_cleanup_free_ char *quoted = cli_json_quote(paths[i], strlen(paths[i]));
 
-	return clean ? cJSON_CreateString(clean) : NULL;
+	return quoted ? cJSON_CreateRaw(quoted) : NULL;
 }
 
 cJSON *cli_json_failed_item(const void *ctx, size_t i)
@@ -714,7 +751,8 @@ cJSON *cli_json_failed_item(const void *ctx, size_t i)
 	const struct cli_failed *f = &((const struct cli_failed_list *)ctx)->v[i];
 	_cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
 
-	if (!o || !cJSON_AddStringToObject(o, "id", f->id) || !cJSON_AddStringToObject(o, "label", f->where.label) ||
+	if (!o || !cJSON_AddStringToObject(o, "id", f->id) ||
+	    !cli_json_add_bytes(o, "label", f->where.label, strlen(f->where.label)) ||
 	    !cli_json_add_bytes(o, "path", f->where.path, strlen(f->where.path)) ||
 	    !cli_json_add_bytes(o, "reason", f->reason, strlen(f->reason)))
 		return NULL;

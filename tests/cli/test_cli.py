@@ -610,8 +610,9 @@ class TestListShow(Base):
             self.assertTrue(e["path"] == top or e["path"].startswith(top + "/"), e["path"])
         self.assertIn(top + "/config.json", paths)
         self.assertIn(top + "/rootfs/name", paths)
-        # Bytes that are not UTF-8 become the text \xNN; the rest is kept.
-        self.assertIn(top + "/rootfs/odd/bad\\xffname\nx", paths)
+        # A byte that is not UTF-8 becomes \udcXX (surrogateescape); the
+        # rest is kept.
+        self.assertIn(top + "/rootfs/odd/bad\udcffname\nx", paths)
         kinds = {e["path"]: e["kind"] for e in doc["entries"]}
         self.assertEqual(kinds[top + "/rootfs/name"], "symlink")
         self.assertEqual(kinds[top + "/config.json"], "file")
