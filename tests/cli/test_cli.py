@@ -1315,6 +1315,126 @@ class TestReadOnlyCreatesNothing(Base):
 
 
 
+def unescape_token(token):
+    r"""The bytes a text token stands for: the man page's escapes \\, \n,
+    \t and \xNN read back; every other character is its UTF-8."""
+    raw = token.encode("utf-8", "surrogateescape")
+    out, i = bytearray(), 0
+    while i < len(raw):
+        if raw[i:i + 1] != b"\\":
+            out.append(raw[i])
+            i += 1
+            continue
+        c = raw[i + 1:i + 2]
+        if c in (b"\\", b"n", b"t"):
+            out += {b"\\": b"\\", b"n": b"\n", b"t": b"\t"}[c]
+            i += 2
+        elif c == b"x" and re.fullmatch(rb"[0-9a-f]{2}", raw[i + 2:i + 4]):
+            out.append(int(raw[i + 2:i + 4], 16))
+            i += 4
+        else:
+            raise ValueError("bad escape in %r" % token)
+    return bytes(out)
+
+
+def json_bytes(s):
+    """The bytes a JSON string stands for (PEP 383 surrogateescape)."""
+    return s.encode("utf-8", "surrogateescape")
+
+
+class TestEncoding(Base):
+    r"""Output that names no other bytes than its own: JSON with \udcXX for
+    each byte that is not UTF-8, text with one token per path."""
+
+    # Every kind of byte: controls, DEL, quote, backslash, a literal "\xff",
+    # valid UTF-8 (é, NBSP, U+2028, a C1 control), and invalid UTF-8 (a
+    # lone byte, a bad continuation, an overlong form, a surrogate, a code
+    # point above U+10FFFF).
+    ODD = (b" \x01\x7f\"\\x41\\xff\t\xc3\xa9\xc2\xa0\xe2\x80\xa8\xc2\x85"
+           b"\xff\xc3(\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80")
+
+    def stage_json(self, root, **kw):
+        p = self.sl("--json", "stage", "--root", os.fsdecode(root), "--bundle", self.bundle, **kw)
+        # Valid UTF-8 whatever the path holds.
+        p.stdout.encode("utf-8", "surrogateescape").decode("utf-8")
+        return json.loads(p.stdout)
+
+    def test_json_bytes_never_collide(self):
+        base = self.shm.encode()
+        literal, byte = base + b"/r\\xff", base + b"/r\xff"
+        a, b = self.stage_json(literal), self.stage_json(byte)
+        self.assertNotEqual(a["path"], b["path"])
+        for doc, root in ((a, literal), (b, byte)):
+            want = root + b"/stage-" + doc["id"].encode()
+            self.assertEqual(json_bytes(doc["path"]), want)
+            shown = self.slj("show", doc["id"])
+            self.assertEqual(json_bytes(shown["root"]), root)
+            self.assertEqual(json_bytes(shown["path"]), want)
+            self.assertEqual(json_bytes(shown["entries"][0]["path"]), b"stage-" + doc["id"].encode())
+        listed = {d["id"]: d for d in self.slj("list")}
+        self.assertEqual(json_bytes(listed[a["id"]]["root"]), literal)
+        self.assertEqual(json_bytes(listed[b["id"]]["root"]), byte)
+        # As the document says it: \\ for the backslash, \udcff for the byte.
+        text = self.sl("--json", "list").stdout
+        self.assertIn('r\\\\xff', text)
+        self.assertIn('r\\udcff', text)
+        p = self.sl("--json", "release", b["id"])
+        self.assertEqual(json_bytes(json.loads(p.stdout)["path"]), byte + b"/stage-" + b["id"].encode())
+
+    def test_json_every_kind_of_byte(self):
+        root = self.shm.encode() + b"/j" + self.ODD
+        doc = self.stage_json(root)
+        self.assertEqual(json_bytes(doc["path"]), root + b"/stage-" + doc["id"].encode())
+        self.assertEqual(json_bytes(self.slj("show", doc["id"])["root"]), root)
+        # An entry's path too (relative to the root, from the bundle).
+        os.mkdir(os.path.join(self.bundle.encode(), b"rootfs", b"e" + self.ODD))
+        doc = self.stage_json(self.root.encode())
+        paths = [json_bytes(e["path"]) for e in self.slj("show", doc["id"])["entries"]]
+        self.assertIn(b"stage-%s/rootfs/e%s" % (doc["id"].encode(), self.ODD), paths)
+
+    def test_text_one_token_per_cell(self):
+        root = self.shm.encode() + b"/t x\ny" + self.ODD
+        doc = self.stage_json(root)
+        path = root + b"/stage-" + doc["id"].encode()
+        lines = self.sl("list").stdout.split("\n")
+        self.assertEqual(lines[-1], "")
+        self.assertEqual(len(lines), 3, lines)
+        cells = lines[1].split()
+        self.assertEqual(len(cells), 8, lines[1])
+        self.assertEqual(len(lines[0].split()), 8)
+        self.assertEqual(cells[0], doc["id"][:12])
+        self.assertEqual(unescape_token(cells[7]), path)
+        # The same token in show's lines and in release's.
+        text = self.sl("show", doc["id"]).stdout.split("\n")
+        self.assertEqual(unescape_token(next(t for t in text if t.startswith("root: "))[6:]), root)
+        self.assertEqual(unescape_token(next(t for t in text if t.startswith("path: "))[6:]), path)
+        released = self.sl("release", doc["id"]).stdout
+        self.assertEqual(released.count("\n"), 1)
+        words = released.split()
+        self.assertEqual(words[:3], ["released", doc["id"], "stage"])
+        self.assertEqual(len(words), 4, released)
+        self.assertEqual(unescape_token(words[3]), path)
+
+    def test_text_escape_round_trip(self):
+        # Each byte value alone in a file name, and the odd mix: what the
+        # table shows reads back to the name, and has no whitespace.
+        names = [bytes([b]) for b in range(1, 256) if b != ord("/")] + [self.ODD]
+        os.mkdir(os.path.join(self.bundle.encode(), b"rootfs", b"all"))
+        for i, name in enumerate(names):
+            with open(os.path.join(self.bundle.encode(), b"rootfs", b"all", b"%d-" % i + name), "w"):
+                pass
+        stage_id, _ = self.stage()
+        rows = self.sl("show", stage_id).stdout.split("\n")
+        shown = set()
+        for row in rows[rows.index("") + 2:-1]:
+            cells = row.split()
+            self.assertEqual(len(cells), 4, row)
+            shown.add(unescape_token(cells[3]))
+        for i, name in enumerate(names):
+            self.assertIn(b"stage-%s/rootfs/all/%d-%s" % (stage_id.encode(), i, name), shown)
+        self.assertEqual(unescape_token(r"a\\b\x20\n\t\xff"), b"a\\b \n\t\xff")
+
+
 class TestStorePathExits(Base):
     """Every condition of the store's path maps to the contract's exit
     codes; none exits 70, which is for bugs."""
