@@ -168,8 +168,11 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 			code = cli_interrupted("staging");
 		else if (r < 0)
 			code = cli_fail(r, &err, "cannot stage the bundle");
-		else
-			cli_verbose(cli, "staged %s at %s", sl_stage_id(*ret), sl_stage_path(*ret));
+		else if (cli->verbosity >= 1) {
+			fprintf(stderr, "stagelog: staged %s at ", sl_stage_id(*ret));
+			cli_fput_token(stderr, sl_stage_path(*ret), strlen(sl_stage_path(*ret)));
+			fputc('\n', stderr);
+		}
 	}
 	oci_env_list_finish(&env);
 	/* A signal that came after the last path still aborts the stage. */

@@ -158,27 +158,21 @@ class TestUsage(Base):
         self.assertFalse(os.path.exists(os.path.dirname(self.db)))
 
     def test_unknown_option(self):
-        p = self.sl("stage", "--foo", code=64)
-        self.assertEqual(p.stderr, "stagelog: stage: unrecognized option '--foo'\n")
-        p = self.sl("--foo", "list", code=64)
-        self.assertEqual(p.stderr, "stagelog: unrecognized option '--foo'\n")
-        p = self.sl("list", "-x", code=64)
-        self.assertEqual(p.stderr, "stagelog: list: unrecognized option '-x'\n")
-        p = self.sl("stage", "--bundle", code=64)
-        self.assertEqual(p.stderr, "stagelog: stage: option '--bundle' requires an argument\n")
-        # The name of an unknown option is shown without what follows '=',
-        # and only when it looks like an option's name; an abbreviation is
-        # named by the option it stands for.
-        p = self.sl("stage", "--evn=API_TOKEN=x", code=64)
-        self.assertEqual(p.stderr, "stagelog: stage: unrecognized option '--evn'\n")
-        p = self.sl("stage", "--Evn_x", code=64)
-        self.assertEqual(p.stderr, "stagelog: stage: unrecognized option (argument #4)\n")
-        p = self.sl("stage", "--e=x", code=64)
-        self.assertEqual(p.stderr, "stagelog: stage: ambiguous option '--e'\n")
-        p = self.sl("list", "--al=x", code=64)
-        self.assertEqual(p.stderr, "stagelog: list: option '--all' takes no argument (argument #4)\n")
-        p = self.sl("list", "extra", "--all", code=64)
-        self.assertEqual(p.stderr, "stagelog: list: unexpected argument #4\n")
+        # An unknown option's name is shown without what follows '=', and
+        # only when it looks like an option's name; an abbreviation is
+        # named by the option it stands for; an operand by its position.
+        for args, line in (
+                (["stage", "--foo"], "stage: unrecognized option '--foo'"),
+                (["--foo", "list"], "unrecognized option '--foo'"),
+                (["list", "-x"], "list: unrecognized option '-x'"),
+                (["stage", "--bundle"], "stage: option '--bundle' requires an argument"),
+                (["stage", "--evn=API_TOKEN=x"], "stage: unrecognized option '--evn'"),
+                (["stage", "--Evn_x"], "stage: unrecognized option (argument #4)"),
+                (["stage", "--e=x"], "stage: ambiguous option '--e'"),
+                (["list", "--al=x"], "list: option '--all' takes no argument (argument #4)"),
+                (["list", "extra", "--all"], "list: unexpected argument #4")):
+            p = self.sl(*args, code=64)
+            self.assertEqual(p.stderr, "stagelog: %s\n" % line)
         self.one_line_error(self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--owner", "x1",
                                     code=64))
         self.one_line_error(self.sl("run", "--root", self.root, "--bundle", self.bundle, "--owner", "1",
