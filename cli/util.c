@@ -146,8 +146,10 @@ int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const ch
 		fprintf(stderr, "option '-%c' requires an argument\n", letter(optopt));
 	else if (o)
 		fprintf(stderr, "option '--%s' takes no argument (argument #%d)\n", o->name, cli_arg_position(arg));
+	else if (optopt && letter(optopt) != '?')
+		fprintf(stderr, "unrecognized option '-%c'\n", optopt);
 	else if (optopt)
-		fprintf(stderr, "unrecognized option '-%c'\n", letter(optopt));
+		fputs("unrecognized option\n", stderr);
 	else if ((n = strcspn(arg, "=")) && option_name_like(arg, n))
 		fprintf(stderr, "%s option '%.*s'\n",
 			long_matches(longopts, arg + 2, n - 2) > 1 ? "ambiguous" : "unrecognized", (int)n, arg);
