@@ -210,8 +210,8 @@ static int open_store(struct cli *cli, const struct recover_args *a)
 		code = cli_open_store_readonly(cli);
 
 	if (code == CLI_NO_STORE && a->n_force > 0)
-		return cli_usage_error("unknown id: argument #%d: there is no store at %s",
-				       cli_arg_position(a->force_args[0]), cli->store_path);
+		return cli_usage_error("unknown id: argument #%d: there is no store (see --db)",
+				       cli_arg_position(a->force_args[0]));
 	if (code == CLI_NO_STORE)
 		return cli_no_store(cli, NULL);
 	return code;

@@ -327,6 +327,9 @@ class TestUsageNeverEchoes(Base):
                     self.bad(cmd, id_, *(["dest"] if cmd == "publish" else []), what="id")
         for id_ in (TOKEN, HEX_TOKEN):
             self.bad("recover", "--force", id_, what="--force id")
+            # Without a store, and the token where the store's path goes.
+            self.bad("--db", os.path.join(self.tmp, TOKEN, "db"), "recover", "--force", id_, db=False,
+                     what="--force id, no store")
         # --env NAME with NAME unset: a token fits the name's pattern.
         for cmd in ("stage", "run"):
             pre, operands = self.context(cmd)
