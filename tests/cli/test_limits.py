@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Resource limits (issue 15): a packaged config.json or env file over its
+size limit, or nested too deep, is refused with 65 before anything exists,
+and a deep but legal one is staged compactly; `ulimit -f` (RLIMIT_FSIZE)
+and `ulimit -n` (RLIMIT_NOFILE) end `stage` and `run` with a documented code
+and nothing on disk, never with a stage left behind.
+
+Each test checks the exit code, what is left under the staging root (on
+tmpfs), the records, and that no output holds the canary."""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_cli import STAGELOG, CANARY, Base, make_bundle  # noqa: E402
+
+MIB = 1 << 20
+# The limits of docs/stagelog.1, LIMITS.
+CONFIG_MAX = 1 * MIB
+ENV_FILE_MAX = 1 * MIB
+CONFIG_MAX_DEPTH = 64
+
+
+def deep_config(depth, size):
+    """A legal config.json nested depth levels deep (the top-level object
+    is level 1), padded to about size bytes with members at the bottom."""
+    head = '{"process":{"args":["sh"],"env":["T=%s"]}' % CANARY + ',"n":{"x":0' * (depth - 1)
+    members = max(0, (size - len(head) - depth) // 6)
+    return head + ',"k":1' * members + "}" * depth
+
+
+class Limits(Base):
+    def assert_no_canary(self, p):
+        self.assertNotIn(CANARY, p.stdout + p.stderr)
+
+    def assert_nothing_left(self):
+        self.assert_root_empty()
+        if os.path.exists(self.db):
+            self.assertEqual(self.slj("list"), [])
+            for s in self.slj("list", "--all"):
+                self.assertEqual(s["state"], "aborted", s)
+
+    def commands(self, bundle, extra=()):
+        yield "stage", ["stage", "--root", self.root, "--bundle", bundle] + list(extra)
+        yield "run", (["run", "--root", self.root, "--bundle", bundle] + list(extra)
+                      + ["--", "sh", "-c", "touch %s/started" % self.tmp])
+
+
+class TestInputLimits(Limits):
+    """Item 10: the size and depth limits of config.json and env files, and
+    a staged config.json that stays within a constant factor of its source."""
+
+    def refused(self, bundle, want, extra=()):
+        for cmd, argv in self.commands(bundle, extra):
+            with self.subTest(cmd=cmd):
+                p = self.sl(*argv, code=65)
+                self.one_line_error(p)
+                for w in want:
+                    self.assertIn(w, p.stderr)
+                self.assert_no_canary(p)
+                self.assert_nothing_left()
+                self.assertFalse(os.path.exists(os.path.join(self.tmp, "started")))
+                # Refused before the stage began: not even a record.
+                if os.path.exists(self.db):
+                    self.assertEqual(self.slj("list", "--all"), [])
+
+    def test_config_over_the_size_limit(self):
+        bundle = make_bundle(os.path.join(self.tmp, "big"), config=False)
+        doc = '{"process":{},"pad":"%s' % CANARY
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            f.write(doc + "x" * (CONFIG_MAX + 1 - len(doc) - 2) + '"}')
+        self.assertEqual(os.path.getsize(os.path.join(bundle, "config.json")), CONFIG_MAX + 1)
+        self.refused(bundle, [bundle + "/config.json", "larger than the limit of 1 MiB"])
+
+    def test_config_at_the_size_limit(self):
+        bundle = make_bundle(os.path.join(self.tmp, "max"), config=False)
+        doc = '{"process":{},"pad":"'
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            f.write(doc + "x" * (CONFIG_MAX - len(doc) - 2) + '"}')
+        self.assertEqual(os.path.getsize(os.path.join(bundle, "config.json")), CONFIG_MAX)
+        stage_id, _ = self.stage(bundle=bundle)
+        self.sl("release", stage_id)
+
+    def test_config_too_deep(self):
+        bundle = make_bundle(os.path.join(self.tmp, "deep"),
+                             config=deep_config(CONFIG_MAX_DEPTH + 1, 1000))
+        self.refused(bundle, ["packaged config", "nested deeper than the limit of 64 levels"])
+
+    def test_env_file_over_the_size_limit(self):
+        env_file = os.path.join(self.tmp, "big.env")
+        with open(env_file, "w") as f:
+            f.write("T=%s\n" % CANARY + "A=1\n" * (ENV_FILE_MAX // 4))
+        self.refused(self.bundle, [env_file, "larger than the limit of 1 MiB"], ["--env-file", env_file])
+
+    def test_deep_legal_config_is_staged_compactly(self):
+        """cJSON's formatted print indented every line by its depth: this
+        512 KiB config came out at 6 MB (issue 15's, at 173 MB); printed
+        compactly it is staged at about its own size."""
+        config = deep_config(CONFIG_MAX_DEPTH, 512 * 1024)
+        bundle = make_bundle(os.path.join(self.tmp, "legal"), config=config)
+        stage_id, path = self.stage("--env", "TOKEN=x", bundle=bundle)
+        staged = os.path.getsize(os.path.join(path, "config.json"))
+        print("limits: a %d-byte config nested %d levels deep was staged as %d bytes"
+              % (len(config), CONFIG_MAX_DEPTH, staged), file=sys.stderr)
+        self.assertLessEqual(staged, len(config) + 256)
+        with open(os.path.join(path, "config.json")) as f:
+            self.assertEqual(json.load(f)["process"]["env"], ["TOKEN=x"])
+        self.sl("release", stage_id)
+        self.assert_root_empty()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
