@@ -58,8 +58,9 @@ int cmd_help(struct cli *cli, int argc, char **argv);
 
 /*
  * signals.c: SIGINT, SIGTERM, SIGHUP and SIGQUIT set a flag (the first one
- * wins) instead of killing; SIGPIPE is ignored; closed descriptors 0-2 are
- * pointed at /dev/null (stdout read-only, so output to it still fails).
+ * wins) instead of killing; SIGPIPE and SIGXFSZ are ignored (a write fails
+ * with EPIPE or EFBIG instead); closed descriptors 0-2 are pointed at
+ * /dev/null (stdout read-only, so output to it still fails).
  */
 void cli_signals_init(void);
 /* Catches the four signals (true) or gives them their default action back

@@ -9,7 +9,11 @@
  * finishes the step it is in (recover: the stage it is removing) and exits
  * 128+N. SIGPIPE is ignored, so that a write to a pipe nobody reads fails
  * with EPIPE and is handled like any other failed write, never killing the
- * process between two steps.
+ * process between two steps. SIGXFSZ is ignored for the same reason: a
+ * write past the file size limit (`ulimit -f`) then fails with EFBIG and
+ * the stage is aborted (exit 74), where the signal would kill us mid-copy
+ * with the stage `staging` and, on a root without O_TMPFILE, half a
+ * config.json with its secrets on disk.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -46,6 +50,7 @@ void cli_signals_init(void)
 	(void)setrlimit(RLIMIT_CORE, &no_core);
 	cli_signals_catch(true);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 
 	/* A descriptor 0, 1 or 2 that was closed would be handed to the next
 	 * file we open (the store!), and our output would land in it. Each is
@@ -84,7 +89,10 @@ void cli_signals_block(sigset_t *ret_old)
 
 void cli_signals_reset_child(void)
 {
+	/* An ignored signal stays ignored across exec: the runtime must get
+	 * the default actions back, as a shell would have given them. */
 	signal(SIGPIPE, SIG_DFL);
+	signal(SIGXFSZ, SIG_DFL);
 	for (size_t i = 0; i < ELEMENTSOF(handled); i++)
 		signal(handled[i], SIG_DFL);
 }

@@ -39,11 +39,13 @@ class Limits(Base):
         self.assertNotIn(CANARY, p.stdout + p.stderr)
 
     def assert_nothing_left(self):
+        """Nothing under the root, and no record in flight (failed
+        included): a failed command's stage, if it began, is aborted."""
         self.assert_root_empty()
         if os.path.exists(self.db):
             self.assertEqual(self.slj("list"), [])
             for s in self.slj("list", "--all"):
-                self.assertEqual(s["state"], "aborted", s)
+                self.assertIn(s["state"], ("aborted", "released"), s)
 
     def commands(self, bundle, extra=()):
         yield "stage", ["stage", "--root", self.root, "--bundle", bundle] + list(extra)
@@ -112,6 +114,69 @@ class TestInputLimits(Limits):
             self.assertEqual(json.load(f)["process"]["env"], ["TOKEN=x"])
         self.sl("release", stage_id)
         self.assert_root_empty()
+
+
+class TestFileSizeLimit(Limits):
+    """Item 7: under `ulimit -f` smaller than a rootfs file or than
+    config.json, a write fails with EFBIG instead of SIGXFSZ killing
+    stagelog mid-copy: exit 74, nothing under the root, no record left in
+    flight, no secret in the output. The runtime gets SIGXFSZ's default
+    action back."""
+
+    def sl_fsize(self, argv, limit, code):
+        def preexec():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        p = subprocess.run([STAGELOG, "--db", self.db] + argv, capture_output=True, text=True, env=self.env,
+                           timeout=60, preexec_fn=preexec, errors="surrogateescape")
+        self.assertEqual(p.returncode, code, "%r under ulimit -f %d exited %d\nstdout: %s\nstderr: %s"
+                         % (argv, limit, p.returncode, p.stdout, p.stderr))
+        return p
+
+    def check(self, bundle, limit, want):
+        # The store exists before the limit applies, as on a real host.
+        self.stage_and_release()
+        for cmd, argv in self.commands(bundle, ["--env", "TOKEN=" + CANARY]):
+            with self.subTest(cmd=cmd, limit=limit):
+                p = self.sl_fsize(argv, limit, 74)
+                self.one_line_error(p)
+                self.assertIn(want, p.stderr)
+                self.assertIn("File too large", p.stderr)
+                self.assert_no_canary(p)
+                self.assert_nothing_left()
+                self.assertFalse(os.path.exists(os.path.join(self.tmp, "started")))
+
+    def stage_and_release(self):
+        stage_id, _ = self.stage()
+        self.sl("release", stage_id)
+
+    def test_limit_below_a_rootfs_file(self):
+        bundle = make_bundle(os.path.join(self.tmp, "bigfile"))
+        with open(os.path.join(bundle, "rootfs", "big.bin"), "wb") as f:
+            f.write(b"\0" * (2 * MIB))
+        self.check(bundle, MIB, "rootfs/big.bin")
+
+    def test_limit_below_config_json(self):
+        config = {"process": {"args": ["/bin/true"], "env": ["PACKAGED=%s" % CANARY]},
+                  "annotations": {"pad": "p" * (900 * 1024)}}
+        bundle = make_bundle(os.path.join(self.tmp, "bigconfig"), config=config)
+        self.check(bundle, 512 * 1024, "config.json")
+
+    def test_runtime_gets_sigxfsz_back(self):
+        """An ignored signal stays ignored across exec: run must give the
+        runtime SIGXFSZ's (and SIGPIPE's) default action back."""
+        out = os.path.join(self.tmp, "status")
+        self.sl("run", "--root", self.root, "--bundle", self.bundle, "--",
+                "sh", "-c", "grep SigIgn /proc/$$/status > %s" % out)
+        with open(out) as f:
+            ignored = int(f.read().split()[1], 16)
+        self.assertFalse(ignored & (1 << (25 - 1)), "SIGXFSZ ignored in the runtime: %x" % ignored)
+        self.assertFalse(ignored & (1 << (13 - 1)), "SIGPIPE ignored in the runtime: %x" % ignored)
+        # And so a runtime that writes past the limit dies of it, as
+        # without stagelog: 128 + SIGXFSZ.
+        big = os.path.join(self.tmp, "big")
+        self.sl_fsize(["run", "--root", self.root, "--bundle", self.bundle, "--", "sh", "-c",
+                       "exec dd if=/dev/zero of=%s bs=1M count=2" % big], MIB, 128 + 25)
+        self.assert_nothing_left()
 
 
 if __name__ == "__main__":
