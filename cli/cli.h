@@ -73,7 +73,8 @@ int cli_signal_caught(void);
 const volatile sig_atomic_t *cli_cancel_flag(void);
 /* Blocks the four signals (the runtime's wait picks them up itself). */
 void cli_signals_block(sigset_t *ret_old);
-/* In a child before exec: the default dispositions back. */
+/* In a child before exec: the default dispositions back, and the
+ * descriptor limit stagelog was started with. */
 void cli_signals_reset_child(void);
 /* Says on stderr that a signal stopped what, and returns 128 + N. */
 int cli_interrupted(const char *what);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * signals.c: how stagelog meets SIGINT, SIGTERM, SIGHUP and SIGQUIT, and
- * the standard descriptors it finds closed.
+ * the standard descriptors it finds closed; and what a child gets back
+ * before exec.
  *
  * No command dies in the middle of a step. The four signals only set a
  * flag: `stage` and `run` pass it to the library, which stops between two
@@ -23,6 +24,12 @@
 #include "cli.h"
 
 static volatile sig_atomic_t caught;
+
+/* The descriptor limit we were started with: the library may raise the
+ * soft one (sl_stage_begin() reserves what an abort needs), and run's
+ * runtime gets the one its caller gave. */
+static struct rlimit nofile;
+static bool have_nofile;
 
 static const int handled[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
 
@@ -48,6 +55,7 @@ void cli_signals_init(void)
 	struct rlimit no_core = { 0, 0 };
 
 	(void)setrlimit(RLIMIT_CORE, &no_core);
+	have_nofile = getrlimit(RLIMIT_NOFILE, &nofile) == 0;
 	cli_signals_catch(true);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN);
@@ -95,6 +103,9 @@ void cli_signals_reset_child(void)
 	signal(SIGXFSZ, SIG_DFL);
 	for (size_t i = 0; i < ELEMENTSOF(handled); i++)
 		signal(handled[i], SIG_DFL);
+	/* Lowering a soft limit needs no privilege. */
+	if (have_nofile)
+		(void)setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
 int cli_deliver_stdout(void)

@@ -179,5 +179,90 @@ class TestFileSizeLimit(Limits):
         self.assert_nothing_left()
 
 
+class TestDescriptorLimit(Limits):
+    """Item 8: under `ulimit -n` too low for a stage to be undone, stage
+    and run fail before anything exists (75, nothing on disk, no record),
+    instead of creating a top directory their abort then cannot open (a
+    `failed` record and ROOT/stage-ID left behind, as at 8 to 12). Above
+    it, they succeed fully. A soft limit below what is needed is raised
+    toward the hard one, and the runtime gets its own soft limit back."""
+
+    def sl_nofile(self, argv, soft, hard):
+        def preexec():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return subprocess.run([STAGELOG, "--db", self.db] + argv, capture_output=True, text=True,
+                              env=self.env, timeout=60, preexec_fn=preexec, errors="surrogateescape")
+
+    def sweep(self, bundle, limits, refused_before_record):
+        """Runs stage and run under each soft = hard limit in limits.
+        refused_before_record: a 75 must leave no new record at all (the
+        preflight refused); else an aborted one may remain (a copy that ran
+        out of descriptors and was undone)."""
+        # The store exists, as on a real host (a first stage creates it).
+        stage_id, _ = self.stage()
+        self.sl("release", stage_id)
+        outcome = {}
+        for cmd, argv in self.commands(bundle, ["--env", "TOKEN=" + CANARY]):
+            for n in limits:
+                with self.subTest(cmd=cmd, n=n):
+                    started = os.path.join(self.tmp, "started")
+                    if os.path.exists(started):
+                        os.unlink(started)
+                    before = self.slj("list", "--all")
+                    p = self.sl_nofile(argv, n, n)
+                    self.assertIn(p.returncode, (0, 75), "%s under ulimit -n %d: %d\n%s" % (cmd, n, p.returncode,
+                                                                                       p.stderr))
+                    self.assert_no_canary(p)
+                    outcome.setdefault(cmd, []).append(p.returncode)
+                    if p.returncode == 75:
+                        self.one_line_error(p)
+                        self.assert_nothing_left()
+                        self.assertFalse(os.path.exists(started))
+                        if refused_before_record:
+                            self.assertEqual(self.slj("list", "--all"), before, p.stderr)
+                    elif cmd == "stage":
+                        new_id = p.stdout.split("\t")[0]
+                        self.assertEqual(self.state_of(new_id), "ready")
+                        self.sl("release", new_id)
+                        self.assert_nothing_left()
+                    else:
+                        self.assertTrue(os.path.exists(started))
+                        self.assert_nothing_left()
+        for cmd, codes in outcome.items():
+            # Both outcomes occur, and the limit is a threshold.
+            self.assertIn(75, codes, cmd)
+            self.assertIn(0, codes, cmd)
+            first_ok = codes.index(0)
+            self.assertEqual(codes[first_ok:], [0] * (len(codes) - first_ok), "%s: %r" % (cmd, codes))
+            print("limits: %s fails cleanly (75) below ulimit -n %d and succeeds from there"
+                  % (cmd, limits[first_ok]), file=sys.stderr)
+
+    def test_sweep(self):
+        self.sweep(self.bundle, range(4, 65), True)
+
+    def test_sweep_deep_rootfs(self):
+        """A rootfs 60 directories deep: its copy holds descriptors per
+        level and runs out of them above the preflight's threshold; the
+        stage is then aborted whole (the undo had its reserve)."""
+        bundle = make_bundle(os.path.join(self.tmp, "deep"))
+        os.makedirs(os.path.join(bundle, "rootfs", *(["d"] * 60)))
+        self.sweep(bundle, list(range(4, 65)) + list(range(70, 201, 10)), False)
+
+    def test_soft_limit_raised_and_given_back(self):
+        """A soft limit of 16 with a hard one of 4096: the stage raises its
+        own soft limit and succeeds; the runtime sees 16."""
+        soft, hard = 16, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        p = self.sl_nofile(["stage", "--root", self.root, "--bundle", self.bundle], soft, hard)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.sl("release", p.stdout.split("\t")[0])
+        out = os.path.join(self.tmp, "limits")
+        p = self.sl_nofile(["run", "--root", self.root, "--bundle", self.bundle, "--",
+                            "sh", "-c", "echo $(ulimit -Sn) $(ulimit -Hn) > %s" % out], soft, hard)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(out) as f:
+            self.assertEqual(f.read().split(), [str(soft), str(hard)])
+        self.assert_nothing_left()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
