@@ -23,8 +23,9 @@
 #define OCI_CONFIG_MAX_MIB (OCI_CONFIG_MAX >> 20)
 
 /* The deepest nesting of objects and arrays a packaged config.json may
- * have (the top-level object is depth 1). The OCI runtime spec nests five
- * levels deep; the limit also bounds the recursion of the transform. */
+ * have (the top-level object is depth 1). The OCI runtime spec's deepest
+ * objects, a seccomp rule's arguments (linux.seccomp.syscalls[].args[]),
+ * are at level 7; the limit also bounds the transform's recursion. */
 #define OCI_CONFIG_MAX_DEPTH 64
 
 /*
