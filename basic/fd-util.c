@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fd-util.c: what a file descriptor says about the file it names: its mount
- * and its identity, both from statx so that nothing is resolved twice.
+ * and its identity, both from statx so that nothing is resolved twice; and
+ * whether enough descriptors are left to open.
  */
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -39,4 +41,49 @@ int fd_fileid(int fd, struct fileid *ret)
 	if (ret->btime == 0 && (stx.stx_mask & STATX_BTIME))
 		ret->btime = 1;
 	return 0;
+}
+
+/* Raises the soft RLIMIT_NOFILE by missing, up to the hard limit. False
+ * when it is at the hard limit already or cannot be raised. */
+static bool raise_nofile(size_t missing)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return false;
+	rl.rlim_cur = rl.rlim_max - rl.rlim_cur > missing ? rl.rlim_cur + missing : rl.rlim_max;
+	return setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+int fd_reserve(size_t n, size_t *ret_free)
+{
+	int fds[FD_RESERVE_MAX];
+	size_t held = 0;
+	int r = 0;
+
+	if (n > FD_RESERVE_MAX)
+		return -EINVAL;
+	/* Opened for real and held all at once: counting what /proc lists
+	 * would need a descriptor itself, and says nothing of numbers above
+	 * the soft limit that are taken. A descriptor number must stay below
+	 * the soft limit, so once the lowest free ones are all held, raising
+	 * the limit by k frees exactly k more (fewer, if some above it were
+	 * open already: then it is raised again). */
+	while (held < n) {
+		int fd = held ? fcntl(fds[0], F_DUPFD_CLOEXEC, 0) : open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			fds[held++] = fd;
+			continue;
+		}
+		r = negerrno();
+		if (r != -EMFILE || !raise_nofile(n - held))
+			break;
+		r = 0;
+	}
+	for (size_t i = 0; i < held; i++)
+		close(fds[i]);
+	if (r < 0 && ret_free)
+		*ret_free = held;
+	return r;
 }

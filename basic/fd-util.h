@@ -21,4 +21,18 @@ struct fileid {
 };
 HIDDEN int fd_fileid(int fd, struct fileid *ret);
 
+/* The most descriptors fd_reserve() can be asked for. */
+#define FD_RESERVE_MAX 256
+
+/*
+ * Checks that n (at most FD_RESERVE_MAX) more descriptors can be open at
+ * once, by opening them and closing them again. When they cannot, the soft
+ * RLIMIT_NOFILE is raised toward the hard limit, by as much as is missing
+ * and no more (a process that execs another program after this should give
+ * it back its own soft limit). Returns 0, or -EMFILE (-ENFILE) when even the
+ * hard limit (the system) leaves fewer, with the number that could be open
+ * at once in *ret_free.
+ */
+HIDDEN int fd_reserve(size_t n, size_t *ret_free);
+
 #endif

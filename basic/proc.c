@@ -55,12 +55,19 @@ int proc_start_time(pid_t pid, uint64_t *ret)
 	r = read_small(path, buf, sizeof(buf));
 	if (r < 0)
 		return r == -ENOENT || r == -ESRCH ? -ESRCH : r;
-	/* The command name (field 2) may hold spaces and parentheses; the
-	 * fields after the last ')' are plain numbers. Start time is field 22,
-	 * the 20th after that parenthesis. */
+	/* The command name (field 2) may hold spaces and parentheses, and
+	 * anyone can choose it (prctl PR_SET_NAME): "a) Z (b" is a valid
+	 * name. Only the fields after the LAST ')' are ours to read: the
+	 * state (field 3), then plain numbers up to the start time (field
+	 * 22, the 20th after that parenthesis). */
 	p = strrchr(buf, ')');
-	if (!p)
+	if (!p || p[1] != ' ' || !p[2])
 		return -EBADMSG;
+	/* A process that exited but is not reaped yet (a zombie, Z) or is
+	 * being reaped (X) keeps its pid and start time, and nothing of it
+	 * runs any more: its stage is nobody's. */
+	if (p[2] == 'Z' || p[2] == 'X')
+		return -ESRCH;
 	for (int field = 2; field < 22; field++) {
 		p = strchr(p + 1, ' ');
 		if (!p)

@@ -23,11 +23,13 @@ struct sl_owner {
 
 /* Reads the identity of process pid (0: self): boot id, start time, and
  * the pid namespace the pid was read in (ours). -ESRCH when there is no
- * such process. */
+ * such process or it is a zombie (see proc_start_time()). */
 HIDDEN int proc_identity(pid_t pid, struct sl_owner *ret);
 
 /* The start time of pid (field 22 of /proc/PID/stat). -ESRCH when there is
- * no such process; other errors say nothing about its liveness. */
+ * no such process, or when it has exited and only waits to be reaped
+ * (state Z or X: a zombie runs nothing); other errors say nothing about
+ * its liveness. */
 HIDDEN int proc_start_time(pid_t pid, uint64_t *ret);
 
 /* The inode of our pid namespace. */

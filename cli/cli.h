@@ -58,8 +58,9 @@ int cmd_help(struct cli *cli, int argc, char **argv);
 
 /*
  * signals.c: SIGINT, SIGTERM, SIGHUP and SIGQUIT set a flag (the first one
- * wins) instead of killing; SIGPIPE is ignored; closed descriptors 0-2 are
- * pointed at /dev/null (stdout read-only, so output to it still fails).
+ * wins) instead of killing; SIGPIPE and SIGXFSZ are ignored (a write fails
+ * with EPIPE or EFBIG instead); closed descriptors 0-2 are pointed at
+ * /dev/null (stdout read-only, so output to it still fails).
  */
 void cli_signals_init(void);
 /* Catches the four signals (true) or gives them their default action back
@@ -72,7 +73,8 @@ int cli_signal_caught(void);
 const volatile sig_atomic_t *cli_cancel_flag(void);
 /* Blocks the four signals (the runtime's wait picks them up itself). */
 void cli_signals_block(sigset_t *ret_old);
-/* In a child before exec: the default dispositions back. */
+/* In a child before exec: the default dispositions back, and the
+ * descriptor limit stagelog was started with. */
 void cli_signals_reset_child(void);
 /* Says on stderr that a signal stopped what, and returns 128 + N. */
 int cli_interrupted(const char *what);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * signals.c: how stagelog meets SIGINT, SIGTERM, SIGHUP and SIGQUIT, and
- * the standard descriptors it finds closed.
+ * the standard descriptors it finds closed; and what a child gets back
+ * before exec.
  *
  * No command dies in the middle of a step. The four signals only set a
  * flag: `stage` and `run` pass it to the library, which stops between two
@@ -9,7 +10,11 @@
  * finishes the step it is in (recover: the stage it is removing) and exits
  * 128+N. SIGPIPE is ignored, so that a write to a pipe nobody reads fails
  * with EPIPE and is handled like any other failed write, never killing the
- * process between two steps.
+ * process between two steps. SIGXFSZ is ignored for the same reason: a
+ * write past the file size limit (`ulimit -f`) then fails with EFBIG and
+ * the stage is aborted (exit 74), where the signal would kill us mid-copy
+ * with the stage `staging` and, on a root without O_TMPFILE, half a
+ * config.json with its secrets on disk.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -19,6 +24,12 @@
 #include "cli.h"
 
 static volatile sig_atomic_t caught;
+
+/* The descriptor limit we were started with: the library may raise the
+ * soft one (sl_stage_begin() reserves what an abort needs), and run's
+ * runtime gets the one its caller gave. */
+static struct rlimit nofile;
+static bool have_nofile;
 
 static const int handled[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
 
@@ -44,8 +55,10 @@ void cli_signals_init(void)
 	struct rlimit no_core = { 0, 0 };
 
 	(void)setrlimit(RLIMIT_CORE, &no_core);
+	have_nofile = getrlimit(RLIMIT_NOFILE, &nofile) == 0;
 	cli_signals_catch(true);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 
 	/* A descriptor 0, 1 or 2 that was closed would be handed to the next
 	 * file we open (the store!), and our output would land in it. Each is
@@ -84,9 +97,15 @@ void cli_signals_block(sigset_t *ret_old)
 
 void cli_signals_reset_child(void)
 {
+	/* An ignored signal stays ignored across exec: the runtime must get
+	 * the default actions back, as a shell would have given them. */
 	signal(SIGPIPE, SIG_DFL);
+	signal(SIGXFSZ, SIG_DFL);
 	for (size_t i = 0; i < ELEMENTSOF(handled); i++)
 		signal(handled[i], SIG_DFL);
+	/* Lowering a soft limit needs no privilege. */
+	if (have_nofile)
+		(void)setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
 int cli_deliver_stdout(void)

@@ -258,7 +258,7 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 	}
 	r = oci_read_fd(fd, OCI_ENV_FILE_MAX, &buf, &len);
 	if (r == -EFBIG)
-		return sl_err(reterr, -EBADMSG, "bad env file: larger than 1 MiB");
+		return sl_err(reterr, -EBADMSG, "bad env file: larger than the limit of %zu MiB", OCI_ENV_FILE_MAX >> 20);
 	if (r < 0)
 		return sl_err(reterr, r, "cannot read env file: %s", strerror(-r));
 	r = oci_env_parse(l, buf, len, reterr);

@@ -101,10 +101,14 @@ static bool number_strict(const char *s, size_t len)
  * ends at an unescaped quote and a backslash escapes the next byte.
  * Outside strings only number literals contain digits, so for any document
  * cJSON accepts, the literals come in the same order as its number items.
+ *
+ * The nesting depth is counted here too, before cJSON recurses into the
+ * document: a packaged config deeper than OCI_CONFIG_MAX_DEPTH is refused.
  */
 static int scan(const char *s, size_t len, struct spans *nums, struct sl_error *reterr)
 {
 	bool in_string = false;
+	unsigned depth = 0;
 
 	if (!oci_utf8_valid(s, len))
 		return sl_err(reterr, -EBADMSG, ROLE ": not valid UTF-8");
@@ -123,6 +127,13 @@ static int scan(const char *s, size_t len, struct spans *nums, struct sl_error *
 			}
 		} else if (c == '"') {
 			in_string = true;
+		} else if (c == '{' || c == '[') {
+			if (++depth > OCI_CONFIG_MAX_DEPTH)
+				return sl_err(reterr, -EBADMSG, ROLE ": byte %zu: nested deeper than the limit of %d levels",
+					      i, OCI_CONFIG_MAX_DEPTH);
+		} else if (c == '}' || c == ']') {
+			if (depth > 0)
+				depth--;
 		} else if (c == '-' || is_digit((char)c)) {
 			size_t end = number_end(s, i, len);
 
@@ -362,8 +373,11 @@ static int set_host_ids(cJSON *linux_obj, const char *key, unsigned long id, str
 	return 0;
 }
 
-/* Prints the tree into a buffer of our own: cJSON_Print() grows its buffer
- * with realloc, which would leave unwiped copies of the document behind. */
+/* Prints the tree compactly into a buffer of our own: cJSON_Print() grows
+ * its buffer with realloc, which would leave unwiped copies of the document
+ * behind. Compactly, because cJSON's formatted print indents each line by
+ * its depth: in issue 15 a 512 KiB packaged config of nested objects came
+ * out as 173 MB, written into the staging root (a tmpfs: memory). */
 static int print_wiped(cJSON *root, size_t hint, char **ret, size_t *ret_len)
 {
 	size_t size = hint < 4096 ? 4096 : hint;
@@ -377,7 +391,7 @@ static int print_wiped(cJSON *root, size_t hint, char **ret, size_t *ret_len)
 		buf = malloc(size);
 		if (!buf)
 			return -ENOMEM;
-		if (!cJSON_PrintPreallocated(root, buf, (int)size, true)) {
+		if (!cJSON_PrintPreallocated(root, buf, (int)size, false)) {
 			erase_and_free(buf, size);
 			size *= 2;
 			continue;
@@ -480,6 +494,8 @@ int oci_config_transform(const char *json, size_t len, const struct sl_env_var *
 
 	if ((!json && len > 0) || (!env && n_env > 0) || !ret || !ret_len)
 		return sl_err(reterr, -EINVAL, ROLE ": invalid argument");
+	if (len > OCI_CONFIG_MAX)
+		return sl_err(reterr, -EBADMSG, ROLE ": larger than the limit of %zu MiB", OCI_CONFIG_MAX_MIB);
 	r = parse_config(json, len, &root, reterr);
 	if (r == 0)
 		r = find_process(root, &process, &old_env, reterr);
@@ -499,11 +515,14 @@ int oci_config_transform(const char *json, size_t len, const struct sl_env_var *
 		return sl_err(reterr, r, ROLE ": %s", strerror(-r));
 	}
 
-	/* Formatting adds indentation and escapes may grow an env value up to
-	 * six times; print_wiped() doubles the buffer when this falls short. */
-	hint = len + len / 2 + 4096;
+	/* Printed compactly, a document is mostly no longer than it was
+	 * written, plus the environment (escapes may grow it up to six times)
+	 * and the 5 bytes cJSON_PrintPreallocated() asks for; print_wiped()
+	 * doubles the buffer in the rare case (many mappings gaining a hostID,
+	 * see OCI_CONFIG_GROWTH) where this falls short. */
+	hint = len + OCI_CONFIG_SLACK + 5;
 	for (size_t i = 0; i < n_env; i++)
-		hint += 6 * (strlen(env[i].name) + strlen(env[i].value)) + 16;
+		hint += OCI_CONFIG_ESCAPE * (strlen(env[i].name) + 1 + strlen(env[i].value)) + 3;
 	r = print_wiped(root, hint, ret, ret_len);
 	if (r < 0)
 		return sl_err(reterr, r, ROLE ": cannot print: %s", strerror(-r));

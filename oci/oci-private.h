@@ -15,8 +15,31 @@
 #include "macro.h"
 #include "sl-oci.h"
 
-/* The largest packaged config.json that is read. */
-#define OCI_CONFIG_MAX ((size_t)4 << 20)
+/* The largest packaged config.json that is read (docs/design.md, "Input
+ * limits"): an OCI config is a few KiB; 1 MiB leaves room for large
+ * annotations and hooks while keeping the parsed tree, the staged copy and
+ * the wiped buffers of one stage to a few MiB. */
+#define OCI_CONFIG_MAX ((size_t)1 << 20)
+#define OCI_CONFIG_MAX_MIB (OCI_CONFIG_MAX >> 20)
+
+/* The deepest nesting of objects and arrays a packaged config.json may
+ * have (the top-level object is depth 1). The OCI runtime spec's deepest
+ * objects, a seccomp rule's arguments (linux.seccomp.syscalls[].args[]),
+ * are at level 7; the limit also bounds the transform's recursion. */
+#define OCI_CONFIG_MAX_DEPTH 64
+
+/*
+ * The staged config.json is printed compactly, so it is never larger than
+ * OCI_CONFIG_GROWTH times the packaged one, plus OCI_CONFIG_SLACK, plus
+ * what the environment adds: for each variable, its NAME=VALUE escaped (at
+ * most OCI_CONFIG_ESCAPE bytes per byte) between quotes, and a comma.
+ * Strings, numbers and literals print at most as long as they were
+ * written; the one thing that grows is a mapping object, which gains a
+ * "hostID" of up to ten digits: "{}," (3 bytes) becomes 22.
+ */
+#define OCI_CONFIG_GROWTH 8
+#define OCI_CONFIG_SLACK 64
+#define OCI_CONFIG_ESCAPE 6
 
 /*
  * Reads fd (a regular file) to its end into a new buffer that holds the
@@ -38,8 +61,12 @@ HIDDEN int oci_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
  * confuse with one of those is refused, so that the runtime reads what was
  * written.
  *
- * On success *ret is a malloc'd, NUL-terminated, formatted document and
- * *ret_len its length; free it with oci_config_free(). A bad document is
+ * A document larger than OCI_CONFIG_MAX or nested deeper than
+ * OCI_CONFIG_MAX_DEPTH is refused.
+ *
+ * On success *ret is a malloc'd, NUL-terminated, compact document (no
+ * whitespace; see OCI_CONFIG_GROWTH for its size) and *ret_len its length;
+ * free it with oci_config_free(). A bad document is
  * -EBADMSG and a bad variable -EINVAL, with a message naming the role and
  * the problem but never a value from the document or the environment.
  */

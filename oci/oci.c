@@ -38,7 +38,9 @@ static int check_rootfs(int bundle_fd, struct sl_error *reterr)
 	return 0;
 }
 
-static int read_config(int bundle_fd, struct bytes *ret, struct sl_error *reterr)
+/* Reads the packaged config.json of bundle (named in messages: the path the
+ * caller gave, never a byte of the file) at most OCI_CONFIG_MAX bytes. */
+static int read_config(int bundle_fd, const char *bundle, struct bytes *ret, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
 	struct stat st;
@@ -56,9 +58,12 @@ static int read_config(int bundle_fd, struct bytes *ret, struct sl_error *reterr
 		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s", strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: not a regular file");
+	/* Refused before a byte is read when its size says so, and when it
+	 * grows past the limit while it is read. */
 	r = oci_read_fd(fd, OCI_CONFIG_MAX, &ret->buf, &ret->len);
 	if (r == -EFBIG)
-		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: larger than 4 MiB");
+		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: %s/config.json: larger than the limit of %zu MiB",
+			      bundle, OCI_CONFIG_MAX_MIB);
 	if (r < 0)
 		return sl_err(reterr, r, WHAT ": packaged config: %s", strerror(-r));
 	return 0;
@@ -90,7 +95,7 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 	r = check_rootfs(bundle_fd, reterr);
 	if (r < 0)
 		return r;
-	r = read_config(bundle_fd, &packaged, reterr);
+	r = read_config(bundle_fd, opts->bundle, &packaged, reterr);
 	if (r < 0)
 		return r;
 	/* The mappings name the bundle directory's owner and never an id

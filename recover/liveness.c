@@ -20,7 +20,8 @@ int liveness_self_init(struct liveness_self *h)
 }
 
 /* False only when the process named by o is known to be gone: no such pid,
- * or that pid with another start time. Any other error (a /proc we cannot
+ * that pid with another start time, or that pid a zombie (proc.c: an
+ * owner that exited keeps its pid until it is reaped). Any other error (a /proc we cannot
  * read) proves nothing, and a stage is never removed on a guess. */
 static bool process_alive(const struct sl_owner *o)
 {

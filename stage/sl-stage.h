@@ -41,6 +41,14 @@ struct sl_stage_options {
  * user than the caller or root). Records the stage durably, then creates
  * the top directory and holds an exclusive flock on it until the stage is
  * freed. On success *ret owns the stage (free it with sl_stage_free()).
+ *
+ * First, before anything is created or recorded, it makes sure that the
+ * stage could be undone: an abort needs a few dozen file descriptors
+ * beyond those already open (a deep tree's removal holds up to 32
+ * directories open). When the soft RLIMIT_NOFILE leaves fewer free, it is
+ * raised toward the hard limit, by what is missing (a caller that execs
+ * another program may want to give it its own limit back); when even the
+ * hard limit leaves fewer, the call fails with -EMFILE.
  */
 SL_PUBLIC int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
 			     struct sl_stage **ret, struct sl_error *reterr);

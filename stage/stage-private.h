@@ -61,6 +61,36 @@ HIDDEN int root_check(const struct sl_record *rec);
  * sound, else why not. Nothing is opened for a record that fails. */
 HIDDEN const char *record_check(const struct sl_record *rec);
 
+/* At most this many directories are held open while removing a tree (see
+ * undo.c); deeper ones are reached again through ".." with an identity
+ * check. */
+#define MAX_OPEN_DIRS 32
+
+/*
+ * The most descriptors the undo holds at once: the tree walk's open
+ * directories, plus the one it is opening (its O_PATH fd and its fd for
+ * reading, before the oldest ancestor is closed); the staging root, the
+ * verified top directory, the cached parent of an entry and that parent
+ * opened for reading; and open_beneath()'s fd for the component it walks.
+ */
+#define UNDO_MAX_FDS (MAX_OPEN_DIRS + 2 + 4 + 1)
+
+/* What a stage holds while a failing call aborts it: the stage's staging
+ * root, and the call's parent directory and the file it was writing
+ * (sl_stage_write_file()). The top directory's fd is closed first. */
+#define STAGE_HELD_FDS 3
+
+/*
+ * The descriptors a stage must find free when it begins, beyond those
+ * already open: enough for the worst case of its abort, the undo run from
+ * inside a failing call, with the store's files too should they not be open
+ * yet. A stage that begins with fewer would create its top directory and
+ * then be unable to remove it; so sl_stage_begin() raises the soft
+ * RLIMIT_NOFILE if needed, and refuses with -EMFILE before it records
+ * anything when even the hard limit leaves fewer.
+ */
+#define STAGE_RESERVE_FDS (UNDO_MAX_FDS + STORE_MAX_FDS + STAGE_HELD_FDS)
+
 /* The longest reason an undo gives (and a failed stage records), NUL
  * included: the rest of a struct sl_error's message is room for the
  * caller's own words around it. */

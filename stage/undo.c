@@ -22,9 +22,6 @@
 
 #include "stage-private.h"
 
-/* At most this many directories are held open while removing a tree; deeper
- * ones are reached again through ".." with an identity check. */
-#define MAX_OPEN_DIRS 32
 /* How often one directory may be scanned again because it still held names
  * after a full pass (something kept creating them). */
 #define MAX_RESCANS 16

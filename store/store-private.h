@@ -18,6 +18,11 @@
 #define SL_ID_LEN 32
 #define SL_LABEL_MAX 32
 
+/* The most descriptors an open store holds: the database, its WAL and its
+ * shared memory, and two temporary files SQLite may open for a statement
+ * (a statement journal, a sorter). */
+#define STORE_MAX_FDS 5
+
 enum sl_kind { SL_KIND_DIR = 1, SL_KIND_FILE = 2, SL_KIND_SYMLINK = 3 };
 enum sl_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
 

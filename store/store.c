@@ -103,6 +103,8 @@ static int sqlite_to_errno(sqlite3 *db, int rc)
 		int e = db ? sqlite3_system_errno(db) : 0;
 		if (e == ENOSPC || e == EDQUOT)
 			return -ENOSPC;
+		if (e == EFBIG) /* the file size limit (ulimit -f) */
+			return -EFBIG;
 		if (e == EACCES || e == EPERM)
 			return -EACCES;
 		if ((rc & 0xff) == SQLITE_CANTOPEN && e == ENOENT)

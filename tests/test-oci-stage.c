@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "helpers.h"
+#include "oci-private.h"
 #include "sl-oci.h"
 
 struct fixture {
@@ -271,18 +272,63 @@ static void config_too_large(void **state)
 	struct fixture *fx = *state;
 	struct sl_stage *stage = NULL;
 	struct sl_error err = { 0 };
-	size_t size = 5u << 20;
-	char *big = malloc(size + 1);
+	size_t size = OCI_CONFIG_MAX + 1;
+	char *big = malloc(size + 1), want[600];
 
-	/* Valid JSON padded with blanks: only the size is wrong. */
+	/* Valid JSON padded with blanks: only the size is wrong, by one byte. */
 	assert_non_null(big);
 	memset(big, ' ', size);
 	memcpy(big, packaged, sizeof(packaged) - 1);
 	big[size] = '\0';
 	write_path(bundle_path(fx, "config.json"), big, 0644);
+	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: larger than the limit of 1 MiB",
+		 fx->bundle);
+	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG, want, stage);
+
+	/* Exactly the limit is staged. */
+	big[size - 1] = '\0';
+	write_path(bundle_path(fx, "config.json"), big, 0644);
 	free(big);
-	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG,
-		       "cannot stage bundle: packaged config: larger than 4 MiB", stage);
+	assert_int_equal(stage_bundle(fx, env, 2, &stage, &err), 0);
+	assert_int_equal(sl_stage_release(stage, &err), 0);
+	sl_stage_free(stage);
+}
+
+/* A legal config nested to the depth limit, with many members at the
+ * bottom (what cJSON's formatted print blew up a hundredfold), is staged
+ * compactly: within OCI_CONFIG_GROWTH of its size, and in fact no larger
+ * than it was plus the environment. */
+static void config_deep_staged_compact(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_stage *stage = NULL;
+	struct sl_error err = { 0 };
+	size_t cap = 512 * 1024, len;
+	char *buf = malloc(cap), *p, staged[700];
+	struct stat st;
+
+	assert_non_null(buf);
+	p = stpcpy(buf, "{\"process\":{\"args\":[\"sh\"]}");
+	for (int i = 1; i < OCI_CONFIG_MAX_DEPTH; i++)
+		p = stpcpy(p, ",\"n\":{\"x\":0");
+	while ((size_t)(p - buf) < cap - 1024)
+		p = stpcpy(p, ",\"k\":1");
+	for (int i = 0; i < OCI_CONFIG_MAX_DEPTH; i++)
+		*p++ = '}';
+	*p = '\0';
+	len = (size_t)(p - buf);
+	write_path(bundle_path(fx, "config.json"), buf, 0644);
+	free(buf);
+	assert_int_equal(stage_bundle(fx, env, 2, &stage, &err), 0);
+	snprintf(staged, sizeof(staged), "%s/config.json", sl_stage_path(stage));
+	assert_int_equal(stat(staged, &st), 0);
+	printf("a %zu-byte config nested %d levels deep was staged as %lld bytes\n", len, OCI_CONFIG_MAX_DEPTH,
+	       (long long)st.st_size);
+	assert_true((size_t)st.st_size <= OCI_CONFIG_GROWTH * len + OCI_CONFIG_SLACK + 128);
+	assert_true((size_t)st.st_size <= len + 128);
+	assert_int_equal(sl_stage_release(stage, &err), 0);
+	sl_stage_free(stage);
+	assert_int_equal(count_entries(fx->sb.root), 0);
 }
 
 static void config_malformed(void **state)
@@ -355,6 +401,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(missing_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(config_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(config_too_large, setup, teardown),
+		cmocka_unit_test_setup_teardown(config_deep_staged_compact, setup, teardown),
 		cmocka_unit_test_setup_teardown(config_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(config_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_env_name, setup, teardown),

@@ -188,8 +188,8 @@ static void host_id_large(void **state)
 	(void)state;
 	assert_int_equal(oci_config_transform(json, strlen(json), NULL, 0, 4294967294u, 2147483648u, &out, &len, &err),
 			 0);
-	assert_non_null(memmem(out, len, "\"hostID\":\t4294967294", 20));
-	assert_non_null(memmem(out, len, "\"hostID\":\t2147483648", 20));
+	assert_non_null(memmem(out, len, "\"hostID\":4294967294", 19));
+	assert_non_null(memmem(out, len, "\"hostID\":2147483648", 19));
 	oci_config_free(out, len);
 }
 
@@ -338,6 +338,128 @@ static void bad_config(void **state)
 		assert_string_equal(out, "untouched");
 		assert_int_equal(len, 7);
 	}
+}
+
+/* The bound of oci-private.h on the staged config's size, for canary_env. */
+static size_t staged_bound(size_t len)
+{
+	size_t b = OCI_CONFIG_GROWTH * len + OCI_CONFIG_SLACK;
+
+	for (size_t i = 0; i < ELEMENTSOF(canary_env); i++)
+		b += OCI_CONFIG_ESCAPE * (strlen(canary_env[i].name) + 1 + strlen(canary_env[i].value)) + 3;
+	return b;
+}
+
+/* Writes a legal config nested exactly depth levels deep (the top-level
+ * object is level 1) with `members` short members at the deepest level:
+ * the shape that cJSON's formatted print amplified, each member's line
+ * indented by its depth. Returns the length. */
+static size_t deep_config(char *buf, size_t depth, size_t members)
+{
+	char *p = stpcpy(buf, "{\"process\":{\"args\":[\"" CANARY "\"]}");
+
+	for (size_t i = 1; i < depth; i++)
+		p = stpcpy(p, ",\"n\":{\"x\":0");
+	for (size_t i = 0; i < members; i++)
+		p = stpcpy(p, ",\"k\":1");
+	for (size_t i = 0; i < depth; i++)
+		*p++ = '}';
+	*p = '\0';
+	return (size_t)(p - buf);
+}
+
+/* OCI_CONFIG_MAX_DEPTH levels are fine, one more is refused, before cJSON
+ * recurses into it, with the byte and the limit but no content. */
+static void config_depth_limit(void **state)
+{
+	char *buf = malloc(64 * 1024), *out = NULL, want[128];
+	struct sl_error err = { 0 };
+	size_t len, out_len = 0;
+
+	(void)state;
+	assert_non_null(buf);
+	len = deep_config(buf, OCI_CONFIG_MAX_DEPTH, 1);
+	assert_int_equal(transform(buf, len, &out, &out_len, &err), 0);
+	oci_config_free(out, out_len);
+
+	len = deep_config(buf, OCI_CONFIG_MAX_DEPTH + 1, 1);
+	out = (char *)"untouched";
+	assert_int_equal(transform(buf, len, &out, &out_len, &err), -EBADMSG);
+	/* The byte named is the brace that opens level 65: the last one. */
+	snprintf(want, sizeof(want), "bad packaged config: byte %zu: nested deeper than the limit of %d levels",
+		 (size_t)(strrchr(buf, '{') - buf), OCI_CONFIG_MAX_DEPTH);
+	assert_string_equal(err.msg, want);
+	assert_no_canary(&err);
+	assert_string_equal(out, "untouched");
+
+	/* Arrays count as levels too. */
+	err = (struct sl_error){ 0 };
+	memset(buf, 0, 64 * 1024);
+	strcpy(buf, "{\"process\":{},\"a\":");
+	memset(buf + strlen(buf), '[', OCI_CONFIG_MAX_DEPTH);
+	assert_int_equal(transform(buf, strlen(buf), &out, &out_len, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "nested deeper than the limit of 64 levels"));
+	free(buf);
+}
+
+/* A packaged config of exactly OCI_CONFIG_MAX bytes is transformed; one
+ * byte more is refused, naming the limit. */
+static void config_size_limit(void **state)
+{
+	char *buf = malloc(OCI_CONFIG_MAX + 2), *out = NULL;
+	struct sl_error err = { 0 };
+	size_t out_len = 0;
+	static const char doc[] = "{\"process\":{},\"note\":\"" CANARY "\"}";
+
+	(void)state;
+	assert_non_null(buf);
+	/* Valid JSON padded with blanks: only the size differs. */
+	memset(buf, ' ', OCI_CONFIG_MAX + 1);
+	memcpy(buf, doc, sizeof(doc) - 1);
+	assert_int_equal(transform(buf, OCI_CONFIG_MAX, &out, &out_len, &err), 0);
+	oci_config_free(out, out_len);
+	out = (char *)"untouched";
+	assert_int_equal(transform(buf, OCI_CONFIG_MAX + 1, &out, &out_len, &err), -EBADMSG);
+	assert_string_equal(err.msg, "bad packaged config: larger than the limit of 1 MiB");
+	assert_string_equal(out, "untouched");
+	free(buf);
+}
+
+/* The staged config is compact: a 512 KiB config nested to the depth limit
+ * (which cJSON's formatted print turned into some 40 MB) comes out no
+ * longer than it went in, plus the environment, and within the bound of
+ * oci-private.h; so does the shape that grows most, a long array of empty
+ * mappings that each gain a hostID. */
+static void config_compact(void **state)
+{
+	size_t cap = 512 * 1024, len, out_len = 0, members = (cap - 4096) / 6;
+	char *buf = malloc(cap), *out = NULL, *p;
+	struct sl_error err = { 0 };
+
+	(void)state;
+	assert_non_null(buf);
+	len = deep_config(buf, OCI_CONFIG_MAX_DEPTH, members);
+	assert_true(len > cap - 4096 && len < cap);
+	assert_int_equal(transform(buf, len, &out, &out_len, &err), 0);
+	printf("a %zu-byte config nested %d levels deep is staged as %zu bytes\n", len, OCI_CONFIG_MAX_DEPTH, out_len);
+	assert_true(out_len <= staged_bound(len));
+	assert_true(out_len <= staged_bound(0) + len);
+	oci_config_free(out, out_len);
+
+	p = stpcpy(buf, "{\"process\":{},\"linux\":{\"uidMappings\":[{}");
+	while ((size_t)(p - buf) < cap - 16)
+		p = stpcpy(p, ",{}");
+	p = stpcpy(p, "]}}");
+	len = (size_t)(p - buf);
+	assert_int_equal(oci_config_transform(buf, len, canary_env, ELEMENTSOF(canary_env), 4294967294u, 5678, &out,
+					      &out_len, &err),
+			 0);
+	printf("a %zu-byte config of empty mappings is staged as %zu bytes (%.2f times)\n", len, out_len,
+	       (double)out_len / (double)len);
+	assert_true(out_len > 7 * len);
+	assert_true(out_len <= staged_bound(len));
+	oci_config_free(out, out_len);
+	free(buf);
 }
 
 /* Every proper prefix of a good document is refused as not JSON. */
@@ -631,7 +753,7 @@ static void env_file_too_large(void **state)
 	snprintf(path, sizeof(path), "%s/big.env", tmpdir);
 	write_file(path, big, n);
 	assert_int_equal(oci_env_read_file(&l, path, &err), -EBADMSG);
-	assert_string_equal(err.msg, "bad env file: larger than 1 MiB");
+	assert_string_equal(err.msg, "bad env file: larger than the limit of 1 MiB");
 	assert_int_equal(l.n, 0);
 
 	/* Exactly the limit is fine. */
@@ -687,6 +809,9 @@ int main(void)
 		cmocka_unit_test(other_fields_kept),
 		cmocka_unit_test(bad_config),
 		cmocka_unit_test(truncated_config),
+		cmocka_unit_test(config_depth_limit),
+		cmocka_unit_test(config_size_limit),
+		cmocka_unit_test(config_compact),
 		cmocka_unit_test(config_not_nul_terminated),
 		cmocka_unit_test(bad_env_for_config),
 		cmocka_unit_test(env_add_bad),

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-recover.c: liveness (boot id, pid and start time, pid namespace,
- * the inherited lock), claims (a dead recoverer's claim is taken over, two
- * recoveries never share a stage), dry runs, forced ids, and the record
- * keeping around recovery: forget, gc, check.
+ * the inherited lock, a zombie owner), claims (a dead recoverer's claim is
+ * taken over, two recoveries never share a stage), dry runs, forced ids,
+ * and the record keeping around recovery: forget, gc, check.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -232,6 +233,81 @@ static void test_pid_reuse_boot_and_namespace(void **state)
 	printf("liveness: pid reuse and another boot are stale; another pid namespace is live\n");
 }
 
+/* The state letter of /proc/PID/stat, read after the last ')'. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[1024];
+	const char *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	assert_non_null(p);
+	return p[2];
+}
+
+/* An owner that exited but that its parent (us) has not reaped is a
+ * zombie: its pid and start time are still in /proc, yet nothing of it
+ * runs and its lock went with its descriptors. Its stage is stale. */
+static void test_zombie_owner(void **state)
+{
+	struct fixture *fx = *state;
+	char id[SL_ID_LEN + 1];
+	struct sl_recover_report rep;
+	siginfo_t info;
+	pid_t pid;
+
+	make_stage(fx, id, &pid, false);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	/* Wait for its exit without reaping it. */
+	assert_int_equal(waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT), 0);
+	assert_int_equal(proc_state(pid), 'Z');
+	recover(fx, &rep, NULL);
+	assert_int_equal(rep.n_live, 0);
+	assert_int_equal(rep.n_recovered, 1);
+	assert_string_equal(rep.recovered[0], id);
+	sl_recover_report_finish(&rep);
+	assert_int_equal(state_of(fx, id), SL_STATE_RECOVERED);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	/* Still a zombie: the recovery judged it as one. */
+	assert_int_equal(proc_state(pid), 'Z');
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	printf("liveness: an exited, unreaped owner (zombie) is stale\n");
+}
+
+/* The command name in /proc/PID/stat is the process's to choose: one that
+ * reads "x) Z (y" must not make a live owner look like a zombie. */
+static void test_owner_name_like_zombie(void **state)
+{
+	struct fixture *fx = *state;
+	char id[SL_ID_LEN + 1], old[17] = {0}, sql[512];
+	struct sl_recover_report rep;
+	struct sl_owner me;
+
+	make_stage(fx, id, NULL, false);
+	assert_int_equal(prctl(PR_GET_NAME, old), 0);
+	assert_int_equal(prctl(PR_SET_NAME, "x) Z (y"), 0);
+	assert_int_equal(proc_identity(0, &me), 0);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE stages SET owner_pid = %lld, owner_start = %llu, owner_pidns = %llu, owner_boot = '%s'",
+		 (long long)me.pid, (unsigned long long)me.start_time, (unsigned long long)me.pidns, me.boot_id);
+	exec_sql(fx, sql);
+	recover(fx, &rep, NULL);
+	assert_int_equal(prctl(PR_SET_NAME, old), 0);
+	assert_int_equal(rep.n_live, 1);
+	assert_int_equal(rep.n_recovered, 0);
+	sl_recover_report_finish(&rep);
+	assert_int_equal(state_of(fx, id), SL_STATE_READY);
+	printf("liveness: a live owner named \"x) Z (y\" stays live\n");
+}
+
 static void test_dead_recoverer_reclaimed(void **state)
 {
 	struct fixture *fx = *state;
@@ -434,6 +510,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_live_and_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inherited_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pid_reuse_boot_and_namespace, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_zombie_owner, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_owner_name_like_zombie, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_recoverer_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_recoverers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),

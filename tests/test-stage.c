@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* test-stage.c: staging calls, the copy, the finishing calls, fault
- * injection at every step, and the undo routine's basic safety. */
+ * injection at every step, resource limits (file size, descriptors), and
+ * the undo routine's basic safety. */
 #include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -165,6 +169,146 @@ static void test_abort_and_free(void **state)
 	sl_stage_free(st);
 	assert_int_equal(count_entries(fx->sb.root), 0);
 	assert_int_equal(state_of(fx->store, id), SL_STATE_ABORTED);
+}
+
+/* The number of stage records in state (-1: any) in the store at path. */
+static int count_records(const char *path, int state)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	char sql[128];
+	int n;
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM stages WHERE %d IN (-1, state)", state);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+/* Runs fn(fx) in a child and returns its exit status: resource limits
+ * stay with the child. */
+static int in_child(struct fixture *fx, int (*fn)(struct fixture *))
+{
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(fn(fx));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* Under a file size limit, with SIGXFSZ ignored as the CLI does, a write
+ * past it is an ordinary EFBIG: the copy's and the file writer's. */
+static int stage_past_fsize(struct fixture *fx)
+{
+	struct rlimit rl = {128 * 1024, 128 * 1024};
+	struct sl_store *s = NULL;
+	struct sl_stage *st = NULL;
+	struct sl_error err = {0};
+	static char big[256 * 1024];
+	int r;
+
+	signal(SIGXFSZ, SIG_IGN);
+	if (sl_store_open(fx->sb.db, &s, NULL) < 0 || setrlimit(RLIMIT_FSIZE, &rl) < 0)
+		return 10;
+	memcpy(big, CANARY, strlen(CANARY));
+	if (sl_stage_begin(s, fx->sb.root, NULL, &st, &err) < 0)
+		return 11;
+	r = sl_stage_write_file(st, "config.json", big, sizeof(big), 0600, &err);
+	if (r != -EFBIG || err.code != -EFBIG || strstr(err.msg, CANARY) || !strstr(err.msg, "config.json"))
+		return 12;
+	sl_stage_free(st);
+	err = (struct sl_error){0};
+	if (sl_stage_begin(s, fx->sb.root, NULL, &st, &err) < 0)
+		return 13;
+	r = sl_stage_copy_tree(st, AT_FDCWD, fx->outside, "rootfs", &err);
+	if (r != -EFBIG || !strstr(err.msg, "rootfs/big"))
+		return 14;
+	sl_stage_free(st);
+	sl_store_close(s);
+	return 0;
+}
+
+static void test_file_size_limit(void **state)
+{
+	struct fixture *fx = *state;
+	char path[500];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/big", fx->outside);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 256 * 1024), 0);
+	close(fd);
+	assert_int_equal(in_child(fx, stage_past_fsize), 0);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	assert_int_equal(count_records(fx->sb.db, -1), 2);
+	assert_int_equal(count_records(fx->sb.db, SL_STATE_ABORTED), 2);
+}
+
+/* soft = hard = 20 descriptors: too few for a stage's undo, refused before
+ * anything exists; soft 20 under a higher hard limit: raised, and the
+ * stage goes ahead. */
+static int begin_with_few_fds(struct fixture *fx)
+{
+	struct rlimit rl = {20, 20};
+	struct sl_store *s = NULL;
+	struct sl_stage *st = NULL;
+	struct sl_error err = {0};
+
+	if (sl_store_open(fx->sb.db, &s, NULL) < 0 || setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 10;
+	if (sl_stage_begin(s, fx->sb.root, NULL, &st, &err) != -EMFILE || err.code != -EMFILE ||
+	    !strstr(err.msg, "too few file descriptors"))
+		return 11;
+	sl_store_close(s);
+	return access(fx->sb.root, F_OK) == 0 ? 12 : 0;
+}
+
+static int begin_with_low_soft_limit(struct fixture *fx)
+{
+	struct rlimit rl;
+	struct sl_store *s = NULL;
+	struct sl_stage *st = NULL;
+	struct sl_error err = {0};
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max < 200)
+		return 77;
+	rl.rlim_cur = 20;
+	if (sl_store_open(fx->sb.db, &s, NULL) < 0 || setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 10;
+	if (sl_stage_begin(s, fx->sb.root, NULL, &st, &err) < 0 ||
+	    sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", &err) < 0 || sl_stage_ready(st, &err) < 0 ||
+	    sl_stage_release(st, &err) < 0)
+		return 11;
+	sl_stage_free(st);
+	sl_store_close(s);
+	/* Raised by what was missing, no more than needed. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur <= 20 || rl.rlim_cur > 20 + STAGE_RESERVE_FDS)
+		return 12;
+	return 0;
+}
+
+static void test_descriptor_reserve(void **state)
+{
+	struct fixture *fx = *state;
+	int r;
+
+	assert_int_equal(in_child(fx, begin_with_few_fds), 0);
+	assert_int_equal(count_records(fx->sb.db, -1), 0);
+	r = in_child(fx, begin_with_low_soft_limit);
+	if (r == 77)
+		skip();
+	assert_int_equal(r, 0);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+	assert_int_equal(count_records(fx->sb.db, SL_STATE_RELEASED), 1);
 }
 
 static void test_failed_call_aborts(void **state)
@@ -590,6 +734,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stage_success, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abort_and_free, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_call_aborts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_size_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_descriptor_reserve, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsafe_roots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_every_step, setup, teardown),

@@ -3,7 +3,9 @@
  * fuzz-config.c: libFuzzer target for the config.json transform. Whatever
  * the input, the transform must not crash, must answer 0 or -EBADMSG, and
  * on success must produce a document that parses again, keeps its own
- * process.env as given, and transforms to itself a second time.
+ * process.env as given, transforms to itself a second time, and is no
+ * larger than the bound of oci-private.h (OCI_CONFIG_GROWTH times the input
+ * plus the environment): no input may amplify into the staging root.
  */
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -21,6 +23,16 @@ static const struct sl_env_var env[] = {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The largest staged config an input of size bytes may become. */
+static size_t bound(size_t size)
+{
+	size_t b = OCI_CONFIG_GROWTH * size + OCI_CONFIG_SLACK;
+
+	for (size_t i = 0; i < ELEMENTSOF(env); i++)
+		b += OCI_CONFIG_ESCAPE * (strlen(env[i].name) + 1 + strlen(env[i].value)) + 3;
+	return b;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sl_error err = { 0 };
@@ -36,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		return 0;
 	}
-	if (err.code != 0 || !out || strlen(out) != len)
+	if (err.code != 0 || !out || strlen(out) != len || len > bound(size))
 		abort();
 	doc = cJSON_ParseWithLength(out, len);
 	if (!cJSON_IsObject(doc))
