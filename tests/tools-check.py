@@ -355,6 +355,12 @@ def python_programs(text):
             after_dashdash(node.args)
         elif isinstance(node, ast.List):
             after_dashdash(node.elts)
+        elif isinstance(node, ast.For) and isinstance(node.iter, ast.Tuple):
+            # for p in ("/bin/busybox", "/usr/bin/busybox"): the program's
+            # places, looked at in turn.
+            paths = [_const_str(e) for e in node.iter.elts]
+            if paths and all(x and re.match(r"^/(usr/)?s?bin/", x) for x in paths):
+                progs.append(paths[0])
         elif isinstance(node, (ast.Assign, ast.Return)):
             value = node.value
             targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
