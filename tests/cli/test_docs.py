@@ -176,11 +176,7 @@ def man_command(lines, cmd):
         syn.append(roff_line(line))
     syn = " ".join(t for t in syn if t)
     syn = syn.split("stagelog " + cmd, 1)[1] if ("stagelog " + cmd) in syn else syn
-    listed = set()
-    for a, b in zip(lines, lines[1:]):
-        if a.startswith(".TP") and b.startswith(".B") and "\\-" in b:
-            listed.update(OPT_RE.findall(roff_line(b)))
-    return syn, listed
+    return syn, man_tp_options(lines)
 
 
 def man_tp_options(lines):
