@@ -10,8 +10,9 @@
 static const char usage[] =
 	"usage: stagelog gc [--older-than DURATION]\n"
 	"\n"
-	"Deletes the records of finished stages (released, aborted, recovered,\n"
-	"published) last updated at or before now - DURATION.\n"
+	"Deletes the records of finished stages (released, aborted, recovered)\n"
+	"last updated at or before now - DURATION. Records of published stages\n"
+	"are kept: their destination tells check a published tree from an orphan.\n"
 	"\n"
 	"  --older-than DURATION  a whole number and a unit: s, m, h or d\n"
 	"                         (default: 7d)\n"

@@ -13,7 +13,7 @@
 
 static const char usage[] =
 	"usage: stagelog run [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"
-	"                    [--env-file FILE] [--pass-env NAME]... -- RUNTIME [ARG]...\n"
+	"                    [--env-file FILE]... [--pass-env NAME]... -- RUNTIME [ARG]...\n"
 	"\n"
 	"Stages the OCI bundle PKG with stagelog as its owner, runs RUNTIME (found\n"
 	"with stagelog's PATH) with every {bundle} in its ARGs replaced by the\n"

@@ -10,7 +10,7 @@
 
 static const char usage[] =
 	"usage: stagelog stage [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"
-	"                      [--env-file FILE] [--owner PID]\n"
+	"                      [--env-file FILE]... [--owner PID]\n"
 	"\n"
 	"Stages the OCI bundle PKG under the staging root and leaves it ready.\n"
 	"Prints ID<TAB>PATH, or {\"id\", \"label\", \"path\"} with --json.\n"

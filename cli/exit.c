@@ -81,7 +81,9 @@ int cli_fail(int r, const struct sl_error *err, const char *what)
 	return cli_exit_code(r, err);
 }
 
-static void verror(const char *fmt, va_list ap)
+/* PRINTF_FMT(1, 0): its callers' formats are checked where they are
+ * literals, and clang's -Wformat-nonliteral accepts the va_list here. */
+PRINTF_FMT(1, 0) static void verror(const char *fmt, va_list ap)
 {
 	fputs("stagelog: ", stderr);
 	vfprintf(stderr, fmt, ap);

@@ -155,8 +155,10 @@ def sh(args, cwd=None, log=None):
 
 
 def tracked_files():
+    # In an export (a tree without .git) git fails: copy_tree() then walks
+    # the tree, and git's "fatal: not a git repository" is no news to show.
     out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=TOP,
-                         check=True, stdout=subprocess.PIPE).stdout.decode()
+                         check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode()
     return [p for p in out.split("\0") if p and os.path.isfile(os.path.join(TOP, p))]
 
 
