@@ -4,7 +4,9 @@
  * and its identity, both from statx so that nothing is resolved twice.
  */
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
 #include "fd-util.h"
@@ -39,4 +41,13 @@ int fd_fileid(int fd, struct fileid *ret)
 	if (ret->btime == 0 && (stx.stx_mask & STATX_BTIME))
 		ret->btime = 1;
 	return 0;
+}
+
+bool fd_volatile(int fd)
+{
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs) < 0)
+		return false;
+	return sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
 }

@@ -21,4 +21,8 @@ struct fileid {
 };
 HIDDEN int fd_fileid(int fd, struct fileid *ret);
 
+/* Whether fd lies on a memory-backed file system (tmpfs, ramfs), whose
+ * contents cannot outlive the boot. False when it cannot tell. */
+HIDDEN bool fd_volatile(int fd);
+
 #endif

@@ -38,6 +38,7 @@ struct sl_record {
 	uint64_t root_ino;
 	int64_t root_btime;
 	char dest[PATH_MAX]; /* where a publish is moving it, "" if none */
+	bool root_volatile;  /* the root was tmpfs or ramfs when the stage began */
 	int64_t created_ms, updated_ms;
 	char reason[256];
 	int64_t entries; /* filled by listings */
@@ -56,9 +57,21 @@ HIDDEN int store_err(struct sl_error *reterr, int code, const char *what);
 HIDDEN const char *sl_kind_name(enum sl_kind kind);
 
 /* Inserts a new stage in state staging together with entry 0, the intent
- * for its top directory, in ONE durable (synchronous=FULL) transaction.
+ * for its top directory, and (when marker is not NULL) entry 1, the
+ * marker file's path, in ONE durable (synchronous=FULL) transaction.
  * Fills rec->rowid. */
-HIDDEN int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
+HIDDEN int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *marker,
+			      struct sl_error *reterr);
+
+/* Which store this is, for the markers that bind a stage directory to it:
+ * the store file's canonical path and its identity (inode and birth time,
+ * which no other file shares, and which a rename keeps). */
+struct store_identity {
+	char path[PATH_MAX];
+	uint64_t ino;
+	int64_t btime;
+};
+HIDDEN const struct store_identity *store_identity(const struct sl_store *s);
 
 /* Records the top directory's device, inode and birth time (not durable;
  * see design.md), only while the stage is still staging and unclaimed:
