@@ -9,6 +9,7 @@
  */
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "stage-private.h"
 
@@ -41,9 +42,15 @@ int marker_read(int top_fd, struct marker *ret)
 	long long btime;
 	ssize_t n;
 
-	fd = openat(top_fd, SL_MARKER_NAME, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+
+	fd = openat(top_fd, SL_MARKER_NAME, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return negerrno();
+	if (fstat(fd, &st) < 0)
+		return negerrno();
+	if (!S_ISREG(st.st_mode))
+		return -EBADMSG;
 	n = read(fd, buf, sizeof(buf) - 1);
 	if (n < 0)
 		return negerrno();

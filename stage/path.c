@@ -82,20 +82,38 @@ bool root_matches(const struct sl_record *rec, const struct fileid *id)
 	return id->ino == rec->root_ino && (rec->root_btime == 0 || id->btime == 0 || id->btime == rec->root_btime);
 }
 
+/*
+ * Whether the stage's files went with an earlier boot: its root was
+ * memory-backed when it began, and the stage was begun in another boot.
+ * Nothing on a tmpfs or ramfs outlives a reboot, so whatever the root path
+ * holds now (nothing, or a directory that tmpfiles.d or RuntimeDirectory=
+ * made anew) cannot hold the stage.
+ */
+bool stage_gone_with_boot(const struct sl_record *rec)
+{
+	char boot[SL_BOOT_ID_LEN + 1];
+
+	return rec->root_volatile && proc_boot_id(boot) == 0 && strcmp(boot, rec->owner.boot_id) != 0;
+}
+
 int root_check(const struct sl_record *rec)
 {
 	_cleanup_close_ int fd = -1;
 	struct fileid id;
 	int r = open_root(rec->root, &fd);
 
-	if (r == -ELOOP || r == -ENOTDIR)
-		return -ESTALE;
-	if (r < 0)
+	if (r == 0) {
+		r = fd_fileid(fd, &id);
+		if (r < 0)
+			return r;
+		if (root_matches(rec, &id))
+			return 0;
+		r = -ESTALE;
+	}
+	if (r != -ENOENT && r != -ESTALE && r != -ELOOP && r != -ENOTDIR && r != -EPERM)
 		return r;
-	r = fd_fileid(fd, &id);
-	if (r < 0)
-		return r;
-	return root_matches(rec, &id) ? 0 : -ESTALE;
+	/* Only the boot rule proves a stage gone without its root. */
+	return stage_gone_with_boot(rec) ? 0 : -ESTALE;
 }
 
 /* The fallback walk: one component at a time with O_PATH | O_NOFOLLOW, so a

@@ -52,10 +52,16 @@ HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const stru
  * record without a recorded root identity). */
 HIDDEN bool root_matches(const struct sl_record *rec, const struct fileid *id);
 
-/* 0 when the record's root path still leads to the directory the stage
- * began in, -ESTALE when it leads to another one (or to something that is
- * not a directory), -ENOENT when there is nothing there. */
+/* 0 when the record's root path still leads, through a chain nobody else
+ * can write, to the directory the stage began in, or when the stage went
+ * with an earlier boot; -ESTALE when it leads to another one, to nothing,
+ * to something that is not a directory, or through another user's
+ * directory; another negative errno when the root cannot be read. */
 HIDDEN int root_check(const struct sl_record *rec);
+
+/* Whether the stage's files went with an earlier boot: its root was
+ * memory-backed when it began, in a boot that is not this one. */
+HIDDEN bool stage_gone_with_boot(const struct sl_record *rec);
 
 /* NULL when the record's id, label, top directory name and root are
  * sound, else why not. Nothing is opened for a record that fails. */

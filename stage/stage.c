@@ -818,9 +818,10 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 	if (why)
 		return sl_err(reterr, -EBADMSG, "cannot %s stage: record: fails validation: %s", what, why);
 	r = open_root(rec->root, &root_fd);
-	/* A root that is gone, or is no longer a directory, holds no lock:
-	 * the undo then judges it (and fails a stage whose root was replaced). */
-	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR)
+	/* A root that is gone, is no longer a directory, or lies where
+	 * another user can move it holds no lock we could trust: the undo then
+	 * judges it (and fails the stage unless it can prove it gone). */
+	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR || r == -EPERM)
 		return -ENOENT;
 	if (r < 0)
 		return sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));

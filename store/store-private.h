@@ -105,9 +105,6 @@ HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *c
  * that read the old claim can no longer claim it. -ESTALE if it changed. */
 HIDDEN int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
 
-/* 1 when a record names path as the destination of a publish, else 0. */
-HIDDEN int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr);
-
 /* Calls fn with each distinct staging root named by a record. */
 HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			       struct sl_error *reterr);

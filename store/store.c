@@ -1009,20 +1009,6 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 	return end_txn(s, r, reterr, "cannot publish stage");
 }
 
-int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr)
-{
-	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-	int r, rc;
-
-	r = prepare(s, "SELECT 1 FROM stages WHERE dest = ? LIMIT 1", &st);
-	if (r < 0)
-		return store_err(reterr, r, "cannot look up destinations");
-	sqlite3_bind_blob(st, 1, path, (int)strlen(path), SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : fail(s, rc, reterr, "cannot look up destinations");
-}
 
 int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			struct sl_error *reterr)
