@@ -5,8 +5,10 @@
  * whether enough descriptors are left to open.
  */
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
 #include "fd-util.h"
@@ -86,4 +88,13 @@ int fd_reserve(size_t n, size_t *ret_free)
 	if (r < 0 && ret_free)
 		*ret_free = held;
 	return r;
+}
+
+bool fd_volatile(int fd)
+{
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs) < 0)
+		return false;
+	return sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
 }

@@ -35,4 +35,8 @@ HIDDEN int fd_fileid(int fd, struct fileid *ret);
  */
 HIDDEN int fd_reserve(size_t n, size_t *ret_free);
 
+/* Whether fd lies on a memory-backed file system (tmpfs, ramfs), whose
+ * contents cannot outlive the boot. False when it cannot tell. */
+HIDDEN bool fd_volatile(int fd);
+
 #endif

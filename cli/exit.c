@@ -44,6 +44,9 @@ static const struct {
 	{ -ENODEV, EX_IOERR },
 	{ -EUCLEAN, EX_IOERR },
 	{ -EPIPE, EX_IOERR },
+	{ -ENOTCONN, EX_IOERR },    /* a FUSE root whose daemon died */
+	{ -ECONNABORTED, EX_IOERR },
+	{ -EREMOTEIO, EX_IOERR },
 	{ -ETXTBSY, EX_TEMPFAIL },
 	{ -ESTALE, EX_TEMPFAIL },      /* the record changed state meanwhile */
 	{ -ECANCELED, EX_TEMPFAIL },

@@ -20,7 +20,9 @@ struct candidates {
 
 struct scan {
 	const struct sl_recover_options *opts;
-	const char *root; /* the root filter, as records spell roots */
+	const char *root; /* the root filter, canonical */
+	bool have_root_id;
+	struct fileid root_id;
 	struct sl_recover_report *report;
 	const struct liveness_self *here;
 	struct candidates c;
@@ -61,12 +63,22 @@ static bool forced(const struct sl_recover_options *o, const char *id)
 	return false;
 }
 
+/* Whether a record's root is the filter's: the same canonical path, or the
+ * same directory (inode and birth time) under another name. */
+static bool root_filter_matches(const struct scan *sc, const struct sl_record *rec)
+{
+	if (strcmp(sc->root, rec->root) == 0)
+		return true;
+	return sc->have_root_id && rec->have_root_id && rec->root_ino == sc->root_id.ino && rec->root_btime != 0 &&
+	       rec->root_btime == sc->root_id.btime;
+}
+
 static int scan_one(const struct sl_record *rec, void *userdata)
 {
 	struct scan *sc = userdata;
 	enum liveness l;
 
-	if (sc->root && strcmp(sc->root, rec->root) != 0)
+	if (sc->root && !root_filter_matches(sc, rec))
 		return 0;
 	sc->report->examined++;
 	l = stage_liveness(sc->here, rec);
@@ -118,10 +130,17 @@ static int scan(struct sl_store *store, struct scan *sc, char root[PATH_MAX], st
 	const struct sl_recover_options *opts = sc->opts;
 	int r;
 
-	/* The filter is spelt as records spell roots: "run/stagelog/" from /
-	 * and "/run/stagelog" are one root. */
+	/* Any spelling of a root names it: the filter is compared with the
+	 * records by canonical path and by identity. A root that is gone is
+	 * matched by its spelling alone. */
 	if (opts && opts->root) {
-		r = absolute_root(opts->root, root, PATH_MAX);
+		_cleanup_close_ int fd = -1;
+
+		r = canonical_root(opts->root, root, PATH_MAX);
+		if (r == -ENOENT || r == -ENOTDIR)
+			r = absolute_root(opts->root, root, PATH_MAX);
+		else if (r == 0 && open_root(root, &fd) == 0 && fd_fileid(fd, &sc->root_id) == 0)
+			sc->have_root_id = true;
 		if (r < 0)
 			return sl_err(reterr, r, "cannot recover: bad root '%s'", opts->root);
 		sc->root = root;

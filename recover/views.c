@@ -193,31 +193,34 @@ static bool stage_name(const char *name, char id[SL_ID_LEN + 1], char label[SL_L
 	return id_valid(id) && label_valid(label);
 }
 
-/* 1 when an in-flight record owns a directory of this name, 0 when no
- * record does, negative when the store cannot say: then it is never taken
- * for an orphan. The id (128 random bits) decides, not the spelling of the
- * root: "/run/stagelog/" must not make a live stage look like an orphan. */
-static int owned(struct sl_store *store, const char *name, const char *id)
+/*
+ * Whether root_fd/name is an orphan of this store (docs/design.md,
+ * "Identity"): a directory that carries this store's marker for the id its
+ * name holds, that no in-flight or published record owns, and whose lock
+ * nobody holds. A directory without a marker, or with another store's,
+ * belongs to someone else (another store, a mistyped --db); one the store
+ * cannot judge is never an orphan either. 1, 0, or a negative errno.
+ */
+static int orphan(struct sl_store *store, int root_fd, const char *name, const char *id)
 {
+	_cleanup_close_ int fd = -1;
 	struct sl_record rec;
-	int r = store_stage_get(store, id, &rec, NULL);
+	struct marker m;
+	int r;
 
-	if (r == -ENOENT)
+	fd = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
 		return 0;
-	if (r < 0)
+	if (marker_read(fd, &m) < 0 || !marker_names(&m, id, store_identity(store)))
+		return 0;
+	r = store_stage_get(store, id, &rec, NULL);
+	if (r == 0)
+		return !sl_state_in_flight(rec.state) && rec.state != SL_STATE_PUBLISHED && strcmp(rec.topdir, name) == 0;
+	if (r != -ENOENT)
 		return r;
-	return sl_state_in_flight(rec.state) && strcmp(rec.topdir, name) == 0;
-}
-
-/* 1 when root/name is where a stage was published (or is being moved). */
-static int published_here(struct sl_store *store, const char *root, const char *name)
-{
-	char abs[PATH_MAX], path[PATH_MAX];
-
-	if (absolute_root(root, abs, sizeof(abs)) < 0 ||
-	    snprintf(path, sizeof(path), "%s/%s", abs, name) >= (int)sizeof(path))
-		return 0;
-	return store_dest_recorded(store, path, NULL);
+	/* A live stager or runtime holds the lock (its record may be in a
+	 * store this one cannot see). */
+	return flock(fd, LOCK_SH | LOCK_NB) == 0;
 }
 
 /* Removes one orphan with the undo's safe tree removal, unless someone
@@ -266,16 +269,14 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 
 		if (!stage_name(de->d_name, id, label))
 			continue;
-		o = owned(store, de->d_name, id);
-		/* A tree published here looks like a stage directory, but it
-		 * belongs to its destination: never an orphan. */
-		if (o == 0)
-			o = published_here(store, root, de->d_name);
+		/* A tree published here looks like a stage directory, but
+		 * publish took its marker: never an orphan. */
+		o = orphan(store, root_fd, de->d_name, id);
 		if (o < 0) {
 			r = o; /* The store cannot say: never an orphan. */
 			continue;
 		}
-		if (o > 0 || fstatat(root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+		if (o == 0 || fstatat(root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
 			continue;
 		if (push_path(&rep->orphans, &rep->n_orphans, root, de->d_name) < 0) {
 			r = -ENOMEM;
@@ -327,8 +328,13 @@ int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, u
 	/* Orphans are judged by the store: a store that is not sound cannot
 	 * vouch that a directory is nobody's, so nothing is removed. */
 	remove = (flags & SL_CHECK_REMOVE_ORPHANS) && strcmp(report->integrity, "ok") == 0;
-	for (size_t i = 0; i < n_roots && r == 0; i++)
-		r = add_root(roots[i], &rs);
+	/* A root the caller names is scanned by its canonical path: any
+	 * spelling of one directory is that directory. */
+	for (size_t i = 0; i < n_roots && r == 0; i++) {
+		char canon[PATH_MAX];
+
+		r = add_root(canonical_root(roots[i], canon, sizeof(canon)) == 0 ? canon : roots[i], &rs);
+	}
 	n_named = rs.n;
 	if ((flags & SL_CHECK_RECORD_ROOTS) && r == 0)
 		r = store_roots_foreach(store, add_root, &rs, reterr);

@@ -82,20 +82,38 @@ bool root_matches(const struct sl_record *rec, const struct fileid *id)
 	return id->ino == rec->root_ino && (rec->root_btime == 0 || id->btime == 0 || id->btime == rec->root_btime);
 }
 
+/*
+ * Whether the stage's files went with an earlier boot: its root was
+ * memory-backed when it began, and the stage was begun in another boot.
+ * Nothing on a tmpfs or ramfs outlives a reboot, so whatever the root path
+ * holds now (nothing, or a directory that tmpfiles.d or RuntimeDirectory=
+ * made anew) cannot hold the stage.
+ */
+bool stage_gone_with_boot(const struct sl_record *rec)
+{
+	char boot[SL_BOOT_ID_LEN + 1];
+
+	return rec->root_volatile && proc_boot_id(boot) == 0 && strcmp(boot, rec->owner.boot_id) != 0;
+}
+
 int root_check(const struct sl_record *rec)
 {
 	_cleanup_close_ int fd = -1;
 	struct fileid id;
 	int r = open_root(rec->root, &fd);
 
-	if (r == -ELOOP || r == -ENOTDIR)
-		return -ESTALE;
-	if (r < 0)
+	if (r == 0) {
+		r = fd_fileid(fd, &id);
+		if (r < 0)
+			return r;
+		if (root_matches(rec, &id))
+			return 0;
+		r = -ESTALE;
+	}
+	if (r != -ENOENT && r != -ESTALE && r != -ELOOP && r != -ENOTDIR && r != -EPERM)
 		return r;
-	r = fd_fileid(fd, &id);
-	if (r < 0)
-		return r;
-	return root_matches(rec, &id) ? 0 : -ESTALE;
+	/* Only the boot rule proves a stage gone without its root. */
+	return stage_gone_with_boot(rec) ? 0 : -ESTALE;
 }
 
 /* The fallback walk: one component at a time with O_PATH | O_NOFOLLOW, so a
@@ -175,12 +193,88 @@ int open_beneath(int dirfd, const char *path, size_t len, int flags)
 	return open_beneath_walk(dirfd, path, len, flags);
 }
 
+/* A directory on a staging root's path that nobody but root and us can
+ * change: owned by root or by us, and not writable by group or others
+ * unless sticky (/tmp, /dev/shm), where nobody else may rename or remove
+ * what they do not own, and the next component is ours or root's. */
+static bool dir_trusted(const struct stat *st)
+{
+	if (st->st_uid != 0 && st->st_uid != geteuid())
+		return false;
+	return !(st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_mode & S_ISVTX);
+}
+
+int open_root_chain(const char *root, int *ret_fd, size_t *ret_bad)
+{
+	_cleanup_close_ int cur = -1;
+	struct stat st;
+	size_t i = 1, end = 0, len = strlen(root);
+
+	if (root[0] != '/' || len >= PATH_MAX)
+		return -EINVAL;
+	cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cur < 0 || fstat(cur, &st) < 0)
+		return negerrno();
+	if (!dir_trusted(&st)) {
+		if (ret_bad)
+			*ret_bad = 1;
+		return -EPERM;
+	}
+	while (i < len) {
+		char name[SL_NAME_MAX + 1];
+		size_t n = 0;
+		bool last;
+		int next;
+
+		while (i < len && root[i] != '/' && n < SL_NAME_MAX)
+			name[n++] = root[i++];
+		name[n] = '\0';
+		end = i;
+		while (i < len && root[i] == '/')
+			i++;
+		/* absolute_root() refuses these already; never walk up. */
+		if (n == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+			return -EINVAL;
+		last = i >= len;
+		/* O_NOFOLLOW | O_DIRECTORY: a symlink anywhere on the way is
+		 * ENOTDIR, refused like any other non-directory. */
+		next = openat(cur, name, (last ? O_RDONLY : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0)
+			return errno == ENOTDIR ? -ELOOP : negerrno();
+		closep(&cur);
+		cur = next;
+		if (fstat(cur, &st) < 0)
+			return negerrno();
+		/* The root itself must be ours alone (prepare_root says more);
+		 * its ancestors may be shared only where sticky. */
+		if (!dir_trusted(&st) || (last && (st.st_mode & (S_IWGRP | S_IWOTH)))) {
+			if (ret_bad)
+				*ret_bad = end;
+			return -EPERM;
+		}
+	}
+	if (len == 1)
+		return -EINVAL; /* "/" is no staging root */
+	*ret_fd = TAKE_FD(cur);
+	return 0;
+}
+
 int open_root(const char *root, int *ret_fd)
 {
-	int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return open_root_chain(root, ret_fd, NULL);
+}
 
-	if (fd < 0)
-		return errno == ENOTDIR ? -ELOOP : negerrno();
-	*ret_fd = fd;
-	return 0;
+int canonical_root(const char *root, char *buf, size_t size)
+{
+	char abs[PATH_MAX];
+	_cleanup_free_ char *real = NULL;
+	int r = absolute_root(root, abs, sizeof(abs));
+
+	if (r < 0)
+		return r;
+	real = realpath(abs, NULL);
+	if (!real)
+		return negerrno();
+	/* Canonical, then checked again for the room a LABEL-ID needs. */
+	return absolute_root(real, buf, size);
 }

@@ -52,10 +52,16 @@ HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const stru
  * record without a recorded root identity). */
 HIDDEN bool root_matches(const struct sl_record *rec, const struct fileid *id);
 
-/* 0 when the record's root path still leads to the directory the stage
- * began in, -ESTALE when it leads to another one (or to something that is
- * not a directory), -ENOENT when there is nothing there. */
+/* 0 when the record's root path still leads, through a chain nobody else
+ * can write, to the directory the stage began in, or when the stage went
+ * with an earlier boot; -ESTALE when it leads to another one, to nothing,
+ * to something that is not a directory, or through another user's
+ * directory; another negative errno when the root cannot be read. */
 HIDDEN int root_check(const struct sl_record *rec);
+
+/* Whether the stage's files went with an earlier boot: its root was
+ * memory-backed when it began, in a boot that is not this one. */
+HIDDEN bool stage_gone_with_boot(const struct sl_record *rec);
 
 /* NULL when the record's id, label, top directory name and root are
  * sound, else why not. Nothing is opened for a record that fails. */
@@ -137,9 +143,38 @@ HIDDEN int absolute_root(const char *root, char *buf, size_t size);
  * (held for microseconds); a real holder still gets -EWOULDBLOCK. */
 HIDDEN int stage_try_lock(int top_fd);
 
-/* Opens a root directory without following its last component (O_RDONLY,
- * so that it can be fsynced). */
+/*
+ * Opens a staging root (O_RDONLY, so that it can be fsynced) by its
+ * canonical absolute path, one component at a time from "/", and proves
+ * that nobody else can move it: -ELOOP when any component is a symlink or
+ * not a directory, -EPERM when any directory on the way is owned by another
+ * user, or writable by group or others without the sticky bit, or the root
+ * itself is writable by group or others (*ret_bad, when given, is then the
+ * length of the offending prefix of root), -ENOENT when a component is
+ * missing. Every root stagelog acts on is opened here (docs/design.md,
+ * "Identity").
+ */
+HIDDEN int open_root_chain(const char *root, int *ret_fd, size_t *ret_bad);
 HIDDEN int open_root(const char *root, int *ret_fd);
+
+/* The canonical spelling of an existing root: absolute_root() of its
+ * realpath(). Two spellings of one directory give one string. */
+HIDDEN int canonical_root(const char *root, char *buf, size_t size);
+
+/* The marker: a small file in every stage's top directory, logged as
+ * entry 1 and written right after the directory is made and locked, that
+ * binds the directory to its store and its id (marker.c). */
+#define SL_MARKER_NAME ".stagelog"
+#define MARKER_MAX (PATH_MAX + 128)
+struct marker {
+	char id[SL_ID_LEN + 1];
+	struct store_identity store;
+};
+HIDDEN int marker_write(int top_fd, const char *id, const struct store_identity *store);
+/* -ENOENT without a marker, -EBADMSG for one that is not a marker. */
+HIDDEN int marker_read(int top_fd, struct marker *ret);
+/* Whether m binds its directory to stage id of this store. */
+HIDDEN bool marker_names(const struct marker *m, const char *id, const struct store_identity *store);
 
 /* ---- Inside stage/: the stage object and its entry log. ---- */
 

@@ -21,21 +21,47 @@ static int fail_root(struct sl_error *reterr, int r, const char *why)
 	return r;
 }
 
-/* Opens the staging root, creating it 0700 when missing, and refuses one
- * that another user could use to swap names under us: a symlink, not a
- * directory, writable by group or others, or owned by another user. */
+/* Opens the staging root, creating it 0700 when missing, and records it by
+ * its canonical path (symlinks resolved once, here): every later use opens
+ * that path component by component and checks the root's identity. Refuses
+ * a root that another user could use to swap names under us: one whose
+ * path holds a directory another user owns or can write (but for a sticky
+ * one), one writable by group or others, or owned by another user. */
 static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
+	char canon[PATH_MAX];
+	size_t bad = 0;
 	struct stat st;
 	int r;
 
-	r = open_root(root, &fd);
+	/* A symlink named as the root is refused as before; symlinks above it
+	 * (/var/run) are resolved once, here. */
+	if (lstat(root, &st) == 0 && !S_ISDIR(st.st_mode))
+		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+	r = canonical_root(root, canon, sizeof(canon));
 	if (r == -ENOENT) {
 		r = mkdir_parents(root);
 		if (r < 0)
 			return fail_root(reterr, r, NULL);
-		r = open_root(root, &fd);
+		r = canonical_root(root, canon, sizeof(canon));
+	}
+	if (r == -ENOTDIR)
+		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+	if (r < 0)
+		return fail_root(reterr, r, NULL);
+	r = open_root_chain(canon, &fd, &bad);
+	if (r == -EPERM && bad == strlen(canon) && lstat(canon, &st) == 0)
+		return fail_root(reterr, -EPERM,
+				 st.st_uid != geteuid() && st.st_uid != 0 ? "owned by another user; refused"
+									   : "writable by group or others; refused");
+	if (r == -EPERM) {
+		r = sl_err(reterr, -EPERM,
+			   "cannot begin stage: staging root: %.*s is owned or writable by another user; refused",
+			   (int)bad, canon);
+		if (reterr)
+			reterr->flags |= SL_ERROR_CANTCREAT;
+		return r;
 	}
 	if (r == -ELOOP)
 		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
@@ -43,12 +69,11 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 		return fail_root(reterr, r, NULL);
 	if (fstat(fd, &st) < 0)
 		return fail_root(reterr, negerrno(), NULL);
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
-		return fail_root(reterr, -EPERM, "writable by group or others; refused");
 	if (st.st_uid != geteuid() && st.st_uid != 0)
 		return fail_root(reterr, -EPERM, "owned by another user; refused");
-	if (access(root, W_OK | X_OK) < 0)
+	if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0)
 		return fail_root(reterr, negerrno(), "not writable");
+	strcpy(root, canon);
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
@@ -144,6 +169,7 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 	st->rec.have_root_id = true;
 	st->rec.root_ino = id.ino;
 	st->rec.root_btime = id.btime;
+	st->rec.root_volatile = fd_volatile(st->root_fd);
 
 	/* 128 random bits: the id is also the top directory's name, so it
 	 * must be unguessable as well as unique. */
@@ -162,15 +188,17 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 /* Records the stage, then creates its top directory. */
 static int create_top(struct sl_stage *st, struct sl_error *reterr)
 {
-	int r;
-
 	/* Log before create: the stage and the intent for its top directory
 	 * are durable before the directory can exist, so no crash can leave a
 	 * directory that no record names. */
-	r = store_stage_insert(st->store, &st->rec, reterr);
+	char marker[sizeof(st->rec.topdir) + sizeof(SL_MARKER_NAME)];
+	int r;
+
+	snprintf(marker, sizeof(marker), "%s/%s", st->rec.topdir, SL_MARKER_NAME);
+	r = store_stage_insert(st->store, &st->rec, marker, reterr);
 	if (r < 0)
 		return r;
-	st->next_seq = 1;
+	st->next_seq = 2;
 	r = sl_fault_step();
 	if (r == 0 && mkdirat(st->root_fd, st->rec.topdir, 0700) < 0)
 		r = negerrno();
@@ -208,6 +236,13 @@ static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fd_fileid(st->top_fd, &id) < 0 ||
 	    fchmod(st->top_fd, 0700) < 0) {
 		r = sl_err(reterr, negerrno(), "cannot begin stage: %s: %s", st->rec.topdir, strerror(errno));
+		return stage_fail(st, r);
+	}
+	/* The marker, logged with the intent, before anything else goes in:
+	 * from now on the directory says whose it is. */
+	r = marker_write(st->top_fd, st->rec.id, store_identity(st->store));
+	if (r < 0) {
+		sl_err(reterr, r, "cannot begin stage: %s/%s: %s", st->rec.topdir, SL_MARKER_NAME, strerror(-r));
 		return stage_fail(st, r);
 	}
 	st->rec.have_inode = true;
@@ -673,6 +708,13 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, i
 	r = publish_check(root_fd, dest, abs, &pfd, &base, reterr);
 	if (r < 0)
 		return r;
+	/* The tree is the caller's from here on: stagelog's marker does not
+	 * go with it (and a tree without one is never taken for an orphan). */
+	r = sl_fault_step();
+	if (r == 0 && unlinkat(top_fd, SL_MARKER_NAME, 0) < 0 && errno != ENOENT)
+		r = negerrno();
+	if (r < 0)
+		return sl_err(reterr, r, "cannot publish stage: %s/%s: %s", rec->topdir, SL_MARKER_NAME, strerror(-r));
 	r = sl_fault_step();
 	if (r == 0 && syncfs(top_fd) < 0)
 		r = negerrno();
@@ -798,9 +840,10 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 	if (why)
 		return sl_err(reterr, -EBADMSG, "cannot %s stage: record: fails validation: %s", what, why);
 	r = open_root(rec->root, &root_fd);
-	/* A root that is gone, or is no longer a directory, holds no lock:
-	 * the undo then judges it (and fails a stage whose root was replaced). */
-	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR)
+	/* A root that is gone, is no longer a directory, or lies where
+	 * another user can move it holds no lock we could trust: the undo then
+	 * judges it (and fails the stage unless it can prove it gone). */
+	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR || r == -EPERM)
 		return -ENOENT;
 	if (r < 0)
 		return sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));

@@ -179,6 +179,22 @@ static int unlinkat_harder(int dfd, const char *name, int flags)
 }
 
 /*
+ * The one case where a device number that changed is forgiven: no birth
+ * time to compare (FUSE, whose daemon came back on the same files with a
+ * new device number), the same inode, and the stage's marker inside, naming
+ * this stage of this store.
+ */
+static bool same_by_marker(int path_fd, const struct sl_record *rec, const struct store_identity *store,
+			   const struct fileid *id)
+{
+	struct marker m;
+
+	if (!store || id->ino != rec->ino || (rec->btime != 0 && id->btime != 0))
+		return false;
+	return marker_read(path_fd, &m) == 0 && marker_names(&m, rec->id, store);
+}
+
+/*
  * Opens name in dfd as a directory to read: never following a symlink,
  * never blocking on a FIFO (O_DIRECTORY fails first), and never a mount
  * root or a directory on another mount than *mnt_id (NULL: dfd's own).
@@ -188,7 +204,7 @@ static int unlinkat_harder(int dfd, const char *name, int flags)
  * unlinked), -EXDEV for a mount, -ESTALE for another directory.
  */
 static int open_verified_dir(int dfd, const char *name, const uint64_t *mnt_id, const struct sl_record *rec,
-			     struct fileid *ret_id)
+			     const struct store_identity *store, struct fileid *ret_id)
 {
 	_cleanup_close_ int path_fd = -1;
 	uint64_t dfd_mnt = 0, mnt;
@@ -212,7 +228,8 @@ static int open_verified_dir(int dfd, const char *name, const uint64_t *mnt_id, 
 		r = fd_fileid(path_fd, ret_id);
 		if (r < 0)
 			return r;
-		if (rec->have_inode && !fileid_matches(rec->dev, rec->ino, rec->btime, ret_id))
+		if (rec->have_inode && !fileid_matches(rec->dev, rec->ino, rec->btime, ret_id) &&
+		    !same_by_marker(path_fd, rec, store, ret_id))
 			return -ESTALE;
 	}
 	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
@@ -225,7 +242,7 @@ static int open_verified_dir(int dfd, const char *name, const uint64_t *mnt_id, 
  * (see open_verified_dir), and stats it. */
 static int open_child(struct tree *t, int dfd, const char *name, struct stat *ret_st)
 {
-	int fd = open_verified_dir(dfd, name, &t->mnt_id, NULL, NULL);
+	int fd = open_verified_dir(dfd, name, &t->mnt_id, NULL, NULL, NULL);
 
 	if (fd >= 0 && fstat(fd, ret_st) < 0) {
 		int r = negerrno();
@@ -681,9 +698,10 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
  * the one the stage created: a real directory (not a symlink), on the
  * root's mount and not a mount itself, with the recorded inode and birth
  * time (or device) when they were recorded. -ENOENT when it is gone. */
-static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struct fileid *ret_id, struct sl_error *reterr)
+static int open_top(int root_fd, const struct sl_record *rec, const struct store_identity *store, int *ret_fd,
+		    struct fileid *ret_id, struct sl_error *reterr)
 {
-	int fd = open_verified_dir(root_fd, rec->topdir, NULL, rec, ret_id);
+	int fd = open_verified_dir(root_fd, rec->topdir, NULL, rec, store, ret_id);
 
 	if (fd >= 0) {
 		*ret_fd = fd;
@@ -701,31 +719,53 @@ static int open_top(int root_fd, const struct sl_record *rec, int *ret_fd, struc
 	return fail_reason(reterr, fd, "%s: %s", rec->topdir, strerror(-fd));
 }
 
-/* Opens the staging root and, when the record holds its identity, refuses
- * a root path that now leads to another directory (a symlink repointed, a
- * directory replaced): the stage's files may still sit in the old one, and
- * a missing top directory there must not pass for a removed one. */
+/*
+ * Opens the staging root through a chain nobody else can write and checks
+ * that it is the directory the stage began in (docs/design.md, "Identity").
+ * Anything else proves nothing about the stage: a root that is missing, was
+ * replaced, or lies where another user could have moved it leaves the
+ * stage failed, except where the boot rule proves it gone (-ENOENT then,
+ * with *ret_fd the root that is there now, or -1).
+ */
 static int open_checked_root(const struct sl_record *rec, int *ret_fd, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
 	struct fileid id;
+	size_t bad = 0;
 	int r;
 
-	r = open_root(rec->root, &fd);
-	if (r == -ENOENT)
-		return r;
-	if (r == -ELOOP || r == -ENOTDIR)
-		return fail_reason(reterr, -ESTALE, "staging root %s: no longer a directory; left alone", rec->root);
-	if (r < 0)
-		return fail_reason(reterr, r, "cannot open staging root: %s", strerror(-r));
-	r = fd_fileid(fd, &id);
-	if (r < 0)
-		return fail_reason(reterr, r, "cannot open staging root: %s", strerror(-r));
-	if (!root_matches(rec, &id))
+	r = open_root_chain(rec->root, &fd, &bad);
+	if (r == 0) {
+		r = fd_fileid(fd, &id);
+		if (r < 0)
+			return fail_reason(reterr, r, "staging root %s: %s", rec->root, strerror(-r));
+		if (root_matches(rec, &id)) {
+			*ret_fd = TAKE_FD(fd);
+			return 0;
+		}
+		r = -ESTALE;
+	}
+	if ((r == -ENOENT || r == -ESTALE) && stage_gone_with_boot(rec)) {
+		*ret_fd = r == -ESTALE ? TAKE_FD(fd) : -1;
+		return -ENOENT;
+	}
+	switch (r) {
+	case -ENOENT:
+		return fail_reason(reterr, -ESTALE, "staging root %s: missing; cannot prove the stage is gone",
+				   rec->root);
+	case -ESTALE:
 		return fail_reason(reterr, -ESTALE, "staging root %s: now leads to another directory; left alone",
 				   rec->root);
-	*ret_fd = TAKE_FD(fd);
-	return 0;
+	case -ELOOP:
+	case -ENOTDIR:
+		return fail_reason(reterr, -ESTALE, "staging root %s: no longer a directory; left alone", rec->root);
+	case -EPERM:
+		return fail_reason(reterr, -EPERM,
+				   "staging root %s: %.*s is owned or writable by another user; left alone", rec->root,
+				   (int)bad, rec->root);
+	default:
+		return fail_reason(reterr, r, "staging root %s: %s", rec->root, strerror(-r));
+	}
 }
 
 /* True when a publish recorded a destination and the stage's top directory
@@ -972,8 +1012,12 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 		one_page = false; /* Unreadable log: the tree removal alone. */
 
 	r = open_checked_root(rec, &root_fd, reterr);
-	if (r == -ENOENT)
-		return finish_missing_top(store, rec, -1, from_mask, done, reterr);
+	if (r == -ENOENT && root_fd >= 0 && faccessat(root_fd, rec->topdir, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		/* Gone with the old boot, yet something has its name now: not
+		 * the stage's, and not ours to remove. */
+		r = fail_reason(reterr, -ESTALE, "%s: not the directory the stage created; left alone", rec->topdir);
+	else if (r == -ENOENT)
+		return finish(store, rec, from_mask, done, reterr);
 	if (r < 0)
 		return fail_stage(store, rec, from_mask, r, reterr);
 
@@ -981,12 +1025,12 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 	 * entry is touched, and every entry is resolved beneath that verified
 	 * fd: a directory swapped in under the stage's name (or a record
 	 * pointed at another stage's name) loses nothing. */
-	r = open_top(root_fd, rec, &top_fd, &top_id, reterr);
+	r = open_top(root_fd, rec, store_identity(store), &top_fd, &top_id, reterr);
 	if (r == -ENOENT) {
 		r = finish_missing_top(store, rec, root_fd, from_mask, done, reterr);
 		if (r != -EAGAIN)
 			return r;
-		r = open_top(root_fd, rec, &top_fd, &top_id, reterr);
+		r = open_top(root_fd, rec, store_identity(store), &top_fd, &top_id, reterr);
 		if (r == -ENOENT)
 			return finish(store, rec, from_mask, done, reterr);
 	}

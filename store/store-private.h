@@ -43,6 +43,7 @@ struct sl_record {
 	uint64_t root_ino;
 	int64_t root_btime;
 	char dest[PATH_MAX]; /* where a publish is moving it, "" if none */
+	bool root_volatile;  /* the root was tmpfs or ramfs when the stage began */
 	int64_t created_ms, updated_ms;
 	char reason[256];
 	int64_t entries; /* filled by listings */
@@ -61,9 +62,21 @@ HIDDEN int store_err(struct sl_error *reterr, int code, const char *what);
 HIDDEN const char *sl_kind_name(enum sl_kind kind);
 
 /* Inserts a new stage in state staging together with entry 0, the intent
- * for its top directory, in ONE durable (synchronous=FULL) transaction.
+ * for its top directory, and (when marker is not NULL) entry 1, the
+ * marker file's path, in ONE durable (synchronous=FULL) transaction.
  * Fills rec->rowid. */
-HIDDEN int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
+HIDDEN int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *marker,
+			      struct sl_error *reterr);
+
+/* Which store this is, for the markers that bind a stage directory to it:
+ * the store file's canonical path and its identity (inode and birth time,
+ * which no other file shares, and which a rename keeps). */
+struct store_identity {
+	char path[PATH_MAX];
+	uint64_t ino;
+	int64_t btime;
+};
+HIDDEN const struct store_identity *store_identity(const struct sl_store *s);
 
 /* Records the top directory's device, inode and birth time (not durable;
  * see design.md), only while the stage is still staging and unclaimed:
@@ -96,9 +109,6 @@ HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *c
  * its state and previous claimer, which it updates in rec): a recovery
  * that read the old claim can no longer claim it. -ESTALE if it changed. */
 HIDDEN int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
-
-/* 1 when a record names path as the destination of a publish, else 0. */
-HIDDEN int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr);
 
 /* Calls fn with each distinct staging root named by a record. */
 HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "fd-util.h"
 #include "store-private.h"
 
 #define STRINGIFY_(x) #x
@@ -62,6 +63,7 @@ struct sl_store {
 	int64_t deadline;   /* CLOCK_MONOTONIC ms: when a busy store is reported */
 	unsigned long commits, durable_commits;
 	sqlite3_stmt *ins_entry, *mark_removed, *page_asc, *page_desc, *transition;
+	struct store_identity identity;
 };
 
 static void sqlite3_finalizep(sqlite3_stmt **stmt)
@@ -202,6 +204,11 @@ static const char *const migrations[] = {
 	"ALTER TABLE stages ADD COLUMN root_ino INTEGER;"
 	"ALTER TABLE stages ADD COLUMN root_btime INTEGER;"
 	"ALTER TABLE stages ADD COLUMN dest BLOB;",
+	/* 3: whether the root was memory-backed (tmpfs, ramfs) when the stage
+	 * began: such a root's contents cannot outlive the boot, so a stage of
+	 * an earlier boot there is gone with it (docs/design.md, "Identity").
+	 * NULL (a record of schema 2) is unknown, never volatile. */
+	"ALTER TABLE stages ADD COLUMN root_volatile INTEGER;",
 };
 
 int sl_store_schema_version(void)
@@ -621,9 +628,34 @@ static int check_companions(int dfd, const char *path, const char *base, struct 
 	return 0;
 }
 
+/* The store's identity, from the file judged above (fd): its inode and
+ * birth time, and its canonical path. */
+static int identify(int fd, const char *path, struct store_identity *ret, struct sl_error *reterr)
+{
+	_cleanup_free_ char *real = realpath(path, NULL);
+	struct fileid id;
+	int r = fd_fileid(fd, &id);
+
+	if (r < 0)
+		return path_err(reterr, "cannot open store", path, -r);
+	if (!real)
+		return path_err(reterr, "cannot open store", path, errno);
+	if (strlen(real) >= sizeof(ret->path))
+		return path_err(reterr, "cannot open store", path, ENAMETOOLONG);
+	strcpy(ret->path, real);
+	ret->ino = id.ino;
+	ret->btime = id.btime;
+	return 0;
+}
+
+const struct store_identity *store_identity(const struct sl_store *s)
+{
+	return &s->identity;
+}
+
 /* Makes sure the store file at path exists (unless NOCREATE) and is ours,
  * with its folder and companions, before SQLite opens anything. */
-static int prepare_file(const char *path, unsigned flags, struct sl_error *reterr)
+static int prepare_file(const char *path, unsigned flags, struct store_identity *ret_id, struct sl_error *reterr)
 {
 	_cleanup_free_ char *dir = strdup(path);
 	_cleanup_close_ int dfd = -1, fd = -1;
@@ -662,7 +694,11 @@ static int prepare_file(const char *path, unsigned flags, struct sl_error *reter
 	if (fstat(fd, &st) < 0)
 		return path_err(reterr, "cannot open store", path, errno);
 	r = check_store_file(&st, path, reterr);
-	return r < 0 ? r : check_companions(dfd, path, base, reterr);
+	if (r == 0)
+		r = check_companions(dfd, path, base, reterr);
+	if (r == 0)
+		r = identify(fd, path, ret_id, reterr);
+	return r;
 }
 
 static void store_finish(struct sl_store *s)
@@ -687,12 +723,14 @@ int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret,
 
 	if (!path || !*path || !ret || (flags & ~(unsigned)SL_STORE_OPEN_NOCREATE))
 		return sl_err(reterr, -EINVAL, "cannot open store: no path");
-	r = prepare_file(path, flags, reterr);
-	if (r < 0)
-		return r;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return sl_err(reterr, -ENOMEM, "cannot open store: %s: %s", path, strerror(ENOMEM));
+	r = prepare_file(path, flags, &s->identity, reterr);
+	if (r < 0) {
+		free(s);
+		return r;
+	}
 	/* Never SQLITE_OPEN_CREATE: the file exists (prepare_file made it or
 	 * found it), and a store that vanished since is not recreated here. */
 	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
@@ -772,7 +810,7 @@ static void bind_owner(sqlite3_stmt *st, int i, const struct sl_owner *o)
 	sqlite3_bind_int64(st, i + 3, (sqlite3_int64)o->pidns);
 }
 
-int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr)
+int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *marker, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int rc, r;
@@ -782,8 +820,8 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 		return store_err(reterr, r, "cannot record stage");
 	r = prepare(s,
 		    "INSERT INTO stages (id, label, root, topdir, state, owner_boot, owner_pid, owner_start, "
-		    "owner_pidns, created_at, updated_at, root_ino, root_btime) "
-		    "VALUES (?, ?, ?, ?, " ST(STAGING) ", ?, ?, ?, ?, ?, ?, ?, ?)",
+		    "owner_pidns, created_at, updated_at, root_ino, root_btime, root_volatile) "
+		    "VALUES (?, ?, ?, ?, " ST(STAGING) ", ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		    &st);
 	if (r < 0)
 		goto out;
@@ -797,6 +835,7 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 	if (rec->have_root_id) {
 		sqlite3_bind_int64(st, 11, (sqlite3_int64)rec->root_ino);
 		sqlite3_bind_int64(st, 12, rec->root_btime);
+		sqlite3_bind_int(st, 13, rec->root_volatile ? 1 : 0);
 	}
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE) {
@@ -809,6 +848,15 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, struct sl_erro
 	sqlite3_bind_blob(s->ins_entry, 3, rec->topdir, (int)strlen(rec->topdir), SQLITE_STATIC);
 	sqlite3_bind_int(s->ins_entry, 4, SL_KIND_DIR);
 	r = step_done(s, s->ins_entry);
+	/* Entry 1, the marker, in the same transaction: it is logged before
+	 * it exists like every other path (docs/design.md, "Identity"). */
+	if (r == 0 && marker) {
+		sqlite3_bind_int64(s->ins_entry, 1, rec->rowid);
+		sqlite3_bind_int64(s->ins_entry, 2, 1);
+		sqlite3_bind_blob(s->ins_entry, 3, marker, (int)strlen(marker), SQLITE_STATIC);
+		sqlite3_bind_int(s->ins_entry, 4, SL_KIND_FILE);
+		r = step_done(s, s->ins_entry);
+	}
 out:
 	/* The one durable commit of staging: the intent for the top directory
 	 * must be on disk before the directory can exist. */
@@ -963,20 +1011,6 @@ int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_err
 	return end_txn(s, r, reterr, "cannot publish stage");
 }
 
-int store_dest_recorded(struct sl_store *s, const char *path, struct sl_error *reterr)
-{
-	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-	int r, rc;
-
-	r = prepare(s, "SELECT 1 FROM stages WHERE dest = ? LIMIT 1", &st);
-	if (r < 0)
-		return store_err(reterr, r, "cannot look up destinations");
-	sqlite3_bind_blob(st, 1, path, (int)strlen(path), SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : fail(s, rc, reterr, "cannot look up destinations");
-}
 
 int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			struct sl_error *reterr)
@@ -1086,8 +1120,8 @@ int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64
 #define STAGE_COLUMNS                                                                                       \
 	"s.rowid, s.id, s.label, s.root, s.topdir, s.state, s.owner_boot, s.owner_pid, s.owner_start, "    \
 	"s.owner_pidns, s.claim_boot, s.claim_pid, s.claim_start, s.claim_pidns, s.dev, s.ino, s.created_at, " \
-	"s.updated_at, s.reason, s.btime, s.root_ino, s.root_btime, s.dest"
-#define STAGE_NCOLUMNS 23
+	"s.updated_at, s.reason, s.btime, s.root_ino, s.root_btime, s.dest, s.root_volatile"
+#define STAGE_NCOLUMNS 24
 
 
 static void read_record(sqlite3_stmt *st, struct sl_record *rec)
@@ -1120,6 +1154,7 @@ static void read_record(sqlite3_stmt *st, struct sl_record *rec)
 	rec->root_ino = (uint64_t)sqlite3_column_int64(st, 20);
 	rec->root_btime = sqlite3_column_int64(st, 21);
 	copy_text(rec->dest, sizeof(rec->dest), sqlite3_column_blob(st, 22), sqlite3_column_bytes(st, 22));
+	rec->root_volatile = sqlite3_column_type(st, 23) != SQLITE_NULL && sqlite3_column_int(st, 23) == 1;
 }
 
 static int get_one(struct sl_store *s, const char *sql, const char *text, int64_t num, struct sl_record *rec,

@@ -470,37 +470,68 @@ static void test_forget_gc_check(void **state)
 	assert_int_equal(sl_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n, NULL), 0);
 	assert_int_equal(n, 1);
 
-	/* check: an orphan (a stage dir no record owns) is found and removed;
-	 * the live stage's directory is not an orphan. */
-	char orphan[600], locked[600];
-	snprintf(orphan, sizeof(orphan), "%s/stage-0123456789abcdef0123456789abcdef", fx->sb.root);
-	make_sample_tree(orphan);
-	snprintf(locked, sizeof(locked), "%s/other-fedcba9876543210fedcba9876543210", fx->sb.root);
-	make_dir(locked, 0700);
+	/* check: an orphan is a directory with this store's marker that no
+	 * record owns and nobody holds locked (docs/design.md, "Identity").
+	 * A stage whose record was lost is one; a stage-like directory
+	 * without a marker, a locked one, and another store's stale stage are
+	 * not; nor is the live stage. */
+	char orphan_id[SL_ID_LEN + 1], locked_id[SL_ID_LEN + 1], foreign_id[SL_ID_LEN + 1];
+	char orphan[600], locked[600], handmade[600], other_db[600];
+	struct sl_record rec;
+	make_stage(fx, orphan_id, NULL, false);
+	make_stage(fx, locked_id, NULL, false);
+	for (const char *lost = orphan_id; lost; lost = lost == orphan_id ? locked_id : NULL) {
+		assert_int_equal(store_stage_get(fx->store, lost, &rec, NULL), 0);
+		assert_int_equal(store_stage_delete(fx->store, rec.rowid, NULL), 0);
+	}
+	snprintf(orphan, sizeof(orphan), "%s/stage-%s", fx->sb.root, orphan_id);
+	snprintf(locked, sizeof(locked), "%s/stage-%s", fx->sb.root, locked_id);
+	snprintf(handmade, sizeof(handmade), "%s/stage-0123456789abcdef0123456789abcdef", fx->sb.root);
+	make_sample_tree(handmade);
 	int lfd = open(locked, O_RDONLY | O_DIRECTORY);
 	assert_int_equal(flock(lfd, LOCK_EX), 0);
+	/* Another store's stage in the same root, its owner gone. */
+	snprintf(other_db, sizeof(other_db), "%s/other.db", fx->sb.base);
+	struct sl_store *other = NULL;
+	struct sl_stage *ost = NULL;
+	assert_int_equal(sl_store_open(other_db, &other, NULL), 0);
+	assert_int_equal(sl_stage_begin(other, fx->sb.root, NULL, &ost, NULL), 0);
+	snprintf(foreign_id, sizeof(foreign_id), "%s", sl_stage_id(ost));
+	assert_int_equal(sl_stage_ready(ost, NULL), 0);
+	sl_stage_free(ost); /* the lock goes; the stage stays ready */
+
 	struct sl_check_report cr;
 	const char *roots[] = {fx->sb.root};
 	assert_int_equal(sl_check(fx->store, roots, 1, 0, &cr, &err), 0);
 	assert_string_equal(cr.integrity, "ok");
-	assert_int_equal(cr.n_orphans, 2);
+	assert_int_equal(cr.n_orphans, 1);
+	assert_string_equal(cr.orphans[0], orphan);
 	assert_int_equal(cr.n_removed, 0);
 	sl_check_report_finish(&cr);
 	assert_int_equal(sl_check(fx->store, NULL, 0, SL_CHECK_REMOVE_ORPHANS | SL_CHECK_RECORD_ROOTS, &cr, &err), 0);
-	assert_int_equal(cr.n_orphans, 2);
+	assert_int_equal(cr.n_orphans, 1);
 	assert_int_equal(cr.n_removed, 1);
 	assert_string_equal(cr.removed[0], orphan);
 	sl_check_report_finish(&cr);
 	assert_int_equal(access(orphan, F_OK), -1);
 	assert_int_equal(access(locked, F_OK), 0);
+	assert_int_equal(access(handmade, F_OK), 0);
 	close(lfd);
-	assert_int_equal(count_entries(fx->sb.root), 2);
+	/* The other store, checking the same root, sees its own ready stage
+	 * and no orphan of its own: ours are not its to remove either. */
+	assert_int_equal(sl_check(other, roots, 1, SL_CHECK_REMOVE_ORPHANS, &cr, &err), 0);
+	if (cr.n_orphans)
+		fail_msg("the other store takes %s for its orphan", cr.orphans[0]);
+	sl_check_report_finish(&cr);
+	assert_int_equal(sl_release_id(other, foreign_id, &err), 1);
+	sl_store_close(other);
+	assert_int_equal(count_entries(fx->sb.root), 3); /* live, locked, handmade */
 
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	/* Now stale: forget drops the record only. */
 	assert_int_equal(sl_forget(fx->store, live, &err), 0);
-	assert_int_equal(count_entries(fx->sb.root), 2);
+	assert_int_equal(count_entries(fx->sb.root), 3);
 	printf("forget, gc and check: live records kept, orphans found, locked ones spared\n");
 }
 

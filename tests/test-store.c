@@ -345,7 +345,7 @@ static void test_concurrent_writers(void **state)
 				snprintf(rec.topdir, sizeof(rec.topdir), "stage-%s", rec.id);
 				proc_identity(0, &rec.owner);
 				rec.created_ms = sl_now_ms();
-				if (store_stage_insert(cs, &rec, NULL) < 0)
+				if (store_stage_insert(cs, &rec, NULL, NULL) < 0)
 					_exit(3);
 				struct sl_error e = {0};
 				if (store_stage_transition(cs, rec.rowid, 1u << SL_STATE_STAGING, SL_STATE_ABORTED, NULL,
@@ -494,7 +494,7 @@ static void test_prefix_and_errno(void **state)
 		snprintf(rec.label, sizeof(rec.label), "stage");
 		snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
 		snprintf(rec.topdir, sizeof(rec.topdir), "stage-%s", rec.id);
-		assert_int_equal(store_stage_insert(s, &rec, NULL), 0);
+		assert_int_equal(store_stage_insert(s, &rec, NULL, NULL), 0);
 	}
 	assert_int_equal(store_resolve_prefix(s, "ef01", id, cand, 4, &n, NULL), 0);
 	assert_string_equal(id, ids[2]);

@@ -95,6 +95,18 @@ class Base(unittest.TestCase):
         stage_id, path = p.stdout.rstrip("\n").split("\t")
         return stage_id, path
 
+    def make_orphan(self):
+        """A stage directory whose record is lost (as when a store is
+        lost): it carries this store's marker and no record names it."""
+        stage_id, path = self.stage()
+        db = sqlite3.connect(self.db)
+        with db:
+            rowid = db.execute("SELECT rowid FROM stages WHERE id = ?", (stage_id,)).fetchone()[0]
+            db.execute("DELETE FROM entries WHERE stage = ?", (rowid,))
+            db.execute("DELETE FROM stages WHERE rowid = ?", (rowid,))
+        db.close()
+        return path
+
     def one_line_error(self, p):
         self.assertEqual(p.stderr.count("\n"), 1, p.stderr)
         self.assertTrue(p.stderr.startswith("stagelog: "), p.stderr)
@@ -1061,16 +1073,6 @@ class TestGc(Base):
 
 
 class TestCheck(Base):
-    def make_orphan(self):
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        orphan = os.path.join(self.root, "stage-" + os.urandom(16).hex())
-        os.mkdir(orphan, 0o700)
-        os.mkdir(os.path.join(orphan, "rootfs"))
-        with open(os.path.join(orphan, "rootfs", "f"), "w") as f:
-            f.write("x")
-        return orphan
-
     def test_orphans(self):
         stage_id, path = self.stage()
         orphan = self.make_orphan()
@@ -1091,8 +1093,9 @@ class TestCheck(Base):
         fd = os.open(orphan, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            doc = self.slj("check", "--root", self.root, "--remove-orphans", code=1)
-            self.assertEqual(doc["orphans"], [orphan])
+            # A live lock: somebody is at work in it, never an orphan.
+            doc = self.slj("check", "--root", self.root, "--remove-orphans", code=0)
+            self.assertEqual(doc["orphans"], [])
             self.assertEqual(doc["removed"], [])
             self.assertTrue(os.path.isdir(os.path.join(orphan, "rootfs")))
         finally:

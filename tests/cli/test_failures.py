@@ -112,8 +112,7 @@ class TestUnremovableDeepTrees(Failures):
     def test_check_remove_orphans(self):
         for depth in self.DEPTHS:
             with self.subTest(depth=depth):
-                os.makedirs(self.root, mode=0o700, exist_ok=True)
-                orphan = os.path.join(self.root, "stage-%032x" % (depth + 1))
+                orphan = self.make_orphan()
                 bottom = chain(orphan, depth)
                 os.mkdir(os.path.join(bottom, "m"))
                 self.mount_tmpfs(os.path.join(bottom, "m"))

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * marker.c: the file that binds a stage directory to its store and its id.
+ * A directory named like a stage proves nothing: another store's stage, or
+ * anybody's mkdir, looks the same. The marker, written by the stager
+ * through the log as entry 1, says whose it is; the orphan scan removes
+ * only what carries this store's marker, and a removal that cannot compare
+ * device numbers (a FUSE daemon restarted) accepts the inode only with it.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "stage-private.h"
+
+#define MARKER_MAGIC "stagelog stage marker 1"
+
+int marker_write(int top_fd, const char *id, const struct store_identity *store)
+{
+	_cleanup_close_ int fd = -1;
+	char buf[MARKER_MAX];
+	int n, r;
+
+	n = snprintf(buf, sizeof(buf), MARKER_MAGIC "\nstage %s\nstore %llu %lld\npath %s\n", id,
+		     (unsigned long long)store->ino, (long long)store->btime, store->path);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	fd = openat(top_fd, SL_MARKER_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return negerrno();
+	r = write_all(fd, buf, (size_t)n);
+	if (r == 0 && close(TAKE_FD(fd)) < 0)
+		r = negerrno();
+	return r;
+}
+
+int marker_read(int top_fd, struct marker *ret)
+{
+	_cleanup_close_ int fd = -1;
+	char buf[MARKER_MAX + 1], path[MARKER_MAX];
+	unsigned long long ino;
+	long long btime;
+	ssize_t n;
+
+	struct stat st;
+
+	fd = openat(top_fd, SL_MARKER_NAME, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return negerrno();
+	if (fstat(fd, &st) < 0)
+		return negerrno();
+	if (!S_ISREG(st.st_mode))
+		return -EBADMSG;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return negerrno();
+	buf[n] = '\0';
+	/* Anything else (a partial write, a foreign file) proves nothing. */
+	if (sscanf(buf, MARKER_MAGIC "\nstage %32[0-9a-f]\nstore %llu %lld\npath %4095[^\n]\n", ret->id, &ino, &btime,
+		   path) != 4 ||
+	    !id_valid(ret->id) || strlen(path) >= sizeof(ret->store.path))
+		return -EBADMSG;
+	strcpy(ret->store.path, path);
+	ret->store.ino = ino;
+	ret->store.btime = btime;
+	return 0;
+}
+
+bool marker_names(const struct marker *m, const char *id, const struct store_identity *store)
+{
+	if (strcmp(m->id, id) != 0)
+		return false;
+	/* The same store file (a rename keeps it), or whatever store now
+	 * lives at the same path: a store lost and made anew there still
+	 * owns what the old one left. */
+	if (m->store.ino == store->ino && m->store.btime != 0 && m->store.btime == store->btime)
+		return true;
+	return strcmp(m->store.path, store->path) == 0;
+}
