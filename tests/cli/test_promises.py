@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""What users rely on that the other CLI suites did not pin down (issue 15):
+no core dumps while secrets are in memory, the runtime's environment under
+`run`, every signal `run` forwards, and the documented exit codes. Each
+test here was written against a mutant in tests/mutants/ that survived the
+suites before it. The program is found in $STAGELOG."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_cli import CANARY, STAGELOG, Base  # noqa: E402
+
+
+def cores_allowed():
+    """In the child, before exec: core dumps as large as the hard limit
+    allows, so that a limit of 0 seen later was set by stagelog itself."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+
+def core_limits(pid):
+    """The soft and hard core-size limits of process pid, as /proc shows
+    them ("0", "unlimited", ...)."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max core file size"):
+                return tuple(line[len("Max core file size"):].split()[:2])
+    raise AssertionError("no core limit in /proc/%d/limits" % pid)
+
+
+def wait_for(path, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+class Promises(Base):
+    def popen(self, *args, **kw):
+        return subprocess.Popen([STAGELOG, "--db", self.db] + list(args), env=kw.pop("env", self.env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+    def finish(self, proc, timeout=20):
+        """Waits for proc (killing it if it hangs) and returns (rc, out, err);
+        rc is None when it had to be killed."""
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return None, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+class TestNoCoreDumps(Promises):
+    """A core file would hold whatever secret was in memory: `stage` and
+    `run` run with a core limit of 0, whatever limit they were given."""
+
+    def test_the_control_allows_cores(self):
+        # Without this the tests below would pass on any machine whose
+        # default core limit is already 0.
+        p = subprocess.run(["sh", "-c", "ulimit -c"], capture_output=True, text=True, preexec_fn=cores_allowed)
+        self.assertNotEqual(p.stdout.strip(), "0", "cannot raise the core limit here; the tests prove nothing")
+
+    def test_run(self):
+        # The runtime reads the limits of its parent, stagelog, while
+        # stagelog waits for it (with the stage's secrets in memory).
+        out = os.path.join(self.tmp, "limits")
+        proc = self.popen("run", "--root", self.root, "--bundle", self.bundle, "--env", "TOKEN=" + CANARY,
+                          "--", "sh", "-c", 'cat /proc/$PPID/limits > "%s"; echo $PPID > "%s.pid"' % (out, out),
+                          preexec_fn=cores_allowed)
+        rc, _, err = self.finish(proc)
+        self.assertEqual(rc, 0, err)
+        with open(out + ".pid") as f:
+            self.assertEqual(int(f.read()), proc.pid, "the runtime's parent is not stagelog")
+        with open(out) as f:
+            text = f.read()
+        line = [x for x in text.splitlines() if x.startswith("Max core file size")]
+        self.assertEqual(len(line), 1, text)
+        self.assertEqual(line[0].split()[4], "0", "stagelog ran with core dumps enabled: " + line[0])
+        self.assert_root_empty()
+
+    def test_stage_waiting_for_its_env_file(self):
+        # `stage` blocks on a FIFO env file with no writer yet: its limits
+        # can be read while it runs.
+        fifo = os.path.join(self.tmp, "env.fifo")
+        os.mkfifo(fifo, 0o600)
+        proc = self.popen("stage", "--root", self.root, "--bundle", self.bundle, "--env-file", fifo,
+                          preexec_fn=cores_allowed)
+        try:
+            time.sleep(0.3)
+            self.assertIsNone(proc.poll(), "stage did not wait for the FIFO")
+            soft, _ = core_limits(proc.pid)
+            self.assertEqual(soft, "0", "stage runs with core dumps enabled")
+            with open(fifo, "w") as f:
+                f.write("TOKEN=%s\n" % CANARY)
+        finally:
+            rc, out, err = self.finish(proc)
+        self.assertEqual(rc, 0, err)
+        stage_id = out.split("\t")[0]
+        self.sl("release", stage_id)
+        self.assert_root_empty()
+
+
+class TestRunEnvironment(Promises):
+    """The runtime gets an environment that holds only the --pass-env
+    names: never stagelog's own, never an --env value."""
+
+    def env_with_canaries(self):
+        return dict(self.env, SL_CANARY=CANARY, TOKEN=CANARY, LD_PRELOAD_CANARY=CANARY)
+
+    def test_no_pass_env_means_an_empty_environment(self):
+        # env(1) prints its environment as it got it, with nothing a shell
+        # would add; run itself prints nothing on stdout.
+        p = self.sl("run", "--root", self.root, "--bundle", self.bundle, "--env", "TOKEN", "--env", "X=" + CANARY,
+                    "--", "env", env=self.env_with_canaries())
+        self.assertEqual(p.stdout, "", "the runtime inherited an environment")
+        self.assertNotIn(CANARY, p.stderr)
+        self.assertEqual(self.slj("list", "--all")[0]["state"], "released")
+        self.assert_root_empty()
+
+    def test_pass_env_passes_exactly_those(self):
+        p = self.sl("run", "--root", self.root, "--bundle", self.bundle, "--pass-env", "KEEP",
+                    "--pass-env", "UNSET_NAME", "--", "env", env=dict(self.env_with_canaries(), KEEP="kept"))
+        self.assertEqual(p.stdout, "KEEP=kept\n")
+        self.assert_root_empty()
+
+
+class TestRunForwardsSignals(Promises):
+    """SIGINT, SIGTERM, SIGHUP and SIGQUIT to `run` reach the runtime; run
+    exits with the runtime's status (128+N when the signal killed it) and
+    releases the stage."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+    def start(self, script, ready):
+        proc = self.popen("run", "--root", self.root, "--bundle", self.bundle, "--env", "TOKEN=" + CANARY,
+                          "--", "sh", "-c", script)
+        if not wait_for(ready, proc):
+            self.finish(proc, timeout=1)
+            self.fail("the runtime did not start")
+        return proc
+
+    def check_released(self):
+        states = [s["state"] for s in self.slj("list", "--all")]
+        self.assertTrue(states and all(s == "released" for s in states), states)
+        self.assert_root_empty()
+
+    def test_trapped(self):
+        for sig in self.SIGNALS:
+            with self.subTest(sig=sig.name):
+                ready = os.path.join(self.tmp, "ready-" + sig.name)
+                mark = os.path.join(self.tmp, "mark-" + sig.name)
+                script = ('trap \'echo %s > "%s"; exit 3\' %s; echo up > "%s"; while :; do sleep 0.05; done'
+                          % (sig.name, mark, sig.name[3:], ready))
+                proc = self.start(script, ready)
+                proc.send_signal(sig)
+                rc, out, err = self.finish(proc)
+                self.assertIsNotNone(rc, "%s was not forwarded: the runtime kept running" % sig.name)
+                self.assertEqual(rc, 3, err)
+                with open(mark) as f:
+                    self.assertEqual(f.read(), sig.name + "\n")
+                self.assertEqual(out, "")
+                self.assertNotIn(CANARY, err)
+                self.check_released()
+
+    def test_default_action(self):
+        for sig in self.SIGNALS:
+            with self.subTest(sig=sig.name):
+                ready = os.path.join(self.tmp, "ready-default-" + sig.name)
+                proc = self.start('echo up > "%s"; exec sleep 30' % ready, ready)
+                proc.send_signal(sig)
+                rc, _, err = self.finish(proc)
+                self.assertIsNotNone(rc, "%s was not forwarded: the runtime kept running" % sig.name)
+                self.assertEqual(rc, 128 + sig, err)
+                self.check_released()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
