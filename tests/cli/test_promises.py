@@ -46,17 +46,19 @@ def wait_for(path, proc, timeout=20):
 
 class Promises(Base):
     def popen(self, *args, **kw):
+        # A session of its own, so that a hung run can be killed with its
+        # runtime (which holds the pipes open).
         return subprocess.Popen([STAGELOG, "--db", self.db] + list(args), env=kw.pop("env", self.env),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kw)
 
-    def finish(self, proc, timeout=20):
+    def finish(self, proc, timeout=10):
         """Waits for proc (killing it if it hangs) and returns (rc, out, err);
         rc is None when it had to be killed."""
         try:
             out, err = proc.communicate(timeout=timeout)
             return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             return None, out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -150,6 +152,12 @@ class TestRunForwardsSignals(Promises):
             self.fail("the runtime did not start")
         return proc
 
+    def fresh(self, name):
+        # Each signal gets its own store and root: a failure with one does
+        # not spill into the next.
+        self.db = os.path.join(self.tmp, name, "stagelog.db")
+        self.root = os.path.join(self.shm, name)
+
     def check_released(self):
         states = [s["state"] for s in self.slj("list", "--all")]
         self.assertTrue(states and all(s == "released" for s in states), states)
@@ -158,6 +166,7 @@ class TestRunForwardsSignals(Promises):
     def test_trapped(self):
         for sig in self.SIGNALS:
             with self.subTest(sig=sig.name):
+                self.fresh("trapped-" + sig.name)
                 ready = os.path.join(self.tmp, "ready-" + sig.name)
                 mark = os.path.join(self.tmp, "mark-" + sig.name)
                 script = ('trap \'echo %s > "%s"; exit 3\' %s; echo up > "%s"; while :; do sleep 0.05; done'
@@ -176,6 +185,7 @@ class TestRunForwardsSignals(Promises):
     def test_default_action(self):
         for sig in self.SIGNALS:
             with self.subTest(sig=sig.name):
+                self.fresh("default-" + sig.name)
                 ready = os.path.join(self.tmp, "ready-default-" + sig.name)
                 proc = self.start('echo up > "%s"; exec sleep 30' % ready, ready)
                 proc.send_signal(sig)
