@@ -18,6 +18,7 @@
  *    checks what a reader of the stage could see, read can fail on demand,
  *    free scans the block it is about to release.
  */
+#include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
@@ -355,6 +356,20 @@ void __wrap_free(void *p)
 			free_with_secret++;
 	}
 	__real_free(p);
+}
+
+/* libcjson is a shared library: its own free() calls are out of reach of
+ * --wrap. Its hooks bring the blocks of a parsed tree here too. */
+static void cjson_free(void *p)
+{
+	__wrap_free(p);
+}
+
+static void watch_cjson(bool on)
+{
+	cJSON_Hooks hooks = {.malloc_fn = malloc, .free_fn = on ? cjson_free : free};
+
+	cJSON_InitHooks(on ? &hooks : NULL);
 }
 
 /* ---- Fixture. ---- */
@@ -820,6 +835,75 @@ static void test_env_file_error_paths_wipe(void **state)
 	}
 }
 
+/* Every way the packaged config.json can be refused: its bytes, the parsed
+ * tree (libcjson's blocks included) and the env given are wiped before
+ * they are freed, and nothing is left on disk. The secret sits in the
+ * packaged env, an annotation and the env given. */
+static void test_config_error_paths_wipe(void **state)
+{
+	static const struct sl_env_var env[] = {{"TOKEN", CANARY}};
+	static const struct {
+		const char *what, *json;
+	} bad[] = {
+		{"not valid JSON half-way",
+		 "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]}, oops"},
+		{"data after the document", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{}} []"},
+		{"top level not an object", "[\"" CANARY "\"]"},
+		{"process not an object", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":\"" CANARY "\"}"},
+		{"process.env not an array", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":\"" CANARY "\"}}"},
+		{"bad uidMappings", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]},"
+				    "\"linux\":{\"uidMappings\":[\"" CANARY "\"]}}"},
+		{"a secret in escapes, then not valid JSON",
+		 "{\"annotations\":{\"note\":\"\\u0043\\u0041\\u004e\\u0041\\u0052\\u0059-SECRET-5e1f\"},\"process\":{} ,}"},
+	};
+	struct sandbox *sb = *state;
+	struct sl_store *s = NULL;
+	struct sl_stage *st = NULL;
+	struct sl_oci_options o = {.root = sb->root, .env = env, .n_env = ELEMENTSOF(env)};
+	struct sl_error err;
+	char bundle[400], p[500];
+	int r;
+
+	snprintf(bundle, sizeof(bundle), "%s/bundle", sb->base);
+	snprintf(p, sizeof(p), "%s/rootfs/etc/hostname", bundle);
+	write_path(p, "box\n", 0644);
+	snprintf(p, sizeof(p), "%s/config.json", bundle);
+	o.bundle = bundle;
+	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		write_path(p, bad[i].json, 0644);
+		memset(&err, 0, sizeof(err));
+		free_scanned = free_with_secret = 0;
+		watch_cjson(true);
+		free_armed = true;
+		r = sl_oci_stage(s, &o, &st, &err);
+		free_armed = false;
+		watch_cjson(false);
+		if (r != -EBADMSG)
+			fail_msg("%s: got %d (%s), want -EBADMSG", bad[i].what, r, err.msg);
+		assert_null(strstr(err.msg, CANARY));
+		assert_true(free_scanned > 0);
+		if (free_with_secret)
+			fail_msg("%s: %u freed blocks still held the secret", bad[i].what, free_with_secret);
+		assert_int_equal(count_entries(sb->root), 0);
+	}
+
+	/* The same watch on a config that is accepted. */
+	write_path(p, "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]}}", 0644);
+	free_scanned = free_with_secret = 0;
+	watch_cjson(true);
+	free_armed = true;
+	r = sl_oci_stage(s, &o, &st, NULL);
+	free_armed = false;
+	watch_cjson(false);
+	assert_int_equal(r, 0);
+	if (free_with_secret)
+		fail_msg("accepted config: %u freed blocks still held the secret", free_with_secret);
+	assert_int_equal(sl_stage_release(st, NULL), 0);
+	sl_stage_free(st);
+	sl_store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -831,6 +915,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_undo_newest_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refilling_directory_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_env_file_error_paths_wipe, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_config_error_paths_wipe, setup, teardown),
 	};
 
 	shim_install();
