@@ -91,6 +91,21 @@ class TestNoCoreDumps(Promises):
         self.assertEqual(line[0].split()[4], "0", "stagelog ran with core dumps enabled: " + line[0])
         self.assert_root_empty()
 
+    @staticmethod
+    def holds_open(pid, path):
+        fds = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(fds)
+        except FileNotFoundError:  # it exited
+            return False
+        for fd in names:
+            try:
+                if os.readlink(os.path.join(fds, fd)) == path:
+                    return True
+            except OSError:
+                pass
+        return False
+
     def test_stage_waiting_for_its_env_file(self):
         # `stage` blocks on a FIFO env file with no writer yet: its limits
         # can be read while it runs.
@@ -99,8 +114,13 @@ class TestNoCoreDumps(Promises):
         proc = self.popen("stage", "--root", self.root, "--bundle", self.bundle, "--env-file", fifo,
                           preexec_fn=cores_allowed)
         try:
-            time.sleep(0.3)
-            self.assertIsNone(proc.poll(), "stage did not wait for the FIFO")
+            # Waiting for the FIFO: it is open (which comes after the
+            # limit was set at start-up) and nobody has written to it.
+            deadline = time.monotonic() + 20
+            while not self.holds_open(proc.pid, fifo):
+                self.assertIsNone(proc.poll(), "stage did not wait for the FIFO")
+                self.assertLess(time.monotonic(), deadline, "stage never opened the FIFO")
+                time.sleep(0.01)
             soft, _ = core_limits(proc.pid)
             self.assertEqual(soft, "0", "stage runs with core dumps enabled")
             with open(fifo, "w") as f:
