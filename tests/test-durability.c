@@ -728,6 +728,15 @@ static void test_refilling_directory_bounded(void **state)
 
 /* ---- Env files: every error path wipes. ---- */
 
+static void write_bytes(const char *path, const char *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(__real_write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
 /* Reads path as an env file with free() watched; the read must fail with
  * want, leave the list empty and release no block holding the canary. */
 static void env_file_fails_wiped(const char *path, int want, const char *what)
@@ -770,23 +779,17 @@ static void test_env_file_error_paths_wipe(void **state)
 	};
 	struct sandbox *sb = *state;
 	char path[400], fifo[400];
-	int fd, status;
+	int status;
 	pid_t pid;
 
 	snprintf(path, sizeof(path), "%s/bad.env", sb->base);
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		assert_true(fd >= 0);
-		assert_int_equal(__real_write(fd, bad[i].text, bad[i].len), (ssize_t)bad[i].len);
-		close(fd);
+		write_bytes(path, bad[i].text, bad[i].len);
 		env_file_fails_wiped(path, -EBADMSG, bad[i].what);
 	}
 
 	/* A read that fails half-way: the first read got the secrets. */
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(__real_write(fd, "TOKEN=" CANARY "\n", strlen(CANARY) + 7), (ssize_t)strlen(CANARY) + 7);
-	close(fd);
+	write_bytes(path, "TOKEN=" CANARY "\n", strlen(CANARY) + 7);
 	reads = 0;
 	read_fail_at = 2;
 	env_file_fails_wiped(path, -EIO, "read error");
@@ -819,11 +822,7 @@ static void test_env_file_error_paths_wipe(void **state)
 	{
 		struct sl_env_list l = {0};
 
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		assert_true(fd >= 0);
-		assert_int_equal(__real_write(fd, "TOKEN=" CANARY "\n", strlen(CANARY) + 7),
-				 (ssize_t)strlen(CANARY) + 7);
-		close(fd);
+		write_bytes(path, "TOKEN=" CANARY "\n", strlen(CANARY) + 7);
 		free_scanned = free_with_secret = 0;
 		free_armed = true;
 		assert_int_equal(oci_env_read_file(&l, path, NULL), 0);

@@ -183,36 +183,36 @@ class TestRunForwardsSignals(Promises):
         self.assertTrue(states and all(s == "released" for s in states), states)
         self.assert_root_empty()
 
-    def test_trapped(self):
+    def forward(self, kind, script_for):
+        """For each signal, on its own store and root: starts a runtime
+        running script_for(sig, ready), sends the signal to run once the
+        runtime wrote ready, and yields (sig, rc, stdout, stderr)."""
         for sig in self.SIGNALS:
             with self.subTest(sig=sig.name):
-                self.fresh("trapped-" + sig.name)
-                ready = os.path.join(self.tmp, "ready-" + sig.name)
-                mark = os.path.join(self.tmp, "mark-" + sig.name)
-                script = ('trap \'echo %s > "%s"; exit 3\' %s; echo up > "%s"; while :; do sleep 0.05; done'
-                          % (sig.name, mark, sig.name[3:], ready))
-                proc = self.start(script, ready)
+                self.fresh("%s-%s" % (kind, sig.name))
+                ready = os.path.join(self.tmp, "ready-%s-%s" % (kind, sig.name))
+                proc = self.start(script_for(sig, ready), ready)
                 proc.send_signal(sig)
                 rc, out, err = self.finish(proc)
                 self.assertIsNotNone(rc, "%s was not forwarded: the runtime kept running" % sig.name)
-                self.assertEqual(rc, 3, err)
-                with open(mark) as f:
-                    self.assertEqual(f.read(), sig.name + "\n")
-                self.assertEqual(out, "")
                 self.assertNotIn(CANARY, err)
+                yield sig, rc, out, err
                 self.check_released()
 
+    def test_trapped(self):
+        def script(sig, ready):
+            return ('trap \'echo %s > "%s.mark"; exit 3\' %s; echo up > "%s"; while :; do sleep 0.05; done'
+                    % (sig.name, ready, sig.name[3:], ready))
+
+        for sig, rc, out, err in self.forward("trapped", script):
+            self.assertEqual(rc, 3, err)
+            with open(os.path.join(self.tmp, "ready-trapped-%s.mark" % sig.name)) as f:
+                self.assertEqual(f.read(), sig.name + "\n")
+            self.assertEqual(out, "")
+
     def test_default_action(self):
-        for sig in self.SIGNALS:
-            with self.subTest(sig=sig.name):
-                self.fresh("default-" + sig.name)
-                ready = os.path.join(self.tmp, "ready-default-" + sig.name)
-                proc = self.start('echo up > "%s"; exec sleep 30' % ready, ready)
-                proc.send_signal(sig)
-                rc, _, err = self.finish(proc)
-                self.assertIsNotNone(rc, "%s was not forwarded: the runtime kept running" % sig.name)
-                self.assertEqual(rc, 128 + sig, err)
-                self.check_released()
+        for sig, rc, _, err in self.forward("default", lambda sig, ready: 'echo up > "%s"; exec sleep 30' % ready):
+            self.assertEqual(rc, 128 + sig, err)
 
 
 class TestRunExitCodes(Promises):
@@ -262,14 +262,19 @@ class TestRunExitCodes(Promises):
         self.assertIn("stagelog: ", p.stderr)
         return p
 
-    def test_release_failure_is_not_success(self):
-        # What holds today: the failure is never hidden behind exit 0.
+    def each_unreleasable(self):
+        """Runs replace_top() with a runtime status of 0 and of 3, each on
+        its own store and root, and yields (status, the run's result)."""
         for code in (0, 3):
             with self.subTest(runtime_status=code):
                 self.db = os.path.join(self.tmp, "s%d" % code, "stagelog.db")
                 self.root = os.path.join(self.shm, "r%d" % code)
-                p = self.replace_top(code)
-                self.assertNotEqual(p.returncode, 0, p.stderr)
+                yield code, self.replace_top(code)
+
+    def test_release_failure_is_not_success(self):
+        # What holds today: the failure is never hidden behind exit 0.
+        for _, p in self.each_unreleasable():
+            self.assertNotEqual(p.returncode, 0, p.stderr)
 
     @unittest.expectedFailure
     def test_125_runtime_exited_but_stage_not_released(self):
@@ -277,12 +282,8 @@ class TestRunExitCodes(Promises):
         # not be released. This tree exits with the runtime's status (1
         # for 0) and does not report the runtime's status: not implemented
         # yet (see the report of issue 15).
-        for code in (0, 3):
-            with self.subTest(runtime_status=code):
-                self.db = os.path.join(self.tmp, "s%d" % code, "stagelog.db")
-                self.root = os.path.join(self.shm, "r%d" % code)
-                p = self.replace_top(code)
-                self.assertEqual(p.returncode, 125, p.stderr)
+        for _, p in self.each_unreleasable():
+            self.assertEqual(p.returncode, 125, p.stderr)
 
 
 if __name__ == "__main__":
