@@ -286,5 +286,32 @@ class TestRunExitCodes(Promises):
             self.assertEqual(p.returncode, 125, p.stderr)
 
 
+class TestInUse(Promises):
+    """release and publish of a stage that a live runtime still holds exit
+    75 (try again later) and change nothing."""
+
+    def test_75_release_and_publish_in_use(self):
+        ready = os.path.join(self.tmp, "ready")
+        proc = self.popen("run", "--root", self.root, "--bundle", self.bundle, "--env", "TOKEN=" + CANARY,
+                          "--", "sh", "-c", 'echo up > "%s"; exec sleep 30' % ready)
+        try:
+            self.assertTrue(wait_for(ready, proc), "the runtime did not start")
+            st = self.slj("list")[0]
+            dest = os.path.join(self.shm, "dest")
+            for args in (["release", st["id"]], ["publish", st["id"], dest]):
+                with self.subTest(command=args[0]):
+                    p = self.sl(*args, code=75)
+                    self.one_line_error(p)
+                    self.assertTrue(os.path.isfile(os.path.join(st["path"], "config.json")))
+                    self.assertFalse(os.path.exists(dest))
+                    self.assertEqual(self.state_of(st["id"]), "ready")
+            proc.send_signal(signal.SIGTERM)
+        finally:
+            rc, _, err = self.finish(proc)
+        self.assertEqual(rc, 128 + signal.SIGTERM, err)
+        self.assertEqual(self.state_of(st["id"]), "released")
+        self.assert_root_empty()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
