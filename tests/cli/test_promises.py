@@ -133,6 +133,44 @@ class TestNoCoreDumps(Promises):
         self.assert_root_empty()
 
 
+class TestArgvWiped(Promises):
+    """An --env NAME=VALUE value is wiped from stagelog's argv once it is
+    copied: /proc/PID/cmdline, readable by every user, stops showing it."""
+
+    def test_stage(self):
+        fifo = os.path.join(self.tmp, "env.fifo")
+        os.mkfifo(fifo, 0o600)
+        proc = self.popen("stage", "--root", self.root, "--bundle", self.bundle, "--env", "TOKEN=" + CANARY,
+                          "--env-file", fifo)
+        try:
+            deadline = time.monotonic() + 20
+            while not TestNoCoreDumps.holds_open(proc.pid, fifo):
+                self.assertIsNone(proc.poll(), "stage did not wait for the FIFO")
+                self.assertLess(time.monotonic(), deadline, "stage never opened the FIFO")
+                time.sleep(0.01)
+            with open("/proc/%d/cmdline" % proc.pid, "rb") as f:
+                cmdline = f.read()
+            with open(fifo, "w") as f:
+                f.write("OTHER=1\n")
+        finally:
+            rc, out, err = self.finish(proc)
+        self.assertEqual(rc, 0, err)
+        self.assertIn(b"TOKEN=", cmdline)
+        self.assertNotIn(CANARY.encode(), cmdline)
+        self.sl("release", out.split("\t")[0])
+
+    def test_run(self):
+        out = os.path.join(self.tmp, "cmdline")
+        p = self.sl("run", "--root", self.root, "--bundle", self.bundle, "--env", "TOKEN=" + CANARY,
+                    "--", "sh", "-c", 'cat /proc/$PPID/cmdline > "%s"' % out)
+        with open(out, "rb") as f:
+            cmdline = f.read()
+        self.assertIn(b"TOKEN=", cmdline)
+        self.assertNotIn(CANARY.encode(), cmdline)
+        self.assertEqual(p.stdout, "")
+        self.assert_root_empty()
+
+
 class TestRunEnvironment(Promises):
     """The runtime gets an environment that holds only the --pass-env
     names: never stagelog's own, never an --env value."""
