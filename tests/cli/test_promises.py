@@ -62,6 +62,30 @@ class Promises(Base):
             out, err = proc.communicate()
             return None, out.decode(errors="replace"), err.decode(errors="replace")
 
+    @staticmethod
+    def holds_open(pid, path):
+        fds = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(fds)
+        except FileNotFoundError:  # it exited
+            return False
+        for fd in names:
+            try:
+                if os.readlink(os.path.join(fds, fd)) == path:
+                    return True
+            except OSError:
+                pass
+        return False
+
+    def wait_fifo_open(self, proc, fifo, timeout=20):
+        """Waits until proc, a stage reading the env file fifo, holds it
+        open: it is then past its start-up and blocked on the FIFO."""
+        deadline = time.monotonic() + timeout
+        while not self.holds_open(proc.pid, fifo):
+            self.assertIsNone(proc.poll(), "stage did not wait for the FIFO")
+            self.assertLess(time.monotonic(), deadline, "stage never opened the FIFO")
+            time.sleep(0.01)
+
 
 class TestNoCoreDumps(Promises):
     """A core file would hold whatever secret was in memory: `stage` and
@@ -91,21 +115,6 @@ class TestNoCoreDumps(Promises):
         self.assertEqual(line[0].split()[4], "0", "stagelog ran with core dumps enabled: " + line[0])
         self.assert_root_empty()
 
-    @staticmethod
-    def holds_open(pid, path):
-        fds = "/proc/%d/fd" % pid
-        try:
-            names = os.listdir(fds)
-        except FileNotFoundError:  # it exited
-            return False
-        for fd in names:
-            try:
-                if os.readlink(os.path.join(fds, fd)) == path:
-                    return True
-            except OSError:
-                pass
-        return False
-
     def test_stage_waiting_for_its_env_file(self):
         # `stage` blocks on a FIFO env file with no writer yet: its limits
         # can be read while it runs.
@@ -116,11 +125,7 @@ class TestNoCoreDumps(Promises):
         try:
             # Waiting for the FIFO: it is open (which comes after the
             # limit was set at start-up) and nobody has written to it.
-            deadline = time.monotonic() + 20
-            while not self.holds_open(proc.pid, fifo):
-                self.assertIsNone(proc.poll(), "stage did not wait for the FIFO")
-                self.assertLess(time.monotonic(), deadline, "stage never opened the FIFO")
-                time.sleep(0.01)
+            self.wait_fifo_open(proc, fifo)
             soft, _ = core_limits(proc.pid)
             self.assertEqual(soft, "0", "stage runs with core dumps enabled")
             with open(fifo, "w") as f:
@@ -143,11 +148,7 @@ class TestArgvWiped(Promises):
         proc = self.popen("stage", "--root", self.root, "--bundle", self.bundle, "--env", "TOKEN=" + CANARY,
                           "--env-file", fifo)
         try:
-            deadline = time.monotonic() + 20
-            while not TestNoCoreDumps.holds_open(proc.pid, fifo):
-                self.assertIsNone(proc.poll(), "stage did not wait for the FIFO")
-                self.assertLess(time.monotonic(), deadline, "stage never opened the FIFO")
-                time.sleep(0.01)
+            self.wait_fifo_open(proc, fifo)
             with open("/proc/%d/cmdline" % proc.pid, "rb") as f:
                 cmdline = f.read()
             with open(fifo, "w") as f:
