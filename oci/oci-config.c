@@ -409,12 +409,60 @@ static int print_wiped(cJSON *root, size_t hint, char **ret, size_t *ret_len)
 	}
 }
 
+static int hex4(const char *s)
+{
+	int v = 0;
+
+	for (int i = 0; i < 4; i++) {
+		char c = s[i];
+		v = v * 16 + (c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+			      c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1000);
+	}
+	return v < 0 ? -1 : v;
+}
+
+/*
+ * A copy of the document that cJSON accepts or rejects exactly as it does
+ * the document, at the same byte, and whose strings hold none of its
+ * bytes: every byte inside a string becomes 'x', a \u escape becomes one of
+ * the same class (a high or a low surrogate, NUL, or 'A'), other escapes
+ * and everything outside strings stay. String boundaries as in scan().
+ */
+static char *redacted_copy(const char *s, size_t len)
+{
+	char *out = malloc(len + 1);
+	bool in_string = false;
+
+	if (!out)
+		return NULL;
+	memcpy(out, s, len);
+	out[len] = '\0';
+	for (size_t i = 0; i < len; i++) {
+		if (!in_string) {
+			in_string = s[i] == '"';
+		} else if (s[i] == '"') {
+			in_string = false;
+		} else if (s[i] == '\\' && i + 1 < len) {
+			int cp = s[i + 1] == 'u' && len - i >= 6 ? hex4(s + i + 2) : -1;
+
+			if (cp >= 0)
+				memcpy(out + i + 2, cp >= 0xd800 && cp <= 0xdbff ? "D800" : cp >= 0xdc00 && cp <= 0xdfff ? "DC00" :
+						    cp == 0 ? "0000" : "0041", 4);
+			i += cp >= 0 ? 5 : 1;
+		} else {
+			out[i] = 'x';
+		}
+	}
+	return out;
+}
+
 /* Parses the packaged config strictly: every number kept as written, no
  * trailing data. On success *ret owns the tree. */
 static int parse_config(const char *json, size_t len, cJSON **ret, struct sl_error *reterr)
 {
 	_cleanup_(wipe_deletep) cJSON *root = NULL;
 	_cleanup_free_ struct span *spans_v = NULL;
+	_cleanup_free_ char *copy = NULL;
 	struct spans nums = { 0 };
 	const char *end = NULL;
 	size_t k = 0;
@@ -424,11 +472,23 @@ static int parse_config(const char *json, size_t len, cJSON **ret, struct sl_err
 	spans_v = nums.v;
 	if (r < 0)
 		return r;
-	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+	/* cJSON frees the tree it built so far from a document it rejects
+	 * without wiping it: the strings parsed before the error (an
+	 * annotation, a packaged env value) would stay in freed memory. So a
+	 * copy without them is parsed first, and only a document that copy
+	 * shows to be valid is parsed for real. */
+	copy = redacted_copy(json, len);
+	if (!copy)
+		return sl_err(reterr, -ENOMEM, ROLE ": %s", strerror(ENOMEM));
+	root = cJSON_ParseWithLengthOpts(copy, len, &end, false);
 	if (!root) {
-		size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : len;
+		size_t at = end && end >= copy && end <= copy + len ? (size_t)(end - copy) : len;
 		return sl_err(reterr, -EBADMSG, ROLE ": byte %zu: not valid JSON", at);
 	}
+	cJSON_Delete(root);
+	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+	if (!root)
+		return sl_err(reterr, -ENOMEM, ROLE ": %s", strerror(ENOMEM));
 	for (const char *p = end; p < json + len; p++)
 		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
 			return sl_err(reterr, -EBADMSG, ROLE ": byte %zu: data after the document", (size_t)(p - json));

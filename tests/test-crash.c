@@ -30,6 +30,7 @@ struct fixture {
 	char src[400];
 	char dest[400];
 	char *published; /* snapshot of a complete published stage */
+	int64_t seen;    /* the newest stage record already judged */
 };
 
 static int setup(void **state)
@@ -187,8 +188,33 @@ static void assert_logged(struct fixture *fx, unsigned long k)
 		fail_msg("step %lu: %lu paths exist that the store does not name", k, unlogged);
 }
 
+/* The state of the newest stage record not judged before, or -1 when there
+ * is none; it counts as judged from now on. */
+static int newest_state(struct fixture *fx)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int state = -1;
+
+	assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT state, rowid FROM stages WHERE rowid > ? ORDER BY rowid DESC LIMIT 1",
+					    -1, &st, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_int64(st, 1, fx->seen);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		state = sqlite3_column_int(st, 0);
+		fx->seen = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return state;
+}
+
 /* After a crash and a recovery: nothing under the root, every record
- * final; for publish, the destination complete or absent. */
+ * final; for publish, the destination complete or absent, and present
+ * exactly when the stage's record says published (a tree at its
+ * destination that the store calls recovered is a tree stagelog forgot;
+ * a published record without its tree lost it). */
 static void assert_clean(struct fixture *fx, enum path path, unsigned long k)
 {
 	if (count_entries(fx->sb.root) != 0)
@@ -197,12 +223,18 @@ static void assert_clean(struct fixture *fx, enum path path, unsigned long k)
 	assert_false(tree_contains(fx->sb.base, "never"));
 	if (path == PATH_PUBLISH) {
 		struct stat st;
+		int state = newest_state(fx);
 		if (lstat(fx->dest, &st) == 0) {
 			char *snap = tree_snapshot(fx->dest, false);
 			if (strcmp(snap, fx->published) != 0)
 				fail_msg("step %lu: destination is half there", k);
 			free(snap);
+			if (state != SL_STATE_PUBLISHED)
+				fail_msg("step %lu: the tree is at its destination but its stage is %s, not published", k,
+					 state < 0 ? "unrecorded" : sl_state_name((enum sl_state)state));
 			remove_all(fx->dest);
+		} else if (state == SL_STATE_PUBLISHED) {
+			fail_msg("step %lu: the stage is published but its destination does not exist", k);
 		}
 	}
 }
@@ -215,6 +247,7 @@ static unsigned long sweep(struct fixture *fx, enum path path)
 		/* A reference: a publish that was not interrupted. */
 		assert_false(run_killed(fx, PATH_PUBLISH, 0, false));
 		fx->published = tree_snapshot(fx->dest, false);
+		assert_int_equal(newest_state(fx), SL_STATE_PUBLISHED);
 		remove_all(fx->dest);
 	}
 	for (k = 1;; k++) {

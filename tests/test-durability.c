@@ -12,18 +12,23 @@
  *    system call.
  *  - the store's syncs are seen through a SQLite VFS that wraps the
  *    default one (libsqlite3's own system calls are out of reach).
- *  - mkdirat, unlinkat, write and free are wrapped with -Wl,--wrap (see
- *    tests/meson.build): the first two log, write checks what a reader of
- *    the stage could see, free scans the block it is about to release.
+ *  - mkdirat, unlinkat, write, read and free are wrapped with -Wl,--wrap
+ *    (see tests/meson.build): the first two log (unlinkat can also refill
+ *    the directory it is asked to remove, as a live process would), write
+ *    checks what a reader of the stage could see, read can fail on demand,
+ *    free scans the block it is about to release.
  */
+#include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -31,10 +36,11 @@
 #include "sl-store.h"
 #include "macro.h"
 #include "store-private.h"
+#include "envfile.h"
 
 /* ---- The event log. ---- */
 
-enum ev_kind { EV_SYNC, EV_MKDIR, EV_RMDIR };
+enum ev_kind { EV_SYNC, EV_MKDIR, EV_RMDIR, EV_UNLINK };
 
 struct event {
 	enum ev_kind kind;
@@ -84,7 +90,7 @@ static ssize_t find_event(size_t from, enum ev_kind kind, const char *path)
 
 static void dump_events(void)
 {
-	static const char *names[] = {"sync", "mkdir", "rmdir"};
+	static const char *names[] = {"sync", "mkdir", "rmdir", "unlink"};
 
 	for (size_t i = 0; i < n_events; i++)
 		print_message("  %zu %s %s\n", i, names[events[i].kind], events[i].path);
@@ -265,6 +271,12 @@ int __wrap_mkdirat(int dfd, const char *name, mode_t mode)
 /* A name whose removal fails with EIO, as a failing disk would. */
 static const char *unlink_fails;
 
+/* A directory that keeps filling: each rmdir of a directory with this
+ * name first creates a new file in it (at most refill_cap times, so that a
+ * removal that never gives up still ends here). */
+static const char *refill_name;
+static unsigned refills, refill_cap;
+
 int __real_unlinkat(int dfd, const char *name, int flags);
 int __wrap_unlinkat(int dfd, const char *name, int flags);
 int __wrap_unlinkat(int dfd, const char *name, int flags)
@@ -275,12 +287,38 @@ int __wrap_unlinkat(int dfd, const char *name, int flags)
 		errno = EIO;
 		return -1;
 	}
+	if (refill_name && (flags & AT_REMOVEDIR) && strcmp(name, refill_name) == 0 && refills < refill_cap) {
+		char child[300];
+		int fd;
+
+		snprintf(child, sizeof(child), "%s/new%u", name, refills++);
+		fd = openat(dfd, child, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+	}
 	r = __real_unlinkat(dfd, name, flags);
 
 	/* Logged once done: what matters is what follows the removal. */
-	if (r == 0 && (flags & AT_REMOVEDIR))
-		log_event(EV_RMDIR, name);
+	if (r == 0)
+		log_event(flags & AT_REMOVEDIR ? EV_RMDIR : EV_UNLINK, name);
 	return r;
+}
+
+/* ---- Reads that fail. ---- */
+
+/* While armed, the read_fail_at-th read (counting from 1) fails with EIO,
+ * as a disk that fails half-way through a file would. */
+static unsigned read_fail_at, reads;
+
+ssize_t __real_read(int fd, void *buf, size_t len);
+ssize_t __wrap_read(int fd, void *buf, size_t len);
+ssize_t __wrap_read(int fd, void *buf, size_t len)
+{
+	if (read_fail_at && ++reads == read_fail_at) {
+		errno = EIO;
+		return -1;
+	}
+	return __real_read(fd, buf, len);
 }
 
 /* ---- What a reader sees while a file is written. ---- */
@@ -320,6 +358,20 @@ void __wrap_free(void *p)
 	__real_free(p);
 }
 
+/* libcjson is a shared library: its own free() calls are out of reach of
+ * --wrap. Its hooks bring the blocks of a parsed tree here too. */
+static void cjson_free(void *p)
+{
+	__wrap_free(p);
+}
+
+static void watch_cjson(bool on)
+{
+	cJSON_Hooks hooks = {.malloc_fn = malloc, .free_fn = on ? cjson_free : free};
+
+	cJSON_InitHooks(on ? &hooks : NULL);
+}
+
 /* ---- Fixture. ---- */
 
 static int setup(void **state)
@@ -344,6 +396,8 @@ static int teardown(void **state)
 	free_armed = false;
 	watch_fd = -1;
 	unlink_fails = NULL;
+	refill_name = NULL;
+	read_fail_at = 0;
 	sandbox_finish(sb);
 	free(sb);
 	return 0;
@@ -550,6 +604,305 @@ static void test_secrets_wiped_before_free(void **state)
 	sl_store_close(s);
 }
 
+/* ---- The undo's order. ---- */
+
+/* The removals (unlinks and rmdirs that succeeded) logged since log_start(),
+ * as names, must be exactly want[0..n). */
+static void assert_removals(const char *const *want, size_t n)
+{
+	size_t k = 0;
+	bool ok = true;
+
+	for (size_t i = 0; i < n_events; i++) {
+		if (events[i].kind != EV_UNLINK && events[i].kind != EV_RMDIR)
+			continue;
+		if (k >= n || strcmp(events[i].path, want[k]) != 0)
+			ok = false;
+		k++;
+	}
+	if (!ok || k != n) {
+		dump_events();
+		for (size_t i = 0; i < n; i++)
+			print_message("  want %zu: %s\n", i, want[i]);
+		fail_msg("the removals are not the logged entries newest first, then the top directory");
+	}
+}
+
+/* The undo removes the logged entries newest first (config.json, written
+ * last, before anything of rootfs/; a directory after everything the log
+ * put in it), then the top directory. The second stage interleaves its
+ * entries across directories, an order no tree walk can reproduce: only
+ * the log gives it. */
+static void test_undo_newest_first(void **state)
+{
+	static const char config[] = "{\"process\":{\"env\":[\"TOKEN=" CANARY "\"]}}";
+	struct sandbox *sb = *state;
+	struct sl_store *s = NULL;
+	struct sl_stage *st = NULL;
+	char top[300];
+
+	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
+
+	/* An OCI bundle's shape: rootfs/ first, config.json last. */
+	assert_int_equal(sl_stage_begin(s, sb->root, NULL, &st, NULL), 0);
+	snprintf(top, sizeof(top), "%s", top_name(st));
+	assert_int_equal(sl_stage_mkdir(st, "rootfs", 0755, NULL), 0);
+	assert_int_equal(sl_stage_write_file(st, "rootfs/a", "a", 1, 0644, NULL), 0);
+	assert_int_equal(sl_stage_mkdir(st, "rootfs/etc", 0755, NULL), 0);
+	assert_int_equal(sl_stage_write_file(st, "rootfs/etc/passwd", "p", 1, 0644, NULL), 0);
+	assert_int_equal(sl_stage_symlink(st, "etc", "rootfs/name", NULL), 0);
+	assert_int_equal(sl_stage_write_file(st, "config.json", config, sizeof(config) - 1, 0600, NULL), 0);
+	assert_int_equal(sl_stage_ready(st, NULL), 0);
+	log_start();
+	assert_int_equal(sl_stage_release(st, NULL), 0);
+	logging = false;
+	{
+		const char *want[] = {"config.json", "name", "passwd", "etc", "a", "rootfs", top};
+		assert_removals(want, ELEMENTSOF(want));
+	}
+	sl_stage_free(st);
+
+	/* Interleaved: rootfs/a, config.json, rootfs/b. */
+	assert_int_equal(sl_stage_begin(s, sb->root, NULL, &st, NULL), 0);
+	snprintf(top, sizeof(top), "%s", top_name(st));
+	assert_int_equal(sl_stage_mkdir(st, "rootfs", 0755, NULL), 0);
+	assert_int_equal(sl_stage_write_file(st, "rootfs/a", "a", 1, 0644, NULL), 0);
+	assert_int_equal(sl_stage_write_file(st, "config.json", config, sizeof(config) - 1, 0600, NULL), 0);
+	assert_int_equal(sl_stage_write_file(st, "rootfs/b", "b", 1, 0644, NULL), 0);
+	assert_int_equal(sl_stage_ready(st, NULL), 0);
+	log_start();
+	assert_int_equal(sl_stage_release(st, NULL), 0);
+	logging = false;
+	{
+		const char *want[] = {"b", "config.json", "a", "rootfs", top};
+		assert_removals(want, ELEMENTSOF(want));
+	}
+	sl_stage_free(st);
+	assert_int_equal(count_entries(sb->root), 0);
+	sl_store_close(s);
+}
+
+/* A directory that keeps filling while it is removed (a runtime still
+ * writing into its spool) is rescanned a bounded number of times: the
+ * removal ends, the stage is failed with a reason, and once the writer
+ * stops the next release finishes it. */
+static void test_refilling_directory_bounded(void **state)
+{
+	struct sandbox *sb = *state;
+	struct sl_store *s = NULL;
+	struct sl_stage *st = NULL;
+	struct sl_error err = {0};
+	struct sl_record rec;
+	char id[64];
+	int r;
+
+	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
+	assert_int_equal(sl_stage_begin(s, sb->root, NULL, &st, NULL), 0);
+	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
+	assert_int_equal(sl_stage_mkdir(st, "rootfs", 0755, NULL), 0);
+	assert_int_equal(sl_stage_mkdir(st, "rootfs/spool", 0755, NULL), 0);
+	assert_int_equal(sl_stage_write_file(st, "rootfs/spool/f", "x", 1, 0644, NULL), 0);
+	assert_int_equal(sl_stage_ready(st, NULL), 0);
+
+	refill_name = "spool";
+	refills = 0;
+	refill_cap = 10000;
+	r = sl_stage_release(st, &err);
+	refill_name = NULL;
+	print_message("a directory refilled at each rmdir: %u refills, then: %s\n", refills, err.msg);
+	/* 16 rescans per walk, and a handful of walks reach the directory. */
+	assert_true(refills > 16);
+	if (refills >= 200)
+		fail_msg("the refilling directory was rescanned %u times: no bound", refills);
+	assert_true(r < 0);
+	assert_true(err.flags & SL_ERROR_STAGE_FAILED);
+	assert_int_equal(store_stage_get(s, id, &rec, NULL), 0);
+	assert_int_equal(rec.state, SL_STATE_FAILED);
+	sl_stage_free(st);
+
+	/* The writer stopped: the next release removes everything. */
+	assert_true(sl_release_id(s, id, NULL) >= 0);
+	assert_int_equal(count_entries(sb->root), 0);
+	sl_store_close(s);
+}
+
+/* ---- Env files: every error path wipes. ---- */
+
+static void write_bytes(const char *path, const char *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(__real_write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+/* Reads path as an env file with free() watched; the read must fail with
+ * want, leave the list empty and release no block holding the canary. */
+static void env_file_fails_wiped(const char *path, int want, const char *what)
+{
+	struct sl_env_list l = {0};
+	struct sl_error err = {0};
+	int r;
+
+	free_scanned = free_with_secret = 0;
+	free_armed = true;
+	r = oci_env_read_file(&l, path, &err);
+	free_armed = false;
+	if (r != want)
+		fail_msg("%s: got %d (%s), want %d", what, r, err.msg, want);
+	assert_int_equal(l.n, 0);
+	assert_null(strstr(err.msg, CANARY));
+	if (free_scanned == 0)
+		fail_msg("%s: nothing was freed: the check did not run", what);
+	if (free_with_secret)
+		fail_msg("%s: %u freed blocks still held the secret", what, free_with_secret);
+	oci_env_list_finish(&l);
+}
+
+static void test_env_file_error_paths_wipe(void **state)
+{
+	static const struct {
+		const char *what, *text;
+		size_t len;
+	} bad[] = {
+#define T(s) s, sizeof(s) - 1
+		/* A good line first, so that a variable was parsed (and is
+		 * dropped) before the failure. */
+		{"missing '='", T("TOKEN=" CANARY "\n" CANARY "\n")},
+		{"bad name", T("TOKEN=" CANARY "\n1BAD=" CANARY "\n")},
+		{"bad name (leading space)", T("TOKEN=" CANARY "\n A=" CANARY "\n")},
+		{"invalid UTF-8", T("TOKEN=" CANARY "\nB=" CANARY "\xff\n")},
+		{"a NUL byte", T("TOKEN=" CANARY "\nB=" CANARY "\0tail\n")},
+		{"bad last line, no newline", T("A=1\nTOKEN=" CANARY "\nexport B=" CANARY)},
+#undef T
+	};
+	struct sandbox *sb = *state;
+	char path[400], fifo[400];
+	int status;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "%s/bad.env", sb->base);
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		write_bytes(path, bad[i].text, bad[i].len);
+		env_file_fails_wiped(path, -EBADMSG, bad[i].what);
+	}
+
+	/* A read that fails half-way: the first read got the secrets. */
+	write_bytes(path, "TOKEN=" CANARY "\n", strlen(CANARY) + 7);
+	reads = 0;
+	read_fail_at = 2;
+	env_file_fails_wiped(path, -EIO, "read error");
+	read_fail_at = 0;
+	assert_int_equal(reads, 2);
+
+	/* Longer than 1 MiB, through a pipe (a regular file that large is
+	 * refused before it is read): the first MiB read holds the secret. */
+	snprintf(fifo, sizeof(fifo), "%s/big.fifo", sb->base);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		static char chunk[64 * 1024];
+		int w = open(fifo, O_WRONLY | O_CLOEXEC);
+
+		signal(SIGPIPE, SIG_DFL);
+		memset(chunk, 'x', sizeof(chunk));
+		if (w < 0 || __real_write(w, "TOKEN=" CANARY "\nPAD=", strlen(CANARY) + 12) < 0)
+			_exit(1);
+		for (size_t sent = 0; sent <= OCI_ENV_FILE_MAX; sent += sizeof(chunk))
+			if (__real_write(w, chunk, sizeof(chunk)) < 0)
+				_exit(0); /* the reader stopped: fine */
+		_exit(0);
+	}
+	env_file_fails_wiped(fifo, -EBADMSG, "longer than 1 MiB");
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+
+	/* And the way it should end: read, used, wiped. */
+	{
+		struct sl_env_list l = {0};
+
+		write_bytes(path, "TOKEN=" CANARY "\n", strlen(CANARY) + 7);
+		free_scanned = free_with_secret = 0;
+		free_armed = true;
+		assert_int_equal(oci_env_read_file(&l, path, NULL), 0);
+		assert_int_equal(l.n, 1);
+		oci_env_list_finish(&l);
+		free_armed = false;
+		assert_true(free_scanned > 0);
+		assert_int_equal(free_with_secret, 0);
+	}
+}
+
+/* Every way the packaged config.json can be refused: its bytes, the parsed
+ * tree (libcjson's blocks included) and the env given are wiped before
+ * they are freed, and nothing is left on disk. The secret sits in the
+ * packaged env, an annotation and the env given. */
+static void test_config_error_paths_wipe(void **state)
+{
+	static const struct sl_env_var env[] = {{"TOKEN", CANARY}};
+	static const struct {
+		const char *what, *json;
+	} bad[] = {
+		{"not valid JSON half-way",
+		 "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]}, oops"},
+		{"data after the document", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{}} []"},
+		{"top level not an object", "[\"" CANARY "\"]"},
+		{"process not an object", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":\"" CANARY "\"}"},
+		{"process.env not an array", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":\"" CANARY "\"}}"},
+		{"bad uidMappings", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]},"
+				    "\"linux\":{\"uidMappings\":[\"" CANARY "\"]}}"},
+		{"a secret in escapes, then not valid JSON",
+		 "{\"annotations\":{\"note\":\"\\u0043\\u0041\\u004e\\u0041\\u0052\\u0059-SECRET-5e1f\"},\"process\":{} ,}"},
+	};
+	struct sandbox *sb = *state;
+	struct sl_store *s = NULL;
+	struct sl_stage *st = NULL;
+	struct sl_oci_options o = {.root = sb->root, .env = env, .n_env = ELEMENTSOF(env)};
+	struct sl_error err;
+	char bundle[400], p[500];
+	int r;
+
+	snprintf(bundle, sizeof(bundle), "%s/bundle", sb->base);
+	snprintf(p, sizeof(p), "%s/rootfs/etc/hostname", bundle);
+	write_path(p, "box\n", 0644);
+	snprintf(p, sizeof(p), "%s/config.json", bundle);
+	o.bundle = bundle;
+	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		write_path(p, bad[i].json, 0644);
+		memset(&err, 0, sizeof(err));
+		free_scanned = free_with_secret = 0;
+		watch_cjson(true);
+		free_armed = true;
+		r = sl_oci_stage(s, &o, &st, &err);
+		free_armed = false;
+		watch_cjson(false);
+		if (r != -EBADMSG)
+			fail_msg("%s: got %d (%s), want -EBADMSG", bad[i].what, r, err.msg);
+		assert_null(strstr(err.msg, CANARY));
+		assert_true(free_scanned > 0);
+		if (free_with_secret)
+			fail_msg("%s: %u freed blocks still held the secret", bad[i].what, free_with_secret);
+		assert_int_equal(count_entries(sb->root), 0);
+	}
+
+	/* The same watch on a config that is accepted. */
+	write_path(p, "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]}}", 0644);
+	free_scanned = free_with_secret = 0;
+	watch_cjson(true);
+	free_armed = true;
+	r = sl_oci_stage(s, &o, &st, NULL);
+	free_armed = false;
+	watch_cjson(false);
+	assert_int_equal(r, 0);
+	if (free_with_secret)
+		fail_msg("accepted config: %u freed blocks still held the secret", free_with_secret);
+	assert_int_equal(sl_stage_release(st, NULL), 0);
+	sl_stage_free(st);
+	sl_store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -558,6 +911,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_file_named_only_when_whole, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_removal_marks_only_what_is_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_secrets_wiped_before_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undo_newest_first, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refilling_directory_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_file_error_paths_wipe, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_config_error_paths_wipe, setup, teardown),
 	};
 
 	shim_install();

@@ -535,6 +535,60 @@ static void test_forget_gc_check(void **state)
 	printf("forget, gc and check: live records kept, orphans found, locked ones spared\n");
 }
 
+/* gc deletes the records of released, aborted and recovered stages, and
+ * only those: a failed stage may still hold its secrets on disk (the next
+ * recovery retries it), an in-flight one is in use, and a published one's
+ * destination is how check tells a published tree from an orphan. Every
+ * state is tried, each record as old as can be. */
+static void test_gc_every_state(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = {0};
+	char ids[SL_STATE_COUNT_][SL_ID_LEN + 1];
+	struct sl_record rec;
+	char sql[300];
+	sqlite3 *db;
+	sqlite3_stmt *q;
+
+	for (int st = 0; st < SL_STATE_COUNT_; st++) {
+		make_stage(fx, ids[st], NULL, false);
+		snprintf(sql, sizeof(sql),
+			 "UPDATE stages SET state = %d, updated_at = 0, reason = %s WHERE id = '%s'", st,
+			 st == SL_STATE_FAILED ? "'cannot remove: test'" : "reason", ids[st]);
+		exec_sql(fx, sql);
+	}
+	int deleted = sl_gc(fx->store, 0, &err);
+
+	for (int st = 0; st < SL_STATE_COUNT_; st++) {
+		bool gone = st == SL_STATE_RELEASED || st == SL_STATE_ABORTED || st == SL_STATE_RECOVERED;
+		int r = store_stage_get(fx->store, ids[st], &rec, NULL);
+
+		if (gone && r != -ENOENT)
+			fail_msg("gc kept a %s stage (%d)", sl_state_name(st), r);
+		if (!gone && r != 0)
+			fail_msg("gc deleted a %s stage (%d)", sl_state_name(st), r);
+		if (!gone)
+			assert_int_equal(rec.state, st);
+	}
+	assert_int_equal(deleted, 3);
+	/* Their entries went with them, and only theirs. */
+	assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM entries WHERE stage NOT IN (SELECT rowid FROM stages)",
+					    -1, &q, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(q, 0), 0);
+	sqlite3_finalize(q);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(DISTINCT stage) FROM entries", -1, &q, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(q, 0), SL_STATE_COUNT_ - 3);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	/* A second pass finds nothing more. */
+	assert_int_equal(sl_gc(fx->store, 0, &err), 0);
+	printf("gc: released, aborted and recovered records deleted; the other %d states kept\n", SL_STATE_COUNT_ - 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -546,6 +600,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_recoverer_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_recoverers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_every_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampered_negative_seq, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

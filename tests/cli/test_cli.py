@@ -676,7 +676,24 @@ class TestRecover(Base):
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # proc.wait() waited for stagelog only: the runtime it forked may
+        # still be exiting with the stage's lock. Stale means both gone.
+        self.wait_lock_free(stages[0]["path"])
         return stages[0]
+
+    def wait_lock_free(self, path, timeout=20):
+        deadline = time.monotonic() + timeout
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    self.assertLess(time.monotonic(), deadline, "the killed runtime still holds the lock")
+                    time.sleep(0.01)
+        finally:
+            os.close(fd)
 
     def test_runtime_keeps_stage_alive(self):
         """`run` hands the stage's lock to its runtime: with the launcher

@@ -320,14 +320,17 @@ class TestSignals(Failures):
     def test_run_interrupted_before_the_runtime(self):
         bundle = big_bundle(os.path.join(self.tmp, "big"))
         marker = os.path.join(self.tmp, "ran")
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             with self.subTest(sig=sig.name):
                 rc, out, err = self.interrupt_stage(
                     sig, ["run", "--root", self.root, "--bundle", bundle, "--env", "TOKEN=" + CANARY,
                           "--", "/bin/touch", marker])
                 self.assertEqual(rc, 128 + sig, err)
                 self.assertFalse(os.path.exists(marker), "the runtime was started")
+                self.assertNotIn(CANARY, err)
                 self.assert_root_empty()
+                states = [s["state"] for s in self.slj("list", "--all")]
+                self.assertTrue(states and all(s == "aborted" for s in states), states)
 
     def test_release_finishes_its_step(self):
         # release, interrupted, finishes the removal it is in and then
