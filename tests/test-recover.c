@@ -587,6 +587,39 @@ static void test_gc_every_state(void **state)
 	/* A second pass finds nothing more. */
 	assert_int_equal(sl_gc(fx->store, 0, &err), 0);
 	printf("gc: released, aborted and recovered records deleted; the other %d states kept\n", SL_STATE_COUNT_ - 3);
+
+/* A FUSE root whose daemon died and came back on the same files: a new
+ * device number and no birth time. The stage's own directory is known by
+ * its inode and its marker; without the marker (or with another stage's)
+ * the same inode proves nothing. */
+static void test_new_device_without_birth_time(void **state)
+{
+	struct fixture *fx = *state;
+	char id[SL_ID_LEN + 1], sql[256], top[600], marker[700];
+	struct sl_recover_report rep;
+	sqlite3 *db;
+
+	for (int with_marker = 1; with_marker >= 0; with_marker--) {
+		make_stage(fx, id, NULL, false);
+		snprintf(top, sizeof(top), "%s/stage-%s", fx->sb.root, id);
+		snprintf(marker, sizeof(marker), "%s/.stagelog", top);
+		if (!with_marker)
+			write_path(marker, "stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\n", 0600);
+		assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
+		snprintf(sql, sizeof(sql), "UPDATE stages SET dev = dev + 1, btime = 0 WHERE id = '%s'", id);
+		assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+		recover(fx, &rep, NULL);
+		if (with_marker) {
+			assert_int_equal(rep.n_recovered, 1);
+			assert_int_equal(access(top, F_OK), -1);
+		} else {
+			assert_int_equal(rep.n_failed, 1);
+			assert_non_null(strstr(rep.failed[0].reason, "not the directory the stage created"));
+			assert_int_equal(access(top, F_OK), 0);
+		}
+		sl_recover_report_finish(&rep);
+	}
 }
 
 int main(void)
@@ -602,6 +635,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_every_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampered_negative_seq, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_device_without_birth_time, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
