@@ -587,6 +587,7 @@ static void test_gc_every_state(void **state)
 	/* A second pass finds nothing more. */
 	assert_int_equal(sl_gc(fx->store, 0, &err), 0);
 	printf("gc: released, aborted and recovered records deleted; the other %d states kept\n", SL_STATE_COUNT_ - 3);
+}
 
 /* A FUSE root whose daemon died and came back on the same files: a new
  * device number and no birth time. The stage's own directory is known by
