@@ -657,7 +657,7 @@ static void test_undo_newest_first(void **state)
 	assert_int_equal(sl_stage_release(st, NULL), 0);
 	logging = false;
 	{
-		const char *want[] = {"config.json", "name", "passwd", "etc", "a", "rootfs", top};
+		const char *want[] = {"config.json", "name", "passwd", "etc", "a", "rootfs", ".stagelog", top};
 		assert_removals(want, ELEMENTSOF(want));
 	}
 	sl_stage_free(st);
@@ -674,7 +674,7 @@ static void test_undo_newest_first(void **state)
 	assert_int_equal(sl_stage_release(st, NULL), 0);
 	logging = false;
 	{
-		const char *want[] = {"b", "config.json", "a", "rootfs", top};
+		const char *want[] = {"b", "config.json", "a", "rootfs", ".stagelog", top};
 		assert_removals(want, ELEMENTSOF(want));
 	}
 	sl_stage_free(st);
