@@ -220,7 +220,11 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		if (r < 0)
 			sl_err(reterr, r, "cannot recover: %s", strerror(-r));
 	} else if (r == 0) {
-		r = claim_and_remove(store, &sc, &me, reterr);
+		/* Nothing is claimed that could not then be removed. */
+		if (sc.c.n > 0)
+			r = stage_reserve_fds("recover", reterr);
+		if (r == 0)
+			r = claim_and_remove(store, &sc, &me, reterr);
 		if (r == 0)
 			(void)store_checkpoint(store, NULL);
 	}

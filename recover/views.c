@@ -328,6 +328,11 @@ int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, u
 	/* Orphans are judged by the store: a store that is not sound cannot
 	 * vouch that a directory is nobody's, so nothing is removed. */
 	remove = (flags & SL_CHECK_REMOVE_ORPHANS) && strcmp(report->integrity, "ok") == 0;
+	if (remove) {
+		r = stage_reserve_fds("check", reterr);
+		if (r < 0)
+			return r;
+	}
 	/* A root the caller names is scanned by its canonical path: any
 	 * spelling of one directory is that directory. */
 	for (size_t i = 0; i < n_roots && r == 0; i++) {

@@ -97,6 +97,12 @@ HIDDEN const char *record_check(const struct sl_record *rec);
  */
 #define STAGE_RESERVE_FDS (UNDO_MAX_FDS + STORE_MAX_FDS + STAGE_HELD_FDS)
 
+/* Makes sure that STAGE_RESERVE_FDS more descriptors can be open before
+ * something that may have to undo a stage starts (begin, release, recover,
+ * check --remove-orphans): too low a `ulimit -n` then fails cleanly, with
+ * -EMFILE and nothing touched, instead of half way through a removal. */
+HIDDEN int stage_reserve_fds(const char *what, struct sl_error *reterr);
+
 /* The longest reason an undo gives (and a failed stage records), NUL
  * included: the rest of a struct sl_error's message is room for the
  * caller's own words around it. */

@@ -120,22 +120,16 @@ int absolute_root(const char *root, char *buf, size_t size)
 	return 0;
 }
 
-/* Makes sure that a stage about to begin can also be undone: its abort
- * needs up to STAGE_RESERVE_FDS more descriptors (see stage-private.h).
- * Checked before anything is created or recorded, so that too low a
- * `ulimit -n` fails cleanly here instead of leaving a top directory that
- * the undo then cannot open, and a failed record. */
-static int reserve_fds(struct sl_error *reterr)
+int stage_reserve_fds(const char *what, struct sl_error *reterr)
 {
 	size_t free_fds = 0;
 	int r = fd_reserve(STAGE_RESERVE_FDS, &free_fds);
 
 	if (r == -EMFILE)
-		return sl_err(reterr, r,
-			      "cannot begin stage: too few file descriptors: %zu free, a stage needs %d (ulimit -n)",
-			      free_fds, STAGE_RESERVE_FDS);
+		return sl_err(reterr, r, "cannot %s: too few file descriptors: %zu free, an undo needs %d (ulimit -n)",
+			      what, free_fds, STAGE_RESERVE_FDS);
 	if (r < 0)
-		return sl_err(reterr, r, "cannot begin stage: file descriptors: %s", strerror(-r));
+		return sl_err(reterr, r, "cannot %s: file descriptors: %s", what, strerror(-r));
 	return 0;
 }
 
@@ -308,7 +302,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
 	if (r < 0)
 		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
-	r = reserve_fds(reterr);
+	r = stage_reserve_fds("begin stage", reterr);
 	if (r < 0)
 		return r;
 	r = prepare_root(st->rec.root, &st->root_fd, reterr);
@@ -893,6 +887,9 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 	default:
 		break;
 	}
+	r = stage_reserve_fds("release stage", reterr);
+	if (r < 0)
+		return r;
 	r = lock_top(&rec, &root_fd, &top, reterr, "release");
 	if (r < 0 && r != -ENOENT)
 		return release_failed(reterr, r, rec.state);

@@ -248,6 +248,47 @@ class TestDescriptorLimit(Limits):
         os.makedirs(os.path.join(bundle, "rootfs", *(["d"] * 60)))
         self.sweep(bundle, list(range(4, 65)) + list(range(70, 201, 10)), False)
 
+    def test_removals_under_a_low_limit(self):
+        """release, recover and check --remove-orphans under every low
+        `ulimit -n`: each either removes the stage fully or exits 75 with
+        nothing touched: the directory whole, the record as it was, never
+        a stage left failed half removed."""
+        for cmd in ("release", "recover", "check"):
+            for n in range(4, 65):
+                with self.subTest(cmd=cmd, n=n):
+                    stage_id, path = self.stage()
+                    if cmd == "release":
+                        argv = ["release", stage_id]
+                    elif cmd == "recover":
+                        argv = ["recover", "--force", stage_id]
+                    else:
+                        self.lose_record(stage_id)
+                        argv = ["check", "--root", self.root, "--remove-orphans"]
+                    p = self.sl_nofile(argv, n, n)
+                    self.assertIn(p.returncode, (0, 75), "%s under ulimit -n %d: %d\n%s"
+                                  % (cmd, n, p.returncode, p.stderr))
+                    if p.returncode == 75:
+                        # recover may add that it could not record its
+                        # outcome either.
+                        self.assertTrue(p.stderr and all(l.startswith("stagelog: ")
+                                                         for l in p.stderr.splitlines()), p.stderr)
+                        self.assertTrue(os.path.isfile(os.path.join(path, "config.json")))
+                        if cmd != "check":
+                            self.assertEqual(self.state_of(stage_id), "ready")
+                        self.sl(*argv)
+                    self.assertFalse(os.path.exists(path))
+                    if cmd != "check":
+                        self.assertIn(self.state_of(stage_id), ("released", "recovered"))
+
+    def lose_record(self, stage_id):
+        import sqlite3
+        db = sqlite3.connect(self.db)
+        with db:
+            rowid = db.execute("SELECT rowid FROM stages WHERE id = ?", (stage_id,)).fetchone()[0]
+            db.execute("DELETE FROM entries WHERE stage = ?", (rowid,))
+            db.execute("DELETE FROM stages WHERE rowid = ?", (rowid,))
+        db.close()
+
     def test_soft_limit_raised_and_given_back(self):
         """A soft limit of 16 with a hard one of 4096: the stage raises its
         own soft limit and succeeds; the runtime sees 16."""
