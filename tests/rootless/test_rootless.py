@@ -235,6 +235,19 @@ class Suite:
         self.check(found == [], "the canary is on no file under the user's folders (%s)" % found)
         self.check(not any(CANARY in o for o in self.outputs if o), "the canary is in no output")
 
+        # 5. An XDG_RUNTIME_DIR that another user can write (root's, 0777,
+        # not sticky): whoever can write it could rename the default root
+        # away with the secrets in it, so it is refused (73), nothing made.
+        shared = os.path.join(self.home, "shared-runtime")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        env, self.env = self.env, dict(self.env, XDG_RUNTIME_DIR=shared)
+        p = self.sl("stage", "--bundle", bundle, code=73)
+        self.env = env
+        self.check(shared in p.stderr, "the refusal names the directory others can write")
+        self.check(not os.path.exists(os.path.join(shared, "stagelog")) or
+                   os.listdir(os.path.join(shared, "stagelog")) == [], "nothing was staged there")
+
     def cleanup(self):
         if getattr(self, "home", None):
             shutil.rmtree(self.home, ignore_errors=True)
