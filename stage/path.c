@@ -116,6 +116,36 @@ int root_check(const struct sl_record *rec)
 	return stage_gone_with_boot(rec) ? 0 : -ESTALE;
 }
 
+/* One step of a walk down path (len bytes) from *cur: opens the component
+ * at *i beneath *cur, never through a symlink (-ELOOP) and never up (".."
+ * and "." are -EINVAL: the validators refuse them already), with flags if
+ * it is the last one and O_PATH otherwise, and puts it in *cur. *i moves to
+ * the next component; *ret_end, when given, gets the end of this one. */
+static int walk_step(int *cur, const char *path, size_t len, size_t *i, int flags, size_t *ret_end)
+{
+	char name[SL_NAME_MAX + 1];
+	size_t n = 0;
+	int next;
+
+	while (*i < len && path[*i] != '/' && n < SL_NAME_MAX)
+		name[n++] = path[(*i)++];
+	name[n] = '\0';
+	if (ret_end)
+		*ret_end = *i;
+	while (*i < len && path[*i] == '/')
+		(*i)++;
+	if (n == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return -EINVAL;
+	/* O_NOFOLLOW | O_DIRECTORY: a symlink is ENOTDIR, refused like any
+	 * other non-directory. */
+	next = openat(*cur, name, (*i >= len ? flags : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (next < 0)
+		return errno == ENOTDIR ? -ELOOP : negerrno();
+	closep(cur);
+	*cur = next;
+	return 0;
+}
+
 /* The fallback walk: one component at a time with O_PATH | O_NOFOLLOW, so a
  * symlink anywhere fails with ELOOP, and a mount-id compare after each step,
  * so a mount anywhere fails with EXDEV. */
@@ -134,25 +164,9 @@ static int open_beneath_walk(int dirfd, const char *path, size_t len, int flags)
 	if (r < 0)
 		return r;
 	while (i < len) {
-		char name[SL_NAME_MAX + 1];
-		size_t n = 0;
-		bool last;
-		int next;
-
-		while (i < len && path[i] != '/' && n < SL_NAME_MAX)
-			name[n++] = path[i++];
-		name[n] = '\0';
-		while (i < len && path[i] == '/')
-			i++;
-		/* The validator refuses these already; never walk up. */
-		if (n == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-			return -EINVAL;
-		last = i >= len;
-		next = openat(cur, name, (last ? flags : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (next < 0)
-			return errno == ENOTDIR ? -ELOOP : negerrno();
-		closep(&cur);
-		cur = next;
+		r = walk_step(&cur, path, len, &i, flags, NULL);
+		if (r < 0)
+			return r;
 		r = fd_mount_id(cur, &m, &root);
 		if (r < 0)
 			return r;
@@ -221,28 +235,12 @@ int open_root_chain(const char *root, int *ret_fd, size_t *ret_bad)
 		return -EPERM;
 	}
 	while (i < len) {
-		char name[SL_NAME_MAX + 1];
-		size_t n = 0;
 		bool last;
-		int next;
+		int r = walk_step(&cur, root, len, &i, O_RDONLY, &end);
 
-		while (i < len && root[i] != '/' && n < SL_NAME_MAX)
-			name[n++] = root[i++];
-		name[n] = '\0';
-		end = i;
-		while (i < len && root[i] == '/')
-			i++;
-		/* absolute_root() refuses these already; never walk up. */
-		if (n == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-			return -EINVAL;
+		if (r < 0)
+			return r;
 		last = i >= len;
-		/* O_NOFOLLOW | O_DIRECTORY: a symlink anywhere on the way is
-		 * ENOTDIR, refused like any other non-directory. */
-		next = openat(cur, name, (last ? O_RDONLY : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (next < 0)
-			return errno == ENOTDIR ? -ELOOP : negerrno();
-		closep(&cur);
-		cur = next;
 		if (fstat(cur, &st) < 0)
 			return negerrno();
 		/* The root itself must be ours alone (prepare_root says more);

@@ -99,13 +99,17 @@ class Base(unittest.TestCase):
         """A stage directory whose record is lost (as when a store is
         lost): it carries this store's marker and no record names it."""
         stage_id, path = self.stage()
+        self.lose_record(stage_id)
+        return path
+
+    def lose_record(self, stage_id):
+        """Deletes a stage's record and entries, as a lost store would."""
         db = sqlite3.connect(self.db)
         with db:
             rowid = db.execute("SELECT rowid FROM stages WHERE id = ?", (stage_id,)).fetchone()[0]
             db.execute("DELETE FROM entries WHERE stage = ?", (rowid,))
             db.execute("DELETE FROM stages WHERE rowid = ?", (rowid,))
         db.close()
-        return path
 
     def one_line_error(self, p):
         self.assertEqual(p.stderr.count("\n"), 1, p.stderr)

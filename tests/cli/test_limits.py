@@ -280,15 +280,6 @@ class TestDescriptorLimit(Limits):
                     if cmd != "check":
                         self.assertIn(self.state_of(stage_id), ("released", "recovered"))
 
-    def lose_record(self, stage_id):
-        import sqlite3
-        db = sqlite3.connect(self.db)
-        with db:
-            rowid = db.execute("SELECT rowid FROM stages WHERE id = ?", (stage_id,)).fetchone()[0]
-            db.execute("DELETE FROM entries WHERE stage = ?", (rowid,))
-            db.execute("DELETE FROM stages WHERE rowid = ?", (rowid,))
-        db.close()
-
     def test_soft_limit_raised_and_given_back(self):
         """A soft limit of 16 with a hard one of 4096: the stage raises its
         own soft limit and succeeds; the runtime sees 16."""
