@@ -196,10 +196,11 @@ int cli_store_path(const struct cli *cli, char *buf, size_t size);
 
 /*
  * util.c: writes len bytes to path atomically: a temporary file beside it,
- * mode, fsync, rename over path, fsync of the folder. A reader sees the old
- * file or the new one, never a part. Returns 0 or a negative errno.
+ * mode, rename over path; with durable, an fsync of the file before the
+ * rename and of the folder after it. A reader sees the old file or the new
+ * one, never a part. Returns 0 or a negative errno.
  */
-int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode, bool durable);
 
 /*
  * The outcome of the last `recover` pass, kept in a small file beside the

@@ -210,7 +210,7 @@ static int write_text(const char *output, const char *text, size_t len)
 	}
 	/* Metrics hold counts and labels, no secret: 0644 lets the
 	 * collector, which runs as another user, read them. */
-	r = cli_write_atomic(output, text, len, 0644);
+	r = cli_write_atomic(output, text, len, 0644, true);
 	if (r >= 0)
 		return EX_OK;
 	fputs("stagelog: cannot write the metrics: ", stderr);

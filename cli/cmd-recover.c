@@ -137,7 +137,10 @@ static void note_outcome(struct cli *cli, const char *outcome, size_t recovered,
 		return;
 	n = snprintf(line, sizeof(line), "v1 %lld %s %zu %zu\n", (long long)sl_now_ms(), outcome, recovered,
 		     failed);
-	r = cli_write_atomic(path, line, (size_t)n, 0600);
+	/* Not synced: a power loss may take the last outcome with it (metrics
+	 * then show the one before, or none), and a recovery that found
+	 * nothing to do syncs nothing at all. */
+	r = cli_write_atomic(path, line, (size_t)n, 0600, false);
 	if (r < 0 && cli->verbosity >= 0) {
 		fputs("stagelog: cannot record the outcome of recovery: ", stderr);
 		cli_fput_escaped(stderr, path, strlen(path));

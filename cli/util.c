@@ -237,7 +237,7 @@ int cli_store_path(const struct cli *cli, char *buf, size_t size)
 	return EX_OK;
 }
 
-int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode, bool durable)
 {
 	_cleanup_free_ char *tmp = NULL, *dir = NULL;
 	_cleanup_close_ int fd = -1, dfd = -1;
@@ -266,7 +266,7 @@ int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode
 		p += n;
 		len -= (size_t)n;
 	}
-	if (fsync(fd) < 0)
+	if (durable && fsync(fd) < 0)
 		goto fail;
 	r = close(fd);
 	fd = -1;
@@ -275,7 +275,7 @@ int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode
 	if (rename(tmp, path) < 0)
 		goto fail;
 	/* The rename is durable only once the folder is. */
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = durable ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	if (dfd >= 0)
 		(void)fsync(dfd);
 	return 0;
