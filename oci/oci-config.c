@@ -415,10 +415,16 @@ static int hex4(const char *s)
 
 	for (int i = 0; i < 4; i++) {
 		char c = s[i];
-		v = v * 16 + (c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-			      c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1000);
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+			c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+
+		/* Any digit that is not one makes the escape invalid (a sum
+		 * could come back above zero). */
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
 	}
-	return v < 0 ? -1 : v;
+	return v;
 }
 
 /*
@@ -487,7 +493,7 @@ static int parse_config(const char *json, size_t len, cJSON **ret, struct sl_err
 	}
 	cJSON_Delete(root);
 	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
-	if (!root)
+	if (!root) /* the copy was accepted: only memory can fail here */
 		return sl_err(reterr, -ENOMEM, ROLE ": %s", strerror(ENOMEM));
 	for (const char *p = end; p < json + len; p++)
 		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
