@@ -35,10 +35,7 @@ CONTRACT_OPTIONS_NOT_YET_IMPLEMENTED = {
     ("run", "--env-keep"): True,     # run takes stage's options but --owner
 }
 # Contract exit codes not yet implemented, likewise.
-CONTRACT_EXITS_NOT_YET_IMPLEMENTED = {
-    # v3: run's runtime exited but its stage could not be released.
-    125,
-}
+CONTRACT_EXITS_NOT_YET_IMPLEMENTED = set()
 
 OPT_RE = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")
 HELP_OPTS = {"-h", "--help"}
