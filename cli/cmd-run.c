@@ -13,7 +13,8 @@
 
 static const char usage[] =
 	"usage: stagelog run [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"
-	"                    [--env-file FILE]... [--pass-env NAME]... -- RUNTIME [ARG]...\n"
+	"                    [--env-file FILE]... [--env-keep NAME]... [--pass-env NAME]...\n"
+	"                    -- RUNTIME [ARG]...\n"
 	"\n"
 	"Stages the OCI bundle PKG with stagelog as its owner, runs RUNTIME (found\n"
 	"with stagelog's PATH) with every {bundle} in its ARGs replaced by the\n"
@@ -29,6 +30,7 @@ static const char usage[] =
 	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
 	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
 	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
+	"  --env-keep NAME   keep NAME with its value from PKG/config.json's process.env\n"
 	"  --pass-env NAME   pass NAME from stagelog's environment to RUNTIME; RUNTIME gets\n"
 	"                    no other variable\n"
 	"  -h, --help        print this help\n";

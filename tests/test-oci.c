@@ -517,7 +517,8 @@ static void bad_env_for_config(void **state)
 		{ { "A=B", "x" }, "bad environment variable: variable 2: name does not match [A-Za-z_][A-Za-z0-9_]*" },
 		{ { "A", CANARY "\xff" }, "bad environment variable: variable 2: value is not valid UTF-8" },
 		{ { NULL, "x" }, "bad environment variable: variable 2: missing name or value" },
-		{ { "A", NULL }, "bad environment variable: variable 2: missing name or value" },
+		/* A NULL value keeps the packaged one, and there is none. */
+		{ { "A", NULL }, "bad environment variable: variable 2: kept, but not in the packaged process.env" },
 	};
 	const char *json = "{\"process\":{}}";
 
