@@ -129,6 +129,8 @@ static void env_kept(void **state)
 	cJSON *doc;
 
 	(void)state;
+	/* The caller's own values, which a kept variable must never take;
+	 * it and env_no_path run last, and nothing here looks PATH up. */
 	assert_int_equal(setenv("PATH", "/caller/bin", 1), 0);
 	assert_int_equal(setenv("TERM", "caller", 1), 0);
 	/* A is kept but not packaged: refused, even though a later A is given,
