@@ -385,15 +385,15 @@ static inline void cJSON_Deletep(cJSON **p)
 /*
  * cmd-stage.c: the stage options that `stage` and `run` share. Env options
  * are remembered in command-line order and applied by stage_args_stage(),
- * so that a later name wins across --env and --env-file alike.
+ * so that a later name wins across --env, --env-file and --env-keep alike.
  */
 struct stage_args {
 	const char *cmd; /* "stage" or "run", for messages */
 	const char *root;
 	const char *bundle;
 	const char *label;
-	char **env_opts; /* argv strings of --env / --env-file, in order */
-	bool *env_is_file;
+	char **env_opts; /* argv strings of --env / --env-file / --env-keep, in order */
+	int *env_kind;   /* 'e', 'E' or 'K': the option each came with */
 	size_t n_env_opts;
 	char root_buf[PATH_MAX];
 };
@@ -403,7 +403,8 @@ struct stage_args {
 	{ "bundle", required_argument, NULL, 'b' },          \
 	{ "label", required_argument, NULL, 'l' },           \
 	{ "env", required_argument, NULL, 'e' },             \
-	{ "env-file", required_argument, NULL, 'E' }
+	{ "env-file", required_argument, NULL, 'E' },        \
+	{ "env-keep", required_argument, NULL, 'K' }
 
 /* Handles option c if it is a stage option: returns EX_OK when it took
  * it, STAGE_ARGS_OTHER when it is not one, or an exit code (with a

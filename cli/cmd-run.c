@@ -13,13 +13,15 @@
 
 static const char usage[] =
 	"usage: stagelog run [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"
-	"                    [--env-file FILE]... [--pass-env NAME]... -- RUNTIME [ARG]...\n"
+	"                    [--env-file FILE]... [--env-keep NAME]... [--pass-env NAME]...\n"
+	"                    -- RUNTIME [ARG]...\n"
 	"\n"
 	"Stages the OCI bundle PKG with stagelog as its owner, runs RUNTIME (found\n"
 	"with stagelog's PATH) with every {bundle} in its ARGs replaced by the\n"
 	"bundle path and {id} by the stage id, forwards SIGINT, SIGTERM, SIGHUP and\n"
 	"SIGQUIT to it, and releases the stage when it exits. Exits with the\n"
-	"runtime's status (128+N after signal N), or 127 if it was not found.\n"
+	"runtime's status (128+N after signal N), 127 if it was not found, or 125\n"
+	"if it exited but its stage could not be released (its status on stderr).\n"
 	"\n"
 	"  --root DIR        the staging root (default: /run/stagelog for root,\n"
 	"                    else $XDG_RUNTIME_DIR/stagelog)\n"
@@ -28,6 +30,7 @@ static const char usage[] =
 	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
 	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
 	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
+	"  --env-keep NAME   keep NAME with its value from PKG/config.json's process.env\n"
 	"  --pass-env NAME   pass NAME from stagelog's environment to RUNTIME; RUNTIME gets\n"
 	"                    no other variable\n"
 	"  -h, --help        print this help\n";
@@ -338,10 +341,11 @@ static void note_stage(const struct cli *cli, const char *what, struct sl_stage 
 
 /*
  * Runs the runtime argv[0] with its n - 1 ARGs on the stage, which it gets
- * the lock of, and waits for it. Returns an exit code: the runtime's, or
- * ours when it could not run.
+ * the lock of, and waits for it. Returns an exit code: the runtime's (and
+ * sets *ret_ran), or ours when it could not run. A runtime that exec could
+ * not start (the child's 126 or 127) counts as run: the parent cannot tell.
  */
-static int run_runtime(struct sl_stage *stage, const struct run_args *a, int n, char **argv)
+static int run_runtime(struct sl_stage *stage, const struct run_args *a, int n, char **argv, bool *ret_ran)
 {
 	_cleanup_(strv_free_wipedp) char **args = NULL;
 	_cleanup_(strv_free_wipedp) char **envp = NULL;
@@ -371,12 +375,19 @@ static int run_runtime(struct sl_stage *stage, const struct run_args *a, int n, 
 		return cli_interrupted("run (before the runtime started)");
 	if (status < 0)
 		return cli_fail(status, NULL, "cannot start the runtime");
+	*ret_ran = true;
 	return status;
 }
 
-/* Releases and frees the stage the runtime used, which ended with code.
- * Returns the exit code. */
-static int release(struct cli *cli, struct sl_stage *stage, int code)
+/*
+ * Releases and frees the stage the runtime used. code is the runtime's
+ * exit status when ran, else ours (it could not be started). Returns the
+ * exit code: code, or 125 when the runtime ran but its stage could not be
+ * released (it is failed, its secrets may be on disk): the runtime's own
+ * status then goes to stderr and, with --json, into the one document on
+ * stdout, which the runtime no longer uses.
+ */
+static int release(struct cli *cli, struct sl_stage *stage, int code, bool ran)
 {
 	struct sl_error err = { 0 };
 	int r;
@@ -384,21 +395,34 @@ static int release(struct cli *cli, struct sl_stage *stage, int code)
 	r = sl_stage_release(stage, &err);
 	if (r >= 0) {
 		note_stage(cli, "released", stage);
-	} else {
-		cli_fail(r, &err, "cannot release the stage");
-		/* The runtime's own failure says more than ours; a clean
-		 * exit must not hide that something was left behind. */
-		if (code == EX_OK)
-			code = 1;
+		sl_stage_free(stage);
+		return code;
+	}
+	cli_fail(r, &err, "cannot release the stage");
+	if (!ran) {
+		/* Our own failure to start it says more; a clean exit must
+		 * not hide that something was left behind. */
+		sl_stage_free(stage);
+		return code == EX_OK ? 1 : code;
+	}
+	cli_error("run: the runtime exited with status %d, but stage %s could not be released: it is failed",
+		  code, sl_stage_id(stage));
+	if (cli->json) {
+		cJSON *doc = cJSON_CreateObject();
+
+		(void)cli_json_print(doc, doc && cJSON_AddStringToObject(doc, "id", sl_stage_id(stage)) &&
+						  cJSON_AddStringToObject(doc, "state", "failed") &&
+						  cJSON_AddNumberToObject(doc, "runtime_status", code));
 	}
 	sl_stage_free(stage);
-	return code;
+	return 125;
 }
 
 int cmd_run(struct cli *cli, int argc, char **argv)
 {
 	_cleanup_(run_args_finish) struct run_args a = { .stage = { .cmd = "run" } };
 	struct sl_stage *stage = NULL;
+	bool ran = false;
 	int code;
 
 	code = cli_parse_options(cli, &run_options, argc, argv, &a);
@@ -418,6 +442,6 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK)
 		return code;
 	note_stage(cli, "staged", stage);
-	code = run_runtime(stage, &a, argc - optind, argv + optind);
-	return release(cli, stage, code);
+	code = run_runtime(stage, &a, argc - optind, argv + optind, &ran);
+	return release(cli, stage, code, ran);
 }

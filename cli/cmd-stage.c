@@ -10,7 +10,7 @@
 
 static const char usage[] =
 	"usage: stagelog stage [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"
-	"                      [--env-file FILE]... [--owner PID]\n"
+	"                      [--env-file FILE]... [--env-keep NAME]... [--owner PID]\n"
 	"\n"
 	"Stages the OCI bundle PKG under the staging root and leaves it ready.\n"
 	"Prints ID<TAB>PATH, or {\"id\", \"label\", \"path\"} with --json.\n"
@@ -22,13 +22,14 @@ static const char usage[] =
 	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
 	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
 	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
+	"  --env-keep NAME   keep NAME with its value from PKG/config.json's process.env\n"
 	"  --owner PID       the process the stage belongs to (default: the parent process)\n"
 	"  -h, --help        print this help\n";
 
 int stage_args_option(struct stage_args *a, int c, char *arg)
 {
 	char **opts;
-	bool *is_file;
+	int *kind;
 
 	switch (c) {
 	case 'r':
@@ -46,16 +47,17 @@ int stage_args_option(struct stage_args *a, int c, char *arg)
 		return EX_OK;
 	case 'e':
 	case 'E':
+	case 'K':
 		opts = reallocarray(a->env_opts, a->n_env_opts + 1, sizeof(*opts));
 		if (!opts)
 			return cli_fail(-ENOMEM, NULL, "cannot parse the options");
 		a->env_opts = opts;
-		is_file = reallocarray(a->env_is_file, a->n_env_opts + 1, sizeof(*is_file));
-		if (!is_file)
+		kind = reallocarray(a->env_kind, a->n_env_opts + 1, sizeof(*kind));
+		if (!kind)
 			return cli_fail(-ENOMEM, NULL, "cannot parse the options");
-		a->env_is_file = is_file;
+		a->env_kind = kind;
 		a->env_opts[a->n_env_opts] = arg;
-		a->env_is_file[a->n_env_opts] = c == 'E';
+		a->env_kind[a->n_env_opts] = c;
 		a->n_env_opts++;
 		return EX_OK;
 	default:
@@ -66,9 +68,9 @@ int stage_args_option(struct stage_args *a, int c, char *arg)
 void stage_args_finish(struct stage_args *a)
 {
 	free(a->env_opts);
-	free(a->env_is_file);
+	free(a->env_kind);
 	a->env_opts = NULL;
-	a->env_is_file = NULL;
+	a->env_kind = NULL;
 	a->n_env_opts = 0;
 }
 
@@ -122,11 +124,40 @@ static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *
 	return EX_OK;
 }
 
+/* Adds one --env-keep argument: a name whose value the library takes from
+ * the packaged config.json. Returns an exit code. */
+static int add_keep_arg(const struct stage_args *a, struct sl_env_list *l, const char *arg)
+{
+	struct sl_error err = { 0 };
+	int r;
+
+	if (!oci_env_name_valid(arg, strlen(arg)))
+		return cli_usage_error("%s: --env-keep: argument #%d: not a variable name ([A-Za-z_][A-Za-z0-9_]*)",
+				       a->cmd, cli_arg_position(arg));
+	r = oci_env_add_kept(l, arg, strlen(arg), &err);
+	if (r < 0)
+		return option_fail(a, "--env-keep", arg, r, &err);
+	return EX_OK;
+}
+
+/* The --env-keep argument that became variable i of the list: at[k] is
+ * the list's length before option k was applied. */
+static const char *kept_arg(const struct stage_args *a, const size_t *at, size_t i)
+{
+	for (size_t k = 0; k < a->n_env_opts; k++)
+		if (a->env_kind[k] == 'K' && at[k] == i)
+			return a->env_opts[k];
+	return NULL;
+}
+
 int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct sl_stage **ret)
 {
+	_cleanup_free_ size_t *at = NULL;
 	struct sl_env_list env = { 0 };
 	struct sl_oci_options opts = { 0 };
+	struct sl_oci_notes notes = { 0 };
 	struct sl_error err = { 0 };
+	const char *kept;
 	int r, code = EX_OK;
 
 	if (!a->bundle)
@@ -137,15 +168,25 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 			return code;
 		a->root = a->root_buf;
 	}
+	at = calloc(a->n_env_opts ? a->n_env_opts : 1, sizeof(*at));
+	if (!at)
+		return cli_fail(-ENOMEM, NULL, "cannot parse the options");
 
 	/* One list in command-line order: the library lets a later name win,
-	 * whether it came from --env or from an --env-file. An env file may
-	 * be a pipe that blocks (`<(vault read ...)`): until the stage
-	 * begins there is nothing to abort, so a signal simply ends us. */
+	 * whether it came from --env, an --env-file or --env-keep (whose
+	 * value the library takes from the packaged config, never from our
+	 * environment). An env file may be a pipe that blocks
+	 * (`<(vault read ...)`): until the stage begins there is nothing to
+	 * abort, so a signal simply ends us. */
 	cli_signals_catch(false);
 	for (size_t i = 0; i < a->n_env_opts && code == EX_OK; i++) {
-		if (!a->env_is_file[i]) {
+		at[i] = env.n;
+		if (a->env_kind[i] == 'e') {
 			code = add_env_arg(a, &env, a->env_opts[i]);
+			continue;
+		}
+		if (a->env_kind[i] == 'K') {
+			code = add_keep_arg(a, &env, a->env_opts[i]);
 			continue;
 		}
 		r = oci_env_read_file(&env, a->env_opts[i], &err);
@@ -163,9 +204,16 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 		opts.stage.cancel = cli_cancel_flag();
 		opts.env = env.vars;
 		opts.n_env = env.n;
+		opts.notes = &notes;
 		r = sl_oci_stage(cli->store, &opts, ret, &err);
+		kept = r < 0 && notes.missing_kept != SIZE_MAX ? kept_arg(a, at, notes.missing_kept) : NULL;
 		if (r < 0 && cli_signal_caught())
 			code = cli_interrupted("staging");
+		else if (kept)
+			/* The option and its position, never the name: a usage
+			 * error repeats no argument. */
+			code = cli_usage_error("%s: --env-keep: argument #%d: not in the packaged config's process.env",
+					       a->cmd, cli_arg_position(kept));
 		else if (r < 0)
 			code = cli_fail(r, &err, "cannot stage the bundle");
 		else if (cli->verbosity >= 1) {
@@ -173,6 +221,14 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 			cli_fput_token(stderr, sl_stage_path(*ret), strlen(sl_stage_path(*ret)));
 			fputc('\n', stderr);
 		}
+		/* Once, here, for stage and run alike: a bundle from `runc
+		 * spec` runs "sh" and finds it with the PATH that --env-keep
+		 * PATH keeps. */
+		if (r == 0 && notes.no_path)
+			fprintf(stderr,
+				"stagelog: warning: %s: process.args[0] is not an absolute path and the staged "
+				"process.env has no PATH; to keep the packaged one, pass --env-keep PATH\n",
+				a->cmd);
 	}
 	oci_env_list_finish(&env);
 	/* A signal that came after the last path still aborts the stage. */

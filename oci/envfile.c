@@ -130,6 +130,18 @@ int oci_env_add(struct sl_env_list *l, const char *name, size_t name_len, const 
 	return 0;
 }
 
+int oci_env_add_kept(struct sl_env_list *l, const char *name, size_t name_len, struct sl_error *reterr)
+{
+	int r = oci_env_add(l, name, name_len, "", 0, reterr);
+
+	if (r < 0)
+		return r;
+	/* The empty value held no secret; NULL means "the packaged one". */
+	free((char *)l->vars[l->n - 1].value);
+	l->vars[l->n - 1].value = NULL;
+	return 0;
+}
+
 static bool blank(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)

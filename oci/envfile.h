@@ -36,6 +36,10 @@ struct sl_env_list {
 HIDDEN int oci_env_add(struct sl_env_list *l, const char *name, size_t name_len, const char *value,
 		       size_t value_len, struct sl_error *reterr);
 
+/* Appends NAME with a NULL value: kept with its packaged value (struct
+ * sl_env_var). A bad name is -EINVAL, as in oci_env_add(). */
+HIDDEN int oci_env_add_kept(struct sl_env_list *l, const char *name, size_t name_len, struct sl_error *reterr);
+
 /*
  * Parses the contents of an env file (len bytes, not NUL-terminated) and
  * appends its variables in order. The format: lines separated by "\n";

@@ -268,13 +268,38 @@ static int env_ref_cmp(const void *a, const void *b)
 }
 
 /*
+ * The value of name (len bytes) in the packaged process.env, old (an array,
+ * or NULL): that of its last "NAME=VALUE" string, which is what a runtime
+ * that sets the variables in order (runc does) gives the process. NULL when
+ * it is not there.
+ */
+static const char *packaged_value(const cJSON *old, const char *name, size_t len)
+{
+	const char *found = NULL;
+	const cJSON *item;
+
+	cJSON_ArrayForEach(item, old)
+	{
+		const char *s = cJSON_GetStringValue(item);
+
+		if (s && strncmp(s, name, len) == 0 && s[len] == '=')
+			found = s + len + 1;
+	}
+	return found;
+}
+
+/*
  * Builds the new process.env: one "NAME=VALUE" per distinct name, at the
  * position of its first occurrence with the value of its last (as a
  * command line that repeats a name means the later value, while the
- * variable keeps its place). Sorting makes that linear-logarithmic even
- * for an env file with a quarter million lines.
+ * variable keeps its place). A variable with a NULL value is kept: its
+ * value is the packaged one, from old, and never one from our own
+ * environment, which is the deployer's and may hold anything. Sorting
+ * makes that linear-logarithmic even for an env file with a quarter
+ * million lines.
  */
-static int env_array(const struct sl_env_var *env, size_t n, cJSON **ret, struct sl_error *reterr)
+static int env_array(const struct sl_env_var *env, size_t n, const cJSON *old, struct sl_oci_notes *notes,
+		     cJSON **ret, struct sl_error *reterr)
 {
 	_cleanup_(wipe_deletep) cJSON *arr = NULL;
 	_cleanup_free_ struct env_ref *refs = NULL;
@@ -283,13 +308,26 @@ static int env_array(const struct sl_env_var *env, size_t n, cJSON **ret, struct
 	for (size_t i = 0; i < n; i++) {
 		const char *problem;
 
-		if (!env[i].name || !env[i].value)
+		if (!env[i].name)
 			return sl_err(reterr, -EINVAL, "bad environment variable: variable %zu: missing name or value",
 				      i + 1);
 		if (!oci_env_name_valid(env[i].name, strlen(env[i].name)))
 			return sl_err(reterr, -EINVAL,
 				      "bad environment variable: variable %zu: name does not match [A-Za-z_][A-Za-z0-9_]*",
 				      i + 1);
+		if (!env[i].value) {
+			/* The name is not secret, but the caller names the
+			 * option it came from; the index is enough. */
+			if (!packaged_value(old, env[i].name, strlen(env[i].name))) {
+				if (notes)
+					notes->missing_kept = i;
+				return sl_err(reterr, -EINVAL,
+					      "bad environment variable: variable %zu: kept, but not in the packaged "
+					      "process.env",
+					      i + 1);
+			}
+			continue;
+		}
 		problem = oci_env_value_problem(env[i].value, strlen(env[i].value));
 		if (problem)
 			return sl_err(reterr, -EINVAL, "bad environment variable: variable %zu: %s", i + 1, problem);
@@ -312,6 +350,7 @@ static int env_array(const struct sl_env_var *env, size_t n, cJSON **ret, struct
 	}
 
 	for (size_t i = 0; i < n; i++) {
+		const char *value;
 		size_t nl, vl;
 		char *s;
 		cJSON *str;
@@ -319,13 +358,16 @@ static int env_array(const struct sl_env_var *env, size_t n, cJSON **ret, struct
 		if (pick[i] == SIZE_MAX)
 			continue;
 		nl = strlen(env[i].name);
-		vl = strlen(env[pick[i]].value);
+		value = env[pick[i]].value;
+		if (!value)
+			value = packaged_value(old, env[i].name, nl);
+		vl = strlen(value);
 		s = malloc(nl + vl + 2);
 		if (!s)
 			return sl_err(reterr, -ENOMEM, "cannot build process.env: %s", strerror(ENOMEM));
 		memcpy(s, env[i].name, nl);
 		s[nl] = '=';
-		memcpy(s + nl + 1, env[pick[i]].value, vl + 1);
+		memcpy(s + nl + 1, value, vl + 1);
 		str = cJSON_CreateString(s);
 		erase_and_free(s, nl + vl + 2);
 		if (!str || !cJSON_AddItemToArray(arr, str)) {
@@ -335,6 +377,30 @@ static int env_array(const struct sl_env_var *env, size_t n, cJSON **ret, struct
 	}
 	*ret = TAKE_PTR(arr);
 	return 0;
+}
+
+/*
+ * True when process.args[0] is a string that is not an absolute path and
+ * env (the staged process.env) has no PATH: the runtime looks such a
+ * program up with the process's PATH, and without one it may not find it.
+ * The exact key "args" is read, as a check that warns and never refuses.
+ */
+static bool lacks_path(const cJSON *process, const cJSON *env)
+{
+	const cJSON *args = cJSON_GetObjectItemCaseSensitive(process, "args");
+	const char *arg0 = cJSON_GetStringValue(cJSON_GetArrayItem(args, 0));
+	const cJSON *item;
+
+	if (!cJSON_IsArray(args) || !arg0 || arg0[0] == '/')
+		return false;
+	cJSON_ArrayForEach(item, env)
+	{
+		const char *s = cJSON_GetStringValue(item);
+
+		if (s && strncmp(s, "PATH=", 5) == 0)
+			return false;
+	}
+	return true;
 }
 
 /* Sets hostID to id in every mapping of linux.<key>. */
@@ -550,14 +616,16 @@ static int set_mappings(cJSON *root, uid_t uid, gid_t gid, struct sl_error *rete
 	return r < 0 ? r : set_host_ids(linux_obj, "gidMappings", (unsigned long)gid, reterr);
 }
 
-int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
-			 gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr)
+int oci_config_transform_notes(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
+			       gid_t gid, struct sl_oci_notes *notes, char **ret, size_t *ret_len, struct sl_error *reterr)
 {
 	_cleanup_(wipe_deletep) cJSON *root = NULL;
 	cJSON *process = NULL, *old_env = NULL, *new_env = NULL;
 	size_t hint;
 	int r;
 
+	if (notes)
+		*notes = (struct sl_oci_notes){ .missing_kept = SIZE_MAX };
 	if ((!json && len > 0) || (!env && n_env > 0) || !ret || !ret_len)
 		return sl_err(reterr, -EINVAL, ROLE ": invalid argument");
 	if (len > OCI_CONFIG_MAX)
@@ -572,9 +640,11 @@ int oci_config_transform(const char *json, size_t len, const struct sl_env_var *
 
 	/* The environment goes in last, after every check of the document,
 	 * so that it is in the tree for as short a time as possible. */
-	r = env_array(env, n_env, &new_env, reterr);
+	r = env_array(env, n_env, old_env, notes, &new_env, reterr);
 	if (r < 0)
 		return r;
+	if (notes)
+		notes->no_path = lacks_path(process, new_env);
 	r = set_member(process, old_env, "env", new_env);
 	if (r < 0) {
 		wipe_deletep(&new_env);
@@ -588,11 +658,19 @@ int oci_config_transform(const char *json, size_t len, const struct sl_env_var *
 	 * see OCI_CONFIG_GROWTH) where this falls short. */
 	hint = len + OCI_CONFIG_SLACK + 5;
 	for (size_t i = 0; i < n_env; i++)
-		hint += OCI_CONFIG_ESCAPE * (strlen(env[i].name) + 1 + strlen(env[i].value)) + 3;
+		/* A kept value is no longer printed than it was written in
+		 * the packaged document, which len counts already. */
+		hint += OCI_CONFIG_ESCAPE * (strlen(env[i].name) + 1 + (env[i].value ? strlen(env[i].value) : 0)) + 3;
 	r = print_wiped(root, hint, ret, ret_len);
 	if (r < 0)
 		return sl_err(reterr, r, ROLE ": cannot print: %s", strerror(-r));
 	return 0;
+}
+
+int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
+			 gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr)
+{
+	return oci_config_transform_notes(json, len, env, n_env, uid, gid, NULL, ret, ret_len, reterr);
 }
 
 void oci_config_free(char *buf, size_t len)

@@ -73,6 +73,16 @@ HIDDEN int oci_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
 HIDDEN int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env,
 				uid_t uid, gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr);
 
+/*
+ * As oci_config_transform(), and env may keep packaged values: a variable
+ * whose value is NULL takes NAME's last value in the packaged process.env
+ * (strings "NAME=VALUE"); a name not there is -EINVAL. notes, when not
+ * NULL, is filled in as struct sl_oci_notes says.
+ */
+HIDDEN int oci_config_transform_notes(const char *json, size_t len, const struct sl_env_var *env, size_t n_env,
+				      uid_t uid, gid_t gid, struct sl_oci_notes *notes, char **ret, size_t *ret_len,
+				      struct sl_error *reterr);
+
 /* Wipes and frees a buffer returned by oci_config_transform(). Accepts
  * NULL. */
 HIDDEN void oci_config_free(char *buf, size_t len);

@@ -79,6 +79,8 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 	struct stat st;
 	int r;
 
+	if (opts && opts->notes)
+		*opts->notes = (struct sl_oci_notes){ .missing_kept = SIZE_MAX };
 	if (!store || !opts || !opts->root || !opts->bundle || (!opts->env && opts->n_env > 0) || !ret)
 		return sl_err(reterr, -EINVAL, WHAT ": invalid argument");
 
@@ -100,8 +102,8 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 		return r;
 	/* The mappings name the bundle directory's owner and never an id
 	 * written in the config, which a packager could set to 0 (host root). */
-	r = oci_config_transform(packaged.buf, packaged.len, opts->env, opts->n_env, st.st_uid, st.st_gid,
-				 &config.buf, &config.len, reterr);
+	r = oci_config_transform_notes(packaged.buf, packaged.len, opts->env, opts->n_env, st.st_uid, st.st_gid,
+				       opts->notes, &config.buf, &config.len, reterr);
 	if (r < 0)
 		return r;
 	bytes_wipep(&packaged);

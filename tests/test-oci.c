@@ -91,6 +91,94 @@ static void assert_env(const cJSON *doc, const char *const *want, size_t n)
 	}
 }
 
+/* Transforms json with env, which must succeed, and returns the notes and
+ * the parsed result. */
+static cJSON *transform_notes_ok(const char *json, const struct sl_env_var *env, size_t n_env,
+				 struct sl_oci_notes *notes)
+{
+	struct sl_error err = { 0 };
+	char *out = NULL;
+	size_t len = 0;
+	cJSON *doc;
+	int r;
+
+	r = oci_config_transform_notes(json, strlen(json), env, n_env, 1, 2, notes, &out, &len, &err);
+	if (r != 0)
+		fail_msg("transform failed: %d %s", r, err.msg);
+	assert_int_equal(notes->missing_kept, SIZE_MAX);
+	doc = cJSON_ParseWithLength(out, len);
+	assert_non_null(doc);
+	oci_config_free(out, len);
+	return doc;
+}
+
+/* A NULL value keeps the packaged value (the last one), never one from our
+ * own environment; a later name wins across given and kept values. */
+static void env_kept(void **state)
+{
+	static const char json[] = "{\"process\":{\"args\":[\"sh\"],\"env\":[\"PATH=/pkg/bin\",\"HOME=/root\","
+				   "\"TERM=xterm\",\"PATH=/pkg/last\",7,\"PATHX=no\"]}}";
+	static const struct sl_env_var env[] = {
+		{ "PATH", NULL }, { "TOKEN", CANARY }, { "TERM", "given" }, { "TERM", NULL }, { "A", NULL }, { "A", "x" },
+	};
+	static const char *const want_no_a[] = { "PATH=/pkg/last", "TOKEN=" CANARY, "TERM=xterm" };
+	struct sl_oci_notes notes;
+	struct sl_error err = { 0 };
+	char *out = NULL;
+	size_t len = 0;
+	cJSON *doc;
+
+	(void)state;
+	/* The caller's own values, which a kept variable must never take;
+	 * it and env_no_path run last, and nothing here looks PATH up. */
+	assert_int_equal(setenv("PATH", "/caller/bin", 1), 0);
+	assert_int_equal(setenv("TERM", "caller", 1), 0);
+	/* A is kept but not packaged: refused, even though a later A is given,
+	 * and the notes say which variable. */
+	notes = (struct sl_oci_notes){ 0 };
+	assert_int_equal(oci_config_transform_notes(json, strlen(json), env, ELEMENTSOF(env), 1, 2, &notes, &out,
+						    &len, &err),
+			 -EINVAL);
+	assert_null(out);
+	assert_int_equal(notes.missing_kept, 4);
+	assert_string_equal(err.msg, "bad environment variable: variable 5: kept, but not in the packaged process.env");
+	assert_no_canary(&err);
+
+	doc = transform_notes_ok(json, env, 4, &notes);
+	assert_env(doc, want_no_a, ELEMENTSOF(want_no_a));
+	assert_false(notes.no_path);
+	cJSON_Delete(doc);
+}
+
+/* notes.no_path: a relative args[0] without a staged PATH, and only then. */
+static void env_no_path(void **state)
+{
+	static const struct sl_env_var token[] = { { "TOKEN", CANARY } };
+	static const struct sl_env_var path[] = { { "TOKEN", CANARY }, { "PATH", "/bin" } };
+	static const struct {
+		const char *json;
+		const struct sl_env_var *env;
+		size_t n;
+		bool no_path;
+	} cases[] = {
+		{ "{\"process\":{\"args\":[\"sh\"],\"env\":[\"PATH=/bin\"]}}", token, 1, true },
+		{ "{\"process\":{\"args\":[\"bin/sh\"]}}", token, 1, true },
+		{ "{\"process\":{\"args\":[\"sh\"]}}", path, 2, false },
+		{ "{\"process\":{\"args\":[\"/bin/sh\"]}}", token, 1, false },
+		{ "{\"process\":{}}", token, 1, false },
+		{ "{\"process\":{\"args\":[]}}", token, 1, false },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		struct sl_oci_notes notes = { .no_path = !cases[i].no_path };
+
+		cJSON_Delete(transform_notes_ok(cases[i].json, cases[i].env, cases[i].n, &notes));
+		if (notes.no_path != cases[i].no_path)
+			fail_msg("case %zu: no_path is %d", i, notes.no_path);
+	}
+}
+
 static void env_replaced(void **state)
 {
 	static const char *const want[] = { "PATH=/usr/bin:/bin", "TOKEN=" CANARY };
@@ -517,7 +605,8 @@ static void bad_env_for_config(void **state)
 		{ { "A=B", "x" }, "bad environment variable: variable 2: name does not match [A-Za-z_][A-Za-z0-9_]*" },
 		{ { "A", CANARY "\xff" }, "bad environment variable: variable 2: value is not valid UTF-8" },
 		{ { NULL, "x" }, "bad environment variable: variable 2: missing name or value" },
-		{ { "A", NULL }, "bad environment variable: variable 2: missing name or value" },
+		/* A NULL value keeps the packaged one, and there is none. */
+		{ { "A", NULL }, "bad environment variable: variable 2: kept, but not in the packaged process.env" },
 	};
 	const char *json = "{\"process\":{}}";
 
@@ -824,6 +913,8 @@ int main(void)
 		cmocka_unit_test(env_file_too_large),
 		cmocka_unit_test(env_file_into_config),
 		cmocka_unit_test(utf8),
+		cmocka_unit_test(env_kept),
+		cmocka_unit_test(env_no_path),
 	};
 
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -387,6 +387,92 @@ class TestStage(Base):
                 self.assertNotIn(CANARY.encode(), f.read(), name)
 
 
+class TestEnvKeep(Base):
+    """--env-keep NAME (v3): NAME keeps its value from the packaged
+    process.env, never the caller's; a name the package lacks is a usage
+    error that names the option and the position; a relative args[0]
+    without a staged PATH is warned about once."""
+
+    def packaged(self, args, env):
+        self.n_pkg = getattr(self, "n_pkg", 0) + 1
+        self.bundle = make_bundle(os.path.join(self.tmp, "pkg%d" % self.n_pkg), {
+            "ociVersion": "1.0.2",
+            "process": {"args": args, "env": env, "cwd": "/"},
+            "root": {"path": "rootfs"},
+        })
+
+    def staged(self, p):
+        path = p.stdout.rstrip("\n").split("\t")[1]
+        with open(os.path.join(path, "config.json")) as f:
+            return json.load(f)["process"]["env"]
+
+    def stage_p(self, *args, code=0, env=None):
+        return self.sl("stage", "--root", self.root, "--bundle", self.bundle, *args, code=code, env=env)
+
+    def test_value_from_the_package_not_the_caller(self):
+        self.packaged(["sh"], ["PATH=/pkg/bin", "TERM=xterm", "HOME=/root", "PATH=/pkg/last"])
+        env = dict(self.env, PATH="/caller/bin:" + os.environ.get("PATH", ""), TERM="caller-term",
+                   HOME="/caller-home")
+        p = self.stage_p("--env-keep", "PATH", "--env", "TOKEN=" + CANARY, "--env-keep", "TERM", env=env)
+        # The last PATH of the package (as runc sets them in order), at
+        # its place on the command line; HOME, not named, is gone.
+        self.assertEqual(self.staged(p), ["PATH=/pkg/last", "TOKEN=" + CANARY, "TERM=xterm"])
+        self.assertEqual(p.stderr, "")
+
+    def test_later_value_in_command_line_order(self):
+        self.packaged(["/bin/true"], ["A=packaged"])
+        envfile = os.path.join(self.tmp, "env")
+        with open(envfile, "w") as f:
+            f.write("A=from-file\n")
+        for args, want in ((["--env", "A=given", "--env-keep", "A"], "A=packaged"),
+                           (["--env-keep", "A", "--env", "A=given"], "A=given"),
+                           (["--env-keep", "A", "--env-file", envfile], "A=from-file"),
+                           (["--env-file", envfile, "--env-keep", "A"], "A=packaged")):
+            with self.subTest(args=args):
+                self.assertEqual(self.staged(self.stage_p(*args)), [want])
+
+    def test_missing_name_is_usage_error_by_position(self):
+        self.packaged(["/bin/true"], ["PATH=/bin"])
+        secret = "NOT_PACKAGED_" + CANARY.replace("-", "_")
+        env = dict(self.env, **{secret: "set-in-caller"})
+        for cmd in ("stage", "run"):
+            with self.subTest(cmd=cmd):
+                tail = ["--", "true"] if cmd == "run" else []
+                p = self.sl(cmd, "--root", self.root, "--bundle", self.bundle, "--env-keep", "PATH",
+                            "--env-keep", secret, *tail, code=64, env=env)
+                # Words after stagelog: --db PATH CMD --root ROOT --bundle
+                # PKG --env-keep PATH --env-keep NAME: NAME is #11.
+                self.assertEqual(p.stderr, "stagelog: %s: --env-keep: argument #11: not in the packaged "
+                                           "config's process.env\n" % cmd)
+                self.assertEqual(p.stdout, "")
+                self.assert_root_empty()
+        p = self.stage_p("--env-keep=" + secret, code=64, env=env)
+        self.assertEqual(p.stderr, "stagelog: stage: --env-keep: argument #8: not in the packaged "
+                                   "config's process.env\n")
+        p = self.stage_p("--env-keep", CANARY + "=x", code=64)
+        self.assertEqual(p.stderr, "stagelog: stage: --env-keep: argument #9: not a variable name "
+                                   "([A-Za-z_][A-Za-z0-9_]*)\n")
+        self.assert_root_empty()
+
+    def test_warns_once_without_path(self):
+        warning = ("stagelog: warning: %s: process.args[0] is not an absolute path and the staged "
+                   "process.env has no PATH; to keep the packaged one, pass --env-keep PATH\n")
+        self.packaged(["sh", "-c", "true"], ["PATH=/usr/bin:/bin", "TERM=xterm"])
+        p = self.stage_p("--env", "TOKEN=" + CANARY)
+        self.assertEqual(p.stderr, warning % "stage")
+        p = self.sl("run", "--root", self.root, "--bundle", self.bundle, "--env-keep", "TERM", "--", "true")
+        self.assertEqual(p.stderr, warning % "run")
+        # No warning with PATH staged, kept or given, nor for an absolute
+        # args[0].
+        for args in (["--env-keep", "PATH"], ["--env", "PATH=/bin"]):
+            with self.subTest(args=args):
+                self.assertEqual(self.stage_p(*args).stderr, "")
+                p = self.sl("run", "--root", self.root, "--bundle", self.bundle, *args, "--", "true")
+                self.assertEqual(p.stderr, "")
+        self.packaged(["/bin/sh"], ["PATH=/bin"])
+        self.assertEqual(self.stage_p().stderr, "")
+
+
 class TestReleasePublish(Base):
     def test_release_idempotent(self):
         stage_id, path = self.stage()

@@ -29,16 +29,9 @@ TOP = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else
 # Contract options not yet implemented: in docs/interface.md (v3), not yet
 # in the binary (nor, so, in the man page, which documents the binary).
 # Each is implemented by a colleague later; remove its entry then.
-CONTRACT_OPTIONS_NOT_YET_IMPLEMENTED = {
-    # v3: keep NAME with its value from the packaged config.json.
-    ("stage", "--env-keep"): True,   # True: repeatable
-    ("run", "--env-keep"): True,     # run takes stage's options but --owner
-}
+CONTRACT_OPTIONS_NOT_YET_IMPLEMENTED = {}
 # Contract exit codes not yet implemented, likewise.
-CONTRACT_EXITS_NOT_YET_IMPLEMENTED = {
-    # v3: run's runtime exited but its stage could not be released.
-    125,
-}
+CONTRACT_EXITS_NOT_YET_IMPLEMENTED = set()
 
 OPT_RE = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")
 HELP_OPTS = {"-h", "--help"}

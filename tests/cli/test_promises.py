@@ -6,6 +6,7 @@ no core dumps while secrets are in memory, the runtime's environment under
 test here was written against a mutant in tests/mutants/ that survived the
 suites before it. The program is found in $STAGELOG."""
 
+import json
 import os
 import resource
 import signal
@@ -290,39 +291,59 @@ class TestRunExitCodes(Promises):
                 self.assertFalse(os.path.exists(marker), "the runtime was started")
                 self.assert_root_empty()
 
-    def replace_top(self, code):
+    def replace_top(self, code, json_out=False):
         """A runtime that swaps the bundle directory for another and exits
         with code: the stage cannot be released (its top directory is not
         the one it created) and becomes failed."""
         script = 'mv "$1" "$1.moved" && mkdir "$1" && exit %d' % code
-        p = self.run_sl("--env", "TOKEN=" + CANARY, "--", "sh", "-c", script, "sh", "{bundle}")
+        args = ("--env", "TOKEN=" + CANARY, "--", "sh", "-c", script, "sh", "{bundle}")
+        if json_out:
+            p = self.sl("--json", "run", "--root", self.root, "--bundle", self.bundle, *args, code=None)
+        else:
+            p = self.run_sl(*args)
         self.assertEqual(self.states(), ["failed"])
         self.assertNotIn(CANARY, p.stderr)
         self.assertIn("stagelog: ", p.stderr)
         return p
 
-    def each_unreleasable(self):
+    def each_unreleasable(self, json_out=False):
         """Runs replace_top() with a runtime status of 0 and of 3, each on
         its own store and root, and yields (status, the run's result)."""
         for code in (0, 3):
-            with self.subTest(runtime_status=code):
-                self.db = os.path.join(self.tmp, "s%d" % code, "stagelog.db")
-                self.root = os.path.join(self.shm, "r%d" % code)
-                yield code, self.replace_top(code)
+            with self.subTest(runtime_status=code, json=json_out):
+                self.db = os.path.join(self.tmp, "s%d%s" % (code, "j" if json_out else ""), "stagelog.db")
+                self.root = os.path.join(self.shm, "r%d%s" % (code, "j" if json_out else ""))
+                yield code, self.replace_top(code, json_out)
 
     def test_release_failure_is_not_success(self):
-        # What holds today: the failure is never hidden behind exit 0.
         for _, p in self.each_unreleasable():
             self.assertNotEqual(p.returncode, 0, p.stderr)
 
-    @unittest.expectedFailure
     def test_125_runtime_exited_but_stage_not_released(self):
         # INTERFACE.md v3: 125 when the runtime exited but its stage could
-        # not be released. This tree exits with the runtime's status (1
-        # for 0) and does not report the runtime's status: not implemented
-        # yet (see the report of issue 15).
-        for _, p in self.each_unreleasable():
+        # not be released; the runtime's own status is on stderr (one
+        # line) and, with --json, in the one document on stdout.
+        for status, p in self.each_unreleasable():
             self.assertEqual(p.returncode, 125, p.stderr)
+            self.assertEqual(p.stdout, "")
+            lines = [l for l in p.stderr.splitlines() if "the runtime exited with status" in l]
+            self.assertEqual(len(lines), 1, p.stderr)
+            self.assertRegex(lines[0], r"^stagelog: run: the runtime exited with status %d\b" % status)
+        for status, p in self.each_unreleasable(json_out=True):
+            self.assertEqual(p.returncode, 125, p.stderr)
+            doc = json.loads(p.stdout)
+            self.assertEqual(doc["runtime_status"], status)
+            self.assertEqual(doc["state"], "failed")
+            self.assertEqual(doc["id"], self.slj("list", "--all")[0]["id"])
+
+    def test_runtime_status_when_released(self):
+        # The runtime's status is run's own when the stage is released,
+        # with or without --json (which then prints nothing).
+        for json_out in (False, True):
+            with self.subTest(json=json_out):
+                p = self.sl(*(["--json"] if json_out else []), "run", "--root", self.root, "--bundle",
+                            self.bundle, "--", "sh", "-c", "exit 3", code=3)
+                self.assertEqual(p.stdout, "")
 
 
 class TestInUse(Promises):

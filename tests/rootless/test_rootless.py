@@ -9,7 +9,12 @@ through the whole life of a gateway:
   2. the launcher is SIGKILLed while the container runs: the bundle stays
      and `recover` leaves it alone, because the runtime holds the lock;
   3. the container exits: `recover` removes the bundle;
-  4. the canary secret is nowhere on disk, in the store or in any output.
+  4. the canary secret is nowhere on disk, in the store or in any output;
+  5. the README's user-unit `stagelog run ... --env-keep PATH ... -- runc
+     ... run --bundle {bundle} ...` line, taken from README.md's text, starts
+     a bundle exactly as `runc spec --rootless` makes it (args ["sh"], PATH
+     in process.env, a terminal) on a pty: the shell finds its way and
+     answers.
 
 Run as root, the suite creates its user (useradd) and that user's
 /run/user/UID. Run as anyone else, or without runc or a static busybox,
@@ -21,6 +26,9 @@ import hashlib
 import json
 import os
 import pwd
+import re
+import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,6 +37,7 @@ import tempfile
 import time
 
 STAGELOG = os.path.abspath(os.environ.get("STAGELOG", "stagelog"))
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
 USER = "stagelog-rootless"
 CANARY = "canary-r00tless-9d2e41"
 SKIP = 77
@@ -135,6 +144,108 @@ class Suite:
         os.chmod(env_file, 0o600)
         return b, env_file
 
+    def readme_run_line(self):
+        """The README's rootless user-unit ExecStart= (the one whose runc
+        keeps its state under ${XDG_RUNTIME_DIR}), continuation lines
+        joined, as the words systemd would run."""
+        with open(README, encoding="utf-8") as f:
+            readme = f.read()
+        found = []
+        for block in re.findall(r"```ini\n(.*?)```", readme, re.S):
+            text = block.replace("\\\n", " ")
+            found += [l[len("ExecStart="):] for l in text.splitlines()
+                      if l.startswith("ExecStart=") and " run " in l and "${XDG_RUNTIME_DIR}/runc" in l]
+        self.check(len(found) == 1, "README.md has one rootless `stagelog run ... -- runc` unit line (%d)" % len(found))
+        return found[0] if found else None
+
+    def make_spec_bundle(self, busybox):
+        """A bundle exactly as `runc spec --rootless` writes it, around a
+        rootfs with a static busybox."""
+        b = os.path.join(self.home, "spec-bundle")
+        os.makedirs(os.path.join(b, "rootfs", "bin"))
+        shutil.copy(busybox, os.path.join(b, "rootfs", "bin", "busybox"))
+        os.symlink("busybox", os.path.join(b, "rootfs", "bin", "sh"))
+        for d in ("proc", "dev", "sys", "tmp"):
+            os.mkdir(os.path.join(b, "rootfs", d))
+        subprocess.run(["runc", "spec", "--rootless", "--bundle", b], check=True)
+        with open(os.path.join(b, "config.json")) as f:
+            process = json.load(f)["process"]
+        self.check(process["args"] == ["sh"] and any(e.startswith("PATH=") for e in process["env"]),
+                   "runc spec makes args [\"sh\"] and a PATH (%s)" % process["args"])
+        for dirpath, dirnames, filenames in os.walk(b):
+            for n in [dirpath] + [os.path.join(dirpath, x) for x in dirnames + filenames]:
+                os.lchown(n, self.uid, self.gid)
+        return b
+
+    def run_readme_line(self, busybox):
+        line = self.readme_run_line()
+        if line is None:
+            return
+        bundle = self.make_spec_bundle(busybox)
+        env_dir = os.path.join(self.home, ".config", "gateway")
+        os.makedirs(env_dir)
+        with open(os.path.join(env_dir, "tokens.env"), "w") as f:
+            f.write("API_TOKEN=%s\n" % CANARY)
+        for d in (os.path.join(self.home, ".config"), env_dir, os.path.join(env_dir, "tokens.env")):
+            os.chown(d, self.uid, self.gid)
+        # What systemd would do: %h is the home, ${XDG_RUNTIME_DIR} the
+        # unit's environment; the paths are this test's.
+        for a, b in (("%h", self.home), ("${XDG_RUNTIME_DIR}", self.run_dir),
+                     ("/usr/local/bin/stagelog", STAGELOG), ("/usr/share/gateway/bundle", bundle)):
+            line = line.replace(a, b)
+        argv = shlex.split(line)
+        self.check(argv[:2] == [STAGELOG, "run"] and "--env-keep" in argv
+                   and argv[argv.index("--env-keep") + 1] == "PATH"
+                   and argv[argv.index("--") + 1] == "runc" and "{bundle}" in argv,
+                   "the README line is `stagelog run ... --env-keep PATH ... -- runc ... {bundle}`: %s" % argv)
+        argv = [argv[0], "--db", self.db] + argv[1:]
+        # The spec's process wants a terminal: give it a pty, type into
+        # its shell, and read what it answers.
+        master, slave = os.openpty()
+        proc = subprocess.Popen(self.as_user(argv), env=self.env, cwd=self.home, stdin=slave, stdout=slave,
+                                stderr=slave, start_new_session=True)
+        os.close(slave)
+        os.write(master, b"echo STARTED-$((6*7)) in $PWD\n")
+        out = b""
+        deadline = time.time() + 30
+        while b"STARTED-42" not in out and time.time() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        started = b"STARTED-42" in out
+        if started:
+            os.write(master, b"exit\n")
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        try:
+            while select.select([master], [], [], 0.2)[0]:
+                chunk = os.read(master, 4096)
+                if not chunk:
+                    break
+                out += chunk
+        except OSError:
+            pass
+        os.close(master)
+        text = out.decode("utf-8", "replace")
+        self.outputs.append(text)
+        if not self.check(started, "the README's line starts the runc spec bundle and its sh answers"):
+            print("pty output: " + text)
+        self.check(proc.returncode == 0, "the README's line exits 0 (got %s)" % proc.returncode)
+        self.check("stagelog: warning" not in text, "no PATH warning with --env-keep PATH")
+        states = [s["state"] for s in self.slj("list", "--all") if s["label"] == "gateway"]
+        self.check(states == ["released"], "the README line's stage is released (%s)" % states)
+        # The env file is the operator's, set aside like step 1's.
+        os.unlink(os.path.join(env_dir, "tokens.env"))
+
     def wait_gone(self, path, timeout=20):
         deadline = time.time() + timeout
         while os.path.exists(path) and time.time() < deadline:
@@ -216,6 +327,9 @@ class Suite:
         self.check(not os.path.exists(st["path"]), "the bundle is gone")
         self.check(self.slj("show", st["id"])["state"] == "recovered", "the stage is recovered")
         self.sl("check")
+
+        # 5. The README's line with a bundle from `runc spec`.
+        self.run_readme_line(busybox)
 
         # 4. The canary: nowhere on disk (the env file the operator wrote
         # aside), in the store, or in any output.
