@@ -130,7 +130,8 @@ static void env_kept(void **state)
 
 	(void)state;
 	/* The caller's own values, which a kept variable must never take;
-	 * it and env_no_path run last, and nothing here looks PATH up. */
+	 * the caller's PATH is put back at the end (the teardown runs rm). */
+	_cleanup_free_ char *saved_path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
 	assert_int_equal(setenv("PATH", "/caller/bin", 1), 0);
 	assert_int_equal(setenv("TERM", "caller", 1), 0);
 	/* A is kept but not packaged: refused, even though a later A is given,
@@ -148,6 +149,8 @@ static void env_kept(void **state)
 	assert_env(doc, want_no_a, ELEMENTSOF(want_no_a));
 	assert_false(notes.no_path);
 	cJSON_Delete(doc);
+	if (saved_path)
+		assert_int_equal(setenv("PATH", saved_path, 1), 0);
 }
 
 /* notes.no_path: a relative args[0] without a staged PATH, and only then. */

@@ -258,12 +258,12 @@ class TestDescriptorLimit(Limits):
                 with self.subTest(cmd=cmd, n=n):
                     stage_id, path = self.stage()
                     if cmd == "release":
-                        argv = ["release", stage_id]
+                        argv = [cmd, stage_id]
                     elif cmd == "recover":
-                        argv = ["recover", "--force", stage_id]
+                        argv = [cmd, "--force", stage_id]
                     else:
                         self.lose_record(stage_id)
-                        argv = ["check", "--root", self.root, "--remove-orphans"]
+                        argv = [cmd, "--root", self.root, "--remove-orphans"]
                     p = self.sl_nofile(argv, n, n)
                     self.assertIn(p.returncode, (0, 75), "%s under ulimit -n %d: %d\n%s"
                                   % (cmd, n, p.returncode, p.stderr))
