@@ -81,12 +81,15 @@ class FuseRoot(Base):
             shutil.rmtree(d, ignore_errors=True)
 
     def start_daemon(self):
-        self.daemon = subprocess.Popen([HELPER, self.backing, self.mnt, "-f", "-s"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = os.path.join(self.tmp, "sl-passthrough.log")
+        with open(log, "ab") as err:
+            self.daemon = subprocess.Popen([HELPER, self.backing, self.mnt, "-f", "-s"],
+                                           stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 20
         while mounted_at(self.mnt) != "fuse.sl-passthrough":
             if self.daemon.poll() is not None:
-                self.fail("sl-passthrough exited %d: %s" % (self.daemon.returncode, self.daemon.stderr.read()))
+                with open(log) as f:
+                    self.fail("sl-passthrough exited %d: %s" % (self.daemon.returncode, f.read()))
             if time.monotonic() > deadline:
                 self.fail("sl-passthrough did not mount %s" % self.mnt)
             time.sleep(0.05)
@@ -145,24 +148,20 @@ class FuseRoot(Base):
     def inode_in_backing(self, name):
         return os.stat(os.path.join(self.back_root, name), follow_symlinks=False).st_ino
 
-    def assert_dead_mount_is_an_io_error(self, stage_id, *verb):
-        """Run while the daemon is dead: verb exits 74 with one diagnostic
-        naming the cause, the record stays what it was, and the read-only
+    def assert_dead_mount_is_an_io_error(self, stage_id):
+        """Run while the daemon is dead, after the verb under test: check
+        exits 74 with one diagnostic naming the cause, and the read-only
         commands that need only the store still work."""
-        before = self.state_of(stage_id)
-        p = self.sl(*verb, code=74)
-        self.one_line_error(p)
-        self.assertIn("Transport endpoint is not connected", p.stderr)
-        self.assertEqual(self.state_of(stage_id), before, "the record changed though nothing was removed")
+        state = self.state_of(stage_id)
         # check could not look at the root: that is an I/O error (74), not
-        # a finding (1, "a failed stage remains or a problem was found"):
-        # nothing failed, and the same check passes once the daemon is back.
+        # a finding (1: "a failed stage remains, or a problem was found"),
+        # and the same check passes once the daemon is back.
         p = self.sl("check", code=74)
         self.one_line_error(p)
         self.assertIn("Transport endpoint is not connected", p.stderr)
         items = self.slj("list")
-        self.assertEqual([(i["id"], i["state"]) for i in items], [(stage_id, before)])
-        self.assertEqual(self.state_of(stage_id), before)
+        self.assertEqual([(i["id"], i["state"]) for i in items], [(stage_id, state)])
+        self.assertEqual(self.slj("show", stage_id)["state"], state)
 
     def assert_removed(self, stage_id, name, state):
         self.assertEqual(self.state_of(stage_id), state)
@@ -179,7 +178,13 @@ class TestDaemonDies(FuseRoot):
         self.assertEqual(os.stat(os.path.join(self.root, name)).st_ino, ino, "use_ino is not in effect")
         old_dev = os.stat(self.mnt).st_dev
         self.kill_daemon()
-        self.assert_dead_mount_is_an_io_error(stage_id, "release", stage_id)
+        # release opens the root before it changes the record: exit 74, one
+        # line naming the cause, and the stage still ready.
+        p = self.sl("release", stage_id, code=74)
+        self.one_line_error(p)
+        self.assertIn("Transport endpoint is not connected", p.stderr)
+        self.assertEqual(self.state_of(stage_id), "ready", "the record changed though nothing was removed")
+        self.assert_dead_mount_is_an_io_error(stage_id)
         self.assertEqual(self.inode_in_backing(name), ino)
         self.restart_daemon(old_dev)
         self.assertEqual(os.stat(os.path.join(self.root, name)).st_ino, ino)
@@ -191,7 +196,16 @@ class TestDaemonDies(FuseRoot):
         stage_id, name = self.stage_with_secret(owner=self.live_owner())
         old_dev = os.stat(self.mnt).st_dev
         self.kill_daemon()
-        self.assert_dead_mount_is_an_io_error(stage_id, "recover", "--force", stage_id)
+        # recover claims the stage before it looks at the root, so the
+        # stage ends failed with the cause as its reason, and recover exits
+        # 1 as for any failed stage (interface.md), listing it: a clear
+        # error and never 70. The next recovery retries a failed stage.
+        rep = self.slj("recover", "--force", stage_id, code=1)
+        self.assertEqual(rep["recovered"], [], rep)
+        self.assertEqual([f["id"] for f in rep["failed"]], [stage_id], rep)
+        self.assertIn("Transport endpoint is not connected", rep["failed"][0]["reason"])
+        self.assertEqual(self.state_of(stage_id), "failed")
+        self.assert_dead_mount_is_an_io_error(stage_id)
         self.restart_daemon(old_dev)
         rep = self.slj("recover", "--force", stage_id)
         self.assertEqual(rep["recovered"], [stage_id], rep)
