@@ -74,7 +74,9 @@ class FuseRoot(Base):
         if self.daemon and self.daemon.poll() is None:
             self.daemon.kill()
             self.daemon.wait()
-        while mounted_at(self.mnt):
+        for _ in range(10):
+            if not mounted_at(self.mnt):
+                break
             subprocess.run(["umount", "-l", self.mnt], capture_output=True)
         for fd in self.pins:
             os.close(fd)
@@ -100,8 +102,9 @@ class FuseRoot(Base):
         """The daemon dies; the mount then answers ENOTCONN. An O_PATH
         descriptor keeps the dead mount's superblock, and with it its
         device number, until the test ends: otherwise the restarted mount
-        would most likely get the same anonymous device number again, and
-        the device would not have changed at all."""
+        gets the same anonymous device number again (seen on Linux 6.18:
+        the lowest free one is reused), and the device would not have
+        changed at all."""
         self.pins.append(os.open(self.mnt, os.O_PATH))
         self.daemon.send_signal(signal.SIGKILL)
         self.daemon.wait()
