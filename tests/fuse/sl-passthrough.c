@@ -306,6 +306,7 @@ static const struct fuse_operations ops = {
 int main(int argc, char *argv[])
 {
 	char **fargv;
+	int r;
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: %s BACKING MOUNTPOINT [FUSE OPTIONS]\n", argv[0]);
@@ -327,5 +328,8 @@ int main(int argc, char *argv[])
 		fargv[i - 1] = argv[i];
 	fargv[argc - 1] = "-o";
 	fargv[argc] = "default_permissions";
-	return fuse_main(argc + 1, fargv, &ops, NULL);
+	r = fuse_main(argc + 1, fargv, &ops, NULL);
+	free(fargv);
+	close(backing_fd);
+	return r;
 }
