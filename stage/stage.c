@@ -840,7 +840,7 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR || r == -EPERM)
 		return -ENOENT;
 	if (r < 0)
-		return sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
+		return sl_err(reterr, r, "cannot %s stage: staging root %s: %s", what, rec->root, strerror(-r));
 	top = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top >= 0 && (r = stage_try_lock(top)) < 0)
 		return sl_err(reterr, r == -EWOULDBLOCK ? -EBUSY : r, "cannot %s stage: %s: in use by a live process",
