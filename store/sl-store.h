@@ -78,6 +78,22 @@ SL_PUBLIC int sl_store_open(const char *path, struct sl_store **ret, struct sl_e
 #define SL_STORE_OPEN_NOCREATE 0x1u
 
 /*
+ * SL_STORE_OPEN_INSPECT implies SL_STORE_OPEN_NOCREATE and lets root (an
+ * effective uid of 0) open a store that another user owns, for reading
+ * only, where it would otherwise be refused with -EPERM. Such a store is
+ * opened read-only and defensively: SQLite's read-only mode with the -shm
+ * mapped read-only (or, when no WAL holds data, as an immutable file), no
+ * schema migration, no trusted schema, no triggers, views or ATTACH, and an
+ * authorizer that admits reads only. Nothing is created or written beside
+ * it. Such a store is refused with -EPERM when its schema is older than
+ * this program's (its owner upgrades it by opening it) or when its -wal
+ * holds data but no -shm is beside it (SQLite would create one). Any call
+ * that writes fails on such a handle. For any other caller or store the
+ * flag is SL_STORE_OPEN_NOCREATE.
+ */
+#define SL_STORE_OPEN_INSPECT 0x2u
+
+/*
  * As sl_store_open(), with flags (a bitwise or of SL_STORE_OPEN_*; an
  * unknown flag gives -EINVAL).
  */
