@@ -76,6 +76,7 @@ int cmd_help(struct cli *cli, int argc, char **argv)
 	char *help_argv[3];
 	int code;
 
+	cli->read_only = true;
 	code = cli_parse_options(cli, &options, argc, argv, NULL);
 	if (code != EX_OK)
 		return cli_stop_code(code);
