@@ -51,11 +51,13 @@ struct sl_store;
  *
  * The store must be ours. It is refused with -EPERM, before SQLite opens
  * it, when the file or the folder holding it is owned by a user other than
- * the caller or root (a caller running as root accepts only root's), or is
+ * the caller or root (a caller running as root accepts only root's, except
+ * with SL_STORE_OPEN_INSPECT, below), or is
  * writable by group or others; when the path's last component is a symlink
  * or not a regular file; and when an existing -wal, -shm or -journal file
  * beside it breaks the same rules. The folders above the one holding the
- * file are not judged.
+ * file are not judged. A store refused for its owner is named with the
+ * owner's name and uid, and how to run stagelog as that user.
  *
  * A store written by a newer program is refused with -EPROTO, a corrupt
  * one with -EBADMSG, and a SQLite database that holds tables but no
