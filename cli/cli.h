@@ -110,9 +110,8 @@ void cli_diag(int priority);
 /* exit.c: writes "stagelog: MESSAGE" on stderr, as an error. */
 void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 
-/* exit.c: as cli_error(), as a warning or as information. */
-void cli_warn(const char *fmt, ...) PRINTF_FMT(1, 2);
-void cli_info(const char *fmt, ...) PRINTF_FMT(1, 2);
+/* exit.c: as cli_error(), with another priority (LOG_WARNING, LOG_INFO). */
+void cli_say(int priority, const char *fmt, ...) PRINTF_FMT(2, 3);
 
 /* exit.c: as cli_error(), and returns EX_USAGE. */
 int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);

@@ -138,6 +138,15 @@ void cli_error(const char *fmt, ...)
 	va_end(ap);
 }
 
+void cli_say(int priority, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	verror(priority, fmt, ap);
+	va_end(ap);
+}
+
 int cli_usage_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -154,24 +163,6 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...)
 
 	if (cli->verbosity < 1)
 		return;
-	va_start(ap, fmt);
-	verror(LOG_INFO, fmt, ap);
-	va_end(ap);
-}
-
-void cli_warn(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	verror(LOG_WARNING, fmt, ap);
-	va_end(ap);
-}
-
-void cli_info(const char *fmt, ...)
-{
-	va_list ap;
-
 	va_start(ap, fmt);
 	verror(LOG_INFO, fmt, ap);
 	va_end(ap);

@@ -314,7 +314,7 @@ int cli_no_store(const struct cli *cli, const char *what)
 {
 	if (!what) {
 		if (cli->verbosity >= 0)
-			cli_info("no store at %s: nothing in flight", cli->store_path);
+			cli_say(LOG_INFO, "no store at %s: nothing in flight", cli->store_path);
 		return EX_OK;
 	}
 	cli_error("%s: %s: no store", what, cli->store_path);

@@ -456,6 +456,24 @@ static void finalize_statements(struct sl_store *s)
 	s->ins_entry = s->mark_removed = s->page_asc = s->page_desc = s->transition = NULL;
 }
 
+/* The statements that page through a stage's entries: all that a reader
+ * prepares ahead. */
+static int prepare_readers(struct sl_store *s)
+{
+	int r;
+
+	r = prepare(s,
+		    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
+		    "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+		    &s->page_asc);
+	if (r == 0)
+		r = prepare(s,
+			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
+			    "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+			    &s->page_desc);
+	return r;
+}
+
 /*
  * Readers only, on another user's store (SL_STORE_OPEN_INSPECT): whatever
  * its schema holds, a statement may read and nothing else. The connection
@@ -497,23 +515,12 @@ static int authorize_read(void *userdata, int action, const char *a, const char 
  */
 static int setup_readonly(struct sl_store *s, const char *path, int64_t version, struct sl_error *reterr)
 {
-	int r;
-
 	if (version < (int64_t)ELEMENTSOF(migrations))
 		return sl_err(reterr, -EPERM,
 			      "cannot read store: %s: schema version %lld is older than this program's %d, and "
 			      "the store is another user's: upgrade it by running stagelog as that user",
 			      path, (long long)version, sl_store_schema_version());
-	r = prepare(s,
-		    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
-		    "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-		    &s->page_asc);
-	if (r == 0)
-		r = prepare(s,
-			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
-			    "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-			    &s->page_desc);
-	return r;
+	return prepare_readers(s);
 }
 
 /*
@@ -562,15 +569,7 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 		r = prepare(s, "UPDATE entries SET state = 1 WHERE stage = ? AND seq BETWEEN ? AND ?",
 			    &s->mark_removed);
 	if (r == 0)
-		r = prepare(s,
-			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
-			    "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-			    &s->page_asc);
-	if (r == 0)
-		r = prepare(s,
-			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
-			    "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-			    &s->page_desc);
+		r = prepare_readers(s);
 	if (r == 0)
 		r = prepare(s,
 			    "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
