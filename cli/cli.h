@@ -107,6 +107,9 @@ int cli_fail(int r, const struct sl_error *err, const char *what);
  */
 void cli_diag(int priority);
 
+/* exit.c: whether stderr is the journal, as cli_diag() judges it. */
+bool cli_stderr_is_journal(void);
+
 /* exit.c: writes "stagelog: MESSAGE" on stderr, as an error. */
 void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 

@@ -81,7 +81,7 @@ int cli_exit_code(int r, const struct sl_error *err)
  * inherits the variable, so only a match with stderr's own counts. Judged
  * once: stderr does not change under a running command.
  */
-static bool stderr_is_journal(void)
+bool cli_stderr_is_journal(void)
 {
 	static int journal = -1;
 
@@ -102,7 +102,7 @@ void cli_diag(int priority)
 {
 	/* sd-daemon(3): the journal reads a leading <N> as the line's
 	 * priority, so a failed stage is an error there, not an info line. */
-	if (stderr_is_journal())
+	if (cli_stderr_is_journal())
 		fprintf(stderr, "<%d>", priority);
 	fputs("stagelog: ", stderr);
 }

@@ -59,6 +59,29 @@ static int usage(FILE *f)
 	return EX_OK;
 }
 
+/* The usage on stderr for a missing command. In the journal each of its
+ * lines is an error line of its own, so each gets the <3> prefix. */
+static void usage_error(void)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *m = cli_stderr_is_journal() ? open_memstream(&text, &len) : NULL;
+
+	if (!m) {
+		usage(stderr);
+		return;
+	}
+	usage(m);
+	if (fclose(m) != 0 || !text)
+		return;
+	for (char *line = text, *nl; *line; line = nl + 1) {
+		nl = strchrnul(line, '\n');
+		fprintf(stderr, "<%d>%.*s\n", LOG_ERR, (int)(nl - line), line);
+		if (!*nl)
+			break;
+	}
+}
+
 /* `stagelog help [COMMAND]`: the command's own --help, which never opens
  * the store. */
 int cmd_help(struct cli *cli, int argc, char **argv)
@@ -195,7 +218,7 @@ int main(int argc, char **argv)
 	if (code != EX_OK)
 		return code;
 	if (optind >= argc) {
-		usage(stderr);
+		usage_error();
 		return EX_USAGE;
 	}
 

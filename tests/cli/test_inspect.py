@@ -254,6 +254,16 @@ class TestFailedOnStderr(Base):
         code, out, err = self.run_to_file(["recover"], True)
         for line in err.splitlines():
             self.assertRegex(line, r"^<[346]>stagelog: ")
+        # The usage of a bare `stagelog`, a usage error: <3> on each line.
+        with tempfile.TemporaryFile(dir=self.tmp) as f:
+            st = os.fstat(f.fileno())
+            p = subprocess.run([STAGELOG], stderr=f, env=dict(self.env, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino)))
+            f.seek(0)
+            lines = f.read().decode().splitlines()
+        self.assertEqual(p.returncode, 64)
+        self.assertTrue(lines[0].startswith("<3>usage: stagelog "), lines)
+        for line in lines:
+            self.assertTrue(line.startswith("<3>"), lines)
 
     def test_no_prefix_unless_stderr_is_the_journal(self):
         stage_id, path = self.make_failed()
