@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 #include <sysexits.h>
+#include <syslog.h>
 
 #include <cjson/cJSON.h>
 
@@ -30,6 +31,12 @@ struct cli {
 	bool json;
 	int verbosity; /* -1 quiet, 0 normal, 1 or more verbose */
 	bool nocreate; /* the command only reads: a missing store is not created */
+	/* The command only reads (list, show, check without --remove-orphans,
+	 * recover --dry-run, metrics, help, version): root opens another
+	 * user's store read-only (SL_STORE_OPEN_INSPECT) instead of refusing
+	 * it, and a stdout whose reader went away ends it with EX_IOERR and no
+	 * message, as it ends `cat`. */
+	bool read_only;
 	struct sl_store *store;
 	bool delivered;     /* stage: its output reached stdout's reader */
 	bool stdout_closed; /* stdout was flushed and closed by the command */
@@ -92,8 +99,22 @@ int cli_exit_code(int r, const struct sl_error *err);
  */
 int cli_fail(int r, const struct sl_error *err, const char *what);
 
-/* exit.c: writes "stagelog: MESSAGE" on stderr. */
+/*
+ * exit.c: starts a diagnostic line on stderr: "stagelog: ", after the
+ * sd-daemon(3) prefix "<N>" for priority N (LOG_ERR for an error or a
+ * failed stage, LOG_WARNING, LOG_INFO) when stderr is the journal
+ * ($JOURNAL_STREAM names stderr's device and inode).
+ */
+void cli_diag(int priority);
+
+/* exit.c: whether stderr is the journal, as cli_diag() judges it. */
+bool cli_stderr_is_journal(void);
+
+/* exit.c: writes "stagelog: MESSAGE" on stderr, as an error. */
 void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
+
+/* exit.c: as cli_error(), with another priority (LOG_WARNING, LOG_INFO). */
+void cli_say(int priority, const char *fmt, ...) PRINTF_FMT(2, 3);
 
 /* exit.c: as cli_error(), and returns EX_USAGE. */
 int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
@@ -300,6 +321,10 @@ int cli_failed_add(const struct sl_stage_info *info, void *userdata);
 
 /* util.c: frees l->v, for _cleanup_(). */
 void cli_failed_list_finish(struct cli_failed_list *l);
+
+/* util.c: prints "stagelog: failed ID LABEL PATH: REASON" on stderr, an
+ * error (cli_diag()). */
+void cli_print_failed(const struct cli_failed *f);
 
 /* util.c: prints "ID LABEL PATH" (label and path as cli_fput_token()
  * tokens) to f. */

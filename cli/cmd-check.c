@@ -61,7 +61,9 @@ static void print_text(const struct sl_check_report *rep, const struct cli_faile
 	fputs("integrity: ", stdout);
 	cli_fput_escaped(stdout, rep->integrity, strnlen(rep->integrity, sizeof(rep->integrity)));
 	putchar('\n');
-	print_stages("failed", fl);
+	/* A failed stage may still hold secrets: an error, on stderr. */
+	for (size_t i = 0; i < fl->n; i++)
+		cli_print_failed(&fl->v[i]);
 	print_stages("root-moved", moved);
 	/* An orphan that was removed is reported once, as removed. */
 	for (size_t i = 0; i < rep->n_orphans; i++) {
@@ -196,6 +198,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	if (code == EX_OK)
 		code = cli_want_operands("check", argc, argv, 0, "");
 	/* Only a check that removes orphans writes (and creates a store). */
+	cli->read_only = !a.remove;
 	if (code == EX_OK)
 		code = a.remove ? cli_open_store(cli) : cli_open_store_readonly(cli);
 	if (code == CLI_NO_STORE)

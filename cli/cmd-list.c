@@ -188,6 +188,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	code = cli_parse_options(cli, &list_options, argc, argv, &a);
 	if (code == EX_OK)
 		code = cli_want_operands("list", argc, argv, 0, "");
+	cli->read_only = true;
 	if (code == EX_OK)
 		code = cli_open_store_readonly(cli);
 	if (code == CLI_NO_STORE)

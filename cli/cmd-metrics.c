@@ -168,6 +168,7 @@ static int count_stages(struct cli *cli, const char *db, struct tally *t, bool *
 	struct sl_error err = { 0 };
 	int r, code;
 
+	cli->read_only = true;
 	code = cli_open_store_readonly(cli);
 	if (code != EX_OK && code != CLI_NO_STORE)
 		return code;
@@ -177,7 +178,8 @@ static int count_stages(struct cli *cli, const char *db, struct tally *t, bool *
 		return r < 0 ? cli_fail(r, &err, "cannot list the stages") : EX_OK;
 	}
 	if (cli->verbosity >= 0) {
-		fputs("stagelog: metrics: no store at ", stderr);
+		cli_diag(LOG_INFO);
+		fputs("metrics: no store at ", stderr);
 		cli_fput_escaped(stderr, db, strlen(db));
 		fputs(": nothing in flight\n", stderr);
 	}
@@ -213,7 +215,8 @@ static int write_text(const char *output, const char *text, size_t len)
 	r = cli_write_atomic(output, text, len, 0644, true);
 	if (r >= 0)
 		return EX_OK;
-	fputs("stagelog: cannot write the metrics: ", stderr);
+	cli_diag(LOG_ERR);
+	fputs("cannot write the metrics: ", stderr);
 	cli_fput_escaped(stderr, output, strlen(output));
 	fprintf(stderr, ": %s\n", strerror(-r));
 	code = cli_exit_code(r, NULL);

@@ -104,13 +104,11 @@ static void print_text(struct cli *cli, const struct sl_recover_report *rep, con
 		cli_fput_where(stdout, rep->live[i], &w);
 		fputs(" (left alone)\n", stdout);
 	}
-	for (size_t i = 0; i < fl->n; i++) {
-		fputs("failed ", stdout);
-		cli_fput_where(stdout, fl->v[i].id, &fl->v[i].where);
-		fputs(": ", stdout);
-		cli_fput_escaped(stdout, fl->v[i].reason, strlen(fl->v[i].reason));
-		putchar('\n');
-	}
+	/* A failed stage may still hold secrets: it is an error, and goes
+	 * where errors go (and the journal files it as one), not among the
+	 * results on stdout. */
+	for (size_t i = 0; i < fl->n; i++)
+		cli_print_failed(&fl->v[i]);
 	printf("%zu examined, %zu %s, %zu live, %zu failed\n", rep->examined, rep->n_recovered,
 	       rep->dry_run ? "would be recovered" : "recovered", rep->n_live, fl->n);
 }
@@ -142,7 +140,8 @@ static void note_outcome(struct cli *cli, const char *outcome, size_t recovered,
 	 * nothing to do syncs nothing at all. */
 	r = cli_write_atomic(path, line, (size_t)n, 0600, false);
 	if (r < 0 && cli->verbosity >= 0) {
-		fputs("stagelog: cannot record the outcome of recovery: ", stderr);
+		cli_diag(LOG_WARNING);
+		fputs("cannot record the outcome of recovery: ", stderr);
 		cli_fput_escaped(stderr, path, strlen(path));
 		fprintf(stderr, ": %s\n", strerror(-r));
 	}
@@ -209,6 +208,8 @@ static int open_store(struct cli *cli, const struct recover_args *a)
 
 	for (size_t i = 0; i < a->n_force && code == EX_OK; i++)
 		code = cli_check_id(a->force_args[i]);
+	/* A dry run only reads: root may inspect another user's store. */
+	cli->read_only = a->opts.dry_run;
 	if (code == EX_OK)
 		code = cli_open_store_readonly(cli);
 

@@ -188,7 +188,8 @@ _Noreturn static void exec_runtime(const char *path, char **args, char **envp, c
 	cli_signals_reset_child();
 	sigprocmask(SIG_SETMASK, oldset, NULL);
 	execve(path, args, envp);
-	fprintf(stderr, "stagelog: cannot run the runtime: %s: %s\n", args[0], strerror(errno));
+	cli_diag(LOG_ERR);
+	fprintf(stderr, "cannot run the runtime: %s: %s\n", args[0], strerror(errno));
 	_exit(errno == ENOENT ? 127 : 126);
 }
 
@@ -332,7 +333,8 @@ static void note_stage(const struct cli *cli, const char *what, struct sl_stage 
 {
 	if (cli->verbosity < 1)
 		return;
-	fprintf(stderr, "stagelog: %s %s ", what, sl_stage_id(stage));
+	cli_diag(LOG_INFO);
+	fprintf(stderr, "%s %s ", what, sl_stage_id(stage));
 	cli_fput_token(stderr, sl_stage_label(stage), strlen(sl_stage_label(stage)));
 	fputc(' ', stderr);
 	cli_fput_token(stderr, sl_stage_path(stage), strlen(sl_stage_path(stage)));
@@ -355,7 +357,8 @@ static int run_runtime(struct sl_stage *stage, const struct run_args *a, int n, 
 
 	r = find_runtime(argv[0], &path);
 	if (r < 0) {
-		fprintf(stderr, "stagelog: cannot run the runtime: ");
+		cli_diag(LOG_ERR);
+		fputs("cannot run the runtime: ", stderr);
 		cli_fput_escaped(stderr, argv[0], strlen(argv[0]));
 		fprintf(stderr, ": %s\n", r == -ENOENT ? "not found" : strerror(-r));
 		return r == -ENOENT ? 127 : 126;

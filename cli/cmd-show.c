@@ -94,6 +94,7 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 	int r, code;
 
 	cli->nocreate = true;
+	cli->read_only = true;
 	code = cli_id_command(cli, "show", argc, argv, usage, 1, "ID", id);
 	if (code == CLI_NO_STORE)
 		return cli_no_store(cli, "cannot show the stage");

@@ -83,7 +83,8 @@ void stage_args_finish(struct stage_args *a)
 static int option_fail(const struct stage_args *a, const char *option, const char *arg, int r,
 		       const struct sl_error *err)
 {
-	fprintf(stderr, "stagelog: %s: %s: argument #%d: ", a->cmd, option, cli_arg_position(arg));
+	cli_diag(LOG_ERR);
+	fprintf(stderr, "%s: %s: argument #%d: ", a->cmd, option, cli_arg_position(arg));
 	cli_fput_escaped(stderr, err->msg, strnlen(err->msg, sizeof(err->msg)));
 	fputc('\n', stderr);
 	return cli_exit_code(r, err);
@@ -217,7 +218,8 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 		else if (r < 0)
 			code = cli_fail(r, &err, "cannot stage the bundle");
 		else if (cli->verbosity >= 1) {
-			fprintf(stderr, "stagelog: staged %s at ", sl_stage_id(*ret));
+			cli_diag(LOG_INFO);
+			fprintf(stderr, "staged %s at ", sl_stage_id(*ret));
 			cli_fput_token(stderr, sl_stage_path(*ret), strlen(sl_stage_path(*ret)));
 			fputc('\n', stderr);
 		}

@@ -4,8 +4,11 @@
  * STATUS section mirrors it) and the one diagnostic writer.
  */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -71,9 +74,42 @@ int cli_exit_code(int r, const struct sl_error *err)
 	return EX_SOFTWARE;
 }
 
+/*
+ * Whether stderr is the journal. systemd sets $JOURNAL_STREAM to the
+ * DEVICE:INODE of the stream it connects stdout and stderr to
+ * (sd_journal_stream_fd(3)); a child whose stderr was redirected still
+ * inherits the variable, so only a match with stderr's own counts. Judged
+ * once: stderr does not change under a running command.
+ */
+bool cli_stderr_is_journal(void)
+{
+	static int journal = -1;
+
+	if (journal < 0) {
+		const char *v = getenv("JOURNAL_STREAM");
+		unsigned long long dev, ino;
+		struct stat st;
+		int n = 0;
+
+		journal = v && sscanf(v, "%llu:%llu%n", &dev, &ino, &n) == 2 && v[n] == '\0' &&
+			  fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+			  (unsigned long long)st.st_ino == ino;
+	}
+	return journal;
+}
+
+void cli_diag(int priority)
+{
+	/* sd-daemon(3): the journal reads a leading <N> as the line's
+	 * priority, so a failed stage is an error there, not an info line. */
+	if (cli_stderr_is_journal())
+		fprintf(stderr, "<%d>", priority);
+	fputs("stagelog: ", stderr);
+}
+
 int cli_fail(int r, const struct sl_error *err, const char *what)
 {
-	fputs("stagelog: ", stderr);
+	cli_diag(LOG_ERR);
 	/* The library's message names a path relative to the root, which may
 	 * hold any byte: escape it so that the diagnostic stays one line. */
 	if (err && err->msg[0])
@@ -86,9 +122,9 @@ int cli_fail(int r, const struct sl_error *err, const char *what)
 
 /* PRINTF_FMT(1, 0): its callers' formats are checked where they are
  * literals, and clang's -Wformat-nonliteral accepts the va_list here. */
-PRINTF_FMT(1, 0) static void verror(const char *fmt, va_list ap)
+PRINTF_FMT(2, 0) static void verror(int priority, const char *fmt, va_list ap)
 {
-	fputs("stagelog: ", stderr);
+	cli_diag(priority);
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 }
@@ -98,7 +134,16 @@ void cli_error(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	verror(fmt, ap);
+	verror(LOG_ERR, fmt, ap);
+	va_end(ap);
+}
+
+void cli_say(int priority, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	verror(priority, fmt, ap);
 	va_end(ap);
 }
 
@@ -107,7 +152,7 @@ int cli_usage_error(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	verror(fmt, ap);
+	verror(LOG_ERR, fmt, ap);
 	va_end(ap);
 	return EX_USAGE;
 }
@@ -119,6 +164,6 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...)
 	if (cli->verbosity < 1)
 		return;
 	va_start(ap, fmt);
-	verror(fmt, ap);
+	verror(LOG_INFO, fmt, ap);
 	va_end(ap);
 }

@@ -2,8 +2,10 @@
 /*
  * main.c: stagelog's entry point: the global options and the command table.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -57,6 +59,29 @@ static int usage(FILE *f)
 	return EX_OK;
 }
 
+/* The usage on stderr for a missing command. In the journal each of its
+ * lines is an error line of its own, so each gets the <3> prefix. */
+static void usage_error(void)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *m = cli_stderr_is_journal() ? open_memstream(&text, &len) : NULL;
+
+	if (!m) {
+		usage(stderr);
+		return;
+	}
+	usage(m);
+	if (fclose(m) != 0 || !text)
+		return;
+	for (char *line = text, *nl; *line; line = nl + 1) {
+		nl = strchrnul(line, '\n');
+		fprintf(stderr, "<%d>%.*s\n", LOG_ERR, (int)(nl - line), line);
+		if (!*nl)
+			break;
+	}
+}
+
 /* `stagelog help [COMMAND]`: the command's own --help, which never opens
  * the store. */
 int cmd_help(struct cli *cli, int argc, char **argv)
@@ -74,6 +99,7 @@ int cmd_help(struct cli *cli, int argc, char **argv)
 	char *help_argv[3];
 	int code;
 
+	cli->read_only = true;
 	code = cli_parse_options(cli, &options, argc, argv, NULL);
 	if (code != EX_OK)
 		return cli_stop_code(code);
@@ -135,6 +161,21 @@ static int parse_global_options(struct cli *cli, int argc, char **argv)
 	return EX_OK;
 }
 
+/*
+ * Whether stdout's reader went away: the failed flush said EPIPE, or (when
+ * the write that failed came earlier and errno has moved on) stdout is a
+ * pipe or socket that reports an error to poll(), as a pipe does once its
+ * last reader closed it.
+ */
+static bool reader_gone(int e)
+{
+	struct pollfd p = { .fd = STDOUT_FILENO, .events = 0 };
+
+	if (e == EPIPE)
+		return true;
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLERR);
+}
+
 /* The exit code of a command that returned code, once a caught signal and
  * stdout's fate are taken into account. */
 static int finish(const struct cli *cli, int code)
@@ -145,9 +186,16 @@ static int finish(const struct cli *cli, int code)
 		code = 128 + cli_signal_caught();
 
 	/* Output that did not reach its reader (a full disk, a closed pipe)
-	 * is a failure, not a success. */
+	 * is a failure, not a success. A command that only reads, whose
+	 * reader went away (`stagelog list | head -1`), says nothing about it:
+	 * the reader had what it wanted, and a line on stderr would be noise in
+	 * every pipeline. stage and run (not read-only) still say it: a stage
+	 * whose id was lost is aborted. */
 	if (!cli->stdout_closed && (fflush(stdout) != 0 || ferror(stdout))) {
-		cli_error("cannot write output: stdout: %s", strerror(errno));
+		int e = errno;
+
+		if (!(cli->read_only && reader_gone(e)))
+			cli_error("cannot write output: stdout: %s", strerror(e));
 		if (code == EX_OK)
 			code = EX_IOERR;
 	}
@@ -163,10 +211,14 @@ int main(int argc, char **argv)
 	cli_signals_init();
 	cli_save_argv(argc, argv);
 	code = parse_global_options(&cli, argc, argv);
+	if (code == CLI_HELP_SHOWN) {
+		cli.read_only = true;
+		return finish(&cli, EX_OK);
+	}
 	if (code != EX_OK)
-		return cli_stop_code(code);
+		return code;
 	if (optind >= argc) {
-		usage(stderr);
+		usage_error();
 		return EX_USAGE;
 	}
 

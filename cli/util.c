@@ -136,10 +136,9 @@ int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const ch
 	 */
 	arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
 	o = c == ':' || strchr(arg, '=') ? long_option(longopts, arg, optopt) : NULL;
+	cli_diag(LOG_ERR);
 	if (cmd)
-		fprintf(stderr, "stagelog: %s: ", cmd);
-	else
-		fputs("stagelog: ", stderr);
+		fprintf(stderr, "%s: ", cmd);
 	if (c == ':' && o)
 		fprintf(stderr, "option '--%s' requires an argument\n", o->name);
 	else if (c == ':')
@@ -165,6 +164,7 @@ int cli_parse_options(struct cli *cli, const struct cli_options *o, int argc, ch
 	while ((c = cli_getopt(cli, o->cmd, argc, argv, o->optstring, o->longopts)) != -1) {
 		if (c == 'h') {
 			cli_help(o->usage);
+			cli->read_only = true;
 			return CLI_HELP_SHOWN;
 		}
 		if (c == '?' || !o->handle)
@@ -294,7 +294,9 @@ int cli_open_store(struct cli *cli)
 	if (r != EX_OK)
 		return r;
 	cli_verbose(cli, "store: %s", cli->store_path);
-	r = sl_store_open_flags(cli->store_path, cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0, &cli->store, &err);
+	r = sl_store_open_flags(cli->store_path,
+				(cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0) | (cli->read_only ? SL_STORE_OPEN_INSPECT : 0),
+				&cli->store, &err);
 	if (r == -ENOENT && cli->nocreate)
 		return CLI_NO_STORE;
 	if (r < 0)
@@ -312,7 +314,7 @@ int cli_no_store(const struct cli *cli, const char *what)
 {
 	if (!what) {
 		if (cli->verbosity >= 0)
-			cli_error("no store at %s: nothing in flight", cli->store_path);
+			cli_say(LOG_INFO, "no store at %s: nothing in flight", cli->store_path);
 		return EX_OK;
 	}
 	cli_error("%s: %s: no store", what, cli->store_path);
@@ -356,7 +358,8 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 	if (r == -EINVAL)
 		return cli_usage_error("bad id: argument #%d", pos);
 	if (r == -ENOTUNIQ) {
-		fprintf(stderr, "stagelog: ambiguous id: argument #%d: candidates:", pos);
+		cli_diag(LOG_ERR);
+		fprintf(stderr, "ambiguous id: argument #%d: candidates:", pos);
 		for (size_t i = 0; i < n && i < ELEMENTSOF(cand); i++)
 			fprintf(stderr, " %s", cand[i]);
 		fputs(n >= ELEMENTSOF(cand) ? " ...\n" : "\n", stderr);
@@ -766,4 +769,14 @@ void cli_failed_set(struct cli *cli, struct cli_failed *f, const char *id, const
 	snprintf(f->id, sizeof(f->id), "%s", id);
 	snprintf(f->reason, sizeof(f->reason), "%.*s", (int)sizeof(f->reason) - 1, reason);
 	(void)cli_stage_where(cli, f->id, &f->where);
+}
+
+void cli_print_failed(const struct cli_failed *f)
+{
+	cli_diag(LOG_ERR);
+	fputs("failed ", stderr);
+	cli_fput_where(stderr, f->id, &f->where);
+	fputs(": ", stderr);
+	cli_fput_escaped(stderr, f->reason, strlen(f->reason));
+	fputc('\n', stderr);
 }

@@ -51,11 +51,13 @@ struct sl_store;
  *
  * The store must be ours. It is refused with -EPERM, before SQLite opens
  * it, when the file or the folder holding it is owned by a user other than
- * the caller or root (a caller running as root accepts only root's), or is
+ * the caller or root (a caller running as root accepts only root's, except
+ * with SL_STORE_OPEN_INSPECT, below), or is
  * writable by group or others; when the path's last component is a symlink
  * or not a regular file; and when an existing -wal, -shm or -journal file
  * beside it breaks the same rules. The folders above the one holding the
- * file are not judged.
+ * file are not judged. A store refused for its owner is named with the
+ * owner's name and uid, and how to run stagelog as that user.
  *
  * A store written by a newer program is refused with -EPROTO, a corrupt
  * one with -EBADMSG, and a SQLite database that holds tables but no
@@ -76,6 +78,22 @@ SL_PUBLIC int sl_store_open(const char *path, struct sl_store **ret, struct sl_e
  * empty or older store is brought to the current schema.
  */
 #define SL_STORE_OPEN_NOCREATE 0x1u
+
+/*
+ * SL_STORE_OPEN_INSPECT implies SL_STORE_OPEN_NOCREATE and lets root (an
+ * effective uid of 0) open a store that another user owns, for reading
+ * only, where it would otherwise be refused with -EPERM. Such a store is
+ * opened read-only and defensively: SQLite's read-only mode with the -shm
+ * mapped read-only (or, when no WAL holds data, as an immutable file), no
+ * schema migration, no trusted schema, no triggers, views or ATTACH, and an
+ * authorizer that admits reads only. Nothing is created or written beside
+ * it. Such a store is refused with -EPERM when its schema is older than
+ * this program's (its owner upgrades it by opening it) or when its -wal
+ * holds data but no -shm is beside it (SQLite would create one). Any call
+ * that writes fails on such a handle. For any other caller or store the
+ * flag is SL_STORE_OPEN_NOCREATE.
+ */
+#define SL_STORE_OPEN_INSPECT 0x2u
 
 /*
  * As sl_store_open(), with flags (a bitwise or of SL_STORE_OPEN_*; an

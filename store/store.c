@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -58,6 +59,7 @@ struct sl_store {
 	sqlite3 *db;
 	int sync_level; /* what PRAGMA synchronous is now: 1 NORMAL, 2 FULL */
 	bool naive;
+	bool readonly; /* another user's store, opened by root to inspect it */
 	bool txn_durable;
 	bool deadline_held; /* a begin() or the open owns s->deadline */
 	int64_t deadline;   /* CLOCK_MONOTONIC ms: when a busy store is reported */
@@ -454,6 +456,73 @@ static void finalize_statements(struct sl_store *s)
 	s->ins_entry = s->mark_removed = s->page_asc = s->page_desc = s->transition = NULL;
 }
 
+/* The statements that page through a stage's entries: all that a reader
+ * prepares ahead. */
+static int prepare_readers(struct sl_store *s)
+{
+	int r;
+
+	r = prepare(s,
+		    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
+		    "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+		    &s->page_asc);
+	if (r == 0)
+		r = prepare(s,
+			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
+			    "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+			    &s->page_desc);
+	return r;
+}
+
+/*
+ * Readers only, on another user's store (SL_STORE_OPEN_INSPECT): whatever
+ * its schema holds, a statement may read and nothing else. The connection
+ * is read-only already; this is the second wall, and it also keeps out
+ * what a read-only connection would still do: ATTACH another file (which
+ * may create it), or change a setting of the connection.
+ */
+static int authorize_read(void *userdata, int action, const char *a, const char *b, const char *c,
+			  const char *d)
+{
+	(void)userdata, (void)a, (void)c, (void)d;
+	switch (action) {
+	case SQLITE_SELECT:
+	case SQLITE_READ:
+	case SQLITE_FUNCTION:
+	case SQLITE_RECURSIVE:
+	case SQLITE_TRANSACTION: /* a read snapshot; a read-only store refuses writes */
+	case SQLITE_SAVEPOINT:
+		return SQLITE_OK;
+	case SQLITE_PRAGMA:
+		/* A query (PRAGMA x), never a setting (PRAGMA x=y); the one
+		 * with an argument is check's quick_check(N), which reads. */
+		return !b || (a && strcmp(a, "quick_check") == 0) ? SQLITE_OK : SQLITE_DENY;
+	case SQLITE_UPDATE:
+		/* SQLite asks this of the schema table's columns while it
+		 * loads the schema for a first statement; the connection is
+		 * read-only, so no update could happen anyway. */
+		return a && strcmp(a, "sqlite_master") == 0 ? SQLITE_IGNORE : SQLITE_DENY;
+	default:
+		return SQLITE_DENY;
+	}
+}
+
+/*
+ * The setup of another user's store, opened read-only to inspect it (see
+ * sl_store_open_flags()): no switch to WAL, no migration, and only the
+ * statements that read. A store of an older schema cannot be read by this
+ * program's queries, and upgrading it would write it: its owner does that.
+ */
+static int setup_readonly(struct sl_store *s, const char *path, int64_t version, struct sl_error *reterr)
+{
+	if (version < (int64_t)ELEMENTSOF(migrations))
+		return sl_err(reterr, -EPERM,
+			      "cannot read store: %s: schema version %lld is older than this program's %d, and "
+			      "the store is another user's: upgrade it by running stagelog as that user",
+			      path, (long long)version, sl_store_schema_version());
+	return prepare_readers(s);
+}
+
 /*
  * One attempt at making an opened file a usable store: refuse what is not
  * ours to change, switch to WAL, migrate, prepare. Any step may meet
@@ -469,6 +538,8 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 	 * (SQLITE_NOTADB), and a newer or foreign one is refused, all three
 	 * untouched. quick_check would read the whole file; this is enough. */
 	r = read_schema(s, path, &version, reterr);
+	if (r == 0 && s->readonly)
+		return setup_readonly(s, path, version, reterr);
 	if (r == 0)
 		r = set_wal(s);
 	if (r == 0)
@@ -498,15 +569,7 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 		r = prepare(s, "UPDATE entries SET state = 1 WHERE stage = ? AND seq BETWEEN ? AND ?",
 			    &s->mark_removed);
 	if (r == 0)
-		r = prepare(s,
-			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
-			    "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-			    &s->page_asc);
-	if (r == 0)
-		r = prepare(s,
-			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
-			    "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-			    &s->page_desc);
+		r = prepare_readers(s);
 	if (r == 0)
 		r = prepare(s,
 			    "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
@@ -525,6 +588,46 @@ static int path_err(struct sl_error *reterr, const char *what, const char *where
 	return sl_err(reterr, r, "%s: %s: %s", what, where, strerror(e > 0 ? e : EIO));
 }
 
+/* What prepare_file() found beside the judging: whether the store (file or
+ * folder) is another user's, opened by root to inspect it, and what of its
+ * WAL is there. */
+struct found {
+	bool foreign;
+	uid_t owner;
+	bool wal_data; /* a -wal file that is not empty */
+	bool shm;      /* a -shm file */
+};
+
+/* The reason refuse() names the owner for, compared by address. */
+static const char owned_by_other[] = "owned by another user";
+
+/*
+ * Refuses another user's store, naming the user and how to run stagelog as
+ * that user: whoever opens a store with write access must be its owner,
+ * root included (a root process writing it would leave files beside it that
+ * its owner cannot use, and would trust a file its owner can rewrite).
+ */
+static int refuse_owner(struct sl_error *reterr, const char *path, const struct stat *st)
+{
+	char buf[1024];
+	struct passwd pw, *p = NULL;
+	unsigned long uid = st->st_uid;
+	unsigned mode = st->st_mode & 07777;
+
+	if (getpwuid_r(st->st_uid, &pw, buf, sizeof(buf), &p) != 0)
+		p = NULL;
+	if (geteuid() != 0)
+		return sl_err(reterr, -EPERM, "cannot open store: %s: owned by another user, %s (uid %lu, mode %04o); "
+			      "refused: run stagelog as that user", path, p ? p->pw_name : "without a name", uid, mode);
+	if (p)
+		return sl_err(reterr, -EPERM, "cannot open store: %s: owned by another user, %s (uid %lu, mode %04o); "
+			      "refused: run it as that user: runuser -u %s -- stagelog ...", path, p->pw_name, uid, mode,
+			      p->pw_name);
+	return sl_err(reterr, -EPERM, "cannot open store: %s: owned by another user, uid %lu without a name (mode %04o); "
+		      "refused: run it as that user: setpriv --reuid=%lu --regid=%lu --clear-groups -- stagelog ...",
+		      path, uid, mode, uid, (unsigned long)st->st_gid);
+}
+
 /*
  * Why a store file or folder is not ours, or NULL when it is. The rules are
  * the staging root's: whoever else could write it could mark a stage
@@ -532,10 +635,16 @@ static int path_err(struct sl_error *reterr, const char *what, const char *where
  * SQLite would roll into the store. Root trusts only root's; another caller
  * trusts its own and root's.
  */
-static const char *not_ours(const struct stat *st)
+static const char *not_ours(const struct stat *st, unsigned flags, struct found *found)
 {
-	if (st->st_uid != geteuid() && st->st_uid != 0)
-		return "owned by another user";
+	if (st->st_uid != geteuid() && st->st_uid != 0) {
+		/* Root may read what it could read anyway, through a
+		 * connection that cannot write (see sl_store_open_flags()). */
+		if (!(flags & SL_STORE_OPEN_INSPECT) || geteuid() != 0)
+			return owned_by_other;
+		found->foreign = true;
+		found->owner = st->st_uid;
+	}
 	if (st->st_mode & (S_IWGRP | S_IWOTH))
 		return "writable by group or others";
 	return NULL;
@@ -543,6 +652,8 @@ static const char *not_ours(const struct stat *st)
 
 static int refuse(struct sl_error *reterr, const char *path, const char *why, const struct stat *st)
 {
+	if (st && why == owned_by_other)
+		return refuse_owner(reterr, path, st);
 	if (st)
 		return sl_err(reterr, -EPERM, "cannot open store: %s: %s (uid %lu, mode %04o); refused", path, why,
 			      (unsigned long)st->st_uid, (unsigned)(st->st_mode & 07777));
@@ -565,7 +676,8 @@ static int refuse(struct sl_error *reterr, const char *path, const char *why, co
  */
 /* Refuses a store file (or companion) that is a symlink, not a regular file
  * or not ours. shown is the path as the user spelt it. */
-static int check_store_file(const struct stat *st, const char *shown, struct sl_error *reterr)
+static int check_store_file(const struct stat *st, const char *shown, unsigned flags, struct found *found,
+			    struct sl_error *reterr)
 {
 	const char *why;
 
@@ -575,13 +687,13 @@ static int check_store_file(const struct stat *st, const char *shown, struct sl_
 		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", shown, strerror(EISDIR));
 	if (!S_ISREG(st->st_mode))
 		return refuse(reterr, shown, "not a regular file", NULL);
-	why = not_ours(st);
+	why = not_ours(st, flags, found);
 	return why ? refuse(reterr, shown, why, st) : 0;
 }
 
 /* Opens the folder that holds the store (creating it unless NOCREATE) and
  * refuses one that is not ours. */
-static int open_store_folder(char *dir, unsigned flags, struct sl_error *reterr)
+static int open_store_folder(char *dir, unsigned flags, struct found *found, struct sl_error *reterr)
 {
 	_cleanup_close_ int dfd = -1;
 	const char *why;
@@ -595,7 +707,7 @@ static int open_store_folder(char *dir, unsigned flags, struct sl_error *reterr)
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0 || fstat(dfd, &st) < 0)
 		return path_err(reterr, "cannot open store", dir, errno);
-	why = not_ours(&st);
+	why = not_ours(&st, flags, found);
 	if (why)
 		return refuse(reterr, dir, why, &st);
 	return TAKE_FD(dfd);
@@ -605,7 +717,8 @@ static int open_store_folder(char *dir, unsigned flags, struct sl_error *reterr)
  * roll a planted hot journal into the store. The folder rule keeps other
  * users from placing them; this refuses what was left while the folder was
  * open to them. */
-static int check_companions(int dfd, const char *path, const char *base, struct sl_error *reterr)
+static int check_companions(int dfd, const char *path, const char *base, unsigned flags, struct found *found,
+			    struct sl_error *reterr)
 {
 	static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
 
@@ -621,9 +734,13 @@ static int check_companions(int dfd, const char *path, const char *base, struct 
 				continue;
 			return path_err(reterr, "cannot open store", shown, errno);
 		}
-		r = check_store_file(&st, shown, reterr);
+		r = check_store_file(&st, shown, flags, found, reterr);
 		if (r < 0)
 			return r;
+		if (i == 0 && st.st_size > 0)
+			found->wal_data = true;
+		if (i == 1)
+			found->shm = true;
 	}
 	return 0;
 }
@@ -655,7 +772,8 @@ const struct store_identity *store_identity(const struct sl_store *s)
 
 /* Makes sure the store file at path exists (unless NOCREATE) and is ours,
  * with its folder and companions, before SQLite opens anything. */
-static int prepare_file(const char *path, unsigned flags, struct store_identity *ret_id, struct sl_error *reterr)
+static int prepare_file(const char *path, unsigned flags, struct store_identity *ret_id, struct found *found,
+			struct sl_error *reterr)
 {
 	_cleanup_free_ char *dir = strdup(path);
 	_cleanup_close_ int dfd = -1, fd = -1;
@@ -676,7 +794,7 @@ static int prepare_file(const char *path, unsigned flags, struct store_identity 
 	}
 	if (!*base)
 		return sl_err(reterr, -EISDIR, "cannot open store: %s: %s", path, strerror(EISDIR));
-	dfd = open_store_folder(dir, flags, reterr);
+	dfd = open_store_folder(dir, flags, found, reterr);
 	if (dfd < 0)
 		return dfd;
 	if (!(flags & SL_STORE_OPEN_NOCREATE)) {
@@ -693,9 +811,9 @@ static int prepare_file(const char *path, unsigned flags, struct store_identity 
 		return path_err(reterr, "cannot open store", path, errno);
 	if (fstat(fd, &st) < 0)
 		return path_err(reterr, "cannot open store", path, errno);
-	r = check_store_file(&st, path, reterr);
+	r = check_store_file(&st, path, flags, found, reterr);
 	if (r == 0)
-		r = check_companions(dfd, path, base, reterr);
+		r = check_companions(dfd, path, base, flags, found, reterr);
 	if (r == 0)
 		r = identify(fd, path, ret_id, reterr);
 	return r;
@@ -715,29 +833,115 @@ void sl_store_close(struct sl_store *s)
 	free(s);
 }
 
+/*
+ * The URI that opens another user's store for reading only. SQLite's
+ * read-only mode alone still creates a missing -wal and -shm (and opens an
+ * existing -shm for writing) when the directory lets it, as it does root:
+ *
+ * - a -wal that holds data is read through the -shm beside it, mapped
+ *   read-only (readonly_shm=1); without a -shm the store is refused, as
+ *   SQLite would create one. stagelog keeps both files after it closes
+ *   (no checkpoint on close), so an owner's store normally has both;
+ * - with no WAL data, every committed row is in the database file, and
+ *   immutable=1 reads it alone: no locks, no -wal or -shm. An owner that
+ *   checkpoints (after 4,000 pages of WAL) during the read could make it
+ *   see a mixture, so the reader may then fail as a corrupt store; it never
+ *   writes.
+ *
+ * Every byte but the unreserved ones is %-escaped, so no path can add a
+ * parameter. Returns NULL when out of memory.
+ */
+static char *readonly_uri(const char *path, const struct found *found)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *params = found->wal_data ? "?mode=ro&readonly_shm=1" : "?mode=ro&immutable=1";
+	size_t len = strlen(path);
+	char *uri = malloc(strlen("file://") + 3 * len + strlen(params) + 1), *p;
+
+	if (!uri)
+		return NULL;
+	p = stpcpy(uri, path[0] == '/' ? "file://" : "file:");
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+		if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+		    strchr("/._-~", *c)) {
+			*p++ = (char)*c;
+		} else {
+			*p++ = '%';
+			*p++ = hex[*c >> 4];
+			*p++ = hex[*c & 0xf];
+		}
+	}
+	strcpy(p, params);
+	return uri;
+}
+
+/*
+ * Opens the SQLite connection: read-write, or, for another user's store
+ * (s->readonly), read-only and defensively. Never SQLITE_OPEN_CREATE: the
+ * file exists (prepare_file made it or found it), and a store that vanished
+ * since is not recreated here.
+ */
+static int open_db(struct sl_store *s, const char *path, const struct found *found, struct sl_error *reterr)
+{
+	_cleanup_free_ char *uri = NULL;
+	int rc, r = 0;
+
+	if (!s->readonly)
+		return sqlite_to_errno(s->db, sqlite3_open_v2(path, &s->db,
+							      SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW |
+								      SQLITE_OPEN_NOMUTEX,
+							      NULL));
+	if (found->wal_data && !found->shm)
+		return sl_err(reterr, -EPERM,
+			      "cannot read store: %s: its -wal holds data but it has no -shm, which reading it "
+			      "would create, and the store is another user's: run stagelog as that user",
+			      path);
+	uri = readonly_uri(path, found);
+	if (!uri)
+		return -ENOMEM;
+	rc = sqlite3_open_v2(uri, &s->db,
+			     SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_to_errno(s->db, rc);
+	/* Whatever the schema holds runs as root: a trigger or view that
+	 * calls a function with side effects, a virtual table. Defensive mode
+	 * keeps the schema and the file's raw pages from being changed, an
+	 * untrusted schema may call only innocuous functions, triggers and
+	 * views (stagelog's schema has neither) do not run at all, and no
+	 * other database can be attached. */
+	if (sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL) != SQLITE_OK ||
+	    sqlite3_db_config(s->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL) != SQLITE_OK ||
+	    sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL) != SQLITE_OK ||
+	    sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL) != SQLITE_OK ||
+	    sqlite3_set_authorizer(s->db, authorize_read, NULL) != SQLITE_OK)
+		r = -ENOTRECOVERABLE;
+	sqlite3_limit(s->db, SQLITE_LIMIT_ATTACHED, 0);
+	return r;
+}
+
 int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret, struct sl_error *reterr)
 {
 	struct sl_error e = {0};
+	struct found found = {0};
 	struct sl_store *s;
-	int rc, r;
+	int r;
 
-	if (!path || !*path || !ret || (flags & ~(unsigned)SL_STORE_OPEN_NOCREATE))
+	if (!path || !*path || !ret || (flags & ~(unsigned)(SL_STORE_OPEN_NOCREATE | SL_STORE_OPEN_INSPECT)))
 		return sl_err(reterr, -EINVAL, "cannot open store: no path");
+	if (flags & SL_STORE_OPEN_INSPECT)
+		flags |= SL_STORE_OPEN_NOCREATE;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return sl_err(reterr, -ENOMEM, "cannot open store: %s: %s", path, strerror(ENOMEM));
-	r = prepare_file(path, flags, &s->identity, reterr);
+	r = prepare_file(path, flags, &s->identity, &found, reterr);
 	if (r < 0) {
 		free(s);
 		return r;
 	}
-	/* Never SQLITE_OPEN_CREATE: the file exists (prepare_file made it or
-	 * found it), and a store that vanished since is not recreated here. */
-	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		r = sqlite_to_errno(s->db, rc);
+	s->readonly = found.foreign;
+	r = open_db(s, path, &found, &e);
+	if (r < 0)
 		goto out;
-	}
 	sqlite3_extended_result_codes(s->db, 1);
 	sqlite3_busy_handler(s->db, busy_wait, s);
 	/* The last connection to close would checkpoint the WAL and delete

@@ -887,8 +887,8 @@ class TestRecover(Base):
             self.assertNotEqual(doc["failed"][0]["reason"], "")
             self.assertEqual(doc["failed"][0]["label"], "stage")
             self.assertEqual(doc["failed"][0]["path"], path)
-            self.assertIn("failed %s stage %s: " % (stage_id, path),
-                          self.sl("recover", "--force", stage_id, code=1).stdout)
+            self.assertIn("stagelog: failed %s stage %s: " % (stage_id, path),
+                          self.sl("recover", "--force", stage_id, code=1).stderr)
         finally:
             subprocess.run(["umount", target])
         self.assertTrue(os.path.isdir(source))
@@ -1000,8 +1000,10 @@ class TestFailedIsLoud(Base):
                                               "reason": "cannot remove: rootfs: mount in the way"}])
             self.assertEqual(doc["recovered"], [])
             p = self.sl("recover", code=1)
-            self.assertIn("failed %s gw %s: cannot remove: rootfs: mount in the way\n" % (stage_id, path),
-                          p.stdout)
+            # A failed stage is an error: on stderr (issue 16, point 5).
+            self.assertIn("stagelog: failed %s gw %s: cannot remove: rootfs: mount in the way\n" % (stage_id, path),
+                          p.stderr)
+            self.assertNotIn("failed " + stage_id, p.stdout)
             self.assertEqual(p.stdout.splitlines()[-1][-8:], "1 failed")
             self.assertEqual(self.slj("recover", "--dry-run", code=1)["failed"][0]["id"], stage_id)
             self.sl("-q", "recover", code=1)
@@ -1018,8 +1020,10 @@ class TestFailedIsLoud(Base):
                                           "reason": "cannot remove: rootfs: mount in the way"}])
         self.assertEqual(doc["orphans"], [])
         p = self.sl("check", code=1)
-        self.assertIn("failed %s gw %s: cannot remove: rootfs: mount in the way\n" % (stage_id, path), p.stdout)
-        self.assertNotIn(other, p.stdout)
+        self.assertIn("stagelog: failed %s gw %s: cannot remove: rootfs: mount in the way\n" % (stage_id, path),
+                      p.stderr)
+        self.assertNotIn(stage_id, p.stdout)
+        self.assertNotIn(other, p.stdout + p.stderr)
         # --remove-orphans does not fix a failed stage: still exit 1.
         self.slj("check", "--root", self.root, "--remove-orphans", code=1)
         self.assertTrue(os.path.isdir(path))
@@ -1315,12 +1319,15 @@ class TestStoreIsOurs(Base):
         with open(self.db, "rb") as f:
             before = f.read()
         os.chown(self.db, 65534, 65534)
-        self.refused("owned by another user", self.db)
+        # Commands that write; root reads such a store read-only
+        # (issue 16, point 4: tests/cli/test_inspect.py).
+        writers = (["gc"], ["recover"], ["stage", "--root", self.root, "--bundle", self.bundle])
+        self.refused("owned by another user", self.db, writers)
         with open(self.db, "rb") as f:
             self.assertEqual(f.read(), before)
         os.chown(self.db, 0, 0)
         os.chown(self.dir, 65534, 65534)
-        self.refused("owned by another user", self.dir)
+        self.refused("owned by another user", self.dir, writers)
         os.chown(self.dir, 0, 0)
         self.sl("list")
 

@@ -47,8 +47,8 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 
 # The suites in the order a mutant is tried against them: quick and
 # pointed first, the slow ones last. A suite not named here runs last.
-ORDER = ["store", "stage", "oci-stage", "oci", "limits", "durability", "recover", "crash", "redaction", "identity",
-         "fuse", "cli", "promises",
+ORDER = ["inspect", "store", "stage", "oci-stage", "oci", "limits", "durability", "recover", "crash", "redaction",
+         "identity", "fuse", "cli", "promises",
          "attack", "concurrency"]
 # Per-test timeouts are scaled by this: a mutant that makes a suite hang
 # fails it in half the time a slow machine may need.
