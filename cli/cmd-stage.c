@@ -227,9 +227,9 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 		 * spec` runs "sh" and finds it with the PATH that --env-keep
 		 * PATH keeps. */
 		if (r == 0 && notes.no_path)
-			fprintf(stderr,
-				"stagelog: warning: %s: process.args[0] is not an absolute path and the staged "
-				"process.env has no PATH; to keep the packaged one, pass --env-keep PATH\n",
+			cli_say(LOG_WARNING,
+				"warning: %s: process.args[0] is not an absolute path and the staged "
+				"process.env has no PATH; to keep the packaged one, pass --env-keep PATH",
 				a->cmd);
 	}
 	oci_env_list_finish(&env);

@@ -134,7 +134,7 @@ class TestUnremovableDeepTrees(Failures):
                 os.chmod(script, 0o755)
                 t = time.monotonic()
                 p = self.sl("run", "--root", self.root, "--bundle", self.bundle, "--",
-                            script, "{bundle}", code=1, timeout=30)
+                            script, "{bundle}", code=125, timeout=30)
                 with open(os.path.join(self.tmp, "mnt-%d" % depth)) as f:
                     mnt = f.read().strip()
                 self.addCleanup(lambda m=mnt: subprocess.run(["umount", "-l", m], capture_output=True))
