@@ -95,8 +95,27 @@ int cli_fail(int r, const struct sl_error *err, const char *what);
 /* exit.c: writes "stagelog: MESSAGE" on stderr. */
 void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 
-/* exit.c: as cli_error(), and returns EX_USAGE. */
+/* exit.c: as cli_error(), with the pointer to help that ends every usage
+ * error ("; try 'stagelog help CMD'"), and returns EX_USAGE. */
 int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
+
+/* exit.c: the command a usage error's pointer names (a name from the
+ * command table; NULL: stagelog's own --help). main() sets it. */
+void cli_set_command(const char *name);
+
+/* exit.c: ends a usage error's line: "; try 'stagelog help CMD'" or
+ * "; try 'stagelog --help'", and the newline. */
+void cli_fput_try_help(FILE *f);
+
+/*
+ * util.c: the name in names (NULL-terminated) closest to the n bytes at s
+ * by Damerau-Levenshtein distance, when that distance is 1 or 2 and at
+ * most a third of the name's length plus one; else NULL. What it returns is a name from
+ * the program's own table, so a diagnostic may show it: it never repeats
+ * what was typed, and the small distance keeps a token from being
+ * "corrected" into view.
+ */
+const char *cli_suggest(const char *s, size_t n, const char *const *names, size_t n_names);
 
 /* exit.c: writes "stagelog: MESSAGE" on stderr when -v was given. */
 void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);

@@ -142,8 +142,46 @@ class TestUsage(Base):
     def test_unknown_command(self):
         p = self.sl("frobnicate", code=64)
         # Named by its position: a token may stand where a command goes.
-        self.assertEqual(p.stderr, "stagelog: unknown command: argument #3\n")
+        self.assertEqual(p.stderr, "stagelog: unknown command (argument #3); try 'stagelog --help'\n")
         self.assertEqual(p.stdout, "")
+
+    def test_typo_suggestions(self):
+        # A command or a long option a typo away is suggested by its name
+        # in the program's table; what was typed is never repeated, and a
+        # word farther than 2 edits gets no suggestion.
+        for args, line in (
+                (["lsit"], "unknown command (argument #3); did you mean 'list'?; try 'stagelog --help'"),
+                (["relase", "x"], "unknown command (argument #3); did you mean 'release'?; "
+                                  "try 'stagelog --help'"),
+                (["stgae"], "unknown command (argument #3); did you mean 'stage'?; try 'stagelog --help'"),
+                (["lxyz"], "unknown command (argument #3); try 'stagelog --help'"),
+                (["help", "shwo"], "help: unknown command (argument #4); did you mean 'show'?; "
+                                   "try 'stagelog --help'"),
+                (["list", "--satte=x"], "list: unrecognized option '--satte'; did you mean '--state'?; "
+                                       "try 'stagelog help list'"),
+                (["list", "--lable", "x"], "list: unrecognized option '--lable'; did you mean '--label'?; "
+                                           "try 'stagelog help list'"),
+                (["list", "--zzzzz"], "list: unrecognized option '--zzzzz'; try 'stagelog help list'"),
+                (["--jsno", "list"], "unrecognized option '--jsno'; did you mean '--json'?; "
+                                     "try 'stagelog --help'")):
+            p = self.sl(*args, code=64)
+            self.assertEqual(p.stderr, "stagelog: %s\n" % line)
+            self.assertEqual(p.stdout, "")
+
+    def test_usage_errors_point_to_help(self):
+        # Every usage error's one line ends with where to read more: the
+        # command's help once there is a command, else stagelog's.
+        for args, tail in (
+                (["show"], "try 'stagelog help show'"),
+                (["show", "zz"], "try 'stagelog help show'"),
+                (["list", "--state", "nope"], "try 'stagelog help list'"),
+                (["stage", "--bundle"], "try 'stagelog help stage'"),
+                (["help", "a", "b"], "try 'stagelog help help'"),
+                (["--db"], "try 'stagelog --help'"),
+                (["-x", "list"], "try 'stagelog --help'")):
+            p = self.sl(*args, code=64)
+            self.one_line_error(p)
+            self.assertTrue(p.stderr.endswith("; %s\n" % tail), p.stderr)
 
     def test_bare_stagelog_prints_usage_on_stderr(self):
         p = self.sl(code=64, db=False)
@@ -165,7 +203,7 @@ class TestUsage(Base):
             self.assertEqual(p.stdout, self.sl(c, "--help").stdout)
             self.assertTrue(p.stdout.startswith("usage: stagelog " + c), p.stdout)
         p = self.sl("help", "frobnicate", code=64)
-        self.assertEqual(p.stderr, "stagelog: help: unknown command: argument #4\n")
+        self.assertEqual(p.stderr, "stagelog: help: unknown command (argument #4); try 'stagelog --help'\n")
         self.one_line_error(self.sl("help", "list", "show", code=64))
         self.assertFalse(os.path.exists(os.path.dirname(self.db)))
 
@@ -178,13 +216,14 @@ class TestUsage(Base):
                 (["--foo", "list"], "unrecognized option '--foo'"),
                 (["list", "-x"], "list: unrecognized option '-x'"),
                 (["stage", "--bundle"], "stage: option '--bundle' requires an argument"),
-                (["stage", "--evn=API_TOKEN=x"], "stage: unrecognized option '--evn'"),
+                (["stage", "--evn=API_TOKEN=x"], "stage: unrecognized option '--evn'; did you mean '--env'?"),
                 (["stage", "--Evn_x"], "stage: unrecognized option (argument #4)"),
                 (["stage", "--e=x"], "stage: ambiguous option '--e'"),
                 (["list", "--al=x"], "list: option '--all' takes no argument (argument #4)"),
                 (["list", "extra", "--all"], "list: unexpected argument #4")):
             p = self.sl(*args, code=64)
-            self.assertEqual(p.stderr, "stagelog: %s\n" % line)
+            hint = "stagelog --help" if args[0].startswith("-") else "stagelog help " + args[0]
+            self.assertEqual(p.stderr, "stagelog: %s; try '%s'\n" % (line, hint))
         self.one_line_error(self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--owner", "x1",
                                     code=64))
         self.one_line_error(self.sl("run", "--root", self.root, "--bundle", self.bundle, "--owner", "1",
@@ -270,7 +309,7 @@ class TestStage(Base):
         p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--env", "NOT_SET_HERE",
                     code=64, env=env)
         self.assertEqual(p.stderr, "stagelog: stage: --env: argument #9: the variable is not set in "
-                                   "stagelog's environment\n")
+                                   "stagelog's environment; try 'stagelog help stage'\n")
         bad = os.path.join(self.tmp, "bad.env")
         with open(bad, "w") as f:
             f.write("oops-" + CANARY + "\n")
@@ -524,6 +563,29 @@ class TestListShow(Base):
         self.assertEqual(self.slj("list", "--all"), [])
         p = self.sl("list")
         self.assertEqual(p.stdout, "ID  LABEL  STATE  OWNER  LIVE  AGE  ENTRIES  PATH\n")
+
+    def test_list_ids_only_and_no_legend(self):
+        a, _ = self.stage(label="alpha")
+        b, _ = self.stage(label="beta")
+        c, _ = self.stage(label="gamma")
+        self.sl("release", b)
+        # -q: the full ids, one a line, oldest first; nothing else.
+        for flag in ("-q", "--quiet"):
+            p = self.sl("list", flag)
+            self.assertEqual(p.stdout, "%s\n%s\n" % (a, c))
+            self.assertEqual(p.stderr, "")
+        self.assertEqual(self.sl("list", "-q", "--all").stdout, "%s\n%s\n%s\n" % (a, b, c))
+        self.assertEqual(self.sl("list", "-q", "--state", "released").stdout, b + "\n")
+        self.assertEqual(self.sl("list", "-q", "--label", "gamma").stdout, c + "\n")
+        self.assertEqual(self.sl("list", "-q", "--state", "failed").stdout, "")
+        # --json wins: the document, as without -q.
+        self.assertEqual(self.sl("--json", "list", "-q").stdout, self.sl("--json", "list").stdout)
+        # --no-legend: the table's rows, without the header.
+        table = self.sl("list").stdout.splitlines()
+        p = self.sl("list", "--no-legend")
+        self.assertEqual(p.stdout.splitlines(), table[1:])
+        self.assertEqual(len(table), 3)
+        self.assertEqual(self.sl("list", "--no-legend", "--state", "failed").stdout, "")
 
     def test_list_columns_and_json(self):
         a, path_a = self.stage(label="alpha")
