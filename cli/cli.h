@@ -30,6 +30,7 @@ struct cli {
 	bool json;
 	int verbosity; /* -1 quiet, 0 normal, 1 or more verbose */
 	bool nocreate; /* the command only reads: a missing store is not created */
+	bool checking; /* the command is `check`: a corrupt store is its finding */
 	struct sl_store *store;
 	bool delivered;     /* stage: its output reached stdout's reader */
 	bool stdout_closed; /* stdout was flushed and closed by the command */

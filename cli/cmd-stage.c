@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <linux/magic.h>
+#include <sys/statfs.h>
+
 #include "cli.h"
 #include "envfile.h"
 
@@ -122,6 +125,31 @@ static int add_env_arg(const struct stage_args *a, struct sl_env_list *l, char *
 	return EX_OK;
 }
 
+/*
+ * False when the file system that holds path (or its nearest existing
+ * parent) keeps its files on a disk rather than in memory (tmpfs, ramfs).
+ * Unknown counts as memory: a warning must not cry wolf.
+ */
+static bool root_in_memory(const char *root)
+{
+	char buf[PATH_MAX];
+	struct statfs sfs;
+	char *slash;
+
+	if (snprintf(buf, sizeof(buf), "%s", root) >= (int)sizeof(buf))
+		return true;
+	for (;;) {
+		if (statfs(buf[0] ? buf : "/", &sfs) == 0)
+			return sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
+		if (errno != ENOENT)
+			return true;
+		slash = strrchr(buf, '/');
+		if (!slash)
+			return statfs(".", &sfs) < 0 || sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
+		*slash = '\0';
+	}
+}
+
 int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct sl_stage **ret)
 {
 	struct sl_env_list env = { 0 };
@@ -168,7 +196,15 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 			code = cli_interrupted("staging");
 		else if (r < 0)
 			code = cli_fail(r, &err, "cannot stage the bundle");
-		else if (cli->verbosity >= 1) {
+		/* Said once, for a stage that exists (a root that could not be
+		 * used has its own diagnostic): on a disk, a power loss, or a
+		 * crash that no recovery follows, leaves the secrets on it. */
+		if (r >= 0 && cli->verbosity >= 0 && !root_in_memory(sl_stage_path(*ret))) {
+			fputs("stagelog: warning: staging root ", stderr);
+			cli_fput_token(stderr, a->root, strlen(a->root));
+			fputs(" is on a disk, not in memory: a power loss can leave secrets on it\n", stderr);
+		}
+		if (r >= 0 && cli->verbosity >= 1) {
 			fprintf(stderr, "stagelog: staged %s at ", sl_stage_id(*ret));
 			cli_fput_token(stderr, sl_stage_path(*ret), strlen(sl_stage_path(*ret)));
 			fputc('\n', stderr);

@@ -361,6 +361,14 @@ int cli_open_store(struct cli *cli)
 	r = sl_store_open_flags(cli->store_path, cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0, &cli->store, &err);
 	if (r == -ENOENT && cli->nocreate)
 		return CLI_NO_STORE;
+	/* A store that is not one (or no longer is): one line, with the
+	 * command that looks into it; `check` itself says no more. */
+	if (r == -EBADMSG && err.msg[0] && !cli->checking) {
+		fputs("stagelog: ", stderr);
+		cli_fput_escaped(stderr, err.msg, strnlen(err.msg, sizeof(err.msg)));
+		fputs("; see 'stagelog check'\n", stderr);
+		return cli_exit_code(r, &err);
+	}
 	if (r < 0)
 		return cli_fail(r, &err, "cannot open the store");
 	return EX_OK;

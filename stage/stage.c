@@ -13,9 +13,11 @@
 
 #define BIT(s) (1u << (s))
 
-static int fail_root(struct sl_error *reterr, int r, const char *why)
+/* The root's path is named: a path is no secret, and "staging root: No
+ * such file or directory" leaves the reader to guess which one. */
+static int fail_root(struct sl_error *reterr, const char *root, int r, const char *why)
 {
-	r = sl_err(reterr, r, "cannot begin stage: staging root: %s", why ? why : strerror(-r));
+	r = sl_err(reterr, r, "cannot begin stage: staging root %s: %s", root, why ? why : strerror(-r));
 	if (reterr)
 		reterr->flags |= SL_ERROR_CANTCREAT;
 	return r;
@@ -38,21 +40,21 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 	/* A symlink named as the root is refused as before; symlinks above it
 	 * (/var/run) are resolved once, here. */
 	if (lstat(root, &st) == 0 && !S_ISDIR(st.st_mode))
-		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
 	r = canonical_root(root, canon, sizeof(canon));
 	if (r == -ENOENT) {
 		r = mkdir_parents(root);
 		if (r < 0)
-			return fail_root(reterr, r, NULL);
+			return fail_root(reterr, root, r, NULL);
 		r = canonical_root(root, canon, sizeof(canon));
 	}
 	if (r == -ENOTDIR)
-		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
 	if (r < 0)
-		return fail_root(reterr, r, NULL);
+		return fail_root(reterr, root, r, NULL);
 	r = open_root_chain(canon, &fd, &bad);
 	if (r == -EPERM && bad == strlen(canon) && lstat(canon, &st) == 0)
-		return fail_root(reterr, -EPERM,
+		return fail_root(reterr, root, -EPERM,
 				 st.st_uid != geteuid() && st.st_uid != 0 ? "owned by another user; refused"
 									   : "writable by group or others; refused");
 	if (r == -EPERM) {
@@ -64,15 +66,15 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 		return r;
 	}
 	if (r == -ELOOP)
-		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
 	if (r < 0)
-		return fail_root(reterr, r, NULL);
+		return fail_root(reterr, root, r, NULL);
 	if (fstat(fd, &st) < 0)
-		return fail_root(reterr, negerrno(), NULL);
+		return fail_root(reterr, root, negerrno(), NULL);
 	if (st.st_uid != geteuid() && st.st_uid != 0)
-		return fail_root(reterr, -EPERM, "owned by another user; refused");
+		return fail_root(reterr, root, -EPERM, "owned by another user; refused");
 	if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0)
-		return fail_root(reterr, negerrno(), "not writable");
+		return fail_root(reterr, root, negerrno(), "not writable");
 	strcpy(root, canon);
 	*ret_fd = TAKE_FD(fd);
 	return 0;
@@ -165,7 +167,7 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 
 	r = fd_fileid(st->root_fd, &id);
 	if (r < 0)
-		return fail_root(reterr, r, NULL);
+		return fail_root(reterr, st->rec.root, r, NULL);
 	st->rec.have_root_id = true;
 	st->rec.root_ino = id.ino;
 	st->rec.root_btime = id.btime;
@@ -179,7 +181,7 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 	snprintf(st->rec.label, sizeof(st->rec.label), "%s", label);
 	snprintf(st->rec.topdir, sizeof(st->rec.topdir), "%s-%s", label, st->rec.id);
 	if (snprintf(st->path, sizeof(st->path), "%s/%s", st->rec.root, st->rec.topdir) >= (int)sizeof(st->path))
-		return fail_root(reterr, -ENAMETOOLONG, NULL);
+		return fail_root(reterr, st->rec.root, -ENAMETOOLONG, NULL);
 	st->rec.state = SL_STATE_STAGING;
 	st->rec.created_ms = sl_now_ms();
 	return 0;
@@ -307,7 +309,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
 	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
 	if (r < 0)
-		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
+		return fail_root(reterr, root, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
 	r = reserve_fds(reterr);
 	if (r < 0)
 		return r;
@@ -846,7 +848,7 @@ static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, st
 	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR || r == -EPERM)
 		return -ENOENT;
 	if (r < 0)
-		return sl_err(reterr, r, "cannot %s stage: staging root: %s", what, strerror(-r));
+		return sl_err(reterr, r, "cannot %s stage: staging root %s: %s", what, rec->root, strerror(-r));
 	top = openat(root_fd, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top >= 0 && (r = stage_try_lock(top)) < 0)
 		return sl_err(reterr, r == -EWOULDBLOCK ? -EBUSY : r, "cannot %s stage: %s: in use by a live process",

@@ -983,7 +983,7 @@ static int remove_stage(struct sl_store *store, const struct sl_record *rec, int
 	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
 		r = negerrno();
 	if (r < 0)
-		return fail_reason(reterr, r, "cannot sync staging root: %s", strerror(-r));
+		return fail_reason(reterr, r, "cannot sync staging root %s: %s", rec->root, strerror(-r));
 	return 0;
 }
 

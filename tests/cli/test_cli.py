@@ -422,6 +422,78 @@ class TestStage(Base):
                 self.assertNotIn(CANARY.encode(), f.read(), name)
 
 
+def fs_type(path):
+    """The type of the file system that holds path, as stat -f names it."""
+    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+class TestPathsAndStores(Base):
+    """Every error about a path names it; a store that is not one says so
+    in words; a root on a disk is warned about, once."""
+
+    def test_root_error_names_the_root(self):
+        missing = os.path.join(self.shm, "file")
+        with open(missing, "w"):
+            pass
+        for root, why in (("/proc/nope", "No such file or directory"),
+                          (missing, "is a symlink or not a directory; refused")):
+            for cmd in (["stage"], ["run"]):
+                p = self.sl(*cmd, "--root", root, "--bundle", self.bundle, *(["--", "true"] if cmd == ["run"] else []),
+                            code=None)
+                self.assertIn(p.returncode, (66, 73, 65), p.stderr)
+                self.assertEqual(p.stderr, "stagelog: cannot begin stage: staging root %s: %s\n" % (root, why))
+
+    def test_bundle_errors_name_the_file(self):
+        shutil.rmtree(os.path.join(self.bundle, "rootfs"))
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, code=66)
+        self.assertEqual(p.stderr, "stagelog: cannot stage bundle: %s/rootfs: No such file or directory\n"
+                         % self.bundle)
+        os.mkdir(os.path.join(self.bundle, "rootfs"))
+        os.unlink(os.path.join(self.bundle, "config.json"))
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, code=66)
+        self.assertEqual(p.stderr, "stagelog: cannot stage bundle: packaged config: %s/config.json: "
+                         "No such file or directory\n" % self.bundle)
+
+    def test_corrupt_store_says_so(self):
+        os.makedirs(os.path.dirname(self.db), mode=0o700, exist_ok=True)
+        for content in (b"garbage", os.urandom(4096), b"SQLite format 3\0" + b"\xff" * 200):
+            with open(self.db, "wb") as f:
+                f.write(content)
+            os.chmod(self.db, 0o600)
+            words = "stagelog: cannot open store: %s: not a stagelog store (corrupt or another kind of file)" % self.db
+            for args in (["list"], ["show", "abcd"], ["stage", "--root", self.root, "--bundle", self.bundle]):
+                p = self.sl(*args, code=65)
+                self.assertEqual(p.stderr, words + "; see 'stagelog check'\n")
+                self.assertNotIn("Bad message", p.stderr)
+            # check is where it points: it says what it found, no more.
+            p = self.sl("check", code=65)
+            self.assertEqual(p.stderr, words + "\n")
+        self.assert_root_empty()
+
+    def test_disk_root_warned_once(self):
+        disk = next((d for d in (self.tmp, os.getcwd(), os.path.dirname(os.path.abspath(__file__)))
+                     if fs_type(d) not in ("tmpfs", "ramfs")), None)
+        if disk is None:
+            self.skipTest("no folder on a disk here")
+        root = tempfile.mkdtemp(prefix="stagelog-disk-root-", dir=disk)
+        self.addCleanup(shutil.rmtree, root, True)
+        warning = ("stagelog: warning: staging root %s is on a disk, not in memory: a power loss can leave "
+                   "secrets on it\n" % root)
+        p = self.sl("stage", "--root", root, "--bundle", self.bundle)
+        self.assertEqual(p.stderr, warning)
+        self.sl("release", p.stdout.split("\t")[0])
+        p = self.sl("run", "--root", root, "--bundle", self.bundle, "--", "true")
+        self.assertEqual(p.stderr, warning)
+        # -q: not said; in memory: nothing to say.
+        p = self.sl("-q", "stage", "--root", root, "--bundle", self.bundle)
+        self.assertEqual(p.stderr, "")
+        self.sl("release", p.stdout.split("\t")[0])
+        self.assertEqual(fs_type(self.shm), "tmpfs")
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle)
+        self.assertEqual(p.stderr, "")
+
+
 class TestReleasePublish(Base):
     def test_release_idempotent(self):
         stage_id, path = self.stage()
