@@ -83,6 +83,27 @@ int cli_interrupted(const char *what);
  * reached its reader. */
 int cli_deliver_stdout(void);
 
+/*
+ * progress.c: the progress line of a long command (stage, run until the
+ * runtime starts, recover): on stderr only when it is a terminal and -q was
+ * not given, redrawn in place at most 10 times a second (the first time
+ * 100 ms in, so that a quick command shows none), with the time elapsed,
+ * and erased by cli_progress_end().
+ */
+struct cli_progress {
+	bool on;    /* stderr is a terminal, and no -q */
+	bool shown; /* a line is on the screen */
+	int64_t start, last; /* CLOCK_MONOTONIC, ms */
+};
+void cli_progress_start(struct cli_progress *p, const struct cli *cli);
+/* Draws "stagelog: TEXT, 1.2s" in place when due; else does nothing. */
+void cli_progress_show(struct cli_progress *p, const char *fmt, ...) PRINTF_FMT(2, 3);
+void cli_progress_end(struct cli_progress *p);
+
+/* progress.c: a size for people: 512 B, 1.5 KiB, 12.0 MiB, 3.2 GiB. */
+#define CLI_BYTES_MAX 24
+void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX]);
+
 /* exit.c: maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);
 

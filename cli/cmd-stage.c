@@ -150,11 +150,22 @@ static bool root_in_memory(const char *root)
 	}
 }
 
+/* The copy's progress line: paths done of total, bytes, time. */
+static void show_copy_progress(const struct sl_progress *sp, void *userdata)
+{
+	char bytes[CLI_BYTES_MAX];
+
+	cli_format_bytes(sp->bytes, bytes);
+	cli_progress_show(userdata, "staging %llu/%llu paths, %s", (unsigned long long)sp->done,
+			  (unsigned long long)sp->total, bytes);
+}
+
 int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct sl_stage **ret)
 {
 	struct sl_env_list env = { 0 };
 	struct sl_oci_options opts = { 0 };
 	struct sl_error err = { 0 };
+	struct cli_progress progress;
 	int r, code = EX_OK;
 
 	if (!a->bundle)
@@ -191,7 +202,13 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 		opts.stage.cancel = cli_cancel_flag();
 		opts.env = env.vars;
 		opts.n_env = env.n;
+		cli_progress_start(&progress, cli);
+		if (progress.on) {
+			opts.stage.progress = show_copy_progress;
+			opts.stage.progress_userdata = &progress;
+		}
 		r = sl_oci_stage(cli->store, &opts, ret, &err);
+		cli_progress_end(&progress);
 		if (r < 0 && cli_signal_caught())
 			code = cli_interrupted("staging");
 		else if (r < 0)

@@ -193,6 +193,8 @@ struct sl_stage {
 	struct sl_store *store;
 	enum stage_log_mode log_mode;
 	const volatile sig_atomic_t *cancel; /* see struct sl_stage_options */
+	void (*progress)(const struct sl_progress *progress, void *userdata); /* likewise */
+	void *progress_userdata;
 	struct sl_record rec;
 	int root_fd;  /* the staging root, O_RDONLY so that it can be fsynced */
 	int top_fd;   /* the top directory; holds the stage's flock */

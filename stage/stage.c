@@ -301,6 +301,8 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
 	st->store = store;
 	st->cancel = opts ? opts->cancel : NULL;
+	st->progress = opts ? opts->progress : NULL;
+	st->progress_userdata = opts ? opts->progress_userdata : NULL;
 	st->root_fd = st->top_fd = -1;
 	r = proc_identity(opts ? opts->owner_pid : 0, &st->rec.owner);
 	if (r == -ESRCH)

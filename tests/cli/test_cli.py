@@ -494,6 +494,92 @@ class TestPathsAndStores(Base):
         self.assertEqual(p.stderr, "")
 
 
+class TestProgress(Base):
+    """stage and run (until the runtime starts) draw a progress line on a
+    terminal's stderr, at most 10 times a second, and erase it; nothing
+    on a pipe, nothing with -q."""
+
+    N_DIRS, N_FILES = 200, 100  # 20,200 paths
+
+    def setUp(self):
+        super().setUp()
+        # The bundle on /dev/shm, so that the copy is the CPU's work.
+        self.big = make_bundle(os.path.join(self.shm, "big"))
+        rootfs = os.path.join(self.big, "rootfs")
+        for d in range(self.N_DIRS):
+            os.mkdir(os.path.join(rootfs, "d%d" % d))
+            for f in range(self.N_FILES):
+                with open(os.path.join(rootfs, "d%d" % d, "f%d" % f), "w") as fh:
+                    fh.write("x" * 100)
+        self.total = len([1 for _, dirs, files in os.walk(rootfs) for _ in dirs + files])
+
+    def on_tty(self, *args):
+        """Runs stagelog with stderr on a pseudo-terminal: (process, what
+        the terminal got, seconds)."""
+        import pty
+        import select
+        master, slave = pty.openpty()
+        t0 = time.monotonic()
+        p = subprocess.Popen([STAGELOG, "--db", self.db] + list(args), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=slave, env=self.env)
+        os.close(slave)
+        out = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer is gone
+                    break
+                if not data:
+                    break
+                out += data
+            elif p.poll() is not None:
+                break
+        stdout = p.stdout.read().decode()
+        p.wait()
+        elapsed = time.monotonic() - t0
+        os.close(master)
+        p.stdout.close()
+        return p, stdout, out.decode("utf-8", "replace"), elapsed
+
+    def drawings(self, tty):
+        return re.findall(r"\r\x1b\[Kstagelog: staging (\d+)/(\d+) paths, ([0-9.]+ [KMG]?i?B), (\d+\.\d)s", tty)
+
+    def test_stage_on_a_terminal(self):
+        p, stdout, tty, elapsed = self.on_tty("stage", "--root", self.root, "--bundle", self.big)
+        self.assertEqual(p.returncode, 0, tty)
+        stage_id = stdout.split("\t")[0]
+        seen = self.drawings(tty)
+        self.assertTrue(seen, "no progress on a terminal: %r" % tty[:300])
+        for done, total, _, _ in seen:
+            self.assertEqual(int(total), self.total)
+            self.assertLessEqual(int(done), int(total))
+        # Ended cleanly: the last thing on the terminal erases the line.
+        self.assertTrue(tty.endswith("\r\x1b[K"), repr(tty[-80:]))
+        # At most 10 a second (the first 100 ms in).
+        self.assertLessEqual(len(seen), int(elapsed * 10) + 1, "%d drawings in %.2f s" % (len(seen), elapsed))
+        self.sl("release", stage_id)
+
+    def test_run_until_the_runtime_starts(self):
+        p, _, tty, _ = self.on_tty("run", "--root", self.root, "--bundle", self.big, "--",
+                                   "sh", "-c", "echo RUNTIME-STARTED >&2")
+        self.assertEqual(p.returncode, 0, tty)
+        self.assertTrue(self.drawings(tty), repr(tty[:300]))
+        before, after = tty.split("RUNTIME-STARTED", 1)
+        self.assertTrue(before.endswith("\r\x1b[K"), repr(before[-80:]))
+        self.assertNotIn("staging", after)
+
+    def test_never_on_a_pipe_nor_with_quiet(self):
+        p = self.sl("stage", "--root", self.root, "--bundle", self.big)
+        self.assertEqual(p.stderr, "")
+        self.sl("release", p.stdout.split("\t")[0])
+        p, stdout, tty, _ = self.on_tty("-q", "stage", "--root", self.root, "--bundle", self.big)
+        self.assertEqual(p.returncode, 0)
+        self.assertEqual(tty, "")
+        self.sl("release", stdout.split("\t")[0])
+
+
 class TestReleasePublish(Base):
     def test_release_idempotent(self):
         stage_id, path = self.stage()
