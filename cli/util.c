@@ -216,6 +216,7 @@ int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const ch
 		fprintf(stderr, "unrecognized option (argument #%d)", cli_arg_position(arg));
 	/* A suggestion is a name from longopts, never what was typed. */
 	if (c == '?' && !o && !optopt && strncmp(arg, "--", 2) == 0 &&
+	    long_matches(longopts, arg + 2, strcspn(arg + 2, "=")) == 0 &&
 	    (suggestion = suggest_long(longopts, arg + 2, strcspn(arg + 2, "="))))
 		fprintf(stderr, "; did you mean '--%s'?", suggestion);
 	cli_fput_try_help(stderr);
