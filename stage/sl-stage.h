@@ -148,6 +148,16 @@ SL_PUBLIC int sl_stage_lock_inherit(struct sl_stage *stage, struct sl_error *ret
 SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
 
 /*
+ * sl_release_id(), and when progress is not NULL, it is called with
+ * userdata (in the caller's thread, once a logged path, so limit what it
+ * prints) while the stage's logged paths are removed: done of total, the
+ * paths the stage logged; bytes stay 0. Added after 0.1.0.
+ */
+SL_PUBLIC int sl_release_id_progress(struct sl_store *store, const char *id,
+				     void (*progress)(const struct sl_progress *progress, void *userdata),
+				     void *userdata, struct sl_error *reterr);
+
+/*
  * Publishes the ready stage with the given full id to dest (as `stagelog
  * publish` does).
  */

@@ -102,6 +102,14 @@ HIDDEN const char *record_check(const struct sl_record *rec);
  * caller's own words around it. */
 #define UNDO_REASON_MAX 256
 
+/* Where undo_stage() reports how far the removal of the logged paths has
+ * come (sl_release_id_progress()); NULL: nowhere. */
+struct undo_progress {
+	void (*fn)(const struct sl_progress *progress, void *userdata);
+	void *userdata;
+	struct sl_progress p; /* total: the paths logged; bytes stay 0 */
+};
+
 /*
  * The undo routine: the only code in stagelog that removes a staged path.
  * Validates every entry of the record first (a bad one: -EBADMSG, nothing
@@ -118,7 +126,7 @@ HIDDEN const char *record_check(const struct sl_record *rec);
  * mismatch), or the errno of the removal that failed.
  */
 HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-		      struct sl_error *reterr);
+		      struct undo_progress *progress, struct sl_error *reterr);
 
 /*
  * Removes the directory `name` in dirfd and everything beneath it, never

@@ -386,12 +386,12 @@ static void stage_close(struct sl_stage *st)
  * (from one of from_mask), or to failed with the reason when the removal
  * could not finish. */
 static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned from_mask, enum sl_state to,
-			 const char *what, struct sl_error *reterr)
+			 const char *what, struct undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error reason = { 0 };
 	int r;
 
-	r = undo_stage(store, rec, from_mask, to, &reason);
+	r = undo_stage(store, rec, from_mask, to, progress, &reason);
 	if (r < 0) {
 		rec->state = SL_STATE_FAILED;
 		sl_err(reterr, r, "cannot %s stage: %s", what, reason.msg);
@@ -412,7 +412,7 @@ int stage_fail(struct sl_stage *st, int r)
 	stage_close(st);
 	if (st->rec.state == SL_STATE_STAGING || st->rec.state == SL_STATE_READY)
 		(void)stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY),
-				    SL_STATE_ABORTED, "abort", NULL);
+				    SL_STATE_ABORTED, "abort", NULL, NULL);
 	return r;
 }
 
@@ -587,7 +587,7 @@ int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
 	(void)stage_log_flush(st, NULL);
 	stage_close(st);
 	return stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY), SL_STATE_ABORTED,
-			     "abort", reterr);
+			     "abort", NULL, reterr);
 }
 
 /*
@@ -629,7 +629,7 @@ int sl_stage_release(struct sl_stage *st, struct sl_error *reterr)
 	if (from == 0)
 		return -ESTALE;
 	stage_close(st);
-	return stage_undo_to(st->store, &st->rec, from, SL_STATE_RELEASED, "release", reterr);
+	return stage_undo_to(st->store, &st->rec, from, SL_STATE_RELEASED, "release", NULL, reterr);
 }
 
 /* The checks a destination must pass before anything changes: a new name
@@ -873,6 +873,14 @@ static int release_failed(struct sl_error *reterr, int r, enum sl_state state)
 
 int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr)
 {
+	return sl_release_id_progress(store, id, NULL, NULL, reterr);
+}
+
+int sl_release_id_progress(struct sl_store *store, const char *id,
+			   void (*progress)(const struct sl_progress *progress, void *userdata), void *userdata,
+			   struct sl_error *reterr)
+{
+	struct undo_progress undo_progress = { .fn = progress, .userdata = userdata };
 	_cleanup_close_ int root_fd = -1, top = -1;
 	struct sl_record rec;
 	unsigned from;
@@ -907,7 +915,7 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 			rec.state = SL_STATE_COUNT_;
 		return release_failed(reterr, -ESTALE, rec.state);
 	}
-	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", reterr);
+	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", progress ? &undo_progress : NULL, reterr);
 	return r < 0 ? r : 1;
 }
 

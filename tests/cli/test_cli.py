@@ -570,6 +570,21 @@ class TestProgress(Base):
         self.assertTrue(before.endswith("\r\x1b[K"), repr(before[-80:]))
         self.assertNotIn("staging", after)
 
+    def test_release_on_a_terminal(self):
+        stage_id = self.sl("stage", "--root", self.root, "--bundle", self.big).stdout.split("\t")[0]
+        p, stdout, tty, elapsed = self.on_tty("release", stage_id)
+        self.assertEqual(p.returncode, 0, tty)
+        self.assertTrue(stdout.startswith("released " + stage_id), stdout)
+        seen = re.findall(r"\r\x1b\[Kstagelog: releasing (\d+)/(\d+) paths, (\d+\.\d)s", tty)
+        self.assertTrue(seen, "no progress on a terminal: %r" % tty[:300])
+        for done, total, _ in seen:
+            # Every logged path: rootfs/ and what is in it, config.json.
+            self.assertGreater(int(total), self.total)
+            self.assertLessEqual(int(done), int(total))
+        self.assertTrue(tty.endswith("\r\x1b[K"), repr(tty[-80:]))
+        self.assertLessEqual(len(seen), int(elapsed * 10) + 1)
+        self.assert_root_empty()
+
     def test_never_on_a_pipe_nor_with_quiet(self):
         p = self.sl("stage", "--root", self.root, "--bundle", self.big)
         self.assertEqual(p.stderr, "")
@@ -577,7 +592,12 @@ class TestProgress(Base):
         p, stdout, tty, _ = self.on_tty("-q", "stage", "--root", self.root, "--bundle", self.big)
         self.assertEqual(p.returncode, 0)
         self.assertEqual(tty, "")
-        self.sl("release", stdout.split("\t")[0])
+        stage_id = stdout.split("\t")[0]
+        p, _, tty, _ = self.on_tty("-q", "release", stage_id)
+        self.assertEqual((p.returncode, tty), (0, ""))
+        stage_id = self.sl("stage", "--root", self.root, "--bundle", self.big).stdout.split("\t")[0]
+        p = self.sl("release", stage_id)
+        self.assertEqual(p.stderr, "")
 
 
 class TestReleasePublish(Base):
