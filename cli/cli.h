@@ -37,6 +37,7 @@ struct cli {
 	 * it, and a stdout whose reader went away ends it with EX_IOERR and no
 	 * message, as it ends `cat`. */
 	bool read_only;
+	bool checking; /* the command is `check`: a corrupt store is its finding */
 	struct sl_store *store;
 	bool delivered;     /* stage: its output reached stdout's reader */
 	bool stdout_closed; /* stdout was flushed and closed by the command */
@@ -89,6 +90,27 @@ int cli_interrupted(const char *what);
  * reached its reader. */
 int cli_deliver_stdout(void);
 
+/*
+ * progress.c: the progress line of a long command (stage, run until the
+ * runtime starts, recover): on stderr only when it is a terminal and -q was
+ * not given, redrawn in place at most 10 times a second (the first time
+ * 100 ms in, so that a quick command shows none), with the time elapsed,
+ * and erased by cli_progress_end().
+ */
+struct cli_progress {
+	bool on;    /* stderr is a terminal, and no -q */
+	bool shown; /* a line is on the screen */
+	int64_t start, last; /* CLOCK_MONOTONIC, ms */
+};
+void cli_progress_start(struct cli_progress *p, const struct cli *cli);
+/* Draws "stagelog: TEXT, 1.2s" in place when due; else does nothing. */
+void cli_progress_show(struct cli_progress *p, const char *fmt, ...) PRINTF_FMT(2, 3);
+void cli_progress_end(struct cli_progress *p);
+
+/* progress.c: a size for people: 512 B, 1.5 KiB, 12.0 MiB, 3.2 GiB. */
+#define CLI_BYTES_MAX 24
+void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX]);
+
 /* exit.c: maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);
 
@@ -116,8 +138,27 @@ void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 /* exit.c: as cli_error(), with another priority (LOG_WARNING, LOG_INFO). */
 void cli_say(int priority, const char *fmt, ...) PRINTF_FMT(2, 3);
 
-/* exit.c: as cli_error(), and returns EX_USAGE. */
+/* exit.c: as cli_error(), with the pointer to help that ends every usage
+ * error ("; try 'stagelog help CMD'"), and returns EX_USAGE. */
 int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
+
+/* exit.c: the command a usage error's pointer names (a name from the
+ * command table; NULL: stagelog's own --help). main() sets it. */
+void cli_set_command(const char *name);
+
+/* exit.c: ends a usage error's line: "; try 'stagelog help CMD'" or
+ * "; try 'stagelog --help'", and the newline. */
+void cli_fput_try_help(FILE *f);
+
+/*
+ * util.c: the name in names (NULL-terminated) closest to the n bytes at s
+ * by Damerau-Levenshtein distance, when that distance is 1 or 2 and at
+ * most a third of the name's length plus one; else NULL. What it returns is a name from
+ * the program's own table, so a diagnostic may show it: it never repeats
+ * what was typed, and the small distance keeps a token from being
+ * "corrected" into view.
+ */
+const char *cli_suggest(const char *s, size_t n, const char *const *names, size_t n_names);
 
 /* exit.c: writes "stagelog: MESSAGE" on stderr when -v was given. */
 void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);

@@ -199,6 +199,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		code = cli_want_operands("check", argc, argv, 0, "");
 	/* Only a check that removes orphans writes (and creates a store). */
 	cli->read_only = !a.remove;
+	cli->checking = true;
 	if (code == EX_OK)
 		code = a.remove ? cli_open_store(cli) : cli_open_store_readonly(cli);
 	if (code == CLI_NO_STORE)

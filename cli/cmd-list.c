@@ -8,7 +8,7 @@
 #include "cli.h"
 
 static const char usage[] =
-	"usage: stagelog list [--all] [--label L] [--state S]...\n"
+	"usage: stagelog list [--all] [--label L] [--state S]... [-q | --quiet] [--no-legend]\n"
 	"\n"
 	"Lists in-flight stages, oldest first: ID (first 12 digits), LABEL, STATE,\n"
 	"OWNER (pid), LIVE (yes or no), AGE, ENTRIES and PATH. Each cell is one\n"
@@ -19,6 +19,8 @@ static const char usage[] =
 	"  --label L    only stages labelled L\n"
 	"  --state S    only stages in state S (repeatable; any state, finished\n"
 	"               ones too)\n"
+	"  -q, --quiet  print the full ids only (32 digits), one a line\n"
+	"  --no-legend  print the table without its header line\n"
 	"  -h, --help   print this help\n";
 
 /* One table row; the path is kept raw and escaped when printed. */
@@ -39,6 +41,7 @@ struct rows {
 	int64_t now;
 	cJSON *json;
 	unsigned states; /* bit per enum sl_state; 0: no --state filter */
+	bool ids_only;   /* -q: print full ids as they come */
 };
 
 static int add_row(const struct sl_stage_info *info, void *userdata)
@@ -53,6 +56,10 @@ static int add_row(const struct sl_stage_info *info, void *userdata)
 
 		if (!o || !cli_json_add_stage(o, info) || !cJSON_AddNumberToObject(o, "entries", (double)info->entries))
 			return -ENOMEM;
+		return 0;
+	}
+	if (rows->ids_only) {
+		puts(info->id);
 		return 0;
 	}
 
@@ -84,7 +91,7 @@ static int max_width(int w, const char *s)
 	return n > w ? n : w;
 }
 
-static void print_table(const struct rows *rows)
+static void print_table(const struct rows *rows, bool legend)
 {
 	int wid = 2, wlabel = 5, wstate = 5, wowner = 5, wlive = 4, wage = 3, wentries = 7;
 
@@ -98,8 +105,9 @@ static void print_table(const struct rows *rows)
 		wage = max_width(wage, r->age);
 		wentries = max_width(wentries, r->entries);
 	}
-	printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s  %*s  PATH\n", wid, "ID", wlabel, "LABEL", wstate, "STATE", wowner,
-	       "OWNER", wlive, "LIVE", wage, "AGE", wentries, "ENTRIES");
+	if (legend)
+		printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s  %*s  PATH\n", wid, "ID", wlabel, "LABEL", wstate, "STATE",
+		       wowner, "OWNER", wlive, "LIVE", wage, "AGE", wentries, "ENTRIES");
 	for (size_t i = 0; i < rows->n; i++) {
 		const struct row *r = &rows->v[i];
 
@@ -124,6 +132,8 @@ struct list_args {
 	unsigned flags;
 	const char *label;
 	unsigned states; /* as struct rows' */
+	bool ids_only;   /* -q */
+	bool no_legend;  /* --no-legend */
 };
 
 static int list_option(int c, char *arg, void *userdata)
@@ -134,6 +144,12 @@ static int list_option(int c, char *arg, void *userdata)
 	switch (c) {
 	case 'a':
 		a->flags |= SL_LIST_ALL;
+		return EX_OK;
+	case 'q':
+		a->ids_only = true;
+		return EX_OK;
+	case 'L':
+		a->no_legend = true;
 		return EX_OK;
 	case 'l':
 		/* A label that cannot exist is a typo, not an empty answer
@@ -158,9 +174,11 @@ static int list_option(int c, char *arg, void *userdata)
 
 static const struct cli_options list_options = {
 	.cmd = "list",
-	.optstring = ":h",
+	.optstring = ":hq",
 	.longopts = (const struct option[]){
 		{ "all", no_argument, NULL, 'a' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "no-legend", no_argument, NULL, 'L' },
 		{ "label", required_argument, NULL, 'l' },
 		{ "state", required_argument, NULL, 's' },
 		CLI_COMMON_OPTIONS,
@@ -197,6 +215,8 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		return cli_stop_code(code);
 
 	rows.states = a.states;
+	/* -q is for scripts (xargs stagelog release): --json says more. */
+	rows.ids_only = a.ids_only && !cli->json;
 	if (cli->json) {
 		rows.json = cJSON_CreateArray();
 		if (!rows.json)
@@ -207,6 +227,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		return cli_fail(r, &err, "cannot list the stages");
 	if (cli->json)
 		return cli_json_print(TAKE_PTR(rows.json), true);
-	print_table(&rows);
+	if (!rows.ids_only)
+		print_table(&rows, !a.no_legend);
 	return EX_OK;
 }

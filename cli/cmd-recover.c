@@ -21,21 +21,11 @@ static const char usage[] =
 	"                alive (a finished stage is never touched)\n"
 	"  -h, --help    print this help\n";
 
-struct progress {
-	bool shown;
-};
-
 /* Thousands of stages take a while: show where we are, but only to a person
- * watching a terminal (never into a log), and only past the point where
- * they would wonder what is going on. */
+ * watching a terminal (never into a log); see cli_progress_start(). */
 static void show_progress(size_t done, size_t total, void *userdata)
 {
-	struct progress *p = userdata;
-
-	if (total <= 36)
-		return;
-	fprintf(stderr, "\rstagelog: recovering %zu/%zu", done, total);
-	p->shown = true;
+	cli_progress_show(userdata, "recovering %zu/%zu stages", done, total);
 }
 
 /*
@@ -249,18 +239,18 @@ static int resolve_force(struct cli *cli, struct recover_args *a)
 static int run_pass(struct cli *cli, struct sl_recover_options *opts, struct sl_recover_report *rep)
 {
 	struct sl_error err = { 0 };
-	struct progress progress = { 0 };
+	struct cli_progress progress;
 	int r, code;
 
-	if (cli->verbosity >= 0 && isatty(STDERR_FILENO)) {
+	cli_progress_start(&progress, cli);
+	if (progress.on) {
 		opts->progress = show_progress;
 		opts->userdata = &progress;
 	}
 	opts->cancel = cli_cancel_flag();
 	rep->dry_run = opts->dry_run;
 	r = cli->store ? sl_recover_run(cli->store, opts, rep, &err) : 0;
-	if (progress.shown)
-		fputc('\n', stderr);
+	cli_progress_end(&progress);
 	if (r >= 0)
 		return EX_OK;
 	code = cli_fail(r, &err, "cannot recover");

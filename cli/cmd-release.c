@@ -16,8 +16,16 @@ static const char usage[] =
 	"\n"
 	"  -h, --help  print this help\n";
 
+/* The removal's progress line: paths removed of those the stage logged. */
+static void show_progress(const struct sl_progress *sp, void *userdata)
+{
+	cli_progress_show(userdata, "releasing %llu/%llu paths", (unsigned long long)sp->done,
+			  (unsigned long long)sp->total);
+}
+
 int cmd_release(struct cli *cli, int argc, char **argv)
 {
+	struct cli_progress progress;
 	struct sl_error err = { 0 };
 	char id[SL_ID_SIZE];
 	struct cli_where where;
@@ -30,7 +38,9 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 
 	/* Read before the release, while the record is sure to be there. */
 	(void)cli_stage_where(cli, id, &where);
-	r = sl_release_id(cli->store, id, &err);
+	cli_progress_start(&progress, cli);
+	r = sl_release_id_progress(cli->store, id, progress.on ? show_progress : NULL, &progress, &err);
+	cli_progress_end(&progress);
 	if (r < 0) {
 		/* The library says what happened: a published stage is a
 		 * usage error, and a stage left failed is one we could not

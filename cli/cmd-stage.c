@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <linux/magic.h>
+#include <sys/statfs.h>
+
 #include "cli.h"
 #include "envfile.h"
 
@@ -151,6 +154,41 @@ static const char *kept_arg(const struct stage_args *a, const size_t *at, size_t
 	return NULL;
 }
 
+/*
+ * False when the file system that holds path (or its nearest existing
+ * parent) keeps its files on a disk rather than in memory (tmpfs, ramfs).
+ * Unknown counts as memory: a warning must not cry wolf.
+ */
+static bool root_in_memory(const char *root)
+{
+	char buf[PATH_MAX];
+	struct statfs sfs;
+	char *slash;
+
+	if (snprintf(buf, sizeof(buf), "%s", root) >= (int)sizeof(buf))
+		return true;
+	for (;;) {
+		if (statfs(buf[0] ? buf : "/", &sfs) == 0)
+			return sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
+		if (errno != ENOENT)
+			return true;
+		slash = strrchr(buf, '/');
+		if (!slash)
+			return statfs(".", &sfs) < 0 || sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
+		*slash = '\0';
+	}
+}
+
+/* The copy's progress line: paths done of total, bytes, time. */
+static void show_copy_progress(const struct sl_progress *sp, void *userdata)
+{
+	char bytes[CLI_BYTES_MAX];
+
+	cli_format_bytes(sp->bytes, bytes);
+	cli_progress_show(userdata, "staging %llu/%llu paths, %s", (unsigned long long)sp->done,
+			  (unsigned long long)sp->total, bytes);
+}
+
 int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct sl_stage **ret)
 {
 	_cleanup_free_ size_t *at = NULL;
@@ -159,6 +197,7 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 	struct sl_oci_notes notes = { 0 };
 	struct sl_error err = { 0 };
 	const char *kept;
+	struct cli_progress progress;
 	int r, code = EX_OK;
 
 	if (!a->bundle)
@@ -206,7 +245,13 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 		opts.env = env.vars;
 		opts.n_env = env.n;
 		opts.notes = &notes;
+		cli_progress_start(&progress, cli);
+		if (progress.on) {
+			opts.stage.progress = show_copy_progress;
+			opts.stage.progress_userdata = &progress;
+		}
 		r = sl_oci_stage(cli->store, &opts, ret, &err);
+		cli_progress_end(&progress);
 		kept = r < 0 && notes.missing_kept != SIZE_MAX ? kept_arg(a, at, notes.missing_kept) : NULL;
 		if (r < 0 && cli_signal_caught())
 			code = cli_interrupted("staging");
@@ -217,7 +262,16 @@ int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct 
 					       a->cmd, cli_arg_position(kept));
 		else if (r < 0)
 			code = cli_fail(r, &err, "cannot stage the bundle");
-		else if (cli->verbosity >= 1) {
+		/* Said once, for a stage that exists (a root that could not be
+		 * used has its own diagnostic): on a disk, a power loss, or a
+		 * crash that no recovery follows, leaves the secrets on it. */
+		if (r >= 0 && cli->verbosity >= 0 && !root_in_memory(sl_stage_path(*ret))) {
+			cli_diag(LOG_WARNING);
+			fputs("warning: staging root ", stderr);
+			cli_fput_token(stderr, a->root, strlen(a->root));
+			fputs(" is on a disk, not in memory: a power loss can leave secrets on it\n", stderr);
+		}
+		if (r >= 0 && cli->verbosity >= 1) {
 			cli_diag(LOG_INFO);
 			fprintf(stderr, "staged %s at ", sl_stage_id(*ret));
 			cli_fput_token(stderr, sl_stage_path(*ret), strlen(sl_stage_path(*ret)));

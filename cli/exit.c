@@ -147,13 +147,33 @@ void cli_say(int priority, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The command whose help a usage error points to, or NULL before one. */
+static const char *usage_command;
+
+void cli_set_command(const char *name)
+{
+	usage_command = name;
+}
+
+void cli_fput_try_help(FILE *f)
+{
+	/* The command's name comes from the program's table, never from
+	 * argv: the pointer is what main() found there. */
+	if (usage_command)
+		fprintf(f, "; try 'stagelog help %s'\n", usage_command);
+	else
+		fputs("; try 'stagelog --help'\n", f);
+}
+
 int cli_usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
+	cli_diag(LOG_ERR);
 	va_start(ap, fmt);
-	verror(LOG_ERR, fmt, ap);
+	vfprintf(stderr, fmt, ap);
 	va_end(ap);
+	cli_fput_try_help(stderr);
 	return EX_USAGE;
 }
 

@@ -36,6 +36,24 @@ static const struct cli_command *find_command(const char *name)
 	return NULL;
 }
 
+/* "unknown command: argument #N", with a command the table holds that is
+ * a typo away, and the pointer to help. Not echoed: a token could have
+ * been typed where the command goes, and the suggestion is a table name. */
+static int unknown_command(const char *prefix, const char *arg)
+{
+	const char *names[ELEMENTSOF(commands)];
+	const char *suggestion;
+
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		names[i] = commands[i].name;
+	suggestion = cli_suggest(arg, strlen(arg), names, ELEMENTSOF(names));
+	fprintf(stderr, "stagelog: %sunknown command (argument #%d)", prefix, cli_arg_position(arg));
+	if (suggestion)
+		fprintf(stderr, "; did you mean '%s'?", suggestion);
+	cli_fput_try_help(stderr);
+	return EX_USAGE;
+}
+
 /* The usage goes to stdout when asked for, and to stderr (with exit 64)
  * when a command is missing, as a reader of a script's log expects. */
 static int usage(FILE *f)
@@ -108,8 +126,10 @@ int cmd_help(struct cli *cli, int argc, char **argv)
 	if (argc - optind == 0)
 		return usage(stdout);
 	cmd = find_command(argv[optind]);
-	if (!cmd)
-		return cli_usage_error("help: unknown command: argument #%d", cli_arg_position(argv[optind]));
+	if (!cmd) {
+		cli_set_command(NULL); /* the list of commands is in --help */
+		return unknown_command("help: ", argv[optind]);
+	}
 	help_argv[0] = (char *)cmd->name;
 	help_argv[1] = (char *)"--help";
 	help_argv[2] = NULL;
@@ -223,9 +243,9 @@ int main(int argc, char **argv)
 	}
 
 	cmd = find_command(argv[optind]);
-	/* Not echoed: a token could have been typed where the command goes. */
 	if (!cmd)
-		return cli_usage_error("unknown command: argument #%d", optind);
+		return unknown_command("", argv[optind]);
+	cli_set_command(cmd->name);
 
 	argc -= optind;
 	argv += optind;

@@ -75,6 +75,64 @@ static const struct option *long_option(const struct option *longopts, const cha
 	return NULL;
 }
 
+/* The optimal-string-alignment distance (Levenshtein with adjacent
+ * transpositions) between the n bytes at a and the string b, both at most
+ * 32 bytes long (else 99). */
+static int edit_distance(const char *a, size_t n, const char *b)
+{
+	size_t m = strlen(b);
+	int d[33][33];
+
+	if (n > 32 || m > 32)
+		return 99;
+	for (size_t i = 0; i <= n; i++)
+		d[i][0] = (int)i;
+	for (size_t j = 0; j <= m; j++)
+		d[0][j] = (int)j;
+	for (size_t i = 1; i <= n; i++)
+		for (size_t j = 1; j <= m; j++) {
+			int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	return d[n][m];
+}
+
+const char *cli_suggest(const char *s, size_t n, const char *const *names, size_t n_names)
+{
+	const char *best = NULL;
+	int best_d = 3;
+
+	for (size_t i = 0; i < n_names; i++) {
+		int d = edit_distance(s, n, names[i]);
+
+		/* At most 2 edits, and fewer on a short name: "foo" is no
+		 * typo of "root", nor "xy" of "gc". */
+		if (d >= 1 && d < best_d && (size_t)d * 3 <= strlen(names[i]) + 1) {
+			best = names[i];
+			best_d = d;
+		}
+	}
+	return best;
+}
+
+/* The long option in longopts closest to the n bytes at s, or NULL. */
+static const char *suggest_long(const struct option *longopts, const char *s, size_t n)
+{
+	const char *names[64];
+	size_t k = 0;
+
+	for (const struct option *o = longopts; o->name && k < ELEMENTSOF(names); o++)
+		names[k++] = o->name;
+	return cli_suggest(s, n, names, k);
+}
+
 static bool ended_at_dashdash;
 
 bool cli_getopt_ended_at_dashdash(void)
@@ -105,7 +163,7 @@ int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const ch
 	       const struct option *longopts)
 {
 	const struct option *o;
-	const char *arg;
+	const char *arg, *suggestion;
 	size_t n;
 	int c, before;
 
@@ -140,20 +198,27 @@ int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const ch
 	if (cmd)
 		fprintf(stderr, "%s: ", cmd);
 	if (c == ':' && o)
-		fprintf(stderr, "option '--%s' requires an argument\n", o->name);
+		fprintf(stderr, "option '--%s' requires an argument", o->name);
 	else if (c == ':')
-		fprintf(stderr, "option '-%c' requires an argument\n", letter(optopt));
+		fprintf(stderr, "option '-%c' requires an argument", letter(optopt));
 	else if (o)
-		fprintf(stderr, "option '--%s' takes no argument (argument #%d)\n", o->name, cli_arg_position(arg));
+		fprintf(stderr, "option '--%s' takes no argument (argument #%d)", o->name, cli_arg_position(arg));
 	else if (optopt && letter(optopt) != '?')
-		fprintf(stderr, "unrecognized option '-%c'\n", optopt);
+		fprintf(stderr, "unrecognized option '-%c'", optopt);
 	else if (optopt)
-		fputs("unrecognized option\n", stderr);
-	else if ((n = strcspn(arg, "=")) && option_name_like(arg, n))
-		fprintf(stderr, "%s option '%.*s'\n",
-			long_matches(longopts, arg + 2, n - 2) > 1 ? "ambiguous" : "unrecognized", (int)n, arg);
+		fputs("unrecognized option", stderr);
+	else if ((n = strcspn(arg, "=")) && option_name_like(arg, n) && long_matches(longopts, arg + 2, n - 2) > 1)
+		fprintf(stderr, "ambiguous option '%.*s'", (int)n, arg);
+	else if (option_name_like(arg, n))
+		fprintf(stderr, "unrecognized option '%.*s'", (int)n, arg);
 	else
-		fprintf(stderr, "unrecognized option (argument #%d)\n", cli_arg_position(arg));
+		fprintf(stderr, "unrecognized option (argument #%d)", cli_arg_position(arg));
+	/* A suggestion is a name from longopts, never what was typed. */
+	if (c == '?' && !o && !optopt && strncmp(arg, "--", 2) == 0 &&
+	    long_matches(longopts, arg + 2, strcspn(arg + 2, "=")) == 0 &&
+	    (suggestion = suggest_long(longopts, arg + 2, strcspn(arg + 2, "="))))
+		fprintf(stderr, "; did you mean '--%s'?", suggestion);
+	cli_fput_try_help(stderr);
 	return '?';
 }
 
@@ -299,6 +364,14 @@ int cli_open_store(struct cli *cli)
 				&cli->store, &err);
 	if (r == -ENOENT && cli->nocreate)
 		return CLI_NO_STORE;
+	/* A store that is not one (or no longer is): one line, with the
+	 * command that looks into it; `check` itself says no more. */
+	if (r == -EBADMSG && err.msg[0] && !cli->checking) {
+		fputs("stagelog: ", stderr);
+		cli_fput_escaped(stderr, err.msg, strnlen(err.msg, sizeof(err.msg)));
+		fputs("; see 'stagelog check'\n", stderr);
+		return cli_exit_code(r, &err);
+	}
 	if (r < 0)
 		return cli_fail(r, &err, "cannot open the store");
 	return EX_OK;
@@ -362,7 +435,9 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 		fprintf(stderr, "ambiguous id: argument #%d: candidates:", pos);
 		for (size_t i = 0; i < n && i < ELEMENTSOF(cand); i++)
 			fprintf(stderr, " %s", cand[i]);
-		fputs(n >= ELEMENTSOF(cand) ? " ...\n" : "\n", stderr);
+		if (n >= ELEMENTSOF(cand))
+			fputs(" ...", stderr);
+		cli_fput_try_help(stderr);
 		return EX_USAGE;
 	}
 	if (r < 0)

@@ -23,18 +23,18 @@ static void bytes_wipep(struct bytes *b)
 	erase_and_free(b->buf, b->len);
 }
 
-static int check_rootfs(int bundle_fd, struct sl_error *reterr)
+static int check_rootfs(int bundle_fd, const char *bundle, struct sl_error *reterr)
 {
 	struct stat st;
 
 	/* Not followed: a rootfs symlink could point anywhere on the host,
 	 * and the copy would then stage whatever it points to. */
 	if (fstatat(bundle_fd, "rootfs", &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return sl_err(reterr, negerrno(), WHAT ": rootfs: %s", strerror(errno));
+		return sl_err(reterr, negerrno(), WHAT ": %s/rootfs: %s", bundle, strerror(errno));
 	if (S_ISLNK(st.st_mode))
-		return sl_err(reterr, -EBADMSG, WHAT ": rootfs: a symbolic link, not a directory");
+		return sl_err(reterr, -EBADMSG, WHAT ": %s/rootfs: a symbolic link, not a directory", bundle);
 	if (!S_ISDIR(st.st_mode))
-		return sl_err(reterr, -EBADMSG, WHAT ": rootfs: not a directory");
+		return sl_err(reterr, -EBADMSG, WHAT ": %s/rootfs: not a directory", bundle);
 	return 0;
 }
 
@@ -51,13 +51,13 @@ static int read_config(int bundle_fd, const char *bundle, struct bytes *ret, str
 	 * it is refused below as not regular. */
 	fd = openat(bundle_fd, "config.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 && errno == ELOOP)
-		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: a symbolic link");
+		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: %s/config.json: a symbolic link", bundle);
 	if (fd < 0)
-		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s", strerror(errno));
+		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s/config.json: %s", bundle, strerror(errno));
 	if (fstat(fd, &st) < 0)
-		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s", strerror(errno));
+		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s/config.json: %s", bundle, strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: not a regular file");
+		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: %s/config.json: not a regular file", bundle);
 	/* Refused before a byte is read when its size says so, and when it
 	 * grows past the limit while it is read. */
 	r = oci_read_fd(fd, OCI_CONFIG_MAX, &ret->buf, &ret->len);
@@ -65,7 +65,7 @@ static int read_config(int bundle_fd, const char *bundle, struct bytes *ret, str
 		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: %s/config.json: larger than the limit of %zu MiB",
 			      bundle, OCI_CONFIG_MAX_MIB);
 	if (r < 0)
-		return sl_err(reterr, r, WHAT ": packaged config: %s", strerror(-r));
+		return sl_err(reterr, r, WHAT ": packaged config: %s/config.json: %s", bundle, strerror(-r));
 	return 0;
 }
 
@@ -94,7 +94,7 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 		return sl_err(reterr, negerrno(), WHAT ": %s: %s", opts->bundle, strerror(errno));
 	if (fstat(bundle_fd, &st) < 0)
 		return sl_err(reterr, negerrno(), WHAT ": %s: %s", opts->bundle, strerror(errno));
-	r = check_rootfs(bundle_fd, reterr);
+	r = check_rootfs(bundle_fd, opts->bundle, reterr);
 	if (r < 0)
 		return r;
 	r = read_config(bundle_fd, opts->bundle, &packaged, reterr);

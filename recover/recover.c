@@ -117,7 +117,7 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 			return push_failure(rep, rec->id, err.msg);
 		}
 	}
-	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, &err);
+	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, NULL, &err);
 	if (r < 0)
 		return push_failure(rep, rec->id, err.msg);
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);

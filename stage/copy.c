@@ -29,7 +29,15 @@ struct copy {
 	size_t rel_len;
 	bool chown;
 	struct sl_error *reterr;
+	struct sl_progress progress; /* for st->progress */
 };
+
+/* Tells the caller's progress callback, if any, where the copy is. */
+static void report(struct copy *c)
+{
+	if (c->st->progress)
+		c->st->progress(&c->progress, c->st->progress_userdata);
+}
 
 static int copy_fail(struct copy *c, int r, const char *why)
 {
@@ -309,6 +317,7 @@ static int log_tree(struct copy *c, int sfd)
 		if (r < 0)
 			break;
 		r = stage_log(c->st, c->rel, c->rel_len, kind, c->reterr);
+		c->progress.total++;
 		if (r < 0 || kind != SL_KIND_DIR)
 			continue;
 		if (n == COPY_MAX_DEPTH) {
@@ -372,6 +381,8 @@ static int copy_walk(struct copy *c)
 		}
 		case S_IFREG:
 			r = copy_file(c, dirfd(f->src), f->dst, de->d_name, &sb);
+			if (r == 0)
+				c->progress.bytes += (uint64_t)sb.st_size;
 			break;
 		case S_IFLNK:
 			r = copy_symlink(c, dirfd(f->src), f->dst, de->d_name, &sb);
@@ -381,6 +392,8 @@ static int copy_walk(struct copy *c)
 		}
 		if (r < 0)
 			return r;
+		c->progress.done++;
+		report(c);
 	}
 	return 0;
 }
@@ -422,6 +435,8 @@ int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, cons
 	r = stage_log(st, c->rel, c->rel_len, SL_KIND_DIR, reterr);
 	if (r == 0)
 		r = log_tree(c, sfd);
+	if (r == 0)
+		report(c); /* listed: the total is known */
 	if (r == 0) {
 		r = copy_enter(c, sfd, pfd, name, &sb);
 		if (r == 0)

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <signal.h>
 #include <sys/types.h>
 
@@ -25,6 +26,14 @@ extern "C" {
 
 struct sl_stage;
 
+/* How far a copy has come, for a person watching (see
+ * struct sl_stage_options' progress). */
+struct sl_progress {
+	uint64_t done;  /* paths copied so far */
+	uint64_t total; /* paths to copy in all, as the source was listed */
+	uint64_t bytes; /* bytes of regular files copied so far */
+};
+
 /* Options for sl_stage_begin(); zero-initialise for the defaults. */
 struct sl_stage_options {
 	const char *label; /* [a-z0-9][a-z0-9_.-]{0,31}; NULL: "stage" */
@@ -33,6 +42,16 @@ struct sl_stage_options {
 	 * the stage's calls fail with -ECANCELED between two paths and the
 	 * stage is aborted: nothing is left on disk. */
 	const volatile sig_atomic_t *cancel;
+	/*
+	 * When not NULL, sl_stage_copy_tree() (and so sl_oci_stage()) calls
+	 * it in the caller's thread once the source is listed, then after
+	 * every path it copied, with progress_userdata. It is called often
+	 * (once a path): limit what it prints itself. It must not call back
+	 * into the stage. Added after 0.1.0 at the end of the struct, so that
+	 * a caller that zero-initialises the options is unaffected.
+	 */
+	void (*progress)(const struct sl_progress *progress, void *userdata);
+	void *progress_userdata;
 };
 
 /*
@@ -127,6 +146,16 @@ SL_PUBLIC int sl_stage_lock_inherit(struct sl_stage *stage, struct sl_error *ret
  * published.
  */
 SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
+
+/*
+ * sl_release_id(), and when progress is not NULL, it is called with
+ * userdata (in the caller's thread, once a logged path, so limit what it
+ * prints) while the stage's logged paths are removed: done of total, the
+ * paths the stage logged; bytes stay 0. Added after 0.1.0.
+ */
+SL_PUBLIC int sl_release_id_progress(struct sl_store *store, const char *id,
+				     void (*progress)(const struct sl_progress *progress, void *userdata),
+				     void *userdata, struct sl_error *reterr);
 
 /*
  * Publishes the ready stage with the given full id to dest (as `stagelog

@@ -108,6 +108,14 @@ HIDDEN int stage_reserve_fds(const char *what, struct sl_error *reterr);
  * caller's own words around it. */
 #define UNDO_REASON_MAX 256
 
+/* Where undo_stage() reports how far the removal of the logged paths has
+ * come (sl_release_id_progress()); NULL: nowhere. */
+struct undo_progress {
+	void (*fn)(const struct sl_progress *progress, void *userdata);
+	void *userdata;
+	struct sl_progress p; /* total: the paths logged; bytes stay 0 */
+};
+
 /*
  * The undo routine: the only code in stagelog that removes a staged path.
  * Validates every entry of the record first (a bad one: -EBADMSG, nothing
@@ -124,7 +132,7 @@ HIDDEN int stage_reserve_fds(const char *what, struct sl_error *reterr);
  * mismatch), or the errno of the removal that failed.
  */
 HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-		      struct sl_error *reterr);
+		      struct undo_progress *progress, struct sl_error *reterr);
 
 /*
  * Removes the directory `name` in dirfd and everything beneath it, never
@@ -199,6 +207,8 @@ struct sl_stage {
 	struct sl_store *store;
 	enum stage_log_mode log_mode;
 	const volatile sig_atomic_t *cancel; /* see struct sl_stage_options */
+	void (*progress)(const struct sl_progress *progress, void *userdata); /* likewise */
+	void *progress_userdata;
 	struct sl_record rec;
 	int root_fd;  /* the staging root, O_RDONLY so that it can be fsynced */
 	int top_fd;   /* the top directory; holds the stage's flock */

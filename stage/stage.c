@@ -13,9 +13,11 @@
 
 #define BIT(s) (1u << (s))
 
-static int fail_root(struct sl_error *reterr, int r, const char *why)
+/* The root's path is named: a path is no secret, and "staging root: No
+ * such file or directory" leaves the reader to guess which one. */
+static int fail_root(struct sl_error *reterr, const char *root, int r, const char *why)
 {
-	r = sl_err(reterr, r, "cannot begin stage: staging root: %s", why ? why : strerror(-r));
+	r = sl_err(reterr, r, "cannot begin stage: staging root %s: %s", root, why ? why : strerror(-r));
 	if (reterr)
 		reterr->flags |= SL_ERROR_CANTCREAT;
 	return r;
@@ -38,41 +40,41 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 	/* A symlink named as the root is refused as before; symlinks above it
 	 * (/var/run) are resolved once, here. */
 	if (lstat(root, &st) == 0 && !S_ISDIR(st.st_mode))
-		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
 	r = canonical_root(root, canon, sizeof(canon));
 	if (r == -ENOENT) {
 		r = mkdir_parents(root);
 		if (r < 0)
-			return fail_root(reterr, r, NULL);
+			return fail_root(reterr, root, r, NULL);
 		r = canonical_root(root, canon, sizeof(canon));
 	}
 	if (r == -ENOTDIR)
-		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
 	if (r < 0)
-		return fail_root(reterr, r, NULL);
+		return fail_root(reterr, root, r, NULL);
 	r = open_root_chain(canon, &fd, &bad);
 	if (r == -EPERM && bad == strlen(canon) && lstat(canon, &st) == 0)
-		return fail_root(reterr, -EPERM,
+		return fail_root(reterr, root, -EPERM,
 				 st.st_uid != geteuid() && st.st_uid != 0 ? "owned by another user; refused"
 									   : "writable by group or others; refused");
 	if (r == -EPERM) {
 		r = sl_err(reterr, -EPERM,
-			   "cannot begin stage: staging root: %.*s is owned or writable by another user; refused",
-			   (int)bad, canon);
+			   "cannot begin stage: staging root %s: %.*s is owned or writable by another user; refused",
+			   root, (int)bad, canon);
 		if (reterr)
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		return r;
 	}
 	if (r == -ELOOP)
-		return fail_root(reterr, -ELOOP, "is a symlink or not a directory; refused");
+		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
 	if (r < 0)
-		return fail_root(reterr, r, NULL);
+		return fail_root(reterr, root, r, NULL);
 	if (fstat(fd, &st) < 0)
-		return fail_root(reterr, negerrno(), NULL);
+		return fail_root(reterr, root, negerrno(), NULL);
 	if (st.st_uid != geteuid() && st.st_uid != 0)
-		return fail_root(reterr, -EPERM, "owned by another user; refused");
+		return fail_root(reterr, root, -EPERM, "owned by another user; refused");
 	if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0)
-		return fail_root(reterr, negerrno(), "not writable");
+		return fail_root(reterr, root, negerrno(), "not writable");
 	strcpy(root, canon);
 	*ret_fd = TAKE_FD(fd);
 	return 0;
@@ -159,7 +161,7 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 
 	r = fd_fileid(st->root_fd, &id);
 	if (r < 0)
-		return fail_root(reterr, r, NULL);
+		return fail_root(reterr, st->rec.root, r, NULL);
 	st->rec.have_root_id = true;
 	st->rec.root_ino = id.ino;
 	st->rec.root_btime = id.btime;
@@ -173,7 +175,7 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 	snprintf(st->rec.label, sizeof(st->rec.label), "%s", label);
 	snprintf(st->rec.topdir, sizeof(st->rec.topdir), "%s-%s", label, st->rec.id);
 	if (snprintf(st->path, sizeof(st->path), "%s/%s", st->rec.root, st->rec.topdir) >= (int)sizeof(st->path))
-		return fail_root(reterr, -ENAMETOOLONG, NULL);
+		return fail_root(reterr, st->rec.root, -ENAMETOOLONG, NULL);
 	st->rec.state = SL_STATE_STAGING;
 	st->rec.created_ms = sl_now_ms();
 	return 0;
@@ -293,6 +295,8 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
 	st->store = store;
 	st->cancel = opts ? opts->cancel : NULL;
+	st->progress = opts ? opts->progress : NULL;
+	st->progress_userdata = opts ? opts->progress_userdata : NULL;
 	st->root_fd = st->top_fd = -1;
 	r = proc_identity(opts ? opts->owner_pid : 0, &st->rec.owner);
 	if (r == -ESRCH)
@@ -301,7 +305,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
 	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
 	if (r < 0)
-		return fail_root(reterr, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
+		return fail_root(reterr, root, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
 	r = stage_reserve_fds("begin stage", reterr);
 	if (r < 0)
 		return r;
@@ -376,12 +380,12 @@ static void stage_close(struct sl_stage *st)
  * (from one of from_mask), or to failed with the reason when the removal
  * could not finish. */
 static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned from_mask, enum sl_state to,
-			 const char *what, struct sl_error *reterr)
+			 const char *what, struct undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error reason = { 0 };
 	int r;
 
-	r = undo_stage(store, rec, from_mask, to, &reason);
+	r = undo_stage(store, rec, from_mask, to, progress, &reason);
 	if (r < 0) {
 		rec->state = SL_STATE_FAILED;
 		sl_err(reterr, r, "cannot %s stage: %s", what, reason.msg);
@@ -402,7 +406,7 @@ int stage_fail(struct sl_stage *st, int r)
 	stage_close(st);
 	if (st->rec.state == SL_STATE_STAGING || st->rec.state == SL_STATE_READY)
 		(void)stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY),
-				    SL_STATE_ABORTED, "abort", NULL);
+				    SL_STATE_ABORTED, "abort", NULL, NULL);
 	return r;
 }
 
@@ -577,7 +581,7 @@ int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
 	(void)stage_log_flush(st, NULL);
 	stage_close(st);
 	return stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY), SL_STATE_ABORTED,
-			     "abort", reterr);
+			     "abort", NULL, reterr);
 }
 
 /*
@@ -619,7 +623,7 @@ int sl_stage_release(struct sl_stage *st, struct sl_error *reterr)
 	if (from == 0)
 		return -ESTALE;
 	stage_close(st);
-	return stage_undo_to(st->store, &st->rec, from, SL_STATE_RELEASED, "release", reterr);
+	return stage_undo_to(st->store, &st->rec, from, SL_STATE_RELEASED, "release", NULL, reterr);
 }
 
 /* The checks a destination must pass before anything changes: a new name
@@ -863,6 +867,14 @@ static int release_failed(struct sl_error *reterr, int r, enum sl_state state)
 
 int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr)
 {
+	return sl_release_id_progress(store, id, NULL, NULL, reterr);
+}
+
+int sl_release_id_progress(struct sl_store *store, const char *id,
+			   void (*progress)(const struct sl_progress *progress, void *userdata), void *userdata,
+			   struct sl_error *reterr)
+{
+	struct undo_progress undo_progress = { .fn = progress, .userdata = userdata };
 	_cleanup_close_ int root_fd = -1, top = -1;
 	struct sl_record rec;
 	unsigned from;
@@ -900,7 +912,7 @@ int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reter
 			rec.state = SL_STATE_COUNT_;
 		return release_failed(reterr, -ESTALE, rec.state);
 	}
-	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", reterr);
+	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", progress ? &undo_progress : NULL, reterr);
 	return r < 0 ? r : 1;
 }
 

@@ -887,7 +887,7 @@ static int validate_entries(struct sl_store *store, const struct sl_record *rec,
  * does not stop the others; the first failure is returned with its reason.
  */
 static int remove_entries(struct sl_store *store, const struct sl_record *rec, int top_fd, struct sl_entry_page *page,
-			  bool one_page, int n, struct sl_error *reterr)
+			  bool one_page, int n, struct undo_progress *progress, struct sl_error *reterr)
 {
 	_cleanup_(parent_close) struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
 	size_t tl = strlen(rec->topdir);
@@ -906,6 +906,10 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 		}
 		/* Ascending pages (the one_page case) are walked backwards. */
 		hi = lo = one_page ? page->e[n - 1].seq : page->e[0].seq;
+		/* Entries are numbered from 1: the first page's highest is
+		 * how many were logged. */
+		if (progress && progress->p.total == 0 && hi > 0)
+			progress->p.total = (uint64_t)hi;
 		for (int k = 0; k < n; k++) {
 			const struct sl_entry *e = &page->e[one_page ? n - 1 - k : k];
 			const char *why;
@@ -919,6 +923,10 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 				return fail_reason(reterr, -EBADMSG, "record fails validation: %s (entry %lld)", why,
 						   (long long)e->seq);
 			lo = e->seq;
+			if (progress) {
+				progress->p.done++;
+				progress->fn(&progress->p, progress->userdata);
+			}
 			if (e->state == SL_ENTRY_REMOVED)
 				continue;
 			r = undo_entry(top_fd, rec->topdir, e, e->path + tl + 1, e->path_len - tl - 1, &parent,
@@ -960,12 +968,12 @@ static int fail_stage(struct sl_store *store, const struct sl_record *rec, unsig
  */
 static int remove_stage(struct sl_store *store, const struct sl_record *rec, int root_fd, int top_fd,
 			const struct fileid *top_id, struct sl_entry_page *page, bool one_page, int n,
-			struct sl_error *reterr)
+			struct undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error scratch = { 0 };
 	int r, first;
 
-	first = remove_entries(store, rec, top_fd, page, one_page, n, reterr);
+	first = remove_entries(store, rec, top_fd, page, one_page, n, progress, reterr);
 	closep(&top_fd);
 
 	/* The top directory, and whatever a runtime left in it, only if it is
@@ -983,12 +991,12 @@ static int remove_stage(struct sl_store *store, const struct sl_record *rec, int
 	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
 		r = negerrno();
 	if (r < 0)
-		return fail_reason(reterr, r, "cannot sync staging root: %s", strerror(-r));
+		return fail_reason(reterr, r, "cannot sync staging root %s: %s", rec->root, strerror(-r));
 	return 0;
 }
 
 int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
-	       struct sl_error *reterr)
+	       struct undo_progress *progress, struct sl_error *reterr)
 {
 	_cleanup_free_ struct sl_entry_page *page = NULL;
 	_cleanup_close_ int root_fd = -1, top_fd = -1;
@@ -1038,7 +1046,7 @@ int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned fro
 		return fail_stage(store, rec, from_mask, r, reterr);
 
 	/* From here on the removal runs to its end whatever the store does. */
-	r = remove_stage(store, rec, root_fd, TAKE_FD(top_fd), &top_id, page, one_page, n, reterr);
+	r = remove_stage(store, rec, root_fd, TAKE_FD(top_fd), &top_id, page, one_page, n, progress, reterr);
 	if (r < 0)
 		return fail_stage(store, rec, from_mask, r, reterr);
 	return finish(store, rec, from_mask, done, reterr);

@@ -387,8 +387,12 @@ static int read_schema(struct sl_store *s, const char *path, int64_t *ret_versio
 				-1, &st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
+	if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT || rc == SQLITE_DONE)
+		/* In words: "Bad message" tells a user nothing. */
+		return sl_err(reterr, -EBADMSG,
+			      "cannot open store: %s: not a stagelog store (corrupt or another kind of file)", path);
 	if (rc != SQLITE_ROW)
-		return sqlite_to_errno(s->db, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc);
+		return sqlite_to_errno(s->db, rc);
 	version = sqlite3_column_int64(st, 0);
 	tables = sqlite3_column_int64(st, 1);
 	if (version > (int64_t)ELEMENTSOF(migrations))

@@ -221,10 +221,12 @@ static void missing_rootfs(void **state)
 	struct fixture *fx = *state;
 	struct sl_stage *stage = NULL;
 	struct sl_error err = { 0 };
+	char want[700];
 
 	remove_all(bundle_path(fx, "rootfs"));
+	snprintf(want, sizeof(want), "cannot stage bundle: %s/rootfs: No such file or directory", fx->bundle);
 	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -ENOENT,
-		       "cannot stage bundle: rootfs: No such file or directory", stage);
+		       want, stage);
 }
 
 static void rootfs_symlink(void **state)
@@ -232,13 +234,15 @@ static void rootfs_symlink(void **state)
 	struct fixture *fx = *state;
 	struct sl_stage *stage = NULL;
 	struct sl_error err = { 0 };
+	char want[700];
 	char target[600];
 
 	snprintf(target, sizeof(target), "%s/real-rootfs", fx->sb.base);
 	assert_int_equal(rename(bundle_path(fx, "rootfs"), target), 0);
 	assert_int_equal(symlink(target, bundle_path(fx, "rootfs")), 0);
+	snprintf(want, sizeof(want), "cannot stage bundle: %s/rootfs: a symbolic link, not a directory", fx->bundle);
 	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG,
-		       "cannot stage bundle: rootfs: a symbolic link, not a directory", stage);
+		       want, stage);
 }
 
 static void missing_config(void **state)
@@ -246,10 +250,12 @@ static void missing_config(void **state)
 	struct fixture *fx = *state;
 	struct sl_stage *stage = NULL;
 	struct sl_error err = { 0 };
+	char want[700];
 
 	assert_int_equal(unlink(bundle_path(fx, "config.json")), 0);
+	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: No such file or directory", fx->bundle);
 	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -ENOENT,
-		       "cannot stage bundle: packaged config: No such file or directory", stage);
+		       want, stage);
 }
 
 static void config_symlink(void **state)
@@ -257,14 +263,16 @@ static void config_symlink(void **state)
 	struct fixture *fx = *state;
 	struct sl_stage *stage = NULL;
 	struct sl_error err = { 0 };
+	char want[700];
 	char target[600];
 
 	/* A good config behind the link: only the link is wrong. */
 	snprintf(target, sizeof(target), "%s/elsewhere.json", fx->sb.base);
 	assert_int_equal(rename(bundle_path(fx, "config.json"), target), 0);
 	assert_int_equal(symlink(target, bundle_path(fx, "config.json")), 0);
+	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: a symbolic link", fx->bundle);
 	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG,
-		       "cannot stage bundle: packaged config: a symbolic link", stage);
+		       want, stage);
 }
 
 static void config_too_large(void **state)

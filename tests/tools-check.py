@@ -25,6 +25,8 @@ Each program must be on PATH (or at its absolute path) and belong to an
 installed package that ./dev installs (PKGS, PL_PKGS) or that every minbase
 has (Essential or Priority required). Programs only the power-loss harness
 calls (tests/powerloss/) are needed only by root, who alone runs it.
+Programs in OPTIONAL are used only where installed (a test skips without
+them) and need not be in PKGS.
 Exit 0 when all are provided, 1 otherwise.
 
 Usage: tools-check.py [SOURCE_DIR] [-v]"""
@@ -56,6 +58,13 @@ WRAPPERS = {"env": (), "exec": ("-a",), "nohup": (), "setsid": (), "timeout": ("
 # Programs the build tools run that no source names: meson runs ninja and
 # the C compiler (cc, gcc by default).
 IMPLIED = {"ninja": "meson's backend", "cc": "meson's default C compiler"}
+
+# Programs a suite uses only where they are installed, and skips (with a
+# reason) where not: not in PKGS, being large, and never needed for a pass.
+OPTIONAL = {
+    "zsh": "test_completion.py: zsh -n of docs/_stagelog; the word lists are checked without it",
+    "fish": "test_completion.py: fish -n and completions of docs/stagelog.fish; the word lists are checked without it",
+}
 
 # Words in a program's place that are deliberately not programs.
 NOT_PROGRAMS = {
@@ -582,6 +591,9 @@ def main():
         files = ", ".join(progs[p])
         root_only = all(f.startswith(os.path.join("tests", "powerloss") + os.sep) for f in progs[p])
         w = where[p]
+        if p in OPTIONAL and (not w or not have_dpkg):
+            rows.append((p, w or "-", "optional: " + OPTIONAL[p], files))
+            continue
         if not w:
             if root_only and not is_root:
                 rows.append((p, "-", "skipped: only root runs the power-loss harness", files))
@@ -596,6 +608,8 @@ def main():
         if pkg is None:
             failures.append("%s (%s, called in %s) belongs to no package" % (p, w, files))
             rows.append((p, w, "NO PACKAGE", files))
+        elif pkg not in allowed and p in OPTIONAL:
+            rows.append((p, w, pkg + " (optional)", files))
         elif pkg not in allowed:
             failures.append("%s (%s, called in %s) comes from %s, which ./dev does not install "
                             "and a minbase does not have: add %s to PKGS in ./dev" % (p, w, files, pkg, pkg))

@@ -146,8 +146,46 @@ class TestUsage(Base):
     def test_unknown_command(self):
         p = self.sl("frobnicate", code=64)
         # Named by its position: a token may stand where a command goes.
-        self.assertEqual(p.stderr, "stagelog: unknown command: argument #3\n")
+        self.assertEqual(p.stderr, "stagelog: unknown command (argument #3); try 'stagelog --help'\n")
         self.assertEqual(p.stdout, "")
+
+    def test_typo_suggestions(self):
+        # A command or a long option a typo away is suggested by its name
+        # in the program's table; what was typed is never repeated, and a
+        # word farther than 2 edits gets no suggestion.
+        for args, line in (
+                (["lsit"], "unknown command (argument #3); did you mean 'list'?; try 'stagelog --help'"),
+                (["relase", "x"], "unknown command (argument #3); did you mean 'release'?; "
+                                  "try 'stagelog --help'"),
+                (["stgae"], "unknown command (argument #3); did you mean 'stage'?; try 'stagelog --help'"),
+                (["lxyz"], "unknown command (argument #3); try 'stagelog --help'"),
+                (["help", "shwo"], "help: unknown command (argument #4); did you mean 'show'?; "
+                                   "try 'stagelog --help'"),
+                (["list", "--satte=x"], "list: unrecognized option '--satte'; did you mean '--state'?; "
+                                       "try 'stagelog help list'"),
+                (["list", "--lable", "x"], "list: unrecognized option '--lable'; did you mean '--label'?; "
+                                           "try 'stagelog help list'"),
+                (["list", "--zzzzz"], "list: unrecognized option '--zzzzz'; try 'stagelog help list'"),
+                (["--jsno", "list"], "unrecognized option '--jsno'; did you mean '--json'?; "
+                                     "try 'stagelog --help'")):
+            p = self.sl(*args, code=64)
+            self.assertEqual(p.stderr, "stagelog: %s\n" % line)
+            self.assertEqual(p.stdout, "")
+
+    def test_usage_errors_point_to_help(self):
+        # Every usage error's one line ends with where to read more: the
+        # command's help once there is a command, else stagelog's.
+        for args, tail in (
+                (["show"], "try 'stagelog help show'"),
+                (["show", "zz"], "try 'stagelog help show'"),
+                (["list", "--state", "nope"], "try 'stagelog help list'"),
+                (["stage", "--bundle"], "try 'stagelog help stage'"),
+                (["help", "a", "b"], "try 'stagelog help help'"),
+                (["--db"], "try 'stagelog --help'"),
+                (["-x", "list"], "try 'stagelog --help'")):
+            p = self.sl(*args, code=64)
+            self.one_line_error(p)
+            self.assertTrue(p.stderr.endswith("; %s\n" % tail), p.stderr)
 
     def test_bare_stagelog_prints_usage_on_stderr(self):
         p = self.sl(code=64, db=False)
@@ -169,7 +207,7 @@ class TestUsage(Base):
             self.assertEqual(p.stdout, self.sl(c, "--help").stdout)
             self.assertTrue(p.stdout.startswith("usage: stagelog " + c), p.stdout)
         p = self.sl("help", "frobnicate", code=64)
-        self.assertEqual(p.stderr, "stagelog: help: unknown command: argument #4\n")
+        self.assertEqual(p.stderr, "stagelog: help: unknown command (argument #4); try 'stagelog --help'\n")
         self.one_line_error(self.sl("help", "list", "show", code=64))
         self.assertFalse(os.path.exists(os.path.dirname(self.db)))
 
@@ -182,13 +220,14 @@ class TestUsage(Base):
                 (["--foo", "list"], "unrecognized option '--foo'"),
                 (["list", "-x"], "list: unrecognized option '-x'"),
                 (["stage", "--bundle"], "stage: option '--bundle' requires an argument"),
-                (["stage", "--evn=API_TOKEN=x"], "stage: unrecognized option '--evn'"),
+                (["stage", "--evn=API_TOKEN=x"], "stage: unrecognized option '--evn'; did you mean '--env'?"),
                 (["stage", "--Evn_x"], "stage: unrecognized option (argument #4)"),
                 (["stage", "--e=x"], "stage: ambiguous option '--e'"),
                 (["list", "--al=x"], "list: option '--all' takes no argument (argument #4)"),
                 (["list", "extra", "--all"], "list: unexpected argument #4")):
             p = self.sl(*args, code=64)
-            self.assertEqual(p.stderr, "stagelog: %s\n" % line)
+            hint = "stagelog --help" if args[0].startswith("-") else "stagelog help " + args[0]
+            self.assertEqual(p.stderr, "stagelog: %s; try '%s'\n" % (line, hint))
         self.one_line_error(self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--owner", "x1",
                                     code=64))
         self.one_line_error(self.sl("run", "--root", self.root, "--bundle", self.bundle, "--owner", "1",
@@ -274,7 +313,7 @@ class TestStage(Base):
         p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, "--env", "NOT_SET_HERE",
                     code=64, env=env)
         self.assertEqual(p.stderr, "stagelog: stage: --env: argument #9: the variable is not set in "
-                                   "stagelog's environment\n")
+                                   "stagelog's environment; try 'stagelog help stage'\n")
         bad = os.path.join(self.tmp, "bad.env")
         with open(bad, "w") as f:
             f.write("oops-" + CANARY + "\n")
@@ -443,15 +482,15 @@ class TestEnvKeep(Base):
                 # Words after stagelog: --db PATH CMD --root ROOT --bundle
                 # PKG --env-keep PATH --env-keep NAME: NAME is #11.
                 self.assertEqual(p.stderr, "stagelog: %s: --env-keep: argument #11: not in the packaged "
-                                           "config's process.env\n" % cmd)
+                                           "config's process.env; try 'stagelog help %s'\n" % (cmd, cmd))
                 self.assertEqual(p.stdout, "")
                 self.assert_root_empty()
         p = self.stage_p("--env-keep=" + secret, code=64, env=env)
         self.assertEqual(p.stderr, "stagelog: stage: --env-keep: argument #8: not in the packaged "
-                                   "config's process.env\n")
+                                   "config's process.env; try 'stagelog help stage'\n")
         p = self.stage_p("--env-keep", CANARY + "=x", code=64)
         self.assertEqual(p.stderr, "stagelog: stage: --env-keep: argument #9: not a variable name "
-                                   "([A-Za-z_][A-Za-z0-9_]*)\n")
+                                   "([A-Za-z_][A-Za-z0-9_]*); try 'stagelog help stage'\n")
         self.assert_root_empty()
 
     def test_warns_once_without_path(self):
@@ -471,6 +510,184 @@ class TestEnvKeep(Base):
                 self.assertEqual(p.stderr, "")
         self.packaged(["/bin/sh"], ["PATH=/bin"])
         self.assertEqual(self.stage_p().stderr, "")
+
+
+def fs_type(path):
+    """The type of the file system that holds path, as stat -f names it."""
+    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+class TestPathsAndStores(Base):
+    """Every error about a path names it; a store that is not one says so
+    in words; a root on a disk is warned about, once."""
+
+    def test_root_error_names_the_root(self):
+        missing = os.path.join(self.shm, "file")
+        with open(missing, "w"):
+            pass
+        for root, why in (("/proc/nope", "No such file or directory"),
+                          (missing, "is a symlink or not a directory; refused")):
+            for cmd in (["stage"], ["run"]):
+                p = self.sl(*cmd, "--root", root, "--bundle", self.bundle, *(["--", "true"] if cmd == ["run"] else []),
+                            code=None)
+                self.assertIn(p.returncode, (66, 73, 65), p.stderr)
+                self.assertEqual(p.stderr, "stagelog: cannot begin stage: staging root %s: %s\n" % (root, why))
+
+    def test_bundle_errors_name_the_file(self):
+        shutil.rmtree(os.path.join(self.bundle, "rootfs"))
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, code=66)
+        self.assertEqual(p.stderr, "stagelog: cannot stage bundle: %s/rootfs: No such file or directory\n"
+                         % self.bundle)
+        os.mkdir(os.path.join(self.bundle, "rootfs"))
+        os.unlink(os.path.join(self.bundle, "config.json"))
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle, code=66)
+        self.assertEqual(p.stderr, "stagelog: cannot stage bundle: packaged config: %s/config.json: "
+                         "No such file or directory\n" % self.bundle)
+
+    def test_corrupt_store_says_so(self):
+        os.makedirs(os.path.dirname(self.db), mode=0o700, exist_ok=True)
+        for content in (b"garbage", os.urandom(4096), b"SQLite format 3\0" + b"\xff" * 200):
+            with open(self.db, "wb") as f:
+                f.write(content)
+            os.chmod(self.db, 0o600)
+            words = "stagelog: cannot open store: %s: not a stagelog store (corrupt or another kind of file)" % self.db
+            for args in (["list"], ["show", "abcd"], ["stage", "--root", self.root, "--bundle", self.bundle]):
+                p = self.sl(*args, code=65)
+                self.assertEqual(p.stderr, words + "; see 'stagelog check'\n")
+                self.assertNotIn("Bad message", p.stderr)
+            # check is where it points: it says what it found, no more.
+            p = self.sl("check", code=65)
+            self.assertEqual(p.stderr, words + "\n")
+        self.assert_root_empty()
+
+    def test_disk_root_warned_once(self):
+        disk = next((d for d in (self.tmp, os.getcwd(), os.path.dirname(os.path.abspath(__file__)))
+                     if fs_type(d) not in ("tmpfs", "ramfs")), None)
+        if disk is None:
+            self.skipTest("no folder on a disk here")
+        root = tempfile.mkdtemp(prefix="stagelog-disk-root-", dir=disk)
+        self.addCleanup(shutil.rmtree, root, True)
+        warning = ("stagelog: warning: staging root %s is on a disk, not in memory: a power loss can leave "
+                   "secrets on it\n" % root)
+        p = self.sl("stage", "--root", root, "--bundle", self.bundle)
+        self.assertEqual(p.stderr, warning)
+        self.sl("release", p.stdout.split("\t")[0])
+        p = self.sl("run", "--root", root, "--bundle", self.bundle, "--", "true")
+        self.assertEqual(p.stderr, warning)
+        # -q: not said; in memory: nothing to say.
+        p = self.sl("-q", "stage", "--root", root, "--bundle", self.bundle)
+        self.assertEqual(p.stderr, "")
+        self.sl("release", p.stdout.split("\t")[0])
+        self.assertEqual(fs_type(self.shm), "tmpfs")
+        p = self.sl("stage", "--root", self.root, "--bundle", self.bundle)
+        self.assertEqual(p.stderr, "")
+
+
+class TestProgress(Base):
+    """stage and run (until the runtime starts) draw a progress line on a
+    terminal's stderr, at most 10 times a second, and erase it; nothing
+    on a pipe, nothing with -q."""
+
+    N_DIRS, N_FILES = 200, 100  # 20,200 paths
+
+    def setUp(self):
+        super().setUp()
+        # The bundle on /dev/shm, so that the copy is the CPU's work.
+        self.big = make_bundle(os.path.join(self.shm, "big"))
+        rootfs = os.path.join(self.big, "rootfs")
+        for d in range(self.N_DIRS):
+            os.mkdir(os.path.join(rootfs, "d%d" % d))
+            for f in range(self.N_FILES):
+                with open(os.path.join(rootfs, "d%d" % d, "f%d" % f), "w") as fh:
+                    fh.write("x" * 100)
+        self.total = len([1 for _, dirs, files in os.walk(rootfs) for _ in dirs + files])
+
+    def on_tty(self, *args):
+        """Runs stagelog with stderr on a pseudo-terminal: (process, what
+        the terminal got, seconds)."""
+        import pty
+        import select
+        master, slave = pty.openpty()
+        t0 = time.monotonic()
+        p = subprocess.Popen([STAGELOG, "--db", self.db] + list(args), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=slave, env=self.env)
+        os.close(slave)
+        out = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer is gone
+                    break
+                if not data:
+                    break
+                out += data
+            elif p.poll() is not None:
+                break
+        stdout = p.stdout.read().decode()
+        p.wait()
+        elapsed = time.monotonic() - t0
+        os.close(master)
+        p.stdout.close()
+        return p, stdout, out.decode("utf-8", "replace"), elapsed
+
+    def drawings(self, tty):
+        return re.findall(r"\r\x1b\[Kstagelog: staging (\d+)/(\d+) paths, ([0-9.]+ [KMG]?i?B), (\d+\.\d)s", tty)
+
+    def test_stage_on_a_terminal(self):
+        p, stdout, tty, elapsed = self.on_tty("stage", "--root", self.root, "--bundle", self.big)
+        self.assertEqual(p.returncode, 0, tty)
+        stage_id = stdout.split("\t")[0]
+        seen = self.drawings(tty)
+        self.assertTrue(seen, "no progress on a terminal: %r" % tty[:300])
+        for done, total, _, _ in seen:
+            self.assertEqual(int(total), self.total)
+            self.assertLessEqual(int(done), int(total))
+        # Ended cleanly: the last thing on the terminal erases the line.
+        self.assertTrue(tty.endswith("\r\x1b[K"), repr(tty[-80:]))
+        # At most 10 a second (the first 100 ms in).
+        self.assertLessEqual(len(seen), int(elapsed * 10) + 1, "%d drawings in %.2f s" % (len(seen), elapsed))
+        self.sl("release", stage_id)
+
+    def test_run_until_the_runtime_starts(self):
+        p, _, tty, _ = self.on_tty("run", "--root", self.root, "--bundle", self.big, "--",
+                                   "sh", "-c", "echo RUNTIME-STARTED >&2")
+        self.assertEqual(p.returncode, 0, tty)
+        self.assertTrue(self.drawings(tty), repr(tty[:300]))
+        before, after = tty.split("RUNTIME-STARTED", 1)
+        self.assertTrue(before.endswith("\r\x1b[K"), repr(before[-80:]))
+        self.assertNotIn("staging", after)
+
+    def test_release_on_a_terminal(self):
+        stage_id = self.sl("stage", "--root", self.root, "--bundle", self.big).stdout.split("\t")[0]
+        p, stdout, tty, elapsed = self.on_tty("release", stage_id)
+        self.assertEqual(p.returncode, 0, tty)
+        self.assertTrue(stdout.startswith("released " + stage_id), stdout)
+        seen = re.findall(r"\r\x1b\[Kstagelog: releasing (\d+)/(\d+) paths, (\d+\.\d)s", tty)
+        self.assertTrue(seen, "no progress on a terminal: %r" % tty[:300])
+        for done, total, _ in seen:
+            # Every logged path: rootfs/ and what is in it, config.json.
+            self.assertGreater(int(total), self.total)
+            self.assertLessEqual(int(done), int(total))
+        self.assertTrue(tty.endswith("\r\x1b[K"), repr(tty[-80:]))
+        self.assertLessEqual(len(seen), int(elapsed * 10) + 1)
+        self.assert_root_empty()
+
+    def test_never_on_a_pipe_nor_with_quiet(self):
+        p = self.sl("stage", "--root", self.root, "--bundle", self.big)
+        self.assertEqual(p.stderr, "")
+        self.sl("release", p.stdout.split("\t")[0])
+        p, stdout, tty, _ = self.on_tty("-q", "stage", "--root", self.root, "--bundle", self.big)
+        self.assertEqual(p.returncode, 0)
+        self.assertEqual(tty, "")
+        stage_id = stdout.split("\t")[0]
+        p, _, tty, _ = self.on_tty("-q", "release", stage_id)
+        self.assertEqual((p.returncode, tty), (0, ""))
+        stage_id = self.sl("stage", "--root", self.root, "--bundle", self.big).stdout.split("\t")[0]
+        p = self.sl("release", stage_id)
+        self.assertEqual(p.stderr, "")
 
 
 class TestReleasePublish(Base):
@@ -614,6 +831,29 @@ class TestListShow(Base):
         self.assertEqual(self.slj("list", "--all"), [])
         p = self.sl("list")
         self.assertEqual(p.stdout, "ID  LABEL  STATE  OWNER  LIVE  AGE  ENTRIES  PATH\n")
+
+    def test_list_ids_only_and_no_legend(self):
+        a, _ = self.stage(label="alpha")
+        b, _ = self.stage(label="beta")
+        c, _ = self.stage(label="gamma")
+        self.sl("release", b)
+        # -q: the full ids, one a line, oldest first; nothing else.
+        for flag in ("-q", "--quiet"):
+            p = self.sl("list", flag)
+            self.assertEqual(p.stdout, "%s\n%s\n" % (a, c))
+            self.assertEqual(p.stderr, "")
+        self.assertEqual(self.sl("list", "-q", "--all").stdout, "%s\n%s\n%s\n" % (a, b, c))
+        self.assertEqual(self.sl("list", "-q", "--state", "released").stdout, b + "\n")
+        self.assertEqual(self.sl("list", "-q", "--label", "gamma").stdout, c + "\n")
+        self.assertEqual(self.sl("list", "-q", "--state", "failed").stdout, "")
+        # --json wins: the document, as without -q.
+        self.assertEqual(self.sl("--json", "list", "-q").stdout, self.sl("--json", "list").stdout)
+        # --no-legend: the table's rows, without the header.
+        table = self.sl("list").stdout.splitlines()
+        p = self.sl("list", "--no-legend")
+        self.assertEqual(p.stdout.splitlines(), table[1:])
+        self.assertEqual(len(table), 3)
+        self.assertEqual(self.sl("list", "--no-legend", "--state", "failed").stdout, "")
 
     def test_list_columns_and_json(self):
         a, path_a = self.stage(label="alpha")

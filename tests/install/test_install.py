@@ -66,7 +66,9 @@ class TestInstall(unittest.TestCase):
         for unit in ("usr/local/lib/systemd/system/stagelog-recover.service",
                      "usr/local/lib/systemd/system/stagelog-recover@.service",
                      "usr/local/lib/systemd/user/stagelog-recover.service",
-                     "usr/local/lib/tmpfiles.d/stagelog.conf"):
+                     "usr/local/lib/tmpfiles.d/stagelog.conf",
+                     "usr/local/share/zsh/site-functions/_stagelog",
+                     "usr/local/share/fish/vendor_completions.d/stagelog.fish"):
             self.assertIn(unit, self.files)
         with open(os.path.join(self.dest, "usr/local/lib/systemd/system/stagelog-recover@.service")) as f:
             self.assertIn("\nUser=%i\n", f.read())

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * progress.c: the one progress line of stage, run, recover: on stderr, for
+ * a person at a terminal only, at most 10 times a second, erased when done.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* 100 ms between two drawings: at most 10 a second. */
+#define PROGRESS_INTERVAL_MS 100
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cli_progress_start(struct cli_progress *p, const struct cli *cli)
+{
+	/* Never into a log or a pipe: a line redrawn with \r is noise there. */
+	*p = (struct cli_progress){ .on = cli->verbosity >= 0 && isatty(STDERR_FILENO) == 1 };
+	p->start = p->last = mono_ms();
+}
+
+void cli_progress_show(struct cli_progress *p, const char *fmt, ...)
+{
+	int64_t now;
+	va_list ap;
+
+	if (!p->on)
+		return;
+	/* The first line waits too: a quick copy shows nothing at all. */
+	now = mono_ms();
+	if (now - p->last < PROGRESS_INTERVAL_MS)
+		return;
+	p->last = now;
+	/* \r and erase to the end of the line: a shorter line leaves no
+	 * tail of the longer one before it. */
+	fputs("\r\033[Kstagelog: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, ", %lld.%llds", (long long)((now - p->start) / 1000),
+		(long long)((now - p->start) % 1000 / 100));
+	fflush(stderr);
+	p->shown = true;
+}
+
+void cli_progress_end(struct cli_progress *p)
+{
+	/* Erased, so that what follows (a diagnostic, the shell's prompt)
+	 * starts on a clean line. */
+	if (p->shown)
+		fputs("\r\033[K", stderr);
+	p->shown = false;
+}
+
+void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX])
+{
+	if (n < 1024)
+		snprintf(buf, CLI_BYTES_MAX, "%llu B", (unsigned long long)n);
+	else if (n < 1024 * 1024)
+		snprintf(buf, CLI_BYTES_MAX, "%.1f KiB", (double)n / 1024);
+	else if (n < 1024ull * 1024 * 1024)
+		snprintf(buf, CLI_BYTES_MAX, "%.1f MiB", (double)n / (1024 * 1024));
+	else
+		snprintf(buf, CLI_BYTES_MAX, "%.1f GiB", (double)n / (1024 * 1024 * 1024));
+}
