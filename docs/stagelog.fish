@@ -63,6 +63,7 @@ complete -c stagelog -n "__fish_seen_subcommand_from stage" -l bundle -x -a '(__
 complete -c stagelog -n "__fish_seen_subcommand_from stage" -l label -x -d 'the label'
 complete -c stagelog -n "__fish_seen_subcommand_from stage" -l env -x -a '(set -xn)' -d 'put NAME or NAME=VALUE in process.env'
 complete -c stagelog -n "__fish_seen_subcommand_from stage" -l env-file -r -F -d 'read NAME=VALUE lines'
+complete -c stagelog -n "__fish_seen_subcommand_from stage" -l env-keep -x -d 'keep NAME with its packaged value'
 complete -c stagelog -n "__fish_seen_subcommand_from stage" -l owner -x -a '(__fish_complete_pids)' -d 'the process the stage belongs to'
 
 # run
@@ -71,6 +72,7 @@ complete -c stagelog -n "__fish_seen_subcommand_from run" -l bundle -x -a '(__fi
 complete -c stagelog -n "__fish_seen_subcommand_from run" -l label -x -d 'the label'
 complete -c stagelog -n "__fish_seen_subcommand_from run" -l env -x -a '(set -xn)' -d 'put NAME or NAME=VALUE in process.env'
 complete -c stagelog -n "__fish_seen_subcommand_from run" -l env-file -r -F -d 'read NAME=VALUE lines'
+complete -c stagelog -n "__fish_seen_subcommand_from run" -l env-keep -x -d 'keep NAME with its packaged value'
 complete -c stagelog -n "__fish_seen_subcommand_from run" -l pass-env -x -a '(set -xn)' -d 'pass NAME to the runtime'
 complete -c stagelog -n "__fish_seen_subcommand_from run" -a '(__fish_complete_command)' -d 'runtime'
 
