@@ -121,7 +121,7 @@ static void env_kept(void **state)
 	static const struct sl_env_var env[] = {
 		{ "PATH", NULL }, { "TOKEN", CANARY }, { "TERM", "given" }, { "TERM", NULL }, { "A", NULL }, { "A", "x" },
 	};
-	static const char *const want_no_a[] = { "PATH=/pkg/last", "TOKEN=" CANARY, "TERM=xterm" };
+	static const char *const want_no_a[] = { "PATH=/pkg/last", ("TOKEN=" CANARY), "TERM=xterm" };
 	struct sl_oci_notes notes;
 	struct sl_error err = { 0 };
 	char *out = NULL;
