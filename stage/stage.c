@@ -29,6 +29,34 @@ static int fail_root(struct sl_error *reterr, const char *root, int r, const cha
  * a root that another user could use to swap names under us: one whose
  * path holds a directory another user owns or can write (but for a sticky
  * one), one writable by group or others, or owned by another user. */
+/* fsyncs path and every directory above it: after mkdir_parents, the new
+ * entries are in their parents, which a later fsync of path alone does not
+ * make durable on every file system. */
+static int sync_chain(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, len + 1);
+	for (;;) {
+		_cleanup_close_ int fd = open(len ? buf : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0)
+			return negerrno();
+		if (fsync(fd) < 0 && errno != EINVAL && errno != EROFS)
+			return negerrno();
+		if (len == 0)
+			return 0;
+		while (len > 0 && buf[len - 1] != '/')
+			len--;
+		while (len > 0 && buf[len - 1] == '/')
+			len--;
+		buf[len] = '\0';
+	}
+}
+
 static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
@@ -47,6 +75,12 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 		if (r < 0)
 			return fail_root(reterr, root, r, NULL);
 		r = canonical_root(root, canon, sizeof(canon));
+		/* The record will name this root and its identity: the new
+		 * directories must be durable before it is (a power cut that
+		 * kept the record and lost the root would leave a stage that
+		 * recovery cannot prove gone). */
+		if (r == 0)
+			r = sync_chain(canon);
 	}
 	if (r == -ENOTDIR)
 		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");

@@ -62,11 +62,42 @@ static const uint64_t fs_sizes[FS_N] = { 64ull << 20, 300ull << 20 };
  * default: a power cut empties it), or on a second disk that loses its
  * unflushed writes at the same instant as the store's ("split": no journal
  * orders the root's changes against the store's). */
-enum { ROOT_DISK, ROOT_TMPFS, ROOT_SPLIT, ROOT_N };
-static const char *const root_names[ROOT_N] = { "disk", "tmpfs", "split" };
+enum { ROOT_DISK, ROOT_TMPFS, ROOT_SPLIT, ROOT_REBOOT, ROOT_N };
+static const char *const root_names[ROOT_N] = { "disk", "tmpfs", "split", "reboot" };
 
-enum { VAR_SAME, VAR_BOOT, VAR_LOOP, VAR_N };
-static const char *const var_names[VAR_N] = { "same", "newboot", "otherloop" };
+/* How the oracle sees a crash state. The first three serve the disk, tmpfs
+ * and split roots: as recorded, as another boot, on another loop device.
+ * A tmpfs root is emptied only by a reboot, so with that root "same" does
+ * not run and "otherloop" runs as another boot too (a stage begun on a
+ * volatile root whose root is missing in the same boot is failed, by
+ * design: docs/design.md, "Identity").
+ *
+ * The "reboot" root (the production layout: the staging root a 0700
+ * directory on a tmpfs, the store on disk) has its own four: another boot
+ * with the root recreated as a fresh tmpfs mounted at the root path, as an
+ * empty 0700 directory on a fresh tmpfs (tmpfiles.d, RuntimeDirectory=),
+ * or not recreated at all; and the negative control: the same boot with the
+ * root recreated, where a stage in flight must end failed (recover exits
+ * 1), which shows that the oracle can tell the boot rule from its absence. */
+enum { VAR_SAME, VAR_BOOT, VAR_LOOP, VAR_RB_TMPFS, VAR_RB_DIR, VAR_RB_ABSENT, VAR_RB_CONTROL, VAR_N };
+static const char *const var_names[VAR_N] = { "same",          "newboot",      "otherloop",       "reboot-newtmpfs",
+					      "reboot-tmpfiles", "reboot-absent", "control-sameboot" };
+
+static bool var_applies(int rootk, int var)
+{
+	if (rootk == ROOT_REBOOT)
+		return var >= VAR_RB_TMPFS;
+	if (rootk == ROOT_TMPFS && var == VAR_SAME)
+		return false;
+	return var < VAR_RB_TMPFS;
+}
+
+/* Whether the oracle runs as another boot. */
+static bool var_new_boot(int rootk, int var)
+{
+	return var == VAR_BOOT || (rootk == ROOT_TMPFS && var == VAR_LOOP) ||
+	       (var >= VAR_RB_TMPFS && var <= VAR_RB_ABSENT);
+}
 
 #define N_SCENARIOS 5
 static const char *const sc_names[N_SCENARIOS + 1] = { "", "stage+release", "run", "stage+publish",
@@ -86,8 +117,8 @@ static struct opts {
 	.work_parent = "/dev/shm",
 	.fs_mask = 3,
 	.sc_mask = 0x3e,
-	.root_mask = 7,
-	.var_mask = 7,
+	.root_mask = (1u << ROOT_N) - 1,
+	.var_mask = (1u << VAR_N) - 1,
 	.subsets = 5,
 	.seed = 11,
 };
@@ -125,6 +156,7 @@ struct run {
 static struct totals {
 	unsigned long states, oracle_runs, violations, errors;
 	unsigned long sc_states[N_SCENARIOS + 1], sc_viol[N_SCENARIOS + 1];
+	unsigned long control_runs, control_inflight; /* the negative control */
 	unsigned fs_used;
 } t;
 
@@ -817,14 +849,26 @@ static int record(struct run *rn)
 		pathf(p, sizeof(p), "%s/pub", c.mnt[rn->ndev - 1]);
 		mkdir(p, 0700);
 	}
-	if (rn->rootk == ROOT_TMPFS) {
+	if (rn->rootk == ROOT_TMPFS || rn->rootk == ROOT_REBOOT) {
 		char p[PATH_MAX];
 
 		remove_tree(c.tmproot);
 		mkdir(c.tmproot, 0755);
+		/* The reboot layout: a tmpfs of its own (/run), on which the
+		 * staging root is an empty 0700 directory made before the
+		 * first stage (tmpfiles.d, RuntimeDirectory=); publish stays on
+		 * that tmpfs. Nothing of it is in the recorded image. */
+		if (rn->rootk == ROOT_REBOOT &&
+		    (r = mount("tmpfs", c.tmproot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")) < 0)
+			err("cannot mount a tmpfs on %s: %s", c.tmproot, strerror(errno));
 		pathf(p, sizeof(p), "%s/pub", c.tmproot);
 		mkdir(p, 0700);
+		if (rn->rootk == ROOT_REBOOT && mkdir(rn->root, 0700) < 0 && r == 0)
+			r = err("cannot make %s: %s", rn->root, strerror(errno));
 	}
+	if (r < 0)
+		snprintf(rec_err, sizeof(rec_err), "cannot set up the reboot layout's tmpfs");
+	else
 	r = rec_cmd(rn, SL("recover", "--root", rn->root), out, sizeof(out), 0);
 	for (unsigned d = 0; r == 0 && d < rn->ndev; d++)
 		r = do_syncfs(c.mnt[d]);
@@ -842,6 +886,8 @@ static int record(struct run *rn)
 		loop_detach(c.loop_rec[d]);
 	}
 	fused_stop();
+	if (rn->rootk == ROOT_REBOOT && umount2(c.tmproot, 0) < 0)
+		(void)umount2(c.tmproot, MNT_DETACH);
 	if (r < 0)
 		return -1;
 	return 0;
@@ -1006,7 +1052,7 @@ static void check_published(const struct run *rn, struct verdict *v, bool *ret_p
 			violate(v, "list", "list --all exited %d", st);
 		else if (dfd >= 0 && !any)
 			violate(v, "publish-untracked", "the destination exists but no stage is published");
-		else if (dfd < 0 && any && rn->rootk != ROOT_TMPFS) /* a tmpfs tree dies with the power */
+		else if (dfd < 0 && any && rn->rootk != ROOT_TMPFS && rn->rootk != ROOT_REBOOT) /* a tmpfs tree dies with the power */
 			violate(v, "publish-lost", "a stage is published but its destination is gone");
 	}
 	if (dfd < 0)
@@ -1079,7 +1125,50 @@ static bool check_store(const struct run *rn, struct verdict *v)
 	return true;
 }
 
-static void oracle_checks(const struct run *rn, struct verdict *v)
+/* The negative control of the reboot layout: the same boot, the root
+ * recreated empty. A stage in flight in the store cannot be proven gone, so
+ * recover must exit 1 and leave it failed; with none in flight, recover
+ * exits 0. Returns whether a stage was in flight. */
+static bool control_checks(const struct run *rn, struct verdict *v)
+{
+	char out[16384], errtext[400];
+	bool inflight;
+	int st;
+
+	if (!check_store(rn, v))
+		return false;
+	{
+		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "list", NULL };
+		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
+		squeeze(out);
+		if (st != 0) {
+			violate(v, "list", "list exited %d: %s", st, errtext);
+			return false;
+		}
+		inflight = strcmp(out, "[]") != 0;
+	}
+	{
+		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "recover", "--root",
+				 (char *)rn->root, NULL };
+		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
+		if (inflight && st != 1)
+			violate(v, "control", "same boot, root recreated, a stage in flight: recover exited %d, not 1", st);
+		else if (!inflight && st != 0)
+			violate(v, "control", "same boot, root recreated, nothing in flight: recover exited %d: %s", st,
+				errtext);
+	}
+	if (inflight) {
+		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "list", "--all", NULL };
+		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
+		squeeze(out);
+		if (st != 0 || !strstr(out, "\"state\":\"failed\""))
+			violate(v, "control", "same boot, root recreated: no stage failed (list --all exited %d: %.200s)", st,
+				out);
+	}
+	return inflight;
+}
+
+static void oracle_checks(const struct run *rn, int var, struct verdict *v)
 {
 	char out[16384], errtext[400];
 	bool published = false;
@@ -1117,6 +1206,14 @@ static void oracle_checks(const struct run *rn, struct verdict *v)
 		if (st != 0 || strcmp(out, "[]") != 0)
 			violate(v, "in-flight", "after recover, list exited %d: %.200s", st, out);
 	}
+	if (rn->rootk == ROOT_REBOOT) {
+		/* Gone with the old boot: every record final, none failed. */
+		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "list", "--all", NULL };
+		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
+		squeeze(out);
+		if (st != 0 || strstr(out, "\"state\":\"failed\""))
+			violate(v, "failed-stage", "after recover, list --all exited %d: %.200s", st, out);
+	}
 	check_root_empty(rn, "after recover", v);
 	if (rn->sc == 3)
 		check_published(rn, v, &published);
@@ -1132,6 +1229,17 @@ scan:
 			skip = rn->dest + ml + 1;
 		if (dfd >= 0 && fstat(dfd, &sb) == 0)
 			scan_canary(dfd, "", skip, sb.st_dev, v);
+	}
+	if (rn->rootk == ROOT_REBOOT) {
+		/* And on the new boot's tmpfs (and the root's own, if any). */
+		_cleanup_close_ int dfd = open(c.tmproot, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		_cleanup_close_ int rfd = var == VAR_RB_TMPFS ? open(rn->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+		struct stat sb;
+
+		if (dfd >= 0 && fstat(dfd, &sb) == 0)
+			scan_canary(dfd, "", NULL, sb.st_dev, v);
+		if (rfd >= 0 && fstat(rfd, &sb) == 0)
+			scan_canary(rfd, "", NULL, sb.st_dev, v);
 	}
 	if (access(rn->db, F_OK) == 0) {
 		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "check", "--root", (char *)rn->root, NULL };
@@ -1216,9 +1324,15 @@ static int oracle(const struct run *rn, const int *index, int var, const char *p
 		if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 			_exit(200);
 		/* A power cut empties a tmpfs root. */
-		if (rn->rootk == ROOT_TMPFS && mount("tmpfs", c.tmproot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+		if ((rn->rootk == ROOT_TMPFS || rn->rootk == ROOT_REBOOT) &&
+		    mount("tmpfs", c.tmproot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
 			_exit(201);
-		if (var == VAR_BOOT) {
+		/* The reboot layout's root, as the new boot makes it. */
+		if ((var == VAR_RB_TMPFS || var == VAR_RB_DIR || var == VAR_RB_CONTROL) && mkdir(rn->root, 0700) < 0)
+			_exit(203);
+		if (var == VAR_RB_TMPFS && mount("tmpfs", rn->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") < 0)
+			_exit(204);
+		if (var_new_boot(rn->rootk, var)) {
 			char path[PATH_MAX], id[40];
 			uint8_t b[16];
 			uint64_t s = o.seed ^ (uint64_t)time(NULL) ^ (uint64_t)getpid() << 20;
@@ -1242,8 +1356,13 @@ static int oracle(const struct run *rn, const int *index, int var, const char *p
 			if (r < 0)
 				violate(&v, "mount", "crash image %u does not mount: %s", d, strerror(-r));
 		}
-		if (r == 0)
-			oracle_checks(rn, &v);
+		bool inflight = false;
+
+		if (r == 0 && var == VAR_RB_CONTROL) {
+			inflight = control_checks(rn, &v);
+		} else if (r == 0) {
+			oracle_checks(rn, var, &v);
+		}
 		if (v.n) {
 			char m[sizeof(msg)];
 			int n = snprintf(m, sizeof(m), "%s\t%s", v.first, v.text);
@@ -1254,7 +1373,9 @@ static int oracle(const struct run *rn, const int *index, int var, const char *p
 		for (unsigned d = 0; d < rn->ndev; d++)
 			if (umount2(c.mnt[d], 0) < 0)
 				(void)umount2(c.mnt[d], MNT_DETACH);
-		_exit(v.n > 100 ? 100 : v.n);
+		/* 101: no violation, and the control saw a stage in flight
+		 * fail as it must. */
+		_exit(v.n > 100 ? 100 : v.n ? v.n : inflight ? 101 : 0);
 	}
 	close(fds[1]);
 	for (;;) {
@@ -1275,6 +1396,13 @@ static int oracle(const struct run *rn, const int *index, int var, const char *p
 		if (tab)
 			*tab++ = '\0';
 		report(rn, var, point, msg, tab ? tab : "");
+	}
+	if (var == VAR_RB_CONTROL && WIFEXITED(status) && WEXITSTATUS(status) <= 101) {
+		t.control_runs++;
+		if (WEXITSTATUS(status) == 101) {
+			t.control_inflight++;
+			return 0;
+		}
 	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) > 100) {
 		err("%s: oracle child failed (status %d)", point, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -1350,7 +1478,7 @@ static int check_state(const struct run *rn, const struct pl_log *log, const str
 		unsigned att = 0;
 		int n = 0;
 
-		if (!(o.var_mask & (1u << var)) || interrupted)
+		if (!(o.var_mask & (1u << var)) || !var_applies(rn->rootk, var) || interrupted)
 			continue;
 		/* Each variant gets pristine images: the oracle's mount,
 		 * recovery and fresh stage all write to them. */
@@ -1567,7 +1695,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: powerloss --stagelog PATH --fused PATH [--fs ext4,xfs] [--scenarios 1,2,3,4,5]\n"
-		"                 [--roots disk,tmpfs] [--variants same,newboot,otherloop] [--subsets N]\n"
+		"                 [--roots disk,tmpfs,split,reboot]\n"
+		"                 [--variants same,newboot,otherloop,reboot-newtmpfs,reboot-tmpfiles,reboot-absent,\n"
+		"                             control-sameboot] [--subsets N]\n"
 		"                 [--boundaries-only] [--seed N] [--work DIR] [--keep] [-v]\n");
 }
 
@@ -1687,6 +1817,9 @@ int main(int argc, char **argv)
 				{
 					/* publish stays on the root's file system. */
 					const char *rootfs = rk == ROOT_DISK ? c.mnt[0] : rk == ROOT_SPLIT ? c.mnt[1] : c.tmproot;
+					/* ROOT_TMPFS and ROOT_REBOOT: c.tmproot,
+					 * a tmpfs (under /dev/shm, or one of its
+					 * own for "reboot"). */
 
 					pathf(rn.root, sizeof(rn.root), "%s/root", rootfs);
 					pathf(rn.dest, sizeof(rn.dest), "%s/pub/out", rootfs);
@@ -1708,7 +1841,7 @@ int main(int argc, char **argv)
 				if (replay(&rn) < 0)
 					rc = 2;
 				free(rn.dest_config);
-				if (rk == ROOT_TMPFS)
+				if (rk == ROOT_TMPFS || rk == ROOT_REBOOT)
 					remove_tree(c.tmproot);
 			}
 		}
@@ -1722,6 +1855,17 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < nkinds; i++)
 		printf("powerloss: scenario %d (%s), variant %s: %lu violations whose first broken invariant is %s\n",
 		       kinds[i].sc, sc_names[kinds[i].sc], var_names[kinds[i].var], kinds[i].n, kinds[i].name);
+	if (o.root_mask & (1u << ROOT_REBOOT) && o.var_mask & (1u << VAR_RB_CONTROL)) {
+		printf("powerloss: negative control (root=reboot, same boot, root recreated): %lu runs, %lu with a stage "
+		       "in flight that ended failed as it must\n",
+		       t.control_runs, t.control_inflight);
+		/* A control that never saw a stage in flight proved nothing. */
+		if (t.control_runs && !t.control_inflight && !interrupted) {
+			printf("VIOLATION root=reboot: control-untested: no crash state of the control had a stage in "
+			       "flight\n");
+			t.violations++;
+		}
+	}
 	printf("powerloss: %lu crash states (%lu oracle runs, %.0f s), %u file systems, %lu violations\n", t.states,
 	       t.oracle_runs, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, t.fs_used,
 	       t.violations);
