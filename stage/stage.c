@@ -23,12 +23,6 @@ static int fail_root(struct sl_error *reterr, const char *root, int r, const cha
 	return r;
 }
 
-/* Opens the staging root, creating it 0700 when missing, and records it by
- * its canonical path (symlinks resolved once, here): every later use opens
- * that path component by component and checks the root's identity. Refuses
- * a root that another user could use to swap names under us: one whose
- * path holds a directory another user owns or can write (but for a sticky
- * one), one writable by group or others, or owned by another user. */
 /* fsyncs path and every directory above it: after mkdir_parents, the new
  * entries are in their parents, which a later fsync of path alone does not
  * make durable on every file system. */
@@ -57,6 +51,12 @@ static int sync_chain(const char *path)
 	}
 }
 
+/* Opens the staging root, creating it 0700 when missing, and records it by
+ * its canonical path (symlinks resolved once, here): every later use opens
+ * that path component by component and checks the root's identity. Refuses
+ * a root that another user could use to swap names under us: one whose
+ * path holds a directory another user owns or can write (but for a sticky
+ * one), one writable by group or others, or owned by another user. */
 static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
