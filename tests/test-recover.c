@@ -553,8 +553,8 @@ static void test_gc_every_state(void **state)
 	for (int st = 0; st < SL_STATE_COUNT_; st++) {
 		make_stage(fx, ids[st], NULL, false);
 		snprintf(sql, sizeof(sql),
-			 "UPDATE stages SET state = %d, updated_at = 0, reason = %s WHERE id = '%s'", st,
-			 st == SL_STATE_FAILED ? "'cannot remove: test'" : "reason", ids[st]);
+			 "UPDATE stages SET state = %d, updated_at = 0, reason = %s WHERE id = '%.*s'", st,
+			 st == SL_STATE_FAILED ? "'cannot remove: test'" : "reason", SL_ID_LEN, ids[st]);
 		exec_sql(fx, sql);
 	}
 	int deleted = sl_gc(fx->store, 0, &err);
