@@ -223,13 +223,10 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		/* Nothing is claimed that could not then be removed. */
 		if (sc.c.n > 0)
 			r = stage_reserve_fds("recover", reterr);
+		/* A pass that found nothing writes and syncs nothing; the
+		 * WAL's length is the store's business when it closes. */
 		if (r == 0)
 			r = claim_and_remove(store, &sc, &me, reterr);
-		/* A pass that removed something leaves the WAL short for the
-		 * gateway's start; one that found nothing writes and syncs
-		 * nothing. */
-		if (r == 0 && sc.c.n > 0)
-			(void)store_checkpoint(store, NULL);
 	}
 	free(sc.c.recs);
 	return r;

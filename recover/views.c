@@ -65,6 +65,7 @@ int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_ent
 	struct list_ctx c = {.fn = stage_fn, .userdata = userdata};
 	struct sl_record rec;
 	int64_t seq = -1;
+	bool gone;
 	int n, r;
 
 	r = liveness_self_init(&c.here);
@@ -89,6 +90,11 @@ int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_ent
 		if (r < 0)
 			return r;
 	}
+	/* An entry's state is derived, not stored: the undo does not rewrite
+	 * the log, and a stage whose removal finished (released, recovered,
+	 * aborted) has none of its paths left. Entries marked one by one by a
+	 * stagelog before 0.2 keep their mark. */
+	gone = rec.state == SL_STATE_RELEASED || rec.state == SL_STATE_RECOVERED || rec.state == SL_STATE_ABORTED;
 	seq = -1;
 	while (entry_fn && (n = store_entries_page(store, rec.rowid, false, seq, page, reterr)) > 0) {
 		for (int i = 0; i < n; i++) {
@@ -97,7 +103,7 @@ int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_ent
 				.path = page->e[i].path,
 				.path_len = page->e[i].path_len,
 				.kind = sl_kind_name(page->e[i].kind),
-				.state = page->e[i].state == SL_ENTRY_REMOVED ? "removed" : "logged",
+				.state = gone || page->e[i].state == SL_ENTRY_REMOVED ? "removed" : "logged",
 			};
 			r = entry_fn(&e, userdata);
 			if (r < 0)

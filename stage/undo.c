@@ -790,16 +790,18 @@ static bool found_at_dest(const struct sl_record *rec)
 	return fd >= 0 && fd_fileid(fd, &id) == 0 && fileid_matches(rec->dev, rec->ino, rec->btime, &id);
 }
 
-/* The last step of an undo: all entries removed and the state moved on, in
- * one transaction. A stage that another process finished meanwhile (a
- * recovery that found the directory gone) is a success too. */
+/* The last step of an undo: the state moved on, one commit whatever the
+ * size of the stage. Its entries are not rewritten: a finished state
+ * (released, recovered, aborted) says they are gone (docs/design.md,
+ * "Entries"). A stage that another process finished meanwhile (a recovery
+ * that found the directory gone) is a success too. */
 static int finish(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
 		  struct sl_error *reterr)
 {
 	struct sl_record now;
 	int r;
 
-	r = store_stage_finish(store, rec->rowid, from_mask, done, NULL);
+	r = store_stage_transition(store, rec->rowid, from_mask, done, NULL, false, NULL);
 	/* Once the top directory is gone a recovery may take the stage
 	 * (nothing of it is left on disk) and finish its record: the removal
 	 * succeeded all the same. */
@@ -881,10 +883,12 @@ static int validate_entries(struct sl_store *store, const struct sl_record *rec,
 /*
  * Pass 2: the logged entries newest first, so a directory comes after
  * everything the log put in it; entry 0, the top directory, is left for the
- * tree removal. The store is only read and, page by page, told what is
- * gone: a store that cannot be read or written stops nothing, since the
- * tree removal that follows reaches every entry from above. A failing entry
- * does not stop the others; the first failure is returned with its reason.
+ * tree removal. The store is only read, never written: replay is
+ * idempotent (a path already gone is skipped), so a removal cut short is
+ * simply replayed from the top, and a store that cannot be read stops
+ * nothing, since the tree removal that follows reaches every entry from
+ * above. A failing entry does not stop the others; the first failure is
+ * returned with its reason.
  */
 static int remove_entries(struct sl_store *store, const struct sl_record *rec, int top_fd, struct sl_entry_page *page,
 			  bool one_page, int n, struct undo_progress *progress, struct sl_error *reterr)
@@ -893,7 +897,6 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 	size_t tl = strlen(rec->topdir);
 	struct sl_error scratch = { 0 };
 	int64_t seq = INT64_MAX;
-	bool store_down = false;
 	int first = 0, r;
 
 	for (;;) {
@@ -927,6 +930,8 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 				progress->p.done++;
 				progress->fn(&progress->p, progress->userdata);
 			}
+			/* Marked by a stagelog before 0.2, which marked
+			 * entries page by page as it removed them. */
 			if (e->state == SL_ENTRY_REMOVED)
 				continue;
 			r = undo_entry(top_fd, rec->topdir, e, e->path + tl + 1, e->path_len - tl - 1, &parent,
@@ -940,11 +945,6 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 		}
 		if (one_page || !page->more || lo <= 1)
 			break;
-		/* What is gone is gone; the record catches up if it can. A
-		 * store that failed once (busy past its deadline, full) is not
-		 * asked again page after page. */
-		if (!first && !store_down && store_entries_mark_removed(store, rec->rowid, lo, hi, NULL) < 0)
-			store_down = true;
 		seq = lo;
 	}
 	return first;

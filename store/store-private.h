@@ -120,10 +120,6 @@ HIDDEN int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first
 				const char *arena, const uint32_t *offs, const uint16_t *lens, const uint8_t *kinds,
 				struct sl_error *reterr);
 
-/* Marks entries seq in [lo, hi] removed, in one non-durable transaction. */
-HIDDEN int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi,
-				      struct sl_error *reterr);
-
 /*
  * Reads up to max entries of a stage with seq < before (descending) or
  * seq > after (ascending), copying paths into arena (arena_size bytes).
@@ -163,10 +159,10 @@ HIDDEN int store_stage_foreach(struct sl_store *s, bool all, const char *label, 
  * in batches. Returns the number deleted. */
 HIDDEN int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr);
 
-/* Marks every entry of a stage removed and moves it from a state in
- * from_mask to `to`, in one non-durable transaction: the end of an undo. */
-HIDDEN int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
-			      struct sl_error *reterr);
+/* Registers the "stagelog" VFS (vfs.c) once per process; SQLITE_OK or
+ * SQLite's error. Read-write stores open through it. */
+#define STORE_VFS_NAME "stagelog"
+HIDDEN int store_vfs_register(void);
 
 /* Deletes one stage record and its entries. */
 HIDDEN int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error *reterr);
@@ -174,8 +170,6 @@ HIDDEN int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error
 /* PRAGMA quick_check: writes "ok" or the first problem into buf. */
 HIDDEN int store_quick_check(struct sl_store *s, char *buf, size_t size, struct sl_error *reterr);
 
-/* wal_checkpoint(TRUNCATE). */
-HIDDEN int store_checkpoint(struct sl_store *s, struct sl_error *reterr);
 
 /* Durability counters, for benchmarks and tests. */
 struct sl_store_stats {

@@ -20,6 +20,16 @@
 #define STRINGIFY(x) STRINGIFY_(x)
 #define BUSY_TIMEOUT_MS 5000
 #define GC_BATCH 500
+/*
+ * The WAL's bound (docs/design.md, "Store tuning"). Every process that
+ * opens the store first reads every frame since the WAL last restarted, so
+ * its length is what a `list` or an empty `recover` costs. A writing
+ * process that leaves more than WAL_BOUND_FRAMES checkpoints on its way
+ * out; a connection that lives on (a gateway linking the library) does so
+ * within a commit once past WAL_HARD_FRAMES.
+ */
+#define WAL_BOUND_FRAMES 64
+#define WAL_HARD_FRAMES 1000
 
 /*
  * The states as SQL sees them. SQL text cannot name an enum value, so each
@@ -64,7 +74,8 @@ struct sl_store {
 	bool deadline_held; /* a begin() or the open owns s->deadline */
 	int64_t deadline;   /* CLOCK_MONOTONIC ms: when a busy store is reported */
 	unsigned long commits, durable_commits;
-	sqlite3_stmt *ins_entry, *mark_removed, *page_asc, *page_desc, *transition;
+	int wal_frames; /* frames in the WAL after this connection's last commit */
+	sqlite3_stmt *ins_entry, *page_asc, *page_desc, *transition;
 	struct store_identity identity;
 };
 
@@ -453,11 +464,10 @@ static int set_wal(struct sl_store *s)
 static void finalize_statements(struct sl_store *s)
 {
 	sqlite3_finalize(s->ins_entry);
-	sqlite3_finalize(s->mark_removed);
 	sqlite3_finalize(s->page_asc);
 	sqlite3_finalize(s->page_desc);
 	sqlite3_finalize(s->transition);
-	s->ins_entry = s->mark_removed = s->page_asc = s->page_desc = s->transition = NULL;
+	s->ins_entry = s->page_asc = s->page_desc = s->transition = NULL;
 }
 
 /* The statements that page through a stage's entries: all that a reader
@@ -533,6 +543,17 @@ static int setup_readonly(struct sl_store *s, const char *path, int64_t version,
  * another process creating the same store and fail with -EBUSY; the caller
  * then retries the whole attempt until the open's deadline.
  */
+/* After every commit: nframes is the WAL's length in frames. */
+static int wal_committed(void *userdata, sqlite3 *db, const char *name, int nframes)
+{
+	struct sl_store *s = userdata;
+
+	s->wal_frames = nframes;
+	if (nframes >= WAL_HARD_FRAMES)
+		(void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	return SQLITE_OK;
+}
+
 static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 {
 	int64_t version = 0;
@@ -553,13 +574,11 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 	 * default (benchmark 9). */
 	if (r == 0)
 		r = exec(s, "PRAGMA cache_size=-256");
-	/* A checkpoint syncs the database file; at SQLite's default of 1,000
-	 * pages one lands inside every third 10,000-file stage. Every 4,000
-	 * pages (16 MiB of WAL at most) syncs a quarter as often. */
-	if (r == 0)
-		r = exec(s, "PRAGMA wal_autocheckpoint=4000");
 	if (r < 0)
 		return r;
+	/* Replaces SQLite's automatic checkpoint (every 1,000 frames, inside
+	 * whichever commit crosses it) with the bound above. */
+	sqlite3_wal_hook(s->db, wal_committed, s);
 	s->sync_level = 2;
 	/* Only a store that needs it takes the write lock to migrate: a
 	 * reader (list, show) never waits behind a writer here. */
@@ -569,9 +588,6 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 			return r;
 	}
 	r = prepare(s, "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)", &s->ins_entry);
-	if (r == 0)
-		r = prepare(s, "UPDATE entries SET state = 1 WHERE stage = ? AND seq BETWEEN ? AND ?",
-			    &s->mark_removed);
 	if (r == 0)
 		r = prepare_readers(s);
 	if (r == 0)
@@ -829,10 +845,44 @@ static void store_finish(struct sl_store *s)
 	sqlite3_close_v2(s->db);
 }
 
+/*
+ * Keeps the WAL within its bound, on the way out of a process that wrote
+ * past it: a passive checkpoint (a sync of the WAL and one of the database
+ * file; it waits for nobody and gives up where a reader still needs old
+ * frames), then, if every frame went back, one small write that restarts
+ * the WAL from its start. The restart syncs the WAL's new header (SQLite
+ * does, whoever writes first after a checkpoint), here rather than in the
+ * next process to stage.
+ */
+static void bound_wal(struct sl_store *s)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	int nlog = 0, nckpt = 0, r;
+	char sql[64];
+
+	if (s->readonly || s->commits == 0 || s->wal_frames < WAL_BOUND_FRAMES)
+		return;
+	if (sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt) != SQLITE_OK ||
+	    nlog != nckpt || begin(s, false) < 0)
+		return;
+	/* The write: the schema version, read and written back under the
+	 * write lock, so that it is the same value whoever migrated last. */
+	r = prepare(s, "PRAGMA user_version", &st);
+	if (r == 0 && sqlite3_step(st) != SQLITE_ROW)
+		r = -EIO;
+	if (r == 0) {
+		snprintf(sql, sizeof(sql), "PRAGMA user_version=%lld", (long long)sqlite3_column_int64(st, 0));
+		sqlite3_reset(st);
+		r = exec(s, sql);
+	}
+	(void)finish(s, r);
+}
+
 void sl_store_close(struct sl_store *s)
 {
 	if (!s)
 		return;
+	bound_wal(s);
 	store_finish(s);
 	free(s);
 }
@@ -890,11 +940,15 @@ static int open_db(struct sl_store *s, const char *path, const struct found *fou
 	_cleanup_free_ char *uri = NULL;
 	int rc, r = 0;
 
-	if (!s->readonly)
+	if (!s->readonly) {
+		rc = store_vfs_register();
+		if (rc != SQLITE_OK)
+			return sqlite_to_errno(NULL, rc);
 		return sqlite_to_errno(s->db, sqlite3_open_v2(path, &s->db,
 							      SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW |
 								      SQLITE_OPEN_NOMUTEX,
-							      NULL));
+							      STORE_VFS_NAME));
+	}
 	if (found->wal_data && !found->shm)
 		return sl_err(reterr, -EPERM,
 			      "cannot read store: %s: its -wal holds data but it has no -shm, which reading it "
@@ -1124,15 +1178,6 @@ int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, st
 	return end_txn(s, r, reterr, "cannot update stage");
 }
 
-/* Marks entries seq in [lo, hi] removed, inside the open transaction. */
-static int mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi)
-{
-	sqlite3_bind_int64(s->mark_removed, 1, rowid);
-	sqlite3_bind_int64(s->mark_removed, 2, lo);
-	sqlite3_bind_int64(s->mark_removed, 3, hi);
-	return step_done(s, s->mark_removed);
-}
-
 /* Runs the prepared state change inside the open transaction: -ESTALE when
  * the stage was not in a state of from_mask. */
 static int transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to, const char *reason)
@@ -1253,28 +1298,6 @@ int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, s
 		r = step_done(s, s->ins_entry);
 	}
 	return end_txn(s, r, reterr, "cannot log entries");
-}
-
-int store_entries_mark_removed(struct sl_store *s, int64_t rowid, int64_t lo, int64_t hi, struct sl_error *reterr)
-{
-	int r = begin(s, false);
-
-	if (r == 0)
-		r = mark_removed(s, rowid, lo, hi);
-	return end_txn(s, r, reterr, "cannot mark entries removed");
-}
-
-int store_stage_finish(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
-		       struct sl_error *reterr)
-{
-	int r = begin(s, false);
-
-	if (r < 0)
-		return store_err(reterr, r, "cannot update stage");
-	r = mark_removed(s, rowid, 0, INT64_MAX);
-	if (r == 0)
-		r = transition(s, rowid, from_mask, to, NULL);
-	return end_txn(s, r, reterr, "cannot update stage");
 }
 
 int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
@@ -1549,17 +1572,6 @@ int store_quick_check(struct sl_store *s, char *buf, size_t size, struct sl_erro
 		return fail(s, rc, reterr, "cannot check store");
 	copy_text(buf, size, sqlite3_column_text(st, 0), sqlite3_column_bytes(st, 0));
 	return 0;
-}
-
-int store_checkpoint(struct sl_store *s, struct sl_error *reterr)
-{
-	int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-
-	/* Another connection reading is not an error: the checkpoint is an
-	 * optimisation and the next one will do. */
-	if (rc == SQLITE_BUSY || rc == SQLITE_OK)
-		return 0;
-	return fail(s, rc, reterr, "cannot checkpoint store");
 }
 
 void store_stats(struct sl_store *s, struct sl_store_stats *ret)
