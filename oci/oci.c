@@ -112,9 +112,11 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 	r = sl_stage_begin(store, opts->root, &opts->stage, &stage, reterr);
 	if (r < 0)
 		return r;
-	r = sl_stage_copy_tree(stage, bundle_fd, "rootfs", "rootfs", reterr);
 	/* config.json goes last: a runtime that finds it may take the bundle
-	 * as complete. */
+	 * as complete. Its entry goes in with the tree's, as their newest. */
+	r = sl_stage_expect_file(stage, "config.json", reterr);
+	if (r == 0)
+		r = sl_stage_copy_tree(stage, bundle_fd, "rootfs", "rootfs", reterr);
 	if (r == 0)
 		r = sl_stage_write_file(stage, "config.json", config.buf, config.len, 0600, reterr);
 	if (r == 0)

@@ -84,6 +84,17 @@ SL_PUBLIC int sl_stage_mkdir(struct sl_stage *stage, const char *path, mode_t mo
 SL_PUBLIC int sl_stage_write_file(struct sl_stage *stage, const char *path, const void *buf, size_t len,
 				  mode_t mode, struct sl_error *reterr);
 
+/*
+ * Declares that a later sl_stage_write_file() will create the file at path:
+ * its entry is logged with the next commit of entries (the one a
+ * following sl_stage_copy_tree() makes before it creates anything), as the
+ * newest of them, so that the file costs no commit of its own and is still
+ * the first path the undo removes. The file itself is not created; an
+ * expected file that is never written is forgotten by sl_stage_ready().
+ * One expected file at a time: a second call replaces the first.
+ */
+SL_PUBLIC int sl_stage_expect_file(struct sl_stage *stage, const char *path, struct sl_error *reterr);
+
 /* Makes a symlink at path pointing to target (never followed by stagelog). */
 SL_PUBLIC int sl_stage_symlink(struct sl_stage *stage, const char *target, const char *path,
 			       struct sl_error *reterr);

@@ -214,6 +214,15 @@ struct sl_stage {
 	int top_fd;   /* the top directory; holds the stage's flock */
 	char path[PATH_MAX];
 	int64_t next_seq;
+	/* The top directory's identity, recorded with the next commit
+	 * (stage_log_flush()): set by sl_stage_begin(), cleared once in. */
+	bool confirm_pending;
+	struct fileid top_id;
+	/* A file the caller will write, logged with the next commit before
+	 * creation (sl_stage_expect_file()), so that it costs none of its own. */
+	enum { EXPECT_NONE, EXPECT_PENDING, EXPECT_LOGGED } expect;
+	size_t expect_len;
+	char expect_path[SL_PATH_MAX];
 	/* Entries logged but not yet committed; see stage_log(). */
 	size_t n;
 	size_t used;

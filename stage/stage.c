@@ -250,6 +250,7 @@ static int create_top(struct sl_stage *st, struct sl_error *reterr)
  * confirms the record with its identity. */
 static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 {
+	struct sl_record now;
 	struct fileid id;
 	int r;
 
@@ -289,15 +290,20 @@ static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 		sl_err(reterr, r, "cannot begin stage: %s: %s", st->rec.topdir, strerror(-r));
 		return stage_fail(st, r);
 	}
-	/* The confirmation: a compare-and-swap on our own staging record.
-	 * Between the insert and the lock, a recovery that judged the owner
-	 * dead may have claimed the stage; it then owns the record and we own
-	 * nothing. */
-	r = store_stage_set_inode(st->store, st->rec.rowid, id.dev, id.ino, id.btime, reterr);
-	if (r == -ESTALE)
-		return give_up_top(st, &id, reterr);
+	/* The confirmation, a compare-and-swap on our own staging record,
+	 * rides on the next commit, which comes before anything but the
+	 * marker goes in (stage_log_flush()): between the insert and then, a
+	 * recovery that judged the owner dead may have claimed the stage; it
+	 * then owns the record and we own nothing. */
+	st->confirm_pending = true;
+	st->top_id = id;
+	/* A read, no commit: a claim made before now fails the begin itself
+	 * (the compare-and-swap still decides, for one made after). */
+	r = store_stage_get_rowid(st->store, st->rec.rowid, &now, reterr);
 	if (r < 0)
 		return stage_fail(st, r);
+	if (now.state != SL_STATE_STAGING || now.claimer.pid != 0)
+		return give_up_top(st, &id, reterr);
 	return 0;
 }
 
@@ -354,20 +360,49 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 	return 0;
 }
 
-int stage_log_flush(struct sl_stage *st, struct sl_error *reterr)
+/* Commits the entries in memory, with the top directory's confirmation if
+ * it is pending and the move to ready if ready: one commit however many of
+ * the three there are. */
+static int log_commit(struct sl_stage *st, bool ready, struct sl_error *reterr)
 {
+	struct store_log log = {
+		.first_seq = st->next_seq,
+		.n = st->n,
+		.arena = st->arena,
+		.offs = st->offs,
+		.lens = st->lens,
+		.kinds = st->kinds,
+		.confirm = st->confirm_pending ? &st->top_id : NULL,
+		.ready = ready,
+	};
 	int r;
 
-	if (st->n == 0)
+	if (st->n == 0 && !st->confirm_pending && !ready)
 		return 0;
-	r = store_entries_append(st->store, st->rec.rowid, st->next_seq, st->n, st->arena, st->offs, st->lens,
-				 st->kinds, reterr);
+	r = store_stage_log(st->store, st->rec.rowid, &log, reterr);
+	if (r == -ESTALE && log.confirm)
+		return give_up_top(st, &st->top_id, reterr);
 	if (r < 0)
 		return r;
+	st->confirm_pending = false;
 	st->next_seq += (int64_t)st->n;
 	st->n = 0;
 	st->used = 0;
 	return 0;
+}
+
+int stage_log_flush(struct sl_stage *st, struct sl_error *reterr)
+{
+	/* An expected file goes in last, so that it stays the newest entry
+	 * and the undo removes it first. */
+	if (st->expect == EXPECT_PENDING) {
+		int r = stage_log(st, st->expect_path, st->expect_len, SL_KIND_FILE, reterr);
+
+		if (r < 0)
+			return r;
+		st->expect = EXPECT_LOGGED;
+	}
+	return log_commit(st, false, reterr);
 }
 
 void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode)
@@ -389,7 +424,7 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 		return sl_err(reterr, -ENAMETOOLONG, "cannot log entry: %s/...: %s", st->rec.topdir,
 			      strerror(ENAMETOOLONG));
 	if (st->n == LOG_BATCH || st->used + total > sizeof(st->arena)) {
-		r = stage_log_flush(st, reterr);
+		r = log_commit(st, false, reterr);
 		if (r < 0)
 			return r;
 	}
@@ -401,7 +436,7 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 	memcpy(st->arena + st->used + tl + 1, path, len);
 	st->used += total;
 	st->n++;
-	return st->log_mode == LOG_NAIVE ? stage_log_flush(st, reterr) : 0;
+	return st->log_mode == LOG_NAIVE ? log_commit(st, false, reterr) : 0;
 }
 
 static void stage_close(struct sl_stage *st)
@@ -435,8 +470,10 @@ int stage_fail(struct sl_stage *st, int r)
 {
 	/* The entries still in memory name paths inside the top directory,
 	 * which the undo removes in any case; try to log them for the record,
-	 * but a store that fails here must not stop the removal. */
-	(void)stage_log_flush(st, NULL);
+	 * but a store that fails here must not stop the removal. A stage a
+	 * recovery took (give_up_top()) is the recovery's: nothing is added. */
+	if (st->rec.state == SL_STATE_STAGING || st->rec.state == SL_STATE_READY)
+		(void)log_commit(st, false, NULL);
 	stage_close(st);
 	if (st->rec.state == SL_STATE_STAGING || st->rec.state == SL_STATE_READY)
 		(void)stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY),
@@ -486,8 +523,15 @@ static int entry_start(struct sl_stage *st, const char *what, const char *path, 
 	if (pfd < 0)
 		return stage_fail(st, pfd);
 	/* Committed (not synced) before the path exists: a process that dies
-	 * right after creating it leaves a log that names it. */
-	r = stage_log(st, path, strlen(path), kind, reterr);
+	 * right after creating it leaves a log that names it. An expected
+	 * file was logged already. */
+	if (kind == SL_KIND_FILE && st->expect != EXPECT_NONE && st->expect_len == strlen(path) &&
+	    memcmp(st->expect_path, path, st->expect_len) == 0) {
+		r = st->expect == EXPECT_PENDING ? stage_log(st, path, st->expect_len, kind, reterr) : 0;
+		st->expect = EXPECT_NONE;
+	} else {
+		r = stage_log(st, path, strlen(path), kind, reterr);
+	}
 	if (r == 0)
 		r = stage_log_flush(st, reterr);
 	if (r < 0) {
@@ -495,6 +539,26 @@ static int entry_start(struct sl_stage *st, const char *what, const char *path, 
 		return stage_fail(st, r);
 	}
 	return pfd;
+}
+
+int sl_stage_expect_file(struct sl_stage *st, const char *path, struct sl_error *reterr)
+{
+	size_t len = path ? strlen(path) : 0;
+	const char *why;
+	int r = check_staging(st, "expect file", reterr);
+
+	if (r < 0)
+		return r;
+	why = path ? path_check(path, len) : "no path";
+	if (why)
+		return sl_err(reterr, -EINVAL, "bad path in stage: %s", why);
+	if (strlen(st->rec.topdir) + 1 + len > SL_PATH_MAX)
+		return sl_err(reterr, -ENAMETOOLONG, "cannot expect file: %s/...: %s", st->rec.topdir,
+			      strerror(ENAMETOOLONG));
+	memcpy(st->expect_path, path, len);
+	st->expect_len = len;
+	st->expect = EXPECT_PENDING;
+	return 0;
 }
 
 int sl_stage_mkdir(struct sl_stage *st, const char *path, mode_t mode, struct sl_error *reterr)
@@ -595,10 +659,10 @@ int sl_stage_ready(struct sl_stage *st, struct sl_error *reterr)
 
 	if (r < 0)
 		return r;
-	r = stage_log_flush(st, reterr);
-	if (r == 0)
-		r = store_stage_transition(st->store, st->rec.rowid, BIT(SL_STATE_STAGING), SL_STATE_READY, NULL,
-					   false, reterr);
+	/* An expected file never written needs no entry. */
+	if (st->expect == EXPECT_PENDING)
+		st->expect = EXPECT_NONE;
+	r = log_commit(st, true, reterr);
 	if (r < 0)
 		return stage_fail(st, r);
 	st->rec.state = SL_STATE_READY;

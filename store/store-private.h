@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "fd-util.h"
 #include "macro.h"
 #include "proc.h"
 #include "sl-store.h"
@@ -78,11 +79,6 @@ struct store_identity {
 };
 HIDDEN const struct store_identity *store_identity(const struct sl_store *s);
 
-/* Records the top directory's device, inode and birth time (not durable;
- * see design.md), only while the stage is still staging and unclaimed:
- * -ESTALE when a recovery claimed it meanwhile. */
-HIDDEN int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, int64_t btime,
-				 struct sl_error *reterr);
 
 /* Records, durably, where a ready stage is about to be renamed to. */
 HIDDEN int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, struct sl_error *reterr);
@@ -114,11 +110,27 @@ HIDDEN int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct
 HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
 			       struct sl_error *reterr);
 
-/* Appends entries (seq first_seq..) in one non-durable transaction. paths is
- * a packed arena; offs[i]/lens[i] locate path i. */
-HIDDEN int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, size_t n,
-				const char *arena, const uint32_t *offs, const uint16_t *lens, const uint8_t *kinds,
-				struct sl_error *reterr);
+/*
+ * One non-durable commit of a stage being built: entries first_seq.. (n of
+ * them; paths packed in arena, offs[i]/lens[i] locating path i), after the
+ * top directory's identity when confirm is set, and before the move to
+ * ready when ready is. The identity is a compare-and-swap on the stager's
+ * own staging record: a recovery that claimed the stage meanwhile has moved
+ * it on, and the whole commit then fails with -ESTALE, the stager giving
+ * the directory up rather than filling it.
+ */
+struct store_log {
+	int64_t first_seq;
+	size_t n;
+	const char *arena;
+	const uint32_t *offs;
+	const uint16_t *lens;
+	const uint8_t *kinds;
+	const struct fileid *confirm;
+	bool ready;
+};
+HIDDEN int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *log, struct sl_error *reterr);
+
 
 /*
  * Reads up to max entries of a stage with seq < before (descending) or

@@ -75,7 +75,7 @@ struct sl_store {
 	int64_t deadline;   /* CLOCK_MONOTONIC ms: when a busy store is reported */
 	unsigned long commits, durable_commits;
 	int wal_frames; /* frames in the WAL after this connection's last commit */
-	sqlite3_stmt *ins_entry, *page_asc, *page_desc, *transition;
+	sqlite3_stmt *ins_entry, *confirm, *page_asc, *page_desc, *transition;
 	struct store_identity identity;
 };
 
@@ -464,10 +464,11 @@ static int set_wal(struct sl_store *s)
 static void finalize_statements(struct sl_store *s)
 {
 	sqlite3_finalize(s->ins_entry);
+	sqlite3_finalize(s->confirm);
 	sqlite3_finalize(s->page_asc);
 	sqlite3_finalize(s->page_desc);
 	sqlite3_finalize(s->transition);
-	s->ins_entry = s->page_asc = s->page_desc = s->transition = NULL;
+	s->ins_entry = s->confirm = s->page_asc = s->page_desc = s->transition = NULL;
 }
 
 /* The statements that page through a stage's entries: all that a reader
@@ -588,6 +589,11 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 			return r;
 	}
 	r = prepare(s, "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)", &s->ins_entry);
+	if (r == 0)
+		r = prepare(s,
+			    "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = " ST(STAGING) " "
+			    "AND claim_pid IS NULL",
+			    &s->confirm);
 	if (r == 0)
 		r = prepare_readers(s);
 	if (r == 0)
@@ -1125,37 +1131,12 @@ out:
 	return end_txn(s, r, reterr, "cannot record stage");
 }
 
-static int exec_bound(struct sl_store *s, const char *sql, const int64_t *args, size_t n, bool durable)
+/* Binds args to the prepared st and runs it, inside the open transaction. */
+static int bind_step(struct sl_store *s, sqlite3_stmt *st, const int64_t *args, size_t n)
 {
-	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-	int r;
-
-	r = begin(s, durable);
-	if (r < 0)
-		return r;
-	r = prepare(s, sql, &st);
-	for (size_t i = 0; r == 0 && i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		sqlite3_bind_int64(st, (int)i + 1, args[i]);
-	if (r == 0)
-		r = step_done(s, st);
-	if (r == 0 && sqlite3_changes(s->db) == 0)
-		r = -ESTALE;
-	return finish(s, r);
-}
-
-int store_stage_set_inode(struct sl_store *s, int64_t rowid, uint64_t dev, uint64_t ino, int64_t btime,
-			  struct sl_error *reterr)
-{
-	int64_t args[] = {(int64_t)dev, (int64_t)ino, btime, rowid};
-	/* A compare-and-swap on the stager's own staging record: a recovery
-	 * that claimed the stage meanwhile has moved it on, and the stager
-	 * must then give the directory up rather than fill it. */
-	int r = exec_bound(s, "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = " ST(STAGING) " "
-			      "AND claim_pid IS NULL", args, 4, false);
-
-	if (r == -ESTALE)
-		return sl_err(reterr, r, "cannot begin stage: record: a recovery claimed it meanwhile");
-	return r < 0 ? store_err(reterr, r, "cannot record top directory") : 0;
+	return step_done(s, st);
 }
 
 int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, struct sl_error *reterr)
@@ -1284,20 +1265,29 @@ int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *us
 	return rc == SQLITE_DONE ? 0 : fail(s, rc, reterr, "cannot list roots");
 }
 
-int store_entries_append(struct sl_store *s, int64_t rowid, int64_t first_seq, size_t n, const char *arena,
-			 const uint32_t *offs, const uint16_t *lens, const uint8_t *kinds, struct sl_error *reterr)
+int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *log, struct sl_error *reterr)
 {
-	int r;
+	int r = begin(s, false);
 
-	r = begin(s, false);
-	for (size_t i = 0; r == 0 && i < n; i++) {
+	if (r == 0 && log->confirm) {
+		int64_t args[] = {(int64_t)log->confirm->dev, (int64_t)log->confirm->ino, log->confirm->btime, rowid};
+
+		r = bind_step(s, s->confirm, args, ELEMENTSOF(args));
+		if (r == 0 && sqlite3_changes(s->db) == 0) {
+			rollback(s);
+			return sl_err(reterr, -ESTALE, "cannot begin stage: record: a recovery claimed it meanwhile");
+		}
+	}
+	for (size_t i = 0; r == 0 && i < log->n; i++) {
 		sqlite3_bind_int64(s->ins_entry, 1, rowid);
-		sqlite3_bind_int64(s->ins_entry, 2, first_seq + (int64_t)i);
-		sqlite3_bind_blob(s->ins_entry, 3, arena + offs[i], lens[i], SQLITE_STATIC);
-		sqlite3_bind_int(s->ins_entry, 4, kinds[i]);
+		sqlite3_bind_int64(s->ins_entry, 2, log->first_seq + (int64_t)i);
+		sqlite3_bind_blob(s->ins_entry, 3, log->arena + log->offs[i], log->lens[i], SQLITE_STATIC);
+		sqlite3_bind_int(s->ins_entry, 4, log->kinds[i]);
 		r = step_done(s, s->ins_entry);
 	}
-	return end_txn(s, r, reterr, "cannot log entries");
+	if (r == 0 && log->ready)
+		r = transition(s, rowid, 1u << SL_STATE_STAGING, SL_STATE_READY, NULL);
+	return end_txn(s, r, reterr, log->ready ? "cannot mark stage ready" : "cannot log entries");
 }
 
 int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,

@@ -150,11 +150,43 @@ static void test_recovery_after_mkdirat(void **state)
 	race(*state, true);
 }
 
+/* A recovery forced onto a stage between its begin and its first commit
+ * of entries (which carries the top directory's identity, a
+ * compare-and-swap): the stager learns it there, before anything of its
+ * own goes in, and fails with -EAGAIN; nothing is left. */
+static void test_claim_before_first_commit(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_stage_options o = {.label = "race"};
+	struct sl_recover_options ro = {0};
+	struct sl_recover_report rep;
+	struct sl_error err = {0};
+	struct sl_stage *st = NULL;
+	struct sl_store *other = NULL;
+	const char *force[1];
+
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, &o, &st, &err), 0);
+	force[0] = sl_stage_id(st);
+	ro.force = force;
+	ro.n_force = 1;
+	assert_int_equal(sl_store_open(fx->sb.db, &other, NULL), 0);
+	assert_int_equal(sl_recover_run(other, &ro, &rep, NULL), 0);
+	assert_int_equal(rep.n_recovered, 1);
+	sl_recover_report_finish(&rep);
+	sl_store_close(other);
+
+	assert_int_equal(sl_stage_mkdir(st, "etc", 0755, &err), -EAGAIN);
+	assert_non_null(strstr(err.msg, "recovery"));
+	sl_stage_free(st);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_recovery_before_mkdirat, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_after_mkdirat, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_before_first_commit, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
