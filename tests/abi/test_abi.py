@@ -22,7 +22,7 @@
       ABI that docs/interface.md ("Library") allows, with the soname or the
       version node changed as it says:
 
-          ./dev abi-baseline      (= meson compile -C build abi-baseline)
+          ./dev abi-baseline      (builds, then: meson compile -C build abi-baseline)
 
       then commit tests/abi/libstagelog.abi with the change.
 """
