@@ -64,6 +64,15 @@ class TestInstall(unittest.TestCase):
         return run(["pkg-config", "--define-variable=prefix=" + prefix] + list(args) + ["stagelog"],
                    env=env).split()
 
+    def compile_c(self, name, src, *flags):
+        """Compiles src as tmp/NAME.c with only stagelog's .pc; returns the program."""
+        c_file, exe = os.path.join(self.tmp, name + ".c"), os.path.join(self.tmp, name)
+        with open(c_file, "w") as f:
+            f.write(src)
+        run([os.environ.get("CC", "cc")] + list(flags) + ["-Wall", "-Werror", "-o", exe, c_file]
+            + self.pkg_config("--cflags") + self.pkg_config("--libs"))
+        return exe
+
     def test_everything_under_the_prefix(self):
         self.assertTrue(self.files)
         outside = [f for f in self.files if not f.startswith("usr/local/")]
@@ -116,17 +125,11 @@ class TestInstall(unittest.TestCase):
         major, minor, patch = (int(x) for x in modversion.split("."))
         # Built against the installed headers (sl-store.h brings sl-basic.h,
         # which brings sl-version.h) and run with the installed library.
-        src = os.path.join(self.tmp, "version.c")
-        with open(src, "w") as f:
-            f.write("#include <stdio.h>\n#include <sl-store.h>\n"
-                    "int main(void)\n{\n"
-                    "\tprintf(\"%d %d %d %ld %s %s\\n\", SL_VERSION_MAJOR, SL_VERSION_MINOR, SL_VERSION_PATCH,\n"
-                    "\t       (long)SL_VERSION, SL_VERSION_STRING, sl_version());\n"
-                    "\treturn 0;\n}\n")
-        exe = os.path.join(self.tmp, "version")
-        cc = os.environ.get("CC", "cc")
-        run([cc, "-std=c99", "-pedantic-errors", "-Wall", "-Werror", "-o", exe, src]
-            + self.pkg_config("--cflags") + self.pkg_config("--libs"))
+        exe = self.compile_c("version", "#include <stdio.h>\n#include <sl-store.h>\n"
+                             "int main(void)\n{\n"
+                             "\tprintf(\"%d %d %d %ld %s %s\\n\", SL_VERSION_MAJOR, SL_VERSION_MINOR,\n"
+                             "\t       SL_VERSION_PATCH, (long)SL_VERSION, SL_VERSION_STRING, sl_version());\n"
+                             "\treturn 0;\n}\n", "-std=c99", "-pedantic-errors")
         libdir = self.pkg_config("--variable=libdir")[0]
         env = dict(os.environ, LD_LIBRARY_PATH=libdir)
         out = run([exe], env=env).split()
@@ -160,12 +163,7 @@ class TestInstall(unittest.TestCase):
             "static void run_runtime(const char *path) { (void)path; }",
             "int main(void)", "{", "const char *token = \"t\";",
         ] + body + ["return 0;", "}", ""])
-        c_file = os.path.join(self.tmp, "gateway.c")
-        with open(c_file, "w") as f:
-            f.write(src)
-        cc = os.environ.get("CC", "cc")
-        run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", os.path.join(self.tmp, "gateway"), c_file]
-            + self.pkg_config("--cflags") + self.pkg_config("--libs"))
+        self.compile_c("gateway", src, "-std=c11", "-Wextra")
 
 
 if __name__ == "__main__":
