@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sl-basic.h: what every public stagelog header shares: the export marker
- * and the caller-owned error report. Included by sl-store.h; a user never
- * needs to include it directly.
+ * sl-basic.h: what every public stagelog header shares: the version, the
+ * export marker and the caller-owned error report. Included by sl-store.h;
+ * a user never needs to include it directly.
  */
 #ifndef STAGELOG_SL_BASIC_H
 #define STAGELOG_SL_BASIC_H
+
+#include "sl-version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -16,6 +18,14 @@ extern "C" {
 #elif !defined(SL_PUBLIC)
 #define SL_PUBLIC
 #endif
+
+/*
+ * The version of the stagelog library loaded at run time, "MAJOR.MINOR.PATCH"
+ * (static storage, never NULL). It may be newer than the headers the program
+ * was compiled against (SL_VERSION_STRING): the soname changes only when the
+ * ABI breaks, and a minor release only adds (docs/interface.md, "Library").
+ */
+SL_PUBLIC const char *sl_version(void);
 
 /* Set in struct sl_error.flags when the failure was about creating an output
  * (the staging root is unusable, a destination exists), not about reading. */

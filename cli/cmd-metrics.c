@@ -16,8 +16,9 @@ static const char usage[] =
 	"usage: stagelog metrics [--output FILE]\n"
 	"\n"
 	"Prints metrics in the Prometheus text format: stages in flight by state\n"
-	"and label, failed stages, the age of the oldest in-flight stage, and the\n"
-	"time and outcome of the last recover. Never creates a store.\n"
+	"and label, failed stages, the age of the oldest in-flight stage, the\n"
+	"time and outcome of the last recover, and the versions of stagelog and\n"
+	"SQLite. Never creates a store.\n"
 	"\n"
 	"  --output FILE  write FILE atomically (beside it, then rename), mode 0644,\n"
 	"                 e.g. for node_exporter's textfile collector\n"
@@ -99,6 +100,14 @@ static void format(FILE *f, const struct tally *t, const struct cli_last_recover
 {
 	static const char *const outcomes[] = { "ok", "failed", "error" };
 	int64_t now = sl_now_ms();
+
+	/* The Prometheus convention for versions: a constant 1 whose labels
+	 * say what runs. Both are dotted numbers from the libraries
+	 * themselves, so neither needs escaping. */
+	header(f, "stagelog_build_info", "gauge",
+	       "Always 1; the labels give the versions of stagelog and of the SQLite it loaded.");
+	fprintf(f, "stagelog_build_info{version=\"%s\",sqlite=\"%s\"} 1\n", sl_version(),
+		sl_store_sqlite_version());
 
 	header(f, "stagelog_store_present", "gauge", "1 when the store exists, 0 when it does not.");
 	fprintf(f, "stagelog_store_present %d\n", store_present ? 1 : 0);

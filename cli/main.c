@@ -9,10 +9,6 @@
 
 #include "cli.h"
 
-#ifndef STAGELOG_VERSION
-#define STAGELOG_VERSION "unknown"
-#endif
-
 static const struct cli_command commands[] = {
 	{ "stage", cmd_stage, "stage an OCI bundle and leave it ready" },
 	{ "run", cmd_run, "stage a bundle, run a runtime on it, release it" },
@@ -69,7 +65,8 @@ static int usage(FILE *f)
 	       "  -q, --quiet    print less on stderr\n"
 	       "  -v, --verbose  print more on stderr\n"
 	       "  -h, --help     print this help\n"
-	       "  --version      print the version\n"
+	       "  --version      print the versions of stagelog and SQLite (with --json\n"
+	       "                 before it: as one JSON object)\n"
 	       "\n"
 	       "Commands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
@@ -137,6 +134,25 @@ int cmd_help(struct cli *cli, int argc, char **argv)
 	return cmd->run(cli, 2, help_argv);
 }
 
+/*
+ * `stagelog --version`: the version of the stagelog library this program
+ * runs (sl_version()) and of the SQLite library it loaded, which a
+ * distribution may have upgraded under it. The first line stays
+ * "stagelog VERSION": scripts read it. Returns an exit code.
+ */
+static int print_version(const struct cli *cli)
+{
+	cJSON *doc;
+
+	if (!cli->json) {
+		printf("stagelog %s\nsqlite %s\n", sl_version(), sl_store_sqlite_version());
+		return EX_OK;
+	}
+	doc = cJSON_CreateObject();
+	return cli_json_print(doc, doc && cJSON_AddStringToObject(doc, "version", sl_version()) &&
+					   cJSON_AddStringToObject(doc, "sqlite", sl_store_sqlite_version()));
+}
+
 /* Parses the global options into cli. Returns EX_OK to go on, or the exit
  * code to return now (CLI_HELP_SHOWN after --help or --version). */
 static int parse_global_options(struct cli *cli, int argc, char **argv)
@@ -171,9 +187,11 @@ static int parse_global_options(struct cli *cli, int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return CLI_HELP_SHOWN;
-		case OPT_VERSION:
-			printf("stagelog %s\n", STAGELOG_VERSION);
-			return CLI_HELP_SHOWN;
+		case OPT_VERSION: {
+			int code = print_version(cli);
+
+			return code == EX_OK ? CLI_HELP_SHOWN : code;
+		}
 		default:
 			return EX_USAGE;
 		}

@@ -116,6 +116,10 @@ SL_PUBLIC int sl_store_default_path(char *buf, size_t size);
 /* The schema version this program writes. */
 SL_PUBLIC int sl_store_schema_version(void);
 
+/* The version of the SQLite library loaded at run time ("3.40.1"; static
+ * storage, never NULL), for a program that reports what it runs on. */
+SL_PUBLIC const char *sl_store_sqlite_version(void);
+
 #ifdef __cplusplus
 }
 #endif

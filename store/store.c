@@ -229,6 +229,11 @@ int sl_store_schema_version(void)
 	return (int)ELEMENTSOF(migrations);
 }
 
+const char *sl_store_sqlite_version(void)
+{
+	return sqlite3_libversion();
+}
+
 static void copy_text(char *dst, size_t size, const unsigned char *src, int len)
 {
 	size_t n = src && len > 0 ? (size_t)len : 0;

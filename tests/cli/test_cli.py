@@ -133,7 +133,18 @@ class TestUsage(Base):
         for c in COMMANDS:
             self.assertIn(c, p.stdout)
         self.assertEqual(self.sl("-h", db=False).stdout, p.stdout)
-        self.assertEqual(self.sl("--version", db=False).stdout, "stagelog 0.1.0\n")
+
+    def test_version(self):
+        # The first line is what it always was (scripts read it); the
+        # second names the SQLite that was loaded: the system's, which
+        # Python's sqlite3 module loads too.
+        p = self.sl("--version", db=False)
+        self.assertEqual(p.stdout, "stagelog 0.1.0\nsqlite %s\n" % sqlite3.sqlite_version)
+        self.assertEqual(p.stderr, "")
+        p = self.sl("--json", "--version", db=False)
+        self.assertEqual(json.loads(p.stdout), {"version": "0.1.0", "sqlite": sqlite3.sqlite_version})
+        self.assertEqual(p.stderr, "")
+        self.assertFalse(os.path.exists(os.path.dirname(self.db)))
 
     def test_command_help(self):
         for c in COMMANDS:
@@ -1328,6 +1339,8 @@ class TestMetrics(Base):
     def test_missing_store_is_not_created(self):
         p = self.metrics()
         m = parse_prometheus(p.stdout)
+        self.assertEqual(m[("stagelog_build_info", (("sqlite", sqlite3.sqlite_version), ("version", "0.1.0")))], 1)
+        self.assertIn("# TYPE stagelog_build_info gauge\n", p.stdout)
         self.assertEqual(m[("stagelog_store_present", ())], 0)
         self.assertEqual(m[("stagelog_stages_failed", ())], 0)
         self.assertEqual(m[("stagelog_oldest_in_flight_age_seconds", ())], 0)

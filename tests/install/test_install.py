@@ -5,9 +5,14 @@
   - a default build (prefix /usr/local) installs nothing outside the prefix;
   - `pkg-config --cflags stagelog` gives only stagelog's include folder and
     `--libs` only -lstagelog (with its -L), even when no other .pc file can
-    be found (the private dependencies are Libs.private only);
+    be found; stagelog is shared only: no static library is installed and
+    the .pc has no Libs.private or Requires (docs/design.md, "Shared only");
   - the README's C example compiles and links with only stagelog's .pc, in
-    a file that defines its own strlcpy.
+    a file that defines its own strlcpy;
+  - the versions agree: `pkg-config --modversion stagelog`, SL_VERSION_*
+    and SL_VERSION_STRING of the installed sl-version.h (in a program built
+    against the install), sl_version() of the installed libstagelog.so it
+    loads, and the first line of the installed `stagelog --version`.
 
 Usage: test_install.py SOURCE_DIR"""
 
@@ -59,6 +64,15 @@ class TestInstall(unittest.TestCase):
         return run(["pkg-config", "--define-variable=prefix=" + prefix] + list(args) + ["stagelog"],
                    env=env).split()
 
+    def compile_c(self, name, src, *flags):
+        """Compiles src as tmp/NAME.c with only stagelog's .pc; returns the program."""
+        c_file, exe = os.path.join(self.tmp, name + ".c"), os.path.join(self.tmp, name)
+        with open(c_file, "w") as f:
+            f.write(src)
+        run([os.environ.get("CC", "cc")] + list(flags) + ["-Wall", "-Werror", "-o", exe, c_file]
+            + self.pkg_config("--cflags") + self.pkg_config("--libs"))
+        return exe
+
     def test_everything_under_the_prefix(self):
         self.assertTrue(self.files)
         outside = [f for f in self.files if not f.startswith("usr/local/")]
@@ -80,7 +94,14 @@ class TestInstall(unittest.TestCase):
         # SL_PUBLIC) included by the others, and no private header.
         headers = sorted(os.path.basename(f) for f in self.files
                          if f.startswith("usr/local/include/stagelog/"))
-        self.assertEqual(headers, ["sl-basic.h", "sl-oci.h", "sl-recover.h", "sl-stage.h", "sl-store.h"])
+        self.assertEqual(headers, ["sl-basic.h", "sl-oci.h", "sl-recover.h", "sl-stage.h", "sl-store.h",
+                                   "sl-version.h"])
+
+    def test_shared_only(self):
+        libs = sorted(os.path.basename(f) for f in self.files if re.match(r"usr/local/lib[^/]*/(.*/)?libstagelog", f))
+        self.assertTrue(libs, self.files)
+        self.assertEqual([l for l in libs if not l.startswith("libstagelog.so")], [])
+        self.assertIn("libstagelog.so.0", libs)
 
     def test_pkg_config_names_only_stagelog(self):
         self.assertIsNotNone(self.pc_dir)
@@ -93,7 +114,33 @@ class TestInstall(unittest.TestCase):
         with open(os.path.join(self.pc_dir, "stagelog.pc")) as f:
             pc = f.read()
         self.assertNotIn("Requires", pc)
-        self.assertRegex(pc, r"(?m)^Libs.private: .*-lsqlite3")
+        self.assertNotIn("Libs.private", pc)
+        self.assertEqual(self.pkg_config("--static", "--libs"), libs)
+
+    def test_versions_agree(self):
+        prefix = os.path.join(self.dest, "usr", "local")
+        modversion = run(["pkg-config", "--define-variable=prefix=" + prefix, "--modversion", "stagelog"],
+                         env=dict(os.environ, PKG_CONFIG_LIBDIR=self.pc_dir)).strip()
+        self.assertRegex(modversion, r"^\d+\.\d+\.\d+$")
+        major, minor, patch = (int(x) for x in modversion.split("."))
+        # Built against the installed headers (sl-store.h brings sl-basic.h,
+        # which brings sl-version.h) and run with the installed library.
+        exe = self.compile_c("version", "#include <stdio.h>\n#include <sl-store.h>\n"
+                             "int main(void)\n{\n"
+                             "\tprintf(\"%d %d %d %ld %s %s\\n\", SL_VERSION_MAJOR, SL_VERSION_MINOR,\n"
+                             "\t       SL_VERSION_PATCH, (long)SL_VERSION, SL_VERSION_STRING, sl_version());\n"
+                             "\treturn 0;\n}\n", "-std=c99", "-pedantic-errors")
+        libdir = self.pkg_config("--variable=libdir")[0]
+        env = dict(os.environ, LD_LIBRARY_PATH=libdir)
+        out = run([exe], env=env).split()
+        self.assertEqual(out, [str(major), str(minor), str(patch), str(major * 10000 + minor * 100 + patch),
+                               modversion, modversion])
+        # The program loads the installed library, not the build's.
+        maps = run(["ldd", exe], env=env)
+        self.assertIn(os.path.join(libdir, "libstagelog.so.0"), maps)
+        stagelog = os.path.join(prefix, "bin", "stagelog")
+        first = run([stagelog, "--version"]).splitlines()[0]
+        self.assertEqual(first, "stagelog " + modversion)
 
     def test_readme_example_compiles(self):
         with open(os.path.join(SOURCE, "README.md")) as f:
@@ -116,12 +163,7 @@ class TestInstall(unittest.TestCase):
             "static void run_runtime(const char *path) { (void)path; }",
             "int main(void)", "{", "const char *token = \"t\";",
         ] + body + ["return 0;", "}", ""])
-        c_file = os.path.join(self.tmp, "gateway.c")
-        with open(c_file, "w") as f:
-            f.write(src)
-        cc = os.environ.get("CC", "cc")
-        run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", os.path.join(self.tmp, "gateway"), c_file]
-            + self.pkg_config("--cflags") + self.pkg_config("--libs"))
+        self.compile_c("gateway", src, "-std=c11", "-Wextra")
 
 
 if __name__ == "__main__":

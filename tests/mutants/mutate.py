@@ -47,8 +47,10 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 
 # The suites in the order a mutant is tried against them: quick and
 # pointed first, the slow ones last. A suite not named here runs last.
-ORDER = ["inspect", "store", "stage", "oci-stage", "oci", "limits", "durability", "recover", "crash", "redaction",
-         "identity", "fuse", "cli", "promises",
+# The abi checks (a second) come first: a mutant of a public header
+# passes every other suite.
+ORDER = ["abi-symbols", "abi-baseline", "inspect", "store", "stage", "oci-stage", "oci", "limits", "durability",
+         "recover", "crash", "redaction", "identity", "fuse", "cli", "promises",
          "attack", "concurrency"]
 # Per-test timeouts are scaled by this: a mutant that makes a suite hang
 # fails it in half the time a slow machine may need.
