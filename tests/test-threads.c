@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "proc.h"
 #include "sl-oci.h"
 #include "sl-recover.h"
 
@@ -447,6 +448,58 @@ static void test_threads_share_nothing_but_the_file(void **state)
 	sl_store_close(s);
 }
 
+struct identity_job {
+	pthread_barrier_t *go;
+	struct sl_owner owner;
+	char boot_id[SL_BOOT_ID_LEN + 1];
+	uint64_t pidns;
+	int r;
+};
+
+static void *identity_main(void *arg)
+{
+	struct identity_job *j = arg;
+
+	pthread_barrier_wait(j->go);
+	j->r = proc_identity(0, &j->owner);
+	if (j->r == 0)
+		j->r = proc_boot_id(j->boot_id);
+	if (j->r == 0)
+		j->r = proc_pidns(&j->pidns);
+	return NULL;
+}
+
+/* The first reads of this process's identity, which basic/proc.c keeps,
+ * made by several threads at the same instant (this test runs first, so
+ * nothing has read it yet): each gets the same, whole answer, and under
+ * ThreadSanitizer the cache must not race. */
+static void test_identity_read_by_threads_at_once(void **state)
+{
+	struct identity_job j[THREADS];
+	pthread_t th[THREADS];
+	pthread_barrier_t go;
+
+	(void)state;
+	memset(j, 0, sizeof(j));
+	assert_int_equal(pthread_barrier_init(&go, NULL, THREADS), 0);
+	for (int i = 0; i < THREADS; i++) {
+		j[i].go = &go;
+		assert_int_equal(pthread_create(&th[i], NULL, identity_main, &j[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	pthread_barrier_destroy(&go);
+	for (int i = 0; i < THREADS; i++) {
+		assert_int_equal(j[i].r, 0);
+		assert_int_equal(strlen(j[i].boot_id), SL_BOOT_ID_LEN);
+		assert_string_equal(j[i].boot_id, j[0].boot_id);
+		assert_string_equal(j[i].owner.boot_id, j[0].boot_id);
+		assert_true(j[i].pidns != 0);
+		assert_true(j[i].pidns == j[0].pidns && j[i].owner.pidns == j[0].pidns);
+		assert_int_equal(j[i].owner.pid, getpid());
+	}
+}
+
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
@@ -482,6 +535,7 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_identity_read_by_threads_at_once),
 		cmocka_unit_test_setup_teardown(test_threads_share_nothing_but_the_file, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
