@@ -77,6 +77,11 @@ HIDDEN void sl_err_clear(struct sl_error *reterr);
  * and, when a test armed it, returns a negative errno at step fail_at or
  * kills the process with SIGKILL at step kill_at. Disarmed (the default),
  * it costs one increment and two compares.
+ *
+ * Each thread has its own seam (C11 _Thread_local): the count is written
+ * on every step, and one shared counter would be a data race between two
+ * threads that stage at once (sl-basic.h's thread rule allows that). A
+ * test arms the seam of the thread that makes the calls.
  */
 struct sl_fault {
 	unsigned long steps;
@@ -84,7 +89,7 @@ struct sl_fault {
 	int fail_errno;
 	unsigned long kill_at;
 };
-extern HIDDEN struct sl_fault sl_fault;
+extern HIDDEN _Thread_local struct sl_fault sl_fault;
 HIDDEN int sl_fault_step_slow(void);
 
 static inline int sl_fault_step(void)

@@ -5,6 +5,7 @@
  * pid namespace together name one process for its whole life.
  */
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -24,24 +25,43 @@ static int read_small(const char *path, char *buf, size_t size)
 	return (int)n;
 }
 
+/*
+ * A process lives in one boot and one pid namespace: each is read once
+ * (recovery asks once per stage) and kept. Threads may ask at the same
+ * time (sl-basic.h's thread rule), so the cache is published with C11
+ * atomics: a thread that sees BOOT_ID_READY (acquire) sees the bytes
+ * written before it was stored (release); the one thread that wins the
+ * compare-and-swap writes them, and every other reads its own copy from
+ * /proc meanwhile. No lock: a fork() in another thread cannot leave one
+ * held in the child, and a failed read (EMFILE) is not kept.
+ */
+enum { BOOT_ID_EMPTY, BOOT_ID_WRITING, BOOT_ID_READY };
+static atomic_int boot_id_state = BOOT_ID_EMPTY;
+static char boot_id_cached[SL_BOOT_ID_LEN + 1];
+static atomic_uint_least64_t pidns_cached;
+
 int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
 {
-	/* A process lives in one boot: read it once (recovery asks for it
-	 * once per stage). */
-	static char cached[SL_BOOT_ID_LEN + 1];
 	char buf[64];
+	int expected = BOOT_ID_EMPTY;
 	int r;
 
-	if (!cached[0]) {
-		r = read_small("/proc/sys/kernel/random/boot_id", buf, sizeof(buf));
-		if (r < 0)
-			return r;
-		if (r < SL_BOOT_ID_LEN)
-			return -EBADMSG;
-		memcpy(cached, buf, SL_BOOT_ID_LEN);
-		cached[SL_BOOT_ID_LEN] = '\0';
+	if (atomic_load_explicit(&boot_id_state, memory_order_acquire) == BOOT_ID_READY) {
+		memcpy(ret, boot_id_cached, sizeof(boot_id_cached));
+		return 0;
 	}
-	memcpy(ret, cached, sizeof(cached));
+	r = read_small("/proc/sys/kernel/random/boot_id", buf, sizeof(buf));
+	if (r < 0)
+		return r;
+	if (r < SL_BOOT_ID_LEN)
+		return -EBADMSG;
+	memcpy(ret, buf, SL_BOOT_ID_LEN);
+	ret[SL_BOOT_ID_LEN] = '\0';
+	if (atomic_compare_exchange_strong_explicit(&boot_id_state, &expected, BOOT_ID_WRITING, memory_order_relaxed,
+						    memory_order_relaxed)) {
+		memcpy(boot_id_cached, ret, sizeof(boot_id_cached));
+		atomic_store_explicit(&boot_id_state, BOOT_ID_READY, memory_order_release);
+	}
 	return 0;
 }
 
@@ -79,15 +99,17 @@ int proc_start_time(pid_t pid, uint64_t *ret)
 
 int proc_pidns(uint64_t *ret)
 {
-	static uint64_t cached;
+	uint64_t ino = atomic_load_explicit(&pidns_cached, memory_order_relaxed);
 	struct stat st;
 
-	if (!cached) {
+	/* One value, never changed once set: a relaxed load sees 0 or it. */
+	if (!ino) {
 		if (stat("/proc/self/ns/pid", &st) < 0)
 			return negerrno();
-		cached = (uint64_t)st.st_ino;
+		ino = (uint64_t)st.st_ino;
+		atomic_store_explicit(&pidns_cached, ino, memory_order_relaxed);
 	}
-	*ret = cached;
+	*ret = ino;
 	return 0;
 }
 

@@ -3,6 +3,15 @@
  * sl-basic.h: what every public stagelog header shares: the version, the
  * export marker and the caller-owned error report. Included by sl-store.h;
  * a user never needs to include it directly.
+ *
+ * Threads (the rule of every stagelog header; stagelog(3), THREAD SAFETY):
+ * the library keeps no state that threads share but two caches of the
+ * process's identity, published atomically, so any number of threads may
+ * call it at once, each with its own objects. A struct sl_store (one SQLite
+ * connection) and the stages begun on it are used by one thread at a time;
+ * give each thread its own store, on the same database file or another. A
+ * struct sl_error, like every report and options struct, belongs to one
+ * call at a time: one per thread.
  */
 #ifndef STAGELOG_SL_BASIC_H
 #define STAGELOG_SL_BASIC_H

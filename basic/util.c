@@ -7,7 +7,7 @@
 
 #include "macro.h"
 
-struct sl_fault sl_fault;
+_Thread_local struct sl_fault sl_fault;
 
 int sl_fault_step_slow(void)
 {

@@ -2,6 +2,10 @@
 /*
  * sl-oci.h: staging an OCI bundle in one call, built only on the public
  * stage API (sl-stage.h, which it includes).
+ *
+ * Threads: as for the stage calls (sl-stage.h): sl_oci_stage() uses its
+ * store, so one thread at a time per store; calls on distinct stores run
+ * at once, and may share the same read-only options, variables and bundle.
  */
 #ifndef STAGELOG_SL_OCI_H
 #define STAGELOG_SL_OCI_H

@@ -2,6 +2,13 @@
 /*
  * sl-recover.h: owner liveness, recovery of stale stages, and the read-side
  * views (listing, showing, id lookup, gc, check) built on them.
+ *
+ * Threads: every function here takes a store, and a store is used by one
+ * thread at a time (sl-store.h); recoveries, listings and checks on
+ * distinct stores run at once, also beside stages that other threads of
+ * the process build, which a recovery counts as live (their owner is this
+ * process). Callbacks run in the calling thread and must not use the store
+ * they were called for. A report belongs to one call.
  */
 #ifndef STAGELOG_SL_RECOVER_H
 #define STAGELOG_SL_RECOVER_H

@@ -12,6 +12,9 @@
 
 #include "stage-private.h"
 
+/* For tests only (open_beneath() without openat2): set before the calls it
+ * is meant for and never while another thread stages, so that the threads
+ * that read it need no synchronisation. */
 static bool force_fallback;
 
 void open_beneath_force_fallback(bool force)

@@ -8,6 +8,17 @@
  * returns 0 or a negative errno; any failure inside a stage aborts it
  * before returning (its directory is gone and its record says aborted), and
  * *reterr says what failed, where (relative to the staging root) and why.
+ *
+ * Threads: a stage works through the store it was begun on, so a call on a
+ * stage is a call on that store: one thread at a time for the store and its
+ * stages together (sl-store.h). Stages of distinct stores may be built,
+ * released and published at the same time in different threads. The owner
+ * of a stage is the process, not the thread: a recovery in any thread of
+ * the process counts the others' stages as live and leaves them alone.
+ * Callbacks (progress) run in the calling thread. The cancel flag is for a
+ * signal handler: another thread that wants to cancel sends the working
+ * thread a signal (pthread_kill) rather than write the flag itself, which
+ * C11 calls a data race.
  */
 #ifndef STAGELOG_SL_STAGE_H
 #define STAGELOG_SL_STAGE_H

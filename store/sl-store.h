@@ -5,6 +5,16 @@
  * Every function returns 0 (or a non-negative count) on success and a
  * negative errno on failure. Detail goes into an optional caller-owned
  * struct sl_error, which never holds a secret, file contents or SQL text.
+ *
+ * Threads: distinct stores may be used at the same time from different
+ * threads, on the same database file or not; open one per thread. One store
+ * (a SQLite connection opened without its own mutex) and every stage begun
+ * on it must not be used by two threads at once: a store passed from one
+ * thread to another needs the caller's lock or join in between. The
+ * functions that take no store (sl_state_name(), sl_state_in_flight(),
+ * sl_store_schema_version(), sl_store_default_path()) are safe in any
+ * thread; sl_store_default_path() reads the environment, which no thread
+ * may change (setenv) meanwhile.
  */
 #ifndef STAGELOG_SL_STORE_H
 #define STAGELOG_SL_STORE_H

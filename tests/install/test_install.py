@@ -13,6 +13,9 @@
     and SL_VERSION_STRING of the installed sl-version.h (in a program built
     against the install), sl_version() of the installed libstagelog.so it
     loads, and the first line of the installed `stagelog --version`.
+  - `man 3 FUNCTION` finds and renders a page for every function the
+    installed library exports, and each section 3 page's EXAMPLE compiles
+    and links against the installed headers and library.
 
 Usage: test_install.py SOURCE_DIR"""
 
@@ -141,6 +144,71 @@ class TestInstall(unittest.TestCase):
         stagelog = os.path.join(prefix, "bin", "stagelog")
         first = run([stagelog, "--version"]).splitlines()[0]
         self.assertEqual(first, "stagelog " + modversion)
+
+    def man(self, *args):
+        mandir = os.path.join(self.dest, "usr", "local", "share", "man")
+        env = dict(os.environ, MANPAGER="cat", PAGER="cat", MANWIDTH="80", LC_ALL="C.UTF-8")
+        env.pop("MANPATH", None)
+        return run(["man", "-M", mandir] + list(args), env=env, cwd=self.tmp)
+
+    def exported_functions(self):
+        libs = [f for f in self.files if re.search(r"/libstagelog\.so\.\d+\.\d+\.\d+$", f)]
+        self.assertEqual(len(libs), 1, self.files)
+        out = run(["nm", "-D", "--defined-only", os.path.join(self.dest, libs[0])])
+        names = sorted(l.split()[2] for l in out.splitlines() if len(l.split()) == 3 and l.split()[1] == "T")
+        self.assertIn("sl_oci_stage", names)
+        return names
+
+    def test_man_page_for_every_function(self):
+        # A link page (.so) must lead to a page that names the function in
+        # its NAME or SYNOPSIS and has the sections every page has.
+        for name in self.exported_functions():
+            with self.subTest(function=name):
+                text = self.man("3", name)
+                self.assertIn(name, text)
+                for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "RETURN VALUE", "ERRORS",
+                                "THREAD SAFETY", "EXAMPLE"):
+                    self.assertRegex(text, r"(?m)^" + section + r"$")
+
+    @staticmethod
+    def man_example(page):
+        """The first .EX block of the EXAMPLE section, as C source."""
+        lines, in_example, in_code, code = page.splitlines(), False, False, []
+        for line in lines:
+            if line.startswith(".SH"):
+                if in_example:
+                    break
+                in_example = line.split(None, 1)[1].strip('"') == "EXAMPLE"
+            elif in_example and line.startswith(".EX"):
+                in_code = True
+            elif in_code and line.startswith(".EE"):
+                break
+            elif in_code:
+                code.append(re.sub(r"\\(e|-|&|\(aq|\(dq)",
+                                   lambda m: {"e": "\\", "-": "-", "&": "", "(aq": "'", "(dq": '"'}[m.group(1)],
+                                   line))
+        return "\n".join(code) + "\n" if code else None
+
+    def test_man_examples_compile(self):
+        pages = [f for f in self.files if re.search(r"/man3/[^/]+\.3$", f)]
+        compiled = 0
+        for rel in sorted(pages):
+            with open(os.path.join(self.dest, rel)) as f:
+                page = f.read()
+            if page.startswith(".so "):
+                continue
+            with self.subTest(page=os.path.basename(rel)):
+                src = self.man_example(page)
+                self.assertIsNotNone(src, "no EXAMPLE program")
+                self.assertIn("main(", src)
+                base = os.path.join(self.tmp, "man-" + os.path.basename(rel)[:-2])
+                with open(base + ".c", "w") as f:
+                    f.write(src)
+                cc = os.environ.get("CC", "cc")
+                run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", base, base + ".c"]
+                    + self.pkg_config("--cflags") + self.pkg_config("--libs"))
+                compiled += 1
+        self.assertGreaterEqual(compiled, 10)
 
     def test_readme_example_compiles(self):
         with open(os.path.join(SOURCE, "README.md")) as f:
