@@ -51,7 +51,7 @@ debs=$(ls build-deb/*.deb)
 # overridden with a reason (packaging/debian/*.lintian-overrides) or
 # explained in packaging/README.md; only an error fails the run.
 say "lintian --fail-on error (info tags shown too)"
-lintian --fail-on error --display-info --show-overrides build-deb/*.changes 2>build-deb/lintian.stderr |
+lintian --fail-on error --display-info --show-overrides "$scratch"/*.changes 2>build-deb/lintian.stderr |
 	tee build-deb/lintian.log
 rc=$(grep -c '^E: ' build-deb/lintian.log || true)
 [ "$rc" = 0 ] || { say "FAILED: lintian reported $rc errors"; exit 1; }
