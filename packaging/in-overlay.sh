@@ -9,6 +9,7 @@ set -eu
 say() { printf 'in-overlay: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 # A step that fails without a message of its own (set -e) is still said.
+# shellcheck disable=SC2154 # rc is the trap's own
 trap 'rc=$?; [ $rc = 0 ] || say "FAILED: exit $rc"' EXIT
 PKGS="stagelog libstagelog-dev libstagelog0"
 
@@ -35,6 +36,7 @@ apt-get install -y --no-install-recommends /mnt/debs/*.deb >/tmp/apt-install.log
 for p in $PKGS; do
 	dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' "$p" | grep -q '^ii ' || fail "$p is not installed"
 done
+# shellcheck disable=SC2086 # a list of package names
 dpkg -L $PKGS | sort -u >/tmp/pkg-files
 
 # The tmpfiles.d snippet was applied: root's staging root and store folder.
@@ -118,6 +120,7 @@ awk '/^```c$/ {on = 1; next} /^```$/ {if (on) exit} on' /mnt/src/README.md >/tmp
 mkdir -p /usr/share/gateway
 cp -a "$bundle" /usr/share/gateway/bundle
 flags=$(pkg-config --cflags --libs stagelog)
+# shellcheck disable=SC2086 # pkg-config's words
 cc -std=c11 -Wall -Wextra -Werror -o /tmp/gateway /tmp/gateway.c $flags || fail "the README's example does not compile with: $flags"
 /tmp/gateway >/tmp/gateway.out || fail "the README's example exited $?"
 staged=$(sed -n 's/^staged //p' /tmp/gateway.out)
@@ -128,6 +131,7 @@ rm -rf /usr/share/gateway /tmp/gateway /tmp/gateway.c /tmp/example.c
 say "the README's example compiled with '$flags', staged $staged and released it"
 
 say "apt-get purge --autoremove $PKGS"
+# shellcheck disable=SC2086 # a list of package names
 apt-get purge -y --autoremove $PKGS >/tmp/apt-purge.log 2>&1 ||
 	{ tail -30 /tmp/apt-purge.log >&2; fail "apt-get purge"; }
 apt-get clean
