@@ -18,6 +18,9 @@ soname=$(objdump -p "$lib" | sed -n 's/^ *SONAME *//p')
 pkg=$(echo "$soname" | sed 's/\.so\./ /' | awk '{print $1 $2}')
 echo "$soname $pkg #MINVER#"
 echo "* Build-Depends-Package: ${pkg%[0-9]}-dev"
+# The symbol that names a version node (STAGELOG_0@STAGELOG_0) exists only
+# with a version script: optional.
+printf ' (optional|regex)"^STAGELOG_[0-9.]+@STAGELOG_[0-9.]+$" %s\n' "$version"
 nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVWiu]$/ {print $3}' | sed 's/@.*//' | sort -u |
 	while read -r sym; do
 		printf ' (regex)"^%s@" %s\n' "$sym" "$version"
