@@ -18,9 +18,12 @@ soname=$(objdump -p "$lib" | sed -n 's/^ *SONAME *//p')
 pkg=$(echo "$soname" | sed 's/\.so\./ /' | awk '{print $1 $2}')
 echo "$soname $pkg #MINVER#"
 echo "* Build-Depends-Package: ${pkg%[0-9]}-dev"
-# The symbol that names a version node (STAGELOG_0@STAGELOG_0) exists only
-# with a version script: optional.
-printf ' (optional|regex)"^STAGELOG_[0-9.]+@STAGELOG_[0-9.]+$" %s\n' "$version"
+# A version script's node names itself with an absolute symbol
+# (STAGELOG_0@@STAGELOG_0): listed as it is.
+nm -D --defined-only "$lib" | awk '$2 == "A" {print $3}' | sed 's/@@*/@/' | sort -u |
+	while read -r node; do
+		printf ' %s %s\n' "$node" "$version"
+	done
 nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVWiu]$/ {print $3}' | sed 's/@.*//' | sort -u |
 	while read -r sym; do
 		printf ' (regex)"^%s@" %s\n' "$sym" "$version"
