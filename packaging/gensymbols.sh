@@ -18,9 +18,9 @@ soname=$(objdump -p "$lib" | sed -n 's/^ *SONAME *//p')
 pkg=$(echo "$soname" | sed 's/\.so\./ /' | awk '{print $1 $2}')
 echo "$soname $pkg #MINVER#"
 echo "* Build-Depends-Package: ${pkg%[0-9]}-dev"
-# A version script's node names itself with an absolute symbol
-# (STAGELOG_0@@STAGELOG_0): listed as it is.
-nm -D --defined-only "$lib" | awk '$2 == "A" {print $3}' | sed 's/@@*/@/' | sort -u |
+# A version script's node names itself with an absolute symbol, which nm
+# prints as STAGELOG_0 and dpkg-gensymbols as STAGELOG_0@STAGELOG_0.
+nm -D --defined-only "$lib" | awk '$2 == "A" {sub(/@.*/, "", $3); print $3 "@" $3}' | sort -u |
 	while read -r node; do
 		printf ' %s %s\n' "$node" "$version"
 	done
