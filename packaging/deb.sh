@@ -21,7 +21,8 @@ case $version in
 esac
 
 scratch=$(mktemp -d /var/tmp/stagelog-deb.XXXXXX)
-trap 'rm -rf "$scratch"' EXIT INT TERM
+trap 'rm -rf "$scratch"' EXIT
+trap 'exit 130' INT TERM
 src=$scratch/stagelog-$upstream
 mkdir "$src"
 git ls-files -z --cached --others --exclude-standard |

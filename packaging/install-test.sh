@@ -63,7 +63,8 @@ fi
 scratch=$(mktemp -d /var/tmp/stagelog-deb-test.XXXXXX)
 # The namespaces' mounts end with them; a lazy unmount catches one that a
 # killed run could leave, before the folder goes.
-trap 'umount -R -l "$scratch/root" 2>/dev/null || true; rm -rf "$scratch"' EXIT INT TERM
+trap 'umount -R -l "$scratch/root" 2>/dev/null || true; rm -rf "$scratch"' EXIT
+trap 'exit 130' INT TERM
 mkdir "$scratch/upper" "$scratch/work" "$scratch/root" "$scratch/debs"
 chmod 0755 "$scratch/debs"
 cp "$@" "$scratch/debs/"
