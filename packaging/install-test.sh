@@ -49,6 +49,9 @@ fi
 [ $# -eq 3 ] || { say "usage: install-test.sh LIBSTAGELOG0.deb LIBSTAGELOG-DEV.deb STAGELOG.deb"; exit 64; }
 
 MINBASE=${STAGELOG_DEB_MINBASE:-/var/tmp/stagelog-deb-minbase}
+# Two runs at once (two worktrees) debootstrap once: the second waits.
+exec 9>"$MINBASE.lock"
+flock 9
 if [ ! -x "$MINBASE/usr/bin/apt-get" ]; then
 	say "debootstrap --variant=minbase bookworm $MINBASE (once: later runs reuse it)"
 	rm -rf "$MINBASE.new"
@@ -59,6 +62,7 @@ if [ ! -x "$MINBASE/usr/bin/apt-get" ]; then
 	fi
 	mv "$MINBASE.new" "$MINBASE"
 fi
+flock -u 9
 
 scratch=$(mktemp -d /var/tmp/stagelog-deb-test.XXXXXX)
 # The namespaces' mounts end with them; a lazy unmount catches one that a
