@@ -7,10 +7,11 @@
 # /var/tmp/stagelog-deb-minbase) and never written again: each run mounts an
 # overlayfs on it (upper and work folders in a scratch folder), enters it in
 # its own mount and pid namespaces with pivot_root (unshare; no chroot: the
-# host's root is unmounted inside), with /proc, a /dev bound from the host
-# (its /dev/shm a private tmpfs), tmpfs on /run and /tmp, the host's
-# /etc/resolv.conf bound over the minbase's, and the packages,
-# the tree, the upper folder and the minbase (read-only) under /mnt. in-overlay.sh runs there.
+# host's root is unmounted inside), with /proc, a tmpfs /dev with the host's
+# null, zero, full, random, urandom and tty, its own devpts and /dev/shm,
+# tmpfs on /run and /tmp, the host's /etc/resolv.conf bound over the
+# minbase's, and read-only under /mnt the packages, the tree, the upper
+# folder and the minbase. in-overlay.sh runs there.
 # When it exits, the pid namespace takes every process it started with it,
 # the mount namespace its mounts; the trap removes the scratch folder, on
 # failure too.
@@ -25,7 +26,21 @@ if [ "${1:-}" = --in-namespace ]; then
 	r=$s/root
 	mount -t overlay overlay -o "lowerdir=$lower,upperdir=$s/upper,workdir=$s/work" "$r"
 	mkdir -p "$r/.oldroot"
-	mount --rbind /dev "$r/dev"
+	# A /dev of its own, as a container gets: the host's device nodes it
+	# needs bound in, a new devpts instance and a private /dev/shm (the
+	# host's /dev/shm is not in sight, nor the mounts others keep there).
+	mount -t tmpfs -o mode=0755,nosuid dev "$r/dev"
+	for d in null zero full random urandom tty; do
+		touch "$r/dev/$d"
+		mount --bind "/dev/$d" "$r/dev/$d"
+	done
+	mkdir "$r/dev/pts" "$r/dev/shm"
+	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$r/dev/pts"
+	ln -s pts/ptmx "$r/dev/ptmx"
+	ln -s /proc/self/fd "$r/dev/fd"
+	ln -s /proc/self/fd/0 "$r/dev/stdin"
+	ln -s /proc/self/fd/1 "$r/dev/stdout"
+	ln -s /proc/self/fd/2 "$r/dev/stderr"
 	mount -t tmpfs -o mode=1777,nosuid,nodev shm "$r/dev/shm"
 	mount -t tmpfs -o mode=0755,nosuid,nodev run "$r/run"
 	mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$r/tmp"
