@@ -51,7 +51,15 @@ wants=/etc/systemd/system/multi-user.target.wants/stagelog-recover.service
 	fail "stagelog-recover.service is not enabled ($wants: $(readlink "$wants" || echo missing))"
 enabled=$(find /etc/systemd -name 'stagelog-recover*' | sort)
 [ "$enabled" = "$wants" ] || fail "unexpected unit links: $enabled"
-say "installed; tmpfiles.d applied (/run/stagelog, /var/lib/stagelog 0700); stagelog-recover.service enabled"
+# Each unit runs the installed program (meson's BINDIR is the package's).
+for u in /lib/systemd/system/stagelog-recover.service /lib/systemd/system/stagelog-recover@.service \
+	/usr/lib/systemd/user/stagelog-recover.service; do
+	exe=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$u")
+	if [ "$exe" != /usr/bin/stagelog ] || [ ! -x "$exe" ]; then
+		fail "$u runs '$exe', not /usr/bin/stagelog"
+	fi
+done
+say "installed; tmpfiles.d applied (/run/stagelog, /var/lib/stagelog 0700); stagelog-recover.service enabled; the units run /usr/bin/stagelog"
 
 # The version: meson's project version, the package's upstream version.
 upstream=$(dpkg-query -W -f='${Version}' stagelog)
