@@ -155,7 +155,9 @@ class TestInstall(unittest.TestCase):
         libs = [f for f in self.files if re.search(r"/libstagelog\.so\.\d+\.\d+\.\d+$", f)]
         self.assertEqual(len(libs), 1, self.files)
         out = run(["nm", "-D", "--defined-only", os.path.join(self.dest, libs[0])])
-        names = sorted(l.split()[2] for l in out.splitlines() if len(l.split()) == 3 and l.split()[1] == "T")
+        # nm prints a versioned symbol as NAME@@STAGELOG_0.
+        names = sorted(l.split()[2].split("@")[0] for l in out.splitlines()
+                       if len(l.split()) == 3 and l.split()[1] == "T")
         self.assertIn("sl_oci_stage", names)
         return names
 
