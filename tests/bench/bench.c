@@ -1436,27 +1436,129 @@ static double cli_recover(const char *db, size_t expect)
 	return t;
 }
 
-/* The time of a CLI stage + release cycle of pkg on db, as processes. */
-static double cli_cycle(const char *db, const char *root, const char *pkg)
+/*
+ * The inputs of one of benchmarks 10-16, named after its number: the bundle
+ * pkgN and staging root rootN on tmpfs, the store bN.db on disk, and dst
+ * (cpN on tmpfs) for the copies of the plain tools.
+ */
+struct bench_io {
+	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX];
+	int db_writes; /* A cycles in which the store file was written */
+};
+
+static void io_init(struct bench_io *io, int num)
 {
+	char name[32];
+
+	memset(io, 0, sizeof(*io));
+	snprintf(name, sizeof(name), "pkg%d", num);
+	pjoin(io->pkg, shm_base, name);
+	snprintf(name, sizeof(name), "root%d", num);
+	pjoin(io->root, shm_base, name);
+	snprintf(name, sizeof(name), "b%d.db", num);
+	pjoin(io->db, disk_base, name);
+	snprintf(name, sizeof(name), "cp%d", num);
+	pjoin(io->dst, shm_base, name);
+}
+
+static void io_finish(struct bench_io *io)
+{
+	rm_tree(io->pkg);
+	rm_tree(io->root);
+	rm_tree(io->dst);
+	rm_store(io->db);
+}
+
+/* One timed side of a pair: returns its seconds. */
+typedef double side_fn(void *userdata);
+
+/* Runs `n` alternating pairs (A, B, A, B, ...) after `warmup` untimed ones,
+ * into *a and *b. */
+static void pairs(int warmup, int n, side_fn *fa, void *ua, side_fn *fb, void *ub, struct series *a, struct series *b)
+{
+	for (int i = -warmup; i < n; i++) {
+		double t = fa(ua);
+
+		if (i >= 0)
+			add(a, t);
+		t = fb(ub);
+		if (i >= 0)
+			add(b, t);
+	}
+}
+
+static void print_pair(const char *la, const struct series *a, const char *lb, const struct series *b)
+{
+	print_series(la, a, 1e3, "ms");
+	print_series(lb, b, 1e3, "ms");
+}
+
+/* A process that must exit 0; userdata is its argv. */
+static double side_proc(void *userdata)
+{
+	return run_ok(userdata, NULL);
+}
+
+/* A CLI stage + release cycle, as processes; notes whether the store file
+ * was written (with SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE only a WAL checkpoint
+ * writes it). */
+static double side_cli_cycle(void *userdata)
+{
+	struct bench_io *io = userdata;
+	struct stat s0 = {0}, s1 = {0};
+	bool existed = stat(io->db, &s0) == 0;
 	char id[SL_ID_SIZE];
-	double t = cli_stage(db, root, pkg, id);
+	double t;
 
-	return t + cli_release(db, id);
+	t = cli_stage(io->db, io->root, io->pkg, id);
+	t += cli_release(io->db, id);
+	/* The first cycle creates the store: that is no checkpoint. */
+	if (existed && stat(io->db, &s1) == 0)
+		io->db_writes += s0.st_size != s1.st_size || s0.st_mtim.tv_sec != s1.st_mtim.tv_sec ||
+				 s0.st_mtim.tv_nsec != s1.st_mtim.tv_nsec;
+	return t;
 }
 
-/* The time of `cp -a PKG DST` + `rm -rf DST`, as processes. */
-static double cp_rm(const char *pkg, const char *dst)
+/* `cp -a PKG DST` + `rm -rf DST`, as processes. */
+static double side_cp_rm(void *userdata)
 {
-	return cp_a(pkg, dst) + rm_rf(dst);
+	struct bench_io *io = userdata;
+
+	return cp_a(io->pkg, io->dst) + rm_rf(io->dst);
 }
 
-/* Whether the store file itself changed between two stats: with
- * SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE only a WAL checkpoint writes it. */
-static bool db_written(const struct stat *a, const struct stat *b)
+static double side_cli_run(void *userdata)
 {
-	return a->st_size != b->st_size || a->st_mtim.tv_sec != b->st_mtim.tv_sec ||
-	       a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
+	struct bench_io *io = userdata;
+
+	return cli_run(io->db, io->root, io->pkg);
+}
+
+/* `cp -a PKG DST` + `/bin/true` + `rm -rf DST`, as processes. */
+static double side_cp_true_rm(void *userdata)
+{
+	struct bench_io *io = userdata;
+
+	return cp_a(io->pkg, io->dst) + true_proc() + rm_rf(io->dst);
+}
+
+/* `stagelog recover` of one stale stage of pkg, made untimed by a child
+ * that then exits (as for bench 5). */
+static double side_recover_one(void *userdata)
+{
+	struct bench_io *io = userdata;
+
+	make_stale(io->db, io->root, io->pkg, 1);
+	return cli_recover(io->db, 1);
+}
+
+/* `rm -rf` of a copy of pkg made untimed with `cp -a`. */
+static double side_rm_copy(void *userdata)
+{
+	struct bench_io *io = userdata;
+
+	cp_a(io->pkg, io->dst);
+	return rm_rf(io->dst);
 }
 
 static off_t file_size(const char *path)
@@ -1480,165 +1582,97 @@ static void print_store_size(const char *label, const char *db)
  * store, each paired with a cp -a + rm -rf cycle. */
 static int bench10(void)
 {
-	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX];
 	struct series a = {0}, b = {0};
-	int n = runs(200), ckpt = 0;
+	struct bench_io io;
+	int n = runs(200), r;
 
 	header(10, "200 stage + release cycles of a 122-path bundle, one store: stagelog vs cp -a + rm -rf");
-	make_small_bundle(pjoin(pkg, shm_base, "pkg10"));
-	pjoin(root, shm_base, "root10");
-	pjoin(db, disk_base, "b10.db");
-	pjoin(dst, shm_base, "cp10");
+	io_init(&io, 10);
+	make_small_bundle(io.pkg);
 	printf("  inputs : bundle like a busybox image: rootfs/ with 10 folders x (10 files + 1 symlink), +\n"
 	       "           config.json = %d paths; A: `stagelog stage` then `stagelog release ID`; B: `cp -a`\n"
 	       "           then `rm -rf`; all processes; one store for every cycle, so that its WAL grows and\n"
 	       "           is checkpointed inside the measured cycles\n",
 	       SMALL_PATHS);
-	print_places(db);
+	print_places(io.db);
 	printf("  runs   : %d consecutive alternating pairs (A, B, A, B, ...) after 2 warm-up pairs; the\n"
 	       "           figures are over all %d\n",
 	       n, n);
-	for (int i = -2; i < n; i++) {
-		struct stat s0 = {0}, s1 = {0};
-		double t;
-
-		stat(db, &s0);
-		t = cli_cycle(db, root, pkg);
-		stat(db, &s1);
-		if (i >= 0) {
-			add(&a, t);
-			ckpt += db_written(&s0, &s1);
-		}
-		t = cp_rm(pkg, dst);
-		if (i >= 0)
-			add(&b, t);
-	}
-	print_series("A stagelog stage + release", &a, 1e3, "ms");
-	print_series("B cp -a + rm -rf", &b, 1e3, "ms");
+	pairs(2, n, side_cli_cycle, &io, side_cp_rm, &io, &a, &b);
+	print_pair("A stagelog stage + release", &a, "B cp -a + rm -rf", &b);
 	printf("  info   : A median of the first half %.2f ms, of the second %.2f ms; the store file was\n"
-	       "           written (a WAL checkpoint) in %d of the %d A cycles\n",
-	       median_part(&a, 0, a.n / 2) * 1e3, median_part(&a, a.n / 2, a.n) * 1e3, ckpt, a.n);
-	print_store_size("after the cycles", db);
-	rm_tree(pkg);
-	rm_tree(root);
-	rm_store(db);
-	return verdict(10, "200 stage+release 122 paths (CLI) vs cp+rm", "A/B", median(&a) / median(&b), true, 1.5);
+	       "           written (a WAL checkpoint) in %d of the %d + 2 A cycles\n",
+	       median_part(&a, 0, a.n / 2) * 1e3, median_part(&a, a.n / 2, a.n) * 1e3, io.db_writes, a.n);
+	print_store_size("after the cycles", io.db);
+	r = verdict(10, "200 stage+release 122 paths (CLI) vs cp+rm", "A/B", median(&a) / median(&b), true, 1.5);
+	io_finish(&io);
+	return r;
 }
 
 /* 11: one `stagelog run -- /bin/true` against cp -a + true + rm -rf. */
 static int bench11(void)
 {
-	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX];
 	struct series a = {0}, b = {0};
+	struct bench_io io;
 	int n = runs(41);
 
 	header(11, "`stagelog run -- /bin/true` of a 122-path bundle vs cp -a + true + rm -rf (processes)");
-	make_small_bundle(pjoin(pkg, shm_base, "pkg11"));
-	pjoin(root, shm_base, "root11");
-	pjoin(db, disk_base, "b11.db");
-	pjoin(dst, shm_base, "cp11");
+	io_init(&io, 11);
+	make_small_bundle(io.pkg);
 	printf("  inputs : the bundle of bench 10 (%d paths); A: stagelog --db DB run --root ROOT --bundle PKG\n"
 	       "           -- /bin/true (one process: stage, run, release); B: `cp -a PKG DST`, `/bin/true`,\n"
 	       "           `rm -rf DST` (three processes, times added); one store for every run\n",
 	       SMALL_PATHS);
-	print_places(db);
+	print_places(io.db);
 	printf("  runs   : %d alternating pairs after 2 warm-up pairs\n", n);
-	for (int i = -2; i < n; i++) {
-		double t = cli_run(db, root, pkg);
-
-		if (i >= 0)
-			add(&a, t);
-		t = cp_a(pkg, dst) + true_proc() + rm_rf(dst);
-		if (i >= 0)
-			add(&b, t);
-	}
-	print_series("A stagelog run -- /bin/true", &a, 1e3, "ms");
-	print_series("B cp -a + true + rm -rf", &b, 1e3, "ms");
-	rm_tree(pkg);
-	rm_tree(root);
-	rm_store(db);
+	pairs(2, n, side_cli_run, &io, side_cp_true_rm, &io, &a, &b);
+	print_pair("A stagelog run -- /bin/true", &a, "B cp -a + true + rm -rf", &b);
+	io_finish(&io);
 	return verdict(11, "run -- /bin/true 122 paths vs cp+true+rm", "A/B", median(&a) / median(&b), true, 1.3);
 }
 
-/*
- * 12 and 13: `stagelog recover` of one stale stage of pkg against `rm -rf`
- * of a copy of pkg. One store for every pair, as on a machine that crashes
- * now and then; the stale stage (made by a child that then exits, as for
- * bench 5) and the copy are made untimed before each side.
- */
-static int recover_vs_rm(int num, const char *pkg, const char *shape, const char *what, int n, double bound)
+/* 12 and 13: `stagelog recover` of one stale stage of io->pkg against
+ * `rm -rf` of a copy of it. One store for every pair, as on a machine that
+ * crashes now and then. */
+static int recover_vs_rm(int num, struct bench_io *io, const char *shape, const char *what, int n, double bound)
 {
-	char root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX], name[32];
 	struct series a = {0}, b = {0};
 
-	snprintf(name, sizeof(name), "root%d", num);
-	pjoin(root, shm_base, name);
-	snprintf(name, sizeof(name), "b%d.db", num);
-	pjoin(db, disk_base, name);
-	snprintf(name, sizeof(name), "rm%d", num);
-	pjoin(dst, shm_base, name);
 	printf("  inputs : %s;\n"
 	       "           A: one ready stage of it left by a child that exited (untimed), then `stagelog\n"
 	       "           --db DB recover`; B: `rm -rf` of a `cp -a` copy of the bundle (untimed copy); one\n"
 	       "           store for every pair\n",
 	       shape);
-	print_places(db);
+	print_places(io->db);
 	printf("  runs   : %d alternating pairs after 1 warm-up pair\n", n);
-	for (int i = -1; i < n; i++) {
-		double t;
-
-		make_stale(db, root, pkg, 1);
-		t = cli_recover(db, 1);
-		if (i >= 0)
-			add(&a, t);
-		cp_a(pkg, dst);
-		t = rm_rf(dst);
-		if (i >= 0)
-			add(&b, t);
-	}
-	print_series("A stagelog recover", &a, 1e3, "ms");
-	print_series("B rm -rf", &b, 1e3, "ms");
-	rm_tree(pkg);
-	rm_tree(root);
-	rm_store(db);
+	pairs(1, n, side_recover_one, io, side_rm_copy, io, &a, &b);
+	print_pair("A stagelog recover", &a, "B rm -rf", &b);
+	io_finish(io);
 	return verdict(num, what, "A/B", median(&a) / median(&b), true, bound);
 }
 
 /* 12: recovery of one stale 10,100-path stage against rm -rf. */
 static int bench12(void)
 {
-	char pkg[PATH_MAX];
+	struct bench_io io;
 
 	header(12, "`stagelog recover` of one stale 10,100-path stage vs rm -rf of the same tree (processes)");
-	make_bundle(pjoin(pkg, shm_base, "pkg12"), 100, 100);
-	return recover_vs_rm(12, pkg, "the bundle of bench 2 (rootfs of 100 folders x 100 files, + config.json)",
+	io_init(&io, 12);
+	make_bundle(io.pkg, 100, 100);
+	return recover_vs_rm(12, &io, "the bundle of bench 2 (rootfs of 100 folders x 100 files, + config.json)",
 			     "recover 1 stale 10k-path stage vs rm -rf", runs(21), 1.15);
 }
 
 /* 13: recovery of one stale small stage against rm -rf. */
 static int bench13(void)
 {
-	char pkg[PATH_MAX];
+	struct bench_io io;
 
 	header(13, "`stagelog recover` of one stale 122-path stage vs rm -rf of the same tree (processes)");
-	make_small_bundle(pjoin(pkg, shm_base, "pkg13"));
-	return recover_vs_rm(13, pkg, "the bundle of bench 10 (122 paths: 10 folders x (10 files + 1 symlink))",
+	io_init(&io, 13);
+	make_small_bundle(io.pkg);
+	return recover_vs_rm(13, &io, "the bundle of bench 10 (122 paths: 10 folders x (10 files + 1 symlink))",
 			     "recover 1 stale 122-path stage vs rm -rf", runs(41), 2.0);
-}
-
-/* Runs `n` alternating pairs of the processes pa and pb after 2 warm-up
- * pairs, into *a and *b; each must exit 0. */
-static void proc_pairs(char *const pa[], char *const pb[], int n, struct series *a, struct series *b)
-{
-	for (int i = -2; i < n; i++) {
-		double t = run_ok(pa, NULL);
-
-		if (i >= 0)
-			add(a, t);
-		t = run_ok(pb, NULL);
-		if (i >= 0)
-			add(b, t);
-	}
 }
 
 /* 14: `stagelog recover` with nothing to do against `stagelog --version`. */
@@ -1657,9 +1691,8 @@ static int bench14(void)
 	       "           B: stagelog --version (the process start alone); stdout to /dev/null\n");
 	print_places(db);
 	printf("  runs   : %d alternating pairs after 2 warm-up pairs\n", n);
-	proc_pairs(pa, pb, n, &a, &b);
-	print_series("A stagelog recover (empty store)", &a, 1e3, "ms");
-	print_series("B stagelog --version", &b, 1e3, "ms");
+	pairs(2, n, side_proc, pa, side_proc, pb, &a, &b);
+	print_pair("A stagelog recover (empty store)", &a, "B stagelog --version", &b);
 	rm_store(db);
 	return verdict(14, "recover on an empty store vs --version", "A/B", median(&a) / median(&b), true, 1.5);
 }
@@ -1668,10 +1701,11 @@ static int bench14(void)
  * cycles, against the same on a fresh store. */
 static int bench15(void)
 {
-	char pkg[PATH_MAX], root[PATH_MAX], used[PATH_MAX], fresh[PATH_MAX];
-	char *la[] = {(char *)stagelog, "--db", used, "list", NULL};
+	char fresh[PATH_MAX];
+	struct bench_io io;
+	char *la[] = {(char *)stagelog, "--db", io.db, "list", NULL};
 	char *lb[] = {(char *)stagelog, "--db", fresh, "list", NULL};
-	char *ra[] = {(char *)stagelog, "--db", used, "recover", NULL};
+	char *ra[] = {(char *)stagelog, "--db", io.db, "recover", NULL};
 	char *rb[] = {(char *)stagelog, "--db", fresh, "recover", NULL};
 	struct series a = {0}, b = {0}, c = {0}, d = {0};
 	int n = runs(41), cycles = 1000, misses;
@@ -1679,16 +1713,15 @@ static int bench15(void)
 	int64_t t0;
 
 	header(15, "`stagelog list` and an empty `stagelog recover`: after 1,000 cycles vs a fresh store");
-	make_small_bundle(pjoin(pkg, shm_base, "pkg15"));
-	pjoin(root, shm_base, "root15");
-	pjoin(used, disk_base, "b15-used.db");
+	io_init(&io, 15);
+	make_small_bundle(io.pkg);
 	pjoin(fresh, disk_base, "b15-fresh.db");
 	t0 = now_ns();
 	for (int i = 0; i < cycles; i++)
-		cli_cycle(used, root, pkg);
+		side_cli_cycle(&io);
 	printf("  setup  : %d `stagelog stage` + `stagelog release` cycles of the bundle of bench 10 in %.1f s\n",
 	       cycles, secs_since(t0));
-	print_store_size("used store", used);
+	print_store_size("used store", io.db);
 	sl_store_close(store_open(fresh));
 	print_store_size("fresh store", fresh);
 	run_ok(la, &out);
@@ -1697,20 +1730,16 @@ static int bench15(void)
 	printf("  inputs : A: the store the CLI left after the cycles (nothing in flight); B: a fresh store\n"
 	       "           made by sl_store_open; `stagelog --db DB list` (stdout to /dev/null), then\n"
 	       "           `stagelog --db DB recover` (nothing to recover)\n");
-	print_places(used);
+	print_places(io.db);
 	printf("  runs   : %d alternating pairs of list, then %d of recover, each after 2 warm-up pairs\n", n, n);
-	proc_pairs(la, lb, n, &a, &b);
-	proc_pairs(ra, rb, n, &c, &d);
-	print_series("A list, after 1,000 cycles", &a, 1e3, "ms");
-	print_series("B list, fresh store", &b, 1e3, "ms");
-	print_series("A recover, after 1,000 cycles", &c, 1e3, "ms");
-	print_series("B recover, fresh store", &d, 1e3, "ms");
-	rm_tree(pkg);
-	rm_tree(root);
-	rm_store(used);
+	pairs(2, n, side_proc, la, side_proc, lb, &a, &b);
+	pairs(2, n, side_proc, ra, side_proc, rb, &c, &d);
+	print_pair("A list, after 1,000 cycles", &a, "B list, fresh store", &b);
+	print_pair("A recover, after 1,000 cycles", &c, "B recover, fresh store", &d);
+	io_finish(&io);
 	rm_store(fresh);
-	misses = verdict(15, "list after 1,000 cycles vs fresh store", "A/B", median(&a) / median(&b), true, 1.1);
-	return misses + verdict(15, "recover after 1,000 cycles vs fresh store", "A/B", median(&c) / median(&d),
+	misses = verdict(15, "list after 1,000 cycles vs fresh store", "list A/B", median(&a) / median(&b), true, 1.1);
+	return misses + verdict(15, "recover after 1,000 cycles vs fresh store", "recover A/B", median(&c) / median(&d),
 				true, 1.1);
 }
 
@@ -1738,24 +1767,22 @@ static _Noreturn void run_child(const char *db, const char *root, const char *pk
 /* 16: 4 processes running `stagelog run` cycles on one store against 1. */
 static int bench16(void)
 {
-	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], figure[96];
+	struct bench_io io;
 	int errors = 0, cycles = 25;
+	char figure[96];
 	double gain;
 
 	header(16, "4 processes x 25 `stagelog run -- /bin/true` cycles vs 1 process x 25 (one store)");
-	make_small_bundle(pjoin(pkg, shm_base, "pkg16"));
-	pjoin(root, shm_base, "root16");
-	pjoin(db, disk_base, "b16.db");
-	cli_run(db, root, pkg);
+	io_init(&io, 16);
+	make_small_bundle(io.pkg);
+	cli_run(io.db, io.root, io.pkg);
 	printf("  inputs : cycle = one `stagelog --db DB run --root ROOT --bundle PKG -- /bin/true` process on\n"
 	       "           the bundle of bench 10 (%d paths); each of the 4 (or 1) processes starts its %d one\n"
 	       "           after the other; one store, one staging root; %ld CPUs online\n",
 	       SMALL_PATHS, cycles, sysconf(_SC_NPROCESSORS_ONLN));
-	print_places(db);
-	gain = four_vs_one(run_child, db, root, pkg, cycles, runs(21), &errors);
-	rm_tree(pkg);
-	rm_tree(root);
-	rm_store(db);
+	print_places(io.db);
+	gain = four_vs_one(run_child, io.db, io.root, io.pkg, cycles, runs(21), &errors);
+	io_finish(&io);
 	snprintf(figure, sizeof(figure), "throughput gain A/B = %.2fx, %d errors", gain, errors);
 	return record(16, "4 x 25 run cycles vs 1 x 25", figure, ">= 1.40x, 0 errors", gain >= 1.4 && errors == 0);
 }
