@@ -1090,8 +1090,10 @@ static double run_cycles(cycles_fn *child, const char *db, const char *root, con
 		pids[i] = fork();
 		if (pids[i] < 0)
 			die("fork: %s", strerror(errno));
-		if (pids[i] == 0)
+		if (pids[i] == 0) {
 			child(db, root, pkg, cycles);
+			_exit(2); /* a cycles_fn exits, but the type cannot say so */
+		}
 	}
 	for (int i = 0; i < nproc; i++) {
 		int status;
