@@ -1886,7 +1886,7 @@ int main(int argc, char **argv)
 	if (first != last) {
 		printf("\nsummary\n");
 		for (int k = 0; k < n_results; k++)
-			printf("  %-2d %-42s %-40s target %-18s %s\n", results[k].num, results[k].what,
+			printf("  %-2d %-44s %-40s target %-18s %s\n", results[k].num, results[k].what,
 			       results[k].figure, results[k].target, results[k].pass ? "PASS" : "MISS");
 	}
 	cleanup();
