@@ -279,6 +279,9 @@ struct cli_last_recover {
 
 /* cmd-recover.c: the file's path for the store at db. */
 int cli_last_recover_path(const char *db, char *buf, size_t size);
+/* The outcome file's one line, '\n' included, padded with spaces: recover
+ * rewrites it in place. */
+#define CLI_OUTCOME_WIDTH 64
 
 /* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
  * exit code. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -78,7 +79,8 @@ static bool read_last_recover(const char *db, struct cli_last_recover *ret)
 	if (cli_last_recover_path(db, path, sizeof(path)) < 0)
 		return false;
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
+	/* Shared: recover writes the line in place under an exclusive lock. */
+	if (fd < 0 || flock(fd, LOCK_SH) < 0)
 		return false;
 	n = read(fd, buf, sizeof(buf) - 1);
 	if (n <= 0)

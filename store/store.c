@@ -65,6 +65,8 @@ static_assert(ST_STAGING == SL_STATE_STAGING && ST_READY == SL_STATE_READY && ST
 static_assert((IN_FLIGHT_MASK & FINISHED_MASK) == 0 && (IN_FLIGHT_MASK | FINISHED_MASK) == (1u << SL_STATE_COUNT_) - 1,
 	      "every state is either in flight or finished");
 
+enum cached_sql { SQL_INS_ENTRY, SQL_CONFIRM, SQL_TRANSITION, SQL_PAGE_ASC, SQL_PAGE_DESC, SQL_COUNT_ };
+
 struct sl_store {
 	sqlite3 *db;
 	int sync_level; /* what PRAGMA synchronous is now: 1 NORMAL, 2 FULL */
@@ -75,7 +77,7 @@ struct sl_store {
 	int64_t deadline;   /* CLOCK_MONOTONIC ms: when a busy store is reported */
 	unsigned long commits, durable_commits;
 	int wal_frames; /* frames in the WAL after this connection's last commit */
-	sqlite3_stmt *ins_entry, *confirm, *page_asc, *page_desc, *transition;
+	sqlite3_stmt *cached[SQL_COUNT_]; /* see cached() */
 	struct store_identity identity;
 };
 
@@ -468,30 +470,36 @@ static int set_wal(struct sl_store *s)
 
 static void finalize_statements(struct sl_store *s)
 {
-	sqlite3_finalize(s->ins_entry);
-	sqlite3_finalize(s->confirm);
-	sqlite3_finalize(s->page_asc);
-	sqlite3_finalize(s->page_desc);
-	sqlite3_finalize(s->transition);
-	s->ins_entry = s->confirm = s->page_asc = s->page_desc = s->transition = NULL;
+	for (size_t i = 0; i < ELEMENTSOF(s->cached); i++) {
+		sqlite3_finalize(s->cached[i]);
+		s->cached[i] = NULL;
+	}
 }
 
-/* The statements that page through a stage's entries: all that a reader
- * prepares ahead. */
-static int prepare_readers(struct sl_store *s)
+/* Prepares statement id on its first use (a `list` or an empty `recover`
+ * prepares none of these) and keeps it until the store closes. */
+static int cached(struct sl_store *s, enum cached_sql id, sqlite3_stmt **ret)
 {
-	int r;
+	static const char *const sql[SQL_COUNT_] = {
+		[SQL_INS_ENTRY] = "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)",
+		[SQL_CONFIRM] = "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = " ST(STAGING) " "
+				"AND claim_pid IS NULL",
+		[SQL_TRANSITION] = "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
+				   "WHERE rowid = ? AND ((1 << state) & ?) != 0",
+		[SQL_PAGE_ASC] = "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
+				 "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+		[SQL_PAGE_DESC] = "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
+				  "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+	};
 
-	r = prepare(s,
-		    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
-		    "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-		    &s->page_asc);
-	if (r == 0)
-		r = prepare(s,
-			    "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
-			    "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
-			    &s->page_desc);
-	return r;
+	if (!s->cached[id]) {
+		int r = prepare(s, sql[id], &s->cached[id]);
+
+		if (r < 0)
+			return r;
+	}
+	*ret = s->cached[id];
+	return 0;
 }
 
 /*
@@ -529,26 +537,20 @@ static int authorize_read(void *userdata, int action, const char *a, const char 
 
 /*
  * The setup of another user's store, opened read-only to inspect it (see
- * sl_store_open_flags()): no switch to WAL, no migration, and only the
- * statements that read. A store of an older schema cannot be read by this
+ * sl_store_open_flags()): no switch to WAL, no migration (its authorizer
+ * lets only reads run). A store of an older schema cannot be read by this
  * program's queries, and upgrading it would write it: its owner does that.
  */
-static int setup_readonly(struct sl_store *s, const char *path, int64_t version, struct sl_error *reterr)
+static int setup_readonly(const char *path, int64_t version, struct sl_error *reterr)
 {
 	if (version < (int64_t)ELEMENTSOF(migrations))
 		return sl_err(reterr, -EPERM,
 			      "cannot read store: %s: schema version %lld is older than this program's %d, and "
 			      "the store is another user's: upgrade it by running stagelog as that user",
 			      path, (long long)version, sl_store_schema_version());
-	return prepare_readers(s);
+	return 0;
 }
 
-/*
- * One attempt at making an opened file a usable store: refuse what is not
- * ours to change, switch to WAL, migrate, prepare. Any step may meet
- * another process creating the same store and fail with -EBUSY; the caller
- * then retries the whole attempt until the open's deadline.
- */
 /* After every commit: nframes is the WAL's length in frames. */
 static int wal_committed(void *userdata, sqlite3 *db, const char *name, int nframes)
 {
@@ -560,6 +562,12 @@ static int wal_committed(void *userdata, sqlite3 *db, const char *name, int nfra
 	return SQLITE_OK;
 }
 
+/*
+ * One attempt at making an opened file a usable store: refuse what is not
+ * ours to change, switch to WAL, migrate. Any step may meet
+ * another process creating the same store and fail with -EBUSY; the caller
+ * then retries the whole attempt until the open's deadline.
+ */
 static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 {
 	int64_t version = 0;
@@ -570,7 +578,7 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 	 * untouched. quick_check would read the whole file; this is enough. */
 	r = read_schema(s, path, &version, reterr);
 	if (r == 0 && s->readonly)
-		return setup_readonly(s, path, version, reterr);
+		return setup_readonly(path, version, reterr);
 	if (r == 0)
 		r = set_wal(s);
 	if (r == 0)
@@ -593,20 +601,7 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 		if (r < 0)
 			return r;
 	}
-	r = prepare(s, "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)", &s->ins_entry);
-	if (r == 0)
-		r = prepare(s,
-			    "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = " ST(STAGING) " "
-			    "AND claim_pid IS NULL",
-			    &s->confirm);
-	if (r == 0)
-		r = prepare_readers(s);
-	if (r == 0)
-		r = prepare(s,
-			    "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
-			    "WHERE rowid = ? AND ((1 << state) & ?) != 0",
-			    &s->transition);
-	return r;
+	return 0;
 }
 
 /* A failed system call on the store's path, as an errno that says what the
@@ -1086,6 +1081,7 @@ static void bind_owner(sqlite3_stmt *st, int i, const struct sl_owner *o)
 int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *marker, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	sqlite3_stmt *ins;
 	int rc, r;
 
 	r = begin(s, true);
@@ -1116,19 +1112,22 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *ma
 		goto out;
 	}
 	rec->rowid = sqlite3_last_insert_rowid(s->db);
-	sqlite3_bind_int64(s->ins_entry, 1, rec->rowid);
-	sqlite3_bind_int64(s->ins_entry, 2, 0);
-	sqlite3_bind_blob(s->ins_entry, 3, rec->topdir, (int)strlen(rec->topdir), SQLITE_STATIC);
-	sqlite3_bind_int(s->ins_entry, 4, SL_KIND_DIR);
-	r = step_done(s, s->ins_entry);
+	r = cached(s, SQL_INS_ENTRY, &ins);
+	if (r < 0)
+		goto out;
+	sqlite3_bind_int64(ins, 1, rec->rowid);
+	sqlite3_bind_int64(ins, 2, 0);
+	sqlite3_bind_blob(ins, 3, rec->topdir, (int)strlen(rec->topdir), SQLITE_STATIC);
+	sqlite3_bind_int(ins, 4, SL_KIND_DIR);
+	r = step_done(s, ins);
 	/* Entry 1, the marker, in the same transaction: it is logged before
 	 * it exists like every other path (docs/design.md, "Identity"). */
 	if (r == 0 && marker) {
-		sqlite3_bind_int64(s->ins_entry, 1, rec->rowid);
-		sqlite3_bind_int64(s->ins_entry, 2, 1);
-		sqlite3_bind_blob(s->ins_entry, 3, marker, (int)strlen(marker), SQLITE_STATIC);
-		sqlite3_bind_int(s->ins_entry, 4, SL_KIND_FILE);
-		r = step_done(s, s->ins_entry);
+		sqlite3_bind_int64(ins, 1, rec->rowid);
+		sqlite3_bind_int64(ins, 2, 1);
+		sqlite3_bind_blob(ins, 3, marker, (int)strlen(marker), SQLITE_STATIC);
+		sqlite3_bind_int(ins, 4, SL_KIND_FILE);
+		r = step_done(s, ins);
 	}
 out:
 	/* The one durable commit of staging: the intent for the top directory
@@ -1168,15 +1167,18 @@ int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, st
  * the stage was not in a state of from_mask. */
 static int transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to, const char *reason)
 {
-	int r;
+	sqlite3_stmt *st;
+	int r = cached(s, SQL_TRANSITION, &st);
 
-	sqlite3_bind_int(s->transition, 1, (int)to);
-	sqlite3_bind_int64(s->transition, 2, sl_now_ms());
+	if (r < 0)
+		return r;
+	sqlite3_bind_int(st, 1, (int)to);
+	sqlite3_bind_int64(st, 2, sl_now_ms());
 	if (reason)
-		sqlite3_bind_text(s->transition, 3, reason, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s->transition, 4, rowid);
-	sqlite3_bind_int64(s->transition, 5, from_mask);
-	r = step_done(s, s->transition);
+		sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, rowid);
+	sqlite3_bind_int64(st, 5, from_mask);
+	r = step_done(s, st);
 	return r == 0 && sqlite3_changes(s->db) == 0 ? -ESTALE : r;
 }
 
@@ -1272,23 +1274,28 @@ int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *us
 
 int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *log, struct sl_error *reterr)
 {
+	sqlite3_stmt *st, *ins = NULL;
 	int r = begin(s, false);
 
 	if (r == 0 && log->confirm) {
 		int64_t args[] = {(int64_t)log->confirm->dev, (int64_t)log->confirm->ino, log->confirm->btime, rowid};
 
-		r = bind_step(s, s->confirm, args, ELEMENTSOF(args));
+		r = cached(s, SQL_CONFIRM, &st);
+		if (r == 0)
+			r = bind_step(s, st, args, ELEMENTSOF(args));
 		if (r == 0 && sqlite3_changes(s->db) == 0) {
 			rollback(s);
 			return sl_err(reterr, -ESTALE, "cannot begin stage: record: a recovery claimed it meanwhile");
 		}
 	}
+	if (r == 0 && log->n > 0)
+		r = cached(s, SQL_INS_ENTRY, &ins);
 	for (size_t i = 0; r == 0 && i < log->n; i++) {
-		sqlite3_bind_int64(s->ins_entry, 1, rowid);
-		sqlite3_bind_int64(s->ins_entry, 2, log->first_seq + (int64_t)i);
-		sqlite3_bind_blob(s->ins_entry, 3, log->arena + log->offs[i], log->lens[i], SQLITE_STATIC);
-		sqlite3_bind_int(s->ins_entry, 4, log->kinds[i]);
-		r = step_done(s, s->ins_entry);
+		sqlite3_bind_int64(ins, 1, rowid);
+		sqlite3_bind_int64(ins, 2, log->first_seq + (int64_t)i);
+		sqlite3_bind_blob(ins, 3, log->arena + log->offs[i], log->lens[i], SQLITE_STATIC);
+		sqlite3_bind_int(ins, 4, log->kinds[i]);
+		r = step_done(s, ins);
 	}
 	if (r == 0 && log->ready)
 		r = transition(s, rowid, 1u << SL_STATE_STAGING, SL_STATE_READY, NULL);
@@ -1298,11 +1305,14 @@ int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *l
 int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
 		       struct sl_entry_page *page, struct sl_error *reterr)
 {
-	sqlite3_stmt *st = descending ? s->page_desc : s->page_asc;
-	int n = 0, rc;
+	sqlite3_stmt *st;
+	int n = 0, rc, r;
 
 	page->used = 0;
 	page->more = false;
+	r = cached(s, descending ? SQL_PAGE_DESC : SQL_PAGE_ASC, &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot read entries");
 	sqlite3_bind_int64(st, 1, rowid);
 	sqlite3_bind_int64(st, 2, from_seq);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
