@@ -597,9 +597,9 @@ class TestPathsAndStores(Base):
 
 
 class TestProgress(Base):
-    """stage and run (until the runtime starts) draw a progress line on a
-    terminal's stderr, at most 10 times a second, and erase it; nothing
-    on a pipe, nothing with -q."""
+    """stage, run (until the runtime starts), release and recover draw a
+    progress line on a terminal's stderr, at most 10 times a second, and
+    erase it; nothing on a pipe, nothing with -q."""
 
     N_DIRS, N_FILES = 200, 100  # 20,200 paths
 
@@ -686,6 +686,28 @@ class TestProgress(Base):
         self.assertTrue(tty.endswith("\r\x1b[K"), repr(tty[-80:]))
         self.assertLessEqual(len(seen), int(elapsed * 10) + 1)
         self.assert_root_empty()
+
+    def test_recover_on_a_terminal(self):
+        sleeper = subprocess.Popen(["sleep", "600"])
+        try:
+            for _ in range(4):
+                self.sl("stage", "--root", self.root, "--bundle", self.big, "--owner", str(sleeper.pid))
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+        p, stdout, tty, elapsed = self.on_tty("recover")
+        self.assertEqual(p.returncode, 0, tty)
+        self.assertIn("4 examined, 4 recovered", stdout)
+        seen = re.findall(r"\r\x1b\[Kstagelog: recovering (\d+)/(\d+) stages", tty)
+        self.assertTrue(seen, "no progress on a terminal: %r" % tty[:300])
+        for done, total in seen:
+            self.assertEqual(int(total), 4)
+            self.assertLessEqual(int(done), 4)
+        self.assertTrue(tty.endswith("\r\x1b[K"), repr(tty[-80:]))
+        self.assertLessEqual(len(seen), int(elapsed * 10) + 1)
+        self.assert_root_empty()
+        # Nothing on a pipe.
+        self.assertEqual(self.sl("recover").stderr, "")
 
     def test_never_on_a_pipe_nor_with_quiet(self):
         p = self.sl("stage", "--root", self.root, "--bundle", self.big)
