@@ -29,7 +29,7 @@
  * within a commit once past WAL_HARD_FRAMES.
  */
 #define WAL_BOUND_FRAMES 64
-#define WAL_HARD_FRAMES 1000
+#define WAL_HARD_FRAMES 4000
 
 /*
  * The states as SQL sees them. SQL text cannot name an enum value, so each
