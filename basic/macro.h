@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <stdint.h>
 
 #include "sl-basic.h"
@@ -27,11 +28,28 @@ static inline void freep(void *p)
 	free(*(void **)p);
 }
 
+/* Closes fd if it is one, keeping errno, and returns -1, so that
+ * `fd = safe_close(fd);` leaves no stale descriptor behind. */
+static inline int safe_close(int fd)
+{
+	if (fd >= 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+	}
+	return -1;
+}
+
 static inline void closep(int *fd)
 {
-	if (*fd >= 0) {
+	(void)safe_close(*fd);
+}
+
+static inline void closedirp(DIR **d)
+{
+	if (*d) {
 		int saved = errno;
-		close(*fd);
+		closedir(*d);
 		errno = saved;
 	}
 }
@@ -39,6 +57,7 @@ static inline void closep(int *fd)
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_closedir_ _cleanup_(closedirp)
 
 /* Hands ownership out of a cleanup variable. */
 #define TAKE_PTR(p)                            \
@@ -109,6 +128,21 @@ HIDDEN int64_t sl_now_ms(void);
 
 /* Writes all of buf to fd, retrying on EINTR and short writes. */
 HIDDEN int write_all(int fd, const void *buf, size_t len);
+
+/* The length of the valid UTF-8 sequence at s (len > 0 bytes; RFC 3629:
+ * no overlong form, no surrogate, nothing above U+10FFFF), or 0 if there
+ * is none. */
+HIDDEN size_t utf8_char_len(const unsigned char *s, size_t len);
+
+/* True when buf (len bytes) is valid UTF-8 throughout. */
+HIDDEN bool utf8_valid(const char *buf, size_t len);
+
+/* The longest stage label: a label names the stage's top directory,
+ * LABEL-ID, and a short one keeps that name readable in a listing. */
+#define SL_LABEL_MAX 32
+
+/* True when label is [a-z0-9][a-z0-9_.-]{0,SL_LABEL_MAX - 1}. */
+HIDDEN bool label_valid(const char *label);
 
 /* Wipes len bytes at p (a secret) and frees p. Accepts NULL. */
 HIDDEN void erase_and_free(void *p, size_t len);

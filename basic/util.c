@@ -86,3 +86,61 @@ void erase_and_free(void *p, size_t len)
 		free(p);
 	}
 }
+
+size_t utf8_char_len(const unsigned char *s, size_t len)
+{
+	unsigned char b = s[0], lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (b < 0x80)
+		return 1;
+	if (b >= 0xc2 && b <= 0xdf)
+		n = 2;
+	else if (b >= 0xe0 && b <= 0xef)
+		n = 3;
+	else if (b >= 0xf0 && b <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	/* The second byte's range shuts out what RFC 3629 forbids: overlong
+	 * forms after 0xe0 and 0xf0, surrogates after 0xed, and code points
+	 * above U+10FFFF after 0xf4. */
+	if (b == 0xe0)
+		lo = 0xa0;
+	else if (b == 0xed)
+		hi = 0x9f;
+	else if (b == 0xf0)
+		lo = 0x90;
+	else if (b == 0xf4)
+		hi = 0x8f;
+	if (len < n || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+bool utf8_valid(const char *buf, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)buf;
+
+	for (size_t i = 0, n; i < len; i += n) {
+		n = utf8_char_len(s + i, len - i);
+		if (n == 0)
+			return false;
+	}
+	return true;
+}
+
+bool label_valid(const char *label)
+{
+	size_t len = strlen(label);
+
+	/* Spelt out rather than islower(): a locale must not widen it. */
+	if (len == 0 || len > SL_LABEL_MAX)
+		return false;
+	if (!((label[0] >= 'a' && label[0] <= 'z') || (label[0] >= '0' && label[0] <= '9')))
+		return false;
+	return strspn(label, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == len;
+}

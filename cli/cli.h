@@ -374,9 +374,6 @@ void cli_print_failed(const struct cli_failed *f);
  * tokens) to f. */
 void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
 
-/* util.c: true when label matches [a-z0-9][a-z0-9_.-]{0,31}. */
-bool cli_label_valid(const char *label);
-
 /* util.c: RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
 #define CLI_TIME_MAX 40
 void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX]);

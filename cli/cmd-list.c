@@ -154,9 +154,9 @@ static int list_option(int c, char *arg, void *userdata)
 	case 'l':
 		/* A label that cannot exist is a typo, not an empty answer
 		 * that monitoring would take for "all clear". */
-		if (!cli_label_valid(arg))
-			return cli_usage_error("list: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,31}",
-					       cli_arg_position(arg));
+		if (!label_valid(arg))
+			return cli_usage_error("list: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
+					       cli_arg_position(arg), SL_LABEL_MAX - 1);
 		a->label = arg;
 		return EX_OK;
 	default: /* 's' */

@@ -43,9 +43,9 @@ int stage_args_option(struct stage_args *a, int c, char *arg)
 		return EX_OK;
 	case 'l':
 		/* Checked here, before a store or a root exists. */
-		if (!cli_label_valid(arg))
-			return cli_usage_error("%s: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,31}",
-					       a->cmd, cli_arg_position(arg));
+		if (!label_valid(arg))
+			return cli_usage_error("%s: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
+					       a->cmd, cli_arg_position(arg), SL_LABEL_MAX - 1);
 		a->label = arg;
 		return EX_OK;
 	case 'e':

@@ -308,7 +308,6 @@ int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode
 	_cleanup_close_ int fd = -1, dfd = -1;
 	const char *slash = strrchr(path, '/');
 	const char *base = slash ? slash + 1 : path;
-	const unsigned char *p = data;
 	int r;
 
 	/* A hidden name, so that node_exporter's textfile collector (which
@@ -321,16 +320,9 @@ int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode
 		return -errno;
 	if (fchmod(fd, mode) < 0)
 		goto fail;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			goto fail;
-		p += n;
-		len -= (size_t)n;
-	}
+	/* write_all() leaves errno as the failed write() set it. */
+	if (write_all(fd, data, len) < 0)
+		goto fail;
 	if (durable && fsync(fd) < 0)
 		goto fail;
 	r = close(fd);
@@ -537,23 +529,6 @@ void cli_fput_where(FILE *f, const char *id, const struct cli_where *w)
 	cli_fput_token(f, w->path, strlen(w->path));
 }
 
-bool cli_label_valid(const char *label)
-{
-	size_t n = strlen(label);
-
-	/* Spelt out rather than islower(): a locale must not widen it. */
-	if (n < 1 || n > 32)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char ch = label[i];
-		bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
-
-		if (!alnum && (i == 0 || (ch != '_' && ch != '.' && ch != '-')))
-			return false;
-	}
-	return true;
-}
-
 void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX])
 {
 	/* Floor division, so that times before 1970 still print sensibly. */
@@ -587,39 +562,6 @@ void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX])
 		snprintf(buf, CLI_AGE_MAX, "%lldd", (long long)(s / 86400));
 }
 
-/* The length of the valid UTF-8 sequence at s (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0 if there is none. */
-static size_t utf8_len(const unsigned char *s, size_t len)
-{
-	unsigned char b = s[0], lo = 0x80, hi = 0xbf;
-	size_t n;
-
-	if (b < 0x80)
-		return 1;
-	if (b >= 0xc2 && b <= 0xdf)
-		n = 2;
-	else if (b >= 0xe0 && b <= 0xef)
-		n = 3;
-	else if (b >= 0xf0 && b <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (b == 0xe0)
-		lo = 0xa0;
-	else if (b == 0xed)
-		hi = 0x9f;
-	else if (b == 0xf0)
-		lo = 0x90;
-	else if (b == 0xf4)
-		hi = 0x8f;
-	if (len < n || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return n;
-}
-
 /* True for the n-byte UTF-8 sequence at s when it is a space other than
  * U+0020 (Unicode's Zs, Zl and Zp: what Python's split() and some
  * terminals' word selection split at). */
@@ -639,7 +581,7 @@ static void fput_escaped(FILE *f, const char *str, size_t len, bool token)
 	const unsigned char *s = (const unsigned char *)str;
 
 	for (size_t i = 0; i < len;) {
-		size_t n = utf8_len(s + i, len - i);
+		size_t n = utf8_char_len(s + i, len - i);
 
 		if (n == 1 && s[i] == '\\') {
 			fputs("\\\\", f);
@@ -685,7 +627,7 @@ char *cli_json_quote(const char *str, size_t len)
 		return NULL;
 	*p++ = '"';
 	for (size_t i = 0; i < len;) {
-		size_t n = utf8_len(s + i, len - i);
+		size_t n = utf8_char_len(s + i, len - i);
 
 		if (n == 0) {
 			/* PEP 383: byte b becomes U+DC80 + b - 0x80, a lone low

@@ -110,7 +110,7 @@ static int scan(const char *s, size_t len, struct spans *nums, struct sl_error *
 	bool in_string = false;
 	unsigned depth = 0;
 
-	if (!oci_utf8_valid(s, len))
+	if (!utf8_valid(s, len))
 		return sl_err(reterr, -EBADMSG, ROLE ": not valid UTF-8");
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];

@@ -87,8 +87,4 @@ HIDDEN int oci_config_transform_notes(const char *json, size_t len, const struct
  * NULL. */
 HIDDEN void oci_config_free(char *buf, size_t len);
 
-/* True when buf (len bytes) is valid UTF-8: no overlong form, surrogate or
- * code point above U+10FFFF. */
-HIDDEN bool oci_utf8_valid(const char *buf, size_t len);
-
 #endif

@@ -250,7 +250,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 {
 	_cleanup_close_ int root_fd = -1;
 	struct dirent *de;
-	DIR *d;
+	_cleanup_closedir_ DIR *d = NULL;
 	int fd, r = open_root(root, &root_fd);
 
 	if (r == -ENOENT)
@@ -294,7 +294,6 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 			break;
 		}
 	}
-	closedir(d);
 	return r < 0 ? r : 0;
 }
 

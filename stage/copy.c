@@ -65,14 +65,10 @@ static int copy_bytes(int in, int out, off_t size)
 		} else {
 			n = read(in, buf, sizeof(buf) < (size_t)size ? sizeof(buf) : (size_t)size);
 			if (n > 0) {
-				ssize_t w = 0;
-				for (ssize_t done = 0; done < n; done += w) {
-					w = write(out, buf + done, (size_t)(n - done));
-					if (w < 0 && errno != EINTR)
-						return negerrno();
-					if (w < 0)
-						w = 0;
-				}
+				int r = write_all(out, buf, (size_t)n);
+
+				if (r < 0)
+					return r;
 			}
 		}
 		if (n < 0) {

@@ -22,17 +22,6 @@ void open_beneath_force_fallback(bool force)
 	force_fallback = force;
 }
 
-bool label_valid(const char *label)
-{
-	size_t len = strlen(label);
-
-	if (len == 0 || len > SL_LABEL_MAX)
-		return false;
-	if (!((label[0] >= 'a' && label[0] <= 'z') || (label[0] >= '0' && label[0] <= '9')))
-		return false;
-	return strspn(label, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == len;
-}
-
 bool id_valid(const char *id)
 {
 	return strlen(id) == SL_ID_LEN && strspn(id, "0123456789abcdef") == SL_ID_LEN;

@@ -17,9 +17,6 @@
 #define SL_NAME_MAX 255
 #define SL_PATH_MAX 4095
 
-/* True when label matches [a-z0-9][a-z0-9_.-]{0,31}. */
-HIDDEN bool label_valid(const char *label);
-
 /* True when id is 32 lowercase hex digits. */
 HIDDEN bool id_valid(const char *id);
 

@@ -177,8 +177,7 @@ static int give_up_top(struct sl_stage *st, const struct fileid *id, struct sl_e
 {
 	struct sl_error ignored = { 0 };
 
-	closep(&st->top_fd);
-	st->top_fd = -1;
+	st->top_fd = safe_close(st->top_fd);
 	(void)undo_remove_tree(st->root_fd, ".", st->rec.topdir, true, id->dev, id->ino, &ignored);
 	st->rec.state = SL_STATE_RECOVERING;
 	return sl_err(reterr, -EAGAIN, "cannot begin stage: %s: a recovery claimed the stage meanwhile; try again",
@@ -441,8 +440,7 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 
 static void stage_close(struct sl_stage *st)
 {
-	closep(&st->top_fd);
-	st->top_fd = -1;
+	st->top_fd = safe_close(st->top_fd);
 }
 
 /* Removes the stage with the undo routine, which moves its record to `to`

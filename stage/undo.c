@@ -570,8 +570,7 @@ static void parent_close(struct parent *p)
 	} else {
 		p->prev_len = (size_t)-1;
 	}
-	closep(&p->fd);
-	p->fd = -1;
+	p->fd = safe_close(p->fd);
 	p->len = (size_t)-1;
 }
 
@@ -593,8 +592,7 @@ static void parent_open(struct parent *p, int top_fd, const char *path, size_t p
 		return;
 	if (fstat(p->fd, &st) < 0) {
 		p->error = negerrno();
-		closep(&p->fd);
-		p->fd = -1;
+		p->fd = safe_close(p->fd);
 		return;
 	}
 	p->dev = st.st_dev;

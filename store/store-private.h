@@ -17,7 +17,6 @@
 #include "sl-store.h"
 
 #define SL_ID_LEN 32
-#define SL_LABEL_MAX 32
 
 /* The most descriptors an open store holds: the database, its WAL and its
  * shared memory, and two temporary files SQLite may open for a statement

@@ -878,15 +878,15 @@ static void env_file_into_config(void **state)
 static void utf8(void **state)
 {
 	(void)state;
-	assert_true(oci_utf8_valid("", 0));
-	assert_true(oci_utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10));
-	assert_true(oci_utf8_valid("\xf4\x8f\xbf\xbf", 4));
-	assert_false(oci_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
-	assert_false(oci_utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
-	assert_false(oci_utf8_valid("\xc1\xbf", 2));         /* overlong */
-	assert_false(oci_utf8_valid("\xed\xbf\xbf", 3));     /* surrogate */
-	assert_false(oci_utf8_valid("\xe2\x82", 2));         /* truncated */
-	assert_false(oci_utf8_valid("\x80", 1));
+	assert_true(utf8_valid("", 0));
+	assert_true(utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10));
+	assert_true(utf8_valid("\xf4\x8f\xbf\xbf", 4));
+	assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+	assert_false(utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
+	assert_false(utf8_valid("\xc1\xbf", 2));         /* overlong */
+	assert_false(utf8_valid("\xed\xbf\xbf", 3));     /* surrogate */
+	assert_false(utf8_valid("\xe2\x82", 2));         /* truncated */
+	assert_false(utf8_valid("\x80", 1));
 }
 
 int main(void)
