@@ -71,6 +71,9 @@ int cmd_help(struct cli *cli, int argc, char **argv);
  * /dev/null (stdout read-only, so output to it still fails).
  */
 void cli_signals_init(void);
+/* The four signals, in one list: what cli_signals_catch() catches is what
+ * `run` forwards to its runtime. */
+#define CLI_HANDLED_SIGNALS SIGINT, SIGTERM, SIGHUP, SIGQUIT
 /* Catches the four signals (true) or gives them their default action back
  * (false: where nothing exists yet that a signal could leave behind, and a
  * blocking read must not outlive a Ctrl-C). */
@@ -79,8 +82,6 @@ void cli_signals_catch(bool catch);
 int cli_signal_caught(void);
 /* The flag, for the library's cancel options. */
 const volatile sig_atomic_t *cli_cancel_flag(void);
-/* Blocks the four signals (the runtime's wait picks them up itself). */
-void cli_signals_block(sigset_t *ret_old);
 /* In a child before exec: the default dispositions back, and the
  * descriptor limit stagelog was started with. */
 void cli_signals_reset_child(void);

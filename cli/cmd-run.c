@@ -35,7 +35,7 @@ static const char usage[] =
 	"                    no other variable\n"
 	"  -h, --help        print this help\n";
 
-static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+static const int forwarded[] = { CLI_HANDLED_SIGNALS };
 
 /* Finds name as execvp would, but before forking, so that "not found" is
  * known while the stage can still be released. */

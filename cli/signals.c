@@ -31,7 +31,7 @@ static volatile sig_atomic_t caught;
 static struct rlimit nofile;
 static bool have_nofile;
 
-static const int handled[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+static const int handled[] = { CLI_HANDLED_SIGNALS };
 
 static void on_signal(int sig)
 {
@@ -83,16 +83,6 @@ int cli_signal_caught(void)
 const volatile sig_atomic_t *cli_cancel_flag(void)
 {
 	return &caught;
-}
-
-void cli_signals_block(sigset_t *ret_old)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	for (size_t i = 0; i < ELEMENTSOF(handled); i++)
-		sigaddset(&set, handled[i]);
-	sigprocmask(SIG_BLOCK, &set, ret_old);
 }
 
 void cli_signals_reset_child(void)
