@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define SL_ID_SIZE 33 /* 32 hex digits and a NUL */
+/* SL_ID_SIZE, the size of a stage id with its NUL, comes from sl-store.h. */
 
 /* One stage as listed. Pointers are valid during the callback only. */
 struct sl_stage_info {

@@ -28,6 +28,9 @@
 extern "C" {
 #endif
 
+/* The size of a stage id: 32 lowercase hex digits and a NUL. */
+#define SL_ID_SIZE 33
+
 /* Stage states, as stored and as printed. */
 enum sl_state {
 	SL_STATE_STAGING,

@@ -16,7 +16,8 @@
 #include "proc.h"
 #include "sl-store.h"
 
-#define SL_ID_LEN 32
+/* A stage id's length without its NUL. */
+#define SL_ID_LEN (SL_ID_SIZE - 1)
 
 /* The most descriptors an open store holds: the database, its WAL and its
  * shared memory, and two temporary files SQLite may open for a statement
