@@ -65,7 +65,7 @@ int cmd_metrics(struct cli *cli, int argc, char **argv);
 int cmd_help(struct cli *cli, int argc, char **argv);
 
 /*
- * signals.c: SIGINT, SIGTERM, SIGHUP and SIGQUIT set a flag (the first one
+ * SIGINT, SIGTERM, SIGHUP and SIGQUIT set a flag (the first one
  * wins) instead of killing; SIGPIPE and SIGXFSZ are ignored (a write fails
  * with EPIPE or EFBIG instead); closed descriptors 0-2 are pointed at
  * /dev/null (stdout read-only, so output to it still fails).
@@ -92,7 +92,7 @@ int cli_interrupted(const char *what);
 int cli_deliver_stdout(void);
 
 /*
- * progress.c: the progress line of a long command (stage, run until the
+ * The progress line of a long command (stage, run until the
  * runtime starts, recover): on stderr only when it is a terminal and -q was
  * not given, redrawn in place at most 10 times a second (the first time
  * 100 ms in, so that a quick command shows none), with the time elapsed,
@@ -108,51 +108,51 @@ void cli_progress_start(struct cli_progress *p, const struct cli *cli);
 void cli_progress_show(struct cli_progress *p, const char *fmt, ...) PRINTF_FMT(2, 3);
 void cli_progress_end(struct cli_progress *p);
 
-/* progress.c: a size for people: 512 B, 1.5 KiB, 12.0 MiB, 3.2 GiB. */
+/* A size for people: 512 B, 1.5 KiB, 12.0 MiB, 3.2 GiB. */
 #define CLI_BYTES_MAX 24
 void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX]);
 
-/* exit.c: maps a negative errno (and the error's flags) to an exit code. */
+/* Maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);
 
 /*
- * exit.c: writes the one-line diagnostic for a failed library call,
+ * Writes the one-line diagnostic for a failed library call,
  * "stagelog: WHAT FAILED: WHERE: REASON", from err->msg when the library
  * filled it, else from what and strerror. Returns the exit code.
  */
 int cli_fail(int r, const struct sl_error *err, const char *what);
 
 /*
- * exit.c: starts a diagnostic line on stderr: "stagelog: ", after the
+ * Starts a diagnostic line on stderr: "stagelog: ", after the
  * sd-daemon(3) prefix "<N>" for priority N (LOG_ERR for an error or a
  * failed stage, LOG_WARNING, LOG_INFO) when stderr is the journal
  * ($JOURNAL_STREAM names stderr's device and inode).
  */
 void cli_diag(int priority);
 
-/* exit.c: whether stderr is the journal, as cli_diag() judges it. */
+/* Whether stderr is the journal, as cli_diag() judges it. */
 bool cli_stderr_is_journal(void);
 
-/* exit.c: writes "stagelog: MESSAGE" on stderr, as an error. */
+/* Writes "stagelog: MESSAGE" on stderr, as an error. */
 void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 
-/* exit.c: as cli_error(), with another priority (LOG_WARNING, LOG_INFO). */
+/* As cli_error(), with another priority (LOG_WARNING, LOG_INFO). */
 void cli_say(int priority, const char *fmt, ...) PRINTF_FMT(2, 3);
 
-/* exit.c: as cli_error(), with the pointer to help that ends every usage
+/* As cli_error(), with the pointer to help that ends every usage
  * error ("; try 'stagelog help CMD'"), and returns EX_USAGE. */
 int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 
-/* exit.c: the command a usage error's pointer names (a name from the
+/* The command a usage error's pointer names (a name from the
  * command table; NULL: stagelog's own --help). main() sets it. */
 void cli_set_command(const char *name);
 
-/* exit.c: ends a usage error's line: "; try 'stagelog help CMD'" or
+/* Ends a usage error's line: "; try 'stagelog help CMD'" or
  * "; try 'stagelog --help'", and the newline. */
 void cli_fput_try_help(FILE *f);
 
 /*
- * util.c: the name in names (NULL-terminated) closest to the n bytes at s
+ * The name in names (NULL-terminated) closest to the n bytes at s
  * by Damerau-Levenshtein distance, when that distance is 1 or 2 and at
  * most a third of the name's length plus one; else NULL. What it returns is a name from
  * the program's own table, so a diagnostic may show it: it never repeats
@@ -161,7 +161,7 @@ void cli_fput_try_help(FILE *f);
  */
 const char *cli_suggest(const char *s, size_t n, const char *const *names, size_t n_names);
 
-/* exit.c: writes "stagelog: MESSAGE" on stderr when -v was given. */
+/* Writes "stagelog: MESSAGE" on stderr when -v was given. */
 void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);
 
 /*
@@ -171,17 +171,17 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);
  * "argument #N" is argv[N] of the command line as main() got it (#1 is
  * the first word after the program's name).
  *
- * util.c: remembers argv, before getopt_long() permutes it, for
+ * Remembers argv, before getopt_long() permutes it, for
  * cli_arg_position(). Called once, first thing in main().
  */
 void cli_save_argv(int argc, char **argv);
 
-/* util.c: N, for the argument that p points into (its start, or inside it
+/* N, for the argument that p points into (its start, or inside it
  * as for --env=VALUE), or 0 when p is not in the saved argv. */
 int cli_arg_position(const char *p);
 
 /*
- * util.c: getopt_long with getopt's own messages off. On an unknown option
+ * getopt_long with getopt's own messages off. On an unknown option
  * or a missing argument it writes one line naming cmd (NULL for the global
  * options) and returns '?'. The line names the option from longopts (or
  * its letter); of an unknown long option it repeats the part before '='
@@ -192,7 +192,7 @@ int cli_arg_position(const char *p);
 int cli_getopt(struct cli *cli, const char *cmd, int argc, char **argv, const char *optstring,
 	       const struct option *longopts);
 
-/* util.c: after cli_getopt() returned -1 with optstring "+:...", true when
+/* After cli_getopt() returned -1 with optstring "+:...", true when
  * the options ended at "--" rather than at an operand. */
 bool cli_getopt_ended_at_dashdash(void);
 
@@ -202,7 +202,7 @@ bool cli_getopt_ended_at_dashdash(void);
 	{ "help", no_argument, NULL, 'h' },         \
 	{ "json", no_argument, NULL, 'j' }
 
-/* util.c: prints a command's usage text to stdout and returns 0. */
+/* Prints a command's usage text to stdout and returns 0. */
 int cli_help(const char *usage);
 
 /*
@@ -220,7 +220,7 @@ struct cli_options {
 };
 
 /*
- * util.c: the option loop every command shares: cli_getopt() until the
+ * The option loop every command shares: cli_getopt() until the
  * options end. --help prints o->usage and returns CLI_HELP_SHOWN; an
  * unknown option or a missing argument returns EX_USAGE (the line is
  * written); the others go to o->handle. Returns EX_OK when the options
@@ -229,14 +229,14 @@ struct cli_options {
 int cli_parse_options(struct cli *cli, const struct cli_options *o, int argc, char **argv, void *userdata);
 
 /*
- * util.c: a usage error unless exactly n operands remain after the
+ * A usage error unless exactly n operands remain after the
  * options; names lists them, space-separated, for the message ("ID DEST").
  * Returns an exit code.
  */
 int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char *names);
 
 /*
- * util.c: the prologue of the commands that take an ID and nothing but
+ * The prologue of the commands that take an ID and nothing but
  * --help and --json (release, forget, publish, show): parses the options,
  * wants exactly n operands (the first an ID), opens the store and resolves
  * the ID into id. Returns EX_OK to go on, or the exit code to return now
@@ -253,12 +253,12 @@ static inline int cli_stop_code(int code)
 int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
 		   const char *names, char id[SL_ID_SIZE]);
 
-/* util.c: the store's path (--db, $STAGELOG_DB, or the default) into
+/* The store's path (--db, $STAGELOG_DB, or the default) into
  * buf. Returns an exit code, with a diagnostic on failure. */
 int cli_store_path(const struct cli *cli, char *buf, size_t size);
 
 /*
- * util.c: writes len bytes to path atomically: a temporary file beside it,
+ * Writes len bytes to path atomically: a temporary file beside it,
  * mode, rename over path; with durable, an fsync of the file before the
  * rename and of the folder after it. A reader sees the old file or the new
  * one, never a part. Returns 0 or a negative errno.
@@ -278,13 +278,13 @@ struct cli_last_recover {
 	long long failed;
 };
 
-/* cmd-recover.c: the file's path for the store at db. */
+/* The file's path for the store at db. */
 int cli_last_recover_path(const char *db, char *buf, size_t size);
 /* The outcome file's one line, '\n' included, padded with spaces: recover
  * rewrites it in place. */
 #define CLI_OUTCOME_WIDTH 64
 
-/* util.c: opens the store (--db, $STAGELOG_DB, or the default). Returns an
+/* Opens the store (--db, $STAGELOG_DB, or the default). Returns an
  * exit code. */
 int cli_open_store(struct cli *cli);
 
@@ -299,7 +299,7 @@ int cli_open_store(struct cli *cli);
 #define CLI_NO_STORE (-2)
 
 /*
- * util.c: cli_open_store() for a command that only reads (list, show,
+ * cli_open_store() for a command that only reads (list, show,
  * check without --remove-orphans, recover, metrics, completion): sets
  * cli->nocreate, so that it never creates a file or folder. A command
  * calling cli_id_command() sets cli->nocreate itself first.
@@ -307,25 +307,25 @@ int cli_open_store(struct cli *cli);
 int cli_open_store_readonly(struct cli *cli);
 
 /*
- * util.c: reports a missing store after CLI_NO_STORE. With what NULL, a
+ * Reports a missing store after CLI_NO_STORE. With what NULL, a
  * command for which no store means nothing in flight (list, recover,
  * metrics) gets a note on stderr unless -q, and EX_OK back. Otherwise one
  * diagnostic "stagelog: WHAT: PATH: no store" and EX_NOINPUT (66).
  */
 int cli_no_store(const struct cli *cli, const char *what);
 
-/* util.c: a usage error (with its line) unless prefix is 4 to 32 hex
+/* A usage error (with its line) unless prefix is 4 to 32 hex
  * digits. Returns an exit code. */
 int cli_check_id(const char *prefix);
 
 /*
- * util.c: resolves an id or a unique prefix to a full id. An unknown,
+ * Resolves an id or a unique prefix to a full id. An unknown,
  * ambiguous or malformed one is a usage error whose message names the
  * candidates. Returns an exit code.
  */
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE]);
 
-/* util.c: the default staging root: $STAGELOG_ROOT; else /run/stagelog
+/* The default staging root: $STAGELOG_ROOT; else /run/stagelog
  * for euid 0; else $XDG_RUNTIME_DIR/stagelog; else /run/user/UID/stagelog
  * when /run/user/UID is the caller's own 0700 directory. Returns an exit
  * code (usage error when there is none, with a diagnostic unless quiet). */
@@ -338,7 +338,7 @@ struct cli_where {
 };
 
 /*
- * util.c: looks up the label and path of the stage with full id `id`.
+ * Looks up the label and path of the stage with full id `id`.
  * Returns 0, or a negative errno when the record cannot be read; the
  * fields are then "?" so that a line can still be printed.
  */
@@ -357,41 +357,41 @@ struct cli_failed_list {
 	size_t n;
 };
 
-/* util.c: fills f with id, reason and the stage's label and path. */
+/* Fills f with id, reason and the stage's label and path. */
 void cli_failed_set(struct cli *cli, struct cli_failed *f, const char *id, const char *reason);
 
-/* util.c: an sl_list() callback that appends each failed stage to the
+/* An sl_list() callback that appends each failed stage to the
  * struct cli_failed_list in userdata (free its v). */
 int cli_failed_add(const struct sl_stage_info *info, void *userdata);
 
-/* util.c: frees l->v, for _cleanup_(). */
+/* Frees l->v, for _cleanup_(). */
 void cli_failed_list_finish(struct cli_failed_list *l);
 
-/* util.c: prints "stagelog: failed ID LABEL PATH: REASON" on stderr, an
+/* Prints "stagelog: failed ID LABEL PATH: REASON" on stderr, an
  * error (cli_diag()). */
 void cli_print_failed(const struct cli_failed *f);
 
-/* util.c: prints "ID LABEL PATH" (label and path as cli_fput_token()
+/* Prints "ID LABEL PATH" (label and path as cli_fput_token()
  * tokens) to f. */
 void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
 
-/* util.c: RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
+/* RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
 #define CLI_TIME_MAX 40
 void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX]);
 
-/* util.c: an age for people: 45s, 3m, 2h, 5d. */
+/* An age for people: 45s, 3m, 2h, 5d. */
 #define CLI_AGE_MAX 24
 void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX]);
 
 /*
- * util.c: writes len bytes for a terminal: valid printable UTF-8 as is,
+ * Writes len bytes for a terminal: valid printable UTF-8 as is,
  * backslash, newline and tab as \\, \n, \t, and every other byte as \xNN,
  * so that a hostile file name can neither break a line nor send escapes.
  */
 void cli_fput_escaped(FILE *f, const char *s, size_t len);
 
 /*
- * util.c: cli_fput_escaped(), and every space as \xNN too (U+0020 as
+ * cli_fput_escaped(), and every space as \xNN too (U+0020 as
  * \x20; a Unicode space as the \xNN of its bytes), so that the bytes make
  * one whitespace-free token: a cell of a table, or a path in a line that
  * other words follow. Reading back \\, \n, \t and \xNN gives the bytes.
@@ -399,7 +399,7 @@ void cli_fput_escaped(FILE *f, const char *s, size_t len);
 void cli_fput_token(FILE *f, const char *s, size_t len);
 
 /*
- * util.c: len bytes as a JSON string literal, quotes included, that no
+ * len bytes as a JSON string literal, quotes included, that no
  * other bytes give: valid UTF-8 as JSON writes it (", \ and controls
  * escaped), and each byte that is not part of valid UTF-8 as \udcXX, the
  * lone surrogate U+DC80 + b - 0x80 of PEP 383's "surrogateescape", which
@@ -409,14 +409,14 @@ void cli_fput_token(FILE *f, const char *s, size_t len);
  */
 char *cli_json_quote(const char *s, size_t len);
 
-/* util.c: adds the string cli_json_quote() makes, as raw JSON. */
+/* Adds the string cli_json_quote() makes, as raw JSON. */
 cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t len);
 
-/* util.c: adds a stage's fixed fields (every field but "entries"). */
+/* Adds a stage's fixed fields (every field but "entries"). */
 bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info);
 
 /*
- * util.c: prints one JSON document on stdout and frees it, so that a
+ * Prints one JSON document on stdout and frees it, so that a
  * command builds its document in one expression and hands it over:
  * `return cli_json_print(doc, doc && cJSON_Add...(doc, ...) && ...)`.
  * With built false (or doc NULL) it prints nothing and reports running out
@@ -424,20 +424,20 @@ bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info);
  */
 int cli_json_print(cJSON *doc, bool built);
 
-/* util.c: adds item (which may be NULL) to obj as name; on failure deletes
+/* Adds item (which may be NULL) to obj as name; on failure deletes
  * item and returns false, so that a caller never holds an orphan. */
 bool cli_json_add_item(cJSON *obj, const char *name, cJSON *item);
 
-/* util.c: appends a new object to the array a; NULL when out of memory. */
+/* Appends a new object to the array a; NULL when out of memory. */
 cJSON *cli_json_append_object(cJSON *a);
 
 /*
- * util.c: an array of n items, item i made by item(ctx, i) (NULL when out
+ * An array of n items, item i made by item(ctx, i) (NULL when out
  * of memory). Returns NULL, and frees what it built, on failure.
  */
 cJSON *cli_json_array(size_t n, cJSON *(*item)(const void *ctx, size_t i), const void *ctx);
 
-/* util.c: cli_json_array()'s item makers: ctx is a char (*)[SL_ID_SIZE]
+/* cli_json_array()'s item makers: ctx is a char (*)[SL_ID_SIZE]
  * of ids; a char ** of paths (quoted with cli_json_quote()); a struct
  * cli_failed_list (objects with id, label, path and reason). */
 cJSON *cli_json_id_item(const void *ctx, size_t i);
@@ -450,7 +450,7 @@ static inline void cJSON_Deletep(cJSON **p)
 }
 
 /*
- * cmd-stage.c: the stage options that `stage` and `run` share. Env options
+ * The stage options that `stage` and `run` share. Env options
  * are remembered in command-line order and applied by stage_args_stage(),
  * so that a later name wins across --env, --env-file and --env-keep alike.
  */

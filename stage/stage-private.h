@@ -116,17 +116,21 @@ struct undo_progress {
 /*
  * The undo routine: the only code in stagelog that removes a staged path.
  * Validates every entry of the record first (a bad one: -EBADMSG, nothing
- * removed), removes the entries newest first beneath the root without
- * following a symlink or entering a mount, then the top directory if its
- * device and inode match the record, fsyncs the root, and marks entries
- * removed as it goes; at the end, in one transaction, marks them all removed
- * and moves the stage from a state in from_mask to `done`. ENOENT counts
- * as done. On failure (the record untouched but for entries already
- * removed) *reterr (not NULL) holds the code and a redacted explanation,
- * at most UNDO_REASON_MAX bytes, which is also the failed stage's
- * recorded reason, and the return value is negative: -EBADMSG (a record
- * fails validation), -EXDEV (a mount in the way), -ESTALE (an identity
- * mismatch), or the errno of the removal that failed.
+ * removed), opens the stage's top directory and checks it is the one the
+ * stage created (its inode and birth time, or inode and device where no
+ * birth time is known, match the record), removes the entries newest first
+ * beneath that verified directory without following a symlink or entering
+ * a mount, then the top directory's tree if it is still that directory, and
+ * fsyncs the root; the store is only read meanwhile. At the end, in one
+ * transaction, it marks the entries removed and moves the stage from a
+ * state in from_mask to `done`. ENOENT counts as done. On failure (the
+ * paths removed so far stay removed, and the stage moves to `failed` with
+ * the reason where the store takes it) *reterr (not NULL) holds the code
+ * and a redacted explanation, at most UNDO_REASON_MAX bytes, which is
+ * also the failed stage's recorded reason, and the return value is
+ * negative: -EBADMSG (a record fails validation), -EXDEV (a mount in the
+ * way), -ESTALE (an identity mismatch), or the errno of the removal that
+ * failed.
  */
 HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
 		      struct undo_progress *progress, struct sl_error *reterr);
@@ -135,7 +139,8 @@ HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsig
  * Removes the directory `name` in dirfd and everything beneath it, never
  * following a symlink, never entering a mount, never opening anything but
  * directories. When have_id, the directory is removed only if its device
- * and inode are dev/ino. prefix is the root-relative path of dirfd, used in
+ * and inode are dev/ino (undo_stage() passes those of the top directory it
+ * verified by inode and birth time). prefix is the root-relative path of dirfd, used in
  * the reason. Returns 0 (also when name does not exist) or a negative errno
  * with *reterr (not NULL) set.
  */

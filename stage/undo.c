@@ -12,7 +12,10 @@
  *    device cannot be touched; files, symlinks, FIFOs, sockets and devices
  *    are only unlinked, so a hard link to an outside file loses its name
  *    here and nothing else;
- *  - the top directory goes only if its device and inode match the record;
+ *  - the top directory is opened and verified first (its inode and birth
+ *    time, or inode and device where no birth time is known, match the
+ *    record), every entry is resolved beneath it, and it goes only if it
+ *    is still that verified directory;
  *  - an entry is marked removed only after its path is gone.
  */
 #include <dirent.h>

@@ -133,9 +133,12 @@ HIDDEN int store_stage_log(struct sl_store *s, int64_t rowid, const struct store
 
 
 /*
- * Reads up to max entries of a stage with seq < before (descending) or
- * seq > after (ascending), copying paths into arena (arena_size bytes).
- * Returns the number read (0 at the end).
+ * Reads one page of the entries of stage rowid into page: those with seq <
+ * from_seq, newest first, when descending, else those with seq > from_seq,
+ * oldest first. At most SL_PAGE_ENTRIES of them, their paths copied into
+ * page->arena; a path that does not fit starts the next page, and
+ * page->more says that one may follow. Returns the number read (0 at the
+ * end).
  */
 #define SL_PAGE_ENTRIES 128
 struct sl_entry_page {
