@@ -22,6 +22,10 @@
 #define HIDDEN __attribute__((visibility("hidden")))
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 #define PRINTF_FMT(a, b) __attribute__((format(printf, a, b)))
+/* A macro's value as a string literal, for a limit inside a message or an
+ * SQL statement: STRINGIFY(SL_PATH_MAX) is "4095". */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 
 static inline void freep(void *p)
 {

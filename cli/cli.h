@@ -114,6 +114,10 @@ void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX]);
 
 /* Maps a negative errno (and the error's flags) to an exit code. */
 int cli_exit_code(int r, const struct sl_error *err);
+/* The exit code when recover, release or check left something it could not
+ * remove, or check found a problem it did not fix: no sysexits.h code says
+ * that (stagelog(1), EXIT STATUS). */
+#define CLI_EXIT_NOT_CLEAN 1
 
 /*
  * Writes the one-line diagnostic for a failed library call,
@@ -280,6 +284,9 @@ struct cli_last_recover {
 
 /* The file's path for the store at db. */
 int cli_last_recover_path(const char *db, char *buf, size_t size);
+/* A buffer for that path: a store path of up to PATH_MAX bytes and
+ * ".last-recover", with room to spare. */
+#define CLI_LAST_RECOVER_PATH_MAX 4200
 /* The outcome file's one line, '\n' included, padded with spaces: recover
  * rewrites it in place. */
 #define CLI_OUTCOME_WIDTH 64
@@ -333,7 +340,7 @@ int cli_default_root(char *buf, size_t size, bool quiet);
 
 /* A stage's label and path, for lines that name a stage to a person. */
 struct cli_where {
-	char label[40];
+	char label[SL_LABEL_MAX + 1];
 	char path[PATH_MAX];
 };
 

@@ -215,6 +215,6 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 
 	code = cli->json ? print_json(&rep, &fl, &moved) : (print_text(&rep, &fl, &moved), EX_OK);
 	if (code == EX_OK && !is_clean(&rep, &fl, &moved))
-		code = 1;
+		code = CLI_EXIT_NOT_CLEAN;
 	return code;
 }

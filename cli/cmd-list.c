@@ -26,7 +26,7 @@ static const char usage[] =
 /* One table row; the path is kept raw and escaped when printed. */
 struct row {
 	char id[13];
-	char label[40];
+	char label[SL_LABEL_MAX + 1];
 	const char *state;
 	char owner[24];
 	const char *live;

@@ -28,7 +28,7 @@ static const char usage[] =
 /* One (state, label) pair and how many stages are in it. */
 struct series {
 	enum sl_state state;
-	char label[40];
+	char label[SL_LABEL_MAX + 1];
 	long long n;
 };
 
@@ -71,7 +71,7 @@ static int count_stage(const struct sl_stage_info *info, void *userdata)
  * unreadable: a metric that is absent beats one that lies). */
 static bool read_last_recover(const char *db, struct cli_last_recover *ret)
 {
-	char path[4200], buf[128];
+	char path[CLI_LAST_RECOVER_PATH_MAX], buf[128];
 	_cleanup_close_ int fd = -1;
 	ssize_t n;
 	long long t;
@@ -240,7 +240,7 @@ int cmd_metrics(struct cli *cli, int argc, char **argv)
 	_cleanup_free_ char *text = NULL;
 	const char *output = NULL;
 	size_t len = 0;
-	char db[4096];
+	char db[PATH_MAX];
 	bool present = false;
 	int code;
 

@@ -145,7 +145,7 @@ static int write_outcome(int fd, const char *line)
  */
 static void note_outcome(struct cli *cli, const char *outcome, size_t recovered, size_t failed)
 {
-	char db[4096], path[4200], line[CLI_OUTCOME_WIDTH + 1];
+	char db[PATH_MAX], path[CLI_LAST_RECOVER_PATH_MAX], line[CLI_OUTCOME_WIDTH + 1];
 	_cleanup_close_ int fd = -1;
 	int n, r;
 
@@ -307,7 +307,7 @@ static int report(struct cli *cli, const struct sl_recover_report *rep)
 		else
 			print_text(cli, rep, &fl);
 		if (code == EX_OK && fl.n > 0)
-			code = 1;
+			code = CLI_EXIT_NOT_CLEAN;
 	}
 	/* Without a store there is no folder of its own to note it in. */
 	if (!rep->dry_run && cli->store)

@@ -51,7 +51,7 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 		 * else left behind is exit 1. */
 		if ((err.flags & SL_ERROR_STAGE_FAILED) && r != -EBADMSG) {
 			cli_fail(r, &err, "cannot release the stage");
-			return 1;
+			return CLI_EXIT_NOT_CLEAN;
 		}
 		return cli_fail(r, &err, "cannot release the stage");
 	}

@@ -394,15 +394,19 @@ int cli_check_id(const char *prefix)
 	for (size_t i = 0; hex && i < len; i++)
 		hex = isxdigit((unsigned char)prefix[i]);
 	if (!hex)
-		return cli_usage_error("bad id: argument #%d: an id or its prefix is 4 to 32 hex digits",
-				       cli_arg_position(prefix));
+		return cli_usage_error("bad id: argument #%d: an id or its prefix is 4 to %d hex digits",
+				       cli_arg_position(prefix), SL_ID_SIZE - 1);
 	return EX_OK;
 }
+
+/* The candidates an ambiguous id lists at most, then "...": enough to
+ * pick the right one from, few enough for one line. */
+#define CLI_ID_CANDIDATES 8
 
 int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 {
 	struct sl_error err = { 0 };
-	char lower[SL_ID_SIZE], cand[8][SL_ID_SIZE];
+	char lower[SL_ID_SIZE], cand[CLI_ID_CANDIDATES][SL_ID_SIZE];
 	size_t len = strlen(prefix), n = 0;
 	int r, pos = cli_arg_position(prefix);
 

@@ -157,7 +157,7 @@ static int copy_enter(struct copy *c, int src, int dfd, const char *name, const 
 
 	if (c->n == COPY_MAX_DEPTH) {
 		close(src);
-		return copy_fail(c, -ELOOP, "source tree deeper than 256 levels");
+		return copy_fail(c, -ELOOP, "source tree deeper than " STRINGIFY(COPY_MAX_DEPTH) " levels");
 	}
 	r = sl_fault_step();
 	if (r == 0 && mkdirat(dfd, name, 0700) < 0)
@@ -317,7 +317,7 @@ static int log_tree(struct copy *c, int sfd)
 		if (r < 0 || kind != SL_KIND_DIR)
 			continue;
 		if (n == COPY_MAX_DEPTH) {
-			r = copy_fail(c, -ELOOP, "source tree deeper than 256 levels");
+			r = copy_fail(c, -ELOOP, "source tree deeper than " STRINGIFY(COPY_MAX_DEPTH) " levels");
 			break;
 		}
 		r = log_opendir(c, dirfd(lf[n - 1].d), de->d_name, &lf[n].d);

@@ -34,7 +34,7 @@ const char *path_check(const char *path, size_t len)
 	if (len == 0)
 		return "empty path";
 	if (len > SL_PATH_MAX)
-		return "path longer than 4095 bytes";
+		return "path longer than " STRINGIFY(SL_PATH_MAX) " bytes";
 	if (memchr(path, '\0', len))
 		return "NUL byte in path";
 	if (path[0] == '/')
@@ -47,7 +47,7 @@ const char *path_check(const char *path, size_t len)
 		if (comp == 0)
 			return "empty path component";
 		if (comp > SL_NAME_MAX)
-			return "path component longer than 255 bytes";
+			return "path component longer than " STRINGIFY(SL_NAME_MAX) " bytes";
 		if ((comp == 1 && path[i - 1] == '.') || (comp == 2 && path[i - 1] == '.' && path[i - 2] == '.'))
 			return "'.' or '..' in path";
 		comp = 0;

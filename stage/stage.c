@@ -328,7 +328,8 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 	if (!store || !root || !ret)
 		return sl_err(reterr, -EINVAL, "cannot begin stage: missing argument");
 	if (!label_valid(label))
-		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,31}");
+		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
+			      SL_LABEL_MAX - 1);
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
@@ -910,14 +911,20 @@ int sl_stage_lock_inherit(struct sl_stage *st, struct sl_error *reterr)
 	return st->top_fd;
 }
 
+/* stage_try_lock()'s retries: 20 of 2 ms, some 40 ms in all, far longer
+ * than a liveness probe holds its shared lock, and short enough that a
+ * recovery waits on no real holder. */
+#define TRY_LOCK_RETRIES 20
+#define TRY_LOCK_PAUSE_US 2000
+
 int stage_try_lock(int top_fd)
 {
 	for (int i = 0;; i++) {
 		if (flock(top_fd, LOCK_EX | LOCK_NB) == 0)
 			return 0;
-		if (errno != EWOULDBLOCK || i == 20)
+		if (errno != EWOULDBLOCK || i == TRY_LOCK_RETRIES)
 			return negerrno();
-		usleep(2000);
+		usleep(TRY_LOCK_PAUSE_US);
 	}
 }
 

@@ -16,10 +16,19 @@
 #include "fd-util.h"
 #include "store-private.h"
 
-#define STRINGIFY_(x) #x
-#define STRINGIFY(x) STRINGIFY_(x)
 #define BUSY_TIMEOUT_MS 5000
+/* Records a gc deletes per write transaction (why batches: store_gc()). */
 #define GC_BATCH 500
+/* The ids a prefix lookup reads at most: it only needs to tell one match
+ * from several and to fill a caller's short candidate list, and a short
+ * prefix in a large store must not read every id. */
+#define RESOLVE_MAX_IDS 17
+/* The pause between two tries of a BEGIN IMMEDIATE or an open that SQLite
+ * failed with SQLITE_BUSY without calling busy_wait(): about as long as a
+ * stagelog write transaction lasts. */
+#define BUSY_RETRY_US 1000
+/* PRAGMA synchronous's own numbers, for sync_level. */
+enum { SYNC_NORMAL = 1, SYNC_FULL = 2 };
 /*
  * The WAL's bound (docs/design.md, "Store tuning"). Every process that
  * opens the store first reads every frame since the WAL last restarted, so
@@ -69,7 +78,7 @@ enum cached_sql { SQL_INS_ENTRY, SQL_CONFIRM, SQL_TRANSITION, SQL_PAGE_ASC, SQL_
 
 struct sl_store {
 	sqlite3 *db;
-	int sync_level; /* what PRAGMA synchronous is now: 1 NORMAL, 2 FULL */
+	int sync_level; /* what PRAGMA synchronous is now: SYNC_NORMAL or SYNC_FULL */
 	bool naive;
 	bool readonly; /* another user's store, opened by root to inspect it */
 	bool txn_durable;
@@ -258,7 +267,7 @@ static int set_sync(struct sl_store *s, int level)
 
 	if (s->sync_level == level)
 		return 0;
-	r = exec(s, level == 2 ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+	r = exec(s, level == SYNC_FULL ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
 	if (r == 0)
 		s->sync_level = level;
 	return r;
@@ -307,7 +316,7 @@ static int begin(struct sl_store *s, bool durable)
 	/* SQLite reads the safety level when a transaction starts and refuses
 	 * to change it inside one, so it is chosen here. */
 	durable = durable || s->naive;
-	r = set_sync(s, durable ? 2 : 1);
+	r = set_sync(s, durable ? SYNC_FULL : SYNC_NORMAL);
 	if (r < 0)
 		return r;
 	s->txn_durable = durable;
@@ -319,7 +328,7 @@ static int begin(struct sl_store *s, bool durable)
 		r = exec(s, "BEGIN IMMEDIATE");
 		if (r != -EBUSY || mono_ms() >= s->deadline)
 			break;
-		usleep(1000);
+		usleep(BUSY_RETRY_US);
 	}
 	s->deadline_held = outer;
 	return r;
@@ -593,7 +602,7 @@ static int setup(struct sl_store *s, const char *path, struct sl_error *reterr)
 	/* Replaces SQLite's automatic checkpoint (every 1,000 frames, inside
 	 * whichever commit crosses it) with the bound above. */
 	sqlite3_wal_hook(s->db, wal_committed, s);
-	s->sync_level = 2;
+	s->sync_level = SYNC_FULL;
 	/* Only a store that needs it takes the write lock to migrate: a
 	 * reader (list, show) never waits behind a writer here. */
 	if (version < (int64_t)ELEMENTSOF(migrations)) {
@@ -1029,7 +1038,7 @@ int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret,
 			break;
 		rollback(s);
 		finalize_statements(s);
-		usleep(1000);
+		usleep(BUSY_RETRY_US);
 	}
 	s->deadline_held = false;
 	if (r < 0)
@@ -1434,11 +1443,11 @@ int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_
 	int r, rc;
 
 	if (len < 4 || len > SL_ID_LEN || strspn(prefix, "0123456789abcdef") != len)
-		return sl_err(reterr, -EINVAL, "bad stage id '%s': want at least 4 of its 32 lowercase hex digits",
-			      len <= SL_ID_LEN ? prefix : "(too long)");
+		return sl_err(reterr, -EINVAL, "bad stage id '%s': want at least 4 of its %d lowercase hex digits",
+			      len <= SL_ID_LEN ? prefix : "(too long)", SL_ID_LEN);
 	/* A range scan on the unique index: prefix <= id < prefix + '~'. */
 	snprintf(hi, sizeof(hi), "%s~", prefix);
-	r = prepare(s, "SELECT id FROM stages WHERE id >= ? AND id < ? ORDER BY id LIMIT 17", &st);
+	r = prepare(s, "SELECT id FROM stages WHERE id >= ? AND id < ? ORDER BY id LIMIT " STRINGIFY(RESOLVE_MAX_IDS), &st);
 	if (r < 0)
 		return store_err(reterr, r, "cannot look up stage");
 	sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
@@ -1544,7 +1553,7 @@ int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr)
 			    /* Not published ones: their destination is how
 			     * check tells a published tree from an orphan. */
 			    "SELECT rowid FROM stages WHERE " FINISHED_SQL " AND state != " ST(PUBLISHED) " "
-			    "AND updated_at <= ? LIMIT 500",
+			    "AND updated_at <= ? LIMIT " STRINGIFY(GC_BATCH),
 			    &sel);
 		if (r == 0) {
 			sqlite3_bind_int64(sel, 1, cutoff_ms);
