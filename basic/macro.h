@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * macro.h: the few helpers every folder shares: cleanup attributes, the
- * error-report writer, the fault seam, errno and fd helpers, secret
- * wiping. Private: never installed.
+ * error-report writer, the fault seam, errno and fd helpers, the UTF-8 and
+ * label rules, secret wiping. Private: never installed.
  */
 #ifndef STAGELOG_MACRO_H
 #define STAGELOG_MACRO_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <dirent.h>
 #include <stdint.h>
 
 #include "sl-basic.h"

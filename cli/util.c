@@ -75,16 +75,23 @@ static const struct option *long_option(const struct option *longopts, const cha
 	return NULL;
 }
 
+/* The longest name edit_distance() compares: longer than any command or
+ * option name, and a table of its square stays small on the stack. */
+#define EDIT_NAME_MAX 32
+/* What edit_distance() says of a longer name: more edits than any
+ * suggestion allows. */
+#define EDIT_TOO_FAR 99
+
 /* The optimal-string-alignment distance (Levenshtein with adjacent
  * transpositions) between the n bytes at a and the string b, both at most
- * 32 bytes long (else 99). */
+ * EDIT_NAME_MAX bytes long (else EDIT_TOO_FAR). */
 static int edit_distance(const char *a, size_t n, const char *b)
 {
 	size_t m = strlen(b);
-	int d[33][33];
+	int d[EDIT_NAME_MAX + 1][EDIT_NAME_MAX + 1];
 
-	if (n > 32 || m > 32)
-		return 99;
+	if (n > EDIT_NAME_MAX || m > EDIT_NAME_MAX)
+		return EDIT_TOO_FAR;
 	for (size_t i = 0; i <= n; i++)
 		d[i][0] = (int)i;
 	for (size_t j = 0; j <= m; j++)
