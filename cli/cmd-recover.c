@@ -283,6 +283,10 @@ static int run_pass(struct cli *cli, struct sl_recover_options *opts, struct sl_
 	rep->dry_run = opts->dry_run;
 	r = cli->store ? sl_recover_run(cli->store, opts, rep, &err) : 0;
 	cli_progress_end(&progress);
+	/* progress lives on this frame: the caller's options must not keep
+	 * its address. */
+	opts->progress = NULL;
+	opts->userdata = NULL;
 	if (r >= 0)
 		return EX_OK;
 	code = cli_fail(r, &err, "cannot recover");
