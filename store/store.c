@@ -877,6 +877,11 @@ static void bound_wal(struct sl_store *s)
 
 	if (s->readonly || s->commits == 0 || s->wal_frames < WAL_BOUND_FRAMES)
 		return;
+	/* Optional work on the way out: it never waits for the store. The
+	 * passive checkpoint does not; the restart write gets a deadline of
+	 * now, so a store busy with another writer is left to the next one. */
+	s->deadline_held = true;
+	s->deadline = mono_ms();
 	if (sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt) != SQLITE_OK ||
 	    nlog != nckpt || begin(s, false) < 0)
 		return;

@@ -366,6 +366,40 @@ static void test_concurrent_writers(void **state)
 	}
 }
 
+/* A writer that leaves the WAL past its bound checkpoints as it closes
+ * the store, but that is optional work: with another process holding the
+ * write lock, sl_store_close() returns at once instead of waiting out the
+ * busy deadline (5 s). */
+static void test_close_never_waits(void **state)
+{
+	struct sandbox *sb = *state;
+	struct sl_store *s = NULL;
+	sqlite3 *db = NULL;
+	int64_t t0;
+
+	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
+	for (int i = 0; i < 40; i++) {
+		struct sl_record rec = {0};
+		snprintf(rec.id, sizeof(rec.id), "%016x%016x", i, 0);
+		snprintf(rec.label, sizeof(rec.label), "stage");
+		snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
+		snprintf(rec.topdir, sizeof(rec.topdir), "stage-%s", rec.id);
+		proc_identity(0, &rec.owner);
+		rec.created_ms = sl_now_ms();
+		assert_int_equal(store_stage_insert(s, &rec, NULL, NULL), 0);
+	}
+	/* Another connection reads (so that the checkpoint cannot finish
+	 * either) and holds the write lock. */
+	assert_int_equal(sqlite3_open(sb->db, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE; SELECT count(*) FROM stages;", NULL, NULL, NULL),
+			 SQLITE_OK);
+	t0 = sl_now_ms();
+	sl_store_close(s);
+	assert_true(sl_now_ms() - t0 < 1000);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(db);
+}
+
 /*
  * Many processes opening one missing store at once all succeed: the file's
  * creation, the switch to WAL and the first migration race each other
@@ -522,6 +556,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_header_of_real_db, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_never_waits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefix_and_errno, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_race, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_nocreate, setup, teardown),
