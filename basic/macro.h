@@ -91,6 +91,18 @@ static inline int negerrno(void)
  */
 HIDDEN int sl_err(struct sl_error *reterr, int code, const char *fmt, ...) PRINTF_FMT(3, 4);
 
+/* Like sl_err(), but replaces an error set before: for a report whose last
+ * failure is the one that decided the outcome. */
+HIDDEN int sl_err_replace(struct sl_error *reterr, int code, const char *fmt, ...) PRINTF_FMT(3, 4);
+
+/* Adds context in front of the error *reterr holds ("context: inner"),
+ * like crun's crun_error_wrap(); returns its code, or 0 when it holds none
+ * (and then changes nothing). The same redaction rule as sl_err(). */
+HIDDEN int sl_err_wrap(struct sl_error *reterr, const char *fmt, ...) PRINTF_FMT(2, 3);
+
+/* Sets flags (SL_ERROR_*) in *reterr, if not NULL. */
+HIDDEN void sl_err_flag(struct sl_error *reterr, unsigned flags);
+
 /* Clears *reterr (if not NULL). */
 HIDDEN void sl_err_clear(struct sl_error *reterr);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include <sys/stat.h>
@@ -29,6 +30,52 @@ int sl_err(struct sl_error *reterr, int code, const char *fmt, ...)
 	vsnprintf(reterr->msg, sizeof(reterr->msg), fmt, ap);
 	va_end(ap);
 	return code;
+}
+
+int sl_err_replace(struct sl_error *reterr, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!reterr)
+		return code;
+	reterr->code = code;
+	va_start(ap, fmt);
+	vsnprintf(reterr->msg, sizeof(reterr->msg), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int sl_err_wrap(struct sl_error *reterr, const char *fmt, ...)
+{
+	char out[sizeof(reterr->msg)];
+	size_t n, m;
+	va_list ap;
+
+	if (!reterr || reterr->code == 0)
+		return reterr ? reterr->code : 0;
+	va_start(ap, fmt);
+	vsnprintf(out, sizeof(out), fmt, ap);
+	va_end(ap);
+	/* "context: inner", cut at the size of msg. */
+	n = strlen(out);
+	if (n + 2 < sizeof(out)) {
+		memcpy(out + n, ": ", 2);
+		n += 2;
+		m = strnlen(reterr->msg, sizeof(reterr->msg));
+		if (m > sizeof(out) - 1 - n)
+			m = sizeof(out) - 1 - n;
+		memcpy(out + n, reterr->msg, m);
+		n += m;
+	}
+	out[n] = '\0';
+	memcpy(reterr->msg, out, n + 1);
+	return reterr->code;
+}
+
+void sl_err_flag(struct sl_error *reterr, unsigned flags)
+{
+	if (reterr)
+		reterr->flags |= flags;
 }
 
 void sl_err_clear(struct sl_error *reterr)

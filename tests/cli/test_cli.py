@@ -65,10 +65,10 @@ class Base(unittest.TestCase):
         self.bundle = make_bundle(os.path.join(self.tmp, "pkg"))
         self.env = {k: v for k, v in os.environ.items() if k != "STAGELOG_DB"}
         self.env["XDG_RUNTIME_DIR"] = self.shm
-
-    def tearDown(self):
+        # Cleanups run last registered first: the trees go after anything
+        # a test mounts inside them has been unmounted by its own cleanup.
         for d in (self.tmp, self.shm):
-            shutil.rmtree(d, ignore_errors=True)
+            self.addCleanup(shutil.rmtree, d, ignore_errors=True)
 
     def sl(self, *args, code=0, env=None, db=True, timeout=60):
         """Runs stagelog with --db and checks the exit code (None: any)."""

@@ -9,6 +9,7 @@ found in $STAGELOG."""
 import fcntl
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -61,11 +62,7 @@ class TestRootInspects(Base):
         self.dir = os.path.dirname(self.db)
         # Outside the store: what a crafted store might try to write.
         self.outside = tempfile.mkdtemp(prefix="stagelog-outside-", dir="/tmp")
-
-    def tearDown(self):
-        import shutil
-        shutil.rmtree(self.outside, ignore_errors=True)
-        super().tearDown()
+        self.addCleanup(shutil.rmtree, self.outside, ignore_errors=True)
 
     def give_away(self):
         chown_tree(self.dir, NOBODY)

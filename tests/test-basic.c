@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-basic.c: basic/'s error channel. Each writer of struct sl_error
+ * (keep the first, replace, add context, set flags) is checked for what
+ * it keeps, what it changes and what it returns.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "macro.h"
+
+static void err_keeps_the_first(void **state)
+{
+	struct sl_error e = {0};
+
+	(void)state;
+	assert_int_equal(sl_err(&e, -ENOENT, "inner: %s", "gone"), -ENOENT);
+	assert_int_equal(sl_err(&e, -EIO, "outer"), -EIO);
+	assert_int_equal(e.code, -ENOENT);
+	assert_string_equal(e.msg, "inner: gone");
+	assert_int_equal(sl_err(NULL, -EIO, "nowhere"), -EIO);
+}
+
+static void replace_keeps_the_last(void **state)
+{
+	struct sl_error e = {0};
+
+	(void)state;
+	sl_err(&e, -ENOENT, "first");
+	assert_int_equal(sl_err_replace(&e, -EBUSY, "last %d", 2), -EBUSY);
+	assert_int_equal(e.code, -EBUSY);
+	assert_string_equal(e.msg, "last 2");
+	assert_int_equal(sl_err_replace(NULL, -EIO, "nowhere"), -EIO);
+}
+
+static void wrap_adds_context(void **state)
+{
+	struct sl_error e = {0}, none = {0};
+	char big[sizeof(e.msg) + 10];
+
+	(void)state;
+	sl_err(&e, -EACCES, "open: /x: denied");
+	assert_int_equal(sl_err_wrap(&e, "cannot stage '%s'", "gw"), -EACCES);
+	assert_string_equal(e.msg, "cannot stage 'gw': open: /x: denied");
+	assert_int_equal(e.code, -EACCES);
+	/* Nothing to wrap: nothing changes, and the code says so. */
+	assert_int_equal(sl_err_wrap(&none, "context"), 0);
+	assert_int_equal(none.code, 0);
+	assert_string_equal(none.msg, "");
+	assert_int_equal(sl_err_wrap(NULL, "context"), 0);
+	/* A long message is cut, never overrun, and stays a string. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	sl_err_replace(&e, -EIO, "%s", big);
+	sl_err_wrap(&e, "ctx");
+	assert_int_equal(strlen(e.msg), sizeof(e.msg) - 1);
+	assert_memory_equal(e.msg, "ctx: aaa", 8);
+}
+
+static void flag_ors_in(void **state)
+{
+	struct sl_error e = {0};
+
+	(void)state;
+	sl_err_flag(&e, SL_ERROR_CANTCREAT);
+	sl_err_flag(&e, SL_ERROR_STAGE_FAILED);
+	assert_int_equal(e.flags, SL_ERROR_CANTCREAT | SL_ERROR_STAGE_FAILED);
+	sl_err_flag(NULL, SL_ERROR_CANTCREAT);
+	sl_err_clear(&e);
+	assert_int_equal(e.flags, 0);
+	assert_int_equal(e.code, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(err_keeps_the_first),
+		cmocka_unit_test(replace_keeps_the_last),
+		cmocka_unit_test(wrap_adds_context),
+		cmocka_unit_test(flag_ors_in),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
