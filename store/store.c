@@ -74,7 +74,29 @@ static_assert(ST_STAGING == SL_STATE_STAGING && ST_READY == SL_STATE_READY && ST
 static_assert((IN_FLIGHT_MASK & FINISHED_MASK) == 0 && (IN_FLIGHT_MASK | FINISHED_MASK) == (1u << SL_STATE_COUNT_) - 1,
 	      "every state is either in flight or finished");
 
-enum cached_sql { SQL_INS_ENTRY, SQL_CONFIRM, SQL_TRANSITION, SQL_PAGE_ASC, SQL_PAGE_DESC, SQL_COUNT_ };
+/* A stage record's columns, in the order read_record() reads them. */
+#define STAGE_COLUMNS                                                                                       \
+	"s.rowid, s.id, s.label, s.root, s.topdir, s.state, s.owner_boot, s.owner_pid, s.owner_start, "    \
+	"s.owner_pidns, s.claim_boot, s.claim_pid, s.claim_start, s.claim_pidns, s.dev, s.ino, s.created_at, " \
+	"s.updated_at, s.reason, s.btime, s.root_ino, s.root_btime, s.dest, s.root_volatile"
+#define STAGE_NCOLUMNS 24
+
+/* The listing of stages: in flight (the filter repeats the partial index's
+ * WHERE clause word for word so that SQLite uses the index), or all. */
+#define LIST_SQL(where)                                                                       \
+	"SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) " \
+	"FROM stages s WHERE " where "(?1 IS NULL OR s.label = ?1) ORDER BY s.rowid"
+
+enum cached_sql {
+	SQL_INS_ENTRY,
+	SQL_CONFIRM,
+	SQL_TRANSITION,
+	SQL_PAGE_ASC,
+	SQL_PAGE_DESC,
+	SQL_LIST_IN_FLIGHT,
+	SQL_LIST_ALL,
+	SQL_COUNT_
+};
 
 struct sl_store {
 	sqlite3 *db;
@@ -402,26 +424,40 @@ static int step_done(struct sl_store *s, sqlite3_stmt *stmt)
  * (version 0, tables present). A migration sets both in one transaction,
  * so version 0 with tables in one snapshot is really a foreign database.
  */
-static int read_schema(struct sl_store *s, const char *path, int64_t *ret_version, struct sl_error *reterr)
+/* Steps sql (one row of one integer column) into *ret; returns SQLite's
+ * code of the step: SQLITE_ROW when *ret was read. */
+static int read_int(struct sl_store *s, const char *sql, int64_t *ret)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-	int64_t version, tables;
-	int rc;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 
-	rc = sqlite3_prepare_v2(s->db,
-				"SELECT (SELECT user_version FROM pragma_user_version), "
-				"(SELECT count(*) FROM sqlite_schema)",
-				-1, &st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int64(st, 0);
+	return rc;
+}
+
+static int read_schema(struct sl_store *s, const char *path, int64_t *ret_version, struct sl_error *reterr)
+{
+	int64_t version = 0, tables = 0;
+	int rc;
+
+	/* Two plain statements (the table-valued pragma_user_version in one
+	 * SELECT costs a virtual table's setup in every process), each its own
+	 * snapshot outside a transaction: tables first. A first migration
+	 * commits its tables and its version together, so tables seen before
+	 * it are seen with a version after it; the other order would take a
+	 * store being created for a foreign one. */
+	rc = read_int(s, "SELECT count(*) FROM sqlite_schema", &tables);
+	if (rc == SQLITE_ROW)
+		rc = read_int(s, "PRAGMA user_version", &version);
 	if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT || rc == SQLITE_DONE)
 		/* In words: "Bad message" tells a user nothing. */
 		return sl_err(reterr, -EBADMSG,
 			      "cannot open store: %s: not a stagelog store (corrupt or another kind of file)", path);
 	if (rc != SQLITE_ROW)
 		return sqlite_to_errno(s->db, rc);
-	version = sqlite3_column_int64(st, 0);
-	tables = sqlite3_column_int64(st, 1);
 	if (version > (int64_t)ELEMENTSOF(migrations))
 		return sl_err(reterr, -EPROTO, "cannot open store: %s: schema version %lld is newer than this program's %d",
 			      path, (long long)version, sl_store_schema_version());
@@ -487,7 +523,7 @@ static void finalize_statements(struct sl_store *s)
 
 /* Prepares statement id on its first use (a `list` or an empty `recover`
  * prepares none of these) and keeps it until the store closes. */
-static int cached(struct sl_store *s, enum cached_sql id, sqlite3_stmt **ret)
+static const char *cached_text(enum cached_sql id)
 {
 	static const char *const sql[SQL_COUNT_] = {
 		[SQL_INS_ENTRY] = "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)",
@@ -499,10 +535,18 @@ static int cached(struct sl_store *s, enum cached_sql id, sqlite3_stmt **ret)
 				 "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
 		[SQL_PAGE_DESC] = "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
 				  "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+		[SQL_LIST_IN_FLIGHT] = LIST_SQL(IN_FLIGHT_SQL " AND "),
+		[SQL_LIST_ALL] = LIST_SQL(""),
 	};
 
+	assert(id < SQL_COUNT_);
+	return sql[id];
+}
+
+static int cached(struct sl_store *s, enum cached_sql id, sqlite3_stmt **ret)
+{
 	if (!s->cached[id]) {
-		int r = prepare(s, sql[id], &s->cached[id]);
+		int r = prepare(s, cached_text(id), &s->cached[id]);
 
 		if (r < 0)
 			return r;
@@ -1367,11 +1411,6 @@ int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64
 	return n;
 }
 
-#define STAGE_COLUMNS                                                                                       \
-	"s.rowid, s.id, s.label, s.root, s.topdir, s.state, s.owner_boot, s.owner_pid, s.owner_start, "    \
-	"s.owner_pidns, s.claim_boot, s.claim_pid, s.claim_start, s.claim_pidns, s.dev, s.ino, s.created_at, " \
-	"s.updated_at, s.reason, s.btime, s.root_ino, s.root_btime, s.dest, s.root_volatile"
-#define STAGE_NCOLUMNS 24
 
 
 static void read_record(sqlite3_stmt *st, struct sl_record *rec)
@@ -1479,20 +1518,20 @@ int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_
 int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
 			struct sl_error *reterr)
 {
-	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *own = NULL;
+	enum cached_sql id = all ? SQL_LIST_ALL : SQL_LIST_IN_FLIGHT;
+	sqlite3_stmt *st = NULL;
 	int r, rc;
 
-	/* The in-flight filter repeats the partial index's WHERE clause word
-	 * for word so that SQLite uses the index. */
-	r = prepare(s,
-		    all ? "SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) "
-			  "FROM stages s WHERE (?1 IS NULL OR s.label = ?1) ORDER BY s.rowid"
-			: "SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) "
-			  "FROM stages s WHERE " IN_FLIGHT_SQL " AND (?1 IS NULL OR s.label = ?1) "
-			  "ORDER BY s.rowid",
-		    &st);
+	/* The kept statement, unless a caller lists again from inside fn
+	 * while it is stepping: then this listing gets its own. `recover`
+	 * lists twice (its scan, then the failed stages) and parses once. */
+	r = s->cached[id] && sqlite3_stmt_busy(s->cached[id]) ? prepare(s, cached_text(id), &own)
+							      : cached(s, id, &st);
 	if (r < 0)
 		return store_err(reterr, r, "cannot list stages");
+	if (own)
+		st = own;
 	if (label)
 		sqlite3_bind_text(st, 1, label, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1502,11 +1541,13 @@ int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_s
 		rec.entries = sqlite3_column_int64(st, STAGE_NCOLUMNS);
 		r = fn(&rec, userdata);
 		if (r < 0)
-			return r;
+			break;
 	}
-	if (rc != SQLITE_DONE)
-		return fail(s, rc, reterr, "cannot list stages");
-	return 0;
+	if (r >= 0 && rc != SQLITE_DONE)
+		r = fail(s, rc, reterr, "cannot list stages");
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r < 0 ? r : 0;
 }
 
 /* Deletes a stage's record and its entries, inside the open transaction. */

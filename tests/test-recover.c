@@ -438,6 +438,58 @@ static int count_cb(const struct sl_stage_info *info, void *userdata)
 	return 0;
 }
 
+struct nested {
+	struct sl_store *store;
+	int outer, inner;
+};
+
+/* Lists again from inside a listing: each level must see every stage. */
+static int nested_cb(const struct sl_stage_info *info, void *userdata)
+{
+	struct nested *n = userdata;
+	int inner = 0;
+
+	(void)info;
+	n->outer++;
+	if (sl_list(n->store, 0, NULL, count_cb, &inner, NULL) < 0)
+		return -EIO;
+	n->inner += inner;
+	return 0;
+}
+
+static int stop_cb(const struct sl_stage_info *info, void *userdata)
+{
+	(void)info;
+	(*(int *)userdata)++;
+	return -ECANCELED;
+}
+
+/* The listing's statement is kept for the next listing (recover lists
+ * twice): a listing from inside a listing's callback, a callback that
+ * stops one, and the listing after, each see the whole list. */
+static void test_list_nested_and_again(void **state)
+{
+	struct fixture *fx = *state;
+	char a[SL_ID_LEN + 1], b[SL_ID_LEN + 1], c[SL_ID_LEN + 1];
+	struct nested n = {.store = fx->store};
+	int k = 0;
+
+	make_stage(fx, a, NULL, false);
+	make_stage(fx, b, NULL, false);
+	make_stage(fx, c, NULL, false);
+	assert_int_equal(sl_list(fx->store, 0, NULL, nested_cb, &n, NULL), 0);
+	assert_int_equal(n.outer, 3);
+	assert_int_equal(n.inner, 9);
+	assert_int_equal(sl_list(fx->store, 0, NULL, stop_cb, &k, NULL), -ECANCELED);
+	assert_int_equal(k, 1);
+	k = 0;
+	assert_int_equal(sl_list(fx->store, 0, NULL, count_cb, &k, NULL), 0);
+	assert_int_equal(k, 3);
+	k = 0;
+	assert_int_equal(sl_list(fx->store, SL_LIST_ALL, NULL, count_cb, &k, NULL), 0);
+	assert_int_equal(k, 3);
+}
+
 static void test_forget_gc_check(void **state)
 {
 	struct fixture *fx = *state;
@@ -634,6 +686,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_recoverer_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_recoverers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_nested_and_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_every_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampered_negative_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_device_without_birth_time, setup, teardown),
