@@ -7,19 +7,21 @@
  * SQLite opens a WAL with SQLITE_OPEN_CREATE whether or not it exists, and
  * on that flag alone syncs the WAL's directory on the first sync of every
  * connection: one more disk sync in every writing process, although the
- * store's WAL is created once and kept (NO_CKPT_ON_CLOSE). Here the
- * directory is synced when the WAL is created, by the process creating it,
- * before any frame can go in; an existing WAL is opened without the flag.
+ * store's WAL is created once and kept (NO_CKPT_ON_CLOSE). Here the rule
+ * is: a frame goes into the WAL only after the WAL's name is durable.
  *
- * "Existing" means not empty: frames in it were written by a process that
- * opened it through this VFS, which synced the directory first (or by a
- * SQLite that created it and synced the directory with its first sync). An
- * empty WAL may have been created a moment ago by a process that has not
- * synced the directory yet, so it is opened as SQLite would, and that
- * connection syncs the directory itself. docs/design.md, "Store tuning".
+ * A WAL that holds frames was written by a process that kept the rule (or
+ * by a SQLite that synced the directory with its first sync): it is opened
+ * without the flag, and nothing more is synced. A WAL that is new or empty
+ * may have been created a moment ago by a process that has not synced the
+ * directory yet (an empty one is also what another program's SQLite leaves
+ * when it checkpoints and truncates): its handle syncs the directory before
+ * its first write, so a process that only reads it syncs nothing.
+ * docs/design.md, "Store tuning".
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
@@ -54,6 +56,186 @@ static int sync_folder_of(const char *path)
 	return SQLITE_OK;
 }
 
+/*
+ * A WAL whose name may not be durable yet: SQLite's own file (of the
+ * wrapped VFS) follows this header in the same allocation, and every
+ * method is passed to it; xWrite syncs the folder first, once.
+ */
+struct wal_file {
+	sqlite3_file base;
+	sqlite3_file *real;
+	const char *name; /* SQLite keeps it valid until xClose */
+	bool name_pending;
+};
+
+#define REAL(f) (((struct wal_file *)(f))->real)
+
+static int wal_close(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xClose(REAL(f));
+}
+
+static int wal_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+	return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+}
+
+static int wal_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+	struct wal_file *w = (struct wal_file *)f;
+
+	if (w->name_pending) {
+		int rc = sync_folder_of(w->name);
+
+		if (rc != SQLITE_OK)
+			return rc;
+		w->name_pending = false;
+	}
+	return w->real->pMethods->xWrite(w->real, buf, n, off);
+}
+
+static int wal_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+
+static int wal_sync(sqlite3_file *f, int flags)
+{
+	return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+
+static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+
+static int wal_lock(sqlite3_file *f, int level)
+{
+	return REAL(f)->pMethods->xLock(REAL(f), level);
+}
+
+static int wal_unlock(sqlite3_file *f, int level)
+{
+	return REAL(f)->pMethods->xUnlock(REAL(f), level);
+}
+
+static int wal_check_reserved_lock(sqlite3_file *f, int *out)
+{
+	return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+
+static int wal_file_control(sqlite3_file *f, int op, void *arg)
+{
+	return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+
+static int wal_sector_size(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+
+static int wal_device_characteristics(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+
+/* A WAL has no shared memory and no memory map of its own (SQLite maps
+ * the -shm through the database's file, and fetches pages from the
+ * database): these answer as a file without them would. */
+static int wal_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **out)
+{
+	(void)f, (void)region, (void)size, (void)extend;
+	*out = NULL;
+	return SQLITE_IOERR_SHMMAP;
+}
+
+static int wal_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+	(void)f, (void)offset, (void)n, (void)flags;
+	return SQLITE_IOERR_SHMLOCK;
+}
+
+static void wal_shm_barrier(sqlite3_file *f)
+{
+	(void)f;
+}
+
+static int wal_shm_unmap(sqlite3_file *f, int delete_flag)
+{
+	(void)f, (void)delete_flag;
+	return SQLITE_OK;
+}
+
+static int wal_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **out)
+{
+	(void)f, (void)off, (void)n;
+	*out = NULL;
+	return SQLITE_OK;
+}
+
+static int wal_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+	(void)f, (void)off, (void)p;
+	return SQLITE_OK;
+}
+
+static const sqlite3_io_methods wal_methods = {
+	.iVersion = 3,
+	.xClose = wal_close,
+	.xRead = wal_read,
+	.xWrite = wal_write,
+	.xTruncate = wal_truncate,
+	.xSync = wal_sync,
+	.xFileSize = wal_file_size,
+	.xLock = wal_lock,
+	.xUnlock = wal_unlock,
+	.xCheckReservedLock = wal_check_reserved_lock,
+	.xFileControl = wal_file_control,
+	.xSectorSize = wal_sector_size,
+	.xDeviceCharacteristics = wal_device_characteristics,
+	.xShmMap = wal_shm_map,
+	.xShmLock = wal_shm_lock,
+	.xShmBarrier = wal_shm_barrier,
+	.xShmUnmap = wal_shm_unmap,
+	.xFetch = wal_fetch,
+	.xUnfetch = wal_unfetch,
+};
+
+/* Closes the wrapped file if its xOpen left it open (or half open). */
+static void close_real(struct wal_file *w)
+{
+	if (w->real->pMethods)
+		w->real->pMethods->xClose(w->real);
+	w->real->pMethods = NULL;
+}
+
+/*
+ * Opens a new or empty WAL in the wrapper that syncs its folder before
+ * the first write. Never with SQLITE_OPEN_CREATE, on which SQLite would
+ * sync the folder again at the first sync: a missing WAL is created as
+ * SQLite creates it (its mode and owner), closed at once, and opened.
+ */
+static int open_pending(sqlite3_vfs *real, const char *name, sqlite3_file *file, int flags, int *ret_flags)
+{
+	struct wal_file *w = (struct wal_file *)file;
+	int rc;
+
+	*w = (struct wal_file){.real = (sqlite3_file *)(w + 1), .name = name, .name_pending = true};
+	w->real->pMethods = NULL;
+	rc = real->xOpen(real, name, w->real, flags & ~SQLITE_OPEN_CREATE, ret_flags);
+	if (rc != SQLITE_OK) {
+		close_real(w);
+		rc = real->xOpen(real, name, w->real, flags, NULL);
+		close_real(w);
+		if (rc == SQLITE_OK)
+			rc = real->xOpen(real, name, w->real, flags & ~SQLITE_OPEN_CREATE, ret_flags);
+	}
+	if (rc != SQLITE_OK)
+		close_real(w);
+	file->pMethods = w->real->pMethods ? &wal_methods : NULL;
+	return rc;
+}
+
 static int vfs_open(sqlite3_vfs *self, const char *name, sqlite3_file *file, int flags, int *ret_flags)
 {
 	sqlite3_vfs *real = self->pAppData;
@@ -68,15 +250,7 @@ static int vfs_open(sqlite3_vfs *self, const char *name, sqlite3_file *file, int
 			return rc;
 	}
 	/* New or empty: its name may not be durable yet. */
-	rc = real->xOpen(real, name, file, flags, ret_flags);
-	if (rc == SQLITE_OK) {
-		rc = sync_folder_of(name);
-		if (rc != SQLITE_OK && file->pMethods) {
-			file->pMethods->xClose(file);
-			file->pMethods = NULL;
-		}
-	}
-	return rc;
+	return open_pending(real, name, file, flags, ret_flags);
 }
 
 static void vfs_register(void)
@@ -86,6 +260,9 @@ static void vfs_register(void)
 	if (!real)
 		return;
 	vfs = *real;
+	/* Room for either the wrapped VFS's file or a WAL in its wrapper,
+	 * the wrapped file 8-byte aligned after it. */
+	vfs.szOsFile = (int)((sizeof(struct wal_file) + 7) / 8 * 8) + real->szOsFile;
 	vfs.zName = STORE_VFS_NAME;
 	vfs.pAppData = real;
 	vfs.pNext = NULL;

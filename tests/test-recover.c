@@ -52,6 +52,11 @@ static int teardown(void **state)
 /* Stages the sample as a ready stage in a child that then exits (stale
  * stage) or stays alive until killed (live stage, *ret_pid set). The id
  * comes back through a pipe. */
+/* The "runtime" the last make_stage(..., true) left holding a stage's lock:
+ * its own test stops it, by pid (a pattern would match another suite's
+ * sleep running beside this one). */
+static pid_t runtime_pid = -1;
+
 static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pid, bool inherit_to_grandchild)
 {
 	int p[2];
@@ -72,12 +77,15 @@ static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pi
 			int fd = sl_stage_lock_inherit(st, NULL);
 			char arg[32];
 			snprintf(arg, sizeof(arg), "%d", fd);
-			if (fork() == 0) {
+			runtime_pid = fork();
+			if (runtime_pid == 0) {
 				execl("/bin/sleep", "sleep", "30", (char *)NULL);
 				_exit(127);
 			}
 		}
 		assert_int_equal(write(p[1], sl_stage_id(st), SL_ID_LEN), SL_ID_LEN);
+		if (inherit_to_grandchild)
+			assert_int_equal(write(p[1], &runtime_pid, sizeof(runtime_pid)), sizeof(runtime_pid));
 		close(p[1]);
 		if (ret_pid && !inherit_to_grandchild)
 			pause();
@@ -86,6 +94,8 @@ static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pi
 	close(p[1]);
 	assert_int_equal(read(p[0], id, SL_ID_LEN), SL_ID_LEN);
 	id[SL_ID_LEN] = '\0';
+	if (inherit_to_grandchild)
+		assert_int_equal(read(p[0], &runtime_pid, sizeof(runtime_pid)), sizeof(runtime_pid));
 	close(p[0]);
 	if (ret_pid && !inherit_to_grandchild) {
 		*ret_pid = pid;
@@ -176,7 +186,8 @@ static void test_inherited_lock(void **state)
 	assert_int_equal(rep.n_recovered, 1);
 	sl_recover_report_finish(&rep);
 	assert_int_equal(count_entries(fx->sb.root), 0);
-	system("pkill -f '^/bin/sleep 30$' || pkill -x sleep");
+	assert_true(runtime_pid > 0);
+	assert_int_equal(kill(runtime_pid, SIGKILL), 0);
 }
 
 static void test_pid_reuse_boot_and_namespace(void **state)

@@ -1900,6 +1900,7 @@ class TestSyncCounts(Base):
             if m and m.group(1)[16:] != "\\x00" * 4:
                 commits += 1
         self.last_stdout = p.stdout
+        self.last_calls = calls
         return disk_syncs, store_writes, commits
 
     def wal_frames(self):
@@ -2010,6 +2011,36 @@ class TestSyncCounts(Base):
                 if args != ["recover"]:
                     self.assertEqual(writes, [], args)
                     self.assertEqual(commits, 0, args)
+
+    def test_after_another_sqlite(self):
+        """Another program's SQLite (an operator's sqlite3 shell) that closes
+        the store last checkpoints it and deletes its WAL; the next process
+        creates an empty one. Reading commands still sync nothing, and the
+        first writer syncs the store's folder once, before its first frame
+        (the WAL's name must be durable before anything in it counts)."""
+        done, _ = self.stage()
+        self.sl("release", done)
+        for _ in range(2):
+            db = sqlite3.connect(self.db)
+            db.execute("SELECT count(*) FROM stages").fetchall()
+            db.close()
+            self.assertFalse(os.path.exists(self.db + "-wal"))
+            for args in (["list"], ["recover"], ["check"], ["metrics"], ["list", "--all"]):
+                with self.subTest(args=args):
+                    syncs, writes, commits = self.traced(*args)
+                    self.assertEqual(syncs, [], args)
+                    self.assertEqual(commits, 0, args)
+            self.assertEqual(os.path.getsize(self.db + "-wal"), 0)
+            syncs, _, commits = self.traced("stage", "--root", self.root, "--bundle", self.bundle)
+            folder = "<%s>" % os.path.dirname(self.db)
+            self.assertEqual(len([c for c in syncs if folder in c]), 1, syncs)
+            first_sync = next(i for i, c in enumerate(self.last_calls) if folder in c)
+            first_frame = next(i for i, c in enumerate(self.last_calls) if "<%s-wal>" % self.db in c)
+            self.assertLess(first_sync, first_frame, self.last_calls[:8])
+            # The folder, the new WAL's header (SQLite syncs a new
+            # header), the intent.
+            self.assertLessEqual(len(syncs), 3, syncs)
+            self.sl("release", self.last_stdout.split("\t")[0])
 
 
 if __name__ == "__main__":
