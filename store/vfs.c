@@ -201,19 +201,42 @@ static const sqlite3_io_methods wal_methods = {
 	.xUnfetch = wal_unfetch,
 };
 
-/* Closes the wrapped file if its xOpen left it open (or half open). */
-static void close_real(struct wal_file *w)
+/* Closes f if its xOpen left it open (or half open). */
+static void close_file(sqlite3_file *f)
 {
-	if (w->real->pMethods)
-		w->real->pMethods->xClose(w->real);
-	w->real->pMethods = NULL;
+	if (f->pMethods)
+		f->pMethods->xClose(f);
+	f->pMethods = NULL;
+}
+
+/*
+ * Opens an existing file without SQLITE_OPEN_CREATE. SQLite retries a
+ * read-write open that failed as a read-only one; that handle is refused
+ * here: the file was missing when the first open ran, and the retry found
+ * one that another process created just after.
+ */
+static int open_existing(sqlite3_vfs *real, const char *name, sqlite3_file *f, int flags, int *ret_flags)
+{
+	int out = 0, rc = real->xOpen(real, name, f, flags & ~SQLITE_OPEN_CREATE, &out);
+
+	if (rc == SQLITE_OK && (flags & SQLITE_OPEN_READWRITE) && (out & SQLITE_OPEN_READONLY))
+		rc = SQLITE_CANTOPEN;
+	if (rc != SQLITE_OK) {
+		close_file(f);
+		return rc;
+	}
+	if (ret_flags)
+		*ret_flags = out;
+	return rc;
 }
 
 /*
  * Opens a new or empty WAL in the wrapper that syncs its folder before
- * the first write. Never with SQLITE_OPEN_CREATE, on which SQLite would
+ * the first write, and without SQLITE_OPEN_CREATE, on which SQLite would
  * sync the folder again at the first sync: a missing WAL is created as
- * SQLite creates it (its mode and owner), closed at once, and opened.
+ * SQLite creates it (its mode and owner), closed at once, and opened. If
+ * it keeps vanishing (another program's SQLite deleting it), it is opened
+ * as SQLite asked, flag and all.
  */
 static int open_pending(sqlite3_vfs *real, const char *name, sqlite3_file *file, int flags, int *ret_flags)
 {
@@ -222,16 +245,16 @@ static int open_pending(sqlite3_vfs *real, const char *name, sqlite3_file *file,
 
 	*w = (struct wal_file){.real = (sqlite3_file *)(w + 1), .name = name, .name_pending = true};
 	w->real->pMethods = NULL;
-	rc = real->xOpen(real, name, w->real, flags & ~SQLITE_OPEN_CREATE, ret_flags);
+	rc = open_existing(real, name, w->real, flags, ret_flags);
 	if (rc != SQLITE_OK) {
-		close_real(w);
 		rc = real->xOpen(real, name, w->real, flags, NULL);
-		close_real(w);
+		close_file(w->real);
 		if (rc == SQLITE_OK)
-			rc = real->xOpen(real, name, w->real, flags & ~SQLITE_OPEN_CREATE, ret_flags);
+			rc = open_existing(real, name, w->real, flags, ret_flags);
+		if (rc != SQLITE_OK)
+			rc = real->xOpen(real, name, w->real, flags, ret_flags);
 	}
-	if (rc != SQLITE_OK)
-		close_real(w);
+	/* SQLite calls xClose after a failed xOpen that set the methods. */
 	file->pMethods = w->real->pMethods ? &wal_methods : NULL;
 	return rc;
 }
@@ -240,15 +263,12 @@ static int vfs_open(sqlite3_vfs *self, const char *name, sqlite3_file *file, int
 {
 	sqlite3_vfs *real = self->pAppData;
 	struct stat st;
-	int rc;
 
 	if (!(flags & SQLITE_OPEN_WAL) || !(flags & SQLITE_OPEN_CREATE) || !name)
 		return real->xOpen(real, name, file, flags, ret_flags);
-	if (stat(name, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-		rc = real->xOpen(real, name, file, flags & ~SQLITE_OPEN_CREATE, ret_flags);
-		if (rc == SQLITE_OK)
-			return rc;
-	}
+	if (stat(name, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    open_existing(real, name, file, flags, ret_flags) == SQLITE_OK)
+		return SQLITE_OK;
 	/* New or empty: its name may not be durable yet. */
 	return open_pending(real, name, file, flags, ret_flags);
 }
