@@ -213,7 +213,7 @@ def declared_names(src):
     for m in re.finditer(r"\b(struct|union|enum)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\{|;)", code):
         # A tag defined (or declared alone: struct sl_x;) here.
         out.append((m.group(2), src.line_of(m.start(2)), m.group(1)))
-    for m in re.finditer(r"\benum\b[^;{}]*\{([^}]*)\}", code):
+    for m in re.finditer(r"\benum(?:\s+[A-Za-z_][A-Za-z0-9_]*)?\s*\{([^}]*)\}", code):
         for e in re.finditer(r"(?:^|,)\s*([A-Za-z_][A-Za-z0-9_]*)", m.group(1)):
             out.append((e.group(1), src.line_of(m.start(1) + e.start(1)), "enumerator"))
     for kind, s, e in top_level(src):
