@@ -38,7 +38,7 @@ FOLDERS = ("basic", "store", "stage", "oci", "recover", "cli")
 # TAKE_FD's "(p) = NULL") that nothing reads.
 CLEANUP_IDS = {"resourceLeak", "memleak", "leakReturnValNotUsed", "unreadVariable", "redundantAssignment",
                "deallocuse", "doubleFree", "leakNoVarFunctionCall"}
-CLEANUP_DECL = r"\b_cleanup_[A-Za-z0-9_]*(?:\([A-Za-z0-9_]*\))?\s+[^;{}()]*?[\s*,]%s\s*(?:[=;,\[])"
+CLEANUP_DECL = r"\b_cleanup_[A-Za-z0-9_]*(?:\([A-Za-z0-9_]*\))?\s+[^;]*?[\s*,]%s\s*(?:[=;,\[])"
 
 
 def say(msg):
