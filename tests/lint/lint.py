@@ -22,7 +22,8 @@ include paths; tests/ is not analysed):
 Every report is printed; the exit status is 1 when any tool reported
 something (or failed to run), 0 when none did.
 
-Usage: lint.py [--build DIR] [--only cppcheck|clang-tidy|structure]... [-j N]"""
+Usage: lint.py [--build DIR] [--only cppcheck|clang-tidy|structure]... [-j N] [-v]
+  -v: also name each report dropped as one on a _cleanup_ variable"""
 
 import json
 import os
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 
+VERBOSE = False
 TOP = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 FOLDERS = ("basic", "store", "stage", "oci", "recover", "cli")
 # cppcheck's ids that a cleanup variable sets off: it sees a descriptor or
@@ -110,6 +112,8 @@ def run_cppcheck(build, db, jobs):
         path, ln, sev, cid, msg = f
         if cid in CLEANUP_IDS and ln.isdigit() and cleanup_variable(path, int(ln), msg, cache):
             dropped += 1
+            if VERBOSE:
+                say("dropped (a _cleanup_ variable): %s:%s: %s [%s]" % (os.path.relpath(path, TOP), ln, msg, cid))
             continue
         found.append("%s:%s: %s: %s [%s]" % (os.path.relpath(path, TOP), ln, sev, msg, cid))
     for x in sorted(set(found)):
@@ -143,6 +147,9 @@ def run_clang_tidy(build, db, files, jobs):
                     and re.search(r"(?:pointed to by|Value stored to) '([A-Za-z_][A-Za-z0-9_]*)", m.group(5))
                 if v and cleanup_variable(path, int(m.group(2)), "variable " + v.group(1), cache):
                     dropped += 1
+                    if VERBOSE:
+                        say("dropped (a _cleanup_ variable): %s:%s: %s" % (os.path.relpath(path, TOP), m.group(2),
+                                                                           m.group(5)))
                     continue
                 reports.append("%s:%s:%s: %s: %s" % (os.path.relpath(path, TOP), m.group(2), m.group(3),
                                                      m.group(4), m.group(5)))
@@ -164,11 +171,16 @@ def run_structure():
 
 
 def main(argv):
+    global VERBOSE
     build = os.path.join(TOP, "build")
     only, jobs = [], 2
     i = 1
     while i < len(argv):
         a = argv[i]
+        if a == "-v":
+            VERBOSE = True
+            i += 1
+            continue
         if a in ("--build", "--only", "-j") and i + 1 < len(argv):
             if a == "--build":
                 build = os.path.abspath(argv[i + 1])
