@@ -51,8 +51,9 @@ static int push_path(char ***arr, size_t *n, const char *root, const char *name)
 	return 0;
 }
 
-/* True when name looks like a stage directory: LABEL-ID. */
-static bool stage_name(const char *name, char id[SL_ID_LEN + 1], char label[SL_LABEL_MAX + 1])
+/* True when name looks like a stage directory, LABEL-ID; then id and label
+ * hold its parts. */
+static bool split_stage_dir(const char *name, char id[SL_ID_LEN + 1], char label[SL_LABEL_MAX + 1])
 {
 	size_t len = strlen(name);
 
@@ -137,7 +138,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		struct stat st;
 		int o;
 
-		if (!stage_name(de->d_name, id, label))
+		if (!split_stage_dir(de->d_name, id, label))
 			continue;
 		/* A tree published here looks like a stage directory, but
 		 * publish took its marker: never an orphan. */

@@ -119,6 +119,8 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 	struct sl_error err = { 0 };
 	int r;
 
+	/* Only a stage this pass claimed is removed here. */
+	assert(rec->state == SL_STATE_RECOVERING);
 	/* Someone took the lock between the judgement and the claim (a
 	 * publisher, a runtime): the stage is not ours to remove now. It is
 	 * left failed, so that the next recovery judges it again. */
