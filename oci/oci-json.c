@@ -21,6 +21,9 @@
 /* The first buffer oci_json_print() tries: most configs fit in it. */
 #define PRINT_FIRST_SIZE 4096
 
+/* The bits of cJSON's type field that hold the type, without its flags. */
+#define CJSON_TYPE_MASK 0xff
+
 /* A number literal of the packaged document, as offsets into it. */
 struct span {
 	size_t off, len;
@@ -50,6 +53,7 @@ void oci_json_wipe_deletep(cJSON **item)
 	}
 }
 
+/* The end of the run of characters a number literal may hold, from s[i]. */
 static size_t number_end(const char *s, size_t i, size_t len)
 {
 	while (i < len && s[i] != '\0' && strchr("0123456789+-.eE", s[i]))
@@ -167,7 +171,7 @@ static int numbers_to_raw(cJSON *item, const char *json, const struct spans *num
 {
 	assert(k && *k <= nums->n);
 	for (; item; item = item->next) {
-		if ((item->type & 0xff) == cJSON_Number) {
+		if ((item->type & CJSON_TYPE_MASK) == cJSON_Number) {
 			char *lit;
 
 			if (*k >= nums->n)
@@ -186,6 +190,7 @@ static int numbers_to_raw(cJSON *item, const char *json, const struct spans *num
 	return 0;
 }
 
+/* The value of the four hex digits at s, or -1 when one is not. */
 static int hex4(const char *s)
 {
 	int v = 0;
