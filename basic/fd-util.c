@@ -1,17 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fd-util.c: what a file descriptor says about the file it names: its mount
- * and its identity, both from statx so that nothing is resolved twice; and
- * whether enough descriptors are left to open.
+ * and its identity, both from statx so that nothing is resolved twice;
+ * whether its file system keeps files in memory only (and the same for a
+ * path); and whether enough descriptors are left to open.
  */
+#include <assert.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/magic.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
 #include "fd-util.h"
+
+#define NSEC_PER_SEC 1000000000
 
 int fd_mount_id(int fd, uint64_t *ret_mnt_id, bool *ret_mount_root)
 {
@@ -36,7 +42,7 @@ int fd_fileid(int fd, struct fileid *ret)
 	ret->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
 	ret->ino = stx.stx_ino;
 	ret->btime = (stx.stx_mask & STATX_BTIME)
-			     ? (int64_t)stx.stx_btime.tv_sec * 1000000000 + stx.stx_btime.tv_nsec
+			     ? (int64_t)stx.stx_btime.tv_sec * NSEC_PER_SEC + stx.stx_btime.tv_nsec
 			     : 0;
 	/* 0 means "unknown" in records: a birth time of exactly the epoch
 	 * is one nanosecond off, which changes no comparison. */
@@ -63,6 +69,8 @@ int fd_reserve(size_t n, size_t *ret_free)
 	size_t held = 0;
 	int r = 0;
 
+	/* A caller's constant, never input: more is a bug. */
+	assert(n <= FD_RESERVE_MAX);
 	if (n > FD_RESERVE_MAX)
 		return -EINVAL;
 	/* Opened for real and held all at once: counting what /proc lists
@@ -90,11 +98,38 @@ int fd_reserve(size_t n, size_t *ret_free)
 	return r;
 }
 
-bool fd_volatile(int fd)
+static enum fs_volatility volatility(const struct statfs *sfs)
+{
+	return sfs->f_type == TMPFS_MAGIC || sfs->f_type == RAMFS_MAGIC ? FS_VOLATILE : FS_PERSISTENT;
+}
+
+enum fs_volatility fd_volatility(int fd)
 {
 	struct statfs sfs;
 
 	if (fstatfs(fd, &sfs) < 0)
-		return false;
-	return sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC;
+		return FS_VOLATILITY_UNKNOWN;
+	return volatility(&sfs);
+}
+
+enum fs_volatility path_volatility(const char *path)
+{
+	char buf[PATH_MAX];
+	struct statfs sfs;
+	char *slash;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return FS_VOLATILITY_UNKNOWN;
+	/* The root of a stage that has not begun may not exist yet: its
+	 * nearest existing folder is where it would be made. */
+	for (;;) {
+		if (statfs(buf[0] ? buf : "/", &sfs) == 0)
+			return volatility(&sfs);
+		if (errno != ENOENT)
+			return FS_VOLATILITY_UNKNOWN;
+		slash = strrchr(buf, '/');
+		if (!slash)
+			return statfs(".", &sfs) < 0 ? FS_VOLATILITY_UNKNOWN : volatility(&sfs);
+		*slash = '\0';
+	}
 }

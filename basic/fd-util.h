@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fd-util.h: facts about an open file descriptor. Private: never installed.
+ * fd-util.h: facts about an open file descriptor (and the one fact,
+ * volatility, also about a path). Private: never installed.
  */
 #ifndef STAGELOG_FD_UTIL_H
 #define STAGELOG_FD_UTIL_H
@@ -35,8 +36,30 @@ HIDDEN int fd_fileid(int fd, struct fileid *ret);
  */
 HIDDEN int fd_reserve(size_t n, size_t *ret_free);
 
-/* Whether fd lies on a memory-backed file system (tmpfs, ramfs), whose
- * contents cannot outlive the boot. False when it cannot tell. */
-HIDDEN bool fd_volatile(int fd);
+/* Whether a file system keeps its files in memory only (tmpfs, ramfs), so
+ * that they cannot outlive the boot. Each caller decides what "unknown"
+ * means for it: a record must not claim volatile, a warning must not cry
+ * wolf. */
+enum fs_volatility {
+	FS_VOLATILITY_UNKNOWN = -1, /* statfs failed */
+	FS_PERSISTENT = 0,
+	FS_VOLATILE = 1,
+};
+
+/* The volatility of the file system fd lies on. */
+HIDDEN enum fs_volatility fd_volatility(int fd);
+
+/* The volatility of the file system that holds path, or, when path does not
+ * exist, its nearest existing parent (a relative path with none: the
+ * working directory). Unknown when path is PATH_MAX bytes or longer, or an
+ * error other than ENOENT stops the walk. */
+HIDDEN enum fs_volatility path_volatility(const char *path);
+
+/* Whether fd lies on a memory-backed file system; false when that cannot
+ * be told (a stage record claims volatile only when it is known). */
+static inline bool fd_volatile(int fd)
+{
+	return fd_volatility(fd) == FS_VOLATILE;
+}
 
 #endif

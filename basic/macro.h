@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * macro.h: the few helpers every folder shares: cleanup attributes, the
- * error-report writer, the fault seam, errno and fd helpers, the UTF-8 and
- * label rules, secret wiping. Private: never installed.
+ * error-report writers, the fault seam, errno and fd helpers, the UTF-8 and
+ * label rules, secret wiping (their bodies are util.c's). Private: never
+ * installed.
  */
 #ifndef STAGELOG_MACRO_H
 #define STAGELOG_MACRO_H
@@ -135,8 +136,9 @@ static inline int sl_fault_step(void)
 	return sl_fault_step_slow();
 }
 
-/* Creates the missing folders of path (absolute) 0700, like mkdir -p;
- * path is modified while it runs and restored. */
+/* Creates the missing folders of path (absolute, or relative to the
+ * working directory; not empty) 0700, like mkdir -p; path is modified while
+ * it runs and restored. */
 HIDDEN int mkdir_parents(char *path);
 
 /* Milliseconds since the epoch, from CLOCK_REALTIME. */

@@ -11,6 +11,19 @@
 
 #include "proc.h"
 
+/* What is read of /proc/sys/kernel/random/boot_id: its UUID and newline fit
+ * with room to spare. */
+#define BOOT_ID_READ_MAX 64
+
+/* What is read of /proc/PID/stat: its 52 numeric fields and a command name
+ * of at most 16 bytes fit with room to spare. */
+#define PROC_STAT_MAX 1024
+
+/* The start time's field in /proc/PID/stat (proc(5): starttime). */
+#define STAT_FIELD_STARTTIME 22
+
+/* Reads at most size - 1 bytes of path into buf, NUL-terminated; the number
+ * read, or a negative errno. */
 static int read_small(const char *path, char *buf, size_t size)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -42,7 +55,7 @@ static atomic_uint_least64_t pidns_cached;
 
 int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
 {
-	char buf[64];
+	char buf[BOOT_ID_READ_MAX];
 	int expected = BOOT_ID_EMPTY;
 	int r;
 
@@ -67,7 +80,7 @@ int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
 
 int proc_start_time(pid_t pid, uint64_t *ret)
 {
-	char path[64], buf[1024];
+	char path[sizeof("/proc/-2147483648/stat")], buf[PROC_STAT_MAX];
 	const char *p;
 	int r;
 
@@ -88,7 +101,7 @@ int proc_start_time(pid_t pid, uint64_t *ret)
 	 * runs any more: its stage is nobody's. */
 	if (p[2] == 'Z' || p[2] == 'X')
 		return -ESRCH;
-	for (int field = 2; field < 22; field++) {
+	for (int field = 2; field < STAT_FIELD_STARTTIME; field++) {
 		p = strchr(p + 1, ' ');
 		if (!p)
 			return -EBADMSG;
@@ -128,7 +141,7 @@ int proc_identity(pid_t pid, struct sl_owner *ret)
 	 * by another user's process lacks: then the pid was at least read in
 	 * ours, and that is what is recorded. */
 	if (r == 0) {
-		char path[64];
+		char path[sizeof("/proc/-2147483648/ns/pid")];
 		struct stat st;
 
 		snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);

@@ -1,4 +1,12 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * util.c: the bodies of macro.h's shared helpers: the fault seam's slow
+ * path, the error-report writers (sl_err() keeps the first error,
+ * sl_err_replace() the last, sl_err_wrap() adds context in front,
+ * sl_err_flag() ORs in SL_ERROR_* flags), the clock, mkdir -p, the write
+ * loop, secret wiping, and the UTF-8 and label rules.
+ */
+#include <assert.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,6 +15,9 @@
 #include <sys/stat.h>
 
 #include "macro.h"
+
+#define MSEC_PER_SEC 1000
+#define NSEC_PER_MSEC 1000000
 
 _Thread_local struct sl_fault sl_fault;
 
@@ -92,11 +103,13 @@ int64_t sl_now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * MSEC_PER_SEC + ts.tv_nsec / NSEC_PER_MSEC;
 }
 
 int mkdir_parents(char *path)
 {
+	/* The loop starts past the first byte. */
+	assert(path[0] != '\0');
 	for (char *p = path + 1;; p++) {
 		if (*p != '/' && *p != '\0')
 			continue;
@@ -136,9 +149,11 @@ void erase_and_free(void *p, size_t len)
 
 size_t utf8_char_len(const unsigned char *s, size_t len)
 {
-	unsigned char b = s[0], lo = 0x80, hi = 0xbf;
+	unsigned char b, lo = 0x80, hi = 0xbf;
 	size_t n;
 
+	assert(len > 0);
+	b = s[0];
 	if (b < 0x80)
 		return 1;
 	if (b >= 0xc2 && b <= 0xdf)

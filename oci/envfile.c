@@ -4,12 +4,16 @@
  * are secrets: they never reach a message, and every buffer that held one
  * is wiped before it is freed.
  */
+#include <assert.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
 #include "oci-private.h"
+
+/* The first capacity of a list, doubled as it fills. */
+#define LIST_FIRST_CAP 16
 
 bool oci_env_name_valid(const char *name, size_t len)
 {
@@ -41,6 +45,7 @@ static void wipe_free(const char *s)
  * leaves the list as it found it. */
 static void list_truncate(struct sl_env_list *l, size_t n)
 {
+	assert(n <= l->n);
 	while (l->n > n) {
 		l->n--;
 		wipe_free(l->vars[l->n].name);
@@ -68,7 +73,7 @@ int oci_env_add(struct sl_env_list *l, const char *name, size_t name_len, const 
 		return sl_err(reterr, -ENOMEM, "cannot add environment variable: %s", strerror(ENOMEM));
 
 	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 16;
+		size_t cap = l->cap ? l->cap * 2 : LIST_FIRST_CAP;
 		struct sl_env_var *vars;
 
 		if (cap > SIZE_MAX / sizeof(*vars))
@@ -120,6 +125,7 @@ int oci_env_parse(struct sl_env_list *l, const char *buf, size_t len, struct sl_
 	unsigned long line = 0;
 	int r;
 
+	assert(buf || len == 0);
 	while (pos < len) {
 		const char *s = buf + pos, *nl, *eq;
 		size_t slen;
@@ -165,6 +171,7 @@ int oci_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
 	size_t size = 0;
 	char *buf;
 
+	assert(ret && ret_len);
 	if (fstat(fd, &st) < 0)
 		return negerrno();
 	if (st.st_size < 0 || (uintmax_t)st.st_size > max)
@@ -234,7 +241,7 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 	}
 	r = oci_read_fd(fd, OCI_ENV_FILE_MAX, &buf, &len);
 	if (r == -EFBIG)
-		return sl_err(reterr, -EBADMSG, "bad env file: larger than the limit of %zu MiB", OCI_ENV_FILE_MAX >> 20);
+		return sl_err(reterr, -EBADMSG, "bad env file: larger than the limit of %zu MiB", OCI_ENV_FILE_MAX_MIB);
 	if (r < 0)
 		return sl_err(reterr, r, "cannot read env file: %s", strerror(-r));
 	r = oci_env_parse(l, buf, len, reterr);

@@ -14,6 +14,7 @@
 
 /* The largest env file that is read. */
 #define OCI_ENV_FILE_MAX ((size_t)1 << 20)
+#define OCI_ENV_FILE_MAX_MIB (OCI_ENV_FILE_MAX >> 20)
 
 /*
  * A growable list of environment variables. Every name and value is a

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * oci-private.h: the pure parts of OCI staging, shared by oci.c, the unit
- * tests and the fuzz targets: the config.json transform, plus the
- * environment lists of envfile.h. Nothing here touches a stage or the
- * store.
+ * oci-private.h: the parts of OCI staging that touch no stage and no
+ * store, shared by oci.c, envfile.c, the unit tests and the fuzz targets:
+ * the limits on a packaged config.json, the bounded reader of a file, the
+ * config.json transform (whose inside is oci-config.h), plus the
+ * environment lists of envfile.h.
  */
 #ifndef STAGELOG_OCI_PRIVATE_H
 #define STAGELOG_OCI_PRIVATE_H

@@ -69,13 +69,62 @@ static int read_config(int bundle_fd, const char *bundle, struct bytes *ret, str
 	return 0;
 }
 
+/* Opens the bundle directory and stats it. O_PATH needs only search
+ * permission on the bundle; every later lookup is relative to this fd, so
+ * the bundle cannot be swapped for another directory between the checks
+ * and the copy. */
+static int open_bundle(const char *bundle, int *ret_fd, struct stat *ret_st, struct sl_error *reterr)
+{
+	_cleanup_close_ int fd = -1;
+
+	fd = open(bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOTDIR)
+		return sl_err(reterr, -EBADMSG, WHAT ": %s: not a directory", bundle);
+	if (fd < 0)
+		return sl_err(reterr, negerrno(), WHAT ": %s: %s", bundle, strerror(errno));
+	if (fstat(fd, ret_st) < 0)
+		return sl_err(reterr, negerrno(), WHAT ": %s: %s", bundle, strerror(errno));
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* Begins the stage and fills it: the bundle's rootfs/, then config (the
+ * staged config.json), then ready. On failure nothing is left on disk. */
+static int stage_bundle(struct sl_store *store, const struct sl_oci_options *opts, int bundle_fd,
+			const struct bytes *config, struct sl_stage **ret, struct sl_error *reterr)
+{
+	struct sl_stage *stage = NULL;
+	int r;
+
+	r = sl_stage_begin(store, opts->root, &opts->stage, &stage, reterr);
+	if (r < 0)
+		return r;
+	/* config.json goes last: a runtime that finds it may take the bundle
+	 * as complete. Its entry goes in with the tree's, as their newest. */
+	r = sl_stage_expect_file(stage, "config.json", reterr);
+	if (r == 0)
+		r = sl_stage_copy_tree(stage, bundle_fd, "rootfs", "rootfs", reterr);
+	if (r == 0)
+		r = sl_stage_write_file(stage, "config.json", config->buf, config->len, 0600, reterr);
+	if (r == 0)
+		r = sl_stage_ready(stage, reterr);
+	if (r < 0) {
+		/* The failing call aborted the stage already, and
+		 * sl_stage_free() aborts one that is not finished, so nothing
+		 * is left on disk either way. */
+		sl_stage_free(stage);
+		return r;
+	}
+	*ret = stage;
+	return 0;
+}
+
 int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, struct sl_stage **ret,
 		 struct sl_error *reterr)
 {
 	_cleanup_close_ int bundle_fd = -1;
 	_cleanup_(bytes_wipep) struct bytes packaged = { 0 };
 	_cleanup_(bytes_wipep) struct bytes config = { 0 };
-	struct sl_stage *stage = NULL;
 	struct stat st;
 	int r;
 
@@ -84,16 +133,9 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 	if (!store || !opts || !opts->root || !opts->bundle || (!opts->env && opts->n_env > 0) || !ret)
 		return sl_err(reterr, -EINVAL, WHAT ": invalid argument");
 
-	/* O_PATH needs only search permission on the bundle; every later
-	 * lookup is relative to this fd, so the bundle cannot be swapped for
-	 * another directory between the checks and the copy. */
-	bundle_fd = open(opts->bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (bundle_fd < 0 && errno == ENOTDIR)
-		return sl_err(reterr, -EBADMSG, WHAT ": %s: not a directory", opts->bundle);
-	if (bundle_fd < 0)
-		return sl_err(reterr, negerrno(), WHAT ": %s: %s", opts->bundle, strerror(errno));
-	if (fstat(bundle_fd, &st) < 0)
-		return sl_err(reterr, negerrno(), WHAT ": %s: %s", opts->bundle, strerror(errno));
+	r = open_bundle(opts->bundle, &bundle_fd, &st, reterr);
+	if (r < 0)
+		return r;
 	r = check_rootfs(bundle_fd, opts->bundle, reterr);
 	if (r < 0)
 		return r;
@@ -108,26 +150,5 @@ int sl_oci_stage(struct sl_store *store, const struct sl_oci_options *opts, stru
 		return r;
 	bytes_wipep(&packaged);
 	packaged = (struct bytes){ 0 };
-
-	r = sl_stage_begin(store, opts->root, &opts->stage, &stage, reterr);
-	if (r < 0)
-		return r;
-	/* config.json goes last: a runtime that finds it may take the bundle
-	 * as complete. Its entry goes in with the tree's, as their newest. */
-	r = sl_stage_expect_file(stage, "config.json", reterr);
-	if (r == 0)
-		r = sl_stage_copy_tree(stage, bundle_fd, "rootfs", "rootfs", reterr);
-	if (r == 0)
-		r = sl_stage_write_file(stage, "config.json", config.buf, config.len, 0600, reterr);
-	if (r == 0)
-		r = sl_stage_ready(stage, reterr);
-	if (r < 0) {
-		/* The failing call aborted the stage already, and
-		 * sl_stage_free() aborts one that is not finished, so nothing
-		 * is left on disk either way. */
-		sl_stage_free(stage);
-		return r;
-	}
-	*ret = stage;
-	return 0;
+	return stage_bundle(store, opts, bundle_fd, &config, ret, reterr);
 }

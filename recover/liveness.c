@@ -20,9 +20,9 @@ int liveness_self_init(struct liveness_self *h)
 }
 
 /* False only when the process named by o is known to be gone: no such pid,
- * that pid with another start time, or that pid a zombie (proc.c: an
- * owner that exited keeps its pid until it is reaped). Any other error (a /proc we cannot
- * read) proves nothing, and a stage is never removed on a guess. */
+ * that pid with another start time, or that pid a zombie (proc.c: an owner
+ * that exited keeps its pid until it is reaped). Any other error (a /proc
+ * we cannot read) proves nothing, and a stage is never removed on a guess. */
 static bool process_alive(const struct sl_owner *o)
 {
 	uint64_t start;
@@ -36,10 +36,12 @@ static bool process_alive(const struct sl_owner *o)
 	return r < 0 || start == o->start_time;
 }
 
+/* What the top directory says about its lock. (Not LOCK_*: that is
+ * flock()'s namespace.) */
 enum top_lock {
-	LOCK_HELD,   /* someone holds it, or we cannot tell */
-	LOCK_FREE,
-	TOP_MISSING, /* the root is the recorded one and holds no top directory */
+	TOP_LOCKED,   /* someone holds it, or we cannot tell */
+	TOP_UNLOCKED,
+	TOP_MISSING,  /* the root is the recorded one and holds no top directory */
 };
 
 /* Whether someone holds the top directory's lock. A shared lock on a fresh
@@ -58,21 +60,21 @@ static enum top_lock top_lock(const struct sl_record *rec)
 
 	r = open_root(rec->root, &root);
 	if (r < 0)
-		return r == -ENOENT ? LOCK_FREE : LOCK_HELD;
+		return r == -ENOENT ? TOP_UNLOCKED : TOP_LOCKED;
 	top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top < 0 && errno == ENOENT)
 		return rec->have_inode && rec->have_root_id && fd_fileid(root, &id) == 0 && root_matches(rec, &id)
 			       ? TOP_MISSING
-			       : LOCK_FREE;
+			       : TOP_UNLOCKED;
 	if (top < 0)
-		return errno == ELOOP || errno == ENOTDIR ? LOCK_FREE : LOCK_HELD;
-	return flock(top, LOCK_SH | LOCK_NB) < 0 ? LOCK_HELD : LOCK_FREE;
+		return errno == ELOOP || errno == ENOTDIR ? TOP_UNLOCKED : TOP_LOCKED;
+	return flock(top, LOCK_SH | LOCK_NB) < 0 ? TOP_LOCKED : TOP_UNLOCKED;
 }
 
-enum liveness stage_liveness(const struct liveness_self *h, const struct sl_record *rec)
+enum liveness liveness_of(const struct liveness_self *h, const struct sl_record *rec)
 {
 	const struct sl_owner *o = rec->state == SL_STATE_RECOVERING ? &rec->claimer : &rec->owner;
-	enum top_lock lock = LOCK_FREE;
+	enum top_lock lock = TOP_UNLOCKED;
 
 	/* A record that fails validation opens nothing here: recovery claims
 	 * it and the undo fails it with the reason, removing nothing. */
@@ -83,7 +85,7 @@ enum liveness stage_liveness(const struct liveness_self *h, const struct sl_reco
 		return LIVENESS_STALE;
 	if (rec->state != SL_STATE_RECOVERING) {
 		lock = top_lock(rec);
-		if (lock == LOCK_HELD)
+		if (lock == TOP_LOCKED)
 			return LIVENESS_LIVE;
 		/* A stage whose top directory was made and is gone has
 		 * nothing left on disk: a removal finished while the store

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* recover-private.h: liveness, for the CLI's listings and the tests. */
+/*
+ * recover-private.h: what the files of recover/ share, and the tests read:
+ * liveness (liveness.c), by which recovery and the views judge a stage.
+ */
 #ifndef STAGELOG_RECOVER_PRIVATE_H
 #define STAGELOG_RECOVER_PRIVATE_H
 
@@ -19,11 +22,12 @@ struct liveness_self {
 	uint64_t pidns;
 };
 
+/* Reads the facts about this process (boot id, pid namespace) into *h. */
 HIDDEN int liveness_self_init(struct liveness_self *h);
 
-/* The liveness of a record. For a recovering stage the claimer is judged (and no
- * lock: the recoverer holds none after it died); for any other the owner
- * and the top directory's lock. */
-HIDDEN enum liveness stage_liveness(const struct liveness_self *h, const struct sl_record *rec);
+/* The liveness of a record. For a recovering stage the claimer is judged
+ * (and no lock: the recoverer holds none after it died); for any other the
+ * owner and the top directory's lock. */
+HIDDEN enum liveness liveness_of(const struct liveness_self *h, const struct sl_record *rec);
 
 #endif

@@ -5,13 +5,27 @@
  * removes nothing. A stage that cannot be removed becomes failed with a
  * reason and the pass goes on; the next pass retries it.
  */
+#include <assert.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/file.h>
 
 #include "recover-private.h"
 
+/* Stages claimed in one durable transaction. */
 #define CLAIM_BATCH 256
+
+/* The first capacity of the candidate list, doubled as it fills. */
+#define CANDIDATES_FIRST_CAP 64
+
+/* A claimed stage: the state recovery moves a stage from. */
+#define FROM_RECOVERING (1u << SL_STATE_RECOVERING)
+
+/* The reason a stage locked after its claim is left with. It is a record's
+ * reason, so it must fit as the undo's do. */
+#define LEFT_ALONE ": locked by a live process; left alone"
+static_assert(sizeof(((struct sl_record *)0)->topdir) + sizeof(LEFT_ALONE) <= UNDO_REASON_MAX,
+	      "a top directory's name and LEFT_ALONE fit a reason");
 
 struct candidates {
 	struct sl_record *recs;
@@ -81,11 +95,11 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 	if (sc->root && !root_filter_matches(sc, rec))
 		return 0;
 	sc->report->examined++;
-	l = stage_liveness(sc->here, rec);
+	l = liveness_of(sc->here, rec);
 	if (l != LIVENESS_STALE && !forced(sc->opts, rec->id))
 		return push_id(&sc->report->live, &sc->report->n_live, rec->id);
 	if (sc->c.n == sc->c.cap) {
-		size_t cap = sc->c.cap ? sc->c.cap * 2 : 64;
+		size_t cap = sc->c.cap ? sc->c.cap * 2 : CANDIDATES_FIRST_CAP;
 		struct sl_record *r = realloc(sc->c.recs, cap * sizeof(*r));
 		if (!r)
 			return -ENOMEM;
@@ -105,19 +119,21 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 	struct sl_error err = { 0 };
 	int r;
 
+	/* Only a stage this pass claimed is removed here. */
+	assert(rec->state == SL_STATE_RECOVERING);
 	/* Someone took the lock between the judgement and the claim (a
 	 * publisher, a runtime): the stage is not ours to remove now. It is
 	 * left failed, so that the next recovery judges it again. */
 	if (!record_check(rec) && open_root(rec->root, &root) == 0) {
 		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (top >= 0 && stage_try_lock(top) < 0 && !force) {
-			snprintf(err.msg, UNDO_REASON_MAX, "%s: locked by a live process; left alone", rec->topdir);
-			(void)store_stage_transition(store, rec->rowid, 1u << SL_STATE_RECOVERING, SL_STATE_FAILED,
-						     err.msg, false, NULL);
+			sl_err_replace(&err, -EBUSY, "%s" LEFT_ALONE, rec->topdir);
+			(void)store_stage_transition(store, rec->rowid, FROM_RECOVERING, SL_STATE_FAILED, err.msg, false,
+						     NULL);
 			return push_failure(rep, rec->id, err.msg);
 		}
 	}
-	r = undo_stage(store, rec, 1u << SL_STATE_RECOVERING, SL_STATE_RECOVERED, NULL, &err);
+	r = undo_stage(store, rec, FROM_RECOVERING, SL_STATE_RECOVERED, NULL, &err);
 	if (r < 0)
 		return push_failure(rep, rec->id, err.msg);
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
@@ -125,7 +141,7 @@ static int recover_one(struct sl_store *store, struct sl_record *rec, bool force
 
 /* Finds the candidates: every in-flight stage under the root filter that
  * is stale (or forced). Live ones go to the report. */
-static int scan(struct sl_store *store, struct scan *sc, char root[PATH_MAX], struct sl_error *reterr)
+static int find_candidates(struct sl_store *store, struct scan *sc, char root[PATH_MAX], struct sl_error *reterr)
 {
 	const struct sl_recover_options *opts = sc->opts;
 	int r;
@@ -213,7 +229,7 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 	if (r < 0)
 		return sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
 
-	r = scan(store, &sc, root, reterr);
+	r = find_candidates(store, &sc, root, reterr);
 	if (r == 0 && report->dry_run) {
 		for (size_t i = 0; i < sc.c.n && r == 0; i++)
 			r = push_id(&report->recovered, &report->n_recovered, sc.c.recs[i].id);

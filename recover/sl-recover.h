@@ -157,6 +157,8 @@ struct sl_check_report {
  */
 SL_PUBLIC int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
 		       struct sl_check_report *report, struct sl_error *reterr);
+
+/* Frees what a report holds and zeroes it. Accepts NULL. */
 SL_PUBLIC void sl_check_report_finish(struct sl_check_report *report);
 
 #ifdef __cplusplus
