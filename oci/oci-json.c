@@ -223,7 +223,9 @@ static char *redacted_copy(const char *s, size_t len)
 
 	if (!out)
 		return NULL;
-	memcpy(out, s, len);
+	/* s may be NULL when len is 0 (an empty config passed as NULL). */
+	if (len)
+		memcpy(out, s, len);
 	out[len] = '\0';
 	for (size_t i = 0; i < len; i++) {
 		if (!in_string) {
