@@ -59,7 +59,6 @@ struct sl_entry {
 	enum sl_entry_state state;
 };
 
-HIDDEN int store_err(struct sl_error *reterr, int code, const char *what);
 HIDDEN const char *sl_kind_name(enum sl_kind kind);
 
 /* Inserts a new stage in state staging together with entry 0, the intent
