@@ -101,7 +101,7 @@ static bool page_add(sqlite3_stmt *st, struct sl_entry_page *page, int n)
 	e->seq = sqlite3_column_int64(st, 0);
 	e->path = page->arena + page->used;
 	e->kind = (enum sl_kind)sqlite3_column_int(st, 2);
-	e->state = (enum sl_entry_state)sqlite3_column_int(st, 3);
+	e->state = (enum store_entry_state)sqlite3_column_int(st, 3);
 	page->used += len;
 	return true;
 }

@@ -184,7 +184,7 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 	return r;
 }
 
-int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr)
+int store_stage_reclaim(struct sl_store *s, const struct sl_record *rec, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int r;

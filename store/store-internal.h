@@ -186,6 +186,11 @@ HIDDEN int store_txn_end(struct sl_store *s, int r, struct sl_error *reterr, con
 HIDDEN int store_setup(struct sl_store *s, const char *path, struct sl_error *reterr);
 HIDDEN int store_set_user_version(struct sl_store *s, int64_t version);
 
+/* vfs.c: registers the "stagelog" VFS once per process; SQLITE_OK or
+ * SQLite's error. Read-write stores open through it. */
+#define STORE_VFS_NAME "stagelog"
+HIDDEN int store_vfs_register(void);
+
 /* stages.c, for the logging commit of entries.c */
 HIDDEN int store_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
 			    const char *reason);
