@@ -58,8 +58,10 @@ static int confirm_topdir(struct sl_store *s, int64_t rowid, const struct fileid
 
 int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *log, struct sl_error *reterr)
 {
-	int r = store_begin(s, false);
+	int r;
 
+	assert(log->n == 0 || (log->arena && log->offs && log->lens && log->kinds));
+	r = store_begin(s, false);
 	if (r == 0 && log->confirm) {
 		r = confirm_topdir(s, rowid, log->confirm);
 		if (r == -ESTALE) {

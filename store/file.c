@@ -81,7 +81,6 @@ static const char *not_ours(const struct stat *st, unsigned flags, struct store_
 		if (!(flags & SL_STORE_OPEN_INSPECT) || geteuid() != 0)
 			return owned_by_other;
 		found->foreign = true;
-		found->owner = st->st_uid;
 	}
 	if (st->st_mode & (S_IWGRP | S_IWOTH))
 		return "writable by group or others";

@@ -158,6 +158,7 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 	int64_t now = sl_now_ms();
 	int r;
 
+	assert(n == 0 || (recs && ret_claimed));
 	r = store_begin(s, true);
 	if (r < 0)
 		return store_err(reterr, r, "cannot claim stages");

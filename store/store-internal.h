@@ -22,6 +22,14 @@
 #ifndef STAGELOG_STORE_INTERNAL_H
 #define STAGELOG_STORE_INTERNAL_H
 
+/* Only store/'s own files are compiled with this (store/meson.build): the
+ * layers above see store/ on their include path for store-private.h, and
+ * this keeps them from reaching in further (checked by meson.build's
+ * layering probes). */
+#ifndef STAGELOG_BUILDING_STORE
+#error "store-internal.h is for the files of store/ only; include store-private.h"
+#endif
+
 #include <assert.h>
 #include <sqlite3.h>
 
@@ -152,7 +160,6 @@ static inline void sqlite3_finalizep(sqlite3_stmt **stmt)
  * what of its WAL is there. */
 struct store_found {
 	bool foreign;
-	uid_t owner;
 	bool wal_data; /* a -wal file that is not empty */
 	bool shm;      /* a -shm file */
 };

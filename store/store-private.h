@@ -28,6 +28,10 @@
 enum sl_kind { SL_KIND_DIR = 1, SL_KIND_FILE = 2, SL_KIND_SYMLINK = 3 };
 enum store_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
 
+/* The room for a record's reason (redacted: why it failed), with its NUL;
+ * a longer one is cut. */
+#define STORE_REASON_SIZE 256
+
 /* One stage record, as stored. */
 struct sl_record {
 	int64_t rowid;
@@ -47,7 +51,7 @@ struct sl_record {
 	char dest[PATH_MAX]; /* where a publish is moving it, "" if none */
 	bool root_volatile;  /* the root was tmpfs or ramfs when the stage began */
 	int64_t created_ms, updated_ms;
-	char reason[256];
+	char reason[STORE_REASON_SIZE];
 	int64_t entries; /* filled by listings */
 };
 
@@ -142,9 +146,11 @@ HIDDEN int store_stage_log(struct sl_store *s, int64_t rowid, const struct store
  * end).
  */
 #define SL_PAGE_ENTRIES 128
+/* Small enough to stay off mmap, big enough for any path. */
+#define STORE_PAGE_ARENA_SIZE (32 * 1024)
 struct sl_entry_page {
 	struct sl_entry e[SL_PAGE_ENTRIES];
-	char arena[32 * 1024]; /* small enough to stay off mmap, big enough for any path */
+	char arena[STORE_PAGE_ARENA_SIZE];
 	size_t used;
 	bool more; /* the page filled up: more entries may follow */
 };
