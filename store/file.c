@@ -25,7 +25,6 @@
 /* Room for a companion's suffix ("-journal") and its NUL. */
 #define COMPANION_SUFFIX_MAX 16
 
-
 /* A failed system call on the store's path, as an errno that says what the
  * user can do about it: a path too long or looping through symlinks is a
  * bad path (-EINVAL), and no file descriptor left is temporary (-EAGAIN). */

@@ -109,7 +109,9 @@ int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_
 			      len <= SL_ID_LEN ? prefix : "(too long)", ID_PREFIX_MIN, SL_ID_LEN);
 	/* A range scan on the unique index: prefix <= id < prefix + '~'. */
 	snprintf(hi, sizeof(hi), "%s~", prefix);
-	r = store_prepare(s, "SELECT id FROM stages WHERE id >= ? AND id < ? ORDER BY id LIMIT " STRINGIFY(RESOLVE_MAX_IDS),
+	r = store_prepare(s,
+			  "SELECT id FROM stages WHERE id >= ? AND id < ? ORDER BY id "
+			  "LIMIT " STRINGIFY(RESOLVE_MAX_IDS),
 			  &st);
 	if (r < 0)
 		return store_err(reterr, r, "cannot look up stage");

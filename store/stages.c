@@ -163,7 +163,8 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 	if (r < 0)
 		return store_err(reterr, r, "cannot claim stages");
 	r = store_prepare(s,
-			  "UPDATE stages SET state = " ST(RECOVERING) ", updated_at = ?, claim_boot = ?, claim_pid = ?, claim_start = ?, "
+			  "UPDATE stages SET state = " ST(RECOVERING) ", updated_at = ?, claim_boot = ?, "
+			  "claim_pid = ?, claim_start = ?, "
 			  "claim_pidns = ? WHERE rowid = ? AND state = ? AND coalesce(claim_pid, 0) = ? "
 			  "AND coalesce(claim_start, 0) = ? AND " IN_FLIGHT_SQL,
 			  &st);
@@ -196,7 +197,8 @@ int store_stage_reclaim(struct sl_store *s, const struct sl_record *rec, struct 
 	if (r == 0)
 		r = store_prepare(s,
 				  "UPDATE stages SET claim_pid = -1, claim_start = ?, updated_at = ? WHERE rowid = ? "
-				  "AND state = " ST(READY) " AND coalesce(claim_pid, 0) = ? AND coalesce(claim_start, 0) = ?",
+				  "AND state = " ST(READY) " AND coalesce(claim_pid, 0) = ? "
+				  "AND coalesce(claim_start, 0) = ?",
 				  &st);
 	if (r == 0) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)getpid() << RECLAIM_TOKEN_PID_SHIFT ^ sl_now_ms());

@@ -95,9 +95,9 @@ static_assert((IN_FLIGHT_MASK & FINISHED_MASK) == 0 && (IN_FLIGHT_MASK | FINISHE
 
 /*
  * A stage record's columns, as a query reads them (after s.rowid, which is
- * always first): one list that makes both the SQL text (STAGE_COLUMNS) and
- * the column numbers (enum stage_column) that store_read_record() reads by,
- * so the two cannot drift apart. The tables themselves are schema.c's
+ * always first): one list makes both the SQL text (STAGE_COLUMNS) and the
+ * column numbers (enum stage_column) that stages-read.c reads them by, so
+ * the two cannot drift apart. The tables themselves are schema.c's
  * migrations.
  */
 #define STAGE_COLUMN_LIST(X)                                                                             \
