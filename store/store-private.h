@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store-private.h: the store's internal API for stage/, recover/ and cli/.
- * No SQLite type, result code or SQL text crosses this header.
+ * store-private.h: the store's internal API for stage/, recover/, cli/ and
+ * the tests. No SQLite type, result code or SQL text crosses this header;
+ * what only the files of store/ share is in store-internal.h.
  */
 #ifndef STAGELOG_STORE_PRIVATE_H
 #define STAGELOG_STORE_PRIVATE_H
@@ -25,7 +26,11 @@
 #define STORE_MAX_FDS 5
 
 enum sl_kind { SL_KIND_DIR = 1, SL_KIND_FILE = 2, SL_KIND_SYMLINK = 3 };
-enum sl_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
+enum store_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
+
+/* The room for a record's reason (redacted: why it failed), with its NUL;
+ * a longer one is cut. */
+#define STORE_REASON_SIZE 256
 
 /* One stage record, as stored. */
 struct sl_record {
@@ -46,7 +51,7 @@ struct sl_record {
 	char dest[PATH_MAX]; /* where a publish is moving it, "" if none */
 	bool root_volatile;  /* the root was tmpfs or ramfs when the stage began */
 	int64_t created_ms, updated_ms;
-	char reason[256];
+	char reason[STORE_REASON_SIZE];
 	int64_t entries; /* filled by listings */
 };
 
@@ -56,10 +61,9 @@ struct sl_entry {
 	const char *path; /* raw bytes, not NUL-terminated in the store */
 	size_t path_len;
 	enum sl_kind kind;
-	enum sl_entry_state state;
+	enum store_entry_state state;
 };
 
-HIDDEN int store_err(struct sl_error *reterr, int code, const char *what);
 HIDDEN const char *sl_kind_name(enum sl_kind kind);
 
 /* Inserts a new stage in state staging together with entry 0, the intent
@@ -79,8 +83,8 @@ struct store_identity {
 };
 HIDDEN const struct store_identity *store_identity(const struct sl_store *s);
 
-
-/* Records, durably, where a ready stage is about to be renamed to. */
+/* Records, durably, where a ready stage is about to be renamed to;
+ * -ESTALE when it is not ready any more. */
 HIDDEN int store_stage_set_dest(struct sl_store *s, int64_t rowid, const char *dest, struct sl_error *reterr);
 
 /*
@@ -94,17 +98,19 @@ HIDDEN int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned fr
 /*
  * Claims a batch of stages for recovery in one durable transaction. Each
  * claim is a compare-and-swap: stage i moves to recovering with claimer as
- * its claimer only if its state and previous claimer are still those in
- * recs[i], so two recoverers never both win one stage. ret_claimed[i] says which
- * claims won.
+ * its claimer only if it is still in flight and its state and previous
+ * claimer are still those in recs[i], so two recoverers never both win one
+ * stage. ret_claimed[i] says which claims won (all false on failure).
  */
 HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
 				   const struct sl_owner *claimer, bool *ret_claimed, struct sl_error *reterr);
 
-/* Sets this process as the claimer of a ready stage (compare-and-swap on
- * its state and previous claimer, which it updates in rec): a recovery
- * that read the old claim can no longer claim it. -ESTALE if it changed. */
-HIDDEN int store_stage_reclaim(struct sl_store *s, struct sl_record *rec, struct sl_error *reterr);
+/* Marks a ready stage as claimed by a publish: claim_pid -1 (no recovery's
+ * claim) and a fresh token as claim_start, a compare-and-swap on its state
+ * and on the previous claimer read into rec (rec itself is not changed): a
+ * recovery that read the old claim can no longer claim it. -ESTALE if it
+ * changed meanwhile. Not durable. */
+HIDDEN int store_stage_reclaim(struct sl_store *s, const struct sl_record *rec, struct sl_error *reterr);
 
 /* Calls fn with each distinct staging root named by a record. */
 HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
@@ -112,9 +118,9 @@ HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, v
 
 /*
  * One non-durable commit of a stage being built: entries first_seq.. (n of
- * them; paths packed in arena, offs[i]/lens[i] locating path i), after the
- * top directory's identity when confirm is set, and before the move to
- * ready when ready is. The identity is a compare-and-swap on the stager's
+ * them; paths packed in arena, offs[i]/lens[i] locating path i, kinds[i]
+ * its enum sl_kind), after the top directory's identity when confirm is
+ * set, and before the move to ready when ready is. The identity is a compare-and-swap on the stager's
  * own staging record: a recovery that claimed the stage meanwhile has moved
  * it on, and the whole commit then fails with -ESTALE, the stager giving
  * the directory up rather than filling it.
@@ -131,7 +137,6 @@ struct store_log {
 };
 HIDDEN int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *log, struct sl_error *reterr);
 
-
 /*
  * Reads one page of the entries of stage rowid into page: those with seq <
  * from_seq, newest first, when descending, else those with seq > from_seq,
@@ -141,9 +146,11 @@ HIDDEN int store_stage_log(struct sl_store *s, int64_t rowid, const struct store
  * end).
  */
 #define SL_PAGE_ENTRIES 128
+/* Small enough to stay off mmap, big enough for any path. */
+#define STORE_PAGE_ARENA_SIZE (32 * 1024)
 struct sl_entry_page {
 	struct sl_entry e[SL_PAGE_ENTRIES];
-	char arena[32 * 1024]; /* small enough to stay off mmap, big enough for any path */
+	char arena[STORE_PAGE_ARENA_SIZE];
 	size_t used;
 	bool more; /* the page filled up: more entries may follow */
 };
@@ -156,8 +163,8 @@ HIDDEN int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct sl_re
 				 struct sl_error *reterr);
 
 /*
- * Resolves an id prefix (>= 4 hex chars) to a full id in ret_id. Returns
- * -ENOENT when none matches, -ENOTUNIQ when several do, with up to ncand
+ * Resolves an id prefix (4 to SL_ID_LEN lowercase hex digits, else -EINVAL)
+ * to a full id in ret_id. Returns -ENOENT when none matches, -ENOTUNIQ when several do, with up to ncand
  * candidates copied to cand (each SL_ID_LEN + 1 bytes) and *ret_ncand set.
  */
 HIDDEN int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_ID_LEN + 1],
@@ -165,26 +172,23 @@ HIDDEN int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret
 				struct sl_error *reterr);
 
 /* Calls fn for each stage (in-flight only unless all), optionally of one
- * label, oldest first, with rec->entries set. Stops when fn returns < 0. */
+ * label, oldest first, with rec->entries set. Stops when fn returns < 0,
+ * and returns that. fn may list again (a nested listing). */
 typedef int (*store_stage_fn)(const struct sl_record *rec, void *userdata);
 HIDDEN int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
 			       struct sl_error *reterr);
 
-/* Deletes the records of finished stages updated at or before cutoff_ms,
- * in batches. Returns the number deleted. */
+/* Deletes the records (and entries) of finished stages updated at or
+ * before cutoff_ms, in batches of short transactions, except published
+ * ones: their destination is how check tells a published tree from an
+ * orphan. Returns the number deleted. */
 HIDDEN int store_gc(struct sl_store *s, int64_t cutoff_ms, struct sl_error *reterr);
-
-/* Registers the "stagelog" VFS (vfs.c) once per process; SQLITE_OK or
- * SQLite's error. Read-write stores open through it. */
-#define STORE_VFS_NAME "stagelog"
-HIDDEN int store_vfs_register(void);
 
 /* Deletes one stage record and its entries. */
 HIDDEN int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error *reterr);
 
 /* PRAGMA quick_check: writes "ok" or the first problem into buf. */
 HIDDEN int store_quick_check(struct sl_store *s, char *buf, size_t size, struct sl_error *reterr);
-
 
 /* Durability counters, for benchmarks and tests. */
 struct sl_store_stats {

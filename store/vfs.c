@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "fd-util.h"
-#include "store-private.h"
+#include "store-internal.h"
 
 /* The default VFS when the first store opens is the one wrapped: unix,
  * or a test's own shim registered before (tests/test-durability.c). */
