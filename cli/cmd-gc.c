@@ -80,12 +80,13 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
 {
 	struct sl_error err = { 0 };
 	int64_t older_than = 7 * 86400 * INT64_C(1000);
+	enum cli_stop stop;
 	cJSON *doc;
 	int r, code;
 
-	code = cli_parse_options(cli, &gc_options, argc, argv, &older_than);
-	if (code != EX_OK)
-		return cli_stop_code(code);
+	code = cli_parse_options(cli, &gc_options, argc, argv, &older_than, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
 	code = cli_want_operands("gc", argc, argv, 0, "");
 	if (code == EX_OK)
 		code = cli_open_store(cli);

@@ -201,18 +201,20 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	_cleanup_(rows_finish) struct rows rows = { .now = sl_now_ms() };
 	struct list_args a = { 0 };
 	struct sl_error err = { 0 };
+	enum cli_stop stop;
 	int r, code;
 
-	code = cli_parse_options(cli, &list_options, argc, argv, &a);
-	if (code == EX_OK)
+	code = cli_parse_options(cli, &list_options, argc, argv, &a, &stop);
+	if (code == EX_OK && stop == CLI_GO_ON)
 		code = cli_want_operands("list", argc, argv, 0, "");
 	cli->read_only = true;
-	if (code == EX_OK)
-		code = cli_open_store_readonly(cli);
-	if (code == CLI_NO_STORE)
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
+	code = cli_open_store_readonly(cli, &stop);
+	if (code == EX_OK && stop == CLI_NO_STORE)
 		code = cli_no_store(cli, NULL);
 	if (code != EX_OK)
-		return cli_stop_code(code);
+		return code;
 
 	rows.states = a.states;
 	/* -q is for scripts (xargs stagelog release): --json says more. */

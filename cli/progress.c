@@ -60,15 +60,3 @@ void cli_progress_end(struct cli_progress *p)
 		fputs("\r\033[K", stderr);
 	p->shown = false;
 }
-
-void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX])
-{
-	if (n < 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%llu B", (unsigned long long)n);
-	else if (n < 1024 * 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%.1f KiB", (double)n / 1024);
-	else if (n < 1024ull * 1024 * 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%.1f MiB", (double)n / (1024 * 1024));
-	else
-		snprintf(buf, CLI_BYTES_MAX, "%.1f GiB", (double)n / (1024 * 1024 * 1024));
-}
