@@ -97,9 +97,9 @@ int cli_fail(int r, const struct sl_error *err, const char *what);
 void cli_diag(int priority);
 /* Whether stderr is the journal, as cli_diag() judges it. */
 bool cli_stderr_is_journal(void);
-/* Writes "stagelog: MESSAGE" on stderr, as an error. */
+/* Writes "stagelog: MESSAGE" on stderr, as an error; cli_say() with
+ * another priority (LOG_WARNING, LOG_INFO). */
 void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
-/* As cli_error(), with another priority (LOG_WARNING, LOG_INFO). */
 void cli_say(int priority, const char *fmt, ...) PRINTF_FMT(2, 3);
 /* As cli_error(), with the pointer to help that ends every usage
  * error ("; try 'stagelog help CMD'"), and returns EX_USAGE. */
@@ -162,6 +162,12 @@ void cli_progress_show(struct cli_progress *p, const char *fmt, ...) PRINTF_FMT(
 void cli_progress_end(struct cli_progress *p);
 
 /* ---- format.c: times, ages and sizes for people ---- */
+
+/* The units of time the program converts between. */
+#define CLI_MS_PER_S 1000
+#define CLI_S_PER_MIN 60
+#define CLI_S_PER_HOUR (60 * CLI_S_PER_MIN)
+#define CLI_S_PER_DAY (24 * CLI_S_PER_HOUR)
 
 /* RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
 #define CLI_TIME_MAX 40
@@ -255,11 +261,9 @@ struct cli_options {
 int cli_parse_options(struct cli *cli, const struct cli_options *o, int argc, char **argv, void *userdata,
 		      enum cli_stop *ret_stop);
 
-/*
- * A usage error unless exactly n operands remain after the
- * options; names lists them, space-separated, for the message ("ID DEST").
- * Returns an exit code.
- */
+/* A usage error unless exactly n operands remain after the options; names
+ * lists them, space-separated, for the message ("ID DEST"). Returns an
+ * exit code. */
 int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char *names);
 
 /*
@@ -360,11 +364,9 @@ struct cli_where {
 	char path[PATH_MAX];
 };
 
-/*
- * Looks up the label and path of the stage with full id `id`.
- * Returns 0, or a negative errno when the record cannot be read; the
- * fields are then "?" so that a line can still be printed.
- */
+/* Looks up the label and path of the stage with full id `id`. Returns 0,
+ * or a negative errno when the record cannot be read; the fields are then
+ * "?" so that a line can still be printed. */
 int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
 
 /* A failed stage, as recover and check report it: a removal that could not
@@ -415,10 +417,8 @@ int cli_json_print(cJSON *doc, bool built);
 bool cli_json_add_item(cJSON *obj, const char *name, cJSON *item);
 /* Appends a new object to the array a; NULL when out of memory. */
 cJSON *cli_json_append_object(cJSON *a);
-/*
- * An array of n items, item i made by item(ctx, i) (NULL when out
- * of memory). Returns NULL, and frees what it built, on failure.
- */
+/* An array of n items, item i made by item(ctx, i) (NULL when out of
+ * memory). Returns NULL, and frees what it built, on failure. */
 cJSON *cli_json_array(size_t n, cJSON *(*item)(const void *ctx, size_t i), const void *ctx);
 
 /* cli_json_array()'s item makers: ctx is a char (*)[SL_ID_SIZE]

@@ -11,7 +11,7 @@ static const char usage[] =
 	"\n"
 	"Drops the record of a failed or stale stage without touching the\n"
 	"filesystem, for an operator who has dealt with it by hand. A live stage\n"
-	"is refused. ID may be a unique prefix of 4 or more digits.\n"
+	"is refused. ID may be a unique prefix of " STRINGIFY(CLI_ID_PREFIX_MIN) " or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 

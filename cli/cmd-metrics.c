@@ -128,13 +128,13 @@ static void format(FILE *f, const struct tally *t, const struct cli_last_recover
 	header(f, "stagelog_oldest_in_flight_age_seconds", "gauge",
 	       "Age of the oldest in-flight stage in seconds, 0 when none is in flight.");
 	fprintf(f, "stagelog_oldest_in_flight_age_seconds %.3f\n",
-		t->oldest_ms && now > t->oldest_ms ? (double)(now - t->oldest_ms) / 1000.0 : 0.0);
+		t->oldest_ms && now > t->oldest_ms ? (double)(now - t->oldest_ms) / CLI_MS_PER_S : 0.0);
 
 	if (!last)
 		return;
 	header(f, "stagelog_last_recover_timestamp_seconds", "gauge",
 	       "When the last recover pass ended, in seconds since the epoch.");
-	fprintf(f, "stagelog_last_recover_timestamp_seconds %.3f\n", (double)last->time_ms / 1000.0);
+	fprintf(f, "stagelog_last_recover_timestamp_seconds %.3f\n", (double)last->time_ms / CLI_MS_PER_S);
 	header(f, "stagelog_last_recover_success", "gauge",
 	       "1 when the last recover pass left no failed stage, else 0.");
 	fprintf(f, "stagelog_last_recover_success %d\n", strcmp(last->outcome, "ok") == 0 ? 1 : 0);

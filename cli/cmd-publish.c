@@ -12,7 +12,7 @@ static const char usage[] =
 	"\n"
 	"Renames the ready stage's top directory to DEST (never replacing an\n"
 	"existing path) and marks it published: stagelog never removes it after.\n"
-	"ID may be a unique prefix of 4 or more digits.\n"
+	"ID may be a unique prefix of " STRINGIFY(CLI_ID_PREFIX_MIN) " or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 

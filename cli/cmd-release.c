@@ -12,7 +12,7 @@ static const char usage[] =
 	"\n"
 	"Removes the stage and marks it released. A released, aborted or recovered\n"
 	"stage is a success with nothing to do; a published one belongs to its\n"
-	"destination and is refused. ID may be a unique prefix of 4 or more digits.\n"
+	"destination and is refused. ID may be a unique prefix of " STRINGIFY(CLI_ID_PREFIX_MIN) " or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 

@@ -14,7 +14,7 @@ static const char usage[] =
 	"to the staging root. In text, a path's bytes that are not printable\n"
 	"UTF-8, and spaces, are shown as \\xNN (and \\, newline, tab as \\\\, \\n,\n"
 	"\\t); in JSON, a byte that is not part of valid UTF-8 is \\udcXX (PEP 383\n"
-	"surrogateescape). ID may be a unique prefix of 4 or more digits.\n"
+	"surrogateescape). ID may be a unique prefix of " STRINGIFY(CLI_ID_PREFIX_MIN) " or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 

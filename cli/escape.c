@@ -66,15 +66,19 @@ void cli_fput_token(FILE *f, const char *s, size_t len)
 	fput_escaped(f, s, len, true);
 }
 
+/* The most characters cli_json_quote() writes for one byte (\udcXX,
+ * \u00XX), and what it adds around them: two quotes and a NUL. */
+#define QUOTED_BYTE_MAX 6
+#define QUOTED_EXTRA 3
+
 char *cli_json_quote(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	char *out, *p;
 
-	/* At most 6 characters a byte (\udcXX, \u00XX), two quotes, a NUL. */
-	if (len > (SIZE_MAX - 3) / 6)
+	if (len > (SIZE_MAX - QUOTED_EXTRA) / QUOTED_BYTE_MAX)
 		return NULL;
-	out = p = malloc(len * 6 + 3);
+	out = p = malloc(len * QUOTED_BYTE_MAX + QUOTED_EXTRA);
 	if (!out)
 		return NULL;
 	*p++ = '"';

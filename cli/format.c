@@ -11,12 +11,12 @@
 void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX])
 {
 	/* Floor division, so that times before 1970 still print sensibly. */
-	int64_t sec = ms / 1000, frac = ms % 1000;
+	int64_t sec = ms / CLI_MS_PER_S, frac = ms % CLI_MS_PER_S;
 	struct tm tm;
 	time_t t;
 
 	if (frac < 0) {
-		frac += 1000;
+		frac += CLI_MS_PER_S;
 		sec--;
 	}
 	t = (time_t)sec;
@@ -29,26 +29,30 @@ void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX])
 
 void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX])
 {
-	int64_t s = now_ms > created_ms ? (now_ms - created_ms) / 1000 : 0;
+	int64_t s = now_ms > created_ms ? (now_ms - created_ms) / CLI_MS_PER_S : 0;
 
-	if (s < 60)
+	if (s < CLI_S_PER_MIN)
 		snprintf(buf, CLI_AGE_MAX, "%llds", (long long)s);
-	else if (s < 3600)
-		snprintf(buf, CLI_AGE_MAX, "%lldm", (long long)(s / 60));
-	else if (s < 86400)
-		snprintf(buf, CLI_AGE_MAX, "%lldh", (long long)(s / 3600));
+	else if (s < CLI_S_PER_HOUR)
+		snprintf(buf, CLI_AGE_MAX, "%lldm", (long long)(s / CLI_S_PER_MIN));
+	else if (s < CLI_S_PER_DAY)
+		snprintf(buf, CLI_AGE_MAX, "%lldh", (long long)(s / CLI_S_PER_HOUR));
 	else
-		snprintf(buf, CLI_AGE_MAX, "%lldd", (long long)(s / 86400));
+		snprintf(buf, CLI_AGE_MAX, "%lldd", (long long)(s / CLI_S_PER_DAY));
 }
+
+#define KIB UINT64_C(1024)
+#define MIB (1024 * KIB)
+#define GIB (1024 * MIB)
 
 void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX])
 {
-	if (n < 1024)
+	if (n < KIB)
 		snprintf(buf, CLI_BYTES_MAX, "%llu B", (unsigned long long)n);
-	else if (n < 1024 * 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%.1f KiB", (double)n / 1024);
-	else if (n < 1024ull * 1024 * 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%.1f MiB", (double)n / (1024 * 1024));
+	else if (n < MIB)
+		snprintf(buf, CLI_BYTES_MAX, "%.1f KiB", (double)n / KIB);
+	else if (n < GIB)
+		snprintf(buf, CLI_BYTES_MAX, "%.1f MiB", (double)n / MIB);
 	else
-		snprintf(buf, CLI_BYTES_MAX, "%.1f GiB", (double)n / (1024 * 1024 * 1024));
+		snprintf(buf, CLI_BYTES_MAX, "%.1f GiB", (double)n / GIB);
 }

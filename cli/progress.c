@@ -13,12 +13,14 @@
 /* 100 ms between two drawings: at most 10 a second. */
 #define PROGRESS_INTERVAL_MS 100
 
+#define NS_PER_MS 1000000
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * CLI_MS_PER_S + ts.tv_nsec / NS_PER_MS;
 }
 
 void cli_progress_start(struct cli_progress *p, const struct cli *cli)
@@ -46,8 +48,9 @@ void cli_progress_show(struct cli_progress *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, ", %lld.%llds", (long long)((now - p->start) / 1000),
-		(long long)((now - p->start) % 1000 / 100));
+	/* Seconds and tenths. */
+	fprintf(stderr, ", %lld.%llds", (long long)((now - p->start) / CLI_MS_PER_S),
+		(long long)((now - p->start) % CLI_MS_PER_S / (CLI_MS_PER_S / 10)));
 	fflush(stderr);
 	p->shown = true;
 }
