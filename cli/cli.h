@@ -308,7 +308,6 @@ int cli_no_store(const struct cli *cli, const char *what);
 
 /* The fewest hex digits of an id that a command takes for it. */
 #define CLI_ID_PREFIX_MIN 4
-
 /* A usage error (with its line) unless prefix is CLI_ID_PREFIX_MIN to
  * SL_ID_SIZE - 1 hex digits. Returns an exit code. */
 int cli_check_id(const char *prefix);
@@ -450,6 +449,10 @@ struct cli_stage_args {
 	size_t n_env_opts;
 	char root_buf[PATH_MAX];
 };
+
+/* label_valid()'s rule as a usage text prints it. */
+#define CLI_LABEL_RULE "[a-z0-9][a-z0-9_.-]{0,31}"
+_Static_assert(SL_LABEL_MAX == 32, "CLI_LABEL_RULE says {0,31}: SL_LABEL_MAX - 1");
 
 #define STAGE_LONG_OPTIONS                                   \
 	{ "root", required_argument, NULL, 'r' },            \

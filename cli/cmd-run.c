@@ -26,7 +26,7 @@ static const char usage[] =
 	"  --root DIR        the staging root (default: /run/stagelog for root,\n"
 	"                    else $XDG_RUNTIME_DIR/stagelog)\n"
 	"  --bundle PKG      the packaged bundle: PKG/rootfs/ and PKG/config.json\n"
-	"  --label L         the stage's label, [a-z0-9][a-z0-9_.-]{0,31} (default: stage)\n"
+	"  --label L         the stage's label, " CLI_LABEL_RULE " (default: stage)\n"
 	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
 	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
 	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
