@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli.h: what the stagelog program's command files share: the global
- * options, the one exit-code table, the one diagnostic writer, and the
- * formatting helpers for text and JSON output.
+ * cli.h: what the stagelog program's files share, grouped by the file that
+ * defines it: the global options, the one exit-code table and diagnostic
+ * writer, signals, option parsing, opening the store, and the formatting
+ * helpers for text and JSON output. Escaping is in escape.h, which
+ * depends on nothing else here.
  */
 #ifndef STAGELOG_CLI_H
 #define STAGELOG_CLI_H
@@ -19,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "escape.h"
 #include "macro.h"
 #include "sl-oci.h"
 #include "sl-recover.h"
@@ -41,7 +44,7 @@ struct cli {
 	struct sl_store *store;
 	bool delivered;     /* stage: its output reached stdout's reader */
 	bool stdout_closed; /* stdout was flushed and closed by the command */
-	char store_path[PATH_MAX]; /* set by cli_open_store() */
+	char store_path[PATH_MAX]; /* set by cli_open_store() and cli_open_store_readonly() */
 };
 
 struct cli_command {
@@ -49,6 +52,8 @@ struct cli_command {
 	int (*run)(struct cli *cli, int argc, char **argv);
 	const char *summary;
 };
+
+/* ---- main.c and cmd-*.c: the commands ---- */
 
 /* The commands, one file each. argv[0] is the command's name. */
 int cmd_stage(struct cli *cli, int argc, char **argv);
@@ -63,6 +68,52 @@ int cmd_gc(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
 int cmd_metrics(struct cli *cli, int argc, char **argv);
 int cmd_help(struct cli *cli, int argc, char **argv);
+
+/* ---- exit.c: exit codes and diagnostics ---- */
+
+/* Maps a negative errno (and the error's flags) to an exit code. */
+int cli_exit_code(int r, const struct sl_error *err);
+/* The exit codes no sysexits.h name says (stagelog(1), EXIT STATUS; run's
+ * 125 to 127 are in cmd-run.c, beside what they mean). */
+enum {
+	/* recover, release or check left something it could not remove, or
+	 * check found a problem it did not fix */
+	CLI_EXIT_NOT_CLEAN = 1,
+	/* interrupted by signal N: CLI_EXIT_SIGNAL + N, as a shell says it */
+	CLI_EXIT_SIGNAL = 128,
+};
+
+/* Writes the one-line diagnostic for a failed library call, "stagelog:
+ * WHAT FAILED: WHERE: REASON", from err->msg when the library filled it,
+ * else from what and strerror. Returns the exit code. */
+int cli_fail(int r, const struct sl_error *err, const char *what);
+
+/*
+ * Starts a diagnostic line on stderr: "stagelog: ", after the
+ * sd-daemon(3) prefix "<N>" for priority N (LOG_ERR for an error or a
+ * failed stage, LOG_WARNING, LOG_INFO) when stderr is the journal
+ * ($JOURNAL_STREAM names stderr's device and inode).
+ */
+void cli_diag(int priority);
+/* Whether stderr is the journal, as cli_diag() judges it. */
+bool cli_stderr_is_journal(void);
+/* Writes "stagelog: MESSAGE" on stderr, as an error; cli_say() with
+ * another priority (LOG_WARNING, LOG_INFO). */
+void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
+void cli_say(int priority, const char *fmt, ...) PRINTF_FMT(2, 3);
+/* As cli_error(), with the pointer to help that ends every usage
+ * error ("; try 'stagelog help CMD'"), and returns EX_USAGE. */
+int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
+/* The command a usage error's pointer names (a name from the
+ * command table; NULL: stagelog's own --help). main() sets it. */
+void cli_set_command(const char *name);
+/* Ends a usage error's line: "; try 'stagelog help CMD'" or
+ * "; try 'stagelog --help'", and the newline. */
+void cli_fput_try_help(FILE *f);
+/* Writes "stagelog: MESSAGE" on stderr when -v was given. */
+void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);
+
+/* ---- signals.c: signals and stdout ---- */
 
 /*
  * SIGINT, SIGTERM, SIGHUP and SIGQUIT set a flag (the first one
@@ -91,6 +142,8 @@ int cli_interrupted(const char *what);
  * reached its reader. */
 int cli_deliver_stdout(void);
 
+/* ---- progress.c: the progress line ---- */
+
 /*
  * The progress line of a long command (stage, run until the
  * runtime starts, recover): on stderr only when it is a terminal and -q was
@@ -108,65 +161,39 @@ void cli_progress_start(struct cli_progress *p, const struct cli *cli);
 void cli_progress_show(struct cli_progress *p, const char *fmt, ...) PRINTF_FMT(2, 3);
 void cli_progress_end(struct cli_progress *p);
 
+/* ---- format.c: times, ages and sizes for people ---- */
+
+/* The units of time the program converts between. */
+#define CLI_MS_PER_S 1000
+#define CLI_S_PER_MIN 60
+#define CLI_S_PER_HOUR (60 * CLI_S_PER_MIN)
+#define CLI_S_PER_DAY (24 * CLI_S_PER_HOUR)
+
+/* RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
+#define CLI_TIME_MAX 40
+void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX]);
+
+/* An age for people: 45s, 3m, 2h, 5d. */
+#define CLI_AGE_MAX 24
+void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX]);
+
 /* A size for people: 512 B, 1.5 KiB, 12.0 MiB, 3.2 GiB. */
 #define CLI_BYTES_MAX 24
 void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX]);
 
-/* Maps a negative errno (and the error's flags) to an exit code. */
-int cli_exit_code(int r, const struct sl_error *err);
-/* The exit code when recover, release or check left something it could not
- * remove, or check found a problem it did not fix: no sysexits.h code says
- * that (stagelog(1), EXIT STATUS). */
-#define CLI_EXIT_NOT_CLEAN 1
+/* ---- options.c: the command line ---- */
 
 /*
- * Writes the one-line diagnostic for a failed library call,
- * "stagelog: WHAT FAILED: WHERE: REASON", from err->msg when the library
- * filled it, else from what and strerror. Returns the exit code.
+ * Why a command stops short of its work although nothing failed: told
+ * apart from the exit code (an out-parameter), so that an exit code is
+ * only ever an exit code. With CLI_GO_ON, a step's exit code says whether
+ * to go on (EX_OK) or to return it.
  */
-int cli_fail(int r, const struct sl_error *err, const char *what);
-
-/*
- * Starts a diagnostic line on stderr: "stagelog: ", after the
- * sd-daemon(3) prefix "<N>" for priority N (LOG_ERR for an error or a
- * failed stage, LOG_WARNING, LOG_INFO) when stderr is the journal
- * ($JOURNAL_STREAM names stderr's device and inode).
- */
-void cli_diag(int priority);
-
-/* Whether stderr is the journal, as cli_diag() judges it. */
-bool cli_stderr_is_journal(void);
-
-/* Writes "stagelog: MESSAGE" on stderr, as an error. */
-void cli_error(const char *fmt, ...) PRINTF_FMT(1, 2);
-
-/* As cli_error(), with another priority (LOG_WARNING, LOG_INFO). */
-void cli_say(int priority, const char *fmt, ...) PRINTF_FMT(2, 3);
-
-/* As cli_error(), with the pointer to help that ends every usage
- * error ("; try 'stagelog help CMD'"), and returns EX_USAGE. */
-int cli_usage_error(const char *fmt, ...) PRINTF_FMT(1, 2);
-
-/* The command a usage error's pointer names (a name from the
- * command table; NULL: stagelog's own --help). main() sets it. */
-void cli_set_command(const char *name);
-
-/* Ends a usage error's line: "; try 'stagelog help CMD'" or
- * "; try 'stagelog --help'", and the newline. */
-void cli_fput_try_help(FILE *f);
-
-/*
- * The name in names (NULL-terminated) closest to the n bytes at s
- * by Damerau-Levenshtein distance, when that distance is 1 or 2 and at
- * most a third of the name's length plus one; else NULL. What it returns is a name from
- * the program's own table, so a diagnostic may show it: it never repeats
- * what was typed, and the small distance keeps a token from being
- * "corrected" into view.
- */
-const char *cli_suggest(const char *s, size_t n, const char *const *names, size_t n_names);
-
-/* Writes "stagelog: MESSAGE" on stderr when -v was given. */
-void cli_verbose(const struct cli *cli, const char *fmt, ...) PRINTF_FMT(2, 3);
+enum cli_stop {
+	CLI_GO_ON,      /* nothing stops the command */
+	CLI_HELP_SHOWN, /* --help (or --version) printed its text: exit EX_OK */
+	CLI_NO_STORE,   /* a read-only command found no store, and said nothing yet (cli_no_store()) */
+};
 
 /*
  * No usage error repeats an argument: what follows an option, or stands
@@ -225,41 +252,100 @@ struct cli_options {
 
 /*
  * The option loop every command shares: cli_getopt() until the
- * options end. --help prints o->usage and returns CLI_HELP_SHOWN; an
- * unknown option or a missing argument returns EX_USAGE (the line is
- * written); the others go to o->handle. Returns EX_OK when the options
- * ended, with optind at the first operand.
+ * options end. --help prints o->usage and returns EX_OK with *ret_stop
+ * CLI_HELP_SHOWN; an unknown option or a missing argument returns
+ * EX_USAGE (the line is written); the others go to o->handle. Returns
+ * EX_OK with *ret_stop CLI_GO_ON when the options ended, with optind at
+ * the first operand.
  */
-int cli_parse_options(struct cli *cli, const struct cli_options *o, int argc, char **argv, void *userdata);
+int cli_parse_options(struct cli *cli, const struct cli_options *o, int argc, char **argv, void *userdata,
+		      enum cli_stop *ret_stop);
 
-/*
- * A usage error unless exactly n operands remain after the
- * options; names lists them, space-separated, for the message ("ID DEST").
- * Returns an exit code.
- */
+/* A usage error unless exactly n operands remain after the options; names
+ * lists them, space-separated, for the message ("ID DEST"). Returns an
+ * exit code. */
 int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char *names);
 
 /*
- * The prologue of the commands that take an ID and nothing but
- * --help and --json (release, forget, publish, show): parses the options,
- * wants exactly n operands (the first an ID), opens the store and resolves
- * the ID into id. Returns EX_OK to go on, or the exit code to return now
- * (CLI_HELP_SHOWN, which is EX_OK's negative twin, after --help).
+ * The name in names (NULL-terminated) closest to the n bytes at s
+ * by Damerau-Levenshtein distance, when that distance is 1 or 2 and at
+ * most a third of the name's length plus one; else NULL. What it returns
+ * is a name from the program's own table, so a diagnostic may show it: it
+ * never repeats what was typed, and the small distance keeps a token from
+ * being "corrected" into view.
  */
-#define CLI_HELP_SHOWN (-1)
+const char *cli_suggest(const char *s, size_t n, const char *const *names, size_t n_names);
 
-/* The exit code of a command that stops at cli_parse_options() or
- * cli_id_command(): EX_OK after --help. */
-static inline int cli_stop_code(int code)
-{
-	return code == CLI_HELP_SHOWN ? EX_OK : code;
-}
-int cli_id_command(struct cli *cli, const char *cmd, int argc, char **argv, const char *usage, int n,
-		   const char *names, char id[SL_ID_SIZE]);
+/* ---- store-open.c: the store and stage ids ---- */
 
 /* The store's path (--db, $STAGELOG_DB, or the default) into
  * buf. Returns an exit code, with a diagnostic on failure. */
 int cli_store_path(const struct cli *cli, char *buf, size_t size);
+
+/*
+ * Opens the store (--db, $STAGELOG_DB, or the default) for a command that
+ * writes: sets cli->store and cli->store_path, and creates a missing store
+ * and its folders. Returns an exit code.
+ */
+int cli_open_store(struct cli *cli);
+
+/*
+ * cli_open_store() for a command that only reads (list, show,
+ * check without --remove-orphans, recover, metrics): sets cli->nocreate,
+ * so that it never creates a file or folder. A missing store (or store
+ * folder) returns EX_OK with *ret_stop CLI_NO_STORE, cli->store NULL and
+ * nothing printed: the command then reports it with cli_no_store().
+ */
+int cli_open_store_readonly(struct cli *cli, enum cli_stop *ret_stop);
+
+/*
+ * Reports a missing store after CLI_NO_STORE. With what NULL, a
+ * command for which no store means nothing in flight (list, recover,
+ * metrics) gets a note on stderr unless -q, and EX_OK back. Otherwise one
+ * diagnostic "stagelog: WHAT: PATH: no store" and EX_NOINPUT (66).
+ */
+int cli_no_store(const struct cli *cli, const char *what);
+
+/* The fewest hex digits of an id that a command takes for it. */
+#define CLI_ID_PREFIX_MIN 4
+/* A usage error (with its line) unless prefix is CLI_ID_PREFIX_MIN to
+ * SL_ID_SIZE - 1 hex digits. Returns an exit code. */
+int cli_check_id(const char *prefix);
+
+/*
+ * Resolves an id or a unique prefix to a full id. An unknown,
+ * ambiguous or malformed one is a usage error whose message names the
+ * candidates. Returns an exit code.
+ */
+int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE]);
+
+/* A command that takes an ID and nothing but --help and --json (release,
+ * forget, publish, show): what cli_id_command() needs of it. */
+struct cli_id_command {
+	const char *cmd;   /* for messages */
+	const char *usage; /* printed for --help */
+	int n;             /* the operands it wants, the first an ID */
+	const char *names; /* the operands, space-separated, for messages ("ID DEST") */
+	bool readonly;     /* it only reads: cli_open_store_readonly(), never a store created */
+};
+
+/*
+ * Their prologue: parses the options, wants exactly c->n operands, opens
+ * the store and resolves the ID into ret_id. Returns EX_OK to go on, or
+ * the exit code to return now; *ret_stop says CLI_HELP_SHOWN after --help
+ * and, for a readonly command, CLI_NO_STORE without a store (and ret_id
+ * is then not set).
+ */
+int cli_id_command(struct cli *cli, const struct cli_id_command *c, int argc, char **argv, char ret_id[SL_ID_SIZE],
+		   enum cli_stop *ret_stop);
+
+/* ---- files.c: the staging root and files outside the store ---- */
+
+/* The default staging root: $STAGELOG_ROOT; else /run/stagelog
+ * for euid 0; else $XDG_RUNTIME_DIR/stagelog; else /run/user/UID/stagelog
+ * when /run/user/UID is the caller's own 0700 directory. Returns an exit
+ * code (usage error when there is none, with a diagnostic unless quiet). */
+int cli_default_root(char *buf, size_t size, bool quiet);
 
 /*
  * Writes len bytes to path atomically: a temporary file beside it,
@@ -268,6 +354,126 @@ int cli_store_path(const struct cli *cli, char *buf, size_t size);
  * one, never a part. Returns 0 or a negative errno.
  */
 int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode, bool durable);
+
+/* ---- failed.c: naming a stage, failed-stage lists ---- */
+
+/* A stage's label and path, for lines that name a stage to a person. */
+struct cli_where {
+	char label[SL_LABEL_MAX + 1];
+	char path[PATH_MAX];
+};
+
+/* Looks up the label and path of the stage with full id `id`. Returns 0,
+ * or a negative errno when the record cannot be read; the fields are then
+ * "?" so that a line can still be printed. */
+int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
+
+/* A failed stage, as recover and check report it: a removal that could not
+ * finish, so secrets may remain. */
+struct cli_failed {
+	char id[SL_ID_SIZE];
+	struct cli_where where;
+	char reason[256];
+};
+
+struct cli_failed_list {
+	struct cli_failed *v;
+	size_t n;
+};
+
+/* Fills f with id, reason and the stage's label and path. */
+void cli_failed_set(struct cli *cli, struct cli_failed *f, const char *id, const char *reason);
+/* An sl_list() callback that appends each failed stage to the
+ * struct cli_failed_list in userdata (free its v). */
+int cli_failed_add(const struct sl_stage_info *info, void *userdata);
+/* Frees l->v, for _cleanup_(). */
+void cli_failed_list_finish(struct cli_failed_list *l);
+/* Prints "stagelog: failed ID LABEL PATH: REASON" on stderr, an
+ * error (cli_diag()). */
+void cli_print_failed(const struct cli_failed *f);
+/* Prints "ID LABEL PATH" (label and path as cli_fput_token()
+ * tokens) to f. */
+void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
+
+/* ---- json.c: the --json document ---- */
+
+/* Adds the string cli_json_quote() makes, as raw JSON. */
+cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t len);
+/* Adds a stage's fixed fields (every field but "entries"). */
+bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info);
+
+/*
+ * Prints one JSON document on stdout and frees it, so that a
+ * command builds its document in one expression and hands it over:
+ * `return cli_json_print(doc, doc && cJSON_Add...(doc, ...) && ...)`.
+ * With built false (or doc NULL) it prints nothing and reports running out
+ * of memory. Returns an exit code.
+ */
+int cli_json_print(cJSON *doc, bool built);
+
+/* Adds item (which may be NULL) to obj as name; on failure deletes
+ * item and returns false, so that a caller never holds an orphan. */
+bool cli_json_add_item(cJSON *obj, const char *name, cJSON *item);
+/* Appends a new object to the array a; NULL when out of memory. */
+cJSON *cli_json_append_object(cJSON *a);
+/* An array of n items, item i made by item(ctx, i) (NULL when out of
+ * memory). Returns NULL, and frees what it built, on failure. */
+cJSON *cli_json_array(size_t n, cJSON *(*item)(const void *ctx, size_t i), const void *ctx);
+
+/* cli_json_array()'s item makers: ctx is a char (*)[SL_ID_SIZE]
+ * of ids; a char ** of paths (quoted with cli_json_quote()); a struct
+ * cli_failed_list (objects with id, label, path and reason). */
+cJSON *cli_json_id_item(const void *ctx, size_t i);
+cJSON *cli_json_path_item(const void *ctx, size_t i);
+cJSON *cli_json_failed_item(const void *ctx, size_t i);
+
+static inline void cJSON_Deletep(cJSON **p)
+{
+	cJSON_Delete(*p);
+}
+
+/* ---- cmd-stage.c: the stage options stage and run share ---- */
+
+/*
+ * The stage options that `stage` and `run` share. Env options
+ * are remembered in command-line order and applied by cli_stage_args_stage(),
+ * so that a later name wins across --env, --env-file and --env-keep alike.
+ */
+struct cli_stage_args {
+	const char *cmd; /* "stage" or "run", for messages */
+	const char *root;
+	const char *bundle;
+	const char *label;
+	char **env_opts; /* argv strings of --env / --env-file / --env-keep, in order */
+	int *env_kind;   /* 'e', 'E' or 'K': the option each came with */
+	size_t n_env_opts;
+	char root_buf[PATH_MAX];
+};
+
+/* label_valid()'s rule as a usage text prints it. */
+#define CLI_LABEL_RULE "[a-z0-9][a-z0-9_.-]{0,31}"
+_Static_assert(SL_LABEL_MAX == 32, "CLI_LABEL_RULE says {0,31}: SL_LABEL_MAX - 1");
+
+#define STAGE_LONG_OPTIONS                                   \
+	{ "root", required_argument, NULL, 'r' },            \
+	{ "bundle", required_argument, NULL, 'b' },          \
+	{ "label", required_argument, NULL, 'l' },           \
+	{ "env", required_argument, NULL, 'e' },             \
+	{ "env-file", required_argument, NULL, 'E' },        \
+	{ "env-keep", required_argument, NULL, 'K' }
+
+/* Handles option c if it is a stage option: returns true when it is one,
+ * with *ret_code EX_OK, or the exit code (with its diagnostic) of a bad
+ * argument; false when it is not one. */
+bool cli_stage_args_option(struct cli_stage_args *a, int c, char *arg, int *ret_code);
+
+/* Stages the bundle for owner (0: the calling process). Returns an exit
+ * code; on success *ret owns the ready stage. */
+int cli_stage_args_stage(struct cli *cli, struct cli_stage_args *a, pid_t owner, struct sl_stage **ret);
+
+void cli_stage_args_finish(struct cli_stage_args *a);
+
+/* ---- cmd-recover.c: the outcome of the last recover pass ---- */
 
 /*
  * The outcome of the last `recover` pass, kept in a small file beside the
@@ -290,206 +496,5 @@ int cli_last_recover_path(const char *db, char *buf, size_t size);
 /* The outcome file's one line, '\n' included, padded with spaces: recover
  * rewrites it in place. */
 #define CLI_OUTCOME_WIDTH 64
-
-/* Opens the store (--db, $STAGELOG_DB, or the default). Returns an
- * exit code. */
-int cli_open_store(struct cli *cli);
-
-/*
- * More on cli_open_store(): it sets cli->store and cli->store_path. A
- * command that writes creates a missing store and its folders. With
- * cli->nocreate set (see cli_open_store_readonly()) nothing is created,
- * and a missing store (or store folder) returns CLI_NO_STORE with
- * cli->store NULL and nothing printed: the command then reports it with
- * cli_no_store().
- */
-#define CLI_NO_STORE (-2)
-
-/*
- * cli_open_store() for a command that only reads (list, show,
- * check without --remove-orphans, recover, metrics, completion): sets
- * cli->nocreate, so that it never creates a file or folder. A command
- * calling cli_id_command() sets cli->nocreate itself first.
- */
-int cli_open_store_readonly(struct cli *cli);
-
-/*
- * Reports a missing store after CLI_NO_STORE. With what NULL, a
- * command for which no store means nothing in flight (list, recover,
- * metrics) gets a note on stderr unless -q, and EX_OK back. Otherwise one
- * diagnostic "stagelog: WHAT: PATH: no store" and EX_NOINPUT (66).
- */
-int cli_no_store(const struct cli *cli, const char *what);
-
-/* A usage error (with its line) unless prefix is 4 to 32 hex
- * digits. Returns an exit code. */
-int cli_check_id(const char *prefix);
-
-/*
- * Resolves an id or a unique prefix to a full id. An unknown,
- * ambiguous or malformed one is a usage error whose message names the
- * candidates. Returns an exit code.
- */
-int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE]);
-
-/* The default staging root: $STAGELOG_ROOT; else /run/stagelog
- * for euid 0; else $XDG_RUNTIME_DIR/stagelog; else /run/user/UID/stagelog
- * when /run/user/UID is the caller's own 0700 directory. Returns an exit
- * code (usage error when there is none, with a diagnostic unless quiet). */
-int cli_default_root(char *buf, size_t size, bool quiet);
-
-/* A stage's label and path, for lines that name a stage to a person. */
-struct cli_where {
-	char label[SL_LABEL_MAX + 1];
-	char path[PATH_MAX];
-};
-
-/*
- * Looks up the label and path of the stage with full id `id`.
- * Returns 0, or a negative errno when the record cannot be read; the
- * fields are then "?" so that a line can still be printed.
- */
-int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
-
-/* A failed stage, as recover and check report it: a removal that could not
- * finish, so secrets may remain. */
-struct cli_failed {
-	char id[SL_ID_SIZE];
-	struct cli_where where;
-	char reason[256];
-};
-
-struct cli_failed_list {
-	struct cli_failed *v;
-	size_t n;
-};
-
-/* Fills f with id, reason and the stage's label and path. */
-void cli_failed_set(struct cli *cli, struct cli_failed *f, const char *id, const char *reason);
-
-/* An sl_list() callback that appends each failed stage to the
- * struct cli_failed_list in userdata (free its v). */
-int cli_failed_add(const struct sl_stage_info *info, void *userdata);
-
-/* Frees l->v, for _cleanup_(). */
-void cli_failed_list_finish(struct cli_failed_list *l);
-
-/* Prints "stagelog: failed ID LABEL PATH: REASON" on stderr, an
- * error (cli_diag()). */
-void cli_print_failed(const struct cli_failed *f);
-
-/* Prints "ID LABEL PATH" (label and path as cli_fput_token()
- * tokens) to f. */
-void cli_fput_where(FILE *f, const char *id, const struct cli_where *w);
-
-/* RFC 3339 UTC with milliseconds, e.g. 2026-11-29T03:50:09.123Z. */
-#define CLI_TIME_MAX 40
-void cli_format_time(int64_t ms, char buf[CLI_TIME_MAX]);
-
-/* An age for people: 45s, 3m, 2h, 5d. */
-#define CLI_AGE_MAX 24
-void cli_format_age(int64_t created_ms, int64_t now_ms, char buf[CLI_AGE_MAX]);
-
-/*
- * Writes len bytes for a terminal: valid printable UTF-8 as is,
- * backslash, newline and tab as \\, \n, \t, and every other byte as \xNN,
- * so that a hostile file name can neither break a line nor send escapes.
- */
-void cli_fput_escaped(FILE *f, const char *s, size_t len);
-
-/*
- * cli_fput_escaped(), and every space as \xNN too (U+0020 as
- * \x20; a Unicode space as the \xNN of its bytes), so that the bytes make
- * one whitespace-free token: a cell of a table, or a path in a line that
- * other words follow. Reading back \\, \n, \t and \xNN gives the bytes.
- */
-void cli_fput_token(FILE *f, const char *s, size_t len);
-
-/*
- * len bytes as a JSON string literal, quotes included, that no
- * other bytes give: valid UTF-8 as JSON writes it (", \ and controls
- * escaped), and each byte that is not part of valid UTF-8 as \udcXX, the
- * lone surrogate U+DC80 + b - 0x80 of PEP 383's "surrogateescape", which
- * no valid UTF-8 decodes to. Python gets the bytes back with
- * json.loads(s).encode("utf-8", "surrogateescape"). Returns NULL when out
- * of memory.
- */
-char *cli_json_quote(const char *s, size_t len);
-
-/* Adds the string cli_json_quote() makes, as raw JSON. */
-cJSON *cli_json_add_bytes(cJSON *obj, const char *name, const char *s, size_t len);
-
-/* Adds a stage's fixed fields (every field but "entries"). */
-bool cli_json_add_stage(cJSON *obj, const struct sl_stage_info *info);
-
-/*
- * Prints one JSON document on stdout and frees it, so that a
- * command builds its document in one expression and hands it over:
- * `return cli_json_print(doc, doc && cJSON_Add...(doc, ...) && ...)`.
- * With built false (or doc NULL) it prints nothing and reports running out
- * of memory. Returns an exit code.
- */
-int cli_json_print(cJSON *doc, bool built);
-
-/* Adds item (which may be NULL) to obj as name; on failure deletes
- * item and returns false, so that a caller never holds an orphan. */
-bool cli_json_add_item(cJSON *obj, const char *name, cJSON *item);
-
-/* Appends a new object to the array a; NULL when out of memory. */
-cJSON *cli_json_append_object(cJSON *a);
-
-/*
- * An array of n items, item i made by item(ctx, i) (NULL when out
- * of memory). Returns NULL, and frees what it built, on failure.
- */
-cJSON *cli_json_array(size_t n, cJSON *(*item)(const void *ctx, size_t i), const void *ctx);
-
-/* cli_json_array()'s item makers: ctx is a char (*)[SL_ID_SIZE]
- * of ids; a char ** of paths (quoted with cli_json_quote()); a struct
- * cli_failed_list (objects with id, label, path and reason). */
-cJSON *cli_json_id_item(const void *ctx, size_t i);
-cJSON *cli_json_path_item(const void *ctx, size_t i);
-cJSON *cli_json_failed_item(const void *ctx, size_t i);
-
-static inline void cJSON_Deletep(cJSON **p)
-{
-	cJSON_Delete(*p);
-}
-
-/*
- * The stage options that `stage` and `run` share. Env options
- * are remembered in command-line order and applied by stage_args_stage(),
- * so that a later name wins across --env, --env-file and --env-keep alike.
- */
-struct stage_args {
-	const char *cmd; /* "stage" or "run", for messages */
-	const char *root;
-	const char *bundle;
-	const char *label;
-	char **env_opts; /* argv strings of --env / --env-file / --env-keep, in order */
-	int *env_kind;   /* 'e', 'E' or 'K': the option each came with */
-	size_t n_env_opts;
-	char root_buf[PATH_MAX];
-};
-
-#define STAGE_LONG_OPTIONS                                   \
-	{ "root", required_argument, NULL, 'r' },            \
-	{ "bundle", required_argument, NULL, 'b' },          \
-	{ "label", required_argument, NULL, 'l' },           \
-	{ "env", required_argument, NULL, 'e' },             \
-	{ "env-file", required_argument, NULL, 'E' },        \
-	{ "env-keep", required_argument, NULL, 'K' }
-
-/* Handles option c if it is a stage option: returns EX_OK when it took
- * it, STAGE_ARGS_OTHER when it is not one, or an exit code (with a
- * diagnostic) when out of memory. */
-#define STAGE_ARGS_OTHER (-1)
-int stage_args_option(struct stage_args *a, int c, char *arg);
-
-/* Stages the bundle for owner (0: the calling process). Returns an exit
- * code; on success *ret owns the ready stage. */
-int stage_args_stage(struct cli *cli, struct stage_args *a, pid_t owner, struct sl_stage **ret);
-
-void stage_args_finish(struct stage_args *a);
 
 #endif

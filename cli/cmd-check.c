@@ -192,17 +192,19 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	_cleanup_(check_args_finish) struct check_args a = { 0 };
 	_cleanup_(sl_check_report_finish) struct sl_check_report rep = { 0 };
 	_cleanup_(cli_failed_list_finish) struct cli_failed_list fl = { 0 }, moved = { 0 };
+	enum cli_stop stop;
 	int code;
 
-	code = cli_parse_options(cli, &check_options, argc, argv, &a);
-	if (code == EX_OK)
+	code = cli_parse_options(cli, &check_options, argc, argv, &a, &stop);
+	if (code == EX_OK && stop == CLI_GO_ON)
 		code = cli_want_operands("check", argc, argv, 0, "");
 	/* Only a check that removes orphans writes (and creates a store). */
 	cli->read_only = !a.remove;
 	cli->checking = true;
-	if (code == EX_OK)
-		code = a.remove ? cli_open_store(cli) : cli_open_store_readonly(cli);
-	if (code == CLI_NO_STORE)
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
+	code = a.remove ? cli_open_store(cli) : cli_open_store_readonly(cli, &stop);
+	if (code == EX_OK && stop == CLI_NO_STORE)
 		return cli_no_store(cli, "cannot check");
 	if (code == EX_OK)
 		code = run_check(cli, &a, &rep);
@@ -211,7 +213,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	if (code == EX_OK)
 		code = list_root_moved(cli, &rep, &moved);
 	if (code != EX_OK)
-		return cli_stop_code(code);
+		return code;
 
 	code = cli->json ? print_json(&rep, &fl, &moved) : (print_text(&rep, &fl, &moved), EX_OK);
 	if (code == EX_OK && !is_clean(&rep, &fl, &moved))

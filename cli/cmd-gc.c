@@ -18,6 +18,9 @@ static const char usage[] =
 	"                         (default: 7d)\n"
 	"  -h, --help             print this help\n";
 
+/* --older-than's default, in days (the usage says "7d"). */
+#define GC_DEFAULT_DAYS 7
+
 /* Parses DURATION: digits then exactly one unit, nothing else (no sign, no
  * space, no bare number), without overflowing milliseconds. */
 static int parse_duration(const char *s, int64_t *ret_ms)
@@ -25,7 +28,12 @@ static int parse_duration(const char *s, int64_t *ret_ms)
 	static const struct {
 		char unit;
 		int64_t ms;
-	} units[] = { { 's', 1000 }, { 'm', 60 * 1000 }, { 'h', 3600 * 1000 }, { 'd', 86400 * 1000 } };
+	} units[] = {
+		{ 's', CLI_MS_PER_S },
+		{ 'm', CLI_S_PER_MIN * CLI_MS_PER_S },
+		{ 'h', CLI_S_PER_HOUR * CLI_MS_PER_S },
+		{ 'd', CLI_S_PER_DAY * CLI_MS_PER_S },
+	};
 	int64_t n = 0;
 	size_t i;
 
@@ -79,13 +87,14 @@ static const struct cli_options gc_options = {
 int cmd_gc(struct cli *cli, int argc, char **argv)
 {
 	struct sl_error err = { 0 };
-	int64_t older_than = 7 * 86400 * INT64_C(1000);
+	int64_t older_than = (int64_t)GC_DEFAULT_DAYS * CLI_S_PER_DAY * CLI_MS_PER_S;
+	enum cli_stop stop;
 	cJSON *doc;
 	int r, code;
 
-	code = cli_parse_options(cli, &gc_options, argc, argv, &older_than);
-	if (code != EX_OK)
-		return cli_stop_code(code);
+	code = cli_parse_options(cli, &gc_options, argc, argv, &older_than, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
 	code = cli_want_operands("gc", argc, argv, 0, "");
 	if (code == EX_OK)
 		code = cli_open_store(cli);

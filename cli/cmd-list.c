@@ -7,10 +7,13 @@
 
 #include "cli.h"
 
+/* The digits of an id that a table row shows. */
+#define ROW_ID_DIGITS 12
+
 static const char usage[] =
 	"usage: stagelog list [--all] [--label L] [--state S]... [-q | --quiet] [--no-legend]\n"
 	"\n"
-	"Lists in-flight stages, oldest first: ID (first 12 digits), LABEL, STATE,\n"
+	"Lists in-flight stages, oldest first: ID (first " STRINGIFY(ROW_ID_DIGITS) " digits), LABEL, STATE,\n"
 	"OWNER (pid), LIVE (yes or no), AGE, ENTRIES and PATH. Each cell is one\n"
 	"token: in PATH, a space, backslash, control or non-UTF-8 byte is written\n"
 	"\\x20, \\\\, \\n, \\t or \\xNN.\n"
@@ -25,7 +28,7 @@ static const char usage[] =
 
 /* One table row; the path is kept raw and escaped when printed. */
 struct row {
-	char id[13];
+	char id[ROW_ID_DIGITS + 1];
 	char label[SL_LABEL_MAX + 1];
 	const char *state;
 	char owner[24];
@@ -74,7 +77,7 @@ static int add_row(const struct sl_stage_info *info, void *userdata)
 	if (!row->path)
 		return -ENOMEM;
 	rows->n++;
-	snprintf(row->id, sizeof(row->id), "%.12s", info->id);
+	snprintf(row->id, sizeof(row->id), "%.*s", ROW_ID_DIGITS, info->id);
 	snprintf(row->label, sizeof(row->label), "%s", info->label);
 	/* One token per cell, so that awk and cut see the header's fields. */
 	snprintf(row->owner, sizeof(row->owner), "%lld", info->owner_pid);
@@ -201,18 +204,20 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	_cleanup_(rows_finish) struct rows rows = { .now = sl_now_ms() };
 	struct list_args a = { 0 };
 	struct sl_error err = { 0 };
+	enum cli_stop stop;
 	int r, code;
 
-	code = cli_parse_options(cli, &list_options, argc, argv, &a);
-	if (code == EX_OK)
+	code = cli_parse_options(cli, &list_options, argc, argv, &a, &stop);
+	if (code == EX_OK && stop == CLI_GO_ON)
 		code = cli_want_operands("list", argc, argv, 0, "");
 	cli->read_only = true;
-	if (code == EX_OK)
-		code = cli_open_store_readonly(cli);
-	if (code == CLI_NO_STORE)
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
+	code = cli_open_store_readonly(cli, &stop);
+	if (code == EX_OK && stop == CLI_NO_STORE)
 		code = cli_no_store(cli, NULL);
 	if (code != EX_OK)
-		return cli_stop_code(code);
+		return code;
 
 	rows.states = a.states;
 	/* -q is for scripts (xargs stagelog release): --json says more. */

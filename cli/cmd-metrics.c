@@ -128,13 +128,13 @@ static void format(FILE *f, const struct tally *t, const struct cli_last_recover
 	header(f, "stagelog_oldest_in_flight_age_seconds", "gauge",
 	       "Age of the oldest in-flight stage in seconds, 0 when none is in flight.");
 	fprintf(f, "stagelog_oldest_in_flight_age_seconds %.3f\n",
-		t->oldest_ms && now > t->oldest_ms ? (double)(now - t->oldest_ms) / 1000.0 : 0.0);
+		t->oldest_ms && now > t->oldest_ms ? (double)(now - t->oldest_ms) / CLI_MS_PER_S : 0.0);
 
 	if (!last)
 		return;
 	header(f, "stagelog_last_recover_timestamp_seconds", "gauge",
 	       "When the last recover pass ended, in seconds since the epoch.");
-	fprintf(f, "stagelog_last_recover_timestamp_seconds %.3f\n", (double)last->time_ms / 1000.0);
+	fprintf(f, "stagelog_last_recover_timestamp_seconds %.3f\n", (double)last->time_ms / CLI_MS_PER_S);
 	header(f, "stagelog_last_recover_success", "gauge",
 	       "1 when the last recover pass left no failed stage, else 0.");
 	fprintf(f, "stagelog_last_recover_success %d\n", strcmp(last->outcome, "ok") == 0 ? 1 : 0);
@@ -177,13 +177,14 @@ static void tally_finish(struct tally *t)
 static int count_stages(struct cli *cli, const char *db, struct tally *t, bool *ret_present)
 {
 	struct sl_error err = { 0 };
+	enum cli_stop stop;
 	int r, code;
 
 	cli->read_only = true;
-	code = cli_open_store_readonly(cli);
-	if (code != EX_OK && code != CLI_NO_STORE)
+	code = cli_open_store_readonly(cli, &stop);
+	if (code != EX_OK)
 		return code;
-	*ret_present = code == EX_OK;
+	*ret_present = stop != CLI_NO_STORE;
 	if (*ret_present) {
 		r = sl_list(cli->store, 0, NULL, count_stage, t, &err);
 		return r < 0 ? cli_fail(r, &err, "cannot list the stages") : EX_OK;
@@ -242,11 +243,13 @@ int cmd_metrics(struct cli *cli, int argc, char **argv)
 	size_t len = 0;
 	char db[PATH_MAX];
 	bool present = false;
+	enum cli_stop stop;
 	int code;
 
-	code = cli_parse_options(cli, &metrics_options, argc, argv, &output);
-	if (code == EX_OK)
-		code = cli_want_operands("metrics", argc, argv, 0, "");
+	code = cli_parse_options(cli, &metrics_options, argc, argv, &output, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
+	code = cli_want_operands("metrics", argc, argv, 0, "");
 	if (code == EX_OK)
 		code = cli_store_path(cli, db, sizeof(db));
 	if (code == EX_OK)
@@ -255,5 +258,5 @@ int cmd_metrics(struct cli *cli, int argc, char **argv)
 		code = format_text(&t, db, present, &text, &len);
 	if (code == EX_OK)
 		code = write_text(output, text, len);
-	return cli_stop_code(code);
+	return code;
 }

@@ -12,21 +12,24 @@ static const char usage[] =
 	"\n"
 	"Renames the ready stage's top directory to DEST (never replacing an\n"
 	"existing path) and marks it published: stagelog never removes it after.\n"
-	"ID may be a unique prefix of 4 or more digits.\n"
+	"ID may be a unique prefix of " STRINGIFY(CLI_ID_PREFIX_MIN) " or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 
+static const struct cli_id_command publish_command = { .cmd = "publish", .usage = usage, .n = 2, .names = "ID DEST" };
+
 int cmd_publish(struct cli *cli, int argc, char **argv)
 {
+	enum cli_stop stop;
 	struct sl_error err = { 0 };
 	char id[SL_ID_SIZE];
 	const char *dest;
 	cJSON *doc;
 	int r, code;
 
-	code = cli_id_command(cli, "publish", argc, argv, usage, 2, "ID DEST", id);
-	if (code != EX_OK)
-		return cli_stop_code(code);
+	code = cli_id_command(cli, &publish_command, argc, argv, id, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
 	dest = argv[optind + 1];
 
 	r = sl_publish_id(cli->store, id, dest, &err);

@@ -226,6 +226,7 @@ static const struct cli_options recover_options = {
  * that cannot be there). Returns an exit code. */
 static int open_store(struct cli *cli, const struct recover_args *a)
 {
+	enum cli_stop stop = CLI_GO_ON;
 	int code = EX_OK;
 
 	for (size_t i = 0; i < a->n_force && code == EX_OK; i++)
@@ -233,12 +234,12 @@ static int open_store(struct cli *cli, const struct recover_args *a)
 	/* A dry run only reads: root may inspect another user's store. */
 	cli->read_only = a->opts.dry_run;
 	if (code == EX_OK)
-		code = cli_open_store_readonly(cli);
+		code = cli_open_store_readonly(cli, &stop);
 
-	if (code == CLI_NO_STORE && a->n_force > 0)
+	if (code == EX_OK && stop == CLI_NO_STORE && a->n_force > 0)
 		return cli_usage_error("unknown id: argument #%d: there is no store (see --db)",
 				       cli_arg_position(a->force_args[0]));
-	if (code == CLI_NO_STORE)
+	if (code == EX_OK && stop == CLI_NO_STORE)
 		return cli_no_store(cli, NULL);
 	return code;
 }
@@ -292,7 +293,7 @@ static int run_pass(struct cli *cli, struct sl_recover_options *opts, struct sl_
 	code = cli_fail(r, &err, "cannot recover");
 	if (!opts->dry_run)
 		note_outcome(cli, "error", 0, 0);
-	return r == -ECANCELED ? 128 + cli_signal_caught() : code;
+	return r == -ECANCELED ? CLI_EXIT_SIGNAL + cli_signal_caught() : code;
 }
 
 /* Prints what the pass did and every failed stage, and notes the outcome.
@@ -323,11 +324,13 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 {
 	_cleanup_(recover_args_finish) struct recover_args a = { 0 };
 	_cleanup_(sl_recover_report_finish) struct sl_recover_report rep = { 0 };
+	enum cli_stop stop;
 	int code;
 
-	code = cli_parse_options(cli, &recover_options, argc, argv, &a);
-	if (code == EX_OK)
-		code = cli_want_operands("recover", argc, argv, 0, "");
+	code = cli_parse_options(cli, &recover_options, argc, argv, &a, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
+	code = cli_want_operands("recover", argc, argv, 0, "");
 	if (code == EX_OK)
 		code = open_store(cli, &a);
 	if (code == EX_OK)
@@ -336,5 +339,5 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 		code = run_pass(cli, &a.opts, &rep);
 	if (code == EX_OK)
 		code = report(cli, &rep);
-	return cli_stop_code(code);
+	return code;
 }

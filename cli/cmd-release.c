@@ -12,7 +12,7 @@ static const char usage[] =
 	"\n"
 	"Removes the stage and marks it released. A released, aborted or recovered\n"
 	"stage is a success with nothing to do; a published one belongs to its\n"
-	"destination and is refused. ID may be a unique prefix of 4 or more digits.\n"
+	"destination and is refused. ID may be a unique prefix of " STRINGIFY(CLI_ID_PREFIX_MIN) " or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 
@@ -23,8 +23,11 @@ static void show_progress(const struct sl_progress *sp, void *userdata)
 			  (unsigned long long)sp->total);
 }
 
+static const struct cli_id_command release_command = { .cmd = "release", .usage = usage, .n = 1, .names = "ID" };
+
 int cmd_release(struct cli *cli, int argc, char **argv)
 {
+	enum cli_stop stop;
 	struct cli_progress progress;
 	struct sl_error err = { 0 };
 	char id[SL_ID_SIZE];
@@ -32,9 +35,9 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 	cJSON *doc;
 	int r, code;
 
-	code = cli_id_command(cli, "release", argc, argv, usage, 1, "ID", id);
-	if (code != EX_OK)
-		return cli_stop_code(code);
+	code = cli_id_command(cli, &release_command, argc, argv, id, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
 
 	/* Read before the release, while the record is sure to be there. */
 	(void)cli_stage_where(cli, id, &where);

@@ -26,7 +26,7 @@ static const char usage[] =
 	"  --root DIR        the staging root (default: /run/stagelog for root,\n"
 	"                    else $XDG_RUNTIME_DIR/stagelog)\n"
 	"  --bundle PKG      the packaged bundle: PKG/rootfs/ and PKG/config.json\n"
-	"  --label L         the stage's label, [a-z0-9][a-z0-9_.-]{0,31} (default: stage)\n"
+	"  --label L         the stage's label, " CLI_LABEL_RULE " (default: stage)\n"
 	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
 	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
 	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
@@ -216,7 +216,7 @@ static int reap(pid_t pid, int *ret_code)
 			return 1;
 		}
 		if (WIFSIGNALED(status)) {
-			*ret_code = 128 + WTERMSIG(status);
+			*ret_code = CLI_EXIT_SIGNAL + WTERMSIG(status);
 			return 1;
 		}
 	}
@@ -282,14 +282,14 @@ static int spawn_and_wait(const char *path, char **args, char **envp)
 
 /* The options: the stage's, and --pass-env. */
 struct run_args {
-	struct stage_args stage;
+	struct cli_stage_args stage;
 	char **pass;
 	size_t n_pass;
 };
 
 static void run_args_finish(struct run_args *a)
 {
-	stage_args_finish(&a->stage);
+	cli_stage_args_finish(&a->stage);
 	free(a->pass);
 }
 
@@ -299,8 +299,7 @@ static int run_option(int c, char *arg, void *userdata)
 	char **v;
 	int code;
 
-	code = stage_args_option(&a->stage, c, arg);
-	if (code != STAGE_ARGS_OTHER)
+	if (cli_stage_args_option(&a->stage, c, arg, &code))
 		return code;
 	/* 'p' */
 	if (!arg[0] || strchr(arg, '='))
@@ -406,7 +405,7 @@ static int release(struct cli *cli, struct sl_stage *stage, int code, bool ran)
 		/* Our own failure to start it says more; a clean exit must
 		 * not hide that something was left behind. */
 		sl_stage_free(stage);
-		return code == EX_OK ? 1 : code;
+		return code == EX_OK ? CLI_EXIT_NOT_CLEAN : code;
 	}
 	cli_error("run: the runtime exited with status %d, but stage %s could not be released: it is failed",
 		  code, sl_stage_id(stage));
@@ -426,11 +425,12 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 	_cleanup_(run_args_finish) struct run_args a = { .stage = { .cmd = "run" } };
 	struct sl_stage *stage = NULL;
 	bool ran = false;
+	enum cli_stop stop;
 	int code;
 
-	code = cli_parse_options(cli, &run_options, argc, argv, &a);
-	if (code != EX_OK)
-		return cli_stop_code(code);
+	code = cli_parse_options(cli, &run_options, argc, argv, &a, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
 	/* Only what follows "--" is the runtime's. A word before it is a
 	 * mistake, maybe a value that lost its option (--env NAME= TOKEN):
 	 * run as the runtime's name, it would land in a log. */
@@ -441,7 +441,7 @@ int cmd_run(struct cli *cli, int argc, char **argv)
 		return cli_usage_error("run: missing RUNTIME (after '--')");
 
 	/* Staging comes first: if it fails, the runtime is never started. */
-	code = stage_args_stage(cli, &a.stage, 0, &stage);
+	code = cli_stage_args_stage(cli, &a.stage, 0, &stage);
 	if (code != EX_OK)
 		return code;
 	note_stage(cli, "staged", stage);

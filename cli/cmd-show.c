@@ -14,7 +14,7 @@ static const char usage[] =
 	"to the staging root. In text, a path's bytes that are not printable\n"
 	"UTF-8, and spaces, are shown as \\xNN (and \\, newline, tab as \\\\, \\n,\n"
 	"\\t); in JSON, a byte that is not part of valid UTF-8 is \\udcXX (PEP 383\n"
-	"surrogateescape). ID may be a unique prefix of 4 or more digits.\n"
+	"surrogateescape). ID may be a unique prefix of " STRINGIFY(CLI_ID_PREFIX_MIN) " or more digits.\n"
 	"\n"
 	"  -h, --help  print this help\n";
 
@@ -86,20 +86,24 @@ static int show_entry(const struct sl_entry_info *info, void *userdata)
 	return 0;
 }
 
+static const struct cli_id_command show_command = {
+	.cmd = "show", .usage = usage, .n = 1, .names = "ID", .readonly = true,
+};
+
 int cmd_show(struct cli *cli, int argc, char **argv)
 {
+	enum cli_stop stop;
 	struct sl_error err = { 0 };
 	struct show s = { 0 };
 	char id[SL_ID_SIZE];
 	int r, code;
 
-	cli->nocreate = true;
 	cli->read_only = true;
-	code = cli_id_command(cli, "show", argc, argv, usage, 1, "ID", id);
-	if (code == CLI_NO_STORE)
+	code = cli_id_command(cli, &show_command, argc, argv, id, &stop);
+	if (code == EX_OK && stop == CLI_NO_STORE)
 		return cli_no_store(cli, "cannot show the stage");
-	if (code != EX_OK)
-		return cli_stop_code(code);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
 
 	if (cli->json) {
 		s.doc = cJSON_CreateObject();

@@ -2,6 +2,11 @@
 /*
  * exit.c: the one table from errors to exit codes (the man page's EXIT
  * STATUS section mirrors it) and the one diagnostic writer.
+ *
+ * The dependency runs one way: every other file in cli/ may call these
+ * functions, and they call nothing in cli/ but escape.c's (which calls
+ * nothing in cli/ at all), so that writing a diagnostic can never come
+ * back round to a helper that writes one.
  */
 #include <stdarg.h>
 #include <stdlib.h>

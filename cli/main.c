@@ -112,12 +112,13 @@ int cmd_help(struct cli *cli, int argc, char **argv)
 	};
 	const struct cli_command *cmd;
 	char *help_argv[3];
+	enum cli_stop stop;
 	int code;
 
 	cli->read_only = true;
-	code = cli_parse_options(cli, &options, argc, argv, NULL);
-	if (code != EX_OK)
-		return cli_stop_code(code);
+	code = cli_parse_options(cli, &options, argc, argv, NULL, &stop);
+	if (code != EX_OK || stop != CLI_GO_ON)
+		return code;
 	if (argc - optind > 1)
 		return cli_usage_error("help: unexpected argument #%d", cli_arg_position(argv[optind + 1]));
 	if (argc - optind == 0)
@@ -154,8 +155,9 @@ static int print_version(const struct cli *cli)
 }
 
 /* Parses the global options into cli. Returns EX_OK to go on, or the exit
- * code to return now (CLI_HELP_SHOWN after --help or --version). */
-static int parse_global_options(struct cli *cli, int argc, char **argv)
+ * code to return now; *ret_stop is CLI_HELP_SHOWN after --help or
+ * --version (with EX_OK), else CLI_GO_ON. */
+static int parse_global_options(struct cli *cli, int argc, char **argv, enum cli_stop *ret_stop)
 {
 	enum { OPT_DB = 0x100, OPT_JSON, OPT_VERSION };
 	static const struct option options[] = {
@@ -169,6 +171,7 @@ static int parse_global_options(struct cli *cli, int argc, char **argv)
 	};
 	int c;
 
+	*ret_stop = CLI_GO_ON;
 	/* "+": the first non-option is the command; what follows is its own. */
 	while ((c = cli_getopt(NULL, NULL, argc, argv, "+:qvh", options)) != -1) {
 		switch (c) {
@@ -185,12 +188,14 @@ static int parse_global_options(struct cli *cli, int argc, char **argv)
 			cli->verbosity = cli->verbosity < 0 ? 1 : cli->verbosity + 1;
 			break;
 		case 'h':
-			usage(stdout);
-			return CLI_HELP_SHOWN;
+			*ret_stop = CLI_HELP_SHOWN;
+			return usage(stdout);
 		case OPT_VERSION: {
 			int code = print_version(cli);
 
-			return code == EX_OK ? CLI_HELP_SHOWN : code;
+			if (code == EX_OK)
+				*ret_stop = CLI_HELP_SHOWN;
+			return code;
 		}
 		default:
 			return EX_USAGE;
@@ -221,7 +226,7 @@ static int finish(const struct cli *cli, int code)
 	/* A command ends the step it is in and then honours the signal; a
 	 * stage that printed its id was delivered and ends as a success. */
 	if (cli_signal_caught() && code == EX_OK && !cli->delivered)
-		code = 128 + cli_signal_caught();
+		code = CLI_EXIT_SIGNAL + cli_signal_caught();
 
 	/* Output that did not reach its reader (a full disk, a closed pipe)
 	 * is a failure, not a success. A command that only reads, whose
@@ -244,12 +249,13 @@ int main(int argc, char **argv)
 {
 	struct cli cli = { 0 };
 	const struct cli_command *cmd = NULL;
+	enum cli_stop stop;
 	int code;
 
 	cli_signals_init();
 	cli_save_argv(argc, argv);
-	code = parse_global_options(&cli, argc, argv);
-	if (code == CLI_HELP_SHOWN) {
+	code = parse_global_options(&cli, argc, argv, &stop);
+	if (code == EX_OK && stop == CLI_HELP_SHOWN) {
 		cli.read_only = true;
 		return finish(&cli, EX_OK);
 	}

@@ -13,12 +13,14 @@
 /* 100 ms between two drawings: at most 10 a second. */
 #define PROGRESS_INTERVAL_MS 100
 
+#define NS_PER_MS 1000000
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * CLI_MS_PER_S + ts.tv_nsec / NS_PER_MS;
 }
 
 void cli_progress_start(struct cli_progress *p, const struct cli *cli)
@@ -46,8 +48,9 @@ void cli_progress_show(struct cli_progress *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, ", %lld.%llds", (long long)((now - p->start) / 1000),
-		(long long)((now - p->start) % 1000 / 100));
+	/* Seconds and tenths. */
+	fprintf(stderr, ", %lld.%llds", (long long)((now - p->start) / CLI_MS_PER_S),
+		(long long)((now - p->start) % CLI_MS_PER_S / (CLI_MS_PER_S / 10)));
 	fflush(stderr);
 	p->shown = true;
 }
@@ -59,16 +62,4 @@ void cli_progress_end(struct cli_progress *p)
 	if (p->shown)
 		fputs("\r\033[K", stderr);
 	p->shown = false;
-}
-
-void cli_format_bytes(uint64_t n, char buf[CLI_BYTES_MAX])
-{
-	if (n < 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%llu B", (unsigned long long)n);
-	else if (n < 1024 * 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%.1f KiB", (double)n / 1024);
-	else if (n < 1024ull * 1024 * 1024)
-		snprintf(buf, CLI_BYTES_MAX, "%.1f MiB", (double)n / (1024 * 1024));
-	else
-		snprintf(buf, CLI_BYTES_MAX, "%.1f GiB", (double)n / (1024 * 1024 * 1024));
 }

@@ -114,5 +114,5 @@ int cli_interrupted(const char *what)
 	int sig = caught;
 
 	cli_error("%s interrupted by %s; the stage is aborted", what, strsignal(sig));
-	return 128 + sig;
+	return CLI_EXIT_SIGNAL + sig;
 }
