@@ -104,6 +104,13 @@ HIDDEN int sl_err_wrap(struct sl_error *reterr, const char *fmt, ...) PRINTF_FMT
 /* Sets flags (SL_ERROR_*) in *reterr, if not NULL. */
 HIDDEN void sl_err_flag(struct sl_error *reterr, unsigned flags);
 
+/* Read a decimal number at *s (digits, after an optional '-' for the
+ * signed one; no spaces, no '+') into *ret and move *s past it. False,
+ * with *s unmoved, when there is none or it does not fit: sscanf's %lld
+ * and %llu would wrap or clamp without a word (CERT ERR34-C). */
+HIDDEN bool read_ll(const char **s, long long *ret);
+HIDDEN bool read_ull(const char **s, unsigned long long *ret);
+
 /* Clears *reterr (if not NULL). */
 HIDDEN void sl_err_clear(struct sl_error *reterr);
 

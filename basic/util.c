@@ -4,11 +4,14 @@
  * path, the error-report writers (sl_err() keeps the first error,
  * sl_err_replace() the last, sl_err_wrap() adds context in front,
  * sl_err_flag() ORs in SL_ERROR_* flags), the clock, mkdir -p, the write
- * loop, secret wiping, and the UTF-8 and label rules.
+ * loop, secret wiping, strict number reading, and the UTF-8 and label
+ * rules.
  */
 #include <assert.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -87,6 +90,39 @@ void sl_err_flag(struct sl_error *reterr, unsigned flags)
 {
 	if (reterr)
 		reterr->flags |= flags;
+}
+
+bool read_ll(const char **s, long long *ret)
+{
+	const char *p = *s + (**s == '-');
+	char *end;
+	long long v;
+
+	if (*p < '0' || *p > '9')
+		return false;
+	errno = 0;
+	v = strtoll(*s, &end, 10);
+	if (errno == ERANGE)
+		return false;
+	*ret = v;
+	*s = end;
+	return true;
+}
+
+bool read_ull(const char **s, unsigned long long *ret)
+{
+	char *end;
+	unsigned long long v;
+
+	if (**s < '0' || **s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(*s, &end, 10);
+	if (errno == ERANGE)
+		return false;
+	*ret = v;
+	*s = end;
+	return true;
 }
 
 void sl_err_clear(struct sl_error *reterr)

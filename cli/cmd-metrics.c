@@ -67,6 +67,30 @@ static int count_stage(const struct sl_stage_info *info, void *userdata)
 	return 0;
 }
 
+/* Parses the outcome line "v1 TIME OUTCOME RECOVERED FAILED" (single
+ * spaces; padded with spaces to its fixed width) into *ret_time and ret:
+ * false on anything else, a number that does not fit included. */
+static bool parse_outcome(const char *p, long long *ret_time, struct cli_last_recover *ret)
+{
+	size_t n = 0;
+
+	if (strncmp(p, "v1 ", 3) != 0)
+		return false;
+	p += 3;
+	if (!read_ll(&p, ret_time) || *p++ != ' ')
+		return false;
+	while (p[n] >= 'a' && p[n] <= 'z' && n < sizeof(ret->outcome) - 1)
+		n++;
+	if (n == 0 || p[n] != ' ')
+		return false;
+	memcpy(ret->outcome, p, n);
+	ret->outcome[n] = '\0';
+	p += n + 1;
+	if (!read_ll(&p, &ret->recovered) || *p++ != ' ' || !read_ll(&p, &ret->failed))
+		return false;
+	return ret->recovered >= 0 && ret->failed >= 0;
+}
+
 /* Reads the last recover's outcome; false when there is none (or it is
  * unreadable: a metric that is absent beats one that lies). */
 static bool read_last_recover(const char *db, struct cli_last_recover *ret)
@@ -86,7 +110,7 @@ static bool read_last_recover(const char *db, struct cli_last_recover *ret)
 	if (n <= 0)
 		return false;
 	buf[n] = '\0';
-	if (sscanf(buf, "v1 %lld %15[a-z] %lld %lld", &t, ret->outcome, &ret->recovered, &ret->failed) != 4)
+	if (!parse_outcome(buf, &t, ret))
 		return false;
 	ret->time_ms = t;
 	return strcmp(ret->outcome, "ok") == 0 || strcmp(ret->outcome, "failed") == 0 ||

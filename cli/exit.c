@@ -94,9 +94,9 @@ bool cli_stderr_is_journal(void)
 		const char *v = getenv("JOURNAL_STREAM");
 		unsigned long long dev, ino;
 		struct stat st;
-		int n = 0;
 
-		journal = v && sscanf(v, "%llu:%llu%n", &dev, &ino, &n) == 2 && v[n] == '\0' &&
+		/* "DEV:INO", both decimal, nothing else. */
+		journal = v && read_ull(&v, &dev) && *v++ == ':' && read_ull(&v, &ino) && *v == '\0' &&
 			  fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
 			  (unsigned long long)st.st_ino == ino;
 	}

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -76,6 +77,46 @@ static void flag_ors_in(void **state)
 	assert_int_equal(e.code, 0);
 }
 
+static void numbers_read_strictly(void **state)
+{
+	const char *s;
+	long long v = 7;
+	unsigned long long u = 7;
+
+	(void)state;
+	s = "123 rest";
+	assert_true(read_ll(&s, &v));
+	assert_int_equal(v, 123);
+	assert_string_equal(s, " rest");
+	s = "-9223372036854775808:";
+	assert_true(read_ll(&s, &v));
+	assert_true(v == INT64_MIN);
+	assert_string_equal(s, ":");
+	/* One past the end either way, and no number at all: refused, and
+	 * neither the value nor the position moves. */
+	for (const char *const *bad = (const char *const[]){"9223372036854775808", "-9223372036854775809", "",
+							      " 1", "+1", "-", "x1", NULL};
+	     *bad; bad++) {
+		s = *bad;
+		v = 7;
+		assert_false(read_ll(&s, &v));
+		assert_ptr_equal(s, *bad);
+		assert_int_equal(v, 7);
+	}
+	s = "18446744073709551615";
+	assert_true(read_ull(&s, &u));
+	assert_true(u == UINT64_MAX);
+	assert_string_equal(s, "");
+	for (const char *const *bad = (const char *const[]){"18446744073709551616", "-1", " 1", "", NULL}; *bad;
+	     bad++) {
+		s = *bad;
+		u = 7;
+		assert_false(read_ull(&s, &u));
+		assert_ptr_equal(s, *bad);
+		assert_int_equal(u, 7);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -83,6 +124,7 @@ int main(void)
 		cmocka_unit_test(replace_keeps_the_last),
 		cmocka_unit_test(wrap_adds_context),
 		cmocka_unit_test(flag_ors_in),
+		cmocka_unit_test(numbers_read_strictly),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

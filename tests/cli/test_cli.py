@@ -1419,6 +1419,17 @@ class TestMetrics(Base):
         self.assertEqual(m[("stagelog_last_recover_success", ())], 1)
         self.assertEqual(m[("stagelog_last_recover_outcome", (("outcome", "ok"),))], 1)
         self.assertEqual(m[("stagelog_stages_failed", ())], 0)
+        # A line that is not one recover writes (a number that does not
+        # fit, a sign, a gap, another version) is no outcome at all: a
+        # metric that is absent beats one that lies.
+        for line in ("v1 99999999999999999999 ok 0 0", "v1 1796266469259 ok -1 0", "v1 1796266469259 ok 0  0",
+                     "v1 +1796266469259 ok 0 0", "v2 1796266469259 ok 0 0", "v1 1796266469259 ok 0 18446744073709551616"):
+            with self.subTest(line=line):
+                with open(self.db + ".last-recover", "w") as f:
+                    f.write(line.ljust(63) + "\n")
+                m = parse_prometheus(self.metrics().stdout)
+                self.assertNotIn(("stagelog_last_recover_timestamp_seconds", ()), m)
+                self.assertNotIn(("stagelog_last_recover_success", ()), m)
 
     def test_output_is_atomic_and_readable(self):
         self.stage(label="alpha")
