@@ -24,7 +24,7 @@
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 #define PRINTF_FMT(a, b) __attribute__((format(printf, a, b)))
 /* A macro's value as a string literal, for a limit inside a message or an
- * SQL statement: STRINGIFY(SL_PATH_MAX) is "4095". */
+ * SQL statement: STRINGIFY(STAGE_PATH_MAX) is "4095". */
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
 
@@ -116,7 +116,7 @@ HIDDEN void sl_err_clear(struct sl_error *reterr);
 
 /*
  * The fault seam. Every filesystem call that creates or removes something
- * and every store commit first calls sl_fault_step(), which counts steps
+ * and every store commit first calls fault_step(), which counts steps
  * and, when a test armed it, returns a negative errno at step fail_at or
  * kills the process with SIGKILL at step kill_at. Disarmed (the default),
  * it costs one increment and two compares.
@@ -126,21 +126,21 @@ HIDDEN void sl_err_clear(struct sl_error *reterr);
  * threads that stage at once (sl-basic.h's thread rule allows that). A
  * test arms the seam of the thread that makes the calls.
  */
-struct sl_fault {
+struct fault_seam {
 	unsigned long steps;
 	unsigned long fail_at;
 	int fail_errno;
 	unsigned long kill_at;
 };
-extern HIDDEN _Thread_local struct sl_fault sl_fault;
-HIDDEN int sl_fault_step_slow(void);
+extern HIDDEN _Thread_local struct fault_seam fault_seam;
+HIDDEN int fault_step_slow(void);
 
-static inline int sl_fault_step(void)
+static inline int fault_step(void)
 {
-	sl_fault.steps++;
-	if (sl_fault.fail_at == 0 && sl_fault.kill_at == 0)
+	fault_seam.steps++;
+	if (fault_seam.fail_at == 0 && fault_seam.kill_at == 0)
 		return 0;
-	return sl_fault_step_slow();
+	return fault_step_slow();
 }
 
 /* Creates the missing folders of path (absolute, or relative to the
@@ -149,7 +149,7 @@ static inline int sl_fault_step(void)
 HIDDEN int mkdir_parents(char *path);
 
 /* Milliseconds since the epoch, from CLOCK_REALTIME. */
-HIDDEN int64_t sl_now_ms(void);
+HIDDEN int64_t epoch_ms(void);
 
 /* Writes all of buf to fd, retrying on EINTR and short writes. */
 HIDDEN int write_all(int fd, const void *buf, size_t len);
@@ -164,9 +164,9 @@ HIDDEN bool utf8_valid(const char *buf, size_t len);
 
 /* The longest stage label: a label names the stage's top directory,
  * LABEL-ID, and a short one keeps that name readable in a listing. */
-#define SL_LABEL_MAX 32
+#define LABEL_MAX 32
 
-/* True when label is [a-z0-9][a-z0-9_.-]{0,SL_LABEL_MAX - 1}. */
+/* True when label is [a-z0-9][a-z0-9_.-]{0,LABEL_MAX - 1}. */
 HIDDEN bool label_valid(const char *label);
 
 /* Wipes len bytes at p (a secret) and frees p. Accepts NULL. */

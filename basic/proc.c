@@ -50,10 +50,10 @@ static int read_small(const char *path, char *buf, size_t size)
  */
 enum { BOOT_ID_EMPTY, BOOT_ID_WRITING, BOOT_ID_READY };
 static atomic_int boot_id_state = BOOT_ID_EMPTY;
-static char boot_id_cached[SL_BOOT_ID_LEN + 1];
+static char boot_id_cached[BOOT_ID_LEN + 1];
 static atomic_uint_least64_t pidns_cached;
 
-int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
+int proc_boot_id(char ret[BOOT_ID_LEN + 1])
 {
 	char buf[BOOT_ID_READ_MAX];
 	int expected = BOOT_ID_EMPTY;
@@ -66,10 +66,10 @@ int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1])
 	r = read_small("/proc/sys/kernel/random/boot_id", buf, sizeof(buf));
 	if (r < 0)
 		return r;
-	if (r < SL_BOOT_ID_LEN)
+	if (r < BOOT_ID_LEN)
 		return -EBADMSG;
-	memcpy(ret, buf, SL_BOOT_ID_LEN);
-	ret[SL_BOOT_ID_LEN] = '\0';
+	memcpy(ret, buf, BOOT_ID_LEN);
+	ret[BOOT_ID_LEN] = '\0';
 	if (atomic_compare_exchange_strong_explicit(&boot_id_state, &expected, BOOT_ID_WRITING, memory_order_relaxed,
 						    memory_order_relaxed)) {
 		memcpy(boot_id_cached, ret, sizeof(boot_id_cached));
@@ -126,7 +126,7 @@ int proc_pidns(uint64_t *ret)
 	return 0;
 }
 
-int proc_identity(pid_t pid, struct sl_owner *ret)
+int proc_identity(pid_t pid, struct proc_owner *ret)
 {
 	int r;
 

@@ -11,11 +11,11 @@
 
 #include "macro.h"
 
-#define SL_BOOT_ID_LEN 36
+#define BOOT_ID_LEN 36
 
 /* Who a stage (or a claim on it) belongs to. */
-struct sl_owner {
-	char boot_id[SL_BOOT_ID_LEN + 1];
+struct proc_owner {
+	char boot_id[BOOT_ID_LEN + 1];
 	int64_t pid;
 	uint64_t start_time; /* field 22 of /proc/PID/stat, in clock ticks */
 	uint64_t pidns;      /* inode of /proc/PID/ns/pid */
@@ -24,7 +24,7 @@ struct sl_owner {
 /* Reads the identity of process pid (0: self): boot id, start time, and
  * the pid namespace the pid was read in (ours). -ESRCH when there is no
  * such process or it is a zombie (see proc_start_time()). */
-HIDDEN int proc_identity(pid_t pid, struct sl_owner *ret);
+HIDDEN int proc_identity(pid_t pid, struct proc_owner *ret);
 
 /* The start time of pid (field 22 of /proc/PID/stat). -ESRCH when there is
  * no such process, or when it has exited and only waits to be reaped
@@ -36,6 +36,6 @@ HIDDEN int proc_start_time(pid_t pid, uint64_t *ret);
 HIDDEN int proc_pidns(uint64_t *ret);
 
 /* This boot's id. */
-HIDDEN int proc_boot_id(char ret[SL_BOOT_ID_LEN + 1]);
+HIDDEN int proc_boot_id(char ret[BOOT_ID_LEN + 1]);
 
 #endif

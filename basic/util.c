@@ -22,14 +22,14 @@
 #define MSEC_PER_SEC 1000
 #define NSEC_PER_MSEC 1000000
 
-_Thread_local struct sl_fault sl_fault;
+_Thread_local struct fault_seam fault_seam;
 
-int sl_fault_step_slow(void)
+int fault_step_slow(void)
 {
-	if (sl_fault.kill_at && sl_fault.steps == sl_fault.kill_at)
+	if (fault_seam.kill_at && fault_seam.steps == fault_seam.kill_at)
 		raise(SIGKILL);
-	if (sl_fault.fail_at && sl_fault.steps == sl_fault.fail_at)
-		return -sl_fault.fail_errno;
+	if (fault_seam.fail_at && fault_seam.steps == fault_seam.fail_at)
+		return -fault_seam.fail_errno;
 	return 0;
 }
 
@@ -134,7 +134,7 @@ void sl_err_clear(struct sl_error *reterr)
 	}
 }
 
-int64_t sl_now_ms(void)
+int64_t epoch_ms(void)
 {
 	struct timespec ts;
 
@@ -236,7 +236,7 @@ bool label_valid(const char *label)
 	size_t len = strlen(label);
 
 	/* Spelt out rather than islower(): a locale must not widen it. */
-	if (len == 0 || len > SL_LABEL_MAX)
+	if (len == 0 || len > LABEL_MAX)
 		return false;
 	if (!((label[0] >= 'a' && label[0] <= 'z') || (label[0] >= '0' && label[0] <= '9')))
 		return false;

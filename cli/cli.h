@@ -359,7 +359,7 @@ int cli_write_atomic(const char *path, const void *data, size_t len, mode_t mode
 
 /* A stage's label and path, for lines that name a stage to a person. */
 struct cli_where {
-	char label[SL_LABEL_MAX + 1];
+	char label[LABEL_MAX + 1];
 	char path[PATH_MAX];
 };
 
@@ -452,7 +452,7 @@ struct cli_stage_args {
 
 /* label_valid()'s rule as a usage text prints it. */
 #define CLI_LABEL_RULE "[a-z0-9][a-z0-9_.-]{0,31}"
-_Static_assert(SL_LABEL_MAX == 32, "CLI_LABEL_RULE says {0,31}: SL_LABEL_MAX - 1");
+_Static_assert(LABEL_MAX == 32, "CLI_LABEL_RULE says {0,31}: LABEL_MAX - 1");
 
 #define STAGE_LONG_OPTIONS                                   \
 	{ "root", required_argument, NULL, 'r' },            \

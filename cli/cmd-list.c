@@ -29,7 +29,7 @@ static const char usage[] =
 /* One table row; the path is kept raw and escaped when printed. */
 struct row {
 	char id[ROW_ID_DIGITS + 1];
-	char label[SL_LABEL_MAX + 1];
+	char label[LABEL_MAX + 1];
 	const char *state;
 	char owner[24];
 	const char *live;
@@ -159,7 +159,7 @@ static int list_option(int c, char *arg, void *userdata)
 		 * that monitoring would take for "all clear". */
 		if (!label_valid(arg))
 			return cli_usage_error("list: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
-					       cli_arg_position(arg), SL_LABEL_MAX - 1);
+					       cli_arg_position(arg), LABEL_MAX - 1);
 		a->label = arg;
 		return EX_OK;
 	default: /* 's' */
@@ -201,7 +201,7 @@ static void rows_finish(struct rows *rows)
 
 int cmd_list(struct cli *cli, int argc, char **argv)
 {
-	_cleanup_(rows_finish) struct rows rows = { .now = sl_now_ms() };
+	_cleanup_(rows_finish) struct rows rows = { .now = epoch_ms() };
 	struct list_args a = { 0 };
 	struct sl_error err = { 0 };
 	enum cli_stop stop;

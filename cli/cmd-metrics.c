@@ -28,7 +28,7 @@ static const char usage[] =
 /* One (state, label) pair and how many stages are in it. */
 struct series {
 	enum sl_state state;
-	char label[SL_LABEL_MAX + 1];
+	char label[LABEL_MAX + 1];
 	long long n;
 };
 
@@ -125,7 +125,7 @@ static void header(FILE *f, const char *name, const char *type, const char *help
 static void format(FILE *f, const struct tally *t, const struct cli_last_recover *last, bool store_present)
 {
 	static const char *const outcomes[] = { "ok", "failed", "error" };
-	int64_t now = sl_now_ms();
+	int64_t now = epoch_ms();
 
 	/* The Prometheus convention for versions: a constant 1 whose labels
 	 * say what runs. Both are dotted numbers from the libraries

@@ -151,7 +151,7 @@ static void note_outcome(struct cli *cli, const char *outcome, size_t recovered,
 
 	if (cli_store_path(cli, db, sizeof(db)) != EX_OK || cli_last_recover_path(db, path, sizeof(path)) < 0)
 		return;
-	n = snprintf(line, sizeof(line), "v1 %lld %s %zu %zu", (long long)sl_now_ms(), outcome, recovered, failed);
+	n = snprintf(line, sizeof(line), "v1 %lld %s %zu %zu", (long long)epoch_ms(), outcome, recovered, failed);
 	if (n < 0 || n >= CLI_OUTCOME_WIDTH)
 		return;
 	memset(line + n, ' ', CLI_OUTCOME_WIDTH - 1 - (size_t)n);

@@ -45,7 +45,7 @@ bool cli_stage_args_option(struct cli_stage_args *a, int c, char *arg, int *ret_
 		/* Checked here, before a store or a root exists. */
 		if (!label_valid(arg))
 			*ret_code = cli_usage_error("%s: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
-						    a->cmd, cli_arg_position(arg), SL_LABEL_MAX - 1);
+						    a->cmd, cli_arg_position(arg), LABEL_MAX - 1);
 		else
 			a->label = arg;
 		return true;
@@ -100,7 +100,7 @@ static int option_fail(const struct cli_stage_args *a, const char *option, const
 
 /* Adds one --env argument: NAME=VALUE, or NAME with the value from our own
  * environment. Returns an exit code. */
-static int add_env_arg(const struct cli_stage_args *a, struct sl_env_list *l, char *arg)
+static int add_env_arg(const struct cli_stage_args *a, struct oci_env_list *l, char *arg)
 {
 	struct sl_error err = { 0 };
 	char *eq = strchr(arg, '=');
@@ -135,7 +135,7 @@ static int add_env_arg(const struct cli_stage_args *a, struct sl_env_list *l, ch
 
 /* Adds one --env-keep argument: a name whose value the library takes from
  * the packaged config.json. Returns an exit code. */
-static int add_keep_arg(const struct cli_stage_args *a, struct sl_env_list *l, const char *arg)
+static int add_keep_arg(const struct cli_stage_args *a, struct oci_env_list *l, const char *arg)
 {
 	struct sl_error err = { 0 };
 	int r;
@@ -190,7 +190,7 @@ static int choose_root(struct cli_stage_args *a)
  * never from our environment). at[i] gets the list's length before option
  * i. Returns an exit code.
  */
-static int read_env_options(const struct cli_stage_args *a, struct sl_env_list *env, size_t *at)
+static int read_env_options(const struct cli_stage_args *a, struct oci_env_list *env, size_t *at)
 {
 	struct sl_error err = { 0 };
 	int r, code = EX_OK;
@@ -249,7 +249,7 @@ static void note_staged(const struct cli *cli, const struct cli_stage_args *a, s
 
 /* Stages the bundle with the variables in env (at: as read_env_options()
  * left it) into *ret. Returns an exit code. */
-static int stage_bundle(struct cli *cli, const struct cli_stage_args *a, pid_t owner, const struct sl_env_list *env,
+static int stage_bundle(struct cli *cli, const struct cli_stage_args *a, pid_t owner, const struct oci_env_list *env,
 			const size_t *at, struct sl_stage **ret)
 {
 	struct sl_oci_options opts = { 0 };
@@ -292,7 +292,7 @@ static int stage_bundle(struct cli *cli, const struct cli_stage_args *a, pid_t o
 int cli_stage_args_stage(struct cli *cli, struct cli_stage_args *a, pid_t owner, struct sl_stage **ret)
 {
 	_cleanup_free_ size_t *at = NULL;
-	struct sl_env_list env = { 0 };
+	struct oci_env_list env = { 0 };
 	int code;
 
 	if (!a->bundle)

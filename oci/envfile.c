@@ -43,7 +43,7 @@ static void wipe_free(const char *s)
 
 /* Drops the variables from index n on, wiping them, so that a failed parse
  * leaves the list as it found it. */
-static void list_truncate(struct sl_env_list *l, size_t n)
+static void list_truncate(struct oci_env_list *l, size_t n)
 {
 	assert(n <= l->n);
 	while (l->n > n) {
@@ -54,7 +54,7 @@ static void list_truncate(struct sl_env_list *l, size_t n)
 	}
 }
 
-int oci_env_add(struct sl_env_list *l, const char *name, size_t name_len, const char *value, size_t value_len,
+int oci_env_add(struct oci_env_list *l, const char *name, size_t name_len, const char *value, size_t value_len,
 		struct sl_error *reterr)
 {
 	const char *problem;
@@ -99,7 +99,7 @@ int oci_env_add(struct sl_env_list *l, const char *name, size_t name_len, const 
 	return 0;
 }
 
-int oci_env_add_kept(struct sl_env_list *l, const char *name, size_t name_len, struct sl_error *reterr)
+int oci_env_add_kept(struct oci_env_list *l, const char *name, size_t name_len, struct sl_error *reterr)
 {
 	int r = oci_env_add(l, name, name_len, "", 0, reterr);
 
@@ -119,7 +119,7 @@ static bool blank(const char *s, size_t len)
 	return true;
 }
 
-int oci_env_parse(struct sl_env_list *l, const char *buf, size_t len, struct sl_error *reterr)
+int oci_env_parse(struct oci_env_list *l, const char *buf, size_t len, struct sl_error *reterr)
 {
 	size_t n0 = l->n, pos = 0;
 	unsigned long line = 0;
@@ -206,7 +206,7 @@ int oci_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
 	return 0;
 }
 
-int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *reterr)
+int oci_env_read_file(struct oci_env_list *l, const char *path, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
 	struct stat st;
@@ -249,11 +249,11 @@ int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *
 	return r;
 }
 
-void oci_env_list_finish(struct sl_env_list *l)
+void oci_env_list_finish(struct oci_env_list *l)
 {
 	if (!l)
 		return;
 	list_truncate(l, 0);
 	free(l->vars);
-	*l = (struct sl_env_list){ 0 };
+	*l = (struct oci_env_list){ 0 };
 }

@@ -21,7 +21,7 @@
  * malloc'd copy owned by the list; zero-initialise it, release it with
  * oci_env_list_finish().
  */
-struct sl_env_list {
+struct oci_env_list {
 	struct sl_env_var *vars;
 	size_t n, cap;
 };
@@ -34,12 +34,12 @@ struct sl_env_list {
  * argument may put the secret where the name belongs); -ENOMEM otherwise.
  * On failure the list is unchanged.
  */
-HIDDEN int oci_env_add(struct sl_env_list *l, const char *name, size_t name_len, const char *value,
+HIDDEN int oci_env_add(struct oci_env_list *l, const char *name, size_t name_len, const char *value,
 		       size_t value_len, struct sl_error *reterr);
 
 /* Appends NAME with a NULL value: kept with its packaged value (struct
  * sl_env_var). A bad name is -EINVAL, as in oci_env_add(). */
-HIDDEN int oci_env_add_kept(struct sl_env_list *l, const char *name, size_t name_len, struct sl_error *reterr);
+HIDDEN int oci_env_add_kept(struct oci_env_list *l, const char *name, size_t name_len, struct sl_error *reterr);
 
 /*
  * Parses the contents of an env file (len bytes, not NUL-terminated) and
@@ -53,7 +53,7 @@ HIDDEN int oci_env_add_kept(struct sl_env_list *l, const char *name, size_t name
  * message giving its line number and never its content. On failure the
  * list is unchanged.
  */
-HIDDEN int oci_env_parse(struct sl_env_list *l, const char *buf, size_t len, struct sl_error *reterr);
+HIDDEN int oci_env_parse(struct oci_env_list *l, const char *buf, size_t len, struct sl_error *reterr);
 
 /*
  * Reads the env file at path (see oci_env_parse() for the format), at most
@@ -62,11 +62,11 @@ HIDDEN int oci_env_parse(struct sl_env_list *l, const char *buf, size_t len, str
  * message never names path (the caller names the option it came from); it
  * says the line number of a bad line. On failure the list is unchanged.
  */
-HIDDEN int oci_env_read_file(struct sl_env_list *l, const char *path, struct sl_error *reterr);
+HIDDEN int oci_env_read_file(struct oci_env_list *l, const char *path, struct sl_error *reterr);
 
 /* Wipes every name and value, frees them and zeroes *l. Accepts a zeroed
  * list. */
-HIDDEN void oci_env_list_finish(struct sl_env_list *l);
+HIDDEN void oci_env_list_finish(struct oci_env_list *l);
 
 /* True when name (len bytes) matches [A-Za-z_][A-Za-z0-9_]*. */
 HIDDEN bool oci_env_name_valid(const char *name, size_t len);

@@ -53,15 +53,15 @@ static int push_path(char ***arr, size_t *n, const char *root, const char *name)
 
 /* True when name looks like a stage directory, LABEL-ID; then id and label
  * hold its parts. */
-static bool split_stage_dir(const char *name, char id[SL_ID_LEN + 1], char label[SL_LABEL_MAX + 1])
+static bool split_stage_dir(const char *name, char id[STORE_ID_LEN + 1], char label[LABEL_MAX + 1])
 {
 	size_t len = strlen(name);
 
-	if (len < SL_ID_LEN + 2 || len > SL_LABEL_MAX + 1 + SL_ID_LEN || name[len - SL_ID_LEN - 1] != '-')
+	if (len < STORE_ID_LEN + 2 || len > LABEL_MAX + 1 + STORE_ID_LEN || name[len - STORE_ID_LEN - 1] != '-')
 		return false;
-	memcpy(id, name + len - SL_ID_LEN, SL_ID_LEN + 1);
-	memcpy(label, name, len - SL_ID_LEN - 1);
-	label[len - SL_ID_LEN - 1] = '\0';
+	memcpy(id, name + len - STORE_ID_LEN, STORE_ID_LEN + 1);
+	memcpy(label, name, len - STORE_ID_LEN - 1);
+	label[len - STORE_ID_LEN - 1] = '\0';
 	return id_valid(id) && label_valid(label);
 }
 
@@ -76,7 +76,7 @@ static bool split_stage_dir(const char *name, char id[SL_ID_LEN + 1], char label
 static int orphan(struct sl_store *store, int root_fd, const char *name, const char *id)
 {
 	_cleanup_close_ int fd = -1;
-	struct sl_record rec;
+	struct store_record rec;
 	struct marker m;
 	int r;
 
@@ -134,7 +134,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 		return r;
 	}
 	while ((de = readdir(d))) {
-		char id[SL_ID_LEN + 1], label[SL_LABEL_MAX + 1];
+		char id[STORE_ID_LEN + 1], label[LABEL_MAX + 1];
 		struct stat st;
 		int o;
 
@@ -163,7 +163,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 }
 
 /* Notes an in-flight stage whose root path now leads elsewhere. */
-static int check_root_of(const struct sl_record *rec, void *userdata)
+static int check_root_of(const struct store_record *rec, void *userdata)
 {
 	struct sl_check_report *rep = userdata;
 	char (*v)[SL_ID_SIZE];

@@ -23,7 +23,7 @@ int liveness_self_init(struct liveness_self *h)
  * that pid with another start time, or that pid a zombie (proc.c: an owner
  * that exited keeps its pid until it is reaped). Any other error (a /proc
  * we cannot read) proves nothing, and a stage is never removed on a guess. */
-static bool process_alive(const struct sl_owner *o)
+static bool process_alive(const struct proc_owner *o)
 {
 	uint64_t start;
 	int r;
@@ -52,7 +52,7 @@ enum top_lock {
  * any other error (EACCES, EIO) counts as held. A missing one is told
  * apart only when the root is still the directory the stage began in: a
  * root path repointed elsewhere proves nothing about the stage. */
-static enum top_lock top_lock(const struct sl_record *rec)
+static enum top_lock top_lock(const struct store_record *rec)
 {
 	_cleanup_close_ int root = -1, top = -1;
 	struct fileid id;
@@ -71,9 +71,9 @@ static enum top_lock top_lock(const struct sl_record *rec)
 	return flock(top, LOCK_SH | LOCK_NB) < 0 ? TOP_LOCKED : TOP_UNLOCKED;
 }
 
-enum liveness liveness_of(const struct liveness_self *h, const struct sl_record *rec)
+enum liveness liveness_of(const struct liveness_self *h, const struct store_record *rec)
 {
-	const struct sl_owner *o = rec->state == SL_STATE_RECOVERING ? &rec->claimer : &rec->owner;
+	const struct proc_owner *o = rec->state == SL_STATE_RECOVERING ? &rec->claimer : &rec->owner;
 	enum top_lock lock = TOP_UNLOCKED;
 
 	/* A record that fails validation opens nothing here: recovery claims

@@ -18,7 +18,7 @@ enum liveness {
 
 /* The facts about this process that liveness compares records with. */
 struct liveness_self {
-	char boot_id[SL_BOOT_ID_LEN + 1];
+	char boot_id[BOOT_ID_LEN + 1];
 	uint64_t pidns;
 };
 
@@ -28,6 +28,6 @@ HIDDEN int liveness_self_init(struct liveness_self *h);
 /* The liveness of a record. For a recovering stage the claimer is judged
  * (and no lock: the recoverer holds none after it died); for any other the
  * owner and the top directory's lock. */
-HIDDEN enum liveness liveness_of(const struct liveness_self *h, const struct sl_record *rec);
+HIDDEN enum liveness liveness_of(const struct liveness_self *h, const struct store_record *rec);
 
 #endif

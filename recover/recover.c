@@ -24,11 +24,11 @@
 /* The reason a stage locked after its claim is left with. It is a record's
  * reason, so it must fit as the undo's do. */
 #define LEFT_ALONE ": locked by a live process; left alone"
-static_assert(sizeof(((struct sl_record *)0)->topdir) + sizeof(LEFT_ALONE) <= UNDO_REASON_MAX,
+static_assert(sizeof(((struct store_record *)0)->topdir) + sizeof(LEFT_ALONE) <= UNDO_REASON_MAX,
 	      "a top directory's name and LEFT_ALONE fit a reason");
 
 struct candidates {
-	struct sl_record *recs;
+	struct store_record *recs;
 	size_t n, cap;
 };
 
@@ -79,7 +79,7 @@ static bool forced(const struct sl_recover_options *o, const char *id)
 
 /* Whether a record's root is the filter's: the same canonical path, or the
  * same directory (inode and birth time) under another name. */
-static bool root_filter_matches(const struct scan *sc, const struct sl_record *rec)
+static bool root_filter_matches(const struct scan *sc, const struct store_record *rec)
 {
 	if (strcmp(sc->root, rec->root) == 0)
 		return true;
@@ -87,7 +87,7 @@ static bool root_filter_matches(const struct scan *sc, const struct sl_record *r
 	       rec->root_btime == sc->root_id.btime;
 }
 
-static int scan_one(const struct sl_record *rec, void *userdata)
+static int scan_one(const struct store_record *rec, void *userdata)
 {
 	struct scan *sc = userdata;
 	enum liveness l;
@@ -100,7 +100,7 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 		return push_id(&sc->report->live, &sc->report->n_live, rec->id);
 	if (sc->c.n == sc->c.cap) {
 		size_t cap = sc->c.cap ? sc->c.cap * 2 : CANDIDATES_FIRST_CAP;
-		struct sl_record *r = realloc(sc->c.recs, cap * sizeof(*r));
+		struct store_record *r = realloc(sc->c.recs, cap * sizeof(*r));
 		if (!r)
 			return -ENOMEM;
 		sc->c.recs = r;
@@ -113,7 +113,7 @@ static int scan_one(const struct sl_record *rec, void *userdata)
 /* Removes one claimed stage and records the outcome. The recoverer holds
  * the top directory's lock while it works, so that its own liveness is
  * visible the same way an owner's is. */
-static int recover_one(struct sl_store *store, struct sl_record *rec, bool force, struct sl_recover_report *rep)
+static int recover_one(struct sl_store *store, struct store_record *rec, bool force, struct sl_recover_report *rep)
 {
 	_cleanup_close_ int root = -1, top = -1;
 	struct sl_error err = { 0 };
@@ -164,7 +164,7 @@ static int find_candidates(struct sl_store *store, struct scan *sc, char root[PA
 	/* Forced ids must name in-flight stages; a finished one is never
 	 * touched and an unknown one is a usage error. */
 	for (size_t i = 0; opts && i < opts->n_force; i++) {
-		struct sl_record rec;
+		struct store_record rec;
 		r = store_stage_get(store, opts->force[i], &rec, reterr);
 		if (r < 0)
 			return r;
@@ -177,7 +177,7 @@ static int find_candidates(struct sl_store *store, struct scan *sc, char root[PA
  * CLAIM_BATCH stages, not one per stage) and removes each one it won. Each
  * claim is a compare-and-swap, so a stage another recoverer won meanwhile
  * is skipped. A cancel stops after the stage in hand. */
-static int claim_and_remove(struct sl_store *store, struct scan *sc, const struct sl_owner *me,
+static int claim_and_remove(struct sl_store *store, struct scan *sc, const struct proc_owner *me,
 			    struct sl_error *reterr)
 {
 	const struct sl_recover_options *opts = sc->opts;
@@ -185,7 +185,7 @@ static int claim_and_remove(struct sl_store *store, struct scan *sc, const struc
 	int r = 0;
 
 	for (size_t b = 0; b < sc->c.n && r == 0; b += CLAIM_BATCH) {
-		const struct sl_record *batch[CLAIM_BATCH];
+		const struct store_record *batch[CLAIM_BATCH];
 		bool claimed[CLAIM_BATCH];
 		size_t n = sc->c.n - b < CLAIM_BATCH ? sc->c.n - b : CLAIM_BATCH;
 
@@ -193,7 +193,7 @@ static int claim_and_remove(struct sl_store *store, struct scan *sc, const struc
 			batch[i] = &sc->c.recs[b + i];
 		r = store_stage_claim_batch(store, batch, n, me, claimed, reterr);
 		for (size_t i = 0; i < n && r == 0; i++) {
-			struct sl_record *rec = &sc->c.recs[b + i];
+			struct store_record *rec = &sc->c.recs[b + i];
 
 			if (opts && opts->cancel && *opts->cancel)
 				return sl_err(reterr, -ECANCELED, "recovery interrupted; the next pass finishes it");
@@ -213,7 +213,7 @@ static int claim_and_remove(struct sl_store *store, struct scan *sc, const struc
 int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts, struct sl_recover_report *report,
 		   struct sl_error *reterr)
 {
-	struct sl_owner me;
+	struct proc_owner me;
 	struct liveness_self here;
 	char root[PATH_MAX];
 	struct scan sc = {.opts = opts, .report = report, .here = &here};

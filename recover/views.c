@@ -14,7 +14,7 @@ struct list_ctx {
 	void *userdata;
 };
 
-static int emit(struct list_ctx *c, const struct sl_record *rec)
+static int emit(struct list_ctx *c, const struct store_record *rec)
 {
 	/* ROOT/TOPDIR, and its NUL. */
 	char path[sizeof(rec->root) + sizeof(rec->topdir)];
@@ -39,7 +39,7 @@ static int emit(struct list_ctx *c, const struct sl_record *rec)
 	return c->fn(&info, c->userdata);
 }
 
-static int list_one(const struct sl_record *rec, void *userdata)
+static int list_one(const struct store_record *rec, void *userdata)
 {
 	return emit(userdata, rec);
 }
@@ -58,9 +58,9 @@ int sl_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_
 int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn, void *userdata,
 	    struct sl_error *reterr)
 {
-	_cleanup_free_ struct sl_entry_page *page = NULL;
+	_cleanup_free_ struct store_entry_page *page = NULL;
 	struct list_ctx c = {.fn = stage_fn, .userdata = userdata};
-	struct sl_record rec;
+	struct store_record rec;
 	int64_t seq = -1;
 	bool gone;
 	int n, r;
@@ -99,8 +99,8 @@ int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_ent
 				.seq = page->e[i].seq,
 				.path = page->e[i].path,
 				.path_len = page->e[i].path_len,
-				.kind = sl_kind_name(page->e[i].kind),
-				.state = gone || page->e[i].state == SL_ENTRY_REMOVED ? "removed" : "logged",
+				.kind = store_kind_name(page->e[i].kind),
+				.state = gone || page->e[i].state == STORE_ENTRY_REMOVED ? "removed" : "logged",
 			};
 			r = entry_fn(&e, userdata);
 			if (r < 0)
@@ -119,7 +119,7 @@ int sl_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_
 
 int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
 {
-	struct sl_record rec;
+	struct store_record rec;
 	struct liveness_self here;
 	int r;
 
@@ -141,5 +141,5 @@ int sl_gc(struct sl_store *store, int64_t older_than_ms, struct sl_error *reterr
 {
 	if (older_than_ms < 0)
 		return sl_err(reterr, -EINVAL, "cannot collect records: negative age");
-	return store_gc(store, sl_now_ms() - older_than_ms, reterr);
+	return store_gc(store, epoch_ms() - older_than_ms, reterr);
 }

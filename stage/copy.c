@@ -25,7 +25,7 @@ struct copy {
 	struct sl_stage *st;
 	struct copy_frame f[COPY_MAX_DEPTH];
 	size_t n;
-	char rel[SL_PATH_MAX + 1];
+	char rel[STAGE_PATH_MAX + 1];
 	size_t rel_len;
 	bool chown;
 	struct sl_error *reterr;
@@ -107,14 +107,14 @@ static int copy_file(struct copy *c, int sfd, int dfd, const char *name, const s
 		return copy_fail(c, negerrno(), NULL);
 	if (!S_ISREG(now.st_mode) || now.st_dev != sb->st_dev || now.st_ino != sb->st_ino)
 		return copy_fail(c, -EBADMSG, "changed while it was copied; refused");
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0) {
 		out = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (out < 0)
 			r = negerrno();
 	}
 	if (r == 0)
-		r = sl_fault_step();
+		r = fault_step();
 	if (r == 0)
 		r = copy_bytes(in, out, sb->st_size);
 	/* Owner before mode: chown clears set-id bits. */
@@ -138,7 +138,7 @@ static int copy_symlink(struct copy *c, int sfd, int dfd, const char *name, cons
 	if (n < 0)
 		return copy_fail(c, negerrno(), NULL);
 	target[n] = '\0';
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && symlinkat(target, dfd, name) < 0)
 		r = negerrno();
 	if (r == 0 && c->chown && fchownat(dfd, name, sb->st_uid, sb->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
@@ -159,7 +159,7 @@ static int copy_enter(struct copy *c, int src, int dfd, const char *name, const 
 		close(src);
 		return copy_fail(c, -ELOOP, "source tree deeper than " STRINGIFY(COPY_MAX_DEPTH) " levels");
 	}
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && mkdirat(dfd, name, 0700) < 0)
 		r = negerrno();
 	dst = r < 0 ? -1 : openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -217,7 +217,7 @@ static int rel_set(struct copy *c, const struct copy_frame *f, const char *name)
 	size_t len = strlen(name);
 
 	c->rel_len = f->rel_len;
-	if (c->rel_len + 1 + len > SL_PATH_MAX - SL_LABEL_MAX - SL_ID_LEN - 2)
+	if (c->rel_len + 1 + len > STAGE_PATH_MAX - LABEL_MAX - STORE_ID_LEN - 2)
 		return copy_fail(c, -ENAMETOOLONG, NULL);
 	c->rel[c->rel_len++] = '/';
 	memcpy(c->rel + c->rel_len, name, len);
@@ -233,7 +233,7 @@ static int refuse_special(struct copy *c)
 
 /* The kind a source entry is logged as: getdents' type, or fstatat's
  * where the filesystem gives none. */
-static int log_kind(struct copy *c, int dfd, const struct dirent *de, enum sl_kind *ret_kind)
+static int log_kind(struct copy *c, int dfd, const struct dirent *de, enum store_kind *ret_kind)
 {
 	unsigned char type = de->d_type;
 	struct stat sb;
@@ -244,11 +244,11 @@ static int log_kind(struct copy *c, int dfd, const struct dirent *de, enum sl_ki
 		type = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISREG(sb.st_mode) ? DT_REG : S_ISLNK(sb.st_mode) ? DT_LNK : DT_UNKNOWN;
 	}
 	if (type == DT_DIR)
-		*ret_kind = SL_KIND_DIR;
+		*ret_kind = STORE_KIND_DIR;
 	else if (type == DT_REG)
-		*ret_kind = SL_KIND_FILE;
+		*ret_kind = STORE_KIND_FILE;
 	else if (type == DT_LNK)
-		*ret_kind = SL_KIND_SYMLINK;
+		*ret_kind = STORE_KIND_SYMLINK;
 	else
 		return refuse_special(c);
 	return 0;
@@ -295,7 +295,7 @@ static int log_tree(struct copy *c, int sfd)
 	while (n > 0 && r == 0) {
 		struct copy_frame cf = {.rel_len = lf[n - 1].rel_len};
 		struct dirent *de;
-		enum sl_kind kind;
+		enum store_kind kind;
 
 		errno = 0;
 		de = readdir(lf[n - 1].d);
@@ -314,7 +314,7 @@ static int log_tree(struct copy *c, int sfd)
 			break;
 		r = stage_log(c->st, c->rel, c->rel_len, kind, c->reterr);
 		c->progress.total++;
-		if (r < 0 || kind != SL_KIND_DIR)
+		if (r < 0 || kind != STORE_KIND_DIR)
 			continue;
 		if (n == COPY_MAX_DEPTH) {
 			r = copy_fail(c, -ELOOP, "source tree deeper than " STRINGIFY(COPY_MAX_DEPTH) " levels");
@@ -428,7 +428,7 @@ int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, cons
 	}
 	c->rel_len = strlen(path);
 	memcpy(c->rel, path, c->rel_len);
-	r = stage_log(st, c->rel, c->rel_len, SL_KIND_DIR, reterr);
+	r = stage_log(st, c->rel, c->rel_len, STORE_KIND_DIR, reterr);
 	if (r == 0)
 		r = log_tree(c, sfd);
 	if (r == 0)

@@ -24,7 +24,7 @@ void open_beneath_force_fallback(bool force)
 
 bool id_valid(const char *id)
 {
-	return strlen(id) == SL_ID_LEN && strspn(id, "0123456789abcdef") == SL_ID_LEN;
+	return strlen(id) == STORE_ID_LEN && strspn(id, "0123456789abcdef") == STORE_ID_LEN;
 }
 
 const char *path_check(const char *path, size_t len)
@@ -33,8 +33,8 @@ const char *path_check(const char *path, size_t len)
 
 	if (len == 0)
 		return "empty path";
-	if (len > SL_PATH_MAX)
-		return "path longer than " STRINGIFY(SL_PATH_MAX) " bytes";
+	if (len > STAGE_PATH_MAX)
+		return "path longer than " STRINGIFY(STAGE_PATH_MAX) " bytes";
 	if (memchr(path, '\0', len))
 		return "NUL byte in path";
 	if (path[0] == '/')
@@ -46,8 +46,8 @@ const char *path_check(const char *path, size_t len)
 		}
 		if (comp == 0)
 			return "empty path component";
-		if (comp > SL_NAME_MAX)
-			return "path component longer than " STRINGIFY(SL_NAME_MAX) " bytes";
+		if (comp > STAGE_NAME_MAX)
+			return "path component longer than " STRINGIFY(STAGE_NAME_MAX) " bytes";
 		if ((comp == 1 && path[i - 1] == '.') || (comp == 2 && path[i - 1] == '.' && path[i - 2] == '.'))
 			return "'.' or '..' in path";
 		comp = 0;
@@ -67,7 +67,7 @@ bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct file
 	return dev == id->dev;
 }
 
-bool root_matches(const struct sl_record *rec, const struct fileid *id)
+bool root_matches(const struct store_record *rec, const struct fileid *id)
 {
 	if (!rec->have_root_id)
 		return true; /* recorded before schema 2: nothing to compare */
@@ -81,14 +81,14 @@ bool root_matches(const struct sl_record *rec, const struct fileid *id)
  * holds now (nothing, or a directory that tmpfiles.d or RuntimeDirectory=
  * made anew) cannot hold the stage.
  */
-bool stage_gone_with_boot(const struct sl_record *rec)
+bool stage_gone_with_boot(const struct store_record *rec)
 {
-	char boot[SL_BOOT_ID_LEN + 1];
+	char boot[BOOT_ID_LEN + 1];
 
 	return rec->root_volatile && proc_boot_id(boot) == 0 && strcmp(boot, rec->owner.boot_id) != 0;
 }
 
-int root_check(const struct sl_record *rec)
+int root_check(const struct store_record *rec)
 {
 	_cleanup_close_ int fd = -1;
 	struct fileid id;
@@ -115,11 +115,11 @@ int root_check(const struct sl_record *rec)
  * the next component; *ret_end, when given, gets the end of this one. */
 static int walk_step(int *cur, const char *path, size_t len, size_t *i, int flags, size_t *ret_end)
 {
-	char name[SL_NAME_MAX + 1];
+	char name[STAGE_NAME_MAX + 1];
 	size_t n = 0;
 	int next;
 
-	while (*i < len && path[*i] != '/' && n < SL_NAME_MAX)
+	while (*i < len && path[*i] != '/' && n < STAGE_NAME_MAX)
 		name[n++] = path[(*i)++];
 	name[n] = '\0';
 	if (ret_end)
@@ -174,14 +174,14 @@ static int open_beneath_walk(int dirfd, const char *path, size_t len, int flags)
 
 int open_beneath(int dirfd, const char *path, size_t len, int flags)
 {
-	char buf[SL_PATH_MAX + 1];
+	char buf[STAGE_PATH_MAX + 1];
 	struct open_how how = {
 		.flags = (uint64_t)(flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC),
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
 	};
 	long fd;
 
-	if (len > SL_PATH_MAX)
+	if (len > STAGE_PATH_MAX)
 		return -ENAMETOOLONG;
 	if (!force_fallback) {
 		memcpy(buf, path, len);

@@ -14,8 +14,8 @@
 #include "fd-util.h"
 #include "store-private.h"
 
-#define SL_NAME_MAX 255
-#define SL_PATH_MAX 4095
+#define STAGE_NAME_MAX 255
+#define STAGE_PATH_MAX 4095
 
 /* True when id is 32 lowercase hex digits. */
 HIDDEN bool id_valid(const char *id);
@@ -47,22 +47,22 @@ HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const stru
 
 /* True when id is the staging root the record began in (always true for a
  * record without a recorded root identity). */
-HIDDEN bool root_matches(const struct sl_record *rec, const struct fileid *id);
+HIDDEN bool root_matches(const struct store_record *rec, const struct fileid *id);
 
 /* 0 when the record's root path still leads, through a chain nobody else
  * can write, to the directory the stage began in, or when the stage went
  * with an earlier boot; -ESTALE when it leads to another one, to nothing,
  * to something that is not a directory, or through another user's
  * directory; another negative errno when the root cannot be read. */
-HIDDEN int root_check(const struct sl_record *rec);
+HIDDEN int root_check(const struct store_record *rec);
 
 /* Whether the stage's files went with an earlier boot: its root was
  * memory-backed when it began, in a boot that is not this one. */
-HIDDEN bool stage_gone_with_boot(const struct sl_record *rec);
+HIDDEN bool stage_gone_with_boot(const struct store_record *rec);
 
 /* NULL when the record's id, label, top directory name and root are
  * sound, else why not. Nothing is opened for a record that fails. */
-HIDDEN const char *record_check(const struct sl_record *rec);
+HIDDEN const char *record_check(const struct store_record *rec);
 
 /* At most this many directories are held open while removing a tree (see
  * undo.c); deeper ones are reached again through ".." with an identity
@@ -132,7 +132,7 @@ struct undo_progress {
  * way), -ESTALE (an identity mismatch), or the errno of the removal that
  * failed.
  */
-HIDDEN int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
+HIDDEN int undo_stage(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
 		      struct undo_progress *progress, struct sl_error *reterr);
 
 /*
@@ -180,10 +180,10 @@ HIDDEN int canonical_root(const char *root, char *buf, size_t size);
 /* The marker: a small file in every stage's top directory, logged as
  * entry 1 and written right after the directory is made and locked, that
  * binds the directory to its store and its id (marker.c). */
-#define SL_MARKER_NAME ".stagelog"
+#define STAGE_MARKER_NAME ".stagelog"
 #define MARKER_MAX (PATH_MAX + 128)
 struct marker {
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 	struct store_identity store;
 };
 HIDDEN int marker_write(int top_fd, const char *id, const struct store_identity *store);
@@ -211,7 +211,7 @@ struct sl_stage {
 	const volatile sig_atomic_t *cancel; /* see struct sl_stage_options */
 	void (*progress)(const struct sl_progress *progress, void *userdata); /* likewise */
 	void *progress_userdata;
-	struct sl_record rec;
+	struct store_record rec;
 	int root_fd;  /* the staging root, O_RDONLY so that it can be fsynced */
 	int top_fd;   /* the top directory; holds the stage's flock */
 	char path[PATH_MAX];
@@ -224,7 +224,7 @@ struct sl_stage {
 	 * creation (sl_stage_expect_file()), so that it costs none of its own. */
 	enum { EXPECT_NONE, EXPECT_PENDING, EXPECT_LOGGED } expect;
 	size_t expect_len;
-	char expect_path[SL_PATH_MAX];
+	char expect_path[STAGE_PATH_MAX];
 	/* Entries logged but not yet committed; see stage_log(). */
 	size_t n;
 	size_t used;
@@ -237,7 +237,7 @@ struct sl_stage {
 /* Logs the entry topdir/path (path relative to the top directory) before
  * the caller creates it. See docs/design.md for why entries inside the top
  * directory are batched, not committed one by one. */
-HIDDEN int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind kind, struct sl_error *reterr);
+HIDDEN int stage_log(struct sl_stage *st, const char *path, size_t len, enum store_kind kind, struct sl_error *reterr);
 
 /* Benchmarks only: sets how the stage logs entries from now on. */
 HIDDEN void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode);

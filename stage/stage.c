@@ -142,7 +142,7 @@ int absolute_root(const char *root, char *buf, size_t size)
 		if (strcmp(c, "..") == 0)
 			return -EINVAL;
 		/* Room for this component and a LABEL-ID below it. */
-		if (len + 1 + cl + 1 + SL_LABEL_MAX + 1 + SL_ID_LEN >= size)
+		if (len + 1 + cl + 1 + LABEL_MAX + 1 + STORE_ID_LEN >= size)
 			return -ENAMETOOLONG;
 		buf[len++] = '/';
 		memcpy(buf + len, c, cl);
@@ -210,7 +210,7 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 	if (snprintf(st->path, sizeof(st->path), "%s/%s", st->rec.root, st->rec.topdir) >= (int)sizeof(st->path))
 		return fail_root(reterr, st->rec.root, -ENAMETOOLONG, NULL);
 	st->rec.state = SL_STATE_STAGING;
-	st->rec.created_ms = sl_now_ms();
+	st->rec.created_ms = epoch_ms();
 	return 0;
 }
 
@@ -220,15 +220,15 @@ static int create_top(struct sl_stage *st, struct sl_error *reterr)
 	/* Log before create: the stage and the intent for its top directory
 	 * are durable before the directory can exist, so no crash can leave a
 	 * directory that no record names. */
-	char marker[sizeof(st->rec.topdir) + sizeof(SL_MARKER_NAME)];
+	char marker[sizeof(st->rec.topdir) + sizeof(STAGE_MARKER_NAME)];
 	int r;
 
-	snprintf(marker, sizeof(marker), "%s/%s", st->rec.topdir, SL_MARKER_NAME);
+	snprintf(marker, sizeof(marker), "%s/%s", st->rec.topdir, STAGE_MARKER_NAME);
 	r = store_stage_insert(st->store, &st->rec, marker, reterr);
 	if (r < 0)
 		return r;
 	st->next_seq = 2;
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && mkdirat(st->root_fd, st->rec.topdir, 0700) < 0)
 		r = negerrno();
 	if (r < 0) {
@@ -249,7 +249,7 @@ static int create_top(struct sl_stage *st, struct sl_error *reterr)
  * confirms the record with its identity. */
 static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 {
-	struct sl_record now;
+	struct store_record now;
 	struct fileid id;
 	int r;
 
@@ -272,7 +272,7 @@ static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 	 * from now on the directory says whose it is. */
 	r = marker_write(st->top_fd, st->rec.id, store_identity(st->store));
 	if (r < 0) {
-		sl_err(reterr, r, "cannot begin stage: %s/%s: %s", st->rec.topdir, SL_MARKER_NAME, strerror(-r));
+		sl_err(reterr, r, "cannot begin stage: %s/%s: %s", st->rec.topdir, STAGE_MARKER_NAME, strerror(-r));
 		return stage_fail(st, r);
 	}
 	st->rec.have_inode = true;
@@ -282,7 +282,7 @@ static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 	/* The directory's name must be durable before anything relies on it
 	 * (a disk-backed root); the store's sync of the insert (create_top)
 	 * already covers its record. */
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && fsync(st->root_fd) < 0 && errno != EINVAL)
 		r = negerrno();
 	if (r < 0) {
@@ -329,7 +329,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, -EINVAL, "cannot begin stage: missing argument");
 	if (!label_valid(label))
 		return sl_err(reterr, -EINVAL, "cannot begin stage: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
-			      SL_LABEL_MAX - 1);
+			      LABEL_MAX - 1);
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return sl_err(reterr, -ENOMEM, "cannot begin stage: %s", strerror(ENOMEM));
@@ -396,7 +396,7 @@ int stage_log_flush(struct sl_stage *st, struct sl_error *reterr)
 	/* An expected file goes in last, so that it stays the newest entry
 	 * and the undo removes it first. */
 	if (st->expect == EXPECT_PENDING) {
-		int r = stage_log(st, st->expect_path, st->expect_len, SL_KIND_FILE, reterr);
+		int r = stage_log(st, st->expect_path, st->expect_len, STORE_KIND_FILE, reterr);
 
 		if (r < 0)
 			return r;
@@ -411,7 +411,7 @@ void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode)
 	store_set_naive(st->store, mode == LOG_NAIVE);
 }
 
-int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind kind, struct sl_error *reterr)
+int stage_log(struct sl_stage *st, const char *path, size_t len, enum store_kind kind, struct sl_error *reterr)
 {
 	size_t tl = strlen(st->rec.topdir), total = tl + 1 + len;
 	int r;
@@ -420,7 +420,7 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 		return sl_err(reterr, -ECANCELED, "cannot log entry: %s: interrupted", st->rec.topdir);
 	if (st->log_mode == LOG_OFF)
 		return 0;
-	if (total > SL_PATH_MAX)
+	if (total > STAGE_PATH_MAX)
 		return sl_err(reterr, -ENAMETOOLONG, "cannot log entry: %s/...: %s", st->rec.topdir,
 			      strerror(ENAMETOOLONG));
 	if (st->n == LOG_BATCH || st->used + total > sizeof(st->arena)) {
@@ -447,7 +447,7 @@ static void stage_close(struct sl_stage *st)
 /* Removes the stage with the undo routine, which moves its record to `to`
  * (from one of from_mask), or to failed with the reason when the removal
  * could not finish. */
-static int stage_undo_to(struct sl_store *store, struct sl_record *rec, unsigned from_mask, enum sl_state to,
+static int stage_undo_to(struct sl_store *store, struct store_record *rec, unsigned from_mask, enum sl_state to,
 			 const char *what, struct undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error reason = { 0 };
@@ -511,7 +511,7 @@ int stage_open_parent(struct sl_stage *st, const char *path, const char **ret_na
  * staging, the parent is opened beneath the top directory, and the entry
  * is logged before the caller creates it. Returns the parent fd, or a
  * negative errno with the stage aborted (unless it was not staging). */
-static int entry_start(struct sl_stage *st, const char *what, const char *path, enum sl_kind kind,
+static int entry_start(struct sl_stage *st, const char *what, const char *path, enum store_kind kind,
 		       const char **ret_name, struct sl_error *reterr)
 {
 	int pfd, r = check_staging(st, what, reterr);
@@ -524,7 +524,7 @@ static int entry_start(struct sl_stage *st, const char *what, const char *path, 
 	/* Committed (not synced) before the path exists: a process that dies
 	 * right after creating it leaves a log that names it. An expected
 	 * file was logged already. */
-	if (kind == SL_KIND_FILE && st->expect != EXPECT_NONE && st->expect_len == strlen(path) &&
+	if (kind == STORE_KIND_FILE && st->expect != EXPECT_NONE && st->expect_len == strlen(path) &&
 	    memcmp(st->expect_path, path, st->expect_len) == 0) {
 		r = st->expect == EXPECT_PENDING ? stage_log(st, path, st->expect_len, kind, reterr) : 0;
 		st->expect = EXPECT_NONE;
@@ -551,7 +551,7 @@ int sl_stage_expect_file(struct sl_stage *st, const char *path, struct sl_error 
 	why = path ? path_check(path, len) : "no path";
 	if (why)
 		return sl_err(reterr, -EINVAL, "bad path in stage: %s", why);
-	if (strlen(st->rec.topdir) + 1 + len > SL_PATH_MAX)
+	if (strlen(st->rec.topdir) + 1 + len > STAGE_PATH_MAX)
 		return sl_err(reterr, -ENAMETOOLONG, "cannot expect file: %s/...: %s", st->rec.topdir,
 			      strerror(ENAMETOOLONG));
 	memcpy(st->expect_path, path, len);
@@ -566,10 +566,10 @@ int sl_stage_mkdir(struct sl_stage *st, const char *path, mode_t mode, struct sl
 	const char *name;
 	int r;
 
-	pfd = entry_start(st, "make directory", path, SL_KIND_DIR, &name, reterr);
+	pfd = entry_start(st, "make directory", path, STORE_KIND_DIR, &name, reterr);
 	if (pfd < 0)
 		return pfd;
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && mkdirat(pfd, name, 0700) < 0)
 		r = negerrno();
 	/* umask applies to mkdirat; the caller asked for exactly mode. */
@@ -592,7 +592,7 @@ int sl_stage_write_file(struct sl_stage *st, const char *path, const void *buf, 
 	char proc[64];
 	int r;
 
-	pfd = entry_start(st, "write file", path, SL_KIND_FILE, &name, reterr);
+	pfd = entry_start(st, "write file", path, STORE_KIND_FILE, &name, reterr);
 	if (pfd < 0)
 		return pfd;
 
@@ -600,7 +600,7 @@ int sl_stage_write_file(struct sl_stage *st, const char *path, const void *buf, 
 	 * a crash or a reader never sees half a config. Where O_TMPFILE is
 	 * not supported, a named 0600 file is the fallback; the undo removes
 	 * it like any other entry. */
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0) {
 		fd = openat(pfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
 		if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
@@ -611,13 +611,13 @@ int sl_stage_write_file(struct sl_stage *st, const char *path, const void *buf, 
 			r = negerrno();
 	}
 	if (r == 0)
-		r = sl_fault_step();
+		r = fault_step();
 	if (r == 0)
 		r = write_all(fd, buf, len);
 	if (r == 0 && fchmod(fd, mode ? mode & 07777 : 0600) < 0)
 		r = negerrno();
 	if (r == 0 && !named) {
-		r = sl_fault_step();
+		r = fault_step();
 		if (r == 0 && linkat(fd, "", pfd, name, AT_EMPTY_PATH) < 0) {
 			/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc
 			 * link does the same for everyone else. */
@@ -639,10 +639,10 @@ int sl_stage_symlink(struct sl_stage *st, const char *target, const char *path, 
 	const char *name;
 	int r;
 
-	pfd = entry_start(st, "make symlink", path, SL_KIND_SYMLINK, &name, reterr);
+	pfd = entry_start(st, "make symlink", path, STORE_KIND_SYMLINK, &name, reterr);
 	if (pfd < 0)
 		return pfd;
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && symlinkat(target, pfd, name) < 0)
 		r = negerrno();
 	if (r < 0) {
@@ -688,7 +688,7 @@ int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
  * stops nothing: the caller holds the stage's lock, so the removal goes on
  * and the record catches up at its end, or with the next recovery.
  */
-static unsigned begin_release(struct sl_store *store, struct sl_record *rec, struct sl_error *reterr)
+static unsigned begin_release(struct sl_store *store, struct store_record *rec, struct sl_error *reterr)
 {
 	struct sl_error err = {0};
 	unsigned from = BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY) | BIT(SL_STATE_FAILED) | BIT(SL_STATE_RELEASING);
@@ -792,7 +792,7 @@ cantcreat:
  * renamed back (the stage stays ready), and if even that fails the tree
  * stays at dest, where the next recovery finds it and marks it published.
  */
-static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, int top_fd, const char *dest,
+static int publish(struct sl_store *store, struct store_record *rec, int root_fd, int top_fd, const char *dest,
 		   struct sl_error *reterr)
 {
 	_cleanup_close_ int pfd = -1;
@@ -805,12 +805,12 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, i
 		return r;
 	/* The tree is the caller's from here on: stagelog's marker does not
 	 * go with it (and a tree without one is never taken for an orphan). */
-	r = sl_fault_step();
-	if (r == 0 && unlinkat(top_fd, SL_MARKER_NAME, 0) < 0 && errno != ENOENT)
+	r = fault_step();
+	if (r == 0 && unlinkat(top_fd, STAGE_MARKER_NAME, 0) < 0 && errno != ENOENT)
 		r = negerrno();
 	if (r < 0)
-		return sl_err(reterr, r, "cannot publish stage: %s/%s: %s", rec->topdir, SL_MARKER_NAME, strerror(-r));
-	r = sl_fault_step();
+		return sl_err(reterr, r, "cannot publish stage: %s/%s: %s", rec->topdir, STAGE_MARKER_NAME, strerror(-r));
+	r = fault_step();
 	if (r == 0 && syncfs(top_fd) < 0)
 		r = negerrno();
 	if (r < 0)
@@ -819,7 +819,7 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, i
 	if (r < 0)
 		return r;
 	snprintf(rec->dest, sizeof(rec->dest), "%s", abs);
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && renameat2(root_fd, rec->topdir, pfd, base, RENAME_NOREPLACE) < 0)
 		r = negerrno();
 	if (r < 0) {
@@ -829,7 +829,7 @@ static int publish(struct sl_store *store, struct sl_record *rec, int root_fd, i
 			reterr->flags |= SL_ERROR_CANTCREAT;
 		return r;
 	}
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && (fsync(pfd) < 0 || fsync(root_fd) < 0) && errno != EINVAL)
 		r = negerrno();
 	if (r == 0)
@@ -931,7 +931,7 @@ int stage_try_lock(int top_fd)
 /* Opens a stage's top directory from its record and takes its lock, so
  * that no live process (a stager, a runtime) has the stage pulled from
  * under it. -ENOENT when it is gone, -EBUSY when someone holds it. */
-static int lock_top(const struct sl_record *rec, int *ret_root, int *ret_top, struct sl_error *reterr,
+static int lock_top(const struct store_record *rec, int *ret_root, int *ret_top, struct sl_error *reterr,
 		    const char *what)
 {
 	_cleanup_close_ int root_fd = -1, top = -1;
@@ -979,7 +979,7 @@ int sl_release_id_progress(struct sl_store *store, const char *id,
 {
 	struct undo_progress undo_progress = { .fn = progress, .userdata = userdata };
 	_cleanup_close_ int root_fd = -1, top = -1;
-	struct sl_record rec;
+	struct store_record rec;
 	unsigned from;
 	int r;
 
@@ -1022,7 +1022,7 @@ int sl_release_id_progress(struct sl_store *store, const char *id,
 int sl_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr)
 {
 	_cleanup_close_ int root_fd = -1, top = -1;
-	struct sl_record rec;
+	struct store_record rec;
 	int r;
 
 	r = store_stage_get(store, id, &rec, reterr);

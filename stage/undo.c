@@ -122,7 +122,7 @@ struct tree {
  * reason: only names the stage (or its runtime) created, never contents. */
 static int tree_fail(struct tree *t, int error, const char *name, const char *why)
 {
-	char path[SL_PATH_MAX + 1];
+	char path[STAGE_PATH_MAX + 1];
 	size_t len, room;
 
 	if (t->error)
@@ -187,7 +187,7 @@ static int unlinkat_harder(int dfd, const char *name, int flags)
  * new device number), the same inode, and the stage's marker inside, naming
  * this stage of this store.
  */
-static bool same_by_marker(int path_fd, const struct sl_record *rec, const struct store_identity *store,
+static bool same_by_marker(int path_fd, const struct store_record *rec, const struct store_identity *store,
 			   const struct fileid *id)
 {
 	struct marker m;
@@ -206,7 +206,7 @@ static bool same_by_marker(int path_fd, const struct sl_record *rec, const struc
  * Returns the fd; -ENOTDIR when name is not a directory (it can then be
  * unlinked), -EXDEV for a mount, -ESTALE for another directory.
  */
-static int open_verified_dir(int dfd, const char *name, const uint64_t *mnt_id, const struct sl_record *rec,
+static int open_verified_dir(int dfd, const char *name, const uint64_t *mnt_id, const struct store_record *rec,
 			     const struct store_identity *store, struct fileid *ret_id)
 {
 	_cleanup_close_ int path_fd = -1;
@@ -329,7 +329,7 @@ static int rmdir_frame(struct tree *t, struct frame *f, int pfd)
 		tree_fail(t, -ESTALE, f->name, "replaced during removal; left alone");
 		return 0;
 	}
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0)
 		r = unlinkat_harder(pfd, f->name, AT_REMOVEDIR);
 	if (r == -ENOTEMPTY && f->rescans < MAX_RESCANS) {
@@ -381,7 +381,7 @@ static int pop(struct tree *t)
  * failure recorded, when it turns out to be a directory. */
 static int unlink_name(struct tree *t, int fd, const char *name)
 {
-	int r = sl_fault_step();
+	int r = fault_step();
 
 	if (r < 0)
 		return tree_fail(t, r, name, NULL);
@@ -511,7 +511,7 @@ int undo_remove_tree(int parent_fd, const char *prefix, const char *name, bool h
 
 /* Checks the record itself: a tampered id, label, top directory name or
  * root must not steer a removal anywhere. */
-const char *record_check(const struct sl_record *rec)
+const char *record_check(const struct store_record *rec)
 {
 	char top[sizeof(rec->topdir)];
 
@@ -528,7 +528,7 @@ const char *record_check(const struct sl_record *rec)
 }
 
 /* Checks that an entry lies inside the stage's own top directory. */
-static const char *entry_check(const struct sl_record *rec, const struct sl_entry *e)
+static const char *entry_check(const struct store_record *rec, const struct store_entry *e)
 {
 	size_t tl = strlen(rec->topdir);
 	const char *why = path_check(e->path, e->path_len);
@@ -540,7 +540,7 @@ static const char *entry_check(const struct sl_record *rec, const struct sl_entr
 		return "outside the stage's top directory";
 	if ((e->seq == 0) != (e->path_len == tl))
 		return "top directory entry out of place";
-	if (e->kind != SL_KIND_DIR && e->kind != SL_KIND_FILE && e->kind != SL_KIND_SYMLINK)
+	if (e->kind != STORE_KIND_DIR && e->kind != STORE_KIND_FILE && e->kind != STORE_KIND_SYMLINK)
 		return "unknown kind";
 	return NULL;
 }
@@ -549,7 +549,7 @@ static const char *entry_check(const struct sl_record *rec, const struct sl_entr
  * share one, so resolving it once per run keeps removal near rm -rf. */
 struct parent {
 	int fd;
-	char path[SL_PATH_MAX + 1];
+	char path[STAGE_PATH_MAX + 1];
 	size_t len;
 	int error; /* why it could not be opened, if fd < 0 */
 	dev_t dev; /* its identity, while fd >= 0 */
@@ -557,7 +557,7 @@ struct parent {
 	/* The parent before this one: newest first, a directory's own entry
 	 * comes right after the entries inside it, so this is usually that
 	 * directory, and its identity lets us tell it from a replacement. */
-	char prev_path[SL_PATH_MAX + 1];
+	char prev_path[STAGE_PATH_MAX + 1];
 	size_t prev_len;
 	dev_t prev_dev;
 	ino_t prev_ino;
@@ -603,7 +603,7 @@ static void parent_open(struct parent *p, int top_fd, const char *path, size_t p
 }
 
 /* What an entry whose parent could not be opened comes to. */
-static int parent_missing(const struct parent *p, const struct sl_entry *e, const char *prefix,
+static int parent_missing(const struct parent *p, const struct store_entry *e, const char *prefix,
 			  struct sl_error *reterr)
 {
 	/* A missing parent means a missing entry; a symlink on the way means
@@ -621,7 +621,7 @@ static int parent_missing(const struct parent *p, const struct sl_entry *e, cons
 	return fail_reason(reterr, p->error, "%s: %s", prefix, strerror(-p->error));
 }
 
-static int entry_fail(const struct sl_entry *e, const char *prefix, const char *name, int r, struct sl_error *reterr)
+static int entry_fail(const struct store_entry *e, const char *prefix, const char *name, int r, struct sl_error *reterr)
 {
 	if (r == -EBUSY)
 		return fail_reason(reterr, -EXDEV, "%s/%s: a mount is in the way (entry %lld)", prefix, name,
@@ -631,17 +631,17 @@ static int entry_fail(const struct sl_entry *e, const char *prefix, const char *
 
 /* Removes entry e, name in the open parent p. known: e is the directory
  * just emptied through an fd, and p->prev_dev/prev_ino its identity. */
-static int remove_logged(const struct parent *p, const struct sl_entry *e, const char *prefix, const char *name,
+static int remove_logged(const struct parent *p, const struct store_entry *e, const char *prefix, const char *name,
 			 bool known, struct sl_error *reterr)
 {
-	int r = sl_fault_step();
+	int r = fault_step();
 
 	if (r < 0)
 		return entry_fail(e, prefix, name, r, reterr);
-	r = unlinkat_harder(p->fd, name, e->kind == SL_KIND_DIR ? AT_REMOVEDIR : 0);
+	r = unlinkat_harder(p->fd, name, e->kind == STORE_KIND_DIR ? AT_REMOVEDIR : 0);
 	if (r == 0)
 		return 0;
-	if (r == -ENOTDIR && e->kind == SL_KIND_DIR) {
+	if (r == -ENOTDIR && e->kind == STORE_KIND_DIR) {
 		/* Logged as a directory, now something else: unlink never
 		 * follows it. */
 		if (unlinkat(p->fd, name, 0) == 0 || errno == ENOENT)
@@ -665,14 +665,14 @@ static int remove_logged(const struct parent *p, const struct sl_entry *e, const
 
 /* Removes one logged entry beneath the stage's verified top directory.
  * path/len is the entry's path below the top directory. */
-static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, const char *path, size_t len,
+static int undo_entry(int top_fd, const char *topdir, const struct store_entry *e, const char *path, size_t len,
 		      struct parent *p, struct sl_error *reterr)
 {
 	const char *slash = memrchr(path, '/', len);
 	size_t plen = slash ? (size_t)(slash - path) : 0;
 	const char *base = slash ? slash + 1 : path;
-	char name[SL_NAME_MAX + 1];
-	char prefix[SL_PATH_MAX + SL_LABEL_MAX + SL_ID_LEN + 4];
+	char name[STAGE_NAME_MAX + 1];
+	char prefix[STAGE_PATH_MAX + LABEL_MAX + STORE_ID_LEN + 4];
 	bool known;
 
 	memcpy(name, base, len - (size_t)(base - path));
@@ -684,7 +684,7 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
 		return parent_missing(p, e, prefix, reterr);
 	/* A directory we just emptied through an fd must still be that
 	 * directory: one renamed away and replaced meanwhile is not ours. */
-	known = e->kind == SL_KIND_DIR && p->prev_len == len && memcmp(p->prev_path, path, len) == 0;
+	known = e->kind == STORE_KIND_DIR && p->prev_len == len && memcmp(p->prev_path, path, len) == 0;
 	if (known) {
 		struct stat st;
 		if (fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -699,7 +699,7 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
  * the one the stage created: a real directory (not a symlink), on the
  * root's mount and not a mount itself, with the recorded inode and birth
  * time (or device) when they were recorded. -ENOENT when it is gone. */
-static int open_top(int root_fd, const struct sl_record *rec, const struct store_identity *store, int *ret_fd,
+static int open_top(int root_fd, const struct store_record *rec, const struct store_identity *store, int *ret_fd,
 		    struct fileid *ret_id, struct sl_error *reterr)
 {
 	int fd = open_verified_dir(root_fd, rec->topdir, NULL, rec, store, ret_id);
@@ -728,7 +728,7 @@ static int open_top(int root_fd, const struct sl_record *rec, const struct store
  * stage failed, except where the boot rule proves it gone (-ENOENT then,
  * with *ret_fd the root that is there now, or -1).
  */
-static int open_checked_root(const struct sl_record *rec, int *ret_fd, struct sl_error *reterr)
+static int open_checked_root(const struct store_record *rec, int *ret_fd, struct sl_error *reterr)
 {
 	_cleanup_close_ int fd = -1;
 	struct fileid id;
@@ -771,7 +771,7 @@ static int open_checked_root(const struct sl_record *rec, int *ret_fd, struct sl
 
 /* True when a publish recorded a destination and the stage's top directory
  * is there: the rename reached the disk but its record did not. */
-static bool found_at_dest(const struct sl_record *rec)
+static bool found_at_dest(const struct store_record *rec)
 {
 	_cleanup_free_ char *copy = NULL;
 	_cleanup_close_ int pfd = -1, fd = -1;
@@ -796,10 +796,10 @@ static bool found_at_dest(const struct sl_record *rec)
  * (released, recovered, aborted) says they are gone (docs/design.md,
  * "Entries"). A stage that another process finished meanwhile (a recovery
  * that found the directory gone) is a success too. */
-static int finish(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
+static int finish(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
 		  struct sl_error *reterr)
 {
-	struct sl_record now;
+	struct store_record now;
 	int r;
 
 	r = store_stage_transition(store, rec->rowid, from_mask, done, NULL, false, NULL);
@@ -823,7 +823,7 @@ static int finish(struct sl_store *store, const struct sl_record *rec, unsigned 
  * directory after that finds its record ended when it confirms it, and
  * removes the directory itself before anything goes into it.
  */
-static int finish_missing_top(struct sl_store *store, const struct sl_record *rec, int root_fd, unsigned from_mask,
+static int finish_missing_top(struct sl_store *store, const struct store_record *rec, int root_fd, unsigned from_mask,
 			      enum sl_state done, struct sl_error *reterr)
 {
 	bool placeholder;
@@ -850,7 +850,7 @@ static int finish_missing_top(struct sl_store *store, const struct sl_record *re
  * record removes nothing at all. Entries are numbered 0, 1, 2, ... with no
  * gap: anything else was not written by stagelog. Sets *ret_one_page when
  * the first page holds them all, and then returns how many it holds. */
-static int validate_entries(struct sl_store *store, const struct sl_record *rec, struct sl_entry_page *page,
+static int validate_entries(struct sl_store *store, const struct store_record *rec, struct store_entry_page *page,
 			    bool *ret_one_page, struct sl_error *reterr)
 {
 	int64_t seq = INT64_MIN, expect = 0;
@@ -891,7 +891,7 @@ static int validate_entries(struct sl_store *store, const struct sl_record *rec,
  * above. A failing entry does not stop the others; the first failure is
  * returned with its reason.
  */
-static int remove_entries(struct sl_store *store, const struct sl_record *rec, int top_fd, struct sl_entry_page *page,
+static int remove_entries(struct sl_store *store, const struct store_record *rec, int top_fd, struct store_entry_page *page,
 			  bool one_page, int n, struct undo_progress *progress, struct sl_error *reterr)
 {
 	_cleanup_(parent_close) struct parent parent = {.fd = -1, .len = (size_t)-1, .prev_len = (size_t)-1};
@@ -915,7 +915,7 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 		if (progress && progress->p.total == 0 && hi > 0)
 			progress->p.total = (uint64_t)hi;
 		for (int k = 0; k < n; k++) {
-			const struct sl_entry *e = &page->e[one_page ? n - 1 - k : k];
+			const struct store_entry *e = &page->e[one_page ? n - 1 - k : k];
 			const char *why;
 
 			if (e->seq <= 0)
@@ -933,7 +933,7 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 			}
 			/* Marked by a stagelog before 0.2, which marked
 			 * entries page by page as it removed them. */
-			if (e->state == SL_ENTRY_REMOVED)
+			if (e->state == STORE_ENTRY_REMOVED)
 				continue;
 			r = undo_entry(top_fd, rec->topdir, e, e->path + tl + 1, e->path_len - tl - 1, &parent,
 				       first ? &scratch : reterr);
@@ -953,7 +953,7 @@ static int remove_entries(struct sl_store *store, const struct sl_record *rec, i
 
 /* Moves a stage whose removal could not finish to failed, with the reason:
  * the next recovery retries it. */
-static int fail_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, int r,
+static int fail_stage(struct sl_store *store, const struct store_record *rec, unsigned from_mask, int r,
 		      struct sl_error *reason)
 {
 	if (store_stage_transition(store, rec->rowid, from_mask, SL_STATE_FAILED, reason->msg, false, NULL) == 0)
@@ -967,8 +967,8 @@ static int fail_stage(struct sl_store *store, const struct sl_record *rec, unsig
  * top_id), then the root synced. top_fd is closed here. Returns the first
  * failure, with its reason.
  */
-static int remove_stage(struct sl_store *store, const struct sl_record *rec, int root_fd, int top_fd,
-			const struct fileid *top_id, struct sl_entry_page *page, bool one_page, int n,
+static int remove_stage(struct sl_store *store, const struct store_record *rec, int root_fd, int top_fd,
+			const struct fileid *top_id, struct store_entry_page *page, bool one_page, int n,
 			struct undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error scratch = { 0 };
@@ -988,7 +988,7 @@ static int remove_stage(struct sl_store *store, const struct sl_record *rec, int
 	if (first < 0)
 		return first;
 	/* Make the removal durable before the record says it happened. */
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0 && fsync(root_fd) < 0 && errno != EINVAL && errno != EROFS)
 		r = negerrno();
 	if (r < 0)
@@ -996,10 +996,10 @@ static int remove_stage(struct sl_store *store, const struct sl_record *rec, int
 	return 0;
 }
 
-int undo_stage(struct sl_store *store, const struct sl_record *rec, unsigned from_mask, enum sl_state done,
+int undo_stage(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
 	       struct undo_progress *progress, struct sl_error *reterr)
 {
-	_cleanup_free_ struct sl_entry_page *page = NULL;
+	_cleanup_free_ struct store_entry_page *page = NULL;
 	_cleanup_close_ int root_fd = -1, top_fd = -1;
 	struct fileid top_id;
 	const char *why;

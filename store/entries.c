@@ -9,14 +9,14 @@
 
 #include "store-internal.h"
 
-const char *sl_kind_name(enum sl_kind kind)
+const char *store_kind_name(enum store_kind kind)
 {
 	switch (kind) {
-	case SL_KIND_DIR:
+	case STORE_KIND_DIR:
 		return "dir";
-	case SL_KIND_FILE:
+	case STORE_KIND_FILE:
 		return "file";
-	case SL_KIND_SYMLINK:
+	case STORE_KIND_SYMLINK:
 		return "symlink";
 	}
 	return "unknown";
@@ -25,7 +25,7 @@ const char *sl_kind_name(enum sl_kind kind)
 /* Inserts entry seq of stage rowid, path's len raw bytes of kind, in state
  * logged, inside the open transaction. */
 int store_insert_entry(struct sl_store *s, int64_t rowid, int64_t seq, const void *path, size_t len,
-		       enum sl_kind kind)
+		       enum store_kind kind)
 {
 	sqlite3_stmt *ins;
 	int r = store_cached(s, SQL_INS_ENTRY, &ins);
@@ -71,7 +71,7 @@ int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *l
 	}
 	for (size_t i = 0; r == 0 && i < log->n; i++)
 		r = store_insert_entry(s, rowid, log->first_seq + (int64_t)i, log->arena + log->offs[i], log->lens[i],
-				       (enum sl_kind)log->kinds[i]);
+				       (enum store_kind)log->kinds[i]);
 	if (r == 0 && log->ready)
 		r = store_transition(s, rowid, 1u << SL_STATE_STAGING, SL_STATE_READY, NULL);
 	return store_txn_end(s, r, reterr, log->ready ? "cannot mark stage ready" : "cannot log entries");
@@ -80,11 +80,11 @@ int store_stage_log(struct sl_store *s, int64_t rowid, const struct store_log *l
 /* Copies the row st is on into page's next entry; false when its path does
  * not fit what is left of the arena and the page already holds one, so
  * that it starts the next page instead of being cut short. */
-static bool page_add(sqlite3_stmt *st, struct sl_entry_page *page, int n)
+static bool page_add(sqlite3_stmt *st, struct store_entry_page *page, int n)
 {
 	const void *p = sqlite3_column_blob(st, 1);
 	size_t len = (size_t)sqlite3_column_bytes(st, 1);
-	struct sl_entry *e = &page->e[n];
+	struct store_entry *e = &page->e[n];
 
 	assert(n >= 0 && n < (int)ELEMENTSOF(page->e));
 	/* One longer than the whole arena (only a tampered record has one)
@@ -102,14 +102,14 @@ static bool page_add(sqlite3_stmt *st, struct sl_entry_page *page, int n)
 		memcpy(page->arena + page->used, p, len);
 	e->seq = sqlite3_column_int64(st, 0);
 	e->path = page->arena + page->used;
-	e->kind = (enum sl_kind)sqlite3_column_int(st, 2);
+	e->kind = (enum store_kind)sqlite3_column_int(st, 2);
 	e->state = (enum store_entry_state)sqlite3_column_int(st, 3);
 	page->used += len;
 	return true;
 }
 
 int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
-		       struct sl_entry_page *page, struct sl_error *reterr)
+		       struct store_entry_page *page, struct sl_error *reterr)
 {
 	sqlite3_stmt *st;
 	int n = 0, rc, r;

@@ -156,9 +156,9 @@ const char *store_cached_text(enum cached_sql id)
 		[SQL_TRANSITION] = "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
 				   "WHERE rowid = ? AND ((1 << state) & ?) != 0",
 		[SQL_PAGE_ASC] = "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
-				 "ORDER BY seq ASC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+				 "ORDER BY seq ASC LIMIT " STRINGIFY(STORE_PAGE_ENTRIES),
 		[SQL_PAGE_DESC] = "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
-				  "ORDER BY seq DESC LIMIT " STRINGIFY(SL_PAGE_ENTRIES),
+				  "ORDER BY seq DESC LIMIT " STRINGIFY(STORE_PAGE_ENTRIES),
 		[SQL_LIST_IN_FLIGHT] = LIST_SQL(IN_FLIGHT_SQL " AND "),
 		[SQL_LIST_ALL] = LIST_SQL(""),
 	};

@@ -25,7 +25,7 @@
 
 /* Reads one process identity: four columns from col (boot, pid, start,
  * pidns), in the order of the schema. */
-static void read_owner(sqlite3_stmt *st, int col, struct sl_owner *o)
+static void read_owner(sqlite3_stmt *st, int col, struct proc_owner *o)
 {
 	COPY_COLUMN(o->boot_id, st, col);
 	o->pid = sqlite3_column_int64(st, col + 1);
@@ -36,7 +36,7 @@ static_assert(COL_OWNER_PIDNS == COL_OWNER_BOOT + 3 && COL_CLAIM_PIDNS == COL_CL
 	      "an owner's four columns follow each other");
 
 /* Reads a row of STAGE_COLUMNS into rec. */
-static void read_record(sqlite3_stmt *st, struct sl_record *rec)
+static void read_record(sqlite3_stmt *st, struct store_record *rec)
 {
 	memset(rec, 0, sizeof(*rec));
 	rec->rowid = sqlite3_column_int64(st, COL_ROWID);
@@ -64,7 +64,7 @@ static void read_record(sqlite3_stmt *st, struct sl_record *rec)
 
 /* Reads the one stage sql selects by its parameter: text, or num when text
  * is NULL. */
-static int get_one(struct sl_store *s, const char *sql, const char *text, int64_t num, struct sl_record *rec,
+static int get_one(struct sl_store *s, const char *sql, const char *text, int64_t num, struct store_record *rec,
 		   struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
@@ -86,27 +86,27 @@ static int get_one(struct sl_store *s, const char *sql, const char *text, int64_
 	return 0;
 }
 
-int store_stage_get(struct sl_store *s, const char *id, struct sl_record *rec, struct sl_error *reterr)
+int store_stage_get(struct sl_store *s, const char *id, struct store_record *rec, struct sl_error *reterr)
 {
 	return get_one(s, "SELECT " STAGE_COLUMNS " FROM stages s WHERE s.id = ?", id, 0, rec, reterr);
 }
 
-int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct sl_record *rec, struct sl_error *reterr)
+int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct store_record *rec, struct sl_error *reterr)
 {
 	return get_one(s, "SELECT " STAGE_COLUMNS " FROM stages s WHERE s.rowid = ?", NULL, rowid, rec, reterr);
 }
 
-int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_ID_LEN + 1],
-			 char (*cand)[SL_ID_LEN + 1], size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
+int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[STORE_ID_LEN + 1],
+			 char (*cand)[STORE_ID_LEN + 1], size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-	char hi[SL_ID_LEN + 2];
+	char hi[STORE_ID_LEN + 2];
 	size_t len = strlen(prefix), n = 0;
 	int r, rc;
 
-	if (len < ID_PREFIX_MIN || len > SL_ID_LEN || strspn(prefix, "0123456789abcdef") != len)
+	if (len < ID_PREFIX_MIN || len > STORE_ID_LEN || strspn(prefix, "0123456789abcdef") != len)
 		return sl_err(reterr, -EINVAL, "bad stage id '%s': want at least %d of its %d lowercase hex digits",
-			      len <= SL_ID_LEN ? prefix : "(too long)", ID_PREFIX_MIN, SL_ID_LEN);
+			      len <= STORE_ID_LEN ? prefix : "(too long)", ID_PREFIX_MIN, STORE_ID_LEN);
 	/* A range scan on the unique index: prefix <= id < prefix + '~'. */
 	snprintf(hi, sizeof(hi), "%s~", prefix);
 	r = store_prepare(s,
@@ -120,9 +120,9 @@ int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const unsigned char *id = sqlite3_column_text(st, 0);
 		if (n == 0)
-			store_copy_text(ret_id, SL_ID_LEN + 1, id, sqlite3_column_bytes(st, 0));
+			store_copy_text(ret_id, STORE_ID_LEN + 1, id, sqlite3_column_bytes(st, 0));
 		if (n < ncand)
-			store_copy_text(cand[n], SL_ID_LEN + 1, id, sqlite3_column_bytes(st, 0));
+			store_copy_text(cand[n], STORE_ID_LEN + 1, id, sqlite3_column_bytes(st, 0));
 		n++;
 	}
 	if (rc != SQLITE_DONE)
@@ -156,7 +156,7 @@ int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_s
 	if (label)
 		sqlite3_bind_text(st, 1, label, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct sl_record rec;
+		struct store_record rec;
 
 		read_record(st, &rec);
 		rec.entries = sqlite3_column_int64(st, STAGE_NCOLUMNS);

@@ -40,7 +40,7 @@ int sl_state_in_flight(enum sl_state state)
 }
 
 /* Binds an owner's four columns (boot, pid, start, pidns) from parameter i. */
-static void bind_owner(sqlite3_stmt *st, int i, const struct sl_owner *o)
+static void bind_owner(sqlite3_stmt *st, int i, const struct proc_owner *o)
 {
 	sqlite3_bind_text(st, i, o->boot_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, i + 1, o->pid);
@@ -50,7 +50,7 @@ static void bind_owner(sqlite3_stmt *st, int i, const struct sl_owner *o)
 
 /* Inserts the stage record itself and fills rec->rowid, inside the open
  * transaction. */
-static int insert_record(struct sl_store *s, struct sl_record *rec)
+static int insert_record(struct sl_store *s, struct store_record *rec)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int rc, r;
@@ -81,7 +81,7 @@ static int insert_record(struct sl_store *s, struct sl_record *rec)
 	return 0;
 }
 
-int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *marker, struct sl_error *reterr)
+int store_stage_insert(struct sl_store *s, struct store_record *rec, const char *marker, struct sl_error *reterr)
 {
 	int r;
 
@@ -90,11 +90,11 @@ int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *ma
 		return store_err(reterr, r, "cannot record stage");
 	r = insert_record(s, rec);
 	if (r == 0)
-		r = store_insert_entry(s, rec->rowid, SEQ_TOPDIR, rec->topdir, strlen(rec->topdir), SL_KIND_DIR);
+		r = store_insert_entry(s, rec->rowid, SEQ_TOPDIR, rec->topdir, strlen(rec->topdir), STORE_KIND_DIR);
 	/* Entry 1, the marker, in the same transaction: it is logged before
 	 * it exists like every other path (docs/design.md, "Identity"). */
 	if (r == 0 && marker)
-		r = store_insert_entry(s, rec->rowid, SEQ_MARKER, marker, strlen(marker), SL_KIND_FILE);
+		r = store_insert_entry(s, rec->rowid, SEQ_MARKER, marker, strlen(marker), STORE_KIND_FILE);
 	/* The one durable commit of staging: the intent for the top directory
 	 * must be on disk before the directory can exist. */
 	return store_txn_end(s, r, reterr, "cannot record stage");
@@ -131,7 +131,7 @@ int store_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum
 	if (r < 0)
 		return r;
 	sqlite3_bind_int(st, 1, (int)to);
-	sqlite3_bind_int64(st, 2, sl_now_ms());
+	sqlite3_bind_int64(st, 2, epoch_ms());
 	if (reason)
 		sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, rowid);
@@ -151,11 +151,11 @@ int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask
 	return store_txn_end(s, store_transition(s, rowid, from_mask, to, reason), reterr, "cannot update stage");
 }
 
-int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
-			    const struct sl_owner *claimer, bool *ret_claimed, struct sl_error *reterr)
+int store_stage_claim_batch(struct sl_store *s, const struct store_record *const *recs, size_t n,
+			    const struct proc_owner *claimer, bool *ret_claimed, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-	int64_t now = sl_now_ms();
+	int64_t now = epoch_ms();
 	int r;
 
 	assert(n == 0 || (recs && ret_claimed));
@@ -186,7 +186,7 @@ int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *r
 	return r;
 }
 
-int store_stage_reclaim(struct sl_store *s, const struct sl_record *rec, struct sl_error *reterr)
+int store_stage_reclaim(struct sl_store *s, const struct store_record *rec, struct sl_error *reterr)
 {
 	_cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
 	int r;
@@ -201,8 +201,8 @@ int store_stage_reclaim(struct sl_store *s, const struct sl_record *rec, struct 
 				  "AND coalesce(claim_start, 0) = ?",
 				  &st);
 	if (r == 0) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)getpid() << RECLAIM_TOKEN_PID_SHIFT ^ sl_now_ms());
-		sqlite3_bind_int64(st, 2, sl_now_ms());
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)getpid() << RECLAIM_TOKEN_PID_SHIFT ^ epoch_ms());
+		sqlite3_bind_int64(st, 2, epoch_ms());
 		sqlite3_bind_int64(st, 3, rec->rowid);
 		sqlite3_bind_int64(st, 4, rec->claimer.pid);
 		sqlite3_bind_int64(st, 5, (sqlite3_int64)rec->claimer.start_time);

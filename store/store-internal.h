@@ -204,6 +204,6 @@ HIDDEN int store_transition(struct sl_store *s, int64_t rowid, unsigned from_mas
 
 /* entries.c, for the stage insert of stages.c */
 HIDDEN int store_insert_entry(struct sl_store *s, int64_t rowid, int64_t seq, const void *path, size_t len,
-			      enum sl_kind kind);
+			      enum store_kind kind);
 
 #endif

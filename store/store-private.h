@@ -18,30 +18,30 @@
 #include "sl-store.h"
 
 /* A stage id's length without its NUL. */
-#define SL_ID_LEN (SL_ID_SIZE - 1)
+#define STORE_ID_LEN (SL_ID_SIZE - 1)
 
 /* The most descriptors an open store holds: the database, its WAL and its
  * shared memory, and two temporary files SQLite may open for a statement
  * (a statement journal, a sorter). */
 #define STORE_MAX_FDS 5
 
-enum sl_kind { SL_KIND_DIR = 1, SL_KIND_FILE = 2, SL_KIND_SYMLINK = 3 };
-enum store_entry_state { SL_ENTRY_LOGGED = 0, SL_ENTRY_REMOVED = 1 };
+enum store_kind { STORE_KIND_DIR = 1, STORE_KIND_FILE = 2, STORE_KIND_SYMLINK = 3 };
+enum store_entry_state { STORE_ENTRY_LOGGED = 0, STORE_ENTRY_REMOVED = 1 };
 
 /* The room for a record's reason (redacted: why it failed), with its NUL;
  * a longer one is cut. */
 #define STORE_REASON_SIZE 256
 
 /* One stage record, as stored. */
-struct sl_record {
+struct store_record {
 	int64_t rowid;
-	char id[SL_ID_LEN + 1];
-	char label[SL_LABEL_MAX + 1];
+	char id[STORE_ID_LEN + 1];
+	char label[LABEL_MAX + 1];
 	char root[PATH_MAX];
-	char topdir[SL_LABEL_MAX + 1 + SL_ID_LEN + 1];
+	char topdir[LABEL_MAX + 1 + STORE_ID_LEN + 1];
 	enum sl_state state;
-	struct sl_owner owner;
-	struct sl_owner claimer; /* valid when claimer.pid != 0 */
+	struct proc_owner owner;
+	struct proc_owner claimer; /* valid when claimer.pid != 0 */
 	bool have_inode;
 	uint64_t dev, ino;
 	int64_t btime;       /* the top directory's birth time in ns, 0 if unknown */
@@ -56,21 +56,21 @@ struct sl_record {
 };
 
 /* One entry as read back; path points into storage owned by the reader. */
-struct sl_entry {
+struct store_entry {
 	int64_t seq;
 	const char *path; /* raw bytes, not NUL-terminated in the store */
 	size_t path_len;
-	enum sl_kind kind;
+	enum store_kind kind;
 	enum store_entry_state state;
 };
 
-HIDDEN const char *sl_kind_name(enum sl_kind kind);
+HIDDEN const char *store_kind_name(enum store_kind kind);
 
 /* Inserts a new stage in state staging together with entry 0, the intent
  * for its top directory, and (when marker is not NULL) entry 1, the
  * marker file's path, in ONE durable (synchronous=FULL) transaction.
  * Fills rec->rowid. */
-HIDDEN int store_stage_insert(struct sl_store *s, struct sl_record *rec, const char *marker,
+HIDDEN int store_stage_insert(struct sl_store *s, struct store_record *rec, const char *marker,
 			      struct sl_error *reterr);
 
 /* Which store this is, for the markers that bind a stage directory to it:
@@ -102,15 +102,15 @@ HIDDEN int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned fr
  * claimer are still those in recs[i], so two recoverers never both win one
  * stage. ret_claimed[i] says which claims won (all false on failure).
  */
-HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct sl_record *const *recs, size_t n,
-				   const struct sl_owner *claimer, bool *ret_claimed, struct sl_error *reterr);
+HIDDEN int store_stage_claim_batch(struct sl_store *s, const struct store_record *const *recs, size_t n,
+				   const struct proc_owner *claimer, bool *ret_claimed, struct sl_error *reterr);
 
 /* Marks a ready stage as claimed by a publish: claim_pid -1 (no recovery's
  * claim) and a fresh token as claim_start, a compare-and-swap on its state
  * and on the previous claimer read into rec (rec itself is not changed): a
  * recovery that read the old claim can no longer claim it. -ESTALE if it
  * changed meanwhile. Not durable. */
-HIDDEN int store_stage_reclaim(struct sl_store *s, const struct sl_record *rec, struct sl_error *reterr);
+HIDDEN int store_stage_reclaim(struct sl_store *s, const struct store_record *rec, struct sl_error *reterr);
 
 /* Calls fn with each distinct staging root named by a record. */
 HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,
@@ -119,7 +119,7 @@ HIDDEN int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, v
 /*
  * One non-durable commit of a stage being built: entries first_seq.. (n of
  * them; paths packed in arena, offs[i]/lens[i] locating path i, kinds[i]
- * its enum sl_kind), after the top directory's identity when confirm is
+ * its enum store_kind), after the top directory's identity when confirm is
  * set, and before the move to ready when ready is. The identity is a compare-and-swap on the stager's
  * own staging record: a recovery that claimed the stage meanwhile has moved
  * it on, and the whole commit then fails with -ESTALE, the stager giving
@@ -140,41 +140,41 @@ HIDDEN int store_stage_log(struct sl_store *s, int64_t rowid, const struct store
 /*
  * Reads one page of the entries of stage rowid into page: those with seq <
  * from_seq, newest first, when descending, else those with seq > from_seq,
- * oldest first. At most SL_PAGE_ENTRIES of them, their paths copied into
+ * oldest first. At most STORE_PAGE_ENTRIES of them, their paths copied into
  * page->arena; a path that does not fit starts the next page, and
  * page->more says that one may follow. Returns the number read (0 at the
  * end).
  */
-#define SL_PAGE_ENTRIES 128
+#define STORE_PAGE_ENTRIES 128
 /* Small enough to stay off mmap, big enough for any path. */
 #define STORE_PAGE_ARENA_SIZE (32 * 1024)
-struct sl_entry_page {
-	struct sl_entry e[SL_PAGE_ENTRIES];
+struct store_entry_page {
+	struct store_entry e[STORE_PAGE_ENTRIES];
 	char arena[STORE_PAGE_ARENA_SIZE];
 	size_t used;
 	bool more; /* the page filled up: more entries may follow */
 };
 HIDDEN int store_entries_page(struct sl_store *s, int64_t rowid, bool descending, int64_t from_seq,
-			      struct sl_entry_page *page, struct sl_error *reterr);
+			      struct store_entry_page *page, struct sl_error *reterr);
 
 /* Fills rec from the stage whose id is exactly `id`; -ENOENT if none. */
-HIDDEN int store_stage_get(struct sl_store *s, const char *id, struct sl_record *rec, struct sl_error *reterr);
-HIDDEN int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct sl_record *rec,
+HIDDEN int store_stage_get(struct sl_store *s, const char *id, struct store_record *rec, struct sl_error *reterr);
+HIDDEN int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct store_record *rec,
 				 struct sl_error *reterr);
 
 /*
- * Resolves an id prefix (4 to SL_ID_LEN lowercase hex digits, else -EINVAL)
+ * Resolves an id prefix (4 to STORE_ID_LEN lowercase hex digits, else -EINVAL)
  * to a full id in ret_id. Returns -ENOENT when none matches, -ENOTUNIQ when several do, with up to ncand
- * candidates copied to cand (each SL_ID_LEN + 1 bytes) and *ret_ncand set.
+ * candidates copied to cand (each STORE_ID_LEN + 1 bytes) and *ret_ncand set.
  */
-HIDDEN int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[SL_ID_LEN + 1],
-				char (*cand)[SL_ID_LEN + 1], size_t ncand, size_t *ret_ncand,
+HIDDEN int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[STORE_ID_LEN + 1],
+				char (*cand)[STORE_ID_LEN + 1], size_t ncand, size_t *ret_ncand,
 				struct sl_error *reterr);
 
 /* Calls fn for each stage (in-flight only unless all), optionally of one
  * label, oldest first, with rec->entries set. Stops when fn returns < 0,
  * and returns that. fn may list again (a nested listing). */
-typedef int (*store_stage_fn)(const struct sl_record *rec, void *userdata);
+typedef int (*store_stage_fn)(const struct store_record *rec, void *userdata);
 HIDDEN int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
 			       struct sl_error *reterr);
 
@@ -191,11 +191,11 @@ HIDDEN int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error
 HIDDEN int store_quick_check(struct sl_store *s, char *buf, size_t size, struct sl_error *reterr);
 
 /* Durability counters, for benchmarks and tests. */
-struct sl_store_stats {
+struct store_counts {
 	unsigned long commits;
 	unsigned long durable_commits;
 };
-HIDDEN void store_stats(struct sl_store *s, struct sl_store_stats *ret);
+HIDDEN void store_stats(struct sl_store *s, struct store_counts *ret);
 
 /* Test/benchmark only: make every commit durable (the naive mode). */
 HIDDEN void store_set_naive(struct sl_store *s, bool naive);

@@ -108,7 +108,7 @@ static int commit(struct sl_store *s)
 {
 	int r;
 
-	r = sl_fault_step();
+	r = fault_step();
 	if (r == 0)
 		r = store_exec(s, "COMMIT");
 	if (r < 0) {
@@ -142,7 +142,7 @@ int store_txn_end(struct sl_store *s, int r, struct sl_error *reterr, const char
 	return r < 0 ? store_err(reterr, r, what) : 0;
 }
 
-void store_stats(struct sl_store *s, struct sl_store_stats *ret)
+void store_stats(struct sl_store *s, struct store_counts *ret)
 {
 	ret->commits = s->commits;
 	ret->durable_commits = s->durable_commits;

@@ -358,7 +358,7 @@ static int teardown(void **state)
 	memset(&W, 0, sizeof(W));
 	free(R.snap);
 	memset(&R, 0, sizeof(R));
-	memset(&sl_fault, 0, sizeof(sl_fault));
+	memset(&fault_seam, 0, sizeof(fault_seam));
 	alarm(0);
 	for (size_t i = 0; i < ELEMENTSOF(fx->extra); i++)
 		if (fx->extra[i][0])
@@ -478,8 +478,8 @@ static int build_sample(struct sl_stage *st, const void *arg, struct sl_error *e
 }
 
 struct staged {
-	char id[SL_ID_LEN + 1];
-	char topdir[SL_LABEL_MAX + SL_ID_LEN + 2];
+	char id[STORE_ID_LEN + 1];
+	char topdir[LABEL_MAX + STORE_ID_LEN + 2];
 	char path[512];
 	int64_t rowid;
 };
@@ -597,9 +597,9 @@ static void recover(struct sl_store *s, struct sl_recover_report *rep)
 	}
 }
 
-static struct sl_record record_of(struct sl_store *s, int64_t rowid)
+static struct store_record record_of(struct sl_store *s, int64_t rowid)
 {
-	struct sl_record rec;
+	struct store_record rec;
 
 	CHECK(store_stage_get_rowid(s, rowid, &rec, NULL) == 0);
 	return rec;
@@ -740,7 +740,7 @@ static void test_top_symlink(void **state)
 		struct sl_error err = {0};
 		struct staged sd;
 		char away[600], target[1024];
-		struct sl_record rec;
+		struct store_record rec;
 
 		if (mode == 0)
 			st = stage_here(fx->store, fx->sb.root, build_sample, fx->src, &sd);
@@ -1165,7 +1165,7 @@ static bool tampered_run(struct fixture *fx, tamper_fn tamper, int k, const char
 	struct sub u;
 	struct staged t, h;
 	struct sl_recover_report rep;
-	struct sl_record rec;
+	struct store_record rec;
 	char *tsnap, *vsnap = NULL, d[600];
 	bool ok = false;
 
@@ -1462,7 +1462,7 @@ static int mounts_child(struct fixture *fx)
 		struct sl_recover_report rep;
 		struct sub u;
 		struct staged sd;
-		struct sl_record rec;
+		struct store_record rec;
 		char target[1024], src[1024], p[1200], why[600], *msnap = NULL;
 
 		sub_init(fx, &u, "mount");
@@ -1769,7 +1769,7 @@ static int nobody_recover_child(const char *root, const char *db, int64_t rowid,
 	struct sl_store *s = NULL;
 	struct sl_recover_report rep;
 	struct sl_error err = {0};
-	struct sl_record rec;
+	struct store_record rec;
 
 	in_child = true;
 	become_nobody();

@@ -95,8 +95,8 @@ static bool run_killed(struct fixture *fx, enum path path, unsigned long kill_at
 
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		memset(&sl_fault, 0, sizeof(sl_fault));
-		sl_fault.kill_at = kill_at;
+		memset(&fault_seam, 0, sizeof(fault_seam));
+		fault_seam.kill_at = kill_at;
 		if (recovery) {
 			struct sl_store *s = NULL;
 			struct sl_recover_report rep;

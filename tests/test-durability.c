@@ -537,7 +537,7 @@ static void test_failed_removal_marks_only_what_is_gone(void **state)
 	struct sl_stage *st = NULL;
 	struct sl_error err = {0};
 	char id[64], name[32], path[700];
-	const int files = 2 * SL_PAGE_ENTRIES + 10;
+	const int files = 2 * STORE_PAGE_ENTRIES + 10;
 	struct stat sb_st;
 
 	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
@@ -692,7 +692,7 @@ static void test_refilling_directory_bounded(void **state)
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
 	struct sl_error err = {0};
-	struct sl_record rec;
+	struct store_record rec;
 	char id[64];
 	int r;
 
@@ -741,7 +741,7 @@ static void write_bytes(const char *path, const char *buf, size_t len)
  * want, leave the list empty and release no block holding the canary. */
 static void env_file_fails_wiped(const char *path, int want, const char *what)
 {
-	struct sl_env_list l = {0};
+	struct oci_env_list l = {0};
 	struct sl_error err = {0};
 	int r;
 
@@ -820,7 +820,7 @@ static void test_env_file_error_paths_wipe(void **state)
 
 	/* And the way it should end: read, used, wiped. */
 	{
-		struct sl_env_list l = {0};
+		struct oci_env_list l = {0};
 
 		write_bytes(path, "TOKEN=" CANARY "\n", strlen(CANARY) + 7);
 		free_scanned = free_with_secret = 0;

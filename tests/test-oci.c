@@ -657,7 +657,7 @@ static void env_add_bad(void **state)
 		{ "A", CANARY "\0x", sizeof(CANARY) + 1, "bad environment variable: value contains a NUL byte" },
 		{ "A", CANARY "\xe2\x82", sizeof(CANARY) + 1, "bad environment variable: value is not valid UTF-8" },
 	};
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 
 	(void)state;
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -675,7 +675,7 @@ static void env_add_bad(void **state)
 
 static void env_add_good(void **state)
 {
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 
 	(void)state;
@@ -720,7 +720,7 @@ static void env_file_good(void **state)
 		{ "A", "1" },           { "B", "x=y=" CANARY }, { "EMPTY", "" },
 		{ "_c9", "with spaces " }, { "CR", "last\r" },    { "NOEOL", "end" },
 	};
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 	char path[128];
 
@@ -741,7 +741,7 @@ static void env_file_good(void **state)
 
 static void env_file_empty(void **state)
 {
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 	char path[128];
 
@@ -776,7 +776,7 @@ static void env_file_bad(void **state)
 	(void)state;
 	snprintf(path, sizeof(path), "%s/bad.env", tmpdir);
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-		struct sl_env_list l = { 0 };
+		struct oci_env_list l = { 0 };
 		struct sl_error err = { 0 };
 
 		write_file(path, cases[i].text, cases[i].len);
@@ -795,7 +795,7 @@ static void env_file_bad(void **state)
 
 static void env_file_missing(void **state)
 {
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 	char path[128];
 
@@ -809,7 +809,7 @@ static void env_file_missing(void **state)
 
 static void env_file_not_regular(void **state)
 {
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 	char path[128];
 	pid_t pid;
@@ -847,7 +847,7 @@ static void env_file_not_regular(void **state)
 
 static void env_file_too_large(void **state)
 {
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 	char path[128];
 	size_t n = OCI_ENV_FILE_MAX + 1;
@@ -878,7 +878,7 @@ static void env_file_into_config(void **state)
 {
 	static const char text[] = "A=1\nB=2\nA=" CANARY "\n";
 	static const char *const want[] = { "A=" CANARY, "B=2" };
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 	cJSON *doc;
 

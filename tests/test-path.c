@@ -100,7 +100,7 @@ static void absolute_root_table(void **state)
 	char cwd[PATH_MAX], cwd_a[PATH_MAX + 2], longest[PATH_MAX + 1], too_long[PATH_MAX + 1];
 	/* A root leaves room for "/LABEL-ID" (1 + 32 + 1 + 32) below it, and
 	 * for its terminating NUL, in PATH_MAX bytes. */
-	const size_t room = PATH_MAX - 1 - (1 + SL_LABEL_MAX + 1 + SL_ID_LEN);
+	const size_t room = PATH_MAX - 1 - (1 + LABEL_MAX + 1 + STORE_ID_LEN);
 
 	(void)state;
 	assert_non_null(getcwd(cwd, sizeof(cwd)));

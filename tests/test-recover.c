@@ -57,7 +57,7 @@ static int teardown(void **state)
  * sleep running beside this one). */
 static pid_t runtime_pid = -1;
 
-static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pid, bool inherit_to_grandchild)
+static void make_stage(struct fixture *fx, char id[STORE_ID_LEN + 1], pid_t *ret_pid, bool inherit_to_grandchild)
 {
 	int p[2];
 	pid_t pid;
@@ -83,7 +83,7 @@ static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pi
 				_exit(127);
 			}
 		}
-		assert_int_equal(write(p[1], sl_stage_id(st), SL_ID_LEN), SL_ID_LEN);
+		assert_int_equal(write(p[1], sl_stage_id(st), STORE_ID_LEN), STORE_ID_LEN);
 		if (inherit_to_grandchild)
 			assert_int_equal(write(p[1], &runtime_pid, sizeof(runtime_pid)), sizeof(runtime_pid));
 		close(p[1]);
@@ -92,8 +92,8 @@ static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pi
 		_exit(0);
 	}
 	close(p[1]);
-	assert_int_equal(read(p[0], id, SL_ID_LEN), SL_ID_LEN);
-	id[SL_ID_LEN] = '\0';
+	assert_int_equal(read(p[0], id, STORE_ID_LEN), STORE_ID_LEN);
+	id[STORE_ID_LEN] = '\0';
 	if (inherit_to_grandchild)
 		assert_int_equal(read(p[0], &runtime_pid, sizeof(runtime_pid)), sizeof(runtime_pid));
 	close(p[0]);
@@ -108,7 +108,7 @@ static void make_stage(struct fixture *fx, char id[SL_ID_LEN + 1], pid_t *ret_pi
 
 static enum sl_state state_of(struct fixture *fx, const char *id)
 {
-	struct sl_record rec;
+	struct store_record rec;
 	assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
 	return rec.state;
 }
@@ -139,7 +139,7 @@ static void recover(struct fixture *fx, struct sl_recover_report *rep, const str
 static void test_live_and_stale(void **state)
 {
 	struct fixture *fx = *state;
-	char live[SL_ID_LEN + 1], stale[SL_ID_LEN + 1];
+	char live[STORE_ID_LEN + 1], stale[STORE_ID_LEN + 1];
 	struct sl_recover_report rep;
 	pid_t pid;
 
@@ -170,7 +170,7 @@ static void test_live_and_stale(void **state)
 static void test_inherited_lock(void **state)
 {
 	struct fixture *fx = *state;
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 	struct sl_recover_report rep;
 
 	/* The owner exits, but a "runtime" it started holds the lock. */
@@ -193,7 +193,7 @@ static void test_inherited_lock(void **state)
 static void test_pid_reuse_boot_and_namespace(void **state)
 {
 	struct fixture *fx = *state;
-	char a[SL_ID_LEN + 1], b[SL_ID_LEN + 1], c[SL_ID_LEN + 1];
+	char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1], c[STORE_ID_LEN + 1];
 	struct sl_recover_report rep;
 	char sql[512];
 
@@ -203,7 +203,7 @@ static void test_pid_reuse_boot_and_namespace(void **state)
 	make_stage(fx, a, NULL, false);
 	make_stage(fx, b, NULL, false);
 	make_stage(fx, c, NULL, false);
-	struct sl_owner me;
+	struct proc_owner me;
 	assert_int_equal(proc_identity(0, &me), 0);
 	snprintf(sql, sizeof(sql),
 		 "UPDATE stages SET owner_pid = %lld, owner_start = %llu, owner_pidns = %llu, owner_boot = '%s'",
@@ -270,7 +270,7 @@ static char proc_state(pid_t pid)
 static void test_zombie_owner(void **state)
 {
 	struct fixture *fx = *state;
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 	struct sl_recover_report rep;
 	siginfo_t info;
 	pid_t pid;
@@ -298,9 +298,9 @@ static void test_zombie_owner(void **state)
 static void test_owner_name_like_zombie(void **state)
 {
 	struct fixture *fx = *state;
-	char id[SL_ID_LEN + 1], old[17] = {0}, sql[512];
+	char id[STORE_ID_LEN + 1], old[17] = {0}, sql[512];
 	struct sl_recover_report rep;
-	struct sl_owner me;
+	struct proc_owner me;
 
 	make_stage(fx, id, NULL, false);
 	assert_int_equal(prctl(PR_GET_NAME, old), 0);
@@ -322,7 +322,7 @@ static void test_owner_name_like_zombie(void **state)
 static void test_dead_recoverer_reclaimed(void **state)
 {
 	struct fixture *fx = *state;
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 	struct sl_recover_report rep;
 	char sql[256];
 
@@ -340,7 +340,7 @@ static void test_dead_recoverer_reclaimed(void **state)
 
 	/* A claim by a live recoverer (us) is left alone. */
 	make_stage(fx, id, NULL, false);
-	struct sl_owner me;
+	struct proc_owner me;
 	proc_identity(0, &me);
 	snprintf(sql, sizeof(sql),
 		 "UPDATE stages SET state = 5, claim_boot = owner_boot, claim_pid = %lld, claim_start = %llu, "
@@ -358,7 +358,7 @@ static void test_dead_recoverer_reclaimed(void **state)
 static void test_two_recoverers(void **state)
 {
 	struct fixture *fx = *state;
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 	int p[2][2];
 	pid_t pids[2];
 	size_t counts[2] = {0, 0};
@@ -406,9 +406,9 @@ static void test_two_recoverers(void **state)
 static void test_tampered_negative_seq(void **state)
 {
 	struct fixture *fx = *state;
-	char id[SL_ID_LEN + 1], live[SL_ID_LEN + 1], sql[512];
+	char id[STORE_ID_LEN + 1], live[STORE_ID_LEN + 1], sql[512];
 	struct sl_recover_report rep;
-	struct sl_record rec;
+	struct store_record rec;
 	pid_t pid;
 
 	make_stage(fx, live, &pid, false);
@@ -481,7 +481,7 @@ static int stop_cb(const struct sl_stage_info *info, void *userdata)
 static void test_list_nested_and_again(void **state)
 {
 	struct fixture *fx = *state;
-	char a[SL_ID_LEN + 1], b[SL_ID_LEN + 1], c[SL_ID_LEN + 1];
+	char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1], c[STORE_ID_LEN + 1];
 	struct nested n = {.store = fx->store};
 	int k = 0;
 
@@ -505,7 +505,7 @@ static void test_forget_gc_check(void **state)
 {
 	struct fixture *fx = *state;
 	struct sl_error err = {0};
-	char id[SL_ID_LEN + 1], live[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1], live[STORE_ID_LEN + 1];
 	struct sl_recover_report rep;
 	pid_t pid;
 	int n;
@@ -538,9 +538,9 @@ static void test_forget_gc_check(void **state)
 	 * A stage whose record was lost is one; a stage-like directory
 	 * without a marker, a locked one, and another store's stale stage are
 	 * not; nor is the live stage. */
-	char orphan_id[SL_ID_LEN + 1], locked_id[SL_ID_LEN + 1], foreign_id[SL_ID_LEN + 1];
+	char orphan_id[STORE_ID_LEN + 1], locked_id[STORE_ID_LEN + 1], foreign_id[STORE_ID_LEN + 1];
 	char orphan[600], locked[600], handmade[600], other_db[600];
-	struct sl_record rec;
+	struct store_record rec;
 	make_stage(fx, orphan_id, NULL, false);
 	make_stage(fx, locked_id, NULL, false);
 	for (const char *lost = orphan_id; lost; lost = lost == orphan_id ? locked_id : NULL) {
@@ -607,8 +607,8 @@ static void test_gc_every_state(void **state)
 {
 	struct fixture *fx = *state;
 	struct sl_error err = {0};
-	char ids[SL_STATE_COUNT_][SL_ID_LEN + 1];
-	struct sl_record rec;
+	char ids[SL_STATE_COUNT_][STORE_ID_LEN + 1];
+	struct store_record rec;
 	char sql[300];
 	sqlite3 *db;
 	sqlite3_stmt *q;
@@ -617,7 +617,7 @@ static void test_gc_every_state(void **state)
 		make_stage(fx, ids[st], NULL, false);
 		snprintf(sql, sizeof(sql),
 			 "UPDATE stages SET state = %d, updated_at = 0, reason = %s WHERE id = '%.*s'", st,
-			 st == SL_STATE_FAILED ? "'cannot remove: test'" : "reason", SL_ID_LEN, ids[st]);
+			 st == SL_STATE_FAILED ? "'cannot remove: test'" : "reason", STORE_ID_LEN, ids[st]);
 		exec_sql(fx, sql);
 	}
 	int deleted = sl_gc(fx->store, 0, &err);
@@ -659,7 +659,7 @@ static void test_gc_every_state(void **state)
 static void test_new_device_without_birth_time(void **state)
 {
 	struct fixture *fx = *state;
-	char id[SL_ID_LEN + 1], sql[256], top[600], marker[700];
+	char id[STORE_ID_LEN + 1], sql[256], top[600], marker[700];
 	struct sl_recover_report rep;
 	sqlite3 *db;
 

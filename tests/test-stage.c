@@ -44,7 +44,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
-	memset(&sl_fault, 0, sizeof(sl_fault));
+	memset(&fault_seam, 0, sizeof(fault_seam));
 	open_beneath_force_fallback(false);
 	sl_store_close(fx->store);
 	sandbox_finish(&fx->sb);
@@ -54,7 +54,7 @@ static int teardown(void **state)
 
 static enum sl_state state_of(struct sl_store *s, const char *id)
 {
-	struct sl_record rec;
+	struct store_record rec;
 	assert_int_equal(store_stage_get(s, id, &rec, NULL), 0);
 	return rec.state;
 }
@@ -87,7 +87,7 @@ static void test_stage_success(void **state)
 	struct fixture *fx = *state;
 	struct sl_error err = {0};
 	struct sl_stage *st = NULL;
-	char path[1024], id[SL_ID_LEN + 1];
+	char path[1024], id[STORE_ID_LEN + 1];
 	struct stat sb;
 
 	assert_int_equal(stage_sample(fx, &st, &err), 0);
@@ -125,12 +125,12 @@ static void test_stage_success(void **state)
 	assert_true(S_ISLNK(sb.st_mode));
 
 	/* Every path was logged: 1 top + 21 copied + 3 more. */
-	struct sl_record rec;
+	struct store_record rec;
 	assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
 	assert_true(rec.have_inode);
 	int total = 0, n;
 	int64_t seq = -1;
-	struct sl_entry_page *page = malloc(sizeof(*page));
+	struct store_entry_page *page = malloc(sizeof(*page));
 	while ((n = store_entries_page(fx->store, rec.rowid, false, seq, page, NULL)) > 0) {
 		total += n;
 		seq = page->e[n - 1].seq;
@@ -152,7 +152,7 @@ static void test_abort_and_free(void **state)
 	struct fixture *fx = *state;
 	struct sl_error err = {0};
 	struct sl_stage *st = NULL;
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 
 	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
 	assert_int_equal(sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", &err), 0);
@@ -317,7 +317,7 @@ static void test_failed_call_aborts(void **state)
 	struct fixture *fx = *state;
 	struct sl_error err = {0};
 	struct sl_stage *st = NULL;
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 
 	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
 	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
@@ -357,7 +357,7 @@ static void test_publish(void **state)
 	struct fixture *fx = *state;
 	struct sl_error err = {0};
 	struct sl_stage *st = NULL;
-	char dest[600], id[SL_ID_LEN + 1];
+	char dest[600], id[STORE_ID_LEN + 1];
 
 	snprintf(dest, sizeof(dest), "%s/published", fx->sb.base);
 	assert_int_equal(stage_sample(fx, &st, &err), 0);
@@ -433,12 +433,12 @@ static void test_fault_every_step(void **state)
 			struct sl_stage *st = NULL;
 			int r;
 
-			memset(&sl_fault, 0, sizeof(sl_fault));
-			sl_fault.fail_at = k;
-			sl_fault.fail_errno = errs[e];
+			memset(&fault_seam, 0, sizeof(fault_seam));
+			fault_seam.fail_at = k;
+			fault_seam.fail_errno = errs[e];
 			r = stage_sample(fx, &st, &err);
-			steps = sl_fault.steps;
-			memset(&sl_fault, 0, sizeof(sl_fault));
+			steps = fault_seam.steps;
+			memset(&fault_seam, 0, sizeof(fault_seam));
 			if (r == 0) {
 				/* Past the last step of staging: the fault
 				 * hit nothing (or hit release, below). */
@@ -473,17 +473,17 @@ static void test_fault_in_release(void **state)
 	for (unsigned long k = 1;; k++) {
 		struct sl_error err = {0};
 		struct sl_stage *st = NULL;
-		char id[SL_ID_LEN + 1];
+		char id[STORE_ID_LEN + 1];
 		int r;
 
 		assert_int_equal(stage_sample(fx, &st, &err), 0);
 		snprintf(id, sizeof(id), "%s", sl_stage_id(st));
-		memset(&sl_fault, 0, sizeof(sl_fault));
-		sl_fault.fail_at = k;
-		sl_fault.fail_errno = EIO;
+		memset(&fault_seam, 0, sizeof(fault_seam));
+		fault_seam.fail_at = k;
+		fault_seam.fail_errno = EIO;
 		r = sl_stage_release(st, &err);
-		unsigned long steps = sl_fault.steps;
-		memset(&sl_fault, 0, sizeof(sl_fault));
+		unsigned long steps = fault_seam.steps;
+		memset(&fault_seam, 0, sizeof(fault_seam));
 		sl_stage_free(st);
 		if (r == 0 && k > steps) {
 			assert_int_equal(count_entries(fx->sb.root), 0);
@@ -545,20 +545,20 @@ static void test_fault_in_multipage_release(void **state)
 	for (unsigned long k = 1;; k += 7) {
 		struct sl_error err = {0};
 		struct sl_stage *st = NULL;
-		struct sl_record rec;
-		char id[SL_ID_LEN + 1];
+		struct store_record rec;
+		char id[STORE_ID_LEN + 1];
 		int r;
 
 		assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, NULL, &st, &err), 0);
 		assert_int_equal(sl_stage_copy_tree(st, AT_FDCWD, big, "big", &err), 0);
 		assert_int_equal(sl_stage_ready(st, &err), 0);
 		snprintf(id, sizeof(id), "%s", sl_stage_id(st));
-		memset(&sl_fault, 0, sizeof(sl_fault));
-		sl_fault.fail_at = k;
-		sl_fault.fail_errno = EIO;
+		memset(&fault_seam, 0, sizeof(fault_seam));
+		fault_seam.fail_at = k;
+		fault_seam.fail_errno = EIO;
 		r = sl_stage_release(st, &err);
-		unsigned long steps = sl_fault.steps;
-		memset(&sl_fault, 0, sizeof(sl_fault));
+		unsigned long steps = fault_seam.steps;
+		memset(&fault_seam, 0, sizeof(fault_seam));
 		sl_stage_free(st);
 		if (r < 0) {
 			struct entry_states failed = {0};
@@ -732,7 +732,7 @@ static void test_undo_top_replaced(void **state)
 	assert_int_equal(rename(path, moved), 0);
 	make_sample_tree(path);
 	before = tree_snapshot(path, true);
-	char id[SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1];
 	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
 	assert_int_equal(sl_stage_release(st, &err), -ESTALE);
 	assert_non_null(strstr(err.msg, "left alone"));

@@ -338,13 +338,13 @@ static void test_concurrent_writers(void **state)
 			if (sl_store_open(sb->db, &cs, NULL) < 0)
 				_exit(2);
 			for (int i = 0; i < 200; i++) {
-				struct sl_record rec = {0};
+				struct store_record rec = {0};
 				snprintf(rec.id, sizeof(rec.id), "%08x%08x%016x", p, i, 0);
 				snprintf(rec.label, sizeof(rec.label), "stage");
 				snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
 				snprintf(rec.topdir, sizeof(rec.topdir), "stage-%s", rec.id);
 				proc_identity(0, &rec.owner);
-				rec.created_ms = sl_now_ms();
+				rec.created_ms = epoch_ms();
 				if (store_stage_insert(cs, &rec, NULL, NULL) < 0)
 					_exit(3);
 				struct sl_error e = {0};
@@ -379,13 +379,13 @@ static void test_close_never_waits(void **state)
 
 	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
 	for (int i = 0; i < 40; i++) {
-		struct sl_record rec = {0};
+		struct store_record rec = {0};
 		snprintf(rec.id, sizeof(rec.id), "%016x%016x", i, 0);
 		snprintf(rec.label, sizeof(rec.label), "stage");
 		snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
 		snprintf(rec.topdir, sizeof(rec.topdir), "stage-%s", rec.id);
 		proc_identity(0, &rec.owner);
-		rec.created_ms = sl_now_ms();
+		rec.created_ms = epoch_ms();
 		assert_int_equal(store_stage_insert(s, &rec, NULL, NULL), 0);
 	}
 	/* Another connection reads (so that the checkpoint cannot finish
@@ -393,9 +393,9 @@ static void test_close_never_waits(void **state)
 	assert_int_equal(sqlite3_open(sb->db, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE; SELECT count(*) FROM stages;", NULL, NULL, NULL),
 			 SQLITE_OK);
-	t0 = sl_now_ms();
+	t0 = epoch_ms();
 	sl_store_close(s);
-	assert_true(sl_now_ms() - t0 < 1000);
+	assert_true(epoch_ms() - t0 < 1000);
 	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 	sqlite3_close(db);
 }
@@ -413,7 +413,7 @@ static int env_int(const char *name, int def)
 	return v && atoi(v) > 0 ? atoi(v) : def;
 }
 
-static int count_stage(const struct sl_record *rec, void *userdata)
+static int count_stage(const struct store_record *rec, void *userdata)
 {
 	(void)rec;
 	(*(int *)userdata)++;
@@ -516,14 +516,14 @@ static void test_prefix_and_errno(void **state)
 	struct sandbox *sb = *state;
 	struct sl_error err = {0};
 	struct sl_store *s = NULL;
-	char id[SL_ID_LEN + 1], cand[4][SL_ID_LEN + 1];
+	char id[STORE_ID_LEN + 1], cand[4][STORE_ID_LEN + 1];
 	size_t n = 0;
 
 	assert_int_equal(sl_store_open(sb->db, &s, &err), 0);
 	const char *ids[] = {"abcd0000000000000000000000000001", "abcd0000000000000000000000000002",
 			     "ef01000000000000000000000000000f"};
 	for (int i = 0; i < 3; i++) {
-		struct sl_record rec = {0};
+		struct store_record rec = {0};
 		snprintf(rec.id, sizeof(rec.id), "%s", ids[i]);
 		snprintf(rec.label, sizeof(rec.label), "stage");
 		snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
@@ -539,7 +539,7 @@ static void test_prefix_and_errno(void **state)
 	assert_int_equal(store_resolve_prefix(s, "9999", id, cand, 4, &n, NULL), -ENOENT);
 	assert_int_equal(store_resolve_prefix(s, "ABCD", id, cand, 4, &n, NULL), -EINVAL);
 	/* A stage moves only from the states it is allowed to leave. */
-	struct sl_record rec;
+	struct store_record rec;
 	assert_int_equal(store_stage_get(s, ids[0], &rec, NULL), 0);
 	assert_int_equal(store_stage_transition(s, rec.rowid, 1u << SL_STATE_READY, SL_STATE_RELEASING, NULL, false, &err),
 			 -ESTALE);

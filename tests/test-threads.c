@@ -450,8 +450,8 @@ static void test_threads_share_nothing_but_the_file(void **state)
 
 struct identity_job {
 	pthread_barrier_t *go;
-	struct sl_owner owner;
-	char boot_id[SL_BOOT_ID_LEN + 1];
+	struct proc_owner owner;
+	char boot_id[BOOT_ID_LEN + 1];
 	uint64_t pidns;
 	int r;
 };
@@ -491,7 +491,7 @@ static void test_identity_read_by_threads_at_once(void **state)
 	pthread_barrier_destroy(&go);
 	for (int i = 0; i < THREADS; i++) {
 		assert_int_equal(j[i].r, 0);
-		assert_int_equal(strlen(j[i].boot_id), SL_BOOT_ID_LEN);
+		assert_int_equal(strlen(j[i].boot_id), BOOT_ID_LEN);
 		assert_string_equal(j[i].boot_id, j[0].boot_id);
 		assert_string_equal(j[i].owner.boot_id, j[0].boot_id);
 		assert_true(j[i].pidns != 0);

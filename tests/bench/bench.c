@@ -327,10 +327,10 @@ static double cli_stage(const char *db, const char *root, const char *pkg, char 
 
 	snprintf(owner, sizeof(owner), "%d", (int)getpid());
 	t = run_ok(argv, &out);
-	if (out.len < SL_ID_LEN + 1 || out.buf[SL_ID_LEN] != '\t')
+	if (out.len < STORE_ID_LEN + 1 || out.buf[STORE_ID_LEN] != '\t')
 		die("stagelog stage printed no id");
-	memcpy(id, out.buf, SL_ID_LEN);
-	id[SL_ID_LEN] = '\0';
+	memcpy(id, out.buf, STORE_ID_LEN);
+	id[STORE_ID_LEN] = '\0';
 	return t;
 }
 
@@ -528,7 +528,7 @@ static int bench1(void)
 {
 	char pkg[PATH_MAX], src[PATH_MAX], root[PATH_MAX], db[PATH_MAX];
 	struct series a = {0}, b = {0};
-	struct sl_store_stats s0, s1;
+	struct store_counts s0, s1;
 	struct sl_store *store;
 	struct sl_stage *st;
 	int n = runs(7);
@@ -748,7 +748,7 @@ static int bench4(void)
 {
 	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX], id[SL_ID_SIZE];
 	struct series a = {0}, b = {0};
-	struct sl_store_stats s0, s1, s2;
+	struct store_counts s0, s1, s2;
 	struct sl_store *store;
 	struct sl_stage *st;
 	int n = runs(15);
@@ -798,10 +798,10 @@ static int bench4(void)
 
 		snprintf(owner, sizeof(owner), "%d", (int)getpid());
 		strace_syncs(sargv, db, root, &ss, &out);
-		if (out.len < SL_ID_LEN)
+		if (out.len < STORE_ID_LEN)
 			die("stagelog stage printed no id");
-		memcpy(id, out.buf, SL_ID_LEN);
-		id[SL_ID_LEN] = '\0';
+		memcpy(id, out.buf, STORE_ID_LEN);
+		id[STORE_ID_LEN] = '\0';
 		strace_syncs(rargv, db, root, &rs, NULL);
 		printf("           CLI run (strace -f -y -e trace=fsync,fdatasync):\n");
 		print_syncs("stage", &ss);
@@ -913,8 +913,8 @@ static void add_finished(const char *db, const char *root, int count)
 		"?8, ?9, ?10)";
 	static const char *const ins_entry = "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 1)";
 	sqlite3_stmt *st = NULL, *en = NULL;
-	char boot[SL_BOOT_ID_LEN + 1];
-	int64_t now = sl_now_ms();
+	char boot[BOOT_ID_LEN + 1];
+	int64_t now = epoch_ms();
 	sqlite3 *h = NULL;
 
 	if (proc_boot_id(boot) < 0)
@@ -927,7 +927,7 @@ static void add_finished(const char *db, const char *root, int count)
 	    sqlite3_prepare_v2(h, ins_entry, -1, &en, NULL) != SQLITE_OK)
 		die("sqlite: %s", sqlite3_errmsg(h));
 	for (int i = 0; i < count; i++) {
-		char id[SL_ID_LEN + 1], path[256];
+		char id[STORE_ID_LEN + 1], path[256];
 		int64_t rowid;
 		int seq = 0;
 
@@ -1181,7 +1181,7 @@ static int bench8(void)
 {
 	char pkg[PATH_MAX], src[PATH_MAX], root[PATH_MAX], db[PATH_MAX];
 	struct series a = {0}, b = {0};
-	struct sl_store_stats s0, s1, s2;
+	struct store_counts s0, s1, s2;
 	struct sl_store *store;
 	struct sl_stage *st;
 	int n = runs(5);

@@ -34,7 +34,7 @@ static bool known_message(const char *msg)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char config[] = "{\"process\":{}}";
-	struct sl_env_list l = { 0 };
+	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };
 	char *out = NULL;
 	size_t len = 0;
