@@ -28,6 +28,14 @@ extern "C" {
 #define SL_PUBLIC
 #endif
 
+/* Marks a function's old name, kept for programs built with it; the
+ * compiler's warning names the new one. */
+#if defined(__GNUC__)
+#define SL_DEPRECATED(use) __attribute__((deprecated("use " use)))
+#else
+#define SL_DEPRECATED(use)
+#endif
+
 /*
  * The version of the stagelog library loaded at run time, "MAJOR.MINOR.PATCH"
  * (static storage, never NULL). It may be newer than the headers the program
@@ -39,7 +47,7 @@ SL_PUBLIC const char *sl_version(void);
 /* Set in struct sl_error.flags when the failure was about creating an output
  * (the staging root is unusable, a destination exists), not about reading. */
 #define SL_ERROR_CANTCREAT 0x1u
-/* Set by a failed release (sl_release_id()) when the stage is left failed:
+/* Set by a failed release (sl_stage_release_id()) when the stage is left failed:
  * its removal could not finish, and the record says why. */
 #define SL_ERROR_STAGE_FAILED 0x2u
 /* Set by a failed release when the stage is published: it belongs to its

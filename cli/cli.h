@@ -383,7 +383,7 @@ struct cli_failed_list {
 
 /* Fills f with id, reason and the stage's label and path. */
 void cli_failed_set(struct cli *cli, struct cli_failed *f, const char *id, const char *reason);
-/* An sl_list() callback that appends each failed stage to the
+/* An sl_recover_list() callback that appends each failed stage to the
  * struct cli_failed_list in userdata (free its v). */
 int cli_failed_add(const struct sl_stage_info *info, void *userdata);
 /* Frees l->v, for _cleanup_(). */

@@ -132,7 +132,7 @@ static int run_check(struct cli *cli, const struct check_args *a, struct sl_chec
 	int r;
 
 	if (a->n_roots > 0) {
-		r = sl_check(cli->store, a->roots, a->n_roots, flags, rep, &err);
+		r = sl_recover_check(cli->store, a->roots, a->n_roots, flags, rep, &err);
 		return r < 0 ? cli_fail(r, &err, "cannot check") : EX_OK;
 	}
 	/* No --root: the default staging root (where a lost store's stages
@@ -142,7 +142,7 @@ static int run_check(struct cli *cli, const struct check_args *a, struct sl_chec
 	flags |= SL_CHECK_RECORD_ROOTS;
 	if (cli_default_root(def, sizeof(def), true) != EX_OK)
 		def[0] = '\0';
-	r = sl_check(cli->store, one, def[0] ? 1 : 0, flags, rep, &err);
+	r = sl_recover_check(cli->store, one, def[0] ? 1 : 0, flags, rep, &err);
 	return r < 0 ? cli_fail(r, &err, "cannot check") : EX_OK;
 }
 
@@ -155,7 +155,7 @@ static int list_failed(struct cli *cli, const struct sl_check_report *rep, struc
 
 	if (strcmp(rep->integrity, "ok") != 0)
 		return EX_OK;
-	r = sl_list(cli->store, 0, NULL, cli_failed_add, fl, &err);
+	r = sl_recover_list(cli->store, 0, NULL, cli_failed_add, fl, &err);
 	return r < 0 ? cli_fail(r, &err, "cannot list the failed stages") : EX_OK;
 }
 
@@ -190,7 +190,7 @@ static bool is_clean(const struct sl_check_report *rep, const struct cli_failed_
 int cmd_check(struct cli *cli, int argc, char **argv)
 {
 	_cleanup_(check_args_finish) struct check_args a = { 0 };
-	_cleanup_(sl_check_report_finish) struct sl_check_report rep = { 0 };
+	_cleanup_(sl_recover_check_report_finish) struct sl_check_report rep = { 0 };
 	_cleanup_(cli_failed_list_finish) struct cli_failed_list fl = { 0 }, moved = { 0 };
 	enum cli_stop stop;
 	int code;

@@ -29,7 +29,7 @@ int cmd_forget(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK || stop != CLI_GO_ON)
 		return code;
 
-	r = sl_forget(cli->store, id, &err);
+	r = sl_recover_forget(cli->store, id, &err);
 	if (r < 0)
 		return cli_fail(r, &err, "cannot forget the stage");
 

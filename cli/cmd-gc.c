@@ -101,7 +101,7 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
 	if (code != EX_OK)
 		return code;
 
-	r = sl_gc(cli->store, older_than, &err);
+	r = sl_recover_gc(cli->store, older_than, &err);
 	if (r < 0)
 		return cli_fail(r, &err, "cannot delete old records");
 	if (cli->json) {

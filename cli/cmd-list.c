@@ -125,7 +125,7 @@ static void print_table(const struct rows *rows, bool legend)
 static int state_bit(const char *name)
 {
 	for (int s = 0; s < SL_STATE_COUNT_; s++)
-		if (strcmp(name, sl_state_name((enum sl_state)s)) == 0)
+		if (strcmp(name, sl_store_state_name((enum sl_state)s)) == 0)
 			return s;
 	return -1;
 }
@@ -227,7 +227,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		if (!rows.json)
 			return cli_fail(-ENOMEM, NULL, "cannot list the stages");
 	}
-	r = cli->store ? sl_list(cli->store, a.flags, a.label, add_row, &rows, &err) : 0;
+	r = cli->store ? sl_recover_list(cli->store, a.flags, a.label, add_row, &rows, &err) : 0;
 	if (r < 0)
 		return cli_fail(r, &err, "cannot list the stages");
 	if (cli->json)

@@ -44,7 +44,7 @@ static int count_stage(const struct sl_stage_info *info, void *userdata)
 	struct tally *t = userdata;
 	struct series *v;
 
-	if (!sl_state_in_flight(info->state))
+	if (!sl_store_state_in_flight(info->state))
 		return 0;
 	if (info->state == SL_STATE_FAILED)
 		t->failed++;
@@ -143,7 +143,7 @@ static void format(FILE *f, const struct tally *t, const struct cli_last_recover
 	header(f, "stagelog_stages_in_flight", "gauge", "Stages in flight, by state and label.");
 	for (size_t i = 0; i < t->n; i++)
 		fprintf(f, "stagelog_stages_in_flight{state=\"%s\",label=\"%s\"} %lld\n",
-			sl_state_name(t->v[i].state), t->v[i].label, t->v[i].n);
+			sl_store_state_name(t->v[i].state), t->v[i].label, t->v[i].n);
 
 	header(f, "stagelog_stages_failed", "gauge",
 	       "Stages whose removal could not finish; their files may still be on disk.");
@@ -210,7 +210,7 @@ static int count_stages(struct cli *cli, const char *db, struct tally *t, bool *
 		return code;
 	*ret_present = stop != CLI_NO_STORE;
 	if (*ret_present) {
-		r = sl_list(cli->store, 0, NULL, count_stage, t, &err);
+		r = sl_recover_list(cli->store, 0, NULL, count_stage, t, &err);
 		return r < 0 ? cli_fail(r, &err, "cannot list the stages") : EX_OK;
 	}
 	if (cli->verbosity >= 0) {

@@ -32,7 +32,7 @@ int cmd_publish(struct cli *cli, int argc, char **argv)
 		return code;
 	dest = argv[optind + 1];
 
-	r = sl_publish_id(cli->store, id, dest, &err);
+	r = sl_stage_publish_id(cli->store, id, dest, &err);
 	if (r < 0)
 		return cli_fail(r, &err, "cannot publish the stage");
 

@@ -43,7 +43,7 @@ static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, 
 	struct cli_failed_list now = { 0 };
 	int r;
 
-	r = cli->store ? sl_list(cli->store, 0, NULL, cli_failed_add, &now, &err) : 0;
+	r = cli->store ? sl_recover_list(cli->store, 0, NULL, cli_failed_add, &now, &err) : 0;
 	if (r < 0) {
 		free(now.v);
 		return cli_fail(r, &err, "cannot list the failed stages");

@@ -42,7 +42,7 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 	/* Read before the release, while the record is sure to be there. */
 	(void)cli_stage_where(cli, id, &where);
 	cli_progress_start(&progress, cli);
-	r = sl_release_id_progress(cli->store, id, progress.on ? show_progress : NULL, &progress, &err);
+	r = sl_stage_release_id_progress(cli->store, id, progress.on ? show_progress : NULL, &progress, &err);
 	cli_progress_end(&progress);
 	if (r < 0) {
 		/* The library says what happened: a published stage is a

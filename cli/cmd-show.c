@@ -110,7 +110,7 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 		if (!s.doc)
 			return cli_fail(-ENOMEM, NULL, "cannot show the stage");
 	}
-	r = sl_show(cli->store, id, show_stage, show_entry, &s, &err);
+	r = sl_recover_show(cli->store, id, show_stage, show_entry, &s, &err);
 	if (r < 0) {
 		cJSON_Delete(s.doc);
 		return cli_fail(r, &err, "cannot show the stage");

@@ -25,7 +25,7 @@ int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret)
 
 	snprintf(ret->label, sizeof(ret->label), "?");
 	snprintf(ret->path, sizeof(ret->path), "?");
-	r = sl_show(cli->store, id, note_where, NULL, ret, &err);
+	r = sl_recover_show(cli->store, id, note_where, NULL, ret, &err);
 	return r < 0 ? r : 0;
 }
 

@@ -129,7 +129,7 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 	for (size_t i = 0; i <= len; i++)
 		lower[i] = (char)tolower((unsigned char)prefix[i]);
 
-	r = sl_resolve_id(cli->store, lower, ret_id, cand, ELEMENTSOF(cand), &n, &err);
+	r = sl_recover_resolve_id(cli->store, lower, ret_id, cand, ELEMENTSOF(cand), &n, &err);
 	if (r == -ENOENT)
 		return cli_usage_error("unknown id: argument #%d: no stage has it", pos);
 	if (r == -EINVAL)

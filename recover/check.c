@@ -87,7 +87,7 @@ static int orphan(struct sl_store *store, int root_fd, const char *name, const c
 		return 0;
 	r = store_stage_get(store, id, &rec, NULL);
 	if (r == 0)
-		return !sl_state_in_flight(rec.state) && rec.state != SL_STATE_PUBLISHED && strcmp(rec.topdir, name) == 0;
+		return !sl_store_state_in_flight(rec.state) && rec.state != SL_STATE_PUBLISHED && strcmp(rec.topdir, name) == 0;
 	if (r != -ENOENT)
 		return r;
 	/* A live stager or runtime holds the lock (its record may be in a
@@ -178,7 +178,7 @@ static int check_root_of(const struct store_record *rec, void *userdata)
 	return 0;
 }
 
-int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
+int sl_recover_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
 	     struct sl_check_report *report, struct sl_error *reterr)
 {
 	struct roots rs = {0};
@@ -235,7 +235,7 @@ int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, u
 	return r < 0 ? r : first;
 }
 
-void sl_check_report_finish(struct sl_check_report *report)
+void sl_recover_check_report_finish(struct sl_check_report *report)
 {
 	if (!report)
 		return;

@@ -59,14 +59,14 @@ typedef int (*sl_entry_fn)(const struct sl_entry_info *info, void *userdata);
 /* Calls fn for each in-flight stage (every stage with SL_LIST_ALL), of one
  * label if label is not NULL, oldest first. Stops early and returns fn's
  * value when it is negative. */
-SL_PUBLIC int sl_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_fn fn, void *userdata,
+SL_PUBLIC int sl_recover_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_fn fn, void *userdata,
 		      struct sl_error *reterr);
 
 /* Calls stage_fn once for the stage with full id `id`, then entry_fn for
  * each of its entries in creation order (either may be NULL). -ENOENT if
  * there is no such stage. Stops early and returns a callback's value when
  * it is negative. */
-SL_PUBLIC int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn,
+SL_PUBLIC int sl_recover_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn,
 		      void *userdata, struct sl_error *reterr);
 
 /*
@@ -75,7 +75,7 @@ SL_PUBLIC int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_
  * -ENOTUNIQ when several do: then up to ncand candidates are copied to cand
  * and their number to *ret_ncand.
  */
-SL_PUBLIC int sl_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_SIZE],
+SL_PUBLIC int sl_recover_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_SIZE],
 			    char (*cand)[SL_ID_SIZE], size_t ncand, size_t *ret_ncand, struct sl_error *reterr);
 
 struct sl_recover_options {
@@ -124,13 +124,13 @@ SL_PUBLIC void sl_recover_report_finish(struct sl_recover_report *report);
 
 /* Drops the record of a failed, stale or finished stage (full id) without
  * touching the filesystem. A live stage is refused with -EINVAL. */
-SL_PUBLIC int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr);
+SL_PUBLIC int sl_recover_forget(struct sl_store *store, const char *id, struct sl_error *reterr);
 
 /* Deletes records of finished stages last updated at or before
  * now - older_than_ms. Returns the number deleted. */
-SL_PUBLIC int sl_gc(struct sl_store *store, int64_t older_than_ms, struct sl_error *reterr);
+SL_PUBLIC int sl_recover_gc(struct sl_store *store, int64_t older_than_ms, struct sl_error *reterr);
 
-/* Filled by sl_check(); release with sl_check_report_finish(). */
+/* Filled by sl_recover_check(); release with sl_recover_check_report_finish(). */
 struct sl_check_report {
 	char integrity[256]; /* "ok" or SQLite's first complaint */
 	char **orphans;      /* absolute paths */
@@ -155,11 +155,33 @@ struct sl_check_report {
  * undo routine's safe removal. A directory the store cannot vouch for is
  * never removed.
  */
-SL_PUBLIC int sl_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
+SL_PUBLIC int sl_recover_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
 		       struct sl_check_report *report, struct sl_error *reterr);
 
 /* Frees what a report holds and zeroes it. Accepts NULL. */
-SL_PUBLIC void sl_check_report_finish(struct sl_check_report *report);
+SL_PUBLIC void sl_recover_check_report_finish(struct sl_check_report *report);
+
+/*
+ * The names these functions had during 0.1.0's development, before they
+ * took this header's prefix: exported still, each calling its new name,
+ * for programs built with them. New code uses the names above.
+ */
+SL_PUBLIC SL_DEPRECATED("sl_recover_list") int sl_list(struct sl_store *store, unsigned flags, const char *label,
+						       sl_stage_fn fn, void *userdata, struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_recover_show") int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn,
+						       sl_entry_fn entry_fn, void *userdata, struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_recover_resolve_id") int sl_resolve_id(struct sl_store *store, const char *prefix,
+								   char ret_id[SL_ID_SIZE], char (*cand)[SL_ID_SIZE],
+								   size_t ncand, size_t *ret_ncand,
+								   struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_recover_forget") int sl_forget(struct sl_store *store, const char *id,
+							   struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_recover_gc") int sl_gc(struct sl_store *store, int64_t older_than_ms,
+						   struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_recover_check") int sl_check(struct sl_store *store, const char *const *roots,
+							 size_t n_roots, unsigned flags, struct sl_check_report *report,
+							 struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_recover_check_report_finish") void sl_check_report_finish(struct sl_check_report *report);
 
 #ifdef __cplusplus
 }

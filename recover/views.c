@@ -22,7 +22,7 @@ static int emit(struct list_ctx *c, const struct store_record *rec)
 		.id = rec->id,
 		.label = rec->label,
 		.state = rec->state,
-		.state_name = sl_state_name(rec->state) ? sl_state_name(rec->state) : "unknown",
+		.state_name = sl_store_state_name(rec->state) ? sl_store_state_name(rec->state) : "unknown",
 		.root = rec->root,
 		.path = path,
 		.owner_pid = rec->owner.pid,
@@ -35,7 +35,7 @@ static int emit(struct list_ctx *c, const struct store_record *rec)
 	snprintf(path, sizeof(path), "%s/%s", strcmp(rec->root, "/") ? rec->root : "", rec->topdir);
 	/* A finished stage has no owner to speak of; an in-flight one is
 	 * live when recovery would leave it alone. */
-	info.owner_alive = sl_state_in_flight(rec->state) && liveness_of(&c->here, rec) != LIVENESS_STALE;
+	info.owner_alive = sl_store_state_in_flight(rec->state) && liveness_of(&c->here, rec) != LIVENESS_STALE;
 	return c->fn(&info, c->userdata);
 }
 
@@ -44,7 +44,7 @@ static int list_one(const struct store_record *rec, void *userdata)
 	return emit(userdata, rec);
 }
 
-int sl_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_fn fn, void *userdata,
+int sl_recover_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_fn fn, void *userdata,
 	    struct sl_error *reterr)
 {
 	struct list_ctx c = {.fn = fn, .userdata = userdata};
@@ -55,7 +55,7 @@ int sl_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_
 	return store_stage_foreach(store, flags & SL_LIST_ALL, label, list_one, &c, reterr);
 }
 
-int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn, void *userdata,
+int sl_recover_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn, void *userdata,
 	    struct sl_error *reterr)
 {
 	_cleanup_free_ struct store_entry_page *page = NULL;
@@ -111,13 +111,13 @@ int sl_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_ent
 	return n < 0 ? n : 0;
 }
 
-int sl_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_SIZE], char (*cand)[SL_ID_SIZE],
+int sl_recover_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_SIZE], char (*cand)[SL_ID_SIZE],
 		  size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
 {
 	return store_resolve_prefix(store, prefix, ret_id, cand, ncand, ret_ncand, reterr);
 }
 
-int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
+int sl_recover_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
 {
 	struct store_record rec;
 	struct liveness_self here;
@@ -132,12 +132,12 @@ int sl_forget(struct sl_store *store, const char *id, struct sl_error *reterr)
 	/* Only the record goes: the operator has dealt with the files. A live
 	 * stage's record is what protects it, so it stays; a failed one is
 	 * the operator's to drop whoever owns it. */
-	if (sl_state_in_flight(rec.state) && rec.state != SL_STATE_FAILED && liveness_of(&here, &rec) != LIVENESS_STALE)
+	if (sl_store_state_in_flight(rec.state) && rec.state != SL_STATE_FAILED && liveness_of(&here, &rec) != LIVENESS_STALE)
 		return sl_err(reterr, -EINVAL, "cannot forget stage %s: it is live (owner or lock)", rec.id);
 	return store_stage_delete(store, rec.rowid, reterr);
 }
 
-int sl_gc(struct sl_store *store, int64_t older_than_ms, struct sl_error *reterr)
+int sl_recover_gc(struct sl_store *store, int64_t older_than_ms, struct sl_error *reterr)
 {
 	if (older_than_ms < 0)
 		return sl_err(reterr, -EINVAL, "cannot collect records: negative age");

@@ -167,15 +167,15 @@ SL_PUBLIC int sl_stage_lock_inherit(struct sl_stage *stage, struct sl_error *ret
  * failed and could not be taken) and SL_ERROR_STAGE_PUBLISHED when it is
  * published.
  */
-SL_PUBLIC int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
+SL_PUBLIC int sl_stage_release_id(struct sl_store *store, const char *id, struct sl_error *reterr);
 
 /*
- * sl_release_id(), and when progress is not NULL, it is called with
+ * sl_stage_release_id(), and when progress is not NULL, it is called with
  * userdata (in the caller's thread, once a logged path, so limit what it
  * prints) while the stage's logged paths are removed: done of total, the
  * paths the stage logged; bytes stay 0. Added after 0.1.0.
  */
-SL_PUBLIC int sl_release_id_progress(struct sl_store *store, const char *id,
+SL_PUBLIC int sl_stage_release_id_progress(struct sl_store *store, const char *id,
 				     void (*progress)(const struct sl_progress *progress, void *userdata),
 				     void *userdata, struct sl_error *reterr);
 
@@ -183,7 +183,20 @@ SL_PUBLIC int sl_release_id_progress(struct sl_store *store, const char *id,
  * Publishes the ready stage with the given full id to dest (as `stagelog
  * publish` does).
  */
-SL_PUBLIC int sl_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr);
+SL_PUBLIC int sl_stage_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr);
+
+/*
+ * The names these functions had during 0.1.0's development, before they
+ * took this header's prefix: exported still, each calling its new name,
+ * for programs built with them. New code uses the names above.
+ */
+SL_PUBLIC SL_DEPRECATED("sl_stage_release_id") int sl_release_id(struct sl_store *store, const char *id,
+								 struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_stage_release_id_progress") int sl_release_id_progress(
+	struct sl_store *store, const char *id, void (*progress)(const struct sl_progress *progress, void *userdata),
+	void *userdata, struct sl_error *reterr);
+SL_PUBLIC SL_DEPRECATED("sl_stage_publish_id") int sl_publish_id(struct sl_store *store, const char *id,
+								 const char *dest, struct sl_error *reterr);
 
 #ifdef __cplusplus
 }

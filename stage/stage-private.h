@@ -106,7 +106,7 @@ HIDDEN int stage_reserve_fds(const char *what, struct sl_error *reterr);
 #define UNDO_REASON_MAX 256
 
 /* Where undo_stage() reports how far the removal of the logged paths has
- * come (sl_release_id_progress()); NULL: nowhere. */
+ * come (sl_stage_release_id_progress()); NULL: nowhere. */
 struct undo_progress {
 	void (*fn)(const struct sl_progress *progress, void *userdata);
 	void *userdata;

@@ -486,7 +486,7 @@ static int check_staging(struct sl_stage *st, const char *what, struct sl_error 
 		return sl_err(reterr, -EINVAL, "cannot %s: no stage", what);
 	if (st->rec.state != SL_STATE_STAGING)
 		return sl_err(reterr, -EINVAL, "cannot %s: stage is %s, not staging", what,
-			      sl_state_name(st->rec.state));
+			      sl_store_state_name(st->rec.state));
 	return 0;
 }
 
@@ -674,7 +674,7 @@ int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
 		return sl_err(reterr, -EINVAL, "cannot abort stage: no stage");
 	if (st->rec.state != SL_STATE_STAGING && st->rec.state != SL_STATE_READY)
 		return st->rec.state == SL_STATE_ABORTED ? 0 : sl_err(reterr, -EINVAL, "cannot abort stage: it is %s",
-									sl_state_name(st->rec.state));
+									sl_store_state_name(st->rec.state));
 	(void)stage_log_flush(st, NULL);
 	stage_close(st);
 	return stage_undo_to(st->store, &st->rec, BIT(SL_STATE_STAGING) | BIT(SL_STATE_READY), SL_STATE_ABORTED,
@@ -715,7 +715,7 @@ int sl_stage_release(struct sl_stage *st, struct sl_error *reterr)
 	if (st->rec.state == SL_STATE_RELEASED)
 		return 0;
 	if (st->rec.state != SL_STATE_READY && st->rec.state != SL_STATE_FAILED)
-		return sl_err(reterr, -EINVAL, "cannot release stage: it is %s", sl_state_name(st->rec.state));
+		return sl_err(reterr, -EINVAL, "cannot release stage: it is %s", sl_store_state_name(st->rec.state));
 	from = begin_release(st->store, &st->rec, reterr);
 	if (from == 0)
 		return -ESTALE;
@@ -859,7 +859,7 @@ int sl_stage_publish(struct sl_stage *st, const char *dest, struct sl_error *ret
 		return sl_err(reterr, -EINVAL, "cannot publish stage: missing argument");
 	if (st->rec.state != SL_STATE_READY)
 		return sl_err(reterr, -EINVAL, "cannot publish stage: %s: it is %s, not ready", st->rec.topdir,
-			      sl_state_name(st->rec.state));
+			      sl_store_state_name(st->rec.state));
 	/* A failed publish leaves the stage ready: the caller may try another
 	 * destination, or release it. */
 	r = publish(st->store, &st->rec, st->root_fd, st->top_fd, dest, reterr);
@@ -968,12 +968,12 @@ static int release_failed(struct sl_error *reterr, int r, enum sl_state state)
 	return r;
 }
 
-int sl_release_id(struct sl_store *store, const char *id, struct sl_error *reterr)
+int sl_stage_release_id(struct sl_store *store, const char *id, struct sl_error *reterr)
 {
-	return sl_release_id_progress(store, id, NULL, NULL, reterr);
+	return sl_stage_release_id_progress(store, id, NULL, NULL, reterr);
 }
 
-int sl_release_id_progress(struct sl_store *store, const char *id,
+int sl_stage_release_id_progress(struct sl_store *store, const char *id,
 			   void (*progress)(const struct sl_progress *progress, void *userdata), void *userdata,
 			   struct sl_error *reterr)
 {
@@ -1019,7 +1019,7 @@ int sl_release_id_progress(struct sl_store *store, const char *id,
 	return r < 0 ? r : 1;
 }
 
-int sl_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr)
+int sl_stage_publish_id(struct sl_store *store, const char *id, const char *dest, struct sl_error *reterr)
 {
 	_cleanup_close_ int root_fd = -1, top = -1;
 	struct store_record rec;
@@ -1030,7 +1030,7 @@ int sl_publish_id(struct sl_store *store, const char *id, const char *dest, stru
 		return r;
 	if (rec.state != SL_STATE_READY)
 		return sl_err(reterr, -EINVAL, "cannot publish stage: %s: it is %s, not ready", rec.topdir,
-			      sl_state_name(rec.state));
+			      sl_store_state_name(rec.state));
 	r = lock_top(&rec, &root_fd, &top, reterr, "publish");
 	if (r == -ENOENT || (r == 0 && top < 0))
 		return sl_err(reterr, -ENOENT, "cannot publish stage: %s: %s", rec.topdir, strerror(ENOENT));

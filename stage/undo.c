@@ -807,7 +807,7 @@ static int finish(struct sl_store *store, const struct store_record *rec, unsign
 	 * (nothing of it is left on disk) and finish its record: the removal
 	 * succeeded all the same. */
 	if (r == -ESTALE && store_stage_get_rowid(store, rec->rowid, &now, NULL) == 0 &&
-	    (!sl_state_in_flight(now.state) || now.state == SL_STATE_RECOVERING))
+	    (!sl_store_state_in_flight(now.state) || now.state == SL_STATE_RECOVERING))
 		return 0;
 	if (r < 0)
 		return fail_reason(reterr, r, "removed, but the record could not be updated: %s", strerror(-r));

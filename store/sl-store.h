@@ -11,7 +11,7 @@
  * (a SQLite connection opened without its own mutex) and every stage begun
  * on it must not be used by two threads at once: a store passed from one
  * thread to another needs the caller's lock or join in between. The
- * functions that take no store (sl_state_name(), sl_state_in_flight(),
+ * functions that take no store (sl_store_state_name(), sl_store_state_in_flight(),
  * sl_store_schema_version(), sl_store_default_path()) are safe in any
  * thread; sl_store_default_path() reads the environment, which no thread
  * may change (setenv) meanwhile.
@@ -46,10 +46,10 @@ enum sl_state {
 };
 
 /* The name of a state ("ready"), or NULL when out of range. */
-SL_PUBLIC const char *sl_state_name(enum sl_state state);
+SL_PUBLIC const char *sl_store_state_name(enum sl_state state);
 
 /* True when a stage in this state is in flight (may own files on disk). */
-SL_PUBLIC int sl_state_in_flight(enum sl_state state);
+SL_PUBLIC int sl_store_state_in_flight(enum sl_state state);
 
 struct sl_store;
 
@@ -132,6 +132,12 @@ SL_PUBLIC int sl_store_schema_version(void);
 /* The version of the SQLite library loaded at run time ("3.40.1"; static
  * storage, never NULL), for a program that reports what it runs on. */
 SL_PUBLIC const char *sl_store_sqlite_version(void);
+
+/* The names these functions had during 0.1.0's development, before they
+ * took this header's prefix: exported still, each calling its new name,
+ * for programs built with them. New code uses the names above. */
+SL_PUBLIC SL_DEPRECATED("sl_store_state_name") const char *sl_state_name(enum sl_state state);
+SL_PUBLIC SL_DEPRECATED("sl_store_state_in_flight") int sl_state_in_flight(enum sl_state state);
 
 #ifdef __cplusplus
 }

@@ -29,12 +29,12 @@ static const char *const state_names[SL_STATE_COUNT_] = {
 	[SL_STATE_PUBLISHED] = "published",
 };
 
-const char *sl_state_name(enum sl_state state)
+const char *sl_store_state_name(enum sl_state state)
 {
 	return (unsigned)state < SL_STATE_COUNT_ ? state_names[state] : NULL;
 }
 
-int sl_state_in_flight(enum sl_state state)
+int sl_store_state_in_flight(enum sl_state state)
 {
 	return (unsigned)state < SL_STATE_COUNT_ && (IN_FLIGHT_MASK >> state & 1u);
 }

@@ -62,7 +62,7 @@ enum store_sync { STORE_SYNC_NORMAL = 1, STORE_SYNC_FULL = 2 };
  * The states as SQL sees them. SQL text cannot name an enum value, so each
  * gets a number macro that a static_assert ties to the enum; the state
  * sets below are built from these, once as SQL and once as a mask, so the
- * SQL lists and sl_state_in_flight() cannot drift apart.
+ * SQL lists and sl_store_state_in_flight() cannot drift apart.
  */
 #define ST_STAGING 0
 #define ST_READY 1

@@ -775,7 +775,7 @@ static void test_top_symlink(void **state)
 		assert_int_equal(unlink(sd.path), 0);
 		assert_int_equal(rename(away, sd.path), 0);
 		if (mode == 0) {
-			assert_true(sl_release_id(fx->store, sd.id, &err) >= 0);
+			assert_true(sl_stage_release_id(fx->store, sd.id, &err) >= 0);
 		} else {
 			struct sl_recover_report rep;
 			recover(fx->store, &rep);
@@ -838,7 +838,7 @@ static void test_top_replaced_unrelated(void **state)
 		remove_all(sd.path);
 		remove_all(away);
 		if (!recovery) {
-			assert_true(sl_release_id(fx->store, sd.id, &err) >= 0);
+			assert_true(sl_stage_release_id(fx->store, sd.id, &err) >= 0);
 		} else {
 			struct sl_recover_report rep;
 			recover(fx->store, &rep);
@@ -909,7 +909,7 @@ static void test_top_replaced_by_directory(void **state)
 		remove_all(sd.path);
 		remove_all(away);
 		if (mode == 0) {
-			assert_true(sl_release_id(fx->store, sd.id, &err) >= 0);
+			assert_true(sl_stage_release_id(fx->store, sd.id, &err) >= 0);
 		} else {
 			struct sl_recover_report rep;
 			recover(fx->store, &rep);
@@ -1041,7 +1041,7 @@ static void race_round(struct fixture *fx, int round, struct race_stats *rs)
 			CHECK(rep.n_recovered == 1);
 			sl_recover_report_finish(&rep);
 		} else {
-			CHECK(sl_release_id(fx->store, sd.id, &err) >= 0);
+			CHECK(sl_stage_release_id(fx->store, sd.id, &err) >= 0);
 		}
 		s = record_of(fx->store, sd.rowid).state;
 	}
@@ -1196,7 +1196,7 @@ static bool tampered_run(struct fixture *fx, tamper_fn tamper, int k, const char
 	rec = record_of(u.s, t.rowid);
 	if (expect_failed) {
 		SOFT(rec.state == SL_STATE_FAILED && rec.reason[0], "nothing was removed, but the tampered stage ended "
-		     "%s, not failed with a reason (its real directory is left behind)", sl_state_name(rec.state));
+		     "%s, not failed with a reason (its real directory is left behind)", sl_store_state_name(rec.state));
 		SOFT(rep.n_failed == 1 && rep.failed[0].reason[0], "the tampered stage is not reported failed "
 		     "(%zu failed)", rep.n_failed);
 	}
@@ -1781,7 +1781,7 @@ static int nobody_recover_child(const char *root, const char *db, int64_t rowid,
 		    (!strstr(rep.failed[0].reason, "/rootdir") && !strstr(rep.failed[0].reason, "/rootsealed")) ||
 		    rec.state != SL_STATE_FAILED) {
 			fprintf(stderr, "    child: want one failure for the root-owned dir, got %zu failed (%s), state %s\n",
-				rep.n_failed, rep.n_failed ? rep.failed[0].reason : "", sl_state_name(rec.state));
+				rep.n_failed, rep.n_failed ? rep.failed[0].reason : "", sl_store_state_name(rec.state));
 			return 1;
 		}
 		printf("    as nobody, root-owned dirs inside the stage: failed cleanly: %s\n", rep.failed[0].reason);
@@ -2370,11 +2370,11 @@ static bool replaced_run(struct fixture *fx, int variant, int mode, char *why, s
 	} while (0)
 	SOFT(R.fired, "the replacement hook never fired");
 	SOFT(exists(R.victim), "the replacement was removed (stage %s: %.300s)",
-	     sl_state_name(record_of(fx->store, sd.rowid).state), err.msg);
+	     sl_store_state_name(record_of(fx->store, sd.rowid).state), err.msg);
 	SOFT(same_tree(R.victim, R.snap, d, sizeof(d)), "the replacement lost contents: %.400s (stage %s: %.300s)", d,
-	     sl_state_name(record_of(fx->store, sd.rowid).state), err.msg);
+	     sl_store_state_name(record_of(fx->store, sd.rowid).state), err.msg);
 	SOFT(record_of(fx->store, sd.rowid).state == SL_STATE_FAILED && err.msg[0],
-	     "the stage is %s, not failed with a reason", sl_state_name(record_of(fx->store, sd.rowid).state));
+	     "the stage is %s, not failed with a reason", sl_store_state_name(record_of(fx->store, sd.rowid).state));
 	ok = true;
 out:
 #undef SOFT
@@ -2383,7 +2383,7 @@ out:
 	if (record_of(fx->store, sd.rowid).state == SL_STATE_FAILED) {
 		struct sl_recover_report rep;
 		if (mode == 0) {
-			CHECK(sl_release_id(fx->store, sd.id, &err) >= 0);
+			CHECK(sl_stage_release_id(fx->store, sd.id, &err) >= 0);
 		} else {
 			recover(fx->store, &rep);
 			sl_recover_report_finish(&rep);
@@ -2450,7 +2450,7 @@ static int count_cb(const struct sl_stage_info *info, void *userdata)
 static int count_stages(struct sl_store *s)
 {
 	int n = 0;
-	CHECK(sl_list(s, SL_LIST_ALL, NULL, count_cb, &n, NULL) == 0);
+	CHECK(sl_recover_list(s, SL_LIST_ALL, NULL, count_cb, &n, NULL) == 0);
 	return n;
 }
 

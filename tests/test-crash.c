@@ -231,7 +231,7 @@ static void assert_clean(struct fixture *fx, enum path path, unsigned long k)
 			free(snap);
 			if (state != SL_STATE_PUBLISHED)
 				fail_msg("step %lu: the tree is at its destination but its stage is %s, not published", k,
-					 state < 0 ? "unrecorded" : sl_state_name((enum sl_state)state));
+					 state < 0 ? "unrecorded" : sl_store_state_name((enum sl_state)state));
 			remove_all(fx->dest);
 		} else if (state == SL_STATE_PUBLISHED) {
 			fail_msg("step %lu: the stage is published but its destination does not exist", k);

@@ -562,7 +562,7 @@ static void test_failed_removal_marks_only_what_is_gone(void **state)
 	sl_stage_free(st);
 
 	/* The next release finishes it. */
-	assert_true(sl_release_id(s, id, NULL) >= 0);
+	assert_true(sl_stage_release_id(s, id, NULL) >= 0);
 	assert_int_equal(count_entries(sb->root), 0);
 	sl_store_close(s);
 }
@@ -721,7 +721,7 @@ static void test_refilling_directory_bounded(void **state)
 	sl_stage_free(st);
 
 	/* The writer stopped: the next release removes everything. */
-	assert_true(sl_release_id(s, id, NULL) >= 0);
+	assert_true(sl_stage_release_id(s, id, NULL) >= 0);
 	assert_int_equal(count_entries(sb->root), 0);
 	sl_store_close(s);
 }

@@ -28,5 +28,5 @@ int main(void)
 			SL_VERSION_STRING, sl_version());
 		return 1;
 	}
-	return err.code + (sl_state_name(SL_STATE_READY) ? 0 : 1);
+	return err.code + (sl_store_state_name(SL_STATE_READY) ? 0 : 1);
 }

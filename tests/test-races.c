@@ -134,7 +134,7 @@ static void race(struct fixture *fx, bool after)
 	assert_null(st);
 	assert_non_null(strstr(err.msg, "recovery"));
 	assert_int_equal(count_entries(fx->sb.root), 0);
-	assert_int_equal(sl_list(fx->store, 0, NULL, state_cb, &state, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, 0, NULL, state_cb, &state, NULL), 0);
 	assert_int_equal(state, SL_STATE_COUNT_); /* nothing in flight */
 	printf("recovery %s the stager's mkdirat: stager -EAGAIN, root empty, stage recovered\n",
 	       after ? "after" : "before");

@@ -462,7 +462,7 @@ static int nested_cb(const struct sl_stage_info *info, void *userdata)
 
 	(void)info;
 	n->outer++;
-	if (sl_list(n->store, 0, NULL, count_cb, &inner, NULL) < 0)
+	if (sl_recover_list(n->store, 0, NULL, count_cb, &inner, NULL) < 0)
 		return -EIO;
 	n->inner += inner;
 	return 0;
@@ -488,17 +488,41 @@ static void test_list_nested_and_again(void **state)
 	make_stage(fx, a, NULL, false);
 	make_stage(fx, b, NULL, false);
 	make_stage(fx, c, NULL, false);
-	assert_int_equal(sl_list(fx->store, 0, NULL, nested_cb, &n, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, 0, NULL, nested_cb, &n, NULL), 0);
 	assert_int_equal(n.outer, 3);
 	assert_int_equal(n.inner, 9);
-	assert_int_equal(sl_list(fx->store, 0, NULL, stop_cb, &k, NULL), -ECANCELED);
+	assert_int_equal(sl_recover_list(fx->store, 0, NULL, stop_cb, &k, NULL), -ECANCELED);
 	assert_int_equal(k, 1);
 	k = 0;
-	assert_int_equal(sl_list(fx->store, 0, NULL, count_cb, &k, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, 0, NULL, count_cb, &k, NULL), 0);
 	assert_int_equal(k, 3);
 	k = 0;
-	assert_int_equal(sl_list(fx->store, SL_LIST_ALL, NULL, count_cb, &k, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, SL_LIST_ALL, NULL, count_cb, &k, NULL), 0);
 	assert_int_equal(k, 3);
+}
+
+/* The old names of 0.1.0's development still answer, as their new ones. */
+static void test_old_names(void **state)
+{
+	struct fixture *fx = *state;
+	char id[STORE_ID_LEN + 1], full[SL_ID_SIZE];
+	struct sl_error err = {0};
+	int n_old = 0, n_new = 0;
+
+	make_stage(fx, id, NULL, false);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	assert_int_equal(sl_list(fx->store, 0, NULL, count_cb, &n_old, NULL), 0);
+	assert_int_equal(sl_resolve_id(fx->store, id, full, NULL, 0, NULL, &err), 0);
+	assert_string_equal(sl_state_name(SL_STATE_READY), sl_store_state_name(SL_STATE_READY));
+	assert_int_equal(sl_state_in_flight(SL_STATE_READY), 1);
+	assert_int_equal(sl_release_id(fx->store, id, &err), 1);
+	assert_int_equal(sl_gc(fx->store, 0, &err), 1);
+#pragma GCC diagnostic pop
+	assert_int_equal(n_old, 1);
+	assert_string_equal(full, id);
+	assert_int_equal(sl_recover_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n_new, NULL), 0);
+	assert_int_equal(n_new, 0);
 }
 
 static void test_forget_gc_check(void **state)
@@ -513,24 +537,24 @@ static void test_forget_gc_check(void **state)
 	make_stage(fx, live, &pid, false);
 	make_stage(fx, id, NULL, false);
 	/* A live stage's record stays. */
-	assert_int_equal(sl_forget(fx->store, live, &err), -EINVAL);
+	assert_int_equal(sl_recover_forget(fx->store, live, &err), -EINVAL);
 	n = 0;
-	assert_int_equal(sl_list(fx->store, 0, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, 0, NULL, count_cb, &n, NULL), 0);
 	assert_int_equal(n, 2);
 
 	recover(fx, &rep, NULL);
 	sl_recover_report_finish(&rep);
 	n = 0;
-	assert_int_equal(sl_list(fx->store, 0, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, 0, NULL, count_cb, &n, NULL), 0);
 	assert_int_equal(n, 1);
 	n = 0;
-	assert_int_equal(sl_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n, NULL), 0);
 	assert_int_equal(n, 2);
 	/* gc keeps recent records, deletes old enough ones. */
-	assert_int_equal(sl_gc(fx->store, 60 * 1000, &err), 0);
-	assert_int_equal(sl_gc(fx->store, 0, &err), 1);
+	assert_int_equal(sl_recover_gc(fx->store, 60 * 1000, &err), 0);
+	assert_int_equal(sl_recover_gc(fx->store, 0, &err), 1);
 	n = 0;
-	assert_int_equal(sl_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n, NULL), 0);
+	assert_int_equal(sl_recover_list(fx->store, SL_LIST_ALL, NULL, count_cb, &n, NULL), 0);
 	assert_int_equal(n, 1);
 
 	/* check: an orphan is a directory with this store's marker that no
@@ -565,35 +589,35 @@ static void test_forget_gc_check(void **state)
 
 	struct sl_check_report cr;
 	const char *roots[] = {fx->sb.root};
-	assert_int_equal(sl_check(fx->store, roots, 1, 0, &cr, &err), 0);
+	assert_int_equal(sl_recover_check(fx->store, roots, 1, 0, &cr, &err), 0);
 	assert_string_equal(cr.integrity, "ok");
 	assert_int_equal(cr.n_orphans, 1);
 	assert_string_equal(cr.orphans[0], orphan);
 	assert_int_equal(cr.n_removed, 0);
-	sl_check_report_finish(&cr);
-	assert_int_equal(sl_check(fx->store, NULL, 0, SL_CHECK_REMOVE_ORPHANS | SL_CHECK_RECORD_ROOTS, &cr, &err), 0);
+	sl_recover_check_report_finish(&cr);
+	assert_int_equal(sl_recover_check(fx->store, NULL, 0, SL_CHECK_REMOVE_ORPHANS | SL_CHECK_RECORD_ROOTS, &cr, &err), 0);
 	assert_int_equal(cr.n_orphans, 1);
 	assert_int_equal(cr.n_removed, 1);
 	assert_string_equal(cr.removed[0], orphan);
-	sl_check_report_finish(&cr);
+	sl_recover_check_report_finish(&cr);
 	assert_int_equal(access(orphan, F_OK), -1);
 	assert_int_equal(access(locked, F_OK), 0);
 	assert_int_equal(access(handmade, F_OK), 0);
 	close(lfd);
 	/* The other store, checking the same root, sees its own ready stage
 	 * and no orphan of its own: ours are not its to remove either. */
-	assert_int_equal(sl_check(other, roots, 1, SL_CHECK_REMOVE_ORPHANS, &cr, &err), 0);
+	assert_int_equal(sl_recover_check(other, roots, 1, SL_CHECK_REMOVE_ORPHANS, &cr, &err), 0);
 	if (cr.n_orphans)
 		fail_msg("the other store takes %s for its orphan", cr.orphans[0]);
-	sl_check_report_finish(&cr);
-	assert_int_equal(sl_release_id(other, foreign_id, &err), 1);
+	sl_recover_check_report_finish(&cr);
+	assert_int_equal(sl_stage_release_id(other, foreign_id, &err), 1);
 	sl_store_close(other);
 	assert_int_equal(count_entries(fx->sb.root), 3); /* live, locked, handmade */
 
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	/* Now stale: forget drops the record only. */
-	assert_int_equal(sl_forget(fx->store, live, &err), 0);
+	assert_int_equal(sl_recover_forget(fx->store, live, &err), 0);
 	assert_int_equal(count_entries(fx->sb.root), 3);
 	printf("forget, gc and check: live records kept, orphans found, locked ones spared\n");
 }
@@ -620,16 +644,16 @@ static void test_gc_every_state(void **state)
 			 st == SL_STATE_FAILED ? "'cannot remove: test'" : "reason", STORE_ID_LEN, ids[st]);
 		exec_sql(fx, sql);
 	}
-	int deleted = sl_gc(fx->store, 0, &err);
+	int deleted = sl_recover_gc(fx->store, 0, &err);
 
 	for (int st = 0; st < SL_STATE_COUNT_; st++) {
 		bool gone = st == SL_STATE_RELEASED || st == SL_STATE_ABORTED || st == SL_STATE_RECOVERED;
 		int r = store_stage_get(fx->store, ids[st], &rec, NULL);
 
 		if (gone && r != -ENOENT)
-			fail_msg("gc kept a %s stage (%d)", sl_state_name(st), r);
+			fail_msg("gc kept a %s stage (%d)", sl_store_state_name(st), r);
 		if (!gone && r != 0)
-			fail_msg("gc deleted a %s stage (%d)", sl_state_name(st), r);
+			fail_msg("gc deleted a %s stage (%d)", sl_store_state_name(st), r);
 		if (!gone)
 			assert_int_equal(rec.state, st);
 	}
@@ -648,7 +672,7 @@ static void test_gc_every_state(void **state)
 	sqlite3_finalize(q);
 	sqlite3_close(db);
 	/* A second pass finds nothing more. */
-	assert_int_equal(sl_gc(fx->store, 0, &err), 0);
+	assert_int_equal(sl_recover_gc(fx->store, 0, &err), 0);
 	printf("gc: released, aborted and recovered records deleted; the other %d states kept\n", SL_STATE_COUNT_ - 3);
 }
 
@@ -698,6 +722,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_recoverers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_nested_and_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_every_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampered_negative_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_device_without_birth_time, setup, teardown),

@@ -142,7 +142,7 @@ static void test_stage_success(void **state)
 	assert_int_equal(state_of(fx->store, id), SL_STATE_RELEASED);
 	assert_int_equal(count_entries(fx->sb.root), 0);
 	/* Release is idempotent. */
-	assert_int_equal(sl_release_id(fx->store, id, &err), 0);
+	assert_int_equal(sl_stage_release_id(fx->store, id, &err), 0);
 	sl_stage_free(st);
 	assert_false(tree_contains(fx->sb.base, "never-there"));
 }
@@ -372,7 +372,7 @@ static void test_publish(void **state)
 	assert_int_equal(count_entries(fx->sb.root), 0);
 	assert_true(file_contains(strcat(dest, "/config.json"), CANARY));
 	/* A published stage belongs to its destination: release refuses. */
-	assert_int_equal(sl_release_id(fx->store, id, &err), -EINVAL);
+	assert_int_equal(sl_stage_release_id(fx->store, id, &err), -EINVAL);
 	sl_stage_free(st);
 }
 
@@ -503,7 +503,7 @@ static void test_fault_in_release(void **state)
 		enum sl_state s = state_of(fx->store, id);
 		assert_true(s == SL_STATE_FAILED || s == SL_STATE_READY || s == SL_STATE_RELEASING);
 		memset(&err, 0, sizeof(err));
-		assert_true(sl_release_id(fx->store, id, &err) >= 0);
+		assert_true(sl_stage_release_id(fx->store, id, &err) >= 0);
 		assert_int_equal(count_entries(fx->sb.root), 0);
 		assert_int_equal(state_of(fx->store, id), SL_STATE_RELEASED);
 	}
@@ -567,17 +567,17 @@ static void test_fault_in_multipage_release(void **state)
 			assert_int_equal(r, -EIO);
 			/* A removal cut short proves nothing gone: show says
 			 * "logged" for every entry until a removal finishes. */
-			assert_int_equal(sl_show(fx->store, id, NULL, count_entry_states, &failed, &err), 0);
+			assert_int_equal(sl_recover_show(fx->store, id, NULL, count_entry_states, &failed, &err), 0);
 			assert_int_equal(failed.removed, 0);
 			assert_int_equal(failed.logged, 1 + 1 + 1 + 3 + 300);
-			assert_true(sl_release_id(fx->store, id, &err) >= 0);
+			assert_true(sl_stage_release_id(fx->store, id, &err) >= 0);
 		}
 		assert_int_equal(count_entries(fx->sb.root), 0);
 		assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
 		assert_int_equal(rec.state, SL_STATE_RELEASED);
 		/* show reports every entry removed: none left logged. */
 		struct entry_states es = {0};
-		assert_int_equal(sl_show(fx->store, id, NULL, count_entry_states, &es, &err), 0);
+		assert_int_equal(sl_recover_show(fx->store, id, NULL, count_entry_states, &es, &err), 0);
 		assert_int_equal(es.removed, 1 + 1 + 1 + 3 + 300);
 		assert_int_equal(es.logged, 0);
 		if (r == 0 && k > steps)

@@ -126,7 +126,7 @@ static int count_entry(const struct sl_entry_info *info, void *userdata)
 	return 0;
 }
 
-/* The state of stage id, as sl_show() reports it, into c->state, and as a
+/* The state of stage id, as sl_recover_show() reports it, into c->state, and as a
  * message into *seen (for a failure's note). */
 static int state_of(struct sl_store *s, const char *id, struct count *c, struct sl_error *err,
 		    struct sl_error *seen)
@@ -134,7 +134,7 @@ static int state_of(struct sl_store *s, const char *id, struct count *c, struct 
 	int r;
 
 	*c = (struct count){.id = id};
-	r = sl_show(s, id, show_stage, NULL, c, err);
+	r = sl_recover_show(s, id, show_stage, NULL, c, err);
 	snprintf(seen->msg, sizeof(seen->msg), "the stage is %s", c->state);
 	return r;
 }
@@ -184,16 +184,16 @@ static bool round_release(struct worker *w, struct sl_store *s)
 	/* (An earlier stage of ours may still be listed: a recovery in
 	 * another thread that found its directory gone finishes its record.) */
 	c = (struct count){.label = w->label, .id = id};
-	CHECK(sl_list(s, 0, w->label, count_label, &c, &err) == 0, &err);
+	CHECK(sl_recover_list(s, 0, w->label, count_label, &c, &err) == 0, &err);
 	CHECK(c.n == 1 && strcmp(c.state, "ready") == 0, NULL);
 	c = (struct count){.id = id};
-	CHECK(sl_show(s, id, show_stage, count_entry, &c, &err) == 0, &err);
+	CHECK(sl_recover_show(s, id, show_stage, count_entry, &c, &err) == 0, &err);
 	CHECK(strcmp(c.state, "ready") == 0, NULL);
 	CHECK(c.n > 20, NULL); /* the top directory, three paths, the copy */
 	char prefix[9];
 	memcpy(prefix, id, 8);
 	prefix[8] = '\0';
-	CHECK(sl_resolve_id(s, prefix, full, NULL, 0, NULL, &err) == 0, &err);
+	CHECK(sl_recover_resolve_id(s, prefix, full, NULL, 0, NULL, &err) == 0, &err);
 	CHECK(strcmp(full, id) == 0, NULL);
 
 	CHECK(sl_stage_release(st, &err) == 0, &err);
@@ -232,7 +232,7 @@ static bool round_oci(struct worker *w, struct sl_store *s, struct sl_store *oth
 	sl_stage_free(st);
 	st = NULL;
 	CHECK(!gone(path), NULL);
-	CHECK(sl_release_id(other, id, &err) == 1, &err);
+	CHECK(sl_stage_release_id(other, id, &err) == 1, &err);
 	CHECK(gone(path), NULL);
 	ok = true;
 out:
@@ -318,7 +318,7 @@ static void *worker_main(void *arg)
 	/* Every thread creates the same new store at the same moment. */
 	pthread_barrier_wait(&fx->start);
 	CHECK(sl_store_open(fx->fresh_db, &fresh, &err) == 0, &err);
-	CHECK(sl_list(fresh, SL_LIST_ALL, NULL, count_label, &c, &err) == 0, &err);
+	CHECK(sl_recover_list(fresh, SL_LIST_ALL, NULL, count_label, &c, &err) == 0, &err);
 	CHECK(c.n == 0, NULL);
 
 	CHECK(sl_store_open(fx->sb.db, &s, &err) == 0, &err);
@@ -349,14 +349,14 @@ static void *worker_main(void *arg)
 			goto out;
 	}
 
-	CHECK(sl_check(s, roots, 1, 0, &check, &err) == 0, &err);
+	CHECK(sl_recover_check(s, roots, 1, 0, &check, &err) == 0, &err);
 	CHECK(strcmp(check.integrity, "ok") == 0, NULL);
 	CHECK(check.n_orphans == 0 && check.n_root_moved == 0, NULL);
 	/* Every finished record is younger than a day: nothing to delete. */
-	CHECK(sl_gc(s, 86400000, &err) == 0, &err);
+	CHECK(sl_recover_gc(s, 86400000, &err) == 0, &err);
 	CHECK(w->progress_calls > 0 && !w->progress_elsewhere, NULL);
 out:
-	sl_check_report_finish(&check);
+	sl_recover_check_report_finish(&check);
 	sl_recover_report_finish(&rep);
 	sl_store_close(fresh);
 	sl_store_close(other);
@@ -439,11 +439,11 @@ static void test_threads_share_nothing_but_the_file(void **state)
 	 * releases, two bundles and two aborts. */
 	assert_int_equal(sl_store_open(fx->sb.db, &s, &err), 0);
 	n = 0;
-	assert_int_equal(sl_list(s, 0, NULL, count_all, &n, &err), 0);
+	assert_int_equal(sl_recover_list(s, 0, NULL, count_all, &n, &err), 0);
 	assert_int_equal(n, 0);
-	assert_int_equal(sl_gc(s, 0, &err), THREADS * (STALE_PER_ROOT + ROUNDS));
+	assert_int_equal(sl_recover_gc(s, 0, &err), THREADS * (STALE_PER_ROOT + ROUNDS));
 	n = 0;
-	assert_int_equal(sl_list(s, SL_LIST_ALL, NULL, count_all, &n, &err), 0);
+	assert_int_equal(sl_recover_list(s, SL_LIST_ALL, NULL, count_all, &n, &err), 0);
 	assert_int_equal(n, THREADS * PUBLISHED_PER_THREAD);
 	sl_store_close(s);
 }

@@ -51,7 +51,8 @@ def declared(headers):
     for h in headers:
         with open(h) as f:
             text = f.read()
-        names |= set(re.findall(r"^SL_PUBLIC\b[^;(]*?\b(sl_\w+)\s*\(", text, re.M))
+        # An old name kept for compatibility is SL_PUBLIC SL_DEPRECATED("new").
+        names |= set(re.findall(r'^SL_PUBLIC\b(?:\s+SL_DEPRECATED\("\w+"\))?[^;(]*?\b(sl_\w+)\s*\(', text, re.M))
     return names
 
 
@@ -59,7 +60,7 @@ def exported(lib):
     """{name: version node} of the symbols LIB defines in its dynamic table."""
     syms = {}
     for line in run(["objdump", "-T", lib]).splitlines():
-        # 0000000000005870 g    DF .text	0000000000000015  STAGELOG_0  sl_state_name
+        # 0000000000005870 g    DF .text	0000000000000015  STAGELOG_0  sl_store_state_name
         m = re.match(r"^[0-9a-f]+ (.{7}) (\S+)\s+[0-9a-f]+\s+(?:(\S+)\s+)?(\S+)$", line)
         if not m or m.group(2) == "*UND*":
             continue
@@ -106,7 +107,7 @@ def dump(lib, build_root, headers, out):
     # --exported-interfaces-only: without it, abidw 2.2 takes a function
     # that another file of the library calls from that caller's
     # declaration and never ties it to its symbol, so abidiff would not
-    # compare sl_stage_begin's or sl_state_name's signature at all (7 of 37
+    # compare sl_stage_begin's or sl_store_state_name's signature at all (7 of 37
     # functions were missed so).
     argv = ["abidw", "--no-show-locs", "--no-comp-dir-path", "--no-corpus-path", "--exported-interfaces-only",
             "--drop-private-types", "--out-file", out]

@@ -401,7 +401,7 @@ static void release_id(const char *db, const char *id)
 	struct sl_error err = {0};
 	struct sl_store *s = store_open(db);
 
-	check(sl_release_id(s, id, &err), &err, "release by id");
+	check(sl_stage_release_id(s, id, &err), &err, "release by id");
 	sl_store_close(s);
 }
 
