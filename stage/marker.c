@@ -25,7 +25,7 @@ int marker_write(int top_fd, const char *id, const struct store_identity *store)
 		     (unsigned long long)store->ino, (long long)store->btime, store->path);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return -ENAMETOOLONG;
-	fd = openat(top_fd, SL_MARKER_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = openat(top_fd, STAGE_MARKER_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return negerrno();
 	r = write_all(fd, buf, (size_t)n);
@@ -44,7 +44,7 @@ int marker_read(int top_fd, struct marker *ret)
 
 	struct stat st;
 
-	fd = openat(top_fd, SL_MARKER_NAME, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	fd = openat(top_fd, STAGE_MARKER_NAME, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return negerrno();
 	if (fstat(fd, &st) < 0)
