@@ -3,7 +3,8 @@
  * by-id.c: releasing and publishing a stage by its id, from another process
  * than the one that staged it (sl_release_id(), sl_publish_id()): the
  * stage's lock taken first, so that no live stager or runtime has its
- * stage pulled from under it.
+ * stage pulled from under it; and stage_try_lock(), that lock taken
+ * without waiting, which recover/ takes too.
  */
 #include <fcntl.h>
 #include <stdio.h>

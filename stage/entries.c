@@ -73,6 +73,7 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum sl_kind ki
 	if (total > STAGE_PATH_MAX)
 		return sl_err(reterr, -ENAMETOOLONG, "cannot log entry: %s/...: %s", st->rec.topdir,
 			      strerror(ENAMETOOLONG));
+	assert(st->n <= LOG_BATCH && st->used <= sizeof(st->arena));
 	if (st->n == LOG_BATCH || st->used + total > sizeof(st->arena)) {
 		r = stage_log_commit(st, false, reterr);
 		if (r < 0)
@@ -107,6 +108,7 @@ int stage_open_parent(struct sl_stage *st, const char *path, const char **ret_na
 
 	if (why)
 		return sl_err(reterr, -EINVAL, "bad path in stage: %s", why);
+	assert(st->top_fd >= 0); /* A staging stage holds its top directory. */
 	slash = strrchr(path, '/');
 	fd = open_beneath(st->top_fd, path, slash ? (size_t)(slash - path) : 0, O_PATH);
 	if (fd < 0)
@@ -198,7 +200,7 @@ int sl_stage_write_file(struct sl_stage *st, const char *path, const void *buf, 
 	_cleanup_close_ int pfd = -1, fd = -1;
 	bool named = false;
 	const char *name;
-	char proc[64];
+	char proc[PROC_FD_PATH_SIZE];
 	int r;
 
 	pfd = entry_start(st, "write file", path, SL_KIND_FILE, &name, reterr);

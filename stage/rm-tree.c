@@ -2,7 +2,8 @@
 /*
  * rm-tree.c: removing a directory and everything beneath it, from the fd of
  * its parent (like systemd's rm-rf.c, with stagelog's rules). The undo
- * (undo.c) and the orphan scan (recover/) come here; nothing else in
+ * (undo.c, undo-entries.c), a begin that lost its stage to a recovery
+ * (begin.c) and the orphan scan (recover/) come here; nothing else in
  * stagelog walks a tree to remove it.
  *
  * The rules, each enforced where the comment stands below:
@@ -117,7 +118,8 @@ struct tree {
 };
 
 /* Writes the root-relative path of the current frame plus name into the
- * reason: only names the stage (or its runtime) created, never contents. */
+ * reason: only names (for the undo, those the stage or its runtime
+ * created), never contents. */
 static int tree_fail(struct tree *t, int error, const char *name, const char *why)
 {
 	char path[PATH_MAX];

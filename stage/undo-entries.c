@@ -169,6 +169,16 @@ static int undo_entry(int top_fd, const char *topdir, const struct sl_entry *e, 
 	return remove_logged(p, e, prefix, name, known, reterr);
 }
 
+/* Tells the caller's progress callback, if any, that one more entry is
+ * done. */
+static void progress_step(struct undo_progress *progress)
+{
+	if (progress) {
+		progress->p.done++;
+		progress->fn(&progress->p, progress->userdata);
+	}
+}
+
 /*
  * Pass 2: the logged entries newest first, so a directory comes after
  * everything the log put in it; entry 0, the top directory, is left for the
@@ -188,6 +198,7 @@ int stage_undo_entries(struct sl_store *store, const struct sl_record *rec, int 
 	int64_t seq = INT64_MAX;
 	int first = 0, r;
 
+	assert(top_fd >= 0 && (!one_page || n > 0));
 	for (;;) {
 		int64_t hi, lo;
 
@@ -215,10 +226,7 @@ int stage_undo_entries(struct sl_store *store, const struct sl_record *rec, int 
 				return sl_err_replace(reterr, -EBADMSG, "record fails validation: %s (entry %lld)", why,
 						      (long long)e->seq);
 			lo = e->seq;
-			if (progress) {
-				progress->p.done++;
-				progress->fn(&progress->p, progress->userdata);
-			}
+			progress_step(progress);
 			/* Marked by a stagelog before 0.2, which marked
 			 * entries page by page as it removed them. */
 			if (e->state == SL_ENTRY_REMOVED)

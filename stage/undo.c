@@ -36,7 +36,6 @@ static void reason_cut(struct sl_error *reterr)
 	reterr->msg[UNDO_REASON_MAX - 1] = '\0';
 }
 
-
 /*
  * The one case where a device number that changed is forgiven: no birth
  * time to compare (FUSE, whose daemon came back on the same files with a
