@@ -6,7 +6,6 @@
  * directory made, locked, marked and confirmed (docs/design.md, "Log before
  * create").
  */
-#include <assert.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/file.h>
@@ -16,6 +15,7 @@
 
 /* The random bytes of a stage id: two hex digits each. */
 #define ID_RANDOM_BYTES (SL_ID_LEN / 2)
+_Static_assert(2 * ID_RANDOM_BYTES + 1 <= sizeof(((struct sl_record *)0)->id), "a stage id's hex digits fit its record");
 
 /* The root's path is named: a path is no secret, and "staging root: No
  * such file or directory" leaves the reader to guess which one. */
@@ -160,7 +160,6 @@ static int name_stage(struct sl_stage *st, const char *label, struct sl_error *r
 
 	/* 128 random bits: the id is also the top directory's name, so it
 	 * must be unguessable as well as unique. */
-	assert(2 * sizeof(raw) + 1 <= sizeof(st->rec.id));
 	arc4random_buf(raw, sizeof(raw));
 	for (size_t i = 0; i < sizeof(raw); i++)
 		snprintf(st->rec.id + 2 * i, sizeof("ff"), "%02x", raw[i]);

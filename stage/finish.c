@@ -194,6 +194,7 @@ int stage_publish(struct sl_store *store, struct sl_record *rec, int root_fd, in
 	const char *base = NULL;
 	int r;
 
+	assert(root_fd >= 0 && top_fd >= 0); /* Both callers hold the stage's top directory open. */
 	r = publish_check(root_fd, dest, abs, &pfd, &base, reterr);
 	if (r < 0)
 		return r;
