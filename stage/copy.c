@@ -13,6 +13,8 @@
 
 /* Deeper source trees are refused: each level holds two fds open. */
 #define COPY_MAX_DEPTH 256
+/* The buffer of the read/write fallback of copy_bytes(). */
+#define COPY_CHUNK (64 * 1024)
 
 struct copy_frame {
 	DIR *src;
@@ -50,7 +52,7 @@ static int copy_fail(struct copy *c, int r, const char *why)
  * filesystems and kernels where it cannot. */
 static int copy_bytes(int in, int out, off_t size)
 {
-	char buf[64 * 1024];
+	char buf[COPY_CHUNK];
 	bool fallback = false;
 
 	while (size > 0) {
@@ -331,6 +333,38 @@ static int log_tree(struct copy *c, int sfd)
 	return r < 0 ? r : stage_log_flush(c->st, c->reterr);
 }
 
+/* Copies one name of the source directory of frame f: a directory is
+ * made and entered (its children come next), a file or a symlink copied.
+ * Each name was logged (and committed) by log_tree(). A source that
+ * changed between the two walks may bring a name the log lacks; it lies
+ * inside the top directory all the same, which the undo removes whole. */
+static int copy_name(struct copy *c, struct copy_frame *f, const char *name, const struct stat *sb)
+{
+	int r;
+
+	switch (sb->st_mode & S_IFMT) {
+	case S_IFDIR: {
+		int src = openat(dirfd(f->src), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		r = src < 0 ? copy_fail(c, negerrno(), NULL) : copy_enter(c, src, f->dst, name, sb);
+		/* The new frame's children append to this path. */
+		if (r == 0)
+			c->f[c->n - 1].rel_len = c->rel_len;
+		return r;
+	}
+	case S_IFREG:
+		r = copy_file(c, dirfd(f->src), f->dst, name, sb);
+		if (r == 0)
+			c->progress.bytes += (uint64_t)sb->st_size;
+		return r;
+	case S_IFLNK:
+		return copy_symlink(c, dirfd(f->src), f->dst, name, sb);
+	default:
+		return refuse_special(c);
+	}
+}
+
+/* The copy walk: every frame's source directory read to its end, depth
+ * first, each name copied by copy_name(). */
 static int copy_walk(struct copy *c)
 {
 	while (c->n > 0) {
@@ -361,31 +395,7 @@ static int copy_walk(struct copy *c)
 			return r;
 		if (fstatat(dirfd(f->src), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			return copy_fail(c, negerrno(), NULL);
-
-		/* Each name was logged (and committed) by log_tree(). A
-		 * source that changed between the two walks may bring a name
-		 * the log lacks; it lies inside the top directory all the
-		 * same, which the undo removes whole. */
-		switch (sb.st_mode & S_IFMT) {
-		case S_IFDIR: {
-			int src = openat(dirfd(f->src), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			r = src < 0 ? copy_fail(c, negerrno(), NULL) : copy_enter(c, src, f->dst, de->d_name, &sb);
-			/* The new frame's children append to this path. */
-			if (r == 0)
-				c->f[c->n - 1].rel_len = c->rel_len;
-			break;
-		}
-		case S_IFREG:
-			r = copy_file(c, dirfd(f->src), f->dst, de->d_name, &sb);
-			if (r == 0)
-				c->progress.bytes += (uint64_t)sb.st_size;
-			break;
-		case S_IFLNK:
-			r = copy_symlink(c, dirfd(f->src), f->dst, de->d_name, &sb);
-			break;
-		default:
-			r = refuse_special(c);
-		}
+		r = copy_name(c, f, de->d_name, &sb);
 		if (r < 0)
 			return r;
 		c->progress.done++;
@@ -407,7 +417,7 @@ int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, cons
 		return sl_err(reterr, -EINVAL, "cannot copy: stage is not staging");
 	c = calloc(1, sizeof(*c));
 	if (!c)
-		return stage_fail(st, sl_err(reterr, -ENOMEM, "cannot copy: %s", strerror(ENOMEM)));
+		return stage_abort_on_error(st, sl_err(reterr, -ENOMEM, "cannot copy: %s", strerror(ENOMEM)));
 	c->st = st;
 	c->reterr = reterr;
 	c->chown = geteuid() == 0;
@@ -419,12 +429,12 @@ int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, cons
 			close(sfd);
 		sl_err(reterr, r == -ENOTDIR ? -ELOOP : r, "cannot copy: source: %s",
 		       r == -ENOTDIR || r == -ELOOP ? "not a directory (or a symlink); refused" : strerror(-r));
-		return stage_fail(st, r == -ENOTDIR ? -ELOOP : r);
+		return stage_abort_on_error(st, r == -ENOTDIR ? -ELOOP : r);
 	}
 	pfd = stage_open_parent(st, path, &name, reterr);
 	if (pfd < 0) {
 		close(sfd);
-		return stage_fail(st, pfd);
+		return stage_abort_on_error(st, pfd);
 	}
 	c->rel_len = strlen(path);
 	memcpy(c->rel, path, c->rel_len);
@@ -444,7 +454,7 @@ int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, cons
 		r = copy_walk(c);
 	if (r < 0) {
 		copy_unwind(c);
-		return stage_fail(st, r);
+		return stage_abort_on_error(st, r);
 	}
 	return 0;
 }

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * path.c: the one path validator and the one way to resolve a logged path.
- * Nothing in stagelog hands a path glued from a root and a record to a
- * syscall: it is checked here, then resolved from a directory fd.
+ * path.c: the validators (ids, logged paths, records and their entries,
+ * staging roots as written and as found on disk), the one way to resolve a
+ * logged path, and the one way to open a staging root. Nothing in stagelog
+ * hands a path glued from a root and a record to a syscall: it is checked
+ * here, then resolved from a directory fd.
  */
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -52,6 +55,42 @@ const char *path_check(const char *path, size_t len)
 			return "'.' or '..' in path";
 		comp = 0;
 	}
+	return NULL;
+}
+
+/* Checks the record itself: a tampered id, label, top directory name or
+ * root must not steer a removal anywhere. */
+const char *record_check(const struct store_record *rec)
+{
+	char top[sizeof(rec->topdir)];
+
+	if (!id_valid(rec->id))
+		return "bad stage id";
+	if (!label_valid(rec->label))
+		return "bad label";
+	snprintf(top, sizeof(top), "%s-%s", rec->label, rec->id);
+	if (strcmp(top, rec->topdir) != 0)
+		return "top directory name does not match label and id";
+	if (rec->root[0] != '/' || path_check(rec->root + 1, strlen(rec->root + 1)) != NULL)
+		return "staging root is not a clean absolute path";
+	return NULL;
+}
+
+/* Checks that an entry lies inside the stage's own top directory. */
+const char *stage_entry_check(const struct store_record *rec, const struct store_entry *e)
+{
+	size_t tl = strlen(rec->topdir);
+	const char *why = path_check(e->path, e->path_len);
+
+	if (why)
+		return why;
+	if (e->path_len < tl || memcmp(e->path, rec->topdir, tl) != 0 ||
+	    (e->path_len > tl && e->path[tl] != '/'))
+		return "outside the stage's top directory";
+	if ((e->seq == 0) != (e->path_len == tl))
+		return "top directory entry out of place";
+	if (e->kind != STORE_KIND_DIR && e->kind != STORE_KIND_FILE && e->kind != STORE_KIND_SYMLINK)
+		return "unknown kind";
 	return NULL;
 }
 
@@ -252,6 +291,48 @@ int open_root_chain(const char *root, int *ret_fd, size_t *ret_bad)
 int open_root(const char *root, int *ret_fd)
 {
 	return open_root_chain(root, ret_fd, NULL);
+}
+
+/* Makes root absolute without resolving symlinks, dropping "." components,
+ * repeated and trailing slashes, so the stored root names the same
+ * directory from anywhere. ".." is refused: it cannot be resolved
+ * lexically without assuming no symlink on the way. */
+int absolute_root(const char *root, char *buf, size_t size)
+{
+	char joined[PATH_MAX * 2];
+	size_t len = 0;
+	int n;
+
+	if (root[0] == '/') {
+		n = snprintf(joined, sizeof(joined), "%s", root);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd)))
+			return negerrno();
+		n = snprintf(joined, sizeof(joined), "%s/%s", cwd, root);
+	}
+	if (n < 0 || (size_t)n >= sizeof(joined))
+		return -ENAMETOOLONG;
+	for (char *save = NULL, *c = strtok_r(joined, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		size_t cl = strlen(c);
+
+		if (strcmp(c, ".") == 0)
+			continue;
+		if (strcmp(c, "..") == 0)
+			return -EINVAL;
+		/* Room for this component and a LABEL-ID below it. */
+		if (len + 1 + cl + 1 + LABEL_MAX + 1 + STORE_ID_LEN >= size)
+			return -ENAMETOOLONG;
+		buf[len++] = '/';
+		memcpy(buf + len, c, cl);
+		len += cl;
+	}
+	/* "/" itself is no staging root: its stages would sit among the
+	 * system's own directories, and records could not name it cleanly. */
+	if (len == 0)
+		return -EINVAL;
+	buf[len] = '\0';
+	return 0;
 }
 
 int canonical_root(const char *root, char *buf, size_t size)

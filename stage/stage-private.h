@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * stage-private.h: what recover/, cli/ and the tests need from stage/: the
- * path validator, safe resolution beneath a directory and the one undo
- * routine.
+ * path validators and root checks (path.c), safe resolution beneath a
+ * directory (path.c), the one undo routine (undo.c, undo-entries.c) and the
+ * tree removal it uses (rm-tree.h); and, at the end, what the files of
+ * stage/ share about a stage in progress.
  */
 #ifndef STAGELOG_STAGE_PRIVATE_H
 #define STAGELOG_STAGE_PRIVATE_H
@@ -12,8 +14,11 @@
 
 #include "sl-stage.h"
 #include "fd-util.h"
+#include "rm-tree.h"
 #include "store-private.h"
 
+/* The longest name (one path component) and the longest path, NUL not
+ * included, that a stage logs: Linux's NAME_MAX, and PATH_MAX less its NUL. */
 #define STAGE_NAME_MAX 255
 #define STAGE_PATH_MAX 4095
 
@@ -41,8 +46,9 @@ HIDDEN int open_beneath(int dirfd, const char *path, size_t len, int flags);
 /* Test seam: pretend openat2 is unavailable (as under seccomp). */
 HIDDEN void open_beneath_force_fallback(bool force);
 
-/* True when id is the directory recorded as dev/ino/btime: same inode and
- * birth time, or same inode and device where no birth time is known. */
+/* True when id is the directory recorded as dev/ino/btime: the same inode
+ * and birth time, or, where either birth time is unknown (0), the same
+ * inode and device. */
 HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id);
 
 /* True when id is the staging root the record began in (always true for a
@@ -64,14 +70,14 @@ HIDDEN bool stage_gone_with_boot(const struct store_record *rec);
  * sound, else why not. Nothing is opened for a record that fails. */
 HIDDEN const char *record_check(const struct store_record *rec);
 
-/* At most this many directories are held open while removing a tree (see
- * undo.c); deeper ones are reached again through ".." with an identity
- * check. */
-#define MAX_OPEN_DIRS 32
+/* NULL when entry e of rec is a clean path inside the stage's own top
+ * directory (entry 0 the top directory itself) of a known kind, else why
+ * not. */
+HIDDEN const char *stage_entry_check(const struct store_record *rec, const struct store_entry *e);
 
 /*
  * The most descriptors the undo holds at once: the tree walk's open
- * directories, plus the one it is opening (its O_PATH fd and its fd for
+ * directories (MAX_OPEN_DIRS, rm-tree.h), plus the one it is opening (its O_PATH fd and its fd for
  * reading, before the oldest ancestor is closed); the staging root, the
  * verified top directory, the cached parent of an entry and that parent
  * opened for reading; and open_beneath()'s fd for the component it walks.
@@ -102,7 +108,8 @@ HIDDEN int stage_reserve_fds(const char *what, struct sl_error *reterr);
 
 /* The longest reason an undo gives (and a failed stage records), NUL
  * included: the rest of a struct sl_error's message is room for the
- * caller's own words around it. */
+ * caller's own words around it. undo.c cuts the reason to it where it is
+ * stored; a tree removal's reasons (RMTREE_REASON_MAX) fit it whole. */
 #define UNDO_REASON_MAX 256
 
 /* Where undo_stage() reports how far the removal of the logged paths has
@@ -116,12 +123,13 @@ struct undo_progress {
 /*
  * The undo routine: the only code in stagelog that removes a staged path.
  * Validates every entry of the record first (a bad one: -EBADMSG, nothing
- * removed), opens the stage's top directory and checks it is the one the
- * stage created (its inode and birth time, or inode and device where no
+ * removed), opens the staging root by its recorded path and checks its
+ * identity, opens the stage's top directory in it and checks it is the one
+ * the stage created (its inode and birth time, or inode and device where no
  * birth time is known, match the record), removes the entries newest first
- * beneath that verified directory without following a symlink or entering
- * a mount, then the top directory's tree if it is still that directory, and
- * fsyncs the root; the store is only read meanwhile. At the end, in one
+ * beneath that verified top directory without following a symlink or
+ * entering a mount, then the top directory's tree if it is still that
+ * directory, and fsyncs the root; the store is only read meanwhile. At the end, in one
  * transaction, it marks the entries removed and moves the stage from a
  * state in from_mask to `done`. ENOENT counts as done. On failure (the
  * paths removed so far stay removed, and the stage moves to `failed` with
@@ -135,17 +143,21 @@ struct undo_progress {
 HIDDEN int undo_stage(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
 		      struct undo_progress *progress, struct sl_error *reterr);
 
-/*
- * Removes the directory `name` in dirfd and everything beneath it, never
- * following a symlink, never entering a mount, never opening anything but
- * directories. When have_id, the directory is removed only if its device
- * and inode are dev/ino (undo_stage() passes those of the top directory it
- * verified by inode and birth time). prefix is the root-relative path of dirfd, used in
- * the reason. Returns 0 (also when name does not exist) or a negative errno
- * with *reterr (not NULL) set.
- */
-HIDDEN int undo_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
-			    uint64_t ino, struct sl_error *reterr);
+/* Removes the directory `name` in dirfd and its tree: rmtree_remove()
+ * (rm-tree.h), by the name recover/'s orphan scan still calls it. */
+static inline int undo_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
+				   uint64_t ino, struct sl_error *reterr)
+{
+	return rmtree_remove(dirfd, prefix, name, have_id, dev, ino, reterr);
+}
+
+/* Step 4 of the undo (undo-entries.c): removes the logged entries of rec
+ * newest first beneath top_fd, the verified top directory, reading them
+ * from the store (page, n entries already read into it when one_page).
+ * Returns the first failure, with its reason in *reterr. */
+HIDDEN int stage_undo_entries(struct sl_store *store, const struct store_record *rec, int top_fd,
+			      struct store_entry_page *page, bool one_page, int n, struct undo_progress *progress,
+			      struct sl_error *reterr);
 
 /* Writes root as stagelog records it: absolute (from the working directory,
  * symlinks not resolved), "." and empty components dropped, without
@@ -181,6 +193,8 @@ HIDDEN int canonical_root(const char *root, char *buf, size_t size);
  * entry 1 and written right after the directory is made and locked, that
  * binds the directory to its store and its id (marker.c). */
 #define STAGE_MARKER_NAME ".stagelog"
+/* A marker's size at most: its store's path, and room for the magic line,
+ * the stage id and the store's inode and birth time. */
 #define MARKER_MAX (PATH_MAX + 128)
 struct marker {
 	char id[STORE_ID_LEN + 1];
@@ -193,6 +207,9 @@ HIDDEN int marker_read(int top_fd, struct marker *ret);
 HIDDEN bool marker_names(const struct marker *m, const char *id, const struct store_identity *store);
 
 /* ---- Inside stage/: the stage object and its entry log. ---- */
+
+/* A state as a bit of a from_mask (store_stage_transition()). */
+#define STATE_BIT(s) (1u << (s))
 
 #define LOG_BATCH 1024
 #define LOG_ARENA (128 * 1024)
@@ -235,15 +252,25 @@ struct sl_stage {
 };
 
 /* Logs the entry topdir/path (path relative to the top directory) before
- * the caller creates it. See docs/design.md for why entries inside the top
- * directory are batched, not committed one by one. */
+ * the caller creates it (entries.c). See docs/design.md for why entries
+ * inside the top directory are batched, not committed one by one. */
 HIDDEN int stage_log(struct sl_stage *st, const char *path, size_t len, enum store_kind kind, struct sl_error *reterr);
 
 /* Benchmarks only: sets how the stage logs entries from now on. */
 HIDDEN void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode);
 
-/* Commits the logged entries not yet in the store. */
+/* Commits the logged entries not yet in the store, an expected file last. */
 HIDDEN int stage_log_flush(struct sl_stage *st, struct sl_error *reterr);
+
+/* Commits the entries in memory, with the top directory's confirmation if
+ * it is pending and the move to ready if ready: one commit. A confirmation
+ * that finds the stage claimed by a recovery gives the top directory up
+ * (stage_give_up_top()): -EAGAIN. */
+HIDDEN int stage_log_commit(struct sl_stage *st, bool ready, struct sl_error *reterr);
+
+/* 0 when st is a stage still staging, else -EINVAL saying why `what` (the
+ * operation, for the message) cannot go on. */
+HIDDEN int stage_check_staging(struct sl_stage *st, const char *what, struct sl_error *reterr);
 
 /* True when the caller asked the stage to stop (a signal arrived). */
 static inline bool stage_cancelled(const struct sl_stage *st)
@@ -251,8 +278,35 @@ static inline bool stage_cancelled(const struct sl_stage *st)
 	return st->cancel && *st->cancel;
 }
 
-/* Aborts the stage after a failure inside it and returns r. */
-HIDDEN int stage_fail(struct sl_stage *st, int r);
+/* Aborts the stage after a failure inside one of its calls (the entries
+ * in memory logged if the store takes them, everything removed by the
+ * undo, the record aborted or failed) and returns r, the call's error. */
+HIDDEN int stage_abort_on_error(struct sl_stage *st, int r);
+
+/* Gives up a top directory that a recovery claimed before the stager could
+ * confirm it (begin.c): the record is the recovery's now, so the directory
+ * (still empty but for what a racing process put there) is removed, id
+ * being its identity, and the stage is left recovering. Returns -EAGAIN
+ * with *reterr set. */
+HIDDEN int stage_give_up_top(struct sl_stage *st, const struct fileid *id, struct sl_error *reterr);
+
+/* Removes the stage with the undo routine, which moves its record to `to`
+ * (from one of from_mask), or to failed with the reason when the removal
+ * could not finish; rec->state follows. `what` names the operation in
+ * *reterr ("release"). */
+HIDDEN int stage_undo_to(struct sl_store *store, struct store_record *rec, unsigned from_mask, enum sl_state to,
+			 const char *what, struct undo_progress *progress, struct sl_error *reterr);
+
+/* Moves a stage to releasing before its removal and returns the states the
+ * removal may then finish it from, or 0 (with *reterr set) when the stage
+ * changed state meanwhile. */
+HIDDEN unsigned stage_begin_release(struct sl_store *store, struct store_record *rec, struct sl_error *reterr);
+
+/* Moves a ready stage's top directory (top_fd, rec->topdir in root_fd) to
+ * dest and records it published, in the order finish.c explains; every
+ * refusal before the rename leaves the stage ready and untouched. */
+HIDDEN int stage_publish(struct sl_store *store, struct store_record *rec, int root_fd, int top_fd, const char *dest,
+			 struct sl_error *reterr);
 
 /* Opens the directory holding path (relative to the top directory) beneath
  * the top directory, and points *ret_name at path's last component. */
