@@ -62,7 +62,7 @@ static bool split_stage_dir(const char *name, char id[STORE_ID_LEN + 1], char la
 	memcpy(id, name + len - STORE_ID_LEN, STORE_ID_LEN + 1);
 	memcpy(label, name, len - STORE_ID_LEN - 1);
 	label[len - STORE_ID_LEN - 1] = '\0';
-	return id_valid(id) && label_valid(label);
+	return stage_id_valid(id) && label_valid(label);
 }
 
 /*
@@ -77,13 +77,13 @@ static int orphan(struct sl_store *store, int root_fd, const char *name, const c
 {
 	_cleanup_close_ int fd = -1;
 	struct store_record rec;
-	struct marker m;
+	struct stage_marker m;
 	int r;
 
 	fd = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	if (marker_read(fd, &m) < 0 || !marker_names(&m, id, store_identity(store)))
+	if (stage_marker_read(fd, &m) < 0 || !stage_marker_names(&m, id, store_identity(store)))
 		return 0;
 	r = store_stage_get(store, id, &rec, NULL);
 	if (r == 0)
@@ -106,7 +106,7 @@ static bool remove_orphan(int root_fd, const char *name, const struct stat *st)
 	top = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top < 0 || stage_try_lock(top) < 0)
 		return false;
-	if (undo_remove_tree(root_fd, ".", name, true, st->st_dev, st->st_ino, &ignored) < 0)
+	if (stage_remove_tree(root_fd, ".", name, true, st->st_dev, st->st_ino, &ignored) < 0)
 		return false;
 	(void)fsync(root_fd);
 	return true;
@@ -117,7 +117,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 	_cleanup_close_ int root_fd = -1;
 	struct dirent *de;
 	_cleanup_closedir_ DIR *d = NULL;
-	int fd, r = open_root(root, &root_fd);
+	int fd, r = stage_open_root(root, &root_fd);
 
 	if (r == -ENOENT)
 		return 0;
@@ -168,7 +168,7 @@ static int check_root_of(const struct store_record *rec, void *userdata)
 	struct sl_check_report *rep = userdata;
 	char (*v)[SL_ID_SIZE];
 
-	if (record_check(rec) || root_check(rec) != -ESTALE)
+	if (stage_record_check(rec) || stage_root_check(rec) != -ESTALE)
 		return 0;
 	v = realloc(rep->root_moved, (rep->n_root_moved + 1) * sizeof(*v));
 	if (!v)
@@ -208,7 +208,7 @@ int sl_recover_check(struct sl_store *store, const char *const *roots, size_t n_
 	for (size_t i = 0; i < n_roots && r == 0; i++) {
 		char canon[PATH_MAX];
 
-		r = add_root(canonical_root(roots[i], canon, sizeof(canon)) == 0 ? canon : roots[i], &rs);
+		r = add_root(stage_canonical_root(roots[i], canon, sizeof(canon)) == 0 ? canon : roots[i], &rs);
 	}
 	n_named = rs.n;
 	if ((flags & SL_CHECK_RECORD_ROOTS) && r == 0)

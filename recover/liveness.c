@@ -58,12 +58,12 @@ static enum top_lock top_lock(const struct store_record *rec)
 	struct fileid id;
 	int r;
 
-	r = open_root(rec->root, &root);
+	r = stage_open_root(rec->root, &root);
 	if (r < 0)
 		return r == -ENOENT ? TOP_UNLOCKED : TOP_LOCKED;
 	top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top < 0 && errno == ENOENT)
-		return rec->have_inode && rec->have_root_id && fd_fileid(root, &id) == 0 && root_matches(rec, &id)
+		return rec->have_inode && rec->have_root_id && fd_fileid(root, &id) == 0 && stage_root_matches(rec, &id)
 			       ? TOP_MISSING
 			       : TOP_UNLOCKED;
 	if (top < 0)
@@ -78,7 +78,7 @@ enum liveness liveness_of(const struct liveness_self *h, const struct store_reco
 
 	/* A record that fails validation opens nothing here: recovery claims
 	 * it and the undo fails it with the reason, removing nothing. */
-	if (record_check(rec))
+	if (stage_record_check(rec))
 		return LIVENESS_STALE;
 	/* Nothing of another boot is running: its pids mean nothing now. */
 	if (strcmp(o->boot_id, h->boot_id) != 0)

@@ -24,7 +24,7 @@
 /* The reason a stage locked after its claim is left with. It is a record's
  * reason, so it must fit as the undo's do. */
 #define LEFT_ALONE ": locked by a live process; left alone"
-static_assert(sizeof(((struct store_record *)0)->topdir) + sizeof(LEFT_ALONE) <= UNDO_REASON_MAX,
+static_assert(sizeof(((struct store_record *)0)->topdir) + sizeof(LEFT_ALONE) <= STAGE_REASON_MAX,
 	      "a top directory's name and LEFT_ALONE fit a reason");
 
 struct candidates {
@@ -62,7 +62,7 @@ static int push_failure(struct sl_recover_report *rep, const char *id, const cha
 		return -ENOMEM;
 	rep->failed = f;
 	snprintf(f[rep->n_failed].id, sizeof(f->id), "%s", id);
-	/* The undo's reasons fit (it cuts them at UNDO_REASON_MAX); the
+	/* The undo's reasons fit (it cuts them at STAGE_REASON_MAX); the
 	 * precision says so to the compiler too. */
 	snprintf(f[rep->n_failed].reason, sizeof(f->reason), "%.*s", (int)sizeof(f->reason) - 1, reason);
 	rep->n_failed++;
@@ -124,7 +124,7 @@ static int recover_one(struct sl_store *store, struct store_record *rec, bool fo
 	/* Someone took the lock between the judgement and the claim (a
 	 * publisher, a runtime): the stage is not ours to remove now. It is
 	 * left failed, so that the next recovery judges it again. */
-	if (!record_check(rec) && open_root(rec->root, &root) == 0) {
+	if (!stage_record_check(rec) && stage_open_root(rec->root, &root) == 0) {
 		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (top >= 0 && stage_try_lock(top) < 0 && !force) {
 			sl_err_replace(&err, -EBUSY, "%s" LEFT_ALONE, rec->topdir);
@@ -133,7 +133,7 @@ static int recover_one(struct sl_store *store, struct store_record *rec, bool fo
 			return push_failure(rep, rec->id, err.msg);
 		}
 	}
-	r = undo_stage(store, rec, FROM_RECOVERING, SL_STATE_RECOVERED, NULL, &err);
+	r = stage_undo(store, rec, FROM_RECOVERING, SL_STATE_RECOVERED, NULL, &err);
 	if (r < 0)
 		return push_failure(rep, rec->id, err.msg);
 	return push_id(&rep->recovered, &rep->n_recovered, rec->id);
@@ -152,10 +152,10 @@ static int find_candidates(struct sl_store *store, struct scan *sc, char root[PA
 	if (opts && opts->root) {
 		_cleanup_close_ int fd = -1;
 
-		r = canonical_root(opts->root, root, PATH_MAX);
+		r = stage_canonical_root(opts->root, root, PATH_MAX);
 		if (r == -ENOENT || r == -ENOTDIR)
-			r = absolute_root(opts->root, root, PATH_MAX);
-		else if (r == 0 && open_root(root, &fd) == 0 && fd_fileid(fd, &sc->root_id) == 0)
+			r = stage_absolute_root(opts->root, root, PATH_MAX);
+		else if (r == 0 && stage_open_root(root, &fd) == 0 && fd_fileid(fd, &sc->root_id) == 0)
 			sc->have_root_id = true;
 		if (r < 0)
 			return sl_err(reterr, r, "cannot recover: bad root '%s'", opts->root);

@@ -72,12 +72,12 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 	 * (/var/run) are resolved once, here. */
 	if (lstat(root, &st) == 0 && !S_ISDIR(st.st_mode))
 		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
-	r = canonical_root(root, canon, sizeof(canon));
+	r = stage_canonical_root(root, canon, sizeof(canon));
 	if (r == -ENOENT) {
 		r = mkdir_parents(root);
 		if (r < 0)
 			return fail_root(reterr, root, r, NULL);
-		r = canonical_root(root, canon, sizeof(canon));
+		r = stage_canonical_root(root, canon, sizeof(canon));
 		/* The record will name this root and its identity: the new
 		 * directories must be durable before it is (a power cut that
 		 * kept the record and lost the root would leave a stage that
@@ -89,7 +89,7 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 		return fail_root(reterr, root, -ELOOP, "is a symlink or not a directory; refused");
 	if (r < 0)
 		return fail_root(reterr, root, r, NULL);
-	r = open_root_chain(canon, &fd, &bad);
+	r = stage_open_root_chain(canon, &fd, &bad);
 	if (r == -EPERM && bad == strlen(canon) && lstat(canon, &st) == 0)
 		return fail_root(reterr, root, -EPERM,
 				 st.st_uid != geteuid() && st.st_uid != 0 ? "owned by another user; refused"
@@ -228,7 +228,7 @@ static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 	}
 	/* The marker, logged with the intent, before anything else goes in:
 	 * from now on the directory says whose it is. */
-	r = marker_write(st->top_fd, st->rec.id, store_identity(st->store));
+	r = stage_marker_write(st->top_fd, st->rec.id, store_identity(st->store));
 	if (r < 0) {
 		sl_err(reterr, r, "cannot begin stage: %s/%s: %s", st->rec.topdir, STAGE_MARKER_NAME, strerror(-r));
 		return stage_abort_on_error(st, r);
@@ -301,7 +301,7 @@ int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_sta
 		return sl_err(reterr, -EINVAL, "cannot begin stage: owner: no such process");
 	if (r < 0)
 		return sl_err(reterr, r, "cannot begin stage: owner: %s", strerror(-r));
-	r = absolute_root(root, st->rec.root, sizeof(st->rec.root));
+	r = stage_absolute_root(root, st->rec.root, sizeof(st->rec.root));
 	if (r < 0)
 		return fail_root(reterr, root, r, r == -EINVAL ? "'..' in the path, or '/' itself; refused" : NULL);
 	r = stage_reserve_fds("begin stage", reterr);

@@ -36,12 +36,12 @@ static int lock_top(const struct store_record *rec, int *ret_root, int *ret_top,
 		    const char *what)
 {
 	_cleanup_close_ int root_fd = -1, top = -1;
-	const char *why = record_check(rec);
+	const char *why = stage_record_check(rec);
 	int r;
 
 	if (why)
 		return sl_err(reterr, -EBADMSG, "cannot %s stage: record: fails validation: %s", what, why);
-	r = open_root(rec->root, &root_fd);
+	r = stage_open_root(rec->root, &root_fd);
 	/* A root that is gone, is no longer a directory, or lies where
 	 * another user can move it holds no lock we could trust: the undo then
 	 * judges it (and fails the stage unless it can prove it gone). */
@@ -78,7 +78,7 @@ int sl_stage_release_id_progress(struct sl_store *store, const char *id,
 			   void (*progress)(const struct sl_progress *progress, void *userdata), void *userdata,
 			   struct sl_error *reterr)
 {
-	struct undo_progress undo_progress = { .fn = progress, .userdata = userdata };
+	struct stage_undo_progress stage_undo_progress = { .fn = progress, .userdata = userdata };
 	_cleanup_close_ int root_fd = -1, top = -1;
 	struct store_record rec;
 	unsigned from;
@@ -116,7 +116,7 @@ int sl_stage_release_id_progress(struct sl_store *store, const char *id,
 			rec.state = SL_STATE_COUNT_;
 		return release_failed(reterr, -ESTALE, rec.state);
 	}
-	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", progress ? &undo_progress : NULL, reterr);
+	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", progress ? &stage_undo_progress : NULL, reterr);
 	return r < 0 ? r : 1;
 }
 

@@ -273,7 +273,7 @@ static int log_opendir(struct copy *c, int dfd, const char *name, DIR **ret)
  * Logs every path of the source tree, and commits the log, before the copy
  * creates any of them: a first walk (names and types only, from getdents)
  * logs, a second one copies. Entries are committed, not synced, before
- * their paths exist, in batches of LOG_BATCH: a dozen commits for 10,000
+ * their paths exist, in batches of STAGE_LOG_BATCH: a dozen commits for 10,000
  * files, where a commit per directory would be a hundred.
  */
 static int log_tree(struct copy *c, int sfd)
@@ -285,7 +285,7 @@ static int log_tree(struct copy *c, int sfd)
 	size_t n = 0, base = c->rel_len;
 	int r;
 
-	if (c->st->log_mode == LOG_OFF)
+	if (c->st->log_mode == STAGE_LOG_OFF)
 		return 0; /* The benchmarks' baseline: no log, no logging walk. */
 	/* A fresh open, not dup(): a dup shares the directory offset with
 	 * sfd, which the copy walk reads from the start afterwards. */

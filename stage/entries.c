@@ -58,7 +58,7 @@ int stage_log_flush(struct sl_stage *st, struct sl_error *reterr)
 void stage_set_log_mode(struct sl_stage *st, enum stage_log_mode mode)
 {
 	st->log_mode = mode;
-	store_set_naive(st->store, mode == LOG_NAIVE);
+	store_set_naive(st->store, mode == STAGE_LOG_NAIVE);
 }
 
 int stage_log(struct sl_stage *st, const char *path, size_t len, enum store_kind kind, struct sl_error *reterr)
@@ -68,13 +68,13 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum store_kind
 
 	if (stage_cancelled(st))
 		return sl_err(reterr, -ECANCELED, "cannot log entry: %s: interrupted", st->rec.topdir);
-	if (st->log_mode == LOG_OFF)
+	if (st->log_mode == STAGE_LOG_OFF)
 		return 0;
 	if (total > STAGE_PATH_MAX)
 		return sl_err(reterr, -ENAMETOOLONG, "cannot log entry: %s/...: %s", st->rec.topdir,
 			      strerror(ENAMETOOLONG));
-	assert(st->n <= LOG_BATCH && st->used <= sizeof(st->arena));
-	if (st->n == LOG_BATCH || st->used + total > sizeof(st->arena)) {
+	assert(st->n <= STAGE_LOG_BATCH && st->used <= sizeof(st->arena));
+	if (st->n == STAGE_LOG_BATCH || st->used + total > sizeof(st->arena)) {
 		r = stage_log_commit(st, false, reterr);
 		if (r < 0)
 			return r;
@@ -87,7 +87,7 @@ int stage_log(struct sl_stage *st, const char *path, size_t len, enum store_kind
 	memcpy(st->arena + st->used + tl + 1, path, len);
 	st->used += total;
 	st->n++;
-	return st->log_mode == LOG_NAIVE ? stage_log_commit(st, false, reterr) : 0;
+	return st->log_mode == STAGE_LOG_NAIVE ? stage_log_commit(st, false, reterr) : 0;
 }
 
 int stage_check_staging(struct sl_stage *st, const char *what, struct sl_error *reterr)
@@ -103,14 +103,14 @@ int stage_check_staging(struct sl_stage *st, const char *what, struct sl_error *
 int stage_open_parent(struct sl_stage *st, const char *path, const char **ret_name, struct sl_error *reterr)
 {
 	size_t len = strlen(path);
-	const char *slash, *why = path_check(path, len);
+	const char *slash, *why = stage_path_check(path, len);
 	int fd;
 
 	if (why)
 		return sl_err(reterr, -EINVAL, "bad path in stage: %s", why);
 	assert(st->top_fd >= 0); /* A staging stage holds its top directory. */
 	slash = strrchr(path, '/');
-	fd = open_beneath(st->top_fd, path, slash ? (size_t)(slash - path) : 0, O_PATH);
+	fd = stage_open_beneath(st->top_fd, path, slash ? (size_t)(slash - path) : 0, O_PATH);
 	if (fd < 0)
 		return sl_err(reterr, fd, "cannot open: %s/%.*s: %s", st->rec.topdir,
 			      slash ? (int)(slash - path) : 0, path, strerror(-fd));
@@ -159,7 +159,7 @@ int sl_stage_expect_file(struct sl_stage *st, const char *path, struct sl_error 
 
 	if (r < 0)
 		return r;
-	why = path ? path_check(path, len) : "no path";
+	why = path ? stage_path_check(path, len) : "no path";
 	if (why)
 		return sl_err(reterr, -EINVAL, "bad path in stage: %s", why);
 	if (strlen(st->rec.topdir) + 1 + len > STAGE_PATH_MAX)

@@ -21,12 +21,12 @@ static void stage_close(struct sl_stage *st)
 
 /* See stage-private.h. */
 int stage_undo_to(struct sl_store *store, struct store_record *rec, unsigned from_mask, enum sl_state to,
-			 const char *what, struct undo_progress *progress, struct sl_error *reterr)
+			 const char *what, struct stage_undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error reason = { 0 };
 	int r;
 
-	r = undo_stage(store, rec, from_mask, to, progress, &reason);
+	r = stage_undo(store, rec, from_mask, to, progress, &reason);
 	if (r < 0) {
 		rec->state = SL_STATE_FAILED;
 		sl_err(reterr, r, "cannot %s stage: %s", what, reason.msg);
@@ -132,7 +132,7 @@ static int publish_check(int root_fd, const char *dest, char abs[PATH_MAX], int 
 	char *slash;
 	int r;
 
-	r = absolute_root(dest, abs, PATH_MAX);
+	r = stage_absolute_root(dest, abs, PATH_MAX);
 	if (r == -EINVAL)
 		return sl_err(reterr, r, "cannot publish stage: destination %s: not a new name ('.', '..' or '/'); refused",
 			      dest);

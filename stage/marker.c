@@ -15,10 +15,10 @@
 
 #define MARKER_MAGIC "stagelog stage marker 1"
 
-int marker_write(int top_fd, const char *id, const struct store_identity *store)
+int stage_marker_write(int top_fd, const char *id, const struct store_identity *store)
 {
 	_cleanup_close_ int fd = -1;
-	char buf[MARKER_MAX];
+	char buf[STAGE_MARKER_MAX];
 	int n, r;
 
 	n = snprintf(buf, sizeof(buf), MARKER_MAGIC "\nstage %s\nstore %llu %lld\npath %s\n", id,
@@ -34,10 +34,10 @@ int marker_write(int top_fd, const char *id, const struct store_identity *store)
 	return r;
 }
 
-int marker_read(int top_fd, struct marker *ret)
+int stage_marker_read(int top_fd, struct stage_marker *ret)
 {
 	_cleanup_close_ int fd = -1;
-	char buf[MARKER_MAX + 1], path[MARKER_MAX];
+	char buf[STAGE_MARKER_MAX + 1], path[STAGE_MARKER_MAX];
 	unsigned long long ino;
 	long long btime;
 	ssize_t n;
@@ -58,7 +58,7 @@ int marker_read(int top_fd, struct marker *ret)
 	/* Anything else (a partial write, a foreign file) proves nothing. */
 	if (sscanf(buf, MARKER_MAGIC "\nstage %32[0-9a-f]\nstore %llu %lld\npath %4095[^\n]\n", ret->id, &ino, &btime,
 		   path) != 4 ||
-	    !id_valid(ret->id) || strlen(path) >= sizeof(ret->store.path))
+	    !stage_id_valid(ret->id) || strlen(path) >= sizeof(ret->store.path))
 		return -EBADMSG;
 	strcpy(ret->store.path, path);
 	ret->store.ino = ino;
@@ -66,7 +66,7 @@ int marker_read(int top_fd, struct marker *ret)
 	return 0;
 }
 
-bool marker_names(const struct marker *m, const char *id, const struct store_identity *store)
+bool stage_marker_names(const struct stage_marker *m, const char *id, const struct store_identity *store)
 {
 	if (strcmp(m->id, id) != 0)
 		return false;

@@ -15,22 +15,22 @@
 
 #include "stage-private.h"
 
-/* For tests only (open_beneath() without openat2): set before the calls it
+/* For tests only (stage_open_beneath() without openat2): set before the calls it
  * is meant for and never while another thread stages, so that the threads
  * that read it need no synchronisation. */
 static bool force_fallback;
 
-void open_beneath_force_fallback(bool force)
+void stage_open_beneath_force_fallback(bool force)
 {
 	force_fallback = force;
 }
 
-bool id_valid(const char *id)
+bool stage_id_valid(const char *id)
 {
 	return strlen(id) == STORE_ID_LEN && strspn(id, "0123456789abcdef") == STORE_ID_LEN;
 }
 
-const char *path_check(const char *path, size_t len)
+const char *stage_path_check(const char *path, size_t len)
 {
 	size_t comp = 0;
 
@@ -60,18 +60,18 @@ const char *path_check(const char *path, size_t len)
 
 /* Checks the record itself: a tampered id, label, top directory name or
  * root must not steer a removal anywhere. */
-const char *record_check(const struct store_record *rec)
+const char *stage_record_check(const struct store_record *rec)
 {
 	char top[sizeof(rec->topdir)];
 
-	if (!id_valid(rec->id))
+	if (!stage_id_valid(rec->id))
 		return "bad stage id";
 	if (!label_valid(rec->label))
 		return "bad label";
 	snprintf(top, sizeof(top), "%s-%s", rec->label, rec->id);
 	if (strcmp(top, rec->topdir) != 0)
 		return "top directory name does not match label and id";
-	if (rec->root[0] != '/' || path_check(rec->root + 1, strlen(rec->root + 1)) != NULL)
+	if (rec->root[0] != '/' || stage_path_check(rec->root + 1, strlen(rec->root + 1)) != NULL)
 		return "staging root is not a clean absolute path";
 	return NULL;
 }
@@ -80,7 +80,7 @@ const char *record_check(const struct store_record *rec)
 const char *stage_entry_check(const struct store_record *rec, const struct store_entry *e)
 {
 	size_t tl = strlen(rec->topdir);
-	const char *why = path_check(e->path, e->path_len);
+	const char *why = stage_path_check(e->path, e->path_len);
 
 	if (why)
 		return why;
@@ -94,7 +94,7 @@ const char *stage_entry_check(const struct store_record *rec, const struct store
 	return NULL;
 }
 
-bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id)
+bool stage_fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id)
 {
 	if (ino != id->ino)
 		return false;
@@ -106,7 +106,7 @@ bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct file
 	return dev == id->dev;
 }
 
-bool root_matches(const struct store_record *rec, const struct fileid *id)
+bool stage_root_matches(const struct store_record *rec, const struct fileid *id)
 {
 	if (!rec->have_root_id)
 		return true; /* recorded before schema 2: nothing to compare */
@@ -127,17 +127,17 @@ bool stage_gone_with_boot(const struct store_record *rec)
 	return rec->root_volatile && proc_boot_id(boot) == 0 && strcmp(boot, rec->owner.boot_id) != 0;
 }
 
-int root_check(const struct store_record *rec)
+int stage_root_check(const struct store_record *rec)
 {
 	_cleanup_close_ int fd = -1;
 	struct fileid id;
-	int r = open_root(rec->root, &fd);
+	int r = stage_open_root(rec->root, &fd);
 
 	if (r == 0) {
 		r = fd_fileid(fd, &id);
 		if (r < 0)
 			return r;
-		if (root_matches(rec, &id))
+		if (stage_root_matches(rec, &id))
 			return 0;
 		r = -ESTALE;
 	}
@@ -211,7 +211,7 @@ static int open_beneath_walk(int dirfd, const char *path, size_t len, int flags)
 	return TAKE_FD(cur);
 }
 
-int open_beneath(int dirfd, const char *path, size_t len, int flags)
+int stage_open_beneath(int dirfd, const char *path, size_t len, int flags)
 {
 	char buf[STAGE_PATH_MAX + 1];
 	struct open_how how = {
@@ -249,7 +249,7 @@ static bool dir_trusted(const struct stat *st)
 	return !(st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_mode & S_ISVTX);
 }
 
-int open_root_chain(const char *root, int *ret_fd, size_t *ret_bad)
+int stage_open_root_chain(const char *root, int *ret_fd, size_t *ret_bad)
 {
 	_cleanup_close_ int cur = -1;
 	struct stat st;
@@ -288,16 +288,16 @@ int open_root_chain(const char *root, int *ret_fd, size_t *ret_bad)
 	return 0;
 }
 
-int open_root(const char *root, int *ret_fd)
+int stage_open_root(const char *root, int *ret_fd)
 {
-	return open_root_chain(root, ret_fd, NULL);
+	return stage_open_root_chain(root, ret_fd, NULL);
 }
 
 /* Makes root absolute without resolving symlinks, dropping "." components,
  * repeated and trailing slashes, so the stored root names the same
  * directory from anywhere. ".." is refused: it cannot be resolved
  * lexically without assuming no symlink on the way. */
-int absolute_root(const char *root, char *buf, size_t size)
+int stage_absolute_root(const char *root, char *buf, size_t size)
 {
 	char joined[PATH_MAX * 2];
 	size_t len = 0;
@@ -335,11 +335,11 @@ int absolute_root(const char *root, char *buf, size_t size)
 	return 0;
 }
 
-int canonical_root(const char *root, char *buf, size_t size)
+int stage_canonical_root(const char *root, char *buf, size_t size)
 {
 	char abs[PATH_MAX];
 	_cleanup_free_ char *real = NULL;
-	int r = absolute_root(root, abs, sizeof(abs));
+	int r = stage_absolute_root(root, abs, sizeof(abs));
 
 	if (r < 0)
 		return r;
@@ -347,5 +347,5 @@ int canonical_root(const char *root, char *buf, size_t size)
 	if (!real)
 		return negerrno();
 	/* Canonical, then checked again for the room a LABEL-ID needs. */
-	return absolute_root(real, buf, size);
+	return stage_absolute_root(real, buf, size);
 }

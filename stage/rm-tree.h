@@ -52,7 +52,7 @@ HIDDEN int rmtree_open_dir(int dfd, const char *name, const uint64_t *mnt_id, rm
  * Removes the directory `name` in dirfd and everything beneath it, never
  * following a symlink, never entering a mount, never opening anything but
  * directories. When have_id, the directory is removed only if fstat gives
- * it device dev and inode ino (undo_stage() passes those of the top
+ * it device dev and inode ino (stage_undo() passes those of the top
  * directory it has just opened and verified against the record by inode
  * and birth time). prefix is the root-relative path of dirfd, used in the
  * reason. Returns 0 (also when name does not exist) or a negative errno

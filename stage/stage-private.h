@@ -23,17 +23,17 @@
 #define STAGE_PATH_MAX 4095
 
 /* True when id is 32 lowercase hex digits. */
-HIDDEN bool id_valid(const char *id);
+HIDDEN bool stage_id_valid(const char *id);
 
 /*
  * Checks a logged path lexically: relative, non-empty components, no "."
  * or "..", no NUL, no component over 255 bytes, at most 4095 bytes. Returns
  * NULL when it is clean, else a short reason (no path bytes in it).
  */
-HIDDEN const char *path_check(const char *path, size_t len);
+HIDDEN const char *stage_path_check(const char *path, size_t len);
 
 /*
- * Opens the directory at path (len bytes, already checked by path_check)
+ * Opens the directory at path (len bytes, already checked by stage_path_check)
  * beneath dirfd, following no symlink and crossing no mount. Uses openat2
  * with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
  * RESOLVE_NO_XDEV, or, when openat2 is missing or filtered (ENOSYS, EPERM),
@@ -41,26 +41,26 @@ HIDDEN const char *path_check(const char *path, size_t len);
  * the open flags (O_PATH or O_RDONLY; O_DIRECTORY, O_NOFOLLOW and
  * O_CLOEXEC are added). A symlink on the way is -ELOOP, a mount -EXDEV.
  */
-HIDDEN int open_beneath(int dirfd, const char *path, size_t len, int flags);
+HIDDEN int stage_open_beneath(int dirfd, const char *path, size_t len, int flags);
 
 /* Test seam: pretend openat2 is unavailable (as under seccomp). */
-HIDDEN void open_beneath_force_fallback(bool force);
+HIDDEN void stage_open_beneath_force_fallback(bool force);
 
 /* True when id is the directory recorded as dev/ino/btime: the same inode
  * and birth time, or, where either birth time is unknown (0), the same
  * inode and device. */
-HIDDEN bool fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id);
+HIDDEN bool stage_fileid_matches(uint64_t dev, uint64_t ino, int64_t btime, const struct fileid *id);
 
 /* True when id is the staging root the record began in (always true for a
  * record without a recorded root identity). */
-HIDDEN bool root_matches(const struct store_record *rec, const struct fileid *id);
+HIDDEN bool stage_root_matches(const struct store_record *rec, const struct fileid *id);
 
 /* 0 when the record's root path still leads, through a chain nobody else
  * can write, to the directory the stage began in, or when the stage went
  * with an earlier boot; -ESTALE when it leads to another one, to nothing,
  * to something that is not a directory, or through another user's
  * directory; another negative errno when the root cannot be read. */
-HIDDEN int root_check(const struct store_record *rec);
+HIDDEN int stage_root_check(const struct store_record *rec);
 
 /* Whether the stage's files went with an earlier boot: its root was
  * memory-backed when it began, in a boot that is not this one. */
@@ -68,7 +68,7 @@ HIDDEN bool stage_gone_with_boot(const struct store_record *rec);
 
 /* NULL when the record's id, label, top directory name and root are
  * sound, else why not. Nothing is opened for a record that fails. */
-HIDDEN const char *record_check(const struct store_record *rec);
+HIDDEN const char *stage_record_check(const struct store_record *rec);
 
 /* NULL when entry e of rec is a clean path inside the stage's own top
  * directory (entry 0 the top directory itself) of a known kind, else why
@@ -80,9 +80,9 @@ HIDDEN const char *stage_entry_check(const struct store_record *rec, const struc
  * directories (MAX_OPEN_DIRS, rm-tree.h), plus the one it is opening (its O_PATH fd and its fd for
  * reading, before the oldest ancestor is closed); the staging root, the
  * verified top directory, the cached parent of an entry and that parent
- * opened for reading; and open_beneath()'s fd for the component it walks.
+ * opened for reading; and stage_open_beneath()'s fd for the component it walks.
  */
-#define UNDO_MAX_FDS (MAX_OPEN_DIRS + 2 + 4 + 1)
+#define STAGE_UNDO_MAX_FDS (MAX_OPEN_DIRS + 2 + 4 + 1)
 
 /* What a stage holds while a failing call aborts it: the stage's staging
  * root, and the call's parent directory and the file it was writing
@@ -98,7 +98,7 @@ HIDDEN const char *stage_entry_check(const struct store_record *rec, const struc
  * RLIMIT_NOFILE if needed, and refuses with -EMFILE before it records
  * anything when even the hard limit leaves fewer.
  */
-#define STAGE_RESERVE_FDS (UNDO_MAX_FDS + STORE_MAX_FDS + STAGE_HELD_FDS)
+#define STAGE_RESERVE_FDS (STAGE_UNDO_MAX_FDS + STORE_MAX_FDS + STAGE_HELD_FDS)
 
 /* Makes sure that STAGE_RESERVE_FDS more descriptors can be open before
  * something that may have to undo a stage starts (begin, release, recover,
@@ -110,11 +110,11 @@ HIDDEN int stage_reserve_fds(const char *what, struct sl_error *reterr);
  * included: the rest of a struct sl_error's message is room for the
  * caller's own words around it. undo.c cuts the reason to it where it is
  * stored; a tree removal's reasons (RMTREE_REASON_MAX) fit it whole. */
-#define UNDO_REASON_MAX 256
+#define STAGE_REASON_MAX 256
 
-/* Where undo_stage() reports how far the removal of the logged paths has
+/* Where stage_undo() reports how far the removal of the logged paths has
  * come (sl_stage_release_id_progress()); NULL: nowhere. */
-struct undo_progress {
+struct stage_undo_progress {
 	void (*fn)(const struct sl_progress *progress, void *userdata);
 	void *userdata;
 	struct sl_progress p; /* total: the paths logged; bytes stay 0 */
@@ -134,18 +134,18 @@ struct undo_progress {
  * state in from_mask to `done`. ENOENT counts as done. On failure (the
  * paths removed so far stay removed, and the stage moves to `failed` with
  * the reason where the store takes it) *reterr (not NULL) holds the code
- * and a redacted explanation, at most UNDO_REASON_MAX bytes, which is
+ * and a redacted explanation, at most STAGE_REASON_MAX bytes, which is
  * also the failed stage's recorded reason, and the return value is
  * negative: -EBADMSG (a record fails validation), -EXDEV (a mount in the
  * way), -ESTALE (an identity mismatch), or the errno of the removal that
  * failed.
  */
-HIDDEN int undo_stage(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
-		      struct undo_progress *progress, struct sl_error *reterr);
+HIDDEN int stage_undo(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
+		      struct stage_undo_progress *progress, struct sl_error *reterr);
 
 /* Removes the directory `name` in dirfd and its tree: rmtree_remove()
  * (rm-tree.h), by the name recover/'s orphan scan still calls it. */
-static inline int undo_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
+static inline int stage_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
 				   uint64_t ino, struct sl_error *reterr)
 {
 	return rmtree_remove(dirfd, prefix, name, have_id, dev, ino, reterr);
@@ -156,7 +156,7 @@ static inline int undo_remove_tree(int dirfd, const char *prefix, const char *na
  * from the store (page, n entries already read into it when one_page).
  * Returns the first failure, with its reason in *reterr. */
 HIDDEN int stage_undo_entries(struct sl_store *store, const struct store_record *rec, int top_fd,
-			      struct store_entry_page *page, bool one_page, int n, struct undo_progress *progress,
+			      struct store_entry_page *page, bool one_page, int n, struct stage_undo_progress *progress,
 			      struct sl_error *reterr);
 
 /* Writes root as stagelog records it: absolute (from the working directory,
@@ -164,7 +164,7 @@ HIDDEN int stage_undo_entries(struct sl_store *store, const struct store_record 
  * trailing slashes. -EINVAL for a path with a ".." component or one that
  * comes down to "/" itself, -ENAMETOOLONG when it leaves no room for a
  * LABEL-ID below it in size bytes (tests/test-path.c holds the table). */
-HIDDEN int absolute_root(const char *root, char *buf, size_t size);
+HIDDEN int stage_absolute_root(const char *root, char *buf, size_t size);
 
 /* Takes the exclusive lock on a stage's top directory without waiting for
  * its holder: a few short retries ride over a liveness probe's shared lock
@@ -182,12 +182,12 @@ HIDDEN int stage_try_lock(int top_fd);
  * missing. Every root stagelog acts on is opened here (docs/design.md,
  * "Identity").
  */
-HIDDEN int open_root_chain(const char *root, int *ret_fd, size_t *ret_bad);
-HIDDEN int open_root(const char *root, int *ret_fd);
+HIDDEN int stage_open_root_chain(const char *root, int *ret_fd, size_t *ret_bad);
+HIDDEN int stage_open_root(const char *root, int *ret_fd);
 
-/* The canonical spelling of an existing root: absolute_root() of its
+/* The canonical spelling of an existing root: stage_absolute_root() of its
  * realpath(). Two spellings of one directory give one string. */
-HIDDEN int canonical_root(const char *root, char *buf, size_t size);
+HIDDEN int stage_canonical_root(const char *root, char *buf, size_t size);
 
 /* The marker: a small file in every stage's top directory, logged as
  * entry 1 and written right after the directory is made and locked, that
@@ -195,31 +195,31 @@ HIDDEN int canonical_root(const char *root, char *buf, size_t size);
 #define STAGE_MARKER_NAME ".stagelog"
 /* A marker's size at most: its store's path, and room for the magic line,
  * the stage id and the store's inode and birth time. */
-#define MARKER_MAX (PATH_MAX + 128)
-struct marker {
+#define STAGE_MARKER_MAX (PATH_MAX + 128)
+struct stage_marker {
 	char id[STORE_ID_LEN + 1];
 	struct store_identity store;
 };
-HIDDEN int marker_write(int top_fd, const char *id, const struct store_identity *store);
+HIDDEN int stage_marker_write(int top_fd, const char *id, const struct store_identity *store);
 /* -ENOENT without a marker, -EBADMSG for one that is not a marker. */
-HIDDEN int marker_read(int top_fd, struct marker *ret);
+HIDDEN int stage_marker_read(int top_fd, struct stage_marker *ret);
 /* Whether m binds its directory to stage id of this store. */
-HIDDEN bool marker_names(const struct marker *m, const char *id, const struct store_identity *store);
+HIDDEN bool stage_marker_names(const struct stage_marker *m, const char *id, const struct store_identity *store);
 
 /* ---- Inside stage/: the stage object and its entry log. ---- */
 
 /* A state as a bit of a from_mask (store_stage_transition()). */
 #define STATE_BIT(s) (1u << (s))
 
-#define LOG_BATCH 1024
-#define LOG_ARENA (128 * 1024)
+#define STAGE_LOG_BATCH 1024
+#define STAGE_LOG_ARENA (128 * 1024)
 
 /* How entries are logged: the default batches them; the other two exist so
  * that benchmarks measure, rather than assume, what logging costs. */
 enum stage_log_mode {
-	LOG_BATCHED, /* one transaction per LOG_BATCH entries, no sync */
-	LOG_OFF,     /* no entries at all (benchmark 1's baseline) */
-	LOG_NAIVE,   /* one durable transaction per entry (benchmark 8) */
+	STAGE_LOG_BATCHED, /* one transaction per STAGE_LOG_BATCH entries, no sync */
+	STAGE_LOG_OFF,     /* no entries at all (benchmark 1's baseline) */
+	STAGE_LOG_NAIVE,   /* one durable transaction per entry (benchmark 8) */
 };
 
 struct sl_stage {
@@ -245,10 +245,10 @@ struct sl_stage {
 	/* Entries logged but not yet committed; see stage_log(). */
 	size_t n;
 	size_t used;
-	uint32_t offs[LOG_BATCH];
-	uint16_t lens[LOG_BATCH];
-	uint8_t kinds[LOG_BATCH];
-	char arena[LOG_ARENA];
+	uint32_t offs[STAGE_LOG_BATCH];
+	uint16_t lens[STAGE_LOG_BATCH];
+	uint8_t kinds[STAGE_LOG_BATCH];
+	char arena[STAGE_LOG_ARENA];
 };
 
 /* Logs the entry topdir/path (path relative to the top directory) before
@@ -295,7 +295,7 @@ HIDDEN int stage_give_up_top(struct sl_stage *st, const struct fileid *id, struc
  * could not finish; rec->state follows. `what` names the operation in
  * *reterr ("release"). */
 HIDDEN int stage_undo_to(struct sl_store *store, struct store_record *rec, unsigned from_mask, enum sl_state to,
-			 const char *what, struct undo_progress *progress, struct sl_error *reterr);
+			 const char *what, struct stage_undo_progress *progress, struct sl_error *reterr);
 
 /* Moves a stage to releasing before its removal and returns the states the
  * removal may then finish it from, or 0 (with *reterr set) when the stage

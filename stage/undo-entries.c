@@ -62,7 +62,7 @@ static void parent_open(struct parent *p, int top_fd, const char *path, size_t p
 	memcpy(p->path, path, plen);
 	p->path[plen] = '\0';
 	p->len = plen;
-	r = open_beneath(top_fd, path, plen, O_PATH);
+	r = stage_open_beneath(top_fd, path, plen, O_PATH);
 	p->fd = r < 0 ? -1 : r;
 	p->error = r < 0 ? r : 0;
 	if (p->fd < 0)
@@ -171,7 +171,7 @@ static int undo_entry(int top_fd, const char *topdir, const struct store_entry *
 
 /* Tells the caller's progress callback, if any, that one more entry is
  * done. */
-static void progress_step(struct undo_progress *progress)
+static void progress_step(struct stage_undo_progress *progress)
 {
 	if (progress) {
 		progress->p.done++;
@@ -190,7 +190,7 @@ static void progress_step(struct undo_progress *progress)
  * returned with its reason.
  */
 int stage_undo_entries(struct sl_store *store, const struct store_record *rec, int top_fd, struct store_entry_page *page,
-		       bool one_page, int n, struct undo_progress *progress, struct sl_error *reterr)
+		       bool one_page, int n, struct stage_undo_progress *progress, struct sl_error *reterr)
 {
 	_cleanup_(parent_close) struct parent parent = {.fd = -1, .len = PARENT_NONE, .prev_len = PARENT_NONE};
 	size_t tl = strlen(rec->topdir);

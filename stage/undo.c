@@ -27,13 +27,13 @@
 
 #include "stage-private.h"
 
-_Static_assert(RMTREE_REASON_MAX <= UNDO_REASON_MAX, "a tree removal's reason must fit the undo's");
+_Static_assert(RMTREE_REASON_MAX <= STAGE_REASON_MAX, "a tree removal's reason must fit the undo's");
 
-/* Cuts the undo's reason in *reterr to UNDO_REASON_MAX bytes: the bound
+/* Cuts the undo's reason in *reterr to STAGE_REASON_MAX bytes: the bound
  * the stored reason of a failed stage and recover/'s report rely on. */
 static void reason_cut(struct sl_error *reterr)
 {
-	reterr->msg[UNDO_REASON_MAX - 1] = '\0';
+	reterr->msg[STAGE_REASON_MAX - 1] = '\0';
 }
 
 /*
@@ -45,11 +45,11 @@ static void reason_cut(struct sl_error *reterr)
 static bool same_by_marker(int path_fd, const struct store_record *rec, const struct store_identity *store,
 			   const struct fileid *id)
 {
-	struct marker m;
+	struct stage_marker m;
 
 	if (!store || id->ino != rec->ino || (rec->btime != 0 && id->btime != 0))
 		return false;
-	return marker_read(path_fd, &m) == 0 && marker_names(&m, rec->id, store);
+	return stage_marker_read(path_fd, &m) == 0 && stage_marker_names(&m, rec->id, store);
 }
 
 /* What verify_top() compares the top directory with, and where it puts
@@ -70,7 +70,7 @@ static int verify_top(int path_fd, void *userdata)
 
 	if (r < 0)
 		return r;
-	if (rec->have_inode && !fileid_matches(rec->dev, rec->ino, rec->btime, c->id) &&
+	if (rec->have_inode && !stage_fileid_matches(rec->dev, rec->ino, rec->btime, c->id) &&
 	    !same_by_marker(path_fd, rec, c->store, c->id))
 		return -ESTALE;
 	return 0;
@@ -119,12 +119,12 @@ static int open_checked_root(const struct store_record *rec, int *ret_fd, struct
 	size_t bad = 0;
 	int r;
 
-	r = open_root_chain(rec->root, &fd, &bad);
+	r = stage_open_root_chain(rec->root, &fd, &bad);
 	if (r == 0) {
 		r = fd_fileid(fd, &id);
 		if (r < 0)
 			return sl_err_replace(reterr, r, "staging root %s: %s", rec->root, strerror(-r));
-		if (root_matches(rec, &id)) {
+		if (stage_root_matches(rec, &id)) {
 			*ret_fd = TAKE_FD(fd);
 			return 0;
 		}
@@ -172,7 +172,7 @@ static bool found_at_dest(const struct store_record *rec)
 	if (pfd < 0)
 		return false;
 	fd = openat(pfd, slash + 1, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	return fd >= 0 && fd_fileid(fd, &id) == 0 && fileid_matches(rec->dev, rec->ino, rec->btime, &id);
+	return fd >= 0 && fd_fileid(fd, &id) == 0 && stage_fileid_matches(rec->dev, rec->ino, rec->btime, &id);
 }
 
 /* The last step of an undo: the state moved on, one commit whatever the
@@ -266,7 +266,7 @@ static int validate_entries(struct sl_store *store, const struct store_record *r
 }
 
 /* Moves a stage whose removal could not finish to failed, with the reason
- * (cut to UNDO_REASON_MAX here, where it is stored): the next recovery
+ * (cut to STAGE_REASON_MAX here, where it is stored): the next recovery
  * retries it. Returns r. */
 static int mark_stage_failed(struct sl_store *store, const struct store_record *rec, unsigned from_mask, int r,
 			     struct sl_error *reason)
@@ -286,7 +286,7 @@ static int mark_stage_failed(struct sl_store *store, const struct store_record *
  */
 static int remove_stage(struct sl_store *store, const struct store_record *rec, int root_fd, int top_fd,
 			const struct fileid *top_id, struct store_entry_page *page, bool one_page, int n,
-			struct undo_progress *progress, struct sl_error *reterr)
+			struct stage_undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error scratch = { 0 };
 	int r, first;
@@ -313,8 +313,8 @@ static int remove_stage(struct sl_store *store, const struct store_record *rec, 
 	return 0;
 }
 
-int undo_stage(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
-	       struct undo_progress *progress, struct sl_error *reterr)
+int stage_undo(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
+	       struct stage_undo_progress *progress, struct sl_error *reterr)
 {
 	_cleanup_free_ struct store_entry_page *page = NULL;
 	_cleanup_close_ int root_fd = -1, top_fd = -1;
@@ -325,7 +325,7 @@ int undo_stage(struct sl_store *store, const struct store_record *rec, unsigned 
 
 	assert(reterr);
 	sl_err_clear(reterr);
-	why = record_check(rec);
+	why = stage_record_check(rec);
 	if (why)
 		return mark_stage_failed(store, rec, from_mask,
 					 sl_err_replace(reterr, -EBADMSG, "record fails validation: %s", why), reterr);

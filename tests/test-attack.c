@@ -855,7 +855,7 @@ static void test_top_replaced_unrelated(void **state)
 /* The top directory renamed away and replaced by another directory that
  * holds the very names the log lists (as a copy of the stage would). The
  * contract: "one that was replaced by something else (another inode ...) is
- * not touched". undo_stage() checks the top directory's identity before it
+ * not touched". stage_undo() checks the top directory's identity before it
  * resolves any entry, and resolves every entry beneath that verified fd. */
 static void test_top_replaced_by_directory(void **state)
 {
@@ -919,7 +919,7 @@ static void test_top_replaced_by_directory(void **state)
 	say("case 2b: top directory replaced by a directory with the stage's layout (release and recovery): %s",
 	    failed ? "FAILED, the replacement lost its files" : "stage failed 'left alone', replacement intact");
 	if (failed)
-		fail_msg("undo_stage() removed logged entries from a directory that is not the stage's top");
+		fail_msg("stage_undo() removed logged entries from a directory that is not the stage's top");
 }
 
 /* ---- Case 3: a directory flipped between itself and a symlink ---- */
@@ -1914,7 +1914,7 @@ static void test_unprivileged(void **state)
  *  - a logged file in a 0000 logged dir (undo_entry());
  *  - a runtime-made 0500 dir holding a subdir (pop()'s rmdir);
  *  - a logged 0500 dir holding a logged subdir (undo_entry() falling back to
- *    undo_remove_tree()).
+ *    stage_remove_tree()).
  * Otherwise the stage would stay failed for good, its secrets on the tmpfs.
  */
 static int narrowed_child(const char *base, const char *dbdir, int variant)
@@ -2319,7 +2319,7 @@ static void test_odd_names(void **state)
 
 /* ---- Case 11: a directory renamed and replaced during removal ---- */
 
-/* variant 0: during the walk of runtime-made content (undo_remove_tree);
+/* variant 0: during the walk of runtime-made content (stage_remove_tree);
  * variant 1: during the removal of logged entries (undo_entry). */
 static bool replaced_run(struct fixture *fx, int variant, int mode, char *why, size_t size)
 {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-path.c: the two lexical path rules, table-driven: path_check() for a
- * logged path (relative to the top directory) and absolute_root() for a
+ * test-path.c: the two lexical path rules, table-driven: stage_path_check() for a
+ * logged path (relative to the top directory) and stage_absolute_root() for a
  * staging root as it is recorded.
  */
 #include <errno.h>
@@ -87,7 +87,7 @@ static void path_check_table(void **state)
 	(void)state;
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
 		size_t len = cases[i].len ? cases[i].len : strlen(cases[i].path);
-		const char *got = path_check(cases[i].path, len);
+		const char *got = stage_path_check(cases[i].path, len);
 
 		if (!cases[i].want ? got != NULL : !got || strcmp(got, cases[i].want) != 0)
 			fail_msg("case %zu (%zu bytes): got \"%s\", want \"%s\"", i, len, got ? got : "(clean)",
@@ -144,7 +144,7 @@ static void absolute_root_table(void **state)
 		int r;
 
 		memset(buf, 'x', sizeof(buf));
-		r = absolute_root(cases[i].root, buf, sizeof(buf));
+		r = stage_absolute_root(cases[i].root, buf, sizeof(buf));
 		/* A relative root of 4095 bytes under any cwd is too long. */
 		if (i == ELEMENTSOF(cases) - 1) {
 			assert_int_equal(r, -ENAMETOOLONG);

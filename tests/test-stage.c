@@ -45,7 +45,7 @@ static int teardown(void **state)
 {
 	struct fixture *fx = *state;
 	memset(&fault_seam, 0, sizeof(fault_seam));
-	open_beneath_force_fallback(false);
+	stage_open_beneath_force_fallback(false);
 	sl_store_close(fx->store);
 	sandbox_finish(&fx->sb);
 	free(fx);
@@ -92,7 +92,7 @@ static void test_stage_success(void **state)
 
 	assert_int_equal(stage_sample(fx, &st, &err), 0);
 	snprintf(id, sizeof(id), "%s", sl_stage_id(st));
-	assert_true(id_valid(id));
+	assert_true(stage_id_valid(id));
 	assert_int_equal(state_of(fx->store, id), SL_STATE_READY);
 
 	/* The top directory: 0700, named LABEL-ID, locked. */
@@ -635,7 +635,7 @@ static void test_undo_symlink_swap(void **state)
 
 	snapshot_outside(fx, &before);
 	for (int fallback = 0; fallback < 2; fallback++) {
-		open_beneath_force_fallback(fallback);
+		stage_open_beneath_force_fallback(fallback);
 		st = NULL;
 		assert_int_equal(stage_sample(fx, &st, &err), 0);
 		/* A staged directory replaced by a symlink to the canaries. */

@@ -363,14 +363,14 @@ static double lib_stage_tree(struct sl_store *store, const char *root, const cha
 	double t;
 
 	check(sl_stage_begin(store, root, NULL, &st, &err), &err, "begin");
-	if (mode != LOG_BATCHED)
+	if (mode != STAGE_LOG_BATCHED)
 		stage_set_log_mode(st, mode);
 	check(sl_stage_copy_tree(st, AT_FDCWD, src, "rootfs", &err), &err, "copy tree");
 	check(sl_stage_ready(st, &err), &err, "ready");
 	t = secs_since(t0);
 	/* Naive mode is a property of the store handle too: switch it back
 	 * so that the release (and the next stage) run as shipped. */
-	stage_set_log_mode(st, LOG_BATCHED);
+	stage_set_log_mode(st, STAGE_LOG_BATCHED);
 	*ret = st;
 	return t;
 }
@@ -548,18 +548,18 @@ static int bench1(void)
 		double t;
 
 		store_stats(store, &s0);
-		t = lib_stage_tree(store, root, src, LOG_BATCHED, &st);
+		t = lib_stage_tree(store, root, src, STAGE_LOG_BATCHED, &st);
 		store_stats(store, &s1);
 		lib_release(st);
 		if (i >= 0)
 			add(&a, t);
-		t = lib_stage_tree(store, root, src, LOG_OFF, &st);
+		t = lib_stage_tree(store, root, src, STAGE_LOG_OFF, &st);
 		lib_release(st);
 		if (i >= 0)
 			add(&b, t);
 	}
 	print_series("A logged (batched, as shipped)", &a, 1e3, "ms");
-	print_series("B logging off (LOG_OFF)", &b, 1e3, "ms");
+	print_series("B logging off (STAGE_LOG_OFF)", &b, 1e3, "ms");
 	printf("  store  : A commits %lu per stage, %lu durable\n", s1.commits - s0.commits,
 	       s1.durable_commits - s0.durable_commits);
 	sl_store_close(store);
@@ -1192,26 +1192,26 @@ static int bench8(void)
 	pjoin(root, shm_base, "root8");
 	pjoin(db, disk_base, "b8.db");
 	store = store_open(db);
-	printf("  inputs : as bench 1 (10,100 paths, library begin + copy + ready); B: LOG_NAIVE\n");
+	printf("  inputs : as bench 1 (10,100 paths, library begin + copy + ready); B: STAGE_LOG_NAIVE\n");
 	print_places(db);
 	printf("  runs   : %d alternating pairs after a warm-up of A only\n", n);
-	lib_stage_tree(store, root, src, LOG_BATCHED, &st);
+	lib_stage_tree(store, root, src, STAGE_LOG_BATCHED, &st);
 	lib_release(st);
 	for (int i = 0; i < n; i++) {
 		double t;
 
 		store_stats(store, &s0);
-		t = lib_stage_tree(store, root, src, LOG_BATCHED, &st);
+		t = lib_stage_tree(store, root, src, STAGE_LOG_BATCHED, &st);
 		store_stats(store, &s1);
 		lib_release(st);
 		add(&a, t);
-		t = lib_stage_tree(store, root, src, LOG_NAIVE, &st);
+		t = lib_stage_tree(store, root, src, STAGE_LOG_NAIVE, &st);
 		store_stats(store, &s2);
 		lib_release(st);
 		add(&b, t);
 	}
 	print_series("A batched (as shipped)", &a, 1e3, "ms");
-	print_series("B naive (LOG_NAIVE)", &b, 1e3, "ms");
+	print_series("B naive (STAGE_LOG_NAIVE)", &b, 1e3, "ms");
 	printf("  store  : durable commits per stage: A %lu, B %lu\n", s1.durable_commits - s0.durable_commits,
 	       s2.durable_commits - s1.durable_commits);
 	sl_store_close(store);
@@ -1246,7 +1246,7 @@ static int rss_child(const char *db, const char *root, const char *src)
 	struct sl_store *s = store_open(db);
 	struct sl_stage *st;
 
-	lib_stage_tree(s, root, src, LOG_BATCHED, &st);
+	lib_stage_tree(s, root, src, STAGE_LOG_BATCHED, &st);
 	printf("%s %lld %ld %ld %ld %ld\n", sl_stage_id(st), (long long)sqlite3_memory_highwater(0),
 	       status_kb("RssAnon"), status_kb("RssFile"), status_kb("RssShmem"), status_kb("VmHWM"));
 	sl_stage_free(st);
