@@ -41,9 +41,8 @@ int fd_fileid(int fd, struct fileid *ret)
 		return negerrno();
 	ret->dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
 	ret->ino = stx.stx_ino;
-	ret->btime = (stx.stx_mask & STATX_BTIME)
-			     ? (int64_t)stx.stx_btime.tv_sec * NSEC_PER_SEC + stx.stx_btime.tv_nsec
-			     : 0;
+	ret->btime = (stx.stx_mask & STATX_BTIME) ? (int64_t)stx.stx_btime.tv_sec * NSEC_PER_SEC + stx.stx_btime.tv_nsec
+						  : 0;
 	/* 0 means "unknown" in records: a birth time of exactly the epoch
 	 * is one nanosecond off, which changes no comparison. */
 	if (ret->btime == 0 && (stx.stx_mask & STATX_BTIME))

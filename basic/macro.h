@@ -71,11 +71,11 @@ static inline void closedirp(DIR **d)
 		(p) = NULL;                    \
 		take_ptr_;                     \
 	})
-#define TAKE_FD(fd)                 \
-	__extension__({             \
+#define TAKE_FD(fd)                  \
+	__extension__({              \
 		int take_fd_ = (fd); \
-		(fd) = -1;          \
-		take_fd_;           \
+		(fd) = -1;           \
+		take_fd_;            \
 	})
 
 /* Converts libc's -1/errno convention to a negative errno at once. */

@@ -35,13 +35,16 @@ static int print_json(const struct sl_check_report *rep, const struct cli_failed
 	cJSON *doc = cJSON_CreateObject();
 
 	return cli_json_print(
-		doc, doc &&
-			     cli_json_add_bytes(doc, "integrity", rep->integrity,
-						strnlen(rep->integrity, sizeof(rep->integrity))) &&
-			     cli_json_add_item(doc, "failed", cli_json_array(fl->n, cli_json_failed_item, fl)) &&
-			     cli_json_add_item(doc, "root_moved", cli_json_array(moved->n, cli_json_failed_item, moved)) &&
-			     cli_json_add_item(doc, "orphans", cli_json_array(rep->n_orphans, cli_json_path_item, rep->orphans)) &&
-			     cli_json_add_item(doc, "removed", cli_json_array(rep->n_removed, cli_json_path_item, rep->removed)));
+		doc,
+		doc &&
+			cli_json_add_bytes(doc, "integrity", rep->integrity,
+					   strnlen(rep->integrity, sizeof(rep->integrity))) &&
+			cli_json_add_item(doc, "failed", cli_json_array(fl->n, cli_json_failed_item, fl)) &&
+			cli_json_add_item(doc, "root_moved", cli_json_array(moved->n, cli_json_failed_item, moved)) &&
+			cli_json_add_item(doc, "orphans",
+					  cli_json_array(rep->n_orphans, cli_json_path_item, rep->orphans)) &&
+			cli_json_add_item(doc, "removed",
+					  cli_json_array(rep->n_removed, cli_json_path_item, rep->removed)));
 }
 
 static void print_stages(const char *what, const struct cli_failed_list *l)
@@ -112,12 +115,13 @@ static int check_option(int c, char *arg, void *userdata)
 static const struct cli_options check_options = {
 	.cmd = "check",
 	.optstring = ":h",
-	.longopts = (const struct option[]){
-		{ "root", required_argument, NULL, 'r' },
-		{ "remove-orphans", no_argument, NULL, 'R' },
-		CLI_COMMON_OPTIONS,
-		{ 0 },
-	},
+	.longopts =
+		(const struct option[]){
+			{ "root", required_argument, NULL, 'r' },
+			{ "remove-orphans", no_argument, NULL, 'R' },
+			CLI_COMMON_OPTIONS,
+			{ 0 },
+		},
 	.usage = usage,
 	.handle = check_option,
 };

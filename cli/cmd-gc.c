@@ -75,11 +75,12 @@ static int gc_option(int c, char *arg, void *userdata)
 static const struct cli_options gc_options = {
 	.cmd = "gc",
 	.optstring = ":h",
-	.longopts = (const struct option[]){
-		{ "older-than", required_argument, NULL, 'o' },
-		CLI_COMMON_OPTIONS,
-		{ 0 },
-	},
+	.longopts =
+		(const struct option[]){
+			{ "older-than", required_argument, NULL, 'o' },
+			CLI_COMMON_OPTIONS,
+			{ 0 },
+		},
 	.usage = usage,
 	.handle = gc_option,
 };

@@ -165,9 +165,10 @@ static int list_option(int c, char *arg, void *userdata)
 	default: /* 's' */
 		s = state_bit(arg);
 		if (s < 0)
-			return cli_usage_error("list: --state: argument #%d: unknown state: want one of staging, ready, "
-					       "releasing, released, aborted, recovering, recovered, failed, published",
-					       cli_arg_position(arg));
+			return cli_usage_error(
+				"list: --state: argument #%d: unknown state: want one of staging, ready, "
+				"releasing, released, aborted, recovering, recovered, failed, published",
+				cli_arg_position(arg));
 		a->states |= 1u << s;
 		/* A state may be a finished one: look at every record. */
 		a->flags |= SL_LIST_ALL;
@@ -178,15 +179,16 @@ static int list_option(int c, char *arg, void *userdata)
 static const struct cli_options list_options = {
 	.cmd = "list",
 	.optstring = ":hq",
-	.longopts = (const struct option[]){
-		{ "all", no_argument, NULL, 'a' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "no-legend", no_argument, NULL, 'L' },
-		{ "label", required_argument, NULL, 'l' },
-		{ "state", required_argument, NULL, 's' },
-		CLI_COMMON_OPTIONS,
-		{ 0 },
-	},
+	.longopts =
+		(const struct option[]){
+			{ "all", no_argument, NULL, 'a' },
+			{ "quiet", no_argument, NULL, 'q' },
+			{ "no-legend", no_argument, NULL, 'L' },
+			{ "label", required_argument, NULL, 'l' },
+			{ "state", required_argument, NULL, 's' },
+			CLI_COMMON_OPTIONS,
+			{ 0 },
+		},
 	.usage = usage,
 	.handle = list_option,
 };

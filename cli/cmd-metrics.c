@@ -132,8 +132,7 @@ static void format(FILE *f, const struct tally *t, const struct cli_last_recover
 	 * themselves, so neither needs escaping. */
 	header(f, "stagelog_build_info", "gauge",
 	       "Always 1; the labels give the versions of stagelog and of the SQLite it loaded.");
-	fprintf(f, "stagelog_build_info{version=\"%s\",sqlite=\"%s\"} 1\n", sl_version(),
-		sl_store_sqlite_version());
+	fprintf(f, "stagelog_build_info{version=\"%s\",sqlite=\"%s\"} 1\n", sl_version(), sl_store_sqlite_version());
 
 	header(f, "stagelog_store_present", "gauge", "1 when the store exists, 0 when it does not.");
 	fprintf(f, "stagelog_store_present %d\n", store_present ? 1 : 0);
@@ -181,11 +180,12 @@ static int metrics_option(int c, char *arg, void *userdata)
 static const struct cli_options metrics_options = {
 	.cmd = "metrics",
 	.optstring = ":ho:",
-	.longopts = (const struct option[]){
-		{ "output", required_argument, NULL, 'o' },
-		CLI_COMMON_OPTIONS,
-		{ 0 },
-	},
+	.longopts =
+		(const struct option[]){
+			{ "output", required_argument, NULL, 'o' },
+			CLI_COMMON_OPTIONS,
+			{ 0 },
+		},
 	.usage = usage,
 	.handle = metrics_option,
 };

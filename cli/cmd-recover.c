@@ -210,13 +210,14 @@ static int recover_option(int c, char *arg, void *userdata)
 static const struct cli_options recover_options = {
 	.cmd = "recover",
 	.optstring = ":h",
-	.longopts = (const struct option[]){
-		{ "dry-run", no_argument, NULL, 'n' },
-		{ "root", required_argument, NULL, 'r' },
-		{ "force", required_argument, NULL, 'f' },
-		CLI_COMMON_OPTIONS,
-		{ 0 },
-	},
+	.longopts =
+		(const struct option[]){
+			{ "dry-run", no_argument, NULL, 'n' },
+			{ "root", required_argument, NULL, 'r' },
+			{ "force", required_argument, NULL, 'f' },
+			CLI_COMMON_OPTIONS,
+			{ 0 },
+		},
 	.usage = usage,
 	.handle = recover_option,
 };

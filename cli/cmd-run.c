@@ -26,7 +26,8 @@ static const char usage[] =
 	"  --root DIR        the staging root (default: /run/stagelog for root,\n"
 	"                    else $XDG_RUNTIME_DIR/stagelog)\n"
 	"  --bundle PKG      the packaged bundle: PKG/rootfs/ and PKG/config.json\n"
-	"  --label L         the stage's label, " CLI_LABEL_RULE " (default: stage)\n"
+	"  --label L         the stage's label, " CLI_LABEL_RULE
+	" (default: stage)\n"
 	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
 	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
 	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
@@ -303,7 +304,8 @@ static int run_option(int c, char *arg, void *userdata)
 		return code;
 	/* 'p' */
 	if (!arg[0] || strchr(arg, '='))
-		return cli_usage_error("run: --pass-env: argument #%d: expected a variable name", cli_arg_position(arg));
+		return cli_usage_error("run: --pass-env: argument #%d: expected a variable name",
+				       cli_arg_position(arg));
 	v = reallocarray(a->pass, a->n_pass + 1, sizeof(*v));
 	if (!v)
 		return cli_fail(-ENOMEM, NULL, "cannot parse the options");
@@ -317,12 +319,13 @@ static int run_option(int c, char *arg, void *userdata)
 static const struct cli_options run_options = {
 	.cmd = "run",
 	.optstring = "+:h",
-	.longopts = (const struct option[]){
-		STAGE_LONG_OPTIONS,
-		{ "pass-env", required_argument, NULL, 'p' },
-		CLI_COMMON_OPTIONS,
-		{ 0 },
-	},
+	.longopts =
+		(const struct option[]){
+			STAGE_LONG_OPTIONS,
+			{ "pass-env", required_argument, NULL, 'p' },
+			CLI_COMMON_OPTIONS,
+			{ 0 },
+		},
 	.usage = usage,
 	.handle = run_option,
 };
@@ -407,8 +410,8 @@ static int release(struct cli *cli, struct sl_stage *stage, int code, bool ran)
 		sl_stage_free(stage);
 		return code == EX_OK ? CLI_EXIT_NOT_CLEAN : code;
 	}
-	cli_error("run: the runtime exited with status %d, but stage %s could not be released: it is failed",
-		  code, sl_stage_id(stage));
+	cli_error("run: the runtime exited with status %d, but stage %s could not be released: it is failed", code,
+		  sl_stage_id(stage));
 	if (cli->json) {
 		cJSON *doc = cJSON_CreateObject();
 

@@ -47,8 +47,8 @@ static int show_stage(const struct sl_stage_info *info, void *userdata)
 	cli_fput_token(stdout, info->root, strlen(info->root));
 	fputs("\npath: ", stdout);
 	cli_fput_token(stdout, info->path, strlen(info->path));
-	printf("\nowner: %lld (%s)\ncreated: %s\nupdated: %s\n", info->owner_pid,
-	       info->owner_alive ? "live" : "stale", created, updated);
+	printf("\nowner: %lld (%s)\ncreated: %s\nupdated: %s\n", info->owner_pid, info->owner_alive ? "live" : "stale",
+	       created, updated);
 	if (info->reason && info->reason[0]) {
 		fputs("reason: ", stdout);
 		cli_fput_escaped(stdout, info->reason, strlen(info->reason));
@@ -70,7 +70,8 @@ static int show_entry(const struct sl_entry_info *info, void *userdata)
 		e = s->entries ? cli_json_append_object(s->entries) : NULL;
 		if (!e || !cJSON_AddNumberToObject(e, "seq", (double)info->seq) ||
 		    !cli_json_add_bytes(e, "path", info->path, info->path_len) ||
-		    !cJSON_AddStringToObject(e, "kind", info->kind) || !cJSON_AddStringToObject(e, "state", info->state))
+		    !cJSON_AddStringToObject(e, "kind", info->kind) ||
+		    !cJSON_AddStringToObject(e, "state", info->state))
 			return -ENOMEM;
 		return 0;
 	}
@@ -87,7 +88,11 @@ static int show_entry(const struct sl_entry_info *info, void *userdata)
 }
 
 static const struct cli_id_command show_command = {
-	.cmd = "show", .usage = usage, .n = 1, .names = "ID", .readonly = true,
+	.cmd = "show",
+	.usage = usage,
+	.n = 1,
+	.names = "ID",
+	.readonly = true,
 };
 
 int cmd_show(struct cli *cli, int argc, char **argv)

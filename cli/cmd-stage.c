@@ -5,10 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-
 #include "cli.h"
-#include "fd-util.h"
 #include "envfile.h"
+#include "fd-util.h"
 
 static const char usage[] =
 	"usage: stagelog stage [--root DIR] --bundle PKG [--label L] [--env NAME[=VALUE]]...\n"
@@ -20,7 +19,8 @@ static const char usage[] =
 	"  --root DIR        the staging root (default: /run/stagelog for root,\n"
 	"                    else $XDG_RUNTIME_DIR/stagelog)\n"
 	"  --bundle PKG      the packaged bundle: PKG/rootfs/ and PKG/config.json\n"
-	"  --label L         the stage's label, " CLI_LABEL_RULE " (default: stage)\n"
+	"  --label L         the stage's label, " CLI_LABEL_RULE
+	" (default: stage)\n"
 	"  --env NAME=VALUE  put NAME=VALUE in process.env\n"
 	"  --env NAME        put NAME in process.env with its value from stagelog's environment\n"
 	"  --env-file FILE   read NAME=VALUE lines (# comments, blank lines); a later name wins\n"
@@ -44,8 +44,9 @@ bool cli_stage_args_option(struct cli_stage_args *a, int c, char *arg, int *ret_
 	case 'l':
 		/* Checked here, before a store or a root exists. */
 		if (!label_valid(arg))
-			*ret_code = cli_usage_error("%s: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
-						    a->cmd, cli_arg_position(arg), LABEL_MAX - 1);
+			*ret_code =
+				cli_usage_error("%s: --label: argument #%d: bad label: want [a-z0-9][a-z0-9_.-]{0,%d}",
+						a->cmd, cli_arg_position(arg), LABEL_MAX - 1);
 		else
 			a->label = arg;
 		return true;
@@ -115,13 +116,15 @@ static int add_env_arg(const struct cli_stage_args *a, struct oci_env_list *l, c
 		name_len = strlen(arg);
 		value = getenv(arg);
 		if (!value && oci_env_name_valid(arg, name_len))
-			return cli_usage_error("%s: --env: argument #%d: the variable is not set in stagelog's "
-					       "environment",
-					       a->cmd, cli_arg_position(arg));
+			return cli_usage_error(
+				"%s: --env: argument #%d: the variable is not set in stagelog's "
+				"environment",
+				a->cmd, cli_arg_position(arg));
 		if (!value)
-			return cli_usage_error("%s: --env: argument #%d: not a variable name "
-					       "([A-Za-z_][A-Za-z0-9_]*) and no NAME=VALUE",
-					       a->cmd, cli_arg_position(arg));
+			return cli_usage_error(
+				"%s: --env: argument #%d: not a variable name "
+				"([A-Za-z_][A-Za-z0-9_]*) and no NAME=VALUE",
+				a->cmd, cli_arg_position(arg));
 	}
 	r = oci_env_add(l, arg, name_len, value, strlen(value), &err);
 	/* The list holds its own copy now. Wipe the one in argv, so that
@@ -284,8 +287,8 @@ static int stage_bundle(struct cli *cli, const struct cli_stage_args *a, pid_t o
 	if (kept)
 		/* The option and its position, never the name: a usage error
 		 * repeats no argument. */
-		return cli_usage_error("%s: --env-keep: argument #%d: not in the packaged config's process.env",
-				       a->cmd, cli_arg_position(kept));
+		return cli_usage_error("%s: --env-keep: argument #%d: not in the packaged config's process.env", a->cmd,
+				       cli_arg_position(kept));
 	return cli_fail(r, &err, "cannot stage the bundle");
 }
 
@@ -391,12 +394,13 @@ static int stage_option(int c, char *arg, void *userdata)
 static const struct cli_options stage_options = {
 	.cmd = "stage",
 	.optstring = ":h",
-	.longopts = (const struct option[]){
-		STAGE_LONG_OPTIONS,
-		{ "owner", required_argument, NULL, 'o' },
-		CLI_COMMON_OPTIONS,
-		{ 0 },
-	},
+	.longopts =
+		(const struct option[]){
+			STAGE_LONG_OPTIONS,
+			{ "owner", required_argument, NULL, 'o' },
+			CLI_COMMON_OPTIONS,
+			{ 0 },
+		},
 	.usage = usage,
 	.handle = stage_option,
 };

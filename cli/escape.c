@@ -43,7 +43,8 @@ static void fput_escaped(FILE *f, const char *str, size_t len, bool token)
 			fputs("\\t", f);
 		} else if (n == 1 && s[i] >= 0x20 && s[i] < 0x7f && !(token && s[i] == ' ')) {
 			fputc(s[i], f);
-		} else if (n > 1 && !(n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0) && !(token && unicode_space(s + i, n))) {
+		} else if (n > 1 && !(n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0) &&
+			   !(token && unicode_space(s + i, n))) {
 			/* Valid multibyte text passes, but not the C1 controls
 			 * (U+0080..U+009F), which some terminals obey. */
 			fwrite(s + i, 1, n, f);

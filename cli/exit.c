@@ -9,8 +9,8 @@
  * back round to a helper that writes one.
  */
 #include <stdarg.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,8 +27,8 @@ static const struct {
 	{ -ENOENT, EX_NOINPUT },
 	{ -EEXIST, EX_CANTCREAT },
 	{ -EROFS, EX_CANTCREAT },
-	{ -EISDIR, EX_CANTCREAT },  /* --db names a directory */
-	{ -ENOTDIR, EX_NOINPUT },   /* a path that should lead to a directory does not */
+	{ -EISDIR, EX_CANTCREAT }, /* --db names a directory */
+	{ -ENOTDIR, EX_NOINPUT },  /* a path that should lead to a directory does not */
 	{ -ENOSPC, EX_IOERR },
 	{ -EIO, EX_IOERR },
 	{ -EDQUOT, EX_IOERR },
@@ -44,7 +44,7 @@ static const struct {
 	{ -ENAMETOOLONG, EX_DATAERR }, /* a path longer than PATH_MAX */
 	{ -EOVERFLOW, EX_DATAERR },
 	{ -EILSEQ, EX_DATAERR },
-	{ -EXDEV, EX_CANTCREAT },      /* publish to another file system */
+	{ -EXDEV, EX_CANTCREAT }, /* publish to another file system */
 	{ -EMLINK, EX_CANTCREAT },
 	{ -ENOTEMPTY, EX_IOERR },
 	{ -EOPNOTSUPP, EX_IOERR },
@@ -52,11 +52,11 @@ static const struct {
 	{ -ENODEV, EX_IOERR },
 	{ -EUCLEAN, EX_IOERR },
 	{ -EPIPE, EX_IOERR },
-	{ -ENOTCONN, EX_IOERR },    /* a FUSE root whose daemon died */
+	{ -ENOTCONN, EX_IOERR }, /* a FUSE root whose daemon died */
 	{ -ECONNABORTED, EX_IOERR },
 	{ -EREMOTEIO, EX_IOERR },
 	{ -ETXTBSY, EX_TEMPFAIL },
-	{ -ESTALE, EX_TEMPFAIL },      /* the record changed state meanwhile */
+	{ -ESTALE, EX_TEMPFAIL }, /* the record changed state meanwhile */
 	{ -ECANCELED, EX_TEMPFAIL },
 	{ -EINTR, EX_TEMPFAIL },
 	{ -ETIMEDOUT, EX_TEMPFAIL },

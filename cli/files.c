@@ -67,8 +67,7 @@ static bool user_run_dir(char *buf, size_t size)
 	n = snprintf(buf, size, "/run/user/%u", (unsigned)geteuid());
 	if (n < 0 || (size_t)n >= size)
 		return false;
-	if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
-	    (st.st_mode & 07777) != 0700)
+	if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 07777) != 0700)
 		return false;
 	return true;
 }
@@ -85,8 +84,9 @@ int cli_default_root(char *buf, size_t size, bool quiet)
 		 * start; refuse it rather than guess. */
 		if (env[0] != '/')
 			return quiet ? EX_USAGE
-				     : cli_usage_error("cannot choose a staging root: STAGELOG_ROOT is not an "
-						       "absolute path");
+				     : cli_usage_error(
+					       "cannot choose a staging root: STAGELOG_ROOT is not an "
+					       "absolute path");
 		n = snprintf(buf, size, "%s", env);
 		what = "STAGELOG_ROOT";
 	} else if (geteuid() == 0) {
@@ -103,15 +103,17 @@ int cli_default_root(char *buf, size_t size, bool quiet)
 	} else {
 		if (quiet)
 			return EX_USAGE;
-		return cli_usage_error("cannot choose a staging root: XDG_RUNTIME_DIR is not set and "
-				       "/run/user/%u is not a directory of yours with mode 0700 "
-				       "(pass --root DIR or set STAGELOG_ROOT)",
-				       (unsigned)geteuid());
+		return cli_usage_error(
+			"cannot choose a staging root: XDG_RUNTIME_DIR is not set and "
+			"/run/user/%u is not a directory of yours with mode 0700 "
+			"(pass --root DIR or set STAGELOG_ROOT)",
+			(unsigned)geteuid());
 	}
 	if (n < 0 || (size_t)n >= size)
 		return quiet ? EX_USAGE
-			     : cli_usage_error("cannot choose a staging root: %s is too long (pass --root DIR or set "
-					       "STAGELOG_ROOT)",
-					       what);
+			     : cli_usage_error(
+				       "cannot choose a staging root: %s is too long (pass --root DIR or set "
+				       "STAGELOG_ROOT)",
+				       what);
 	return EX_OK;
 }

@@ -54,21 +54,22 @@ static int unknown_command(const char *prefix, const char *arg)
  * when a command is missing, as a reader of a script's log expects. */
 static int usage(FILE *f)
 {
-	fprintf(f, "usage: stagelog [--db PATH] [--json] [-q | -v] COMMAND [OPTIONS] [ARGS]\n"
-	       "       stagelog COMMAND --help\n"
-	       "       stagelog help [COMMAND]\n"
-	       "       stagelog --version\n"
-	       "\n"
-	       "Global options:\n"
-	       "  --db PATH      the store (default: $STAGELOG_DB, else a per-user path)\n"
-	       "  --json         print one JSON document on stdout\n"
-	       "  -q, --quiet    print less on stderr\n"
-	       "  -v, --verbose  print more on stderr\n"
-	       "  -h, --help     print this help\n"
-	       "  --version      print the versions of stagelog and SQLite (with --json\n"
-	       "                 before it: as one JSON object)\n"
-	       "\n"
-	       "Commands:\n");
+	fprintf(f,
+		"usage: stagelog [--db PATH] [--json] [-q | -v] COMMAND [OPTIONS] [ARGS]\n"
+		"       stagelog COMMAND --help\n"
+		"       stagelog help [COMMAND]\n"
+		"       stagelog --version\n"
+		"\n"
+		"Global options:\n"
+		"  --db PATH      the store (default: $STAGELOG_DB, else a per-user path)\n"
+		"  --json         print one JSON document on stdout\n"
+		"  -q, --quiet    print less on stderr\n"
+		"  -v, --verbose  print more on stderr\n"
+		"  -h, --help     print this help\n"
+		"  --version      print the versions of stagelog and SQLite (with --json\n"
+		"                 before it: as one JSON object)\n"
+		"\n"
+		"Commands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	return EX_OK;

@@ -17,7 +17,7 @@
  */
 static struct {
 	const char *start, *end;
-} *cmdline;
+} * cmdline;
 static int cmdline_n;
 
 void cli_save_argv(int argc, char **argv)
@@ -103,7 +103,8 @@ static int edit_distance(const char *a, size_t n, const char *b)
 				best = d[i - 1][j] + 1;
 			if (d[i][j - 1] + 1 < best)
 				best = d[i][j - 1] + 1;
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < best)
 				best = d[i - 2][j - 2] + 1;
 			d[i][j] = best;
 		}
@@ -283,4 +284,3 @@ int cli_want_operands(const char *cmd, int argc, char **argv, int n, const char 
 	}
 	return EX_OK;
 }
-

@@ -18,8 +18,8 @@
  */
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 

@@ -44,7 +44,8 @@ static int open_store(struct cli *cli, bool *ret_missing)
 		return r;
 	cli_verbose(cli, "store: %s", cli->store_path);
 	r = sl_store_open_flags(cli->store_path,
-				(cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0) | (cli->read_only ? SL_STORE_OPEN_INSPECT : 0),
+				(cli->nocreate ? SL_STORE_OPEN_NOCREATE : 0) |
+					(cli->read_only ? SL_STORE_OPEN_INSPECT : 0),
 				&cli->store, &err);
 	if (r == -ENOENT && cli->nocreate) {
 		*ret_missing = true;
@@ -149,7 +150,6 @@ int cli_resolve_id(struct cli *cli, const char *prefix, char ret_id[SL_ID_SIZE])
 	cli_verbose(cli, "id: %s", ret_id);
 	return EX_OK;
 }
-
 
 int cli_id_command(struct cli *cli, const struct cli_id_command *c, int argc, char **argv, char ret_id[SL_ID_SIZE],
 		   enum cli_stop *ret_stop)

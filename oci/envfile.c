@@ -146,8 +146,8 @@ int oci_env_parse(struct oci_env_list *l, const char *buf, size_t len, struct sl
 			goto fail;
 		}
 		if (!oci_env_name_valid(s, (size_t)(eq - s))) {
-			r = sl_err(reterr, -EBADMSG, "bad env file: line %lu: name does not match [A-Za-z_][A-Za-z0-9_]*",
-				   line);
+			r = sl_err(reterr, -EBADMSG,
+				   "bad env file: line %lu: name does not match [A-Za-z_][A-Za-z0-9_]*", line);
 			goto fail;
 		}
 		problem = oci_env_value_problem(eq + 1, slen - (size_t)(eq - s) - 1);
@@ -234,7 +234,7 @@ int oci_env_read_file(struct oci_env_list *l, const char *path, struct sl_error 
 	/* A named FIFO whose writer has not opened it yet reads as empty:
 	 * wait until there is data, or a writer that came and went. */
 	if (S_ISFIFO(st.st_mode)) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
+		struct pollfd p = { .fd = fd, .events = POLLIN };
 		while (poll(&p, 1, -1) < 0)
 			if (errno != EINTR)
 				return sl_err(reterr, negerrno(), "cannot read env file: %s", strerror(errno));

@@ -34,8 +34,8 @@ struct oci_env_list {
  * argument may put the secret where the name belongs); -ENOMEM otherwise.
  * On failure the list is unchanged.
  */
-HIDDEN int oci_env_add(struct oci_env_list *l, const char *name, size_t name_len, const char *value,
-		       size_t value_len, struct sl_error *reterr);
+HIDDEN int oci_env_add(struct oci_env_list *l, const char *name, size_t name_len, const char *value, size_t value_len,
+		       struct sl_error *reterr);
 
 /* Appends NAME with a NULL value: kept with its packaged value (struct
  * sl_env_var). A bad name is -EINVAL, as in oci_env_add(). */

@@ -171,7 +171,8 @@ static int set_mappings(cJSON *root, uid_t uid, gid_t gid, struct sl_error *rete
 }
 
 int oci_config_transform_notes(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
-			       gid_t gid, struct sl_oci_notes *notes, char **ret, size_t *ret_len, struct sl_error *reterr)
+			       gid_t gid, struct sl_oci_notes *notes, char **ret, size_t *ret_len,
+			       struct sl_error *reterr)
 {
 	_cleanup_(oci_json_wipe_deletep) cJSON *root = NULL;
 	cJSON *process = NULL, *old_env = NULL, *new_env = NULL;
@@ -217,8 +218,8 @@ int oci_config_transform_notes(const char *json, size_t len, const struct sl_env
 	return 0;
 }
 
-int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
-			 gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr)
+int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid, gid_t gid,
+			 char **ret, size_t *ret_len, struct sl_error *reterr)
 {
 	return oci_config_transform_notes(json, len, env, n_env, uid, gid, NULL, ret, ret_len, reterr);
 }

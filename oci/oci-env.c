@@ -41,8 +41,7 @@ static const char *packaged_value(const cJSON *old, const char *name, size_t len
 	const char *found = NULL;
 	const cJSON *item;
 
-	cJSON_ArrayForEach(item, old)
-	{
+	cJSON_ArrayForEach(item, old) {
 		const char *s = cJSON_GetStringValue(item);
 
 		if (s && strncmp(s, name, len) == 0 && s[len] == '=')
@@ -64,7 +63,8 @@ static int check_vars(const struct sl_env_var *env, size_t n, const cJSON *old, 
 				      i + 1);
 		if (!oci_env_name_valid(env[i].name, strlen(env[i].name)))
 			return sl_err(reterr, -EINVAL,
-				      "bad environment variable: variable %zu: name does not match [A-Za-z_][A-Za-z0-9_]*",
+				      "bad environment variable: variable %zu: name does not match "
+				      "[A-Za-z_][A-Za-z0-9_]*",
 				      i + 1);
 		if (!env[i].value) {
 			/* The name is not secret, but the caller names the
@@ -141,8 +141,8 @@ static int append_var(cJSON *arr, const char *name, size_t nl, const char *value
  * value is the packaged one, from old, and never one from our own
  * environment, which is the deployer's and may hold anything.
  */
-int oci_process_env(const struct sl_env_var *env, size_t n, const cJSON *old, struct sl_oci_notes *notes,
-		    cJSON **ret, struct sl_error *reterr)
+int oci_process_env(const struct sl_env_var *env, size_t n, const cJSON *old, struct sl_oci_notes *notes, cJSON **ret,
+		    struct sl_error *reterr)
 {
 	_cleanup_(oci_json_wipe_deletep) cJSON *arr = NULL;
 	_cleanup_free_ size_t *pick = NULL;
@@ -188,8 +188,7 @@ bool oci_process_lacks_path(const cJSON *process, const cJSON *env)
 
 	if (!cJSON_IsArray(args) || !arg0 || arg0[0] == '/')
 		return false;
-	cJSON_ArrayForEach(item, env)
-	{
+	cJSON_ArrayForEach(item, env) {
 		const char *s = cJSON_GetStringValue(item);
 
 		if (s && strncmp(s, "PATH=", sizeof("PATH=") - 1) == 0)

@@ -132,15 +132,17 @@ static int scan(const char *s, size_t len, struct spans *nums, struct sl_error *
 				in_string = false;
 			} else if (c == '\\' && i + 1 < len) {
 				if (len - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0)
-					return sl_err(reterr, -EBADMSG, ROLE ": byte %zu: NUL character in a string", i);
+					return sl_err(reterr, -EBADMSG, ROLE ": byte %zu: NUL character in a string",
+						      i);
 				i++;
 			}
 		} else if (c == '"') {
 			in_string = true;
 		} else if (c == '{' || c == '[') {
 			if (++depth > OCI_CONFIG_MAX_DEPTH)
-				return sl_err(reterr, -EBADMSG, ROLE ": byte %zu: nested deeper than the limit of %d levels",
-					      i, OCI_CONFIG_MAX_DEPTH);
+				return sl_err(reterr, -EBADMSG,
+					      ROLE ": byte %zu: nested deeper than the limit of %d levels", i,
+					      OCI_CONFIG_MAX_DEPTH);
 		} else if (c == '}' || c == ']') {
 			if (depth > 0)
 				depth--;
@@ -197,8 +199,10 @@ static int hex4(const char *s)
 
 	for (int i = 0; i < 4; i++) {
 		char c = s[i];
-		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-			c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		int d = c >= '0' && c <= '9' ? c - '0'
+		      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+		      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+					     : -1;
 
 		/* Any digit that is not one makes the escape invalid (a sum
 		 * could come back above zero). */
@@ -236,8 +240,12 @@ static char *redacted_copy(const char *s, size_t len)
 			int cp = s[i + 1] == 'u' && len - i >= 6 ? hex4(s + i + 2) : -1;
 
 			if (cp >= 0)
-				memcpy(out + i + 2, cp >= 0xd800 && cp <= 0xdbff ? "D800" : cp >= 0xdc00 && cp <= 0xdfff ? "DC00" :
-						    cp == 0 ? "0000" : "0041", 4);
+				memcpy(out + i + 2,
+				       cp >= 0xd800 && cp <= 0xdbff   ? "D800"
+				       : cp >= 0xdc00 && cp <= 0xdfff ? "DC00"
+				       : cp == 0                      ? "0000"
+								      : "0041",
+				       4);
 			i += cp >= 0 ? 5 : 1;
 		} else {
 			out[i] = 'x';

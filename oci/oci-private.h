@@ -71,8 +71,8 @@ HIDDEN int oci_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
  * -EBADMSG and a bad variable -EINVAL, with a message naming the role and
  * the problem but never a value from the document or the environment.
  */
-HIDDEN int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env,
-				uid_t uid, gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr);
+HIDDEN int oci_config_transform(const char *json, size_t len, const struct sl_env_var *env, size_t n_env, uid_t uid,
+				gid_t gid, char **ret, size_t *ret_len, struct sl_error *reterr);
 
 /*
  * As oci_config_transform(), and env may keep packaged values: a variable

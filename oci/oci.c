@@ -53,17 +53,20 @@ static int read_config(int bundle_fd, const char *bundle, struct bytes *ret, str
 	if (fd < 0 && errno == ELOOP)
 		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: %s/config.json: a symbolic link", bundle);
 	if (fd < 0)
-		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s/config.json: %s", bundle, strerror(errno));
+		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s/config.json: %s", bundle,
+			      strerror(errno));
 	if (fstat(fd, &st) < 0)
-		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s/config.json: %s", bundle, strerror(errno));
+		return sl_err(reterr, negerrno(), WHAT ": packaged config: %s/config.json: %s", bundle,
+			      strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: %s/config.json: not a regular file", bundle);
 	/* Refused before a byte is read when its size says so, and when it
 	 * grows past the limit while it is read. */
 	r = oci_read_fd(fd, OCI_CONFIG_MAX, &ret->buf, &ret->len);
 	if (r == -EFBIG)
-		return sl_err(reterr, -EBADMSG, WHAT ": packaged config: %s/config.json: larger than the limit of %zu MiB",
-			      bundle, OCI_CONFIG_MAX_MIB);
+		return sl_err(reterr, -EBADMSG,
+			      WHAT ": packaged config: %s/config.json: larger than the limit of %zu MiB", bundle,
+			      OCI_CONFIG_MAX_MIB);
 	if (r < 0)
 		return sl_err(reterr, r, WHAT ": packaged config: %s/config.json: %s", bundle, strerror(-r));
 	return 0;

@@ -46,12 +46,12 @@ struct sl_oci_notes {
 
 /* Options for sl_oci_stage(). */
 struct sl_oci_options {
-	const char *root;                /* staging root */
-	const char *bundle;              /* packaged bundle folder: rootfs/ and config.json */
-	struct sl_stage_options stage;   /* label and owner */
-	const struct sl_env_var *env;    /* process.env, in order; a later name wins */
+	const char *root;              /* staging root */
+	const char *bundle;            /* packaged bundle folder: rootfs/ and config.json */
+	struct sl_stage_options stage; /* label and owner */
+	const struct sl_env_var *env;  /* process.env, in order; a later name wins */
 	size_t n_env;
-	struct sl_oci_notes *notes;      /* when not NULL, filled in (on success and failure) */
+	struct sl_oci_notes *notes; /* when not NULL, filled in (on success and failure) */
 };
 
 /*

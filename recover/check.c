@@ -87,7 +87,8 @@ static int orphan(struct sl_store *store, int root_fd, const char *name, const c
 		return 0;
 	r = store_stage_get(store, id, &rec, NULL);
 	if (r == 0)
-		return !sl_store_state_in_flight(rec.state) && rec.state != SL_STATE_PUBLISHED && strcmp(rec.topdir, name) == 0;
+		return !sl_store_state_in_flight(rec.state) && rec.state != SL_STATE_PUBLISHED &&
+		       strcmp(rec.topdir, name) == 0;
 	if (r != -ENOENT)
 		return r;
 	/* A live stager or runtime holds the lock (its record may be in a
@@ -166,7 +167,7 @@ static int scan_root(struct sl_store *store, const char *root, bool remove, stru
 static int check_root_of(const struct store_record *rec, void *userdata)
 {
 	struct sl_check_report *rep = userdata;
-	char (*v)[SL_ID_SIZE];
+	char(*v)[SL_ID_SIZE];
 
 	if (stage_record_check(rec) || stage_root_check(rec) != -ESTALE)
 		return 0;
@@ -179,9 +180,9 @@ static int check_root_of(const struct store_record *rec, void *userdata)
 }
 
 int sl_recover_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
-	     struct sl_check_report *report, struct sl_error *reterr)
+		     struct sl_check_report *report, struct sl_error *reterr)
 {
-	struct roots rs = {0};
+	struct roots rs = { 0 };
 	size_t n_named;
 	bool remove;
 	int r, first = 0;

@@ -39,9 +39,9 @@ static bool process_alive(const struct proc_owner *o)
 /* What the top directory says about its lock. (Not LOCK_*: that is
  * flock()'s namespace.) */
 enum top_lock {
-	TOP_LOCKED,   /* someone holds it, or we cannot tell */
+	TOP_LOCKED, /* someone holds it, or we cannot tell */
 	TOP_UNLOCKED,
-	TOP_MISSING,  /* the root is the recorded one and holds no top directory */
+	TOP_MISSING, /* the root is the recorded one and holds no top directory */
 };
 
 /* Whether someone holds the top directory's lock. A shared lock on a fresh
@@ -64,8 +64,8 @@ static enum top_lock top_lock(const struct store_record *rec)
 	top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top < 0 && errno == ENOENT)
 		return rec->have_inode && rec->have_root_id && fd_fileid(root, &id) == 0 && stage_root_matches(rec, &id)
-			       ? TOP_MISSING
-			       : TOP_UNLOCKED;
+			     ? TOP_MISSING
+			     : TOP_UNLOCKED;
 	if (top < 0)
 		return errno == ELOOP || errno == ENOTDIR ? TOP_UNLOCKED : TOP_LOCKED;
 	return flock(top, LOCK_SH | LOCK_NB) < 0 ? TOP_LOCKED : TOP_UNLOCKED;

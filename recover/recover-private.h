@@ -11,9 +11,9 @@
 
 /* What recovery may do with a stage. */
 enum liveness {
-	LIVENESS_LIVE,      /* owner alive, or its lock held */
-	LIVENESS_STALE,     /* another boot, or owner gone and lock free */
-	LIVENESS_UNJUDGED,  /* owner in another pid namespace: live unless forced */
+	LIVENESS_LIVE,     /* owner alive, or its lock held */
+	LIVENESS_STALE,    /* another boot, or owner gone and lock free */
+	LIVENESS_UNJUDGED, /* owner in another pid namespace: live unless forced */
 };
 
 /* The facts about this process that liveness compares records with. */

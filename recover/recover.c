@@ -44,7 +44,7 @@ struct scan {
 
 static int push_id(char (**arr)[SL_ID_SIZE], size_t *n, const char *id)
 {
-	char (*a)[SL_ID_SIZE] = realloc(*arr, (*n + 1) * sizeof(**arr));
+	char(*a)[SL_ID_SIZE] = realloc(*arr, (*n + 1) * sizeof(**arr));
 
 	if (!a)
 		return -ENOMEM;
@@ -128,8 +128,8 @@ static int recover_one(struct sl_store *store, struct store_record *rec, bool fo
 		top = openat(root, rec->topdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (top >= 0 && stage_try_lock(top) < 0 && !force) {
 			sl_err_replace(&err, -EBUSY, "%s" LEFT_ALONE, rec->topdir);
-			(void)store_stage_transition(store, rec->rowid, FROM_RECOVERING, SL_STATE_FAILED, err.msg, false,
-						     NULL);
+			(void)store_stage_transition(store, rec->rowid, FROM_RECOVERING, SL_STATE_FAILED, err.msg,
+						     false, NULL);
 			return push_failure(rep, rec->id, err.msg);
 		}
 	}
@@ -216,7 +216,7 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 	struct proc_owner me;
 	struct liveness_self here;
 	char root[PATH_MAX];
-	struct scan sc = {.opts = opts, .report = report, .here = &here};
+	struct scan sc = { .opts = opts, .report = report, .here = &here };
 	int r;
 
 	if (!store || !report)

@@ -33,7 +33,7 @@ struct sl_stage_info {
 	enum sl_state state;
 	const char *state_name;
 	const char *root;
-	const char *path;   /* ROOT/LABEL-ID */
+	const char *path; /* ROOT/LABEL-ID */
 	long long owner_pid;
 	bool owner_alive;   /* the stage counts as live: owner process or lock */
 	int64_t created_ms; /* milliseconds since the epoch, UTC */
@@ -60,14 +60,14 @@ typedef int (*sl_entry_fn)(const struct sl_entry_info *info, void *userdata);
  * label if label is not NULL, oldest first. Stops early and returns fn's
  * value when it is negative. */
 SL_PUBLIC int sl_recover_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_fn fn, void *userdata,
-		      struct sl_error *reterr);
+			      struct sl_error *reterr);
 
 /* Calls stage_fn once for the stage with full id `id`, then entry_fn for
  * each of its entries in creation order (either may be NULL). -ENOENT if
  * there is no such stage. Stops early and returns a callback's value when
  * it is negative. */
 SL_PUBLIC int sl_recover_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn,
-		      void *userdata, struct sl_error *reterr);
+			      void *userdata, struct sl_error *reterr);
 
 /*
  * Resolves an id or a unique prefix of at least 4 characters to the full id
@@ -76,7 +76,7 @@ SL_PUBLIC int sl_recover_show(struct sl_store *store, const char *id, sl_stage_f
  * and their number to *ret_ncand.
  */
 SL_PUBLIC int sl_recover_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_SIZE],
-			    char (*cand)[SL_ID_SIZE], size_t ncand, size_t *ret_ncand, struct sl_error *reterr);
+				    char (*cand)[SL_ID_SIZE], size_t ncand, size_t *ret_ncand, struct sl_error *reterr);
 
 struct sl_recover_options {
 	bool dry_run;             /* report only, change nothing */
@@ -156,7 +156,7 @@ struct sl_check_report {
  * never removed.
  */
 SL_PUBLIC int sl_recover_check(struct sl_store *store, const char *const *roots, size_t n_roots, unsigned flags,
-		       struct sl_check_report *report, struct sl_error *reterr);
+			       struct sl_check_report *report, struct sl_error *reterr);
 
 /* Frees what a report holds and zeroes it. Accepts NULL. */
 SL_PUBLIC void sl_recover_check_report_finish(struct sl_check_report *report);

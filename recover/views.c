@@ -45,9 +45,9 @@ static int list_one(const struct store_record *rec, void *userdata)
 }
 
 int sl_recover_list(struct sl_store *store, unsigned flags, const char *label, sl_stage_fn fn, void *userdata,
-	    struct sl_error *reterr)
+		    struct sl_error *reterr)
 {
-	struct list_ctx c = {.fn = fn, .userdata = userdata};
+	struct list_ctx c = { .fn = fn, .userdata = userdata };
 	int r = liveness_self_init(&c.here);
 
 	if (r < 0)
@@ -56,10 +56,10 @@ int sl_recover_list(struct sl_store *store, unsigned flags, const char *label, s
 }
 
 int sl_recover_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn, sl_entry_fn entry_fn, void *userdata,
-	    struct sl_error *reterr)
+		    struct sl_error *reterr)
 {
 	_cleanup_free_ struct store_entry_page *page = NULL;
-	struct list_ctx c = {.fn = stage_fn, .userdata = userdata};
+	struct list_ctx c = { .fn = stage_fn, .userdata = userdata };
 	struct store_record rec;
 	int64_t seq = -1;
 	bool gone;
@@ -112,7 +112,7 @@ int sl_recover_show(struct sl_store *store, const char *id, sl_stage_fn stage_fn
 }
 
 int sl_recover_resolve_id(struct sl_store *store, const char *prefix, char ret_id[SL_ID_SIZE], char (*cand)[SL_ID_SIZE],
-		  size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
+			  size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
 {
 	return store_resolve_prefix(store, prefix, ret_id, cand, ncand, ret_ncand, reterr);
 }
@@ -132,7 +132,8 @@ int sl_recover_forget(struct sl_store *store, const char *id, struct sl_error *r
 	/* Only the record goes: the operator has dealt with the files. A live
 	 * stage's record is what protects it, so it stays; a failed one is
 	 * the operator's to drop whoever owns it. */
-	if (sl_store_state_in_flight(rec.state) && rec.state != SL_STATE_FAILED && liveness_of(&here, &rec) != LIVENESS_STALE)
+	if (sl_store_state_in_flight(rec.state) && rec.state != SL_STATE_FAILED &&
+	    liveness_of(&here, &rec) != LIVENESS_STALE)
 		return sl_err(reterr, -EINVAL, "cannot forget stage %s: it is live (owner or lock)", rec.id);
 	return store_stage_delete(store, rec.rowid, reterr);
 }

@@ -15,7 +15,8 @@
 
 /* The random bytes of a stage id: two hex digits each. */
 #define ID_RANDOM_BYTES (STORE_ID_LEN / 2)
-_Static_assert(2 * ID_RANDOM_BYTES + 1 <= sizeof(((struct store_record *)0)->id), "a stage id's hex digits fit its record");
+_Static_assert(2 * ID_RANDOM_BYTES + 1 <= sizeof(((struct store_record *)0)->id),
+	       "a stage id's hex digits fit its record");
 
 /* The root's path is named: a path is no secret, and "staging root: No
  * such file or directory" leaves the reader to guess which one. */
@@ -93,7 +94,7 @@ static int prepare_root(char *root, int *ret_fd, struct sl_error *reterr)
 	if (r == -EPERM && bad == strlen(canon) && lstat(canon, &st) == 0)
 		return fail_root(reterr, root, -EPERM,
 				 st.st_uid != geteuid() && st.st_uid != 0 ? "owned by another user; refused"
-									   : "writable by group or others; refused");
+									  : "writable by group or others; refused");
 	if (r == -EPERM) {
 		r = sl_err(reterr, -EPERM,
 			   "cannot begin stage: staging root %s: %.*s is owned or writable by another user; refused",
@@ -218,7 +219,8 @@ static int confirm_top(struct sl_stage *st, struct sl_error *reterr)
 		/* Gone before we could lock it: only a recovery that claimed
 		 * the stage removes a top directory it did not lock. */
 		(void)stage_abort_on_error(st, -EAGAIN);
-		return sl_err(reterr, -EAGAIN, "cannot begin stage: %s: a recovery claimed the stage meanwhile; try again",
+		return sl_err(reterr, -EAGAIN,
+			      "cannot begin stage: %s: a recovery claimed the stage meanwhile; try again",
 			      st->rec.topdir);
 	}
 	if (st->top_fd < 0 || flock(st->top_fd, LOCK_EX) < 0 || fd_fileid(st->top_fd, &id) < 0 ||
@@ -276,8 +278,8 @@ static int begin_top(struct sl_stage *st, const char *label, struct sl_error *re
 	return r;
 }
 
-int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts,
-		   struct sl_stage **ret, struct sl_error *reterr)
+int sl_stage_begin(struct sl_store *store, const char *root, const struct sl_stage_options *opts, struct sl_stage **ret,
+		   struct sl_error *reterr)
 {
 	const char *label = opts && opts->label ? opts->label : "stage";
 	_cleanup_free_ struct sl_stage *st = NULL;

@@ -75,8 +75,8 @@ int sl_stage_release_id(struct sl_store *store, const char *id, struct sl_error 
 }
 
 int sl_stage_release_id_progress(struct sl_store *store, const char *id,
-			   void (*progress)(const struct sl_progress *progress, void *userdata), void *userdata,
-			   struct sl_error *reterr)
+				 void (*progress)(const struct sl_progress *progress, void *userdata), void *userdata,
+				 struct sl_error *reterr)
 {
 	struct stage_undo_progress stage_undo_progress = { .fn = progress, .userdata = userdata };
 	_cleanup_close_ int root_fd = -1, top = -1;
@@ -116,7 +116,8 @@ int sl_stage_release_id_progress(struct sl_store *store, const char *id,
 			rec.state = SL_STATE_COUNT_;
 		return release_failed(reterr, -ESTALE, rec.state);
 	}
-	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", progress ? &stage_undo_progress : NULL, reterr);
+	r = stage_undo_to(store, &rec, from, SL_STATE_RELEASED, "release", progress ? &stage_undo_progress : NULL,
+			  reterr);
 	return r < 0 ? r : 1;
 }
 
@@ -145,4 +146,3 @@ int sl_stage_publish_id(struct sl_store *store, const char *id, const char *dest
 		return r;
 	return stage_publish(store, &rec, root_fd, top, dest, reterr);
 }
-

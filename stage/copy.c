@@ -87,7 +87,7 @@ static int copy_bytes(int in, int out, off_t size)
 
 static int set_times(int fd, const struct stat *sb)
 {
-	struct timespec ts[2] = {sb->st_atim, sb->st_mtim};
+	struct timespec ts[2] = { sb->st_atim, sb->st_mtim };
 
 	return futimens(fd, ts) < 0 ? negerrno() : 0;
 }
@@ -132,7 +132,7 @@ static int copy_file(struct copy *c, int sfd, int dfd, const char *name, const s
 static int copy_symlink(struct copy *c, int sfd, int dfd, const char *name, const struct stat *sb)
 {
 	char target[PATH_MAX];
-	struct timespec ts[2] = {sb->st_atim, sb->st_mtim};
+	struct timespec ts[2] = { sb->st_atim, sb->st_mtim };
 	ssize_t n;
 	int r;
 
@@ -243,7 +243,10 @@ static int log_kind(struct copy *c, int dfd, const struct dirent *de, enum store
 	if (type == DT_UNKNOWN) {
 		if (fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			return copy_fail(c, negerrno(), NULL);
-		type = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISREG(sb.st_mode) ? DT_REG : S_ISLNK(sb.st_mode) ? DT_LNK : DT_UNKNOWN;
+		type = S_ISDIR(sb.st_mode) ? DT_DIR
+		     : S_ISREG(sb.st_mode) ? DT_REG
+		     : S_ISLNK(sb.st_mode) ? DT_LNK
+					   : DT_UNKNOWN;
 	}
 	if (type == DT_DIR)
 		*ret_kind = STORE_KIND_DIR;
@@ -295,7 +298,7 @@ static int log_tree(struct copy *c, int sfd)
 	lf[0].rel_len = base;
 	n = 1;
 	while (n > 0 && r == 0) {
-		struct copy_frame cf = {.rel_len = lf[n - 1].rel_len};
+		struct copy_frame cf = { .rel_len = lf[n - 1].rel_len };
 		struct dirent *de;
 		enum store_kind kind;
 
@@ -404,8 +407,7 @@ static int copy_walk(struct copy *c)
 	return 0;
 }
 
-int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, const char *path,
-		       struct sl_error *reterr)
+int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, const char *path, struct sl_error *reterr)
 {
 	_cleanup_close_ int pfd = -1;
 	_cleanup_free_ struct copy *c = NULL;

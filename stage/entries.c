@@ -112,8 +112,8 @@ int stage_open_parent(struct sl_stage *st, const char *path, const char **ret_na
 	slash = strrchr(path, '/');
 	fd = stage_open_beneath(st->top_fd, path, slash ? (size_t)(slash - path) : 0, O_PATH);
 	if (fd < 0)
-		return sl_err(reterr, fd, "cannot open: %s/%.*s: %s", st->rec.topdir,
-			      slash ? (int)(slash - path) : 0, path, strerror(-fd));
+		return sl_err(reterr, fd, "cannot open: %s/%.*s: %s", st->rec.topdir, slash ? (int)(slash - path) : 0,
+			      path, strerror(-fd));
 	*ret_name = slash ? slash + 1 : path;
 	return fd;
 }

@@ -21,7 +21,7 @@ static void stage_close(struct sl_stage *st)
 
 /* See stage-private.h. */
 int stage_undo_to(struct sl_store *store, struct store_record *rec, unsigned from_mask, enum sl_state to,
-			 const char *what, struct stage_undo_progress *progress, struct sl_error *reterr)
+		  const char *what, struct stage_undo_progress *progress, struct sl_error *reterr)
 {
 	struct sl_error reason = { 0 };
 	int r;
@@ -73,8 +73,9 @@ int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
 	if (!st)
 		return sl_err(reterr, -EINVAL, "cannot abort stage: no stage");
 	if (st->rec.state != SL_STATE_STAGING && st->rec.state != SL_STATE_READY)
-		return st->rec.state == SL_STATE_ABORTED ? 0 : sl_err(reterr, -EINVAL, "cannot abort stage: it is %s",
-									sl_store_state_name(st->rec.state));
+		return st->rec.state == SL_STATE_ABORTED ? 0
+							 : sl_err(reterr, -EINVAL, "cannot abort stage: it is %s",
+								  sl_store_state_name(st->rec.state));
 	(void)stage_log_flush(st, NULL);
 	stage_close(st);
 	return stage_undo_to(st->store, &st->rec, LIVE_STATES, SL_STATE_ABORTED, "abort", NULL, reterr);
@@ -85,7 +86,7 @@ int sl_stage_abort(struct sl_stage *st, struct sl_error *reterr)
  * the record catches up at its end, or with the next recovery. */
 unsigned stage_begin_release(struct sl_store *store, struct store_record *rec, struct sl_error *reterr)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	unsigned from = LIVE_STATES | STATE_BIT(SL_STATE_FAILED) | STATE_BIT(SL_STATE_RELEASING);
 	int r = store_stage_transition(store, rec->rowid, from, SL_STATE_RELEASING, NULL, false, &err);
 
@@ -134,16 +135,16 @@ static int publish_check(int root_fd, const char *dest, char abs[PATH_MAX], int 
 
 	r = stage_absolute_root(dest, abs, PATH_MAX);
 	if (r == -EINVAL)
-		return sl_err(reterr, r, "cannot publish stage: destination %s: not a new name ('.', '..' or '/'); refused",
-			      dest);
+		return sl_err(reterr, r,
+			      "cannot publish stage: destination %s: not a new name ('.', '..' or '/'); refused", dest);
 	if (r < 0)
 		return sl_err(reterr, r, "cannot publish stage: destination %s: %s", dest, strerror(-r));
 	slash = strrchr(abs, '/');
 	*slash = '\0';
 	pfd = open(slash == abs ? "/" : abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (pfd < 0)
-		r = sl_err(reterr, negerrno(), "cannot publish stage: destination folder %s: %s", slash == abs ? "/" : abs,
-			   strerror(errno));
+		r = sl_err(reterr, negerrno(), "cannot publish stage: destination folder %s: %s",
+			   slash == abs ? "/" : abs, strerror(errno));
 	*slash = '/';
 	if (r < 0)
 		goto cantcreat;
@@ -173,6 +174,27 @@ cantcreat:
 	return r;
 }
 
+/* Makes the tree the caller's: stagelog's marker does not go with it (and
+ * a tree without one is never taken for an orphan), and its data is on the
+ * disk before anything records where it goes. */
+static int publish_hand_over(const struct store_record *rec, int top_fd, struct sl_error *reterr)
+{
+	int r = fault_step();
+
+	if (r == 0 && unlinkat(top_fd, STAGE_MARKER_NAME, 0) < 0 && errno != ENOENT)
+		r = negerrno();
+	if (r < 0)
+		return sl_err(reterr, r, "cannot publish stage: %s/%s: %s", rec->topdir, STAGE_MARKER_NAME,
+			      strerror(-r));
+	r = fault_step();
+	if (r == 0 && syncfs(top_fd) < 0)
+		r = negerrno();
+	if (r < 0)
+		return sl_err(reterr, r, "cannot publish stage: %s: cannot sync its files: %s", rec->topdir,
+			      strerror(-r));
+	return 0;
+}
+
 /*
  * Moves a ready stage's top directory (top_fd, in root_fd) to dest and
  * records it published. The order is what makes it safe against a power
@@ -187,7 +209,7 @@ cantcreat:
  * stays at dest, where the next recovery finds it and marks it published.
  */
 int stage_publish(struct sl_store *store, struct store_record *rec, int root_fd, int top_fd, const char *dest,
-		   struct sl_error *reterr)
+		  struct sl_error *reterr)
 {
 	_cleanup_close_ int pfd = -1;
 	char abs[PATH_MAX];
@@ -198,18 +220,9 @@ int stage_publish(struct sl_store *store, struct store_record *rec, int root_fd,
 	r = publish_check(root_fd, dest, abs, &pfd, &base, reterr);
 	if (r < 0)
 		return r;
-	/* The tree is the caller's from here on: stagelog's marker does not
-	 * go with it (and a tree without one is never taken for an orphan). */
-	r = fault_step();
-	if (r == 0 && unlinkat(top_fd, STAGE_MARKER_NAME, 0) < 0 && errno != ENOENT)
-		r = negerrno();
+	r = publish_hand_over(rec, top_fd, reterr);
 	if (r < 0)
-		return sl_err(reterr, r, "cannot publish stage: %s/%s: %s", rec->topdir, STAGE_MARKER_NAME, strerror(-r));
-	r = fault_step();
-	if (r == 0 && syncfs(top_fd) < 0)
-		r = negerrno();
-	if (r < 0)
-		return sl_err(reterr, r, "cannot publish stage: %s: cannot sync its files: %s", rec->topdir, strerror(-r));
+		return r;
 	r = store_stage_set_dest(store, rec->rowid, abs, reterr);
 	if (r < 0)
 		return r;

@@ -84,8 +84,7 @@ const char *stage_entry_check(const struct store_record *rec, const struct store
 
 	if (why)
 		return why;
-	if (e->path_len < tl || memcmp(e->path, rec->topdir, tl) != 0 ||
-	    (e->path_len > tl && e->path[tl] != '/'))
+	if (e->path_len < tl || memcmp(e->path, rec->topdir, tl) != 0 || (e->path_len > tl && e->path[tl] != '/'))
 		return "outside the stage's top directory";
 	if ((e->seq == 0) != (e->path_len == tl))
 		return "top directory entry out of place";

@@ -25,8 +25,8 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "rm-tree.h"
 #include "fd-util.h"
+#include "rm-tree.h"
 /* How often one directory may be scanned again because it still held names
  * after a full pass (something kept creating them). */
 #define MAX_RESCANS 16
@@ -46,9 +46,9 @@
 #define REASON_FRAME 8
 
 struct frame {
-	DIR *d;          /* NULL while closed to bound open fds */
+	DIR *d; /* NULL while closed to bound open fds */
 	uint64_t dev, ino;
-	char *name;      /* name in the parent */
+	char *name; /* name in the parent */
 	unsigned rescans;
 };
 
@@ -60,7 +60,7 @@ struct frame {
 struct idset {
 	struct {
 		uint64_t dev, ino;
-	} *slot;
+	} * slot;
 	size_t n, cap;
 };
 
@@ -83,7 +83,7 @@ static int idset_add(struct idset *s, uint64_t dev, uint64_t ino)
 	if (ino == 0 || idset_has(s, dev, ino))
 		return 0;
 	if (2 * (s->n + 1) > s->cap) {
-		struct idset bigger = {.cap = s->cap ? 2 * s->cap : IDSET_FIRST_CAP};
+		struct idset bigger = { .cap = s->cap ? 2 * s->cap : IDSET_FIRST_CAP };
 
 		bigger.slot = calloc(bigger.cap, sizeof(*bigger.slot));
 		if (!bigger.slot)
@@ -108,8 +108,8 @@ struct tree {
 	size_t n, cap;
 	size_t open;
 	struct idset failed; /* directories left behind; never entered again */
-	unsigned long names;  /* names looked at so far, against MAX_TREE_NAMES */
-	bool n_unbounded;     /* the failed set could not grow: stop at once */
+	unsigned long names; /* names looked at so far, against MAX_TREE_NAMES */
+	bool n_unbounded;    /* the failed set could not grow: stop at once */
 	uint64_t mnt_id;
 	int base_fd; /* the parent of the tree's top */
 	const char *prefix;
@@ -441,7 +441,8 @@ static void tree_walk(struct tree *t)
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		if (++t->names > MAX_TREE_NAMES || t->n_unbounded) {
-			tree_fail(t, -ELOOP, de->d_name, "more names than a removal looks at; something keeps adding them");
+			tree_fail(t, -ELOOP, de->d_name,
+				  "more names than a removal looks at; something keeps adding them");
 			break;
 		}
 		remove_name(t, dirfd(f->d), de);
@@ -464,7 +465,7 @@ static void tree_free(struct tree *t)
 int rmtree_remove(int parent_fd, const char *prefix, const char *name, bool have_id, uint64_t dev, uint64_t ino,
 		  struct sl_error *reterr)
 {
-	_cleanup_(tree_free) struct tree t = {.base_fd = parent_fd, .prefix = prefix, .reterr = reterr};
+	_cleanup_(tree_free) struct tree t = { .base_fd = parent_fd, .prefix = prefix, .reterr = reterr };
 
 	assert(prefix && name && reterr);
 

@@ -45,8 +45,7 @@ HIDDEN int rmtree_unlinkat(int dfd, const char *name, int flags);
  * name is not a directory (it can then be unlinked), -EXDEV for a mount,
  * or verify's error.
  */
-HIDDEN int rmtree_open_dir(int dfd, const char *name, const uint64_t *mnt_id, rmtree_verify_fn *verify,
-			   void *userdata);
+HIDDEN int rmtree_open_dir(int dfd, const char *name, const uint64_t *mnt_id, rmtree_verify_fn *verify, void *userdata);
 
 /*
  * Removes the directory `name` in dirfd and everything beneath it, never

@@ -23,10 +23,10 @@
 #ifndef STAGELOG_SL_STAGE_H
 #define STAGELOG_SL_STAGE_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <signal.h>
 #include <sys/types.h>
 
 #include "sl-store.h"
@@ -92,8 +92,8 @@ SL_PUBLIC int sl_stage_mkdir(struct sl_stage *stage, const char *path, mode_t mo
  * (O_TMPFILE) and linked in when whole. The contents never reach the store
  * or a message.
  */
-SL_PUBLIC int sl_stage_write_file(struct sl_stage *stage, const char *path, const void *buf, size_t len,
-				  mode_t mode, struct sl_error *reterr);
+SL_PUBLIC int sl_stage_write_file(struct sl_stage *stage, const char *path, const void *buf, size_t len, mode_t mode,
+				  struct sl_error *reterr);
 
 /*
  * Declares that a later sl_stage_write_file() will create the file at path:
@@ -107,8 +107,7 @@ SL_PUBLIC int sl_stage_write_file(struct sl_stage *stage, const char *path, cons
 SL_PUBLIC int sl_stage_expect_file(struct sl_stage *stage, const char *path, struct sl_error *reterr);
 
 /* Makes a symlink at path pointing to target (never followed by stagelog). */
-SL_PUBLIC int sl_stage_symlink(struct sl_stage *stage, const char *target, const char *path,
-			       struct sl_error *reterr);
+SL_PUBLIC int sl_stage_symlink(struct sl_stage *stage, const char *target, const char *path, struct sl_error *reterr);
 
 /*
  * Copies the tree at src_dirfd (a directory fd, or AT_FDCWD with src) into
@@ -176,8 +175,8 @@ SL_PUBLIC int sl_stage_release_id(struct sl_store *store, const char *id, struct
  * paths the stage logged; bytes stay 0. Added after 0.1.0.
  */
 SL_PUBLIC int sl_stage_release_id_progress(struct sl_store *store, const char *id,
-				     void (*progress)(const struct sl_progress *progress, void *userdata),
-				     void *userdata, struct sl_error *reterr);
+					   void (*progress)(const struct sl_progress *progress, void *userdata),
+					   void *userdata, struct sl_error *reterr);
 
 /*
  * Publishes the ready stage with the given full id to dest (as `stagelog

@@ -12,9 +12,9 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "sl-stage.h"
 #include "fd-util.h"
 #include "rm-tree.h"
+#include "sl-stage.h"
 #include "store-private.h"
 
 /* The longest name (one path component) and the longest path, NUL not
@@ -146,7 +146,7 @@ HIDDEN int stage_undo(struct sl_store *store, const struct store_record *rec, un
 /* Removes the directory `name` in dirfd and its tree: rmtree_remove()
  * (rm-tree.h), by the name recover/'s orphan scan still calls it. */
 static inline int stage_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
-				   uint64_t ino, struct sl_error *reterr)
+				    uint64_t ino, struct sl_error *reterr)
 {
 	return rmtree_remove(dirfd, prefix, name, have_id, dev, ino, reterr);
 }
@@ -225,12 +225,12 @@ enum stage_log_mode {
 struct sl_stage {
 	struct sl_store *store;
 	enum stage_log_mode log_mode;
-	const volatile sig_atomic_t *cancel; /* see struct sl_stage_options */
+	const volatile sig_atomic_t *cancel;                                  /* see struct sl_stage_options */
 	void (*progress)(const struct sl_progress *progress, void *userdata); /* likewise */
 	void *progress_userdata;
 	struct store_record rec;
-	int root_fd;  /* the staging root, O_RDONLY so that it can be fsynced */
-	int top_fd;   /* the top directory; holds the stage's flock */
+	int root_fd; /* the staging root, O_RDONLY so that it can be fsynced */
+	int top_fd;  /* the top directory; holds the stage's flock */
 	char path[PATH_MAX];
 	int64_t next_seq;
 	/* The top directory's identity, recorded with the next commit

@@ -189,10 +189,11 @@ static void progress_step(struct stage_undo_progress *progress)
  * above. A failing entry does not stop the others; the first failure is
  * returned with its reason.
  */
-int stage_undo_entries(struct sl_store *store, const struct store_record *rec, int top_fd, struct store_entry_page *page,
-		       bool one_page, int n, struct stage_undo_progress *progress, struct sl_error *reterr)
+int stage_undo_entries(struct sl_store *store, const struct store_record *rec, int top_fd,
+		       struct store_entry_page *page, bool one_page, int n, struct stage_undo_progress *progress,
+		       struct sl_error *reterr)
 {
-	_cleanup_(parent_close) struct parent parent = {.fd = -1, .len = PARENT_NONE, .prev_len = PARENT_NONE};
+	_cleanup_(parent_close) struct parent parent = { .fd = -1, .len = PARENT_NONE, .prev_len = PARENT_NONE };
 	size_t tl = strlen(rec->topdir);
 	struct sl_error scratch = { 0 };
 	int64_t seq = INT64_MAX;
@@ -246,4 +247,3 @@ int stage_undo_entries(struct sl_store *store, const struct store_record *rec, i
 	}
 	return first;
 }
-

@@ -84,7 +84,7 @@ static int verify_top(int path_fd, void *userdata)
 static int open_top(int root_fd, const struct store_record *rec, const struct store_identity *store, int *ret_fd,
 		    struct fileid *ret_id, struct sl_error *reterr)
 {
-	struct top_check check = {.rec = rec, .store = store, .id = ret_id};
+	struct top_check check = { .rec = rec, .store = store, .id = ret_id };
 	int fd = rmtree_open_dir(root_fd, rec->topdir, NULL, verify_top, &check);
 
 	if (fd >= 0) {
@@ -180,8 +180,8 @@ static bool found_at_dest(const struct store_record *rec)
  * (released, recovered, aborted) says they are gone (docs/design.md,
  * "Entries"). A stage that another process finished meanwhile (a recovery
  * that found the directory gone) is a success too. */
-static int mark_stage_done(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
-			   struct sl_error *reterr)
+static int mark_stage_done(struct sl_store *store, const struct store_record *rec, unsigned from_mask,
+			   enum sl_state done, struct sl_error *reterr)
 {
 	struct store_record now;
 	int r;
@@ -297,8 +297,7 @@ static int remove_stage(struct sl_store *store, const struct store_record *rec, 
 	/* The top directory, and whatever a runtime left in it, only if it is
 	 * still the directory verified above. */
 	if (first != -ESTALE) {
-		r = rmtree_remove(root_fd, ".", rec->topdir, true, top_id->dev, top_id->ino,
-				  first ? &scratch : reterr);
+		r = rmtree_remove(root_fd, ".", rec->topdir, true, top_id->dev, top_id->ino, first ? &scratch : reterr);
 		if (!first)
 			first = r;
 	}

@@ -54,13 +54,17 @@ static int refuse_owner(struct sl_error *reterr, const char *path, const struct 
 	if (getpwuid_r(st->st_uid, &pw, buf, sizeof(buf), &p) != 0)
 		p = NULL;
 	if (geteuid() != 0)
-		return sl_err(reterr, -EPERM, "cannot open store: %s: owned by another user, %s (uid %lu, mode %04o); "
-			      "refused: run stagelog as that user", path, p ? p->pw_name : "without a name", uid, mode);
+		return sl_err(reterr, -EPERM,
+			      "cannot open store: %s: owned by another user, %s (uid %lu, mode %04o); "
+			      "refused: run stagelog as that user",
+			      path, p ? p->pw_name : "without a name", uid, mode);
 	if (p)
-		return sl_err(reterr, -EPERM, "cannot open store: %s: owned by another user, %s (uid %lu, mode %04o); "
-			      "refused: run it as that user: runuser -u %s -- stagelog ...", path, p->pw_name, uid, mode,
-			      p->pw_name);
-	return sl_err(reterr, -EPERM, "cannot open store: %s: owned by another user, uid %lu without a name (mode %04o); "
+		return sl_err(reterr, -EPERM,
+			      "cannot open store: %s: owned by another user, %s (uid %lu, mode %04o); "
+			      "refused: run it as that user: runuser -u %s -- stagelog ...",
+			      path, p->pw_name, uid, mode, p->pw_name);
+	return sl_err(reterr, -EPERM,
+		      "cannot open store: %s: owned by another user, uid %lu without a name (mode %04o); "
 		      "refused: run it as that user: setpriv --reuid=%lu --regid=%lu --clear-groups -- stagelog ...",
 		      path, uid, mode, uid, (unsigned long)st->st_gid);
 }
@@ -142,7 +146,7 @@ static int open_store_folder(char *dir, unsigned flags, struct store_found *foun
 static int check_companions(int dfd, const char *path, const char *base, unsigned flags, struct store_found *found,
 			    struct sl_error *reterr)
 {
-	static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
+	static const char *const suffixes[] = { "-wal", "-shm", "-journal" };
 
 	for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
 		char name[NAME_MAX + COMPANION_SUFFIX_MAX], shown[PATH_MAX + COMPANION_SUFFIX_MAX];

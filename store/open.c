@@ -23,8 +23,7 @@
  * what a read-only connection would still do: ATTACH another file (which
  * may create it), or change a setting of the connection.
  */
-static int authorize_read(void *userdata, int action, const char *a, const char *b, const char *c,
-			  const char *d)
+static int authorize_read(void *userdata, int action, const char *a, const char *b, const char *c, const char *d)
 {
 	(void)userdata, (void)a, (void)c, (void)d;
 	switch (action) {
@@ -217,8 +216,7 @@ static int setup_until_ready(struct sl_store *s, const char *path, struct sl_err
 
 /* Opens the connection to the judged file, configures it and sets the
  * store up; e gets the detail of a failure. */
-static int open_connection(struct sl_store *s, const char *path, const struct store_found *found,
-			   struct sl_error *e)
+static int open_connection(struct sl_store *s, const char *path, const struct store_found *found, struct sl_error *e)
 {
 	int r = open_db(s, path, found, e);
 
@@ -236,8 +234,7 @@ static int open_connection(struct sl_store *s, const char *path, const struct st
 
 /* Reports a failed open (the detail in e, else r in words), closes s and
  * returns r. */
-static int open_failed(struct sl_store *s, const char *path, int r, const struct sl_error *e,
-		       struct sl_error *reterr)
+static int open_failed(struct sl_store *s, const char *path, int r, const struct sl_error *e, struct sl_error *reterr)
 {
 	if (e->code)
 		sl_err(reterr, e->code, "%s", e->msg);
@@ -251,8 +248,8 @@ static int open_failed(struct sl_store *s, const char *path, int r, const struct
 
 int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret, struct sl_error *reterr)
 {
-	struct sl_error e = {0};
-	struct store_found found = {0};
+	struct sl_error e = { 0 };
+	struct store_found found = { 0 };
 	struct sl_store *s;
 	int r;
 
@@ -298,4 +295,3 @@ int sl_store_default_path(char *buf, size_t size)
 		return -ENOENT;
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
-

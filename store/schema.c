@@ -41,8 +41,10 @@ static const char *const migrations[] = {
 	"  created_at INTEGER NOT NULL,"
 	"  updated_at INTEGER NOT NULL,"
 	"  reason TEXT);"
-	"CREATE INDEX stages_inflight ON stages(rowid) WHERE " IN_FLIGHT_SQL ";"
-	"CREATE INDEX stages_finished ON stages(updated_at) WHERE " FINISHED_SQL ";"
+	"CREATE INDEX stages_inflight ON stages(rowid) WHERE " IN_FLIGHT_SQL
+	";"
+	"CREATE INDEX stages_finished ON stages(updated_at) WHERE " FINISHED_SQL
+	";"
 	"CREATE TABLE entries ("
 	"  stage INTEGER NOT NULL,"
 	"  seq INTEGER NOT NULL,"
@@ -109,8 +111,9 @@ static int read_schema(struct sl_store *s, const char *path, int64_t *ret_versio
 	if (rc != SQLITE_ROW)
 		return store_sqlite_errno(s->db, rc);
 	if (version > SCHEMA_VERSION)
-		return sl_err(reterr, -EPROTO, "cannot open store: %s: schema version %lld is newer than this program's %d",
-			      path, (long long)version, sl_store_schema_version());
+		return sl_err(reterr, -EPROTO,
+			      "cannot open store: %s: schema version %lld is newer than this program's %d", path,
+			      (long long)version, sl_store_schema_version());
 	if (version == 0 && tables > 0)
 		return sl_err(reterr, -EBADMSG, "cannot open store: %s: a SQLite database, but not a stagelog store",
 			      path);

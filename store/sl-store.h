@@ -112,8 +112,7 @@ SL_PUBLIC int sl_store_open(const char *path, struct sl_store **ret, struct sl_e
  * As sl_store_open(), with flags (a bitwise or of SL_STORE_OPEN_*; an
  * unknown flag gives -EINVAL).
  */
-SL_PUBLIC int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret,
-				  struct sl_error *reterr);
+SL_PUBLIC int sl_store_open_flags(const char *path, unsigned flags, struct sl_store **ret, struct sl_error *reterr);
 
 /* Closes the store. Accepts NULL. */
 SL_PUBLIC void sl_store_close(struct sl_store *store);

@@ -16,8 +16,9 @@
 
 /* The listing of stages: in flight (the filter repeats the partial index's
  * WHERE clause word for word so that SQLite uses the index), or all. */
-#define LIST_SQL(where)                                                                       \
-	"SELECT " STAGE_COLUMNS ", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) " \
+#define LIST_SQL(where)                                               \
+	"SELECT " STAGE_COLUMNS                                       \
+	", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) " \
 	"FROM stages s WHERE " where "(?1 IS NULL OR s.label = ?1) ORDER BY s.rowid"
 
 /* An I/O or open failure, by the errno SQLite met (db may be NULL). */

@@ -22,11 +22,9 @@
 #define SEQ_MARKER 1
 
 static const char *const state_names[SL_STATE_COUNT_] = {
-	[SL_STATE_STAGING] = "staging",       [SL_STATE_READY] = "ready",
-	[SL_STATE_RELEASING] = "releasing",   [SL_STATE_RELEASED] = "released",
-	[SL_STATE_ABORTED] = "aborted",       [SL_STATE_RECOVERING] = "recovering",
-	[SL_STATE_RECOVERED] = "recovered",   [SL_STATE_FAILED] = "failed",
-	[SL_STATE_PUBLISHED] = "published",
+	[SL_STATE_STAGING] = "staging",     [SL_STATE_READY] = "ready",     [SL_STATE_RELEASING] = "releasing",
+	[SL_STATE_RELEASED] = "released",   [SL_STATE_ABORTED] = "aborted", [SL_STATE_RECOVERING] = "recovering",
+	[SL_STATE_RECOVERED] = "recovered", [SL_STATE_FAILED] = "failed",   [SL_STATE_PUBLISHED] = "published",
 };
 
 const char *sl_store_state_name(enum sl_state state)
@@ -140,8 +138,8 @@ int store_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum
 	return r == 0 && sqlite3_changes(s->db) == 0 ? -ESTALE : r;
 }
 
-int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
-			   const char *reason, bool durable, struct sl_error *reterr)
+int store_stage_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to, const char *reason,
+			   bool durable, struct sl_error *reterr)
 {
 	int r;
 

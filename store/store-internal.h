@@ -100,13 +100,30 @@ static_assert((IN_FLIGHT_MASK & FINISHED_MASK) == 0 && (IN_FLIGHT_MASK | FINISHE
  * the two cannot drift apart. The tables themselves are schema.c's
  * migrations.
  */
-#define STAGE_COLUMN_LIST(X)                                                                             \
-	X(ID, id) X(LABEL, label) X(ROOT, root) X(TOPDIR, topdir) X(STATE, state) X(OWNER_BOOT, owner_boot) \
-	X(OWNER_PID, owner_pid) X(OWNER_START, owner_start) X(OWNER_PIDNS, owner_pidns)                   \
-	X(CLAIM_BOOT, claim_boot) X(CLAIM_PID, claim_pid) X(CLAIM_START, claim_start)                     \
-	X(CLAIM_PIDNS, claim_pidns) X(DEV, dev) X(INO, ino) X(CREATED_AT, created_at)                     \
-	X(UPDATED_AT, updated_at) X(REASON, reason) X(BTIME, btime) X(ROOT_INO, root_ino)                 \
-	X(ROOT_BTIME, root_btime) X(DEST, dest) X(ROOT_VOLATILE, root_volatile)
+#define STAGE_COLUMN_LIST(X)        \
+	X(ID, id)                   \
+	X(LABEL, label)             \
+	X(ROOT, root)               \
+	X(TOPDIR, topdir)           \
+	X(STATE, state)             \
+	X(OWNER_BOOT, owner_boot)   \
+	X(OWNER_PID, owner_pid)     \
+	X(OWNER_START, owner_start) \
+	X(OWNER_PIDNS, owner_pidns) \
+	X(CLAIM_BOOT, claim_boot)   \
+	X(CLAIM_PID, claim_pid)     \
+	X(CLAIM_START, claim_start) \
+	X(CLAIM_PIDNS, claim_pidns) \
+	X(DEV, dev)                 \
+	X(INO, ino)                 \
+	X(CREATED_AT, created_at)   \
+	X(UPDATED_AT, updated_at)   \
+	X(REASON, reason)           \
+	X(BTIME, btime)             \
+	X(ROOT_INO, root_ino)       \
+	X(ROOT_BTIME, root_btime)   \
+	X(DEST, dest)               \
+	X(ROOT_VOLATILE, root_volatile)
 #define STAGE_COLUMN_ENUM_(name, column) COL_##name,
 #define STAGE_COLUMN_SQL_(name, column) ", s." #column
 enum stage_column {
@@ -143,7 +160,7 @@ struct sl_store {
 	bool deadline_held;
 	int64_t deadline; /* CLOCK_MONOTONIC ms: when a busy store is reported */
 	unsigned long commits, durable_commits;
-	int wal_frames; /* frames in the WAL after this connection's last commit */
+	int wal_frames;                   /* frames in the WAL after this connection's last commit */
 	sqlite3_stmt *cached[SQL_COUNT_]; /* see store_cached() */
 	struct store_identity identity;
 };

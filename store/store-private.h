@@ -44,8 +44,8 @@ struct store_record {
 	struct proc_owner claimer; /* valid when claimer.pid != 0 */
 	bool have_inode;
 	uint64_t dev, ino;
-	int64_t btime;       /* the top directory's birth time in ns, 0 if unknown */
-	bool have_root_id;   /* the root's identity was recorded */
+	int64_t btime;     /* the top directory's birth time in ns, 0 if unknown */
+	bool have_root_id; /* the root's identity was recorded */
 	uint64_t root_ino;
 	int64_t root_btime;
 	char dest[PATH_MAX]; /* where a publish is moving it, "" if none */
@@ -159,8 +159,7 @@ HIDDEN int store_entries_page(struct sl_store *s, int64_t rowid, bool descending
 
 /* Fills rec from the stage whose id is exactly `id`; -ENOENT if none. */
 HIDDEN int store_stage_get(struct sl_store *s, const char *id, struct store_record *rec, struct sl_error *reterr);
-HIDDEN int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct store_record *rec,
-				 struct sl_error *reterr);
+HIDDEN int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct store_record *rec, struct sl_error *reterr);
 
 /*
  * Resolves an id prefix (4 to STORE_ID_LEN lowercase hex digits, else -EINVAL)

@@ -34,7 +34,7 @@ int64_t store_mono_ms(void)
  */
 int store_busy_wait(void *userdata, int count)
 {
-	static const unsigned steps_us[] = {50, 100, 200, 400, 800, 1000, 2000};
+	static const unsigned steps_us[] = { 50, 100, 200, 400, 800, 1000, 2000 };
 	struct sl_store *s = userdata;
 	int64_t now = store_mono_ms();
 

@@ -21,8 +21,8 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -243,7 +243,7 @@ static int open_pending(sqlite3_vfs *real, const char *name, sqlite3_file *file,
 	struct wal_file *w = (struct wal_file *)file;
 	int rc;
 
-	*w = (struct wal_file){.real = (sqlite3_file *)(w + 1), .name = name, .name_pending = true};
+	*w = (struct wal_file){ .real = (sqlite3_file *)(w + 1), .name = name, .name_pending = true };
 	w->real->pMethods = NULL;
 	rc = open_existing(real, name, w->real, flags, ret_flags);
 	if (rc != SQLITE_OK) {

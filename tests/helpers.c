@@ -175,7 +175,7 @@ static int cmp_lines(const void *a, const void *b)
 
 char *tree_snapshot(const char *dir, bool with_mtime)
 {
-	struct snap s = {.base_len = strlen(dir), .mtime = with_mtime};
+	struct snap s = { .base_len = strlen(dir), .mtime = with_mtime };
 	char **lines = NULL, *out;
 	size_t n = 0, total = 0;
 
@@ -242,10 +242,11 @@ bool tree_contains(const char *dir, const char *needle)
 void make_sample_tree(const char *dir)
 {
 	char p[4096];
-	const char *files[] = {"etc/passwd", "etc/hosts", "etc/ssl/cert.pem", "usr/bin/app", "usr/lib/libx.so",
-			       "usr/share/doc/README", "var/lib/state", "secret.txt"};
-	const char *dirs[] = {"etc", "etc/ssl", "usr", "usr/bin", "usr/lib", "usr/share", "usr/share/doc",
-			      "var", "var/lib", "tmp"};
+	const char *files[] = { "etc/passwd",    "etc/hosts",       "etc/ssl/cert.pem",
+				"usr/bin/app",   "usr/lib/libx.so", "usr/share/doc/README",
+				"var/lib/state", "secret.txt" };
+	const char *dirs[] = { "etc",       "etc/ssl",       "usr", "usr/bin", "usr/lib",
+			       "usr/share", "usr/share/doc", "var", "var/lib", "tmp" };
 
 	make_dir(dir, 0755);
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {

@@ -4,13 +4,13 @@
 #ifndef STAGELOG_TEST_HELPERS_H
 #define STAGELOG_TEST_HELPERS_H
 
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <sys/types.h>
+#include <cmocka.h>
 
 #define CANARY "CANARY-SECRET-5e1f"
 

@@ -99,10 +99,10 @@ static void child_exit(int code)
 }
 
 /* Usable in the test process and in forked children alike. */
-#define CHECK(c)                                     \
-	do {                                         \
-		if (!(c))                            \
-			check_failed(__LINE__, #c);  \
+#define CHECK(c)                                    \
+	do {                                        \
+		if (!(c))                           \
+			check_failed(__LINE__, #c); \
 	} while (0)
 
 /* ---- The wrapped calls ---- */
@@ -296,8 +296,8 @@ struct fixture {
 
 /* Canary files whose link count must be 1 after every attack. */
 static const char *const canary_files[] = {
-	"secret.txt", "config.json", "readonly.txt", "etc/passwd", "rootfs/etc/passwd", "rootfs/secret.txt",
-	"extra/keep", "locked/inside",
+	"secret.txt",        "config.json",       "readonly.txt", "etc/passwd",
+	"rootfs/etc/passwd", "rootfs/secret.txt", "extra/keep",   "locked/inside",
 };
 
 /* The canaries mirror the stage's layout: rootfs/ is the sample tree as
@@ -338,7 +338,7 @@ static void make_canaries(const char *dir)
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 
 	sandbox_init(&fx->sb);
 	snprintf(fx->src, sizeof(fx->src), "%s/src", fx->sb.base);
@@ -403,7 +403,8 @@ static bool missing_path(const char *a, const char *b, const char *label, char *
 		if (m && m < end) {
 			snprintf(key, sizeof(key), "\n%.*s mode=", (int)(m - line) > 500 ? 500 : (int)(m - line), line);
 			if (!strstr(nb, key)) {
-				snprintf(buf, size, "%s '%.*s'", label, (int)(m - line) > 300 ? 300 : (int)(m - line), line);
+				snprintf(buf, size, "%s '%.*s'", label, (int)(m - line) > 300 ? 300 : (int)(m - line),
+					 line);
 				free(nb);
 				return true;
 			}
@@ -498,10 +499,10 @@ static struct sl_stage *stage_here(struct sl_store *s, const char *root, build_f
 				   struct staged *ret)
 {
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	int r;
 
-	r = sl_stage_begin(s, root, &(struct sl_stage_options){.label = "gw"}, &st, &err);
+	r = sl_stage_begin(s, root, &(struct sl_stage_options){ .label = "gw" }, &st, &err);
 	if (r == 0)
 		r = build(st, arg, &err);
 	if (r == 0)
@@ -536,7 +537,7 @@ static void stale_stage(const char *db, const char *root, build_fn build, const 
 	if (pid == 0) {
 		struct sl_store *s = NULL;
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct staged out;
 		int r;
 
@@ -544,8 +545,8 @@ static void stale_stage(const char *db, const char *root, build_fn build, const 
 		close(p[0]);
 		r = sl_store_open(db, &s, &err);
 		if (r == 0)
-			r = sl_stage_begin(s, root, &(struct sl_stage_options){.label = "gw", .owner_pid = owner}, &st,
-					   &err);
+			r = sl_stage_begin(s, root, &(struct sl_stage_options){ .label = "gw", .owner_pid = owner },
+					   &st, &err);
 		if (r == 0)
 			r = build(st, arg, &err);
 		if (r == 0)
@@ -582,8 +583,8 @@ static void on_progress(size_t done, size_t total, void *userdata)
 /* One recovery pass; W.idx follows the stage being recovered. */
 static void recover(struct sl_store *s, struct sl_recover_report *rep)
 {
-	struct sl_recover_options o = {.progress = on_progress};
-	struct sl_error err = {0};
+	struct sl_recover_options o = { .progress = on_progress };
+	struct sl_error err = { 0 };
 	int r;
 
 	W.idx = 0;
@@ -628,7 +629,7 @@ struct sub {
 static void sub_init(struct fixture *fx, struct sub *u, const char *tag)
 {
 	int k = fx->sub++;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 
 	snprintf(u->root, sizeof(u->root), "%s/%s%d", fx->sb.base, tag, k);
 	snprintf(u->db, sizeof(u->db), "%s/%s%d.db", fx->sb.dbdir, tag, k);
@@ -665,13 +666,13 @@ struct swap {
 };
 
 static const struct swap swaps[] = {
-	{"rootfs/usr/share/doc", "rootfs/usr/share/doc", "leaf directory"},
-	{"rootfs/usr", "rootfs/usr", "middle directory"},
-	{"rootfs", "rootfs", "the copied tree"},
-	{"extra", "extra", "a made directory"},
-	{"config.json", "config.json", "a written file"},
-	{"rootfs/etc/passwd", "rootfs/etc/passwd", "a copied file"},
-	{"rootfs/etc/ssl", "", "a directory, pointed at the canaries' top"},
+	{ "rootfs/usr/share/doc", "rootfs/usr/share/doc", "leaf directory" },
+	{ "rootfs/usr", "rootfs/usr", "middle directory" },
+	{ "rootfs", "rootfs", "the copied tree" },
+	{ "extra", "extra", "a made directory" },
+	{ "config.json", "config.json", "a written file" },
+	{ "rootfs/etc/passwd", "rootfs/etc/passwd", "a copied file" },
+	{ "rootfs/etc/ssl", "", "a directory, pointed at the canaries' top" },
 };
 
 /* Moves the real thing aside inside the stage (so that it still has to be
@@ -694,7 +695,7 @@ static void test_symlink_swap(void **state)
 
 	for (int mode = 0; mode < 2; mode++) {
 		for (size_t k = 0; k < ELEMENTSOF(swaps); k++) {
-			struct sl_error err = {0};
+			struct sl_error err = { 0 };
 			struct staged sd;
 			struct sl_stage *st = NULL;
 
@@ -737,7 +738,7 @@ static void test_top_symlink(void **state)
 
 	for (int mode = 0; mode < 2; mode++) {
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct staged sd;
 		char away[600], target[1024];
 		struct store_record rec;
@@ -798,7 +799,7 @@ static void test_top_replaced_unrelated(void **state)
 	for (int v = 0; v < 4; v++) {
 		bool empty = v >= 2, recovery = v % 2;
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct staged sd;
 		char away[600], p[1024], why[600], *snap;
 		int r;
@@ -864,7 +865,7 @@ static void test_top_replaced_by_directory(void **state)
 
 	for (int mode = 0; mode < 2; mode++) {
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct staged sd;
 		char away[600], p[1024], why[600], *snap;
 		int r;
@@ -964,12 +965,12 @@ struct race_stats {
 
 static void race_round(struct fixture *fx, int round, struct race_stats *rs)
 {
-	static const char *const targets[] = {"rootfs/usr/share/doc", "rootfs/usr", NULL};
+	static const char *const targets[] = { "rootfs/usr/share/doc", "rootfs/usr", NULL };
 	const char *rel = targets[(round / 2) % 3];
 	bool recovery = round % 2;
-	struct flipper f = {.pfd = -1};
+	struct flipper f = { .pfd = -1 };
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct staged sd;
 	char parent[1024], p[1200], q[1200], when[64];
 	pthread_t th;
@@ -1052,7 +1053,7 @@ static void race_round(struct fixture *fx, int round, struct race_stats *rs)
 static void test_race_flip(void **state)
 {
 	struct fixture *fx = *state;
-	struct race_stats rs = {0};
+	struct race_stats rs = { 0 };
 
 	for (int round = 0; round < RACE_ROUNDS; round++)
 		race_round(fx, round, &rs);
@@ -1100,9 +1101,9 @@ static void db_run(const char *db, const char *sql, const struct bindv *b, int n
 	sqlite3_close(h);
 }
 
-#define TXT(s) ((struct bindv){.t = 't', .p = (s), .n = -1})
-#define BLOB(s, len) ((struct bindv){.t = 'b', .p = (s), .n = (int)(len)})
-#define INT(v) ((struct bindv){.t = 'i', .i = (v)})
+#define TXT(s) ((struct bindv){ .t = 't', .p = (s), .n = -1 })
+#define BLOB(s, len) ((struct bindv){ .t = 'b', .p = (s), .n = (int)(len) })
+#define INT(v) ((struct bindv){ .t = 'i', .i = (v) })
 
 /* The tampered entry values, given T's top directory and another's. */
 static size_t bad_entry(int k, const struct staged *t, const struct staged *h, const struct fixture *fx, char *buf,
@@ -1111,12 +1112,31 @@ static size_t bad_entry(int k, const struct staged *t, const struct staged *h, c
 	int n = 0;
 
 	switch (k) {
-	case 0: *what = "../x"; n = snprintf(buf, size, "../x"); break;
-	case 1: *what = "/etc"; n = snprintf(buf, size, "/etc"); break;
-	case 2: *what = "a/../../x"; n = snprintf(buf, size, "a/../../x"); break;
-	case 3: *what = "a//b"; n = snprintf(buf, size, "a//b"); break;
-	case 4: *what = "./a"; n = snprintf(buf, size, "./a"); break;
-	case 5: *what = "empty"; n = 0; buf[0] = '\0'; break;
+	case 0:
+		*what = "../x";
+		n = snprintf(buf, size, "../x");
+		break;
+	case 1:
+		*what = "/etc";
+		n = snprintf(buf, size, "/etc");
+		break;
+	case 2:
+		*what = "a/../../x";
+		n = snprintf(buf, size, "a/../../x");
+		break;
+	case 3:
+		*what = "a//b";
+		n = snprintf(buf, size, "a//b");
+		break;
+	case 4:
+		*what = "./a";
+		n = snprintf(buf, size, "./a");
+		break;
+	case 5:
+		*what = "empty";
+		n = 0;
+		buf[0] = '\0';
+		break;
 	case 6:
 		*what = "TOP/a<NUL>/../../x";
 		n = snprintf(buf, size, "%s/a", t->topdir);
@@ -1129,24 +1149,58 @@ static size_t bad_entry(int k, const struct staged *t, const struct staged *h, c
 		memset(buf + n, 'a', 300);
 		n += 300;
 		break;
-	case 8: *what = "TOP/../x"; n = snprintf(buf, size, "%s/../x", t->topdir); break;
-	case 9: *what = "TOP/a/../../x"; n = snprintf(buf, size, "%s/a/../../x", t->topdir); break;
-	case 10: *what = "TOP//rootfs"; n = snprintf(buf, size, "%s//rootfs", t->topdir); break;
-	case 11: *what = "TOP/./rootfs"; n = snprintf(buf, size, "%s/./rootfs", t->topdir); break;
-	case 12: *what = "TOP/.."; n = snprintf(buf, size, "%s/..", t->topdir); break;
-	case 13: *what = "TOP/rootfs/ (trailing slash)"; n = snprintf(buf, size, "%s/rootfs/", t->topdir); break;
-	case 14: *what = "TOP (as a later entry)"; n = snprintf(buf, size, "%s", t->topdir); break;
-	case 15: *what = "OTHER-STAGE-TOP/rootfs"; n = snprintf(buf, size, "%s/rootfs", h->topdir); break;
-	case 16: *what = "TOPx/rootfs (prefix look-alike)"; n = snprintf(buf, size, "%sx/rootfs", t->topdir); break;
-	case 17: *what = "absolute canary path"; n = snprintf(buf, size, "%s/rootfs/etc", fx->canary); break;
+	case 8:
+		*what = "TOP/../x";
+		n = snprintf(buf, size, "%s/../x", t->topdir);
+		break;
+	case 9:
+		*what = "TOP/a/../../x";
+		n = snprintf(buf, size, "%s/a/../../x", t->topdir);
+		break;
+	case 10:
+		*what = "TOP//rootfs";
+		n = snprintf(buf, size, "%s//rootfs", t->topdir);
+		break;
+	case 11:
+		*what = "TOP/./rootfs";
+		n = snprintf(buf, size, "%s/./rootfs", t->topdir);
+		break;
+	case 12:
+		*what = "TOP/..";
+		n = snprintf(buf, size, "%s/..", t->topdir);
+		break;
+	case 13:
+		*what = "TOP/rootfs/ (trailing slash)";
+		n = snprintf(buf, size, "%s/rootfs/", t->topdir);
+		break;
+	case 14:
+		*what = "TOP (as a later entry)";
+		n = snprintf(buf, size, "%s", t->topdir);
+		break;
+	case 15:
+		*what = "OTHER-STAGE-TOP/rootfs";
+		n = snprintf(buf, size, "%s/rootfs", h->topdir);
+		break;
+	case 16:
+		*what = "TOPx/rootfs (prefix look-alike)";
+		n = snprintf(buf, size, "%sx/rootfs", t->topdir);
+		break;
+	case 17:
+		*what = "absolute canary path";
+		n = snprintf(buf, size, "%s/rootfs/etc", fx->canary);
+		break;
 	case 18:
 		*what = "TOP/<4200 bytes>";
 		n = snprintf(buf, size, "%s", t->topdir);
 		while (n < 4200)
 			n += snprintf(buf + n, size - (size_t)n, "/a");
 		break;
-	case 19: *what = "TOP/rootfs/etc/.."; n = snprintf(buf, size, "%s/rootfs/etc/..", t->topdir); break;
-	default: return (size_t)-1;
+	case 19:
+		*what = "TOP/rootfs/etc/..";
+		n = snprintf(buf, size, "%s/rootfs/etc/..", t->topdir);
+		break;
+	default:
+		return (size_t)-1;
 	}
 	return (size_t)n;
 }
@@ -1156,11 +1210,11 @@ static size_t bad_entry(int k, const struct staged *t, const struct staged *h, c
  * was being recovered, that T ended failed with a reason, that T's own
  * directory and the canaries are as they were, and that H was recovered in
  * the same pass. Returns false with why on failure. */
-typedef void (*tamper_fn)(const struct fixture *fx, const struct sub *u, const struct staged *t,
-			  const struct staged *h, int k);
+typedef void (*tamper_fn)(const struct fixture *fx, const struct sub *u, const struct staged *t, const struct staged *h,
+			  int k);
 
-static bool tampered_run(struct fixture *fx, tamper_fn tamper, int k, const char *victim, bool expect_failed,
-			 char *why, size_t size)
+static bool tampered_run(struct fixture *fx, tamper_fn tamper, int k, const char *victim, bool expect_failed, char *why,
+			 size_t size)
 {
 	struct sub u;
 	struct staged t, h;
@@ -1181,24 +1235,30 @@ static bool tampered_run(struct fixture *fx, tamper_fn tamper, int k, const char
 	recover(u.s, &rep);
 	watch_stop();
 
-#define SOFT(cond, ...)                                      \
-	do {                                                 \
-		if (!(cond)) {                               \
-			snprintf(why, size, __VA_ARGS__);    \
-			goto out;                            \
-		}                                            \
+#define SOFT(cond, ...)                                   \
+	do {                                              \
+		if (!(cond)) {                            \
+			snprintf(why, size, __VA_ARGS__); \
+			goto out;                         \
+		}                                         \
 	} while (0)
-	SOFT(W.unlinks[0] == 0 && W.modes[0] == 0, "%lu removals and %lu mode changes while recovering the tampered "
-	     "stage, first: %s", W.unlinks[0], W.modes[0], W.first[0]);
+	SOFT(W.unlinks[0] == 0 && W.modes[0] == 0,
+	     "%lu removals and %lu mode changes while recovering the tampered "
+	     "stage, first: %s",
+	     W.unlinks[0], W.modes[0], W.first[0]);
 	SOFT(!victim || same_tree(victim, vsnap, d, sizeof(d)), "the victim directory changed: %s", d);
 	SOFT(same_tree(t.path, tsnap, d, sizeof(d)), "the tampered stage's own directory changed: %s", d);
 	SOFT(canaries_ok(fx, d, sizeof(d)), "the canaries changed: %s", d);
 	rec = record_of(u.s, t.rowid);
 	if (expect_failed) {
-		SOFT(rec.state == SL_STATE_FAILED && rec.reason[0], "nothing was removed, but the tampered stage ended "
-		     "%s, not failed with a reason (its real directory is left behind)", sl_store_state_name(rec.state));
-		SOFT(rep.n_failed == 1 && rep.failed[0].reason[0], "the tampered stage is not reported failed "
-		     "(%zu failed)", rep.n_failed);
+		SOFT(rec.state == SL_STATE_FAILED && rec.reason[0],
+		     "nothing was removed, but the tampered stage ended "
+		     "%s, not failed with a reason (its real directory is left behind)",
+		     sl_store_state_name(rec.state));
+		SOFT(rep.n_failed == 1 && rep.failed[0].reason[0],
+		     "the tampered stage is not reported failed "
+		     "(%zu failed)",
+		     rep.n_failed);
 	}
 	bool h_done = false;
 	for (size_t i = 0; i < rep.n_recovered; i++)
@@ -1225,20 +1285,20 @@ static void tamper_entry(const struct fixture *fx, const struct sub *u, const st
 
 	if (k == 20) { /* an unknown kind */
 		db_run(u->db, "UPDATE entries SET kind = 9 WHERE stage = ?1 AND seq = 3",
-		       (struct bindv[]){INT(t->rowid)}, 1);
+		       (struct bindv[]){ INT(t->rowid) }, 1);
 		return;
 	}
 	if (k == 21) { /* entry 0, the top directory, moved down */
 		snprintf(buf, sizeof(buf), "%s/rootfs", t->topdir);
 		db_run(u->db, "UPDATE entries SET path = ?1 WHERE stage = ?2 AND seq = 0",
-		       (struct bindv[]){BLOB(buf, strlen(buf)), INT(t->rowid)}, 2);
+		       (struct bindv[]){ BLOB(buf, strlen(buf)), INT(t->rowid) }, 2);
 		return;
 	}
 	size_t n = bad_entry(k, t, h, fx, buf, sizeof(buf), &what);
 	/* Entry 3 is old: everything newer would go first if validation
 	 * were lazy. */
 	db_run(u->db, "UPDATE entries SET path = ?1 WHERE stage = ?2 AND seq = 3",
-	       (struct bindv[]){BLOB(buf, n), INT(t->rowid)}, 2);
+	       (struct bindv[]){ BLOB(buf, n), INT(t->rowid) }, 2);
 }
 
 static void test_tamper_entries(void **state)
@@ -1249,7 +1309,7 @@ static void test_tamper_entries(void **state)
 	for (int k = 0; k <= 21; k++) {
 		char why[1024], buf[8192];
 		const char *what = k == 20 ? "kind 9" : k == 21 ? "entry 0 = TOP/rootfs" : NULL;
-		struct staged dummy = {.topdir = "x"};
+		struct staged dummy = { .topdir = "x" };
 
 		if (!what)
 			bad_entry(k, &dummy, &dummy, fx, buf, sizeof(buf), &what);
@@ -1279,19 +1339,19 @@ static const struct row_tamper row_tampers[] = {
 	 * so the stage ends recovered; its real directory is left for `check`
 	 * to find as an orphan. What matters holds: nothing is removed. See
 	 * docs/threat-model.md, "a tampered store". */
-	{"root changed to the canary dir", false, false},
-	{"root changed to a dir holding a same-named copy of the stage", true, true},
-	{"root changed to /", true, false},
-	{"root changed to a relative path", true, false},
-	{"root changed to ROOT/../canary", true, false},
-	{"root changed to a path with //", true, false},
-	{"topdir changed to ..", true, false},
-	{"topdir changed to another stage's dir", true, false},
-	{"label changed (no longer matches topdir)", true, false},
-	{"id changed to another valid id (no longer matches topdir)", true, false},
-	{"id and topdir changed to ../../../../etc", true, false},
-	{"label and topdir changed to ../..", true, false},
-	{"device and inode changed", true, false},
+	{ "root changed to the canary dir", false, false },
+	{ "root changed to a dir holding a same-named copy of the stage", true, true },
+	{ "root changed to /", true, false },
+	{ "root changed to a relative path", true, false },
+	{ "root changed to ROOT/../canary", true, false },
+	{ "root changed to a path with //", true, false },
+	{ "topdir changed to ..", true, false },
+	{ "topdir changed to another stage's dir", true, false },
+	{ "label changed (no longer matches topdir)", true, false },
+	{ "id changed to another valid id (no longer matches topdir)", true, false },
+	{ "id and topdir changed to ../../../../etc", true, false },
+	{ "label and topdir changed to ../..", true, false },
+	{ "device and inode changed", true, false },
 };
 
 static char victim_dir[700];
@@ -1305,7 +1365,7 @@ static void tamper_row(const struct fixture *fx, const struct sub *u, const stru
 	switch (k) {
 	case 0:
 		db_run(u->db, "UPDATE stages SET root = ?1 WHERE rowid = ?2",
-		       (struct bindv[]){BLOB(fx->canary, strlen(fx->canary)), INT(r)}, 2);
+		       (struct bindv[]){ BLOB(fx->canary, strlen(fx->canary)), INT(r) }, 2);
 		break;
 	case 1: {
 		/* A directory named like T's top, holding the same names, under
@@ -1320,51 +1380,53 @@ static void tamper_row(const struct fixture *fx, const struct sub *u, const stru
 		snprintf(p, sizeof(p), "%s/%s/extra/keep", victim_dir, t->topdir);
 		write_path(p, "victim\n", 0600);
 		db_run(u->db, "UPDATE stages SET root = ?1 WHERE rowid = ?2",
-		       (struct bindv[]){BLOB(victim_dir, strlen(victim_dir)), INT(r)}, 2);
+		       (struct bindv[]){ BLOB(victim_dir, strlen(victim_dir)), INT(r) }, 2);
 		break;
 	}
 	case 2:
-		db_run(u->db, "UPDATE stages SET root = ?1 WHERE rowid = ?2", (struct bindv[]){BLOB("/", 1), INT(r)}, 2);
+		db_run(u->db, "UPDATE stages SET root = ?1 WHERE rowid = ?2", (struct bindv[]){ BLOB("/", 1), INT(r) },
+		       2);
 		break;
 	case 3:
 		db_run(u->db, "UPDATE stages SET root = ?1 WHERE rowid = ?2",
-		       (struct bindv[]){BLOB("relative/root", 13), INT(r)}, 2);
+		       (struct bindv[]){ BLOB("relative/root", 13), INT(r) }, 2);
 		break;
 	case 4:
 		snprintf(buf, sizeof(buf), "%s/../canary", u->root);
 		db_run(u->db, "UPDATE stages SET root = ?1 WHERE rowid = ?2",
-		       (struct bindv[]){BLOB(buf, strlen(buf)), INT(r)}, 2);
+		       (struct bindv[]){ BLOB(buf, strlen(buf)), INT(r) }, 2);
 		break;
 	case 5:
 		snprintf(buf, sizeof(buf), "%s//%s", fx->sb.base, strrchr(u->root, '/') + 1);
 		db_run(u->db, "UPDATE stages SET root = ?1 WHERE rowid = ?2",
-		       (struct bindv[]){BLOB(buf, strlen(buf)), INT(r)}, 2);
+		       (struct bindv[]){ BLOB(buf, strlen(buf)), INT(r) }, 2);
 		break;
 	case 6:
-		db_run(u->db, "UPDATE stages SET topdir = '..' WHERE rowid = ?1", (struct bindv[]){INT(r)}, 1);
+		db_run(u->db, "UPDATE stages SET topdir = '..' WHERE rowid = ?1", (struct bindv[]){ INT(r) }, 1);
 		break;
 	case 7:
-		db_run(u->db, "UPDATE stages SET topdir = ?1 WHERE rowid = ?2", (struct bindv[]){TXT(h->topdir), INT(r)},
-		       2);
+		db_run(u->db, "UPDATE stages SET topdir = ?1 WHERE rowid = ?2",
+		       (struct bindv[]){ TXT(h->topdir), INT(r) }, 2);
 		break;
 	case 8:
-		db_run(u->db, "UPDATE stages SET label = 'xx' WHERE rowid = ?1", (struct bindv[]){INT(r)}, 1);
+		db_run(u->db, "UPDATE stages SET label = 'xx' WHERE rowid = ?1", (struct bindv[]){ INT(r) }, 1);
 		break;
 	case 9:
 		db_run(u->db, "UPDATE stages SET id = '0123456789abcdef0123456789abcdef' WHERE rowid = ?1",
-		       (struct bindv[]){INT(r)}, 1);
+		       (struct bindv[]){ INT(r) }, 1);
 		break;
 	case 10:
-		db_run(u->db, "UPDATE stages SET id = '../../../../etc', topdir = 'gw-../../../../etc' WHERE rowid = ?1",
-		       (struct bindv[]){INT(r)}, 1);
+		db_run(u->db,
+		       "UPDATE stages SET id = '../../../../etc', topdir = 'gw-../../../../etc' WHERE rowid = ?1",
+		       (struct bindv[]){ INT(r) }, 1);
 		break;
 	case 11:
 		snprintf(top, sizeof(top), "../..-%s", t->id);
 		db_run(u->db, "UPDATE stages SET label = '../..', topdir = ?1 WHERE rowid = ?2",
-		       (struct bindv[]){TXT(top), INT(r)}, 2);
+		       (struct bindv[]){ TXT(top), INT(r) }, 2);
 		break;
 	case 12:
-		db_run(u->db, "UPDATE stages SET ino = ino + 1 WHERE rowid = ?1", (struct bindv[]){INT(r)}, 1);
+		db_run(u->db, "UPDATE stages SET ino = ino + 1 WHERE rowid = ?1", (struct bindv[]){ INT(r) }, 1);
 		break;
 	}
 }
@@ -1399,17 +1461,17 @@ static void test_tamper_stages(void **state)
  * record) does not match V's directory, so nothing is removed. */
 static struct staged steal_v;
 
-static void tamper_steal(const struct fixture *fx, const struct sub *u, const struct staged *t,
-			 const struct staged *h, int k)
+static void tamper_steal(const struct fixture *fx, const struct sub *u, const struct staged *t, const struct staged *h,
+			 int k)
 {
 	(void)h;
 	(void)k;
 	(void)fx;
 	stale_stage(u->db, u->root, build_sample, fx->src, getpid(), &steal_v);
 	db_run(u->db, "UPDATE stages SET id = CAST(?1 AS BLOB), topdir = ?2 WHERE rowid = ?3",
-	       (struct bindv[]){TXT(steal_v.id), TXT(steal_v.topdir), INT(t->rowid)}, 3);
+	       (struct bindv[]){ TXT(steal_v.id), TXT(steal_v.topdir), INT(t->rowid) }, 3);
 	db_run(u->db, "UPDATE entries SET path = CAST(?1 || substr(path, ?2) AS BLOB) WHERE stage = ?3",
-	       (struct bindv[]){TXT(steal_v.topdir), INT((int64_t)strlen(t->topdir) + 1), INT(t->rowid)}, 3);
+	       (struct bindv[]){ TXT(steal_v.topdir), INT((int64_t)strlen(t->topdir) + 1), INT(t->rowid) }, 3);
 }
 
 static void test_tamper_steal(void **state)
@@ -1439,11 +1501,11 @@ struct mvariant {
 };
 
 static const struct mvariant mvariants[] = {
-	{"canaries bound on a logged directory", BIND, "rootfs/etc", "rootfs/etc"},
-	{"a canary file bound on a logged file", BIND, "config.json", "config.json"},
-	{"canaries bound on the top directory", BIND, "", ""},
-	{"a tmpfs on a directory a runtime made", TMPFS, "rt/mnt", NULL},
-	{"a tmpfs on a logged directory", TMPFS, "extra", NULL},
+	{ "canaries bound on a logged directory", BIND, "rootfs/etc", "rootfs/etc" },
+	{ "a canary file bound on a logged file", BIND, "config.json", "config.json" },
+	{ "canaries bound on the top directory", BIND, "", "" },
+	{ "a tmpfs on a directory a runtime made", TMPFS, "rt/mnt", NULL },
+	{ "a tmpfs on a logged directory", TMPFS, "extra", NULL },
 };
 
 static int mounts_child(struct fixture *fx)
@@ -1483,9 +1545,10 @@ static int mounts_child(struct fixture *fx)
 
 		recover(u.s, &rep);
 		if (rep.n_failed != 1 || !strstr(rep.failed[0].reason, "mount")) {
-			fprintf(stderr, "    child: %s: want one failure naming a mount, got %zu failed (%s), %zu "
-				"recovered\n", v->what, rep.n_failed, rep.n_failed ? rep.failed[0].reason : "",
-				rep.n_recovered);
+			fprintf(stderr,
+				"    child: %s: want one failure naming a mount, got %zu failed (%s), %zu "
+				"recovered\n",
+				v->what, rep.n_failed, rep.n_failed ? rep.failed[0].reason : "", rep.n_recovered);
 			return 1;
 		}
 		sl_recover_report_finish(&rep);
@@ -1543,7 +1606,7 @@ static void test_mounts(void **state)
 static bool add_specials(const char *top)
 {
 	char p[1024];
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	bool dev = true;
 	int fd;
 
@@ -1559,7 +1622,7 @@ static bool add_specials(const char *top)
 	CHECK(rmdir(p) == 0);
 	CHECK(mkfifo(p, 0600) == 0);
 	/* Sockets: one a runtime made, one where a file was logged. */
-	const char *socks[] = {"rt/sock", "rootfs/etc/hosts"};
+	const char *socks[] = { "rt/sock", "rootfs/etc/hosts" };
 	for (size_t i = 0; i < ELEMENTSOF(socks); i++) {
 		snprintf(p, sizeof(p), "%s/%s", top, socks[i]);
 		(void)unlink(p);
@@ -1590,7 +1653,7 @@ static void test_special_files(void **state)
 
 	for (int mode = 0; mode < 2; mode++) {
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct staged sd;
 
 		if (mode == 0)
@@ -1717,8 +1780,8 @@ static void narrow(const struct nobody_env *ne, const char *top)
 	static const struct {
 		const char *path;
 		mode_t mode;
-	} m[] = {{"a/ro/deep", 0000}, {"a/ro", 0500}, {"a/none/sub", 0000}, {"a/none", 0000}, {"a", 0500},
-		 {"rootfs/usr", 0500}};
+	} m[] = { { "a/ro/deep", 0000 }, { "a/ro", 0500 }, { "a/none/sub", 0000 },
+		  { "a/none", 0000 },    { "a", 0500 },    { "rootfs/usr", 0500 } };
 	char p[700], t[600];
 
 	snprintf(p, sizeof(p), "%s/b", top);
@@ -1738,7 +1801,7 @@ static int nobody_release_child(const struct nobody_env *ne, const char *root, c
 {
 	struct sl_store *s = NULL;
 	struct sl_stage *st;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct staged sd;
 	int r;
 
@@ -1768,7 +1831,7 @@ static int nobody_recover_child(const char *root, const char *db, int64_t rowid,
 {
 	struct sl_store *s = NULL;
 	struct sl_recover_report rep;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct store_record rec;
 
 	in_child = true;
@@ -1780,7 +1843,8 @@ static int nobody_recover_child(const char *root, const char *db, int64_t rowid,
 		if (rep.n_failed != 1 || !strstr(rep.failed[0].reason, strerror(EACCES)) ||
 		    (!strstr(rep.failed[0].reason, "/rootdir") && !strstr(rep.failed[0].reason, "/rootsealed")) ||
 		    rec.state != SL_STATE_FAILED) {
-			fprintf(stderr, "    child: want one failure for the root-owned dir, got %zu failed (%s), state %s\n",
+			fprintf(stderr,
+				"    child: want one failure for the root-owned dir, got %zu failed (%s), state %s\n",
 				rep.n_failed, rep.n_failed ? rep.failed[0].reason : "", sl_store_state_name(rec.state));
 			return 1;
 		}
@@ -1922,7 +1986,7 @@ static int narrowed_child(const char *base, const char *dbdir, int variant)
 	char root[300], db[300], p[600];
 	struct sl_store *s = NULL;
 	struct sl_stage *st;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct staged sd;
 	int r;
 
@@ -1958,15 +2022,16 @@ static int narrowed_child(const char *base, const char *dbdir, int variant)
 	if (r < 0) {
 		/* A failed stage is retried by the next pass; its owner (this
 		 * process) is alive, so the pass is told to take it. */
-		const char *ids[] = {sd.id};
-		struct sl_recover_options o = {.force = ids, .n_force = 1};
+		const char *ids[] = { sd.id };
+		struct sl_recover_options o = { .force = ids, .n_force = 1 };
 		struct sl_recover_report rep;
 		char first[512];
 		snprintf(first, sizeof(first), "%s", err.msg);
 		CHECK(sl_recover_run(s, &o, &rep, &err) == 0);
 		if (rep.n_recovered != 1) {
-			printf("    variant %d: release failed (%s), and the next recovery too (%s) [examined %zu live %zu]\n", variant, first,
-			       rep.n_failed ? rep.failed[0].reason : "?", rep.examined, rep.n_live);
+			printf("    variant %d: release failed (%s), and the next recovery too (%s) [examined %zu live "
+			       "%zu]\n",
+			       variant, first, rep.n_failed ? rep.failed[0].reason : "?", rep.examined, rep.n_live);
 			return 1;
 		}
 		sl_recover_report_finish(&rep);
@@ -1978,8 +2043,8 @@ static int narrowed_child(const char *base, const char *dbdir, int variant)
 
 static void test_unprivileged_narrowed_dirs(void **state)
 {
-	static const char *const what[] = {"a logged file in a 0000 logged dir", "a 0500 runtime dir holding a dir",
-					   "a 0500 logged dir holding a logged dir"};
+	static const char *const what[] = { "a logged file in a 0000 logged dir", "a 0500 runtime dir holding a dir",
+					    "a 0500 logged dir holding a logged dir" };
 	char base[] = "/dev/shm/stagelog-attack-narrow-XXXXXX", db[] = "/tmp/stagelog-attack-narrow-XXXXXX";
 	struct fixture *fx = *state;
 	int failures = 0;
@@ -2021,16 +2086,14 @@ static void test_hardlinks(void **state)
 		const char *canary, *in_stage;
 		bool replace;
 	} links[] = {
-		{"secret.txt", "rootfs/hl-secret", false},
-		{"config.json", "config.json", true},
-		{"rootfs/etc/passwd", "rootfs/etc/passwd", true},
-		{"readonly.txt", "rootfs/var/ro-link", false},
-		{"locked/inside", "extra/locked-link", false},
+		{ "secret.txt", "rootfs/hl-secret", false },        { "config.json", "config.json", true },
+		{ "rootfs/etc/passwd", "rootfs/etc/passwd", true }, { "readonly.txt", "rootfs/var/ro-link", false },
+		{ "locked/inside", "extra/locked-link", false },
 	};
 
 	for (int mode = 0; mode < 2; mode++) {
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct staged sd;
 		char a[1024], b[1024];
 		struct stat sb;
@@ -2123,7 +2186,7 @@ static void *deep_job(void *arg)
 {
 	struct small_job *j = arg;
 	struct sl_store *s = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_recover_report rep;
 	struct sl_stage *st;
 	struct staged sd;
@@ -2184,8 +2247,8 @@ static void test_deep_tree(void **state)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct rlimit rl = {64, 64};
-		struct small_job j = {.fx = fx, .root = u.root, .db = u.db};
+		struct rlimit rl = { 64, 64 };
+		struct small_job j = { .fx = fx, .root = u.root, .db = u.db };
 		pthread_attr_t at;
 		pthread_t th;
 
@@ -2239,7 +2302,8 @@ static void test_wide_dir(void **state)
 	recover(fx->store, &rep);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (rep.n_recovered != 1)
-		fail_msg("recovery of a %d-entry directory: %s", WIDE_ENTRIES, rep.n_failed ? rep.failed[0].reason : "?");
+		fail_msg("recovery of a %d-entry directory: %s", WIDE_ENTRIES,
+			 rep.n_failed ? rep.failed[0].reason : "?");
 	sl_recover_report_finish(&rep);
 	assert_int_equal(count_entries(fx->sb.root), 0);
 	assert_canaries(fx, "wide directory");
@@ -2260,8 +2324,7 @@ static int build_odd(struct sl_stage *st, const void *arg, struct sl_error *err)
 	    (r = sl_stage_write_file(st, "-rf", "x", 1, 0600, err)) < 0 ||
 	    (r = sl_stage_mkdir(st, "--", 0755, err)) < 0 ||
 	    (r = sl_stage_write_file(st, "--/-", "x", 1, 0600, err)) < 0 ||
-	    (r = sl_stage_symlink(st, "/", "-n", err)) < 0 ||
-	    (r = sl_stage_mkdir(st, "\xff\xfe", 0700, err)) < 0 ||
+	    (r = sl_stage_symlink(st, "/", "-n", err)) < 0 || (r = sl_stage_mkdir(st, "\xff\xfe", 0700, err)) < 0 ||
 	    (r = sl_stage_write_file(st, "\xff\xfe/\n-\xfd", "x", 1, 0600, err)) < 0)
 		return r;
 	return 0;
@@ -2269,7 +2332,7 @@ static int build_odd(struct sl_stage *st, const void *arg, struct sl_error *err)
 
 static void add_odd_runtime(const char *top)
 {
-	static const char *const names[] = {"\n", "-", "--help", "\xfe\xff\xfd", "- -", "\x01\x02", "-\n\xff"};
+	static const char *const names[] = { "\n", "-", "--help", "\xfe\xff\xfd", "- -", "\x01\x02", "-\n\xff" };
 	char p[1024];
 
 	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
@@ -2289,7 +2352,7 @@ static void test_odd_names(void **state)
 
 	for (int mode = 0; mode < 2; mode++) {
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct staged sd;
 
 		if (mode == 0)
@@ -2324,7 +2387,7 @@ static void test_odd_names(void **state)
 static bool replaced_run(struct fixture *fx, int variant, int mode, char *why, size_t size)
 {
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct staged sd;
 	char p[1024], d[600];
 	bool ok = false;
@@ -2336,7 +2399,7 @@ static bool replaced_run(struct fixture *fx, int variant, int mode, char *why, s
 	memset(&R, 0, sizeof(R));
 	R.empty = variant == 2;
 	if (variant == 0 || variant == 2) {
-		const char *files[] = {"f1", "f2", "f3", "sub/g"};
+		const char *files[] = { "f1", "f2", "f3", "sub/g" };
 		for (size_t i = 0; i < ELEMENTSOF(files); i++) {
 			snprintf(p, sizeof(p), "%s/rt/D/%s", sd.path, files[i]);
 			write_path(p, "runtime's\n", 0600);
@@ -2461,37 +2524,51 @@ static void test_unsafe_roots(void **state)
 		const char *what;
 		int want;
 	} cases[] = {
-		{"a symlink to the canaries", -ELOOP},
-		{"a dir 0777", -EPERM},
-		{"a dir 0770", -EPERM},
-		{"a dir 0702", -EPERM},
-		{"a dir 1777 (sticky)", -EPERM},
-		{"a dir owned by nobody", -EPERM},
-		{"a regular file", -ELOOP},
-		{"a path with ..", -EINVAL},
-		{"a symlink to a missing dir inside the canaries", -ELOOP},
+		{ "a symlink to the canaries", -ELOOP },
+		{ "a dir 0777", -EPERM },
+		{ "a dir 0770", -EPERM },
+		{ "a dir 0702", -EPERM },
+		{ "a dir 1777 (sticky)", -EPERM },
+		{ "a dir owned by nobody", -EPERM },
+		{ "a regular file", -ELOOP },
+		{ "a path with ..", -EINVAL },
+		{ "a symlink to a missing dir inside the canaries", -ELOOP },
 	};
 	int before = count_stages(fx->store);
 
 	for (size_t k = 0; k < ELEMENTSOF(cases); k++) {
 		struct sl_stage *st = NULL;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		char root[700], tgt[700];
 		int r;
 
 		snprintf(root, sizeof(root), "%s/unsafe%zu", fx->sb.base, k);
 		switch (k) {
-		case 0: CHECK(symlink(fx->canary, root) == 0); break;
-		case 1: make_dir(root, 0777); break;
-		case 2: make_dir(root, 0770); break;
-		case 3: make_dir(root, 0702); break;
-		case 4: make_dir(root, 01777); break;
+		case 0:
+			CHECK(symlink(fx->canary, root) == 0);
+			break;
+		case 1:
+			make_dir(root, 0777);
+			break;
+		case 2:
+			make_dir(root, 0770);
+			break;
+		case 3:
+			make_dir(root, 0702);
+			break;
+		case 4:
+			make_dir(root, 01777);
+			break;
 		case 5:
 			make_dir(root, 0700);
 			CHECK(geteuid() != 0 || chown(root, NOBODY, NOBODY) == 0);
 			break;
-		case 6: write_path(root, "", 0600); break;
-		case 7: snprintf(root, sizeof(root), "%s/x/../canary", fx->sb.base); break;
+		case 6:
+			write_path(root, "", 0600);
+			break;
+		case 7:
+			snprintf(root, sizeof(root), "%s/x/../canary", fx->sb.base);
+			break;
 		case 8:
 			snprintf(tgt, sizeof(tgt), "%s/not-yet", fx->canary);
 			CHECK(symlink(tgt, root) == 0);
@@ -2520,7 +2597,7 @@ static void test_unsafe_roots(void **state)
 /* 0 when openat2 works, else its errno. */
 static int openat2_errno(void)
 {
-	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_BENEATH};
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_BENEATH };
 	long fd = syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof(how));
 
 	if (fd >= 0) {
@@ -2548,7 +2625,7 @@ static int install_openat2_filter(void)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = {.len = (unsigned short)ELEMENTSOF(f), .filter = f};
+	struct sock_fprog prog = { .len = (unsigned short)ELEMENTSOF(f), .filter = f };
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;

@@ -17,7 +17,7 @@
 
 static void err_keeps_the_first(void **state)
 {
-	struct sl_error e = {0};
+	struct sl_error e = { 0 };
 
 	(void)state;
 	assert_int_equal(sl_err(&e, -ENOENT, "inner: %s", "gone"), -ENOENT);
@@ -29,7 +29,7 @@ static void err_keeps_the_first(void **state)
 
 static void replace_keeps_the_last(void **state)
 {
-	struct sl_error e = {0};
+	struct sl_error e = { 0 };
 
 	(void)state;
 	sl_err(&e, -ENOENT, "first");
@@ -41,7 +41,7 @@ static void replace_keeps_the_last(void **state)
 
 static void wrap_adds_context(void **state)
 {
-	struct sl_error e = {0}, none = {0};
+	struct sl_error e = { 0 }, none = { 0 };
 	char big[sizeof(e.msg) + 10];
 
 	(void)state;
@@ -65,7 +65,7 @@ static void wrap_adds_context(void **state)
 
 static void flag_ors_in(void **state)
 {
-	struct sl_error e = {0};
+	struct sl_error e = { 0 };
 
 	(void)state;
 	sl_err_flag(&e, SL_ERROR_CANTCREAT);
@@ -94,8 +94,8 @@ static void numbers_read_strictly(void **state)
 	assert_string_equal(s, ":");
 	/* One past the end either way, and no number at all: refused, and
 	 * neither the value nor the position moves. */
-	for (const char *const *bad = (const char *const[]){"9223372036854775808", "-9223372036854775809", "",
-							      " 1", "+1", "-", "x1", NULL};
+	for (const char *const *bad = (const char *const[]){ "9223372036854775808", "-9223372036854775809", "", " 1",
+							     "+1", "-", "x1", NULL };
 	     *bad; bad++) {
 		s = *bad;
 		v = 7;
@@ -107,7 +107,7 @@ static void numbers_read_strictly(void **state)
 	assert_true(read_ull(&s, &u));
 	assert_true(u == UINT64_MAX);
 	assert_string_equal(s, "");
-	for (const char *const *bad = (const char *const[]){"18446744073709551616", "-1", " 1", "", NULL}; *bad;
+	for (const char *const *bad = (const char *const[]){ "18446744073709551616", "-1", " 1", "", NULL }; *bad;
 	     bad++) {
 		s = *bad;
 		u = 7;
@@ -120,10 +120,8 @@ static void numbers_read_strictly(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(err_keeps_the_first),
-		cmocka_unit_test(replace_keeps_the_last),
-		cmocka_unit_test(wrap_adds_context),
-		cmocka_unit_test(flag_ors_in),
+		cmocka_unit_test(err_keeps_the_first),   cmocka_unit_test(replace_keeps_the_last),
+		cmocka_unit_test(wrap_adds_context),     cmocka_unit_test(flag_ors_in),
 		cmocka_unit_test(numbers_read_strictly),
 	};
 

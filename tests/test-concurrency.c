@@ -19,9 +19,9 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "sl-recover.h"
 #include "stage-private.h"
 #include "store-private.h"
-#include "sl-recover.h"
 
 #define WORKERS 4
 #define RUN_SECONDS 6
@@ -80,7 +80,7 @@ static void die(const char *who, const struct sl_error *err)
 /* A worker: stage, check the whole stage is there, release; forever. */
 static void worker(struct fixture *fx)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	char path[1024];
 
@@ -111,7 +111,7 @@ static void worker(struct fixture *fx)
 
 static void recoverer(struct fixture *fx)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 
 	if (sl_store_open(fx->sb.db, &s, &err) < 0)
@@ -180,7 +180,7 @@ static void test_concurrent_stage_release_recover(void **state)
 	/* One last recovery collects every killed worker's stage. */
 	struct sl_store *s = NULL;
 	struct sl_recover_report rep;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	assert_int_equal(sl_store_open(fx->sb.db, &s, &err), 0);
 	assert_int_equal(sl_recover_run(s, NULL, &rep, &err), 0);
 	assert_int_equal(rep.n_failed, 0);
@@ -192,8 +192,10 @@ static void test_concurrent_stage_release_recover(void **state)
 	sqlite3_stmt *st;
 	assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db,
-		"SELECT sum(state IN (0,1,2,5,7)), sum(state = 6), sum(state = 3), count(*) FROM stages", -1, &st, NULL),
-		SQLITE_OK);
+					    "SELECT sum(state IN (0,1,2,5,7)), sum(state = 6), sum(state = 3), "
+					    "count(*) FROM stages",
+					    -1, &st, NULL),
+			 SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	int inflight = sqlite3_column_int(st, 0), recovered = sqlite3_column_int(st, 1),
 	    released = sqlite3_column_int(st, 2), total = sqlite3_column_int(st, 3);

@@ -67,7 +67,7 @@ static int child_stage(struct fixture *fx, enum path path)
 
 	r = sl_store_open(fx->sb.db, &s, NULL);
 	if (r == 0)
-		r = sl_stage_begin(s, fx->sb.root, &(struct sl_stage_options){.label = "gw"}, &st, NULL);
+		r = sl_stage_begin(s, fx->sb.root, &(struct sl_stage_options){ .label = "gw" }, &st, NULL);
 	if (r == 0)
 		r = sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", NULL);
 	if (r == 0)
@@ -120,7 +120,7 @@ static void recover_all(struct fixture *fx)
 {
 	struct sl_store *s = NULL;
 	struct sl_recover_report rep;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 
 	assert_int_equal(sl_store_open(fx->sb.db, &s, &err), 0);
 	assert_int_equal(sl_recover_run(s, NULL, &rep, &err), 0);
@@ -138,7 +138,8 @@ static int count_in_flight(struct fixture *fx)
 	int n;
 
 	assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM stages WHERE state IN (0,1,2,5,7)", -1, &st, NULL),
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM stages WHERE state IN (0,1,2,5,7)", -1, &st,
+					    NULL),
 			 SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	n = sqlite3_column_int(st, 0);
@@ -162,7 +163,8 @@ static int check_logged(const char *path, const struct stat *st, int flag, struc
 	(void)flag;
 	if (ftw->level == 0)
 		return 0;
-	assert_int_equal(sqlite3_prepare_v2(logged_db, "SELECT 1 FROM entries WHERE path = CAST(? AS BLOB)", -1, &q, NULL),
+	assert_int_equal(sqlite3_prepare_v2(logged_db, "SELECT 1 FROM entries WHERE path = CAST(? AS BLOB)", -1, &q,
+					    NULL),
 			 SQLITE_OK);
 	sqlite3_bind_text(q, 1, rel, -1, SQLITE_STATIC);
 	if (sqlite3_step(q) != SQLITE_ROW) {
@@ -197,7 +199,9 @@ static int newest_state(struct fixture *fx)
 	int state = -1;
 
 	assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT state, rowid FROM stages WHERE rowid > ? ORDER BY rowid DESC LIMIT 1",
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    "SELECT state, rowid FROM stages WHERE rowid > ? ORDER BY rowid DESC LIMIT "
+					    "1",
 					    -1, &st, NULL),
 			 SQLITE_OK);
 	sqlite3_bind_int64(st, 1, fx->seen);
@@ -230,8 +234,8 @@ static void assert_clean(struct fixture *fx, enum path path, unsigned long k)
 				fail_msg("step %lu: destination is half there", k);
 			free(snap);
 			if (state != SL_STATE_PUBLISHED)
-				fail_msg("step %lu: the tree is at its destination but its stage is %s, not published", k,
-					 state < 0 ? "unrecorded" : sl_store_state_name((enum sl_state)state));
+				fail_msg("step %lu: the tree is at its destination but its stage is %s, not published",
+					 k, state < 0 ? "unrecorded" : sl_store_state_name((enum sl_state)state));
 			remove_all(fx->dest);
 		} else if (state == SL_STATE_PUBLISHED) {
 			fail_msg("step %lu: the stage is published but its destination does not exist", k);
@@ -295,7 +299,7 @@ static void test_crash_recovery(void **state)
 {
 	struct fixture *fx = *state;
 	unsigned long total = 0;
-	const unsigned long stager_kill[] = {20, 0};
+	const unsigned long stager_kill[] = { 20, 0 };
 
 	for (size_t v = 0; v < sizeof(stager_kill) / sizeof(stager_kill[0]); v++) {
 		for (unsigned long j = 1;; j++) {

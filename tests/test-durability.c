@@ -31,12 +31,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "envfile.h"
 #include "helpers.h"
+#include "macro.h"
 #include "sl-oci.h"
 #include "sl-store.h"
-#include "macro.h"
 #include "store-private.h"
-#include "envfile.h"
 
 /* ---- The event log. ---- */
 
@@ -90,7 +90,7 @@ static ssize_t find_event(size_t from, enum ev_kind kind, const char *path)
 
 static void dump_events(void)
 {
-	static const char *names[] = {"sync", "mkdir", "rmdir", "unlink"};
+	static const char *names[] = { "sync", "mkdir", "rmdir", "unlink" };
 
 	for (size_t i = 0; i < n_events; i++)
 		print_message("  %zu %s %s\n", i, names[events[i].kind], events[i].path);
@@ -323,8 +323,8 @@ ssize_t __wrap_read(int fd, void *buf, size_t len)
 
 /* ---- What a reader sees while a file is written. ---- */
 
-static int watch_fd = -1;         /* the stage's top directory, while watched */
-static const char *watch_name;    /* the name that must not exist yet */
+static int watch_fd = -1;      /* the stage's top directory, while watched */
+static const char *watch_name; /* the name that must not exist yet */
 static unsigned watch_writes, watch_seen;
 
 ssize_t __real_write(int fd, const void *buf, size_t len);
@@ -367,7 +367,7 @@ static void cjson_free(void *p)
 
 static void watch_cjson(bool on)
 {
-	cJSON_Hooks hooks = {.malloc_fn = malloc, .free_fn = on ? cjson_free : free};
+	cJSON_Hooks hooks = { .malloc_fn = malloc, .free_fn = on ? cjson_free : free };
 
 	cJSON_InitHooks(on ? &hooks : NULL);
 }
@@ -503,7 +503,8 @@ static int assert_removed_means_gone(const struct sandbox *sb, const char *id)
 
 	assert_int_equal(sqlite3_open_v2(sb->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db,
-					    "SELECT e.seq, e.path, e.state FROM entries e JOIN stages s ON e.stage = s.rowid "
+					    "SELECT e.seq, e.path, e.state FROM entries e JOIN stages s ON e.stage = "
+					    "s.rowid "
 					    "WHERE s.id = ? ORDER BY e.seq",
 					    -1, &q, NULL),
 			 SQLITE_OK);
@@ -535,7 +536,7 @@ static void test_failed_removal_marks_only_what_is_gone(void **state)
 	struct sandbox *sb = *state;
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	char id[64], name[32], path[700];
 	const int files = 2 * STORE_PAGE_ENTRIES + 10;
 	struct stat sb_st;
@@ -571,11 +572,11 @@ static void test_failed_removal_marks_only_what_is_gone(void **state)
  * with the given env, env values) is wiped before it is released. */
 static void test_secrets_wiped_before_free(void **state)
 {
-	static const struct sl_env_var env[] = {{"TOKEN", CANARY}, {"PATH", "/bin"}};
+	static const struct sl_env_var env[] = { { "TOKEN", CANARY }, { "PATH", "/bin" } };
 	struct sandbox *sb = *state;
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
-	struct sl_oci_options o = {.root = sb->root, .env = env, .n_env = ELEMENTSOF(env)};
+	struct sl_oci_options o = { .root = sb->root, .env = env, .n_env = ELEMENTSOF(env) };
 	char bundle[400], p[500];
 	int r;
 
@@ -584,7 +585,8 @@ static void test_secrets_wiped_before_free(void **state)
 	write_path(p, "box\n", 0644);
 	snprintf(p, sizeof(p), "%s/config.json", bundle);
 	write_path(p,
-		   "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"sh\"],\"env\":[\"PACKAGED=" CANARY "\"]},"
+		   "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"sh\"],\"env\":[\"PACKAGED=" CANARY
+		   "\"]},"
 		   "\"annotations\":{\"note\":\"" CANARY "\"},\"root\":{\"path\":\"rootfs\"}}",
 		   0644);
 	o.bundle = bundle;
@@ -657,7 +659,7 @@ static void test_undo_newest_first(void **state)
 	assert_int_equal(sl_stage_release(st, NULL), 0);
 	logging = false;
 	{
-		const char *want[] = {"config.json", "name", "passwd", "etc", "a", "rootfs", ".stagelog", top};
+		const char *want[] = { "config.json", "name", "passwd", "etc", "a", "rootfs", ".stagelog", top };
 		assert_removals(want, ELEMENTSOF(want));
 	}
 	sl_stage_free(st);
@@ -674,7 +676,7 @@ static void test_undo_newest_first(void **state)
 	assert_int_equal(sl_stage_release(st, NULL), 0);
 	logging = false;
 	{
-		const char *want[] = {"b", "config.json", "a", "rootfs", ".stagelog", top};
+		const char *want[] = { "b", "config.json", "a", "rootfs", ".stagelog", top };
 		assert_removals(want, ELEMENTSOF(want));
 	}
 	sl_stage_free(st);
@@ -691,7 +693,7 @@ static void test_refilling_directory_bounded(void **state)
 	struct sandbox *sb = *state;
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct store_record rec;
 	char id[64];
 	int r;
@@ -741,8 +743,8 @@ static void write_bytes(const char *path, const char *buf, size_t len)
  * want, leave the list empty and release no block holding the canary. */
 static void env_file_fails_wiped(const char *path, int want, const char *what)
 {
-	struct oci_env_list l = {0};
-	struct sl_error err = {0};
+	struct oci_env_list l = { 0 };
+	struct sl_error err = { 0 };
 	int r;
 
 	free_scanned = free_with_secret = 0;
@@ -769,12 +771,12 @@ static void test_env_file_error_paths_wipe(void **state)
 #define T(s) s, sizeof(s) - 1
 		/* A good line first, so that a variable was parsed (and is
 		 * dropped) before the failure. */
-		{"missing '='", T("TOKEN=" CANARY "\n" CANARY "\n")},
-		{"bad name", T("TOKEN=" CANARY "\n1BAD=" CANARY "\n")},
-		{"bad name (leading space)", T("TOKEN=" CANARY "\n A=" CANARY "\n")},
-		{"invalid UTF-8", T("TOKEN=" CANARY "\nB=" CANARY "\xff\n")},
-		{"a NUL byte", T("TOKEN=" CANARY "\nB=" CANARY "\0tail\n")},
-		{"bad last line, no newline", T("A=1\nTOKEN=" CANARY "\nexport B=" CANARY)},
+		{ "missing '='", T("TOKEN=" CANARY "\n" CANARY "\n") },
+		{ "bad name", T("TOKEN=" CANARY "\n1BAD=" CANARY "\n") },
+		{ "bad name (leading space)", T("TOKEN=" CANARY "\n A=" CANARY "\n") },
+		{ "invalid UTF-8", T("TOKEN=" CANARY "\nB=" CANARY "\xff\n") },
+		{ "a NUL byte", T("TOKEN=" CANARY "\nB=" CANARY "\0tail\n") },
+		{ "bad last line, no newline", T("A=1\nTOKEN=" CANARY "\nexport B=" CANARY) },
 #undef T
 	};
 	struct sandbox *sb = *state;
@@ -820,7 +822,7 @@ static void test_env_file_error_paths_wipe(void **state)
 
 	/* And the way it should end: read, used, wiped. */
 	{
-		struct oci_env_list l = {0};
+		struct oci_env_list l = { 0 };
 
 		write_bytes(path, "TOKEN=" CANARY "\n", strlen(CANARY) + 7);
 		free_scanned = free_with_secret = 0;
@@ -840,25 +842,29 @@ static void test_env_file_error_paths_wipe(void **state)
  * packaged env, an annotation and the env given. */
 static void test_config_error_paths_wipe(void **state)
 {
-	static const struct sl_env_var env[] = {{"TOKEN", CANARY}};
+	static const struct sl_env_var env[] = { { "TOKEN", CANARY } };
 	static const struct {
 		const char *what, *json;
 	} bad[] = {
-		{"not valid JSON half-way",
-		 "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]}, oops"},
-		{"data after the document", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{}} []"},
-		{"top level not an object", "[\"" CANARY "\"]"},
-		{"process not an object", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":\"" CANARY "\"}"},
-		{"process.env not an array", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":\"" CANARY "\"}}"},
-		{"bad uidMappings", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\"]},"
-				    "\"linux\":{\"uidMappings\":[\"" CANARY "\"]}}"},
-		{"a secret in escapes, then not valid JSON",
-		 "{\"annotations\":{\"note\":\"\\u0043\\u0041\\u004e\\u0041\\u0052\\u0059-SECRET-5e1f\"},\"process\":{} ,}"},
+		{ "not valid JSON half-way", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":["
+					     "\"P=" CANARY "\"]}, oops" },
+		{ "data after the document", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{}} []" },
+		{ "top level not an object", "[\"" CANARY "\"]" },
+		{ "process not an object", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":\"" CANARY "\"}" },
+		{ "process.env not an array", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":"
+					      "\"" CANARY "\"}}" },
+		{ "bad uidMappings", "{\"annotations\":{\"note\":\"" CANARY "\"},\"process\":{\"env\":[\"P=" CANARY "\""
+				     "]}"
+				     ","
+				     "\"linux\":{\"uidMappings\":[\"" CANARY "\"]}}" },
+		{ "a secret in escapes, then not valid JSON",
+		  "{\"annotations\":{\"note\":\"\\u0043\\u0041\\u004e\\u0041\\u0052\\u0059-SECRET-5e1f\"},\"process\":{"
+		  "} ,}" },
 	};
 	struct sandbox *sb = *state;
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
-	struct sl_oci_options o = {.root = sb->root, .env = env, .n_env = ELEMENTSOF(env)};
+	struct sl_oci_options o = { .root = sb->root, .env = env, .n_env = ELEMENTSOF(env) };
 	struct sl_error err;
 	char bundle[400], p[500];
 	int r;

@@ -17,8 +17,8 @@
 
 int main(void)
 {
-	struct sl_error err = {0, 0, {0}};
-	struct sl_recover_options o = {0, 0, 0, 0, 0, 0, 0};
+	struct sl_error err = { 0, 0, { 0 } };
+	struct sl_recover_options o = { 0, 0, 0, 0, 0, 0, 0 };
 	char v[32];
 
 	(void)o;

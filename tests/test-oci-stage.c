@@ -27,11 +27,14 @@ struct fixture {
 	char path[600];
 };
 
-static const char packaged[] = "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"sh\"],"
-			       "\"env\":[\"PACKAGED=" CANARY "\"]},\"root\":{\"path\":\"rootfs\"},"
-			       "\"annotations\":{\"note\":\"" CANARY "\"},"
-			       "\"linux\":{\"uidMappings\":[{\"containerID\":0,\"hostID\":0,\"size\":1}],"
-			       "\"gidMappings\":[{\"containerID\":0,\"size\":1}]}}";
+static const char packaged[] =
+	"{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"sh\"],"
+	"\"env\":[\"PACKAGED=" CANARY
+	"\"]},\"root\":{\"path\":\"rootfs\"},"
+	"\"annotations\":{\"note\":\"" CANARY
+	"\"},"
+	"\"linux\":{\"uidMappings\":[{\"containerID\":0,\"hostID\":0,\"size\":1}],"
+	"\"gidMappings\":[{\"containerID\":0,\"size\":1}]}}";
 
 static const struct sl_env_var env[] = {
 	{ "PATH", "/bin" },
@@ -157,7 +160,8 @@ static void success(void **state)
 	assert_null(strstr(text, "PACKAGED="));
 	doc = cJSON_Parse(text);
 	assert_non_null(doc);
-	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "process"), "env")) {
+	cJSON_ArrayForEach(e,
+			   cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "process"), "env")) {
 		static const char *const want_env[] = { "PATH=/bin", "TOKEN=" CANARY };
 
 		assert_true(i < 2);
@@ -166,17 +170,16 @@ static void success(void **state)
 	}
 	assert_int_equal(i, 2);
 	cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "linux"),
-								"uidMappings"))
+							       "uidMappings"))
 		assert_true(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "hostID")) ==
 			    (double)bundle_st.st_uid);
 	cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "linux"),
-								"gidMappings"))
+							       "gidMappings"))
 		assert_true(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "hostID")) ==
 			    (double)bundle_st.st_gid);
-	assert_string_equal(
-		cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "annotations"),
-								      "note")),
-		CANARY);
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+				    cJSON_GetObjectItemCaseSensitive(doc, "annotations"), "note")),
+			    CANARY);
 	cJSON_Delete(doc);
 	free(text);
 
@@ -225,8 +228,7 @@ static void missing_rootfs(void **state)
 
 	remove_all(bundle_path(fx, "rootfs"));
 	snprintf(want, sizeof(want), "cannot stage bundle: %s/rootfs: No such file or directory", fx->bundle);
-	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -ENOENT,
-		       want, stage);
+	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -ENOENT, want, stage);
 }
 
 static void rootfs_symlink(void **state)
@@ -241,8 +243,7 @@ static void rootfs_symlink(void **state)
 	assert_int_equal(rename(bundle_path(fx, "rootfs"), target), 0);
 	assert_int_equal(symlink(target, bundle_path(fx, "rootfs")), 0);
 	snprintf(want, sizeof(want), "cannot stage bundle: %s/rootfs: a symbolic link, not a directory", fx->bundle);
-	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG,
-		       want, stage);
+	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG, want, stage);
 }
 
 static void missing_config(void **state)
@@ -253,9 +254,9 @@ static void missing_config(void **state)
 	char want[700];
 
 	assert_int_equal(unlink(bundle_path(fx, "config.json")), 0);
-	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: No such file or directory", fx->bundle);
-	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -ENOENT,
-		       want, stage);
+	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: No such file or directory",
+		 fx->bundle);
+	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -ENOENT, want, stage);
 }
 
 static void config_symlink(void **state)
@@ -270,9 +271,9 @@ static void config_symlink(void **state)
 	snprintf(target, sizeof(target), "%s/elsewhere.json", fx->sb.base);
 	assert_int_equal(rename(bundle_path(fx, "config.json"), target), 0);
 	assert_int_equal(symlink(target, bundle_path(fx, "config.json")), 0);
-	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: a symbolic link", fx->bundle);
-	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG,
-		       want, stage);
+	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: a symbolic link",
+		 fx->bundle);
+	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG, want, stage);
 }
 
 static void config_too_large(void **state)
@@ -289,8 +290,8 @@ static void config_too_large(void **state)
 	memcpy(big, packaged, sizeof(packaged) - 1);
 	big[size] = '\0';
 	write_path(bundle_path(fx, "config.json"), big, 0644);
-	snprintf(want, sizeof(want), "cannot stage bundle: packaged config: %s/config.json: larger than the limit of 1 MiB",
-		 fx->bundle);
+	snprintf(want, sizeof(want),
+		 "cannot stage bundle: packaged config: %s/config.json: larger than the limit of 1 MiB", fx->bundle);
 	assert_refused(fx, stage_bundle(fx, env, 2, &stage, &err), &err, -EBADMSG, want, stage);
 
 	/* Exactly the limit is staged. */

@@ -9,12 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <cmocka.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <cmocka.h>
 
 #include "oci-private.h"
 
@@ -116,10 +116,12 @@ static cJSON *transform_notes_ok(const char *json, const struct sl_env_var *env,
  * own environment; a later name wins across given and kept values. */
 static void env_kept(void **state)
 {
-	static const char json[] = "{\"process\":{\"args\":[\"sh\"],\"env\":[\"PATH=/pkg/bin\",\"HOME=/root\","
-				   "\"TERM=xterm\",\"PATH=/pkg/last\",7,\"PATHX=no\"]}}";
+	static const char json[] =
+		"{\"process\":{\"args\":[\"sh\"],\"env\":[\"PATH=/pkg/bin\",\"HOME=/root\","
+		"\"TERM=xterm\",\"PATH=/pkg/last\",7,\"PATHX=no\"]}}";
 	static const struct sl_env_var env[] = {
-		{ "PATH", NULL }, { "TOKEN", CANARY }, { "TERM", "given" }, { "TERM", NULL }, { "A", NULL }, { "A", "x" },
+		{ "PATH", NULL }, { "TOKEN", CANARY }, { "TERM", "given" },
+		{ "TERM", NULL }, { "A", NULL },       { "A", "x" },
 	};
 	static const char *const want_no_a[] = { "PATH=/pkg/last", ("TOKEN=" CANARY), "TERM=xterm" };
 	struct sl_oci_notes notes;
@@ -137,8 +139,8 @@ static void env_kept(void **state)
 	/* A is kept but not packaged: refused, even though a later A is given,
 	 * and the notes say which variable. */
 	notes = (struct sl_oci_notes){ 0 };
-	assert_int_equal(oci_config_transform_notes(json, strlen(json), env, ELEMENTSOF(env), 1, 2, &notes, &out,
-						    &len, &err),
+	assert_int_equal(oci_config_transform_notes(json, strlen(json), env, ELEMENTSOF(env), 1, 2, &notes, &out, &len,
+						    &err),
 			 -EINVAL);
 	assert_null(out);
 	assert_int_equal(notes.missing_kept, 4);
@@ -259,11 +261,12 @@ static void host_ids_rewritten(void **state)
 	cJSON *doc;
 
 	(void)state;
-	doc = transform_ok("{\"process\":{},\"linux\":{"
-			   "\"uidMappings\":[{\"containerID\":0,\"hostID\":0,\"size\":1},"
-			   "{\"containerID\":1000,\"size\":1}],"
-			   "\"gidMappings\":[{\"hostID\":\"" CANARY "\",\"containerID\":0,\"size\":65536}]}}",
-			   NULL, 0, 1234, 5678);
+	doc = transform_ok(
+		"{\"process\":{},\"linux\":{"
+		"\"uidMappings\":[{\"containerID\":0,\"hostID\":0,\"size\":1},"
+		"{\"containerID\":1000,\"size\":1}],"
+		"\"gidMappings\":[{\"hostID\":\"" CANARY "\",\"containerID\":0,\"size\":65536}]}}",
+		NULL, 0, 1234, 5678);
 	assert_host_ids(doc, "uidMappings", 1234, 2);
 	assert_host_ids(doc, "gidMappings", 5678, 1);
 	cJSON_Delete(doc);
@@ -305,15 +308,18 @@ static const char rich_config[] =
 	"  \"process\": {\n"
 	"    \"terminal\": false,\n"
 	"    \"user\": {\"uid\": 0, \"gid\": 0, \"additionalGids\": [1, 2]},\n"
-	"    \"args\": [\"/bin/sh\", \"-c\", \"echo " CANARY " \\\"q\\\" \\u00e9 \\ud83d\\ude00 tab\\t\", \"not a NUL: \\\\u0000\"],\n"
-	"    \"env\": [\"PACKAGED=" CANARY "\"],\n"
+	"    \"args\": [\"/bin/sh\", \"-c\", \"echo " CANARY
+	" \\\"q\\\" \\u00e9 \\ud83d\\ude00 tab\\t\", \"not a NUL: \\\\u0000\"],\n"
+	"    \"env\": [\"PACKAGED=" CANARY
+	"\"],\n"
 	"    \"cwd\": \"/\",\n"
 	"    \"rlimits\": [{\"type\": \"RLIMIT_NOFILE\", \"hard\": 18446744073709551615, \"soft\": 1024}],\n"
 	"    \"noNewPrivileges\": true\n"
 	"  },\n"
 	"  \"root\": {\"path\": \"rootfs\", \"readonly\": true},\n"
 	"  \"hostname\": \"h\\u00e9\",\n"
-	"  \"annotations\": {\"secret\": \"" CANARY "\", \"empty\": \"\", \"n\": null},\n"
+	"  \"annotations\": {\"secret\": \"" CANARY
+	"\", \"empty\": \"\", \"n\": null},\n"
 	"  \"mounts\": [],\n"
 	"  \"linux\": {\n"
 	"    \"uidMappings\": [{\"containerID\": 0, \"hostID\": 100000, \"size\": 65536}],\n"
@@ -376,7 +382,8 @@ static const struct bad_case bad_cases[] = {
 	{ "{\"process\":\"" CANARY "\"}", -EBADMSG, "bad packaged config: process: not an object" },
 	{ "{\"process\":[\"" CANARY "\"]}", -EBADMSG, "bad packaged config: process: not an object" },
 	{ "{\"process\":{\"env\":\"X=" CANARY "\"}}", -EBADMSG, "bad packaged config: process.env: not an array" },
-	{ "{\"process\":{\"env\":{\"X\":\"" CANARY "\"}}}", -EBADMSG, "bad packaged config: process.env: not an array" },
+	{ "{\"process\":{\"env\":{\"X\":\"" CANARY "\"}}}", -EBADMSG,
+	  "bad packaged config: process.env: not an array" },
 	{ "{\"process\":{\"env\":null}}", -EBADMSG, "bad packaged config: process.env: not an array" },
 	{ "{\"process\":{},\"linux\":[\"" CANARY "\"]}", -EBADMSG, "bad packaged config: linux: not an object" },
 	{ "{\"process\":{},\"linux\":{\"uidMappings\":{\"hostID\":\"" CANARY "\"}}}", -EBADMSG,
@@ -603,7 +610,8 @@ static void bad_env_for_config(void **state)
 		struct sl_env_var var;
 		const char *msg;
 	} cases[] = {
-		{ { "1" CANARY, "x" }, "bad environment variable: variable 2: name does not match [A-Za-z_][A-Za-z0-9_]*" },
+		{ { "1" CANARY, "x" },
+		  "bad environment variable: variable 2: name does not match [A-Za-z_][A-Za-z0-9_]*" },
 		{ { "", "x" }, "bad environment variable: variable 2: name does not match [A-Za-z_][A-Za-z0-9_]*" },
 		{ { "A=B", "x" }, "bad environment variable: variable 2: name does not match [A-Za-z_][A-Za-z0-9_]*" },
 		{ { "A", CANARY "\xff" }, "bad environment variable: variable 2: value is not valid UTF-8" },
@@ -706,10 +714,12 @@ static void write_file(const char *path, const char *buf, size_t len)
 
 static void env_file_good(void **state)
 {
-	static const char text[] = "# a comment with " CANARY "\n"
+	static const char text[] = "# a comment with " CANARY
+				   "\n"
 				   "\n"
 				   "A=1\n"
-				   "B=x=y=" CANARY "\n"
+				   "B=x=y=" CANARY
+				   "\n"
 				   "EMPTY=\n"
 				   " \t \n"
 				   "#\n"
@@ -717,8 +727,8 @@ static void env_file_good(void **state)
 				   "CR=last\r\n"
 				   "NOEOL=end";
 	static const char *const want[][2] = {
-		{ "A", "1" },           { "B", "x=y=" CANARY }, { "EMPTY", "" },
-		{ "_c9", "with spaces " }, { "CR", "last\r" },    { "NOEOL", "end" },
+		{ "A", "1" },       { "B", "x=y=" CANARY }, { "EMPTY", "" }, { "_c9", "with spaces " },
+		{ "CR", "last\r" }, { "NOEOL", "end" },
 	};
 	struct oci_env_list l = { 0 };
 	struct sl_error err = { 0 };

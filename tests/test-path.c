@@ -47,7 +47,7 @@ static void path_check_table(void **state)
 	static const char nul[] = "a\0b";
 	const struct {
 		const char *path;
-		size_t len; /* 0: strlen(path) */
+		size_t len;       /* 0: strlen(path) */
 		const char *want; /* NULL: clean */
 	} cases[] = {
 		{ "a", 0, NULL },
@@ -111,8 +111,8 @@ static void absolute_root_table(void **state)
 
 	const struct {
 		const char *root;
-		int want;         /* 0 or the negative errno */
-		const char *out;  /* the recorded root when want is 0 */
+		int want;        /* 0 or the negative errno */
+		const char *out; /* the recorded root when want is 0 */
 	} cases[] = {
 		{ "/run/stagelog", 0, "/run/stagelog" },
 		{ "/run/stagelog/", 0, "/run/stagelog" },
@@ -136,7 +136,7 @@ static void absolute_root_table(void **state)
 		{ longest, 0, longest },
 		{ too_long, -ENAMETOOLONG, NULL },
 		{ rep(2, '/', 2 * PATH_MAX), -ENAMETOOLONG, NULL }, /* longer than any join */
-		{ path_of(3, 255, 4095), 0, NULL },                  /* relative: under the cwd */
+		{ path_of(3, 255, 4095), 0, NULL },                 /* relative: under the cwd */
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {

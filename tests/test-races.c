@@ -29,12 +29,12 @@ int __wrap_mkdirat(int dirfd, const char *path, mode_t mode);
 
 static struct race {
 	bool armed;
-	bool after;        /* run the recovery after the real mkdirat */
-	pid_t owner;       /* killed before the recovery runs */
+	bool after;  /* run the recovery after the real mkdirat */
+	pid_t owner; /* killed before the recovery runs */
 	const char *db;
 	const char *root;
-	int recovered;     /* stages the recovery marked recovered */
-	bool dir_existed;  /* the top directory existed when it did */
+	int recovered;    /* stages the recovery marked recovered */
+	bool dir_existed; /* the top directory existed when it did */
 } R;
 
 static void run_recovery(const char *topdir)
@@ -105,8 +105,8 @@ static int state_cb(const struct sl_stage_info *info, void *userdata)
 
 static void race(struct fixture *fx, bool after)
 {
-	struct sl_stage_options o = {.label = "race"};
-	struct sl_error err = {0};
+	struct sl_stage_options o = { .label = "race" };
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	enum sl_state state = SL_STATE_COUNT_;
 	pid_t owner;
@@ -118,7 +118,7 @@ static void race(struct fixture *fx, bool after)
 		pause();
 		_exit(0);
 	}
-	R = (struct race){.armed = true, .after = after, .owner = owner, .db = fx->sb.db, .root = fx->sb.root};
+	R = (struct race){ .armed = true, .after = after, .owner = owner, .db = fx->sb.db, .root = fx->sb.root };
 	o.owner_pid = owner;
 	r = sl_stage_begin(fx->store, fx->sb.root, &o, &st, &err);
 
@@ -157,10 +157,10 @@ static void test_recovery_after_mkdirat(void **state)
 static void test_claim_before_first_commit(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_stage_options o = {.label = "race"};
-	struct sl_recover_options ro = {0};
+	struct sl_stage_options o = { .label = "race" };
+	struct sl_recover_options ro = { 0 };
 	struct sl_recover_report rep;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	struct sl_store *other = NULL;
 	const char *force[1];

@@ -132,7 +132,7 @@ static bool in_list(char (*ids)[SL_ID_SIZE], size_t n, const char *id)
 
 static void recover(struct fixture *fx, struct sl_recover_report *rep, const struct sl_recover_options *o)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	assert_int_equal(sl_recover_run(fx->store, o, rep, &err), 0);
 }
 
@@ -181,8 +181,8 @@ static void test_inherited_lock(void **state)
 	sl_recover_report_finish(&rep);
 	assert_int_equal(state_of(fx, id), SL_STATE_READY);
 	/* Forced, it goes regardless. */
-	const char *force[] = {id};
-	recover(fx, &rep, &(struct sl_recover_options){.force = force, .n_force = 1});
+	const char *force[] = { id };
+	recover(fx, &rep, &(struct sl_recover_options){ .force = force, .n_force = 1 });
 	assert_int_equal(rep.n_recovered, 1);
 	sl_recover_report_finish(&rep);
 	assert_int_equal(count_entries(fx->sb.root), 0);
@@ -210,20 +210,21 @@ static void test_pid_reuse_boot_and_namespace(void **state)
 		 (long long)me.pid, (unsigned long long)me.start_time, (unsigned long long)me.pidns, me.boot_id);
 	exec_sql(fx, sql);
 	/* Sanity: as recorded now, all three look live. */
-	recover(fx, &rep, &(struct sl_recover_options){.dry_run = true});
+	recover(fx, &rep, &(struct sl_recover_options){ .dry_run = true });
 	assert_int_equal(rep.n_live, 3);
 	sl_recover_report_finish(&rep);
 
 	snprintf(sql, sizeof(sql), "UPDATE stages SET owner_start = owner_start + 1 WHERE id = '%s'", a);
 	exec_sql(fx, sql);
-	snprintf(sql, sizeof(sql), "UPDATE stages SET owner_boot = '00000000-0000-0000-0000-000000000000' WHERE id = '%s'", b);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE stages SET owner_boot = '00000000-0000-0000-0000-000000000000' WHERE id = '%s'", b);
 	exec_sql(fx, sql);
 	snprintf(sql, sizeof(sql), "UPDATE stages SET owner_pidns = owner_pidns + 1 WHERE id = '%s'", c);
 	exec_sql(fx, sql);
 
 	/* Dry run: reports, changes nothing. */
 	char *before = tree_snapshot(fx->sb.root, true);
-	recover(fx, &rep, &(struct sl_recover_options){.dry_run = true});
+	recover(fx, &rep, &(struct sl_recover_options){ .dry_run = true });
 	assert_true(rep.dry_run);
 	assert_int_equal(rep.n_recovered, 2);
 	assert_int_equal(rep.n_live, 1);
@@ -298,7 +299,7 @@ static void test_zombie_owner(void **state)
 static void test_owner_name_like_zombie(void **state)
 {
 	struct fixture *fx = *state;
-	char id[STORE_ID_LEN + 1], old[17] = {0}, sql[512];
+	char id[STORE_ID_LEN + 1], old[17] = { 0 }, sql[512];
 	struct sl_recover_report rep;
 	struct proc_owner me;
 
@@ -361,7 +362,7 @@ static void test_two_recoverers(void **state)
 	char id[STORE_ID_LEN + 1];
 	int p[2][2];
 	pid_t pids[2];
-	size_t counts[2] = {0, 0};
+	size_t counts[2] = { 0, 0 };
 
 	for (int i = 0; i < 60; i++)
 		make_stage(fx, id, NULL, false);
@@ -380,7 +381,7 @@ static void test_two_recoverers(void **state)
 		}
 		close(p[k][1]);
 	}
-	char (*all)[SL_ID_SIZE] = calloc(200, SL_ID_SIZE);
+	char(*all)[SL_ID_SIZE] = calloc(200, SL_ID_SIZE);
 	size_t n = 0;
 	for (int k = 0; k < 2; k++) {
 		char buf[SL_ID_SIZE];
@@ -482,7 +483,7 @@ static void test_list_nested_and_again(void **state)
 {
 	struct fixture *fx = *state;
 	char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1], c[STORE_ID_LEN + 1];
-	struct nested n = {.store = fx->store};
+	struct nested n = { .store = fx->store };
 	int k = 0;
 
 	make_stage(fx, a, NULL, false);
@@ -506,7 +507,7 @@ static void test_old_names(void **state)
 {
 	struct fixture *fx = *state;
 	char id[STORE_ID_LEN + 1], full[SL_ID_SIZE];
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	int n_old = 0, n_new = 0;
 
 	make_stage(fx, id, NULL, false);
@@ -528,7 +529,7 @@ static void test_old_names(void **state)
 static void test_forget_gc_check(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	char id[STORE_ID_LEN + 1], live[STORE_ID_LEN + 1];
 	struct sl_recover_report rep;
 	pid_t pid;
@@ -588,14 +589,16 @@ static void test_forget_gc_check(void **state)
 	sl_stage_free(ost); /* the lock goes; the stage stays ready */
 
 	struct sl_check_report cr;
-	const char *roots[] = {fx->sb.root};
+	const char *roots[] = { fx->sb.root };
 	assert_int_equal(sl_recover_check(fx->store, roots, 1, 0, &cr, &err), 0);
 	assert_string_equal(cr.integrity, "ok");
 	assert_int_equal(cr.n_orphans, 1);
 	assert_string_equal(cr.orphans[0], orphan);
 	assert_int_equal(cr.n_removed, 0);
 	sl_recover_check_report_finish(&cr);
-	assert_int_equal(sl_recover_check(fx->store, NULL, 0, SL_CHECK_REMOVE_ORPHANS | SL_CHECK_RECORD_ROOTS, &cr, &err), 0);
+	assert_int_equal(sl_recover_check(fx->store, NULL, 0, SL_CHECK_REMOVE_ORPHANS | SL_CHECK_RECORD_ROOTS, &cr,
+					  &err),
+			 0);
 	assert_int_equal(cr.n_orphans, 1);
 	assert_int_equal(cr.n_removed, 1);
 	assert_string_equal(cr.removed[0], orphan);
@@ -630,7 +633,7 @@ static void test_forget_gc_check(void **state)
 static void test_gc_every_state(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	char ids[SL_STATE_COUNT_][STORE_ID_LEN + 1];
 	struct store_record rec;
 	char sql[300];
@@ -660,7 +663,9 @@ static void test_gc_every_state(void **state)
 	assert_int_equal(deleted, 3);
 	/* Their entries went with them, and only theirs. */
 	assert_int_equal(sqlite3_open(fx->sb.db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM entries WHERE stage NOT IN (SELECT rowid FROM stages)",
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    "SELECT count(*) FROM entries WHERE stage NOT IN (SELECT rowid FROM "
+					    "stages)",
 					    -1, &q, NULL),
 			 SQLITE_OK);
 	assert_int_equal(sqlite3_step(q), SQLITE_ROW);

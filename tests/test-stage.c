@@ -29,7 +29,7 @@ struct fixture {
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 
 	sandbox_init(&fx->sb);
 	assert_int_equal(sl_store_open(fx->sb.db, &fx->store, &err), 0);
@@ -67,7 +67,7 @@ static int stage_sample(struct fixture *fx, struct sl_stage **ret, struct sl_err
 	static const char config[] = "{\"process\":{\"env\":[\"TOKEN=" CANARY "\"]}}";
 	int r;
 
-	r = sl_stage_begin(fx->store, fx->sb.root, &(struct sl_stage_options){.label = "gw"}, &st, err);
+	r = sl_stage_begin(fx->store, fx->sb.root, &(struct sl_stage_options){ .label = "gw" }, &st, err);
 	if (r < 0)
 		return r;
 	if ((r = sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", err)) < 0 ||
@@ -85,7 +85,7 @@ static int stage_sample(struct fixture *fx, struct sl_stage **ret, struct sl_err
 static void test_stage_success(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char path[1024], id[STORE_ID_LEN + 1];
 	struct stat sb;
@@ -150,7 +150,7 @@ static void test_stage_success(void **state)
 static void test_abort_and_free(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char id[STORE_ID_LEN + 1];
 
@@ -209,10 +209,10 @@ static int in_child(struct fixture *fx, int (*fn)(struct fixture *))
  * past it is an ordinary EFBIG: the copy's and the file writer's. */
 static int stage_past_fsize(struct fixture *fx)
 {
-	struct rlimit rl = {128 * 1024, 128 * 1024};
+	struct rlimit rl = { 128 * 1024, 128 * 1024 };
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	static char big[256 * 1024];
 	int r;
 
@@ -226,7 +226,7 @@ static int stage_past_fsize(struct fixture *fx)
 	if (r != -EFBIG || err.code != -EFBIG || strstr(err.msg, CANARY) || !strstr(err.msg, "config.json"))
 		return 12;
 	sl_stage_free(st);
-	err = (struct sl_error){0};
+	err = (struct sl_error){ 0 };
 	if (sl_stage_begin(s, fx->sb.root, NULL, &st, &err) < 0)
 		return 13;
 	r = sl_stage_copy_tree(st, AT_FDCWD, fx->outside, "rootfs", &err);
@@ -259,10 +259,10 @@ static void test_file_size_limit(void **state)
  * stage goes ahead. */
 static int begin_with_few_fds(struct fixture *fx)
 {
-	struct rlimit rl = {20, 20};
+	struct rlimit rl = { 20, 20 };
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 
 	if (sl_store_open(fx->sb.db, &s, NULL) < 0 || setrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return 10;
@@ -278,7 +278,7 @@ static int begin_with_low_soft_limit(struct fixture *fx)
 	struct rlimit rl;
 	struct sl_store *s = NULL;
 	struct sl_stage *st = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max < 200)
 		return 77;
@@ -315,7 +315,7 @@ static void test_descriptor_reserve(void **state)
 static void test_failed_call_aborts(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char id[STORE_ID_LEN + 1];
 
@@ -355,7 +355,7 @@ static void test_failed_call_aborts(void **state)
 static void test_publish(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char dest[600], id[STORE_ID_LEN + 1];
 
@@ -379,7 +379,7 @@ static void test_publish(void **state)
 static void test_unsafe_roots(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char root[600];
 
@@ -395,7 +395,8 @@ static void test_unsafe_roots(void **state)
 	assert_int_equal(sl_stage_begin(fx->store, root, NULL, &st, &err), -EPERM);
 	assert_int_equal(count_entries(root), 0);
 	/* A bad label. */
-	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, &(struct sl_stage_options){.label = "Bad"}, &st, NULL),
+	assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, &(struct sl_stage_options){ .label = "Bad" }, &st,
+					NULL),
 			 -EINVAL);
 	/* A root spelt with "//", "." and a trailing slash is recorded as the
 	 * one directory it names. */
@@ -424,12 +425,12 @@ static void test_unsafe_roots(void **state)
 static void test_fault_every_step(void **state)
 {
 	struct fixture *fx = *state;
-	const int errs[] = {ENOSPC, EIO, EACCES};
+	const int errs[] = { ENOSPC, EIO, EACCES };
 	unsigned long total = 0, steps;
 
 	for (size_t e = 0; e < sizeof(errs) / sizeof(errs[0]); e++) {
 		for (unsigned long k = 1;; k++) {
-			struct sl_error err = {0};
+			struct sl_error err = { 0 };
 			struct sl_stage *st = NULL;
 			int r;
 
@@ -471,7 +472,7 @@ static void test_fault_in_release(void **state)
 	unsigned long covered = 0;
 
 	for (unsigned long k = 1;; k++) {
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct sl_stage *st = NULL;
 		char id[STORE_ID_LEN + 1];
 		int r;
@@ -543,7 +544,7 @@ static void test_fault_in_multipage_release(void **state)
 		write_path(p, "x", 0644);
 	}
 	for (unsigned long k = 1;; k += 7) {
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct sl_stage *st = NULL;
 		struct store_record rec;
 		char id[STORE_ID_LEN + 1];
@@ -561,7 +562,7 @@ static void test_fault_in_multipage_release(void **state)
 		memset(&fault_seam, 0, sizeof(fault_seam));
 		sl_stage_free(st);
 		if (r < 0) {
-			struct entry_states failed = {0};
+			struct entry_states failed = { 0 };
 
 			covered++;
 			assert_int_equal(r, -EIO);
@@ -576,7 +577,7 @@ static void test_fault_in_multipage_release(void **state)
 		assert_int_equal(store_stage_get(fx->store, id, &rec, NULL), 0);
 		assert_int_equal(rec.state, SL_STATE_RELEASED);
 		/* show reports every entry removed: none left logged. */
-		struct entry_states es = {0};
+		struct entry_states es = { 0 };
 		assert_int_equal(sl_recover_show(fx->store, id, NULL, count_entry_states, &es, &err), 0);
 		assert_int_equal(es.removed, 1 + 1 + 1 + 3 + 300);
 		assert_int_equal(es.logged, 0);
@@ -593,7 +594,7 @@ static void test_fault_in_multipage_release(void **state)
 static void test_long_paths_release(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char dir[600], name[200];
 
@@ -629,7 +630,7 @@ static void snapshot_outside(struct fixture *fx, char **ret)
 static void test_undo_symlink_swap(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char path[1024], *before, *after;
 
@@ -664,7 +665,7 @@ static void test_undo_symlink_swap(void **state)
 static void test_undo_runtime_symlinks(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char path[1024], target[1024], *before, *after;
 
@@ -687,7 +688,7 @@ static void test_undo_runtime_symlinks(void **state)
 static void test_undo_readonly_fifo_hardlink(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char path[1024], target[1024], *before, *after;
 
@@ -721,7 +722,7 @@ static void test_undo_readonly_fifo_hardlink(void **state)
 static void test_undo_top_replaced(void **state)
 {
 	struct fixture *fx = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	char path[1024], moved[1024], *before, *after;
 

@@ -32,7 +32,7 @@ static int teardown(void **state)
 static void test_create_modes(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	char path[700], nested[600];
 	struct stat st;
@@ -62,7 +62,7 @@ static void test_create_modes(void **state)
 static void test_symlink_refused(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	char real[512], wal[600];
 
@@ -99,7 +99,7 @@ static void test_symlink_refused(void **state)
 /* Opens path expecting a refusal whose message holds what and where. */
 static void assert_refused(const char *path, const char *what, const char *where)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 
 	assert_int_equal(sl_store_open(path, &s, &err), -EPERM);
@@ -120,7 +120,7 @@ static void assert_refused(const char *path, const char *what, const char *where
 static void test_foreign_refused(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	char dir[512], db[600], wal[620];
 	struct stat st;
@@ -142,7 +142,7 @@ static void test_foreign_refused(void **state)
 	/* The folder writable by group or others, sticky or not: another
 	 * user could replace the file or plant a -wal or a hot -journal. */
 	for (int i = 0; i < 3; i++) {
-		static const mode_t modes[] = {0770, 0707, 01777};
+		static const mode_t modes[] = { 0770, 0707, 01777 };
 		assert_int_equal(chmod(sb->dbdir, modes[i]), 0);
 		assert_refused(sb->db, "writable by group or others", sb->dbdir);
 	}
@@ -189,7 +189,7 @@ static void test_foreign_refused(void **state)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct sl_error e = {0};
+		struct sl_error e = { 0 };
 		struct sl_store *cs = NULL;
 		char mine[700];
 		if (setgid(65534) < 0 || setuid(65534) < 0)
@@ -211,7 +211,7 @@ static void test_foreign_refused(void **state)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct sl_error e = {0};
+		struct sl_error e = { 0 };
 		struct sl_store *cs = NULL;
 		if (setgid(65534) < 0 || setuid(65534) < 0)
 			_exit(10);
@@ -254,7 +254,7 @@ static void assert_untouched(const struct sandbox *sb, const char *before, size_
 static void test_newer_refused(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	sqlite3 *db;
 	size_t len;
@@ -262,7 +262,8 @@ static void test_newer_refused(void **state)
 
 	/* A plain rollback-journal database, as a newer stagelog might leave. */
 	assert_int_equal(sqlite3_open(sb->db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version=99", NULL, NULL, NULL),
+			 SQLITE_OK);
 	sqlite3_close(db);
 	before = slurp(sb->db, &len);
 	assert_int_equal(sl_store_open(sb->db, &s, &err), -EPROTO);
@@ -275,7 +276,7 @@ static void test_newer_refused(void **state)
 static void test_corrupt_refused(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	char junk[8192];
 	size_t len;
@@ -297,7 +298,7 @@ static void test_corrupt_refused(void **state)
 static void test_corrupt_header_of_real_db(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	sqlite3 *db;
 	size_t len;
@@ -324,7 +325,7 @@ static void test_corrupt_header_of_real_db(void **state)
 static void test_concurrent_writers(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	pid_t pids[2];
 
@@ -338,7 +339,7 @@ static void test_concurrent_writers(void **state)
 			if (sl_store_open(sb->db, &cs, NULL) < 0)
 				_exit(2);
 			for (int i = 0; i < 200; i++) {
-				struct store_record rec = {0};
+				struct store_record rec = { 0 };
 				snprintf(rec.id, sizeof(rec.id), "%08x%08x%016x", p, i, 0);
 				snprintf(rec.label, sizeof(rec.label), "stage");
 				snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
@@ -347,9 +348,9 @@ static void test_concurrent_writers(void **state)
 				rec.created_ms = epoch_ms();
 				if (store_stage_insert(cs, &rec, NULL, NULL) < 0)
 					_exit(3);
-				struct sl_error e = {0};
-				if (store_stage_transition(cs, rec.rowid, 1u << SL_STATE_STAGING, SL_STATE_ABORTED, NULL,
-							   false, &e) < 0) {
+				struct sl_error e = { 0 };
+				if (store_stage_transition(cs, rec.rowid, 1u << SL_STATE_STAGING, SL_STATE_ABORTED,
+							   NULL, false, &e) < 0) {
 					fprintf(stderr, "child %d: %s\n", p, e.msg);
 					_exit(4);
 				}
@@ -379,7 +380,7 @@ static void test_close_never_waits(void **state)
 
 	assert_int_equal(sl_store_open(sb->db, &s, NULL), 0);
 	for (int i = 0; i < 40; i++) {
-		struct store_record rec = {0};
+		struct store_record rec = { 0 };
 		snprintf(rec.id, sizeof(rec.id), "%016x%016x", i, 0);
 		snprintf(rec.label, sizeof(rec.label), "stage");
 		snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
@@ -437,7 +438,7 @@ static void test_open_race(void **state)
 			pids[p] = fork();
 			assert_true(pids[p] >= 0);
 			if (pids[p] == 0) {
-				struct sl_error e = {0};
+				struct sl_error e = { 0 };
 				struct sl_store *cs = NULL;
 				char c;
 				int r;
@@ -480,7 +481,7 @@ static void test_open_race(void **state)
 static void test_open_nocreate(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	char path[700], dir[600];
 	int n = 0;
@@ -514,16 +515,16 @@ static void test_open_nocreate(void **state)
 static void test_prefix_and_errno(void **state)
 {
 	struct sandbox *sb = *state;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 	char id[STORE_ID_LEN + 1], cand[4][STORE_ID_LEN + 1];
 	size_t n = 0;
 
 	assert_int_equal(sl_store_open(sb->db, &s, &err), 0);
-	const char *ids[] = {"abcd0000000000000000000000000001", "abcd0000000000000000000000000002",
-			     "ef01000000000000000000000000000f"};
+	const char *ids[] = { "abcd0000000000000000000000000001", "abcd0000000000000000000000000002",
+			      "ef01000000000000000000000000000f" };
 	for (int i = 0; i < 3; i++) {
-		struct store_record rec = {0};
+		struct store_record rec = { 0 };
 		snprintf(rec.id, sizeof(rec.id), "%s", ids[i]);
 		snprintf(rec.label, sizeof(rec.label), "stage");
 		snprintf(rec.root, sizeof(rec.root), "/dev/shm/x");
@@ -541,7 +542,8 @@ static void test_prefix_and_errno(void **state)
 	/* A stage moves only from the states it is allowed to leave. */
 	struct store_record rec;
 	assert_int_equal(store_stage_get(s, ids[0], &rec, NULL), 0);
-	assert_int_equal(store_stage_transition(s, rec.rowid, 1u << SL_STATE_READY, SL_STATE_RELEASING, NULL, false, &err),
+	assert_int_equal(store_stage_transition(s, rec.rowid, 1u << SL_STATE_READY, SL_STATE_RELEASING, NULL, false,
+						&err),
 			 -ESTALE);
 	sl_store_close(s);
 }

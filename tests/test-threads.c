@@ -32,13 +32,14 @@
 #include "sl-recover.h"
 
 #define THREADS 4
-#define ROUNDS 6       /* per thread; each kind of round runs twice */
+#define ROUNDS 6         /* per thread; each kind of round runs twice */
 #define STALE_PER_ROOT 2 /* stages left behind by dead processes */
 #define PUBLISHED_PER_THREAD (ROUNDS / 3)
 
-static const char packaged[] = "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"/bin/sh\"],"
-			       "\"env\":[\"PATH=/bin\"]},\"root\":{\"path\":\"rootfs\"},"
-			       "\"linux\":{\"uidMappings\":[{\"containerID\":0,\"hostID\":0,\"size\":1}]}}";
+static const char packaged[] =
+	"{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[\"/bin/sh\"],"
+	"\"env\":[\"PATH=/bin\"]},\"root\":{\"path\":\"rootfs\"},"
+	"\"linux\":{\"uidMappings\":[{\"containerID\":0,\"hostID\":0,\"size\":1}]}}";
 
 struct fixture {
 	struct sandbox sb;
@@ -69,12 +70,12 @@ static void note(struct worker *w, int line, const char *what, const struct sl_e
 }
 
 /* In a worker: note the failure and end the worker. */
-#define CHECK(c, err)                                \
-	do {                                         \
-		if (!(c)) {                          \
-			note(w, __LINE__, #c, err);  \
-			goto out;                    \
-		}                                    \
+#define CHECK(c, err)                               \
+	do {                                        \
+		if (!(c)) {                         \
+			note(w, __LINE__, #c, err); \
+			goto out;                   \
+		}                                   \
 	} while (0)
 
 static void progress(const struct sl_progress *p, void *userdata)
@@ -128,12 +129,11 @@ static int count_entry(const struct sl_entry_info *info, void *userdata)
 
 /* The state of stage id, as sl_recover_show() reports it, into c->state, and as a
  * message into *seen (for a failure's note). */
-static int state_of(struct sl_store *s, const char *id, struct count *c, struct sl_error *err,
-		    struct sl_error *seen)
+static int state_of(struct sl_store *s, const char *id, struct count *c, struct sl_error *err, struct sl_error *seen)
 {
 	int r;
 
-	*c = (struct count){.id = id};
+	*c = (struct count){ .id = id };
 	r = sl_recover_show(s, id, show_stage, NULL, c, err);
 	snprintf(seen->msg, sizeof(seen->msg), "the stage is %s", c->state);
 	return r;
@@ -164,8 +164,8 @@ static bool gone(const char *path)
  * then release. */
 static bool round_release(struct worker *w, struct sl_store *s)
 {
-	struct sl_stage_options o = {.label = w->label, .progress = progress, .progress_userdata = w};
-	struct sl_error err = {0};
+	struct sl_stage_options o = { .label = w->label, .progress = progress, .progress_userdata = w };
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	struct count c;
 	char id[SL_ID_SIZE], full[SL_ID_SIZE], path[600];
@@ -183,10 +183,10 @@ static bool round_release(struct worker *w, struct sl_store *s)
 
 	/* (An earlier stage of ours may still be listed: a recovery in
 	 * another thread that found its directory gone finishes its record.) */
-	c = (struct count){.label = w->label, .id = id};
+	c = (struct count){ .label = w->label, .id = id };
 	CHECK(sl_recover_list(s, 0, w->label, count_label, &c, &err) == 0, &err);
 	CHECK(c.n == 1 && strcmp(c.state, "ready") == 0, NULL);
-	c = (struct count){.id = id};
+	c = (struct count){ .id = id };
 	CHECK(sl_recover_show(s, id, show_stage, count_entry, &c, &err) == 0, &err);
 	CHECK(strcmp(c.state, "ready") == 0, NULL);
 	CHECK(c.n > 20, NULL); /* the top directory, three paths, the copy */
@@ -208,15 +208,15 @@ out:
  * through a second store of the same thread's. */
 static bool round_oci(struct worker *w, struct sl_store *s, struct sl_store *other)
 {
-	const struct sl_env_var env[] = {{"TOKEN", CANARY}, {"PATH", NULL}};
+	const struct sl_env_var env[] = { { "TOKEN", CANARY }, { "PATH", NULL } };
 	struct sl_oci_options o = {
 		.root = w->root,
 		.bundle = w->fx->bundle,
-		.stage = {.label = w->label},
+		.stage = { .label = w->label },
 		.env = env,
 		.n_env = 2,
 	};
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	struct stat sb;
 	char id[SL_ID_SIZE], path[600];
@@ -244,8 +244,8 @@ out:
  * whole), and one aborted half-way. */
 static bool round_publish_abort(struct worker *w, struct sl_store *s)
 {
-	struct sl_stage_options o = {.label = w->label};
-	struct sl_error err = {0}, seen = {0};
+	struct sl_stage_options o = { .label = w->label };
+	struct sl_error err = { 0 }, seen = { 0 };
 	struct sl_stage *st = NULL;
 	struct count c;
 	char id[SL_ID_SIZE], path[600], *dest = w->published[w->n_published];
@@ -291,8 +291,8 @@ out:
  * just removed may be finished here, so only failures count. */
 static bool recover_all(struct worker *w, struct sl_store *s)
 {
-	struct sl_recover_report rep = {0};
-	struct sl_error err = {0};
+	struct sl_recover_report rep = { 0 };
+	struct sl_error err = { 0 };
 	bool ok = false;
 
 	CHECK(sl_recover_run(s, NULL, &rep, &err) == 0, &err);
@@ -308,12 +308,12 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct fixture *fx = w->fx;
 	struct sl_store *s = NULL, *other = NULL, *fresh = NULL;
-	struct sl_recover_options ro = {.root = w->root};
-	struct sl_recover_report rep = {0};
-	struct sl_check_report check = {0};
-	struct sl_error err = {0};
-	struct count c = {.label = w->label};
-	const char *roots[] = {w->root};
+	struct sl_recover_options ro = { .root = w->root };
+	struct sl_recover_report rep = { 0 };
+	struct sl_check_report check = { 0 };
+	struct sl_error err = { 0 };
+	struct count c = { .label = w->label };
+	const char *roots[] = { w->root };
 
 	/* Every thread creates the same new store at the same moment. */
 	pthread_barrier_wait(&fx->start);
@@ -403,7 +403,7 @@ static void test_threads_share_nothing_but_the_file(void **state)
 	struct fixture *fx = *state;
 	struct worker w[THREADS];
 	struct sl_store *s = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	int n;
 
 	memset(w, 0, sizeof(w));

@@ -240,7 +240,7 @@ struct proc_out {
  * status goes to *ret_status. */
 static double run_proc(char *const argv[], struct proc_out *out, int *ret_status)
 {
-	int pipefd[2] = {-1, -1}, status;
+	int pipefd[2] = { -1, -1 }, status;
 	int64_t t0;
 	pid_t pid;
 
@@ -303,14 +303,14 @@ static double run_ok(char *const argv[], struct proc_out *out)
 
 static double cp_a(const char *src, const char *dst)
 {
-	char *argv[] = {"cp", "-a", (char *)src, (char *)dst, NULL};
+	char *argv[] = { "cp", "-a", (char *)src, (char *)dst, NULL };
 
 	return run_ok(argv, NULL);
 }
 
 static double rm_rf(const char *path)
 {
-	char *argv[] = {"rm", "-rf", (char *)path, NULL};
+	char *argv[] = { "rm", "-rf", (char *)path, NULL };
 
 	return run_ok(argv, NULL);
 }
@@ -320,8 +320,8 @@ static double rm_rf(const char *path)
 static double cli_stage(const char *db, const char *root, const char *pkg, char id[SL_ID_SIZE])
 {
 	char owner[24];
-	char *argv[] = {(char *)stagelog, "--db", (char *)db, "stage", "--root", (char *)root, "--bundle",
-			(char *)pkg, "--owner", owner, NULL};
+	char *argv[] = { (char *)stagelog, "--db",      (char *)db, "stage", "--root", (char *)root,
+			 "--bundle",       (char *)pkg, "--owner",  owner,   NULL };
 	struct proc_out out;
 	double t;
 
@@ -336,7 +336,7 @@ static double cli_stage(const char *db, const char *root, const char *pkg, char 
 
 static double cli_release(const char *db, const char *id)
 {
-	char *argv[] = {(char *)stagelog, "--db", (char *)db, "release", (char *)id, NULL};
+	char *argv[] = { (char *)stagelog, "--db", (char *)db, "release", (char *)id, NULL };
 
 	return run_ok(argv, NULL);
 }
@@ -345,7 +345,7 @@ static double cli_release(const char *db, const char *id)
 
 static struct sl_store *store_open(const char *db)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = NULL;
 
 	check(sl_store_open(db, &s, &err), &err, "open store");
@@ -357,7 +357,7 @@ static struct sl_store *store_open(const char *db)
 static double lib_stage_tree(struct sl_store *store, const char *root, const char *src, enum stage_log_mode mode,
 			     struct sl_stage **ret)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 	int64_t t0 = now_ns();
 	double t;
@@ -378,8 +378,8 @@ static double lib_stage_tree(struct sl_store *store, const char *root, const cha
 /* Stages the bundle pkg as `stagelog stage` does (sl_oci_stage). */
 static struct sl_stage *lib_stage_bundle(struct sl_store *store, const char *root, const char *pkg)
 {
-	struct sl_oci_options o = {.root = root, .bundle = pkg};
-	struct sl_error err = {0};
+	struct sl_oci_options o = { .root = root, .bundle = pkg };
+	struct sl_error err = { 0 };
 	struct sl_stage *st = NULL;
 
 	check(sl_oci_stage(store, &o, &st, &err), &err, "stage bundle");
@@ -388,7 +388,7 @@ static struct sl_stage *lib_stage_bundle(struct sl_store *store, const char *roo
 
 static void lib_release(struct sl_stage *st)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 
 	check(sl_stage_release(st, &err), &err, "release");
 	sl_stage_free(st);
@@ -398,7 +398,7 @@ static void lib_release(struct sl_stage *st)
  * that the next timed process finds the store as a lone user would. */
 static void release_id(const char *db, const char *id)
 {
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	struct sl_store *s = store_open(db);
 
 	check(sl_stage_release_id(s, id, &err), &err, "release by id");
@@ -527,7 +527,7 @@ static int verdict(int num, const char *what, const char *ratio_name, double rat
 static int bench1(void)
 {
 	char pkg[PATH_MAX], src[PATH_MAX], root[PATH_MAX], db[PATH_MAX];
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	struct store_counts s0, s1;
 	struct sl_store *store;
 	struct sl_stage *st;
@@ -573,7 +573,7 @@ static int bench1(void)
 static int bench2(void)
 {
 	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX], id[SL_ID_SIZE];
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	int n = runs(7);
 
 	header(2, "stage a 10,000-file bundle: `stagelog stage` vs `cp -a` (processes)");
@@ -582,7 +582,8 @@ static int bench2(void)
 	pjoin(db, disk_base, "b2.db");
 	pjoin(dst, shm_base, "cp2");
 	printf("  inputs : bundle = rootfs/ (100 folders x 100 files x %d B) + config.json; A: stagelog --db DB\n"
-	       "           stage --root ROOT --bundle PKG --owner PID; B: cp -a PKG DST (same tmpfs); cleanup untimed\n",
+	       "           stage --root ROOT --bundle PKG --owner PID; B: cp -a PKG DST (same tmpfs); cleanup "
+	       "untimed\n",
 	       FILE_SIZE);
 	print_places(db);
 	printf("  runs   : %d alternating pairs after 1 warm-up pair\n", n);
@@ -609,7 +610,7 @@ static int bench2(void)
 static int bench3(void)
 {
 	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX], id[SL_ID_SIZE];
-	struct series a = {0}, b = {0}, c = {0};
+	struct series a = { 0 }, b = { 0 }, c = { 0 };
 	struct sl_store *store;
 	struct sl_stage *st;
 	int n = runs(7);
@@ -632,7 +633,7 @@ static int bench3(void)
 		st = lib_stage_bundle(store, root, pkg);
 		t0 = now_ns();
 		{
-			struct sl_error err = {0};
+			struct sl_error err = { 0 };
 			check(sl_stage_release(st, &err), &err, "release");
 		}
 		t = secs_since(t0);
@@ -707,7 +708,7 @@ static void count_syncs(const char *log, const char *db, const char *root, struc
 
 static bool have_strace(void)
 {
-	char *argv[] = {"strace", "-V", NULL};
+	char *argv[] = { "strace", "-V", NULL };
 	int status;
 
 	run_proc(argv, NULL, &status);
@@ -747,7 +748,7 @@ static void print_syncs(const char *what, const struct syncs *s)
 static int bench4(void)
 {
 	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], dst[PATH_MAX], id[SL_ID_SIZE];
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	struct store_counts s0, s1, s2;
 	struct sl_store *store;
 	struct sl_stage *st;
@@ -790,9 +791,9 @@ static int bench4(void)
 	       s2.durable_commits - s1.durable_commits, s0.durable_commits);
 	if (have_strace()) {
 		char owner[24];
-		char *sargv[] = {(char *)stagelog, "--db", db, "stage", "--root", root, "--bundle", pkg, "--owner",
-				 owner, NULL};
-		char *rargv[] = {(char *)stagelog, "--db", db, "release", id, NULL};
+		char *sargv[] = { (char *)stagelog, "--db", db,        "stage", "--root", root,
+				  "--bundle",       pkg,    "--owner", owner,   NULL };
+		char *rargv[] = { (char *)stagelog, "--db", db, "release", id, NULL };
 		struct proc_out out;
 		struct syncs ss, rs;
 
@@ -842,7 +843,7 @@ static void make_stale(const char *db, const char *root, const char *pkg, int co
 static int bench5(void)
 {
 	char pkg[PATH_MAX], root[PATH_MAX], db[PATH_MAX], set[PATH_MAX], dst[PATH_MAX], p[PATH_MAX];
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	int n = runs(5);
 
 	header(5, "recovery of 1,000 stale 20-path stages vs rm -rf of the same trees");
@@ -866,9 +867,9 @@ static int bench5(void)
 	print_places(db);
 	printf("  runs   : %d alternating pairs after 1 warm-up pair\n", n);
 	for (int i = -1; i < n; i++) {
-		struct sl_recover_options o = {.root = root};
+		struct sl_recover_options o = { .root = root };
 		struct sl_recover_report rep;
-		struct sl_error err = {0};
+		struct sl_error err = { 0 };
 		struct sl_store *store;
 		int64_t t0;
 		double t;
@@ -911,7 +912,8 @@ static void add_finished(const char *db, const char *root, int count)
 		"INSERT INTO stages (id, label, root, topdir, state, owner_boot, owner_pid, owner_start, owner_pidns, "
 		"dev, ino, created_at, updated_at) VALUES (?1, 'stage', ?2, 'stage-' || ?1, 3, ?3, ?4, ?5, ?6, ?7, "
 		"?8, ?9, ?10)";
-	static const char *const ins_entry = "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 1)";
+	static const char *const ins_entry =
+		"INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 1)";
 	sqlite3_stmt *st = NULL, *en = NULL;
 	char boot[BOOT_ID_LEN + 1];
 	int64_t now = epoch_ms();
@@ -931,8 +933,7 @@ static void add_finished(const char *db, const char *root, int count)
 		int64_t rowid;
 		int seq = 0;
 
-		snprintf(id, sizeof(id), "%016" PRIx64 "%016" PRIx64, (uint64_t)i * 0x9e3779b97f4a7c15u,
-			 (uint64_t)i);
+		snprintf(id, sizeof(id), "%016" PRIx64 "%016" PRIx64, (uint64_t)i * 0x9e3779b97f4a7c15u, (uint64_t)i);
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_blob(st, 2, root, (int)strlen(root), SQLITE_STATIC);
 		sqlite3_bind_text(st, 3, boot, -1, SQLITE_STATIC);
@@ -983,7 +984,7 @@ static void add_finished(const char *db, const char *root, int count)
 static int bench6(void)
 {
 	char pkg[PATH_MAX], root_l[PATH_MAX], root_s[PATH_MAX], db_l[PATH_MAX], db_s[PATH_MAX];
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	struct stat sb;
 	int64_t t0;
 	int n = runs(11);
@@ -1007,8 +1008,8 @@ static int bench6(void)
 	print_places(db_l);
 	printf("  runs   : %d alternating pairs after 1 warm-up pair\n", n);
 	for (int i = -1; i < n; i++) {
-		char *la[] = {(char *)stagelog, "--db", db_l, "list", NULL};
-		char *lb[] = {(char *)stagelog, "--db", db_s, "list", NULL};
+		char *la[] = { (char *)stagelog, "--db", db_l, "list", NULL };
+		char *lb[] = { (char *)stagelog, "--db", db_s, "list", NULL };
 		struct proc_out out;
 		double t;
 
@@ -1037,9 +1038,9 @@ static int bench6(void)
  * with the number of failed cycles (at most 255). */
 static _Noreturn void cycles_child(const char *db, const char *root, const char *pkg, int cycles)
 {
-	struct sl_oci_options o = {.root = root, .bundle = pkg};
+	struct sl_oci_options o = { .root = root, .bundle = pkg };
 	struct sl_store *s = NULL;
-	struct sl_error err = {0};
+	struct sl_error err = { 0 };
 	int errors = 0;
 
 	if (sl_store_open(db, &s, &err) < 0) {
@@ -1119,7 +1120,7 @@ static double run_cycles(cycles_fn *child, const char *db, const char *root, con
 static double four_vs_one(cycles_fn *child, const char *db, const char *root, const char *pkg, int cycles, int n,
 			  int *errors)
 {
-	struct series a = {0}, b = {0}, ta = {0}, tb = {0}, ca = {0}, cb = {0};
+	struct series a = { 0 }, b = { 0 }, ta = { 0 }, tb = { 0 }, ca = { 0 }, cb = { 0 };
 	char la[64], lb[64];
 
 	printf("  runs   : %d alternating pairs after 1 warm-up pair\n", n);
@@ -1180,7 +1181,7 @@ static int bench7(void)
 static int bench8(void)
 {
 	char pkg[PATH_MAX], src[PATH_MAX], root[PATH_MAX], db[PATH_MAX];
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	struct store_counts s0, s1, s2;
 	struct sl_store *store;
 	struct sl_stage *st;
@@ -1264,7 +1265,7 @@ static int rss_child(const char *db, const char *root, const char *src)
  */
 static int rss_launch(char **args)
 {
-	char *argv[] = {"/proc/self/exe", "--rss-child", args[0], args[1], args[2], NULL};
+	char *argv[] = { "/proc/self/exe", "--rss-child", args[0], args[1], args[2], NULL };
 	struct rusage ru;
 	int status;
 	pid_t pid;
@@ -1292,7 +1293,7 @@ struct rss {
 /* Runs the child of benchmark 9 (through rss_launch) and reads its figures. */
 static void rss_run(const char *db, const char *root, const char *src, struct rss *ret)
 {
-	char *argv[] = {"/proc/self/exe", "--rss-run", (char *)db, (char *)root, (char *)src, NULL};
+	char *argv[] = { "/proc/self/exe", "--rss-run", (char *)db, (char *)root, (char *)src, NULL };
 	char id[SL_ID_SIZE];
 	long long hw;
 	long anon, file, shmem, hwm, maxrss;
@@ -1318,7 +1319,8 @@ static void rss_run(const char *db, const char *root, const char *src, struct rs
 static int bench9(void)
 {
 	char big[PATH_MAX], small[PATH_MAX], root[PATH_MAX], db[PATH_MAX];
-	struct series a = {0}, b = {0}, ta = {0}, ha = {0}, hb = {0}, hwa = {0}, hwb = {0}, ana = {0}, anb = {0}, fia = {0}, fib = {0};
+	struct series a = { 0 }, b = { 0 }, ta = { 0 }, ha = { 0 }, hb = { 0 }, hwa = { 0 }, hwb = { 0 }, ana = { 0 },
+		      anb = { 0 }, fia = { 0 }, fib = { 0 };
 	int n = runs(5);
 
 	header(9, "peak RSS staging a 100,000-file tree vs a 1,000-file tree (library, own process)");
@@ -1399,8 +1401,8 @@ static void make_small_bundle(const char *pkg)
  * PKG -- /bin/true`. */
 static void run_argv(char *argv[11], const char *db, const char *root, const char *pkg)
 {
-	char *const v[] = {(char *)stagelog, "--db", (char *)db, "run", "--root", (char *)root, "--bundle",
-			   (char *)pkg, "--", "/bin/true", NULL};
+	char *const v[] = { (char *)stagelog, "--db",      (char *)db, "run",       "--root", (char *)root,
+			    "--bundle",       (char *)pkg, "--",       "/bin/true", NULL };
 
 	memcpy(argv, v, sizeof(v));
 }
@@ -1416,7 +1418,7 @@ static double cli_run(const char *db, const char *root, const char *pkg)
 
 static double true_proc(void)
 {
-	char *argv[] = {"/bin/true", NULL};
+	char *argv[] = { "/bin/true", NULL };
 
 	return run_ok(argv, NULL);
 }
@@ -1424,7 +1426,7 @@ static double true_proc(void)
 /* `stagelog --db DB recover`; dies unless it recovered `expect` stages. */
 static double cli_recover(const char *db, size_t expect)
 {
-	char *argv[] = {(char *)stagelog, "--db", (char *)db, "recover", NULL};
+	char *argv[] = { (char *)stagelog, "--db", (char *)db, "recover", NULL };
 	size_t examined = 0, recovered = SIZE_MAX;
 	struct proc_out out;
 	double t = run_ok(argv, &out);
@@ -1507,7 +1509,7 @@ static double side_proc(void *userdata)
 static double side_cli_cycle(void *userdata)
 {
 	struct bench_io *io = userdata;
-	struct stat s0 = {0}, s1 = {0};
+	struct stat s0 = { 0 }, s1 = { 0 };
 	bool existed = stat(io->db, &s0) == 0;
 	char id[SL_ID_SIZE];
 	double t;
@@ -1584,7 +1586,7 @@ static void print_store_size(const char *label, const char *db)
  * store, each paired with a cp -a + rm -rf cycle. */
 static int bench10(void)
 {
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	struct bench_io io;
 	int n = runs(200), block = n / 8 > 0 ? n / 8 : 1, r;
 
@@ -1618,7 +1620,7 @@ static int bench10(void)
 /* 11: one `stagelog run -- /bin/true` against cp -a + true + rm -rf. */
 static int bench11(void)
 {
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 	struct bench_io io;
 	int n = runs(41);
 
@@ -1642,7 +1644,7 @@ static int bench11(void)
  * crashes now and then. */
 static int recover_vs_rm(int num, struct bench_io *io, const char *shape, const char *what, int n, double bound)
 {
-	struct series a = {0}, b = {0};
+	struct series a = { 0 }, b = { 0 };
 
 	printf("  inputs : %s;\n"
 	       "           A: one ready stage of it left by a child that exited (untimed), then `stagelog\n"
@@ -1685,9 +1687,9 @@ static int bench13(void)
 static int bench14(void)
 {
 	char db[PATH_MAX];
-	char *pa[] = {(char *)stagelog, "--db", db, "recover", NULL};
-	char *pb[] = {(char *)stagelog, "--version", NULL};
-	struct series a = {0}, b = {0};
+	char *pa[] = { (char *)stagelog, "--db", db, "recover", NULL };
+	char *pb[] = { (char *)stagelog, "--version", NULL };
+	struct series a = { 0 }, b = { 0 };
 	int n = runs(41);
 
 	header(14, "`stagelog recover` on an empty store vs `stagelog --version` (processes)");
@@ -1709,11 +1711,11 @@ static int bench15(void)
 {
 	char fresh[PATH_MAX];
 	struct bench_io io;
-	char *la[] = {(char *)stagelog, "--db", io.db, "list", NULL};
-	char *lb[] = {(char *)stagelog, "--db", fresh, "list", NULL};
-	char *ra[] = {(char *)stagelog, "--db", io.db, "recover", NULL};
-	char *rb[] = {(char *)stagelog, "--db", fresh, "recover", NULL};
-	struct series a = {0}, b = {0}, c = {0}, d = {0};
+	char *la[] = { (char *)stagelog, "--db", io.db, "list", NULL };
+	char *lb[] = { (char *)stagelog, "--db", fresh, "list", NULL };
+	char *ra[] = { (char *)stagelog, "--db", io.db, "recover", NULL };
+	char *rb[] = { (char *)stagelog, "--db", fresh, "recover", NULL };
+	struct series a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 };
 	int n = runs(41), cycles = 1000, misses;
 	struct proc_out out;
 	int64_t t0;
@@ -1796,8 +1798,8 @@ static int bench16(void)
 /* ---- Main ---- */
 
 static int (*const benches[])(void) = {
-	NULL,	 bench1,  bench2,  bench3,  bench4,  bench5,  bench6,  bench7,  bench8,
-	bench9,	 bench10, bench11, bench12, bench13, bench14, bench15, bench16,
+	NULL,   bench1,  bench2,  bench3,  bench4,  bench5,  bench6,  bench7,  bench8,
+	bench9, bench10, bench11, bench12, bench13, bench14, bench15, bench16,
 };
 #define N_BENCHES ((int)(sizeof(benches) / sizeof(benches[0])) - 1)
 
@@ -1823,7 +1825,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-	struct sigaction sa = {.sa_handler = on_signal};
+	struct sigaction sa = { .sa_handler = on_signal };
 	int first, last, misses = 0;
 	const char *env;
 

@@ -44,8 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	r = oci_env_parse(&l, (const char *)data, size, &err);
 	if (r < 0) {
-		if (r != -EBADMSG || err.code != r || strncmp(err.msg, "bad env file: line ", 19) != 0 ||
-		    l.n != 1)
+		if (r != -EBADMSG || err.code != r || strncmp(err.msg, "bad env file: line ", 19) != 0 || l.n != 1)
 			abort();
 		/* The message is fixed text around a line number, so it
 		 * cannot quote the input. */

@@ -80,8 +80,9 @@ static const char *const root_names[ROOT_N] = { "disk", "tmpfs", "split", "reboo
  * root recreated, where a stage in flight must end failed (recover exits
  * 1), which shows that the oracle can tell the boot rule from its absence. */
 enum { VAR_SAME, VAR_BOOT, VAR_LOOP, VAR_RB_TMPFS, VAR_RB_DIR, VAR_RB_ABSENT, VAR_RB_CONTROL, VAR_N };
-static const char *const var_names[VAR_N] = { "same",          "newboot",      "otherloop",       "reboot-newtmpfs",
-					      "reboot-tmpfiles", "reboot-absent", "control-sameboot" };
+static const char *const var_names[VAR_N] = {
+	"same", "newboot", "otherloop", "reboot-newtmpfs", "reboot-tmpfiles", "reboot-absent", "control-sameboot"
+};
 
 static bool var_applies(int rootk, int var)
 {
@@ -100,8 +101,9 @@ static bool var_new_boot(int rootk, int var)
 }
 
 #define N_SCENARIOS 5
-static const char *const sc_names[N_SCENARIOS + 1] = { "", "stage+release", "run", "stage+publish",
-						       "killed-owner+recover", "concurrent+recover" };
+static const char *const sc_names[N_SCENARIOS + 1] = {
+	"", "stage+release", "run", "stage+publish", "killed-owner+recover", "concurrent+recover"
+};
 
 static struct opts {
 	const char *stagelog;
@@ -126,16 +128,16 @@ static struct opts {
 /* Paths of one harness run, all on tmpfs except what is mounted on disk. */
 static struct ctx {
 	char work[PATH_MAX];
-	char bundle[PATH_MAX];    /* the packaged bundle, on tmpfs */
-	char runtime[PATH_MAX];   /* scenario 2's runtime script */
-	char fusemnt[PATH_MAX];   /* pl-fused's mount point */
-	char served[PL_MAX_DEV][PATH_MAX]; /* the images pl-fused serves */
-	char logpath[PATH_MAX];   /* its write log */
+	char bundle[PATH_MAX];                 /* the packaged bundle, on tmpfs */
+	char runtime[PATH_MAX];                /* scenario 2's runtime script */
+	char fusemnt[PATH_MAX];                /* pl-fused's mount point */
+	char served[PL_MAX_DEV][PATH_MAX];     /* the images pl-fused serves */
+	char logpath[PATH_MAX];                /* its write log */
 	char base[FS_N][PL_MAX_DEV][PATH_MAX]; /* mkfs output, sparse */
-	char prefix[PL_MAX_DEV][PATH_MAX]; /* each disk with what is durable so far */
-	char crash[PL_MAX_DEV][PATH_MAX];  /* the crash images being checked */
-	char mnt[PL_MAX_DEV][PATH_MAX];    /* where the disks are mounted: the original paths */
-	char tmproot[PATH_MAX];   /* a tmpfs staging root's parent */
+	char prefix[PL_MAX_DEV][PATH_MAX];     /* each disk with what is durable so far */
+	char crash[PL_MAX_DEV][PATH_MAX];      /* the crash images being checked */
+	char mnt[PL_MAX_DEV][PATH_MAX];        /* where the disks are mounted: the original paths */
+	char tmproot[PATH_MAX];                /* a tmpfs staging root's parent */
 	char canary[64];
 	int loop_rec[PL_MAX_DEV];   /* the loop devices that recorded */
 	int loop_other[PL_MAX_DEV]; /* others, for VAR_LOOP */
@@ -144,13 +146,13 @@ static struct ctx {
 /* One recorded scenario. */
 struct run {
 	int fs, rootk, sc;
-	unsigned ndev;            /* 2 when the root has its own disk */
+	unsigned ndev; /* 2 when the root has its own disk */
 	char root[PATH_MAX];
 	char db[PATH_MAX];
-	char dest[PATH_MAX];      /* scenario 3's publish destination */
-	char *dest_config;        /* the published config.json, as publish left it */
+	char dest[PATH_MAX]; /* scenario 3's publish destination */
+	char *dest_config;   /* the published config.json, as publish left it */
 	size_t dest_config_len;
-	uint64_t marker;          /* log offset where the scenario began */
+	uint64_t marker; /* log offset where the scenario began */
 };
 
 static struct totals {
@@ -486,8 +488,7 @@ static int do_syncfs(const char *path)
 
 /* ---- setup ---- */
 
-static const char *const bundle_dirs[] = { "rootfs/etc", "rootfs/bin", "rootfs/usr", "rootfs/usr/lib",
-					   "rootfs/var" };
+static const char *const bundle_dirs[] = { "rootfs/etc", "rootfs/bin", "rootfs/usr", "rootfs/usr/lib", "rootfs/var" };
 
 /* The packaged bundle: 20 paths in rootfs/ (5 directories, 14 files of
  * 1 byte to 40 KiB so that some span several blocks, one symlink), and a
@@ -534,15 +535,16 @@ static int make_bundle(void)
  * file system's writeback so that its files reach the disk. */
 static int make_runtime(void)
 {
-	static const char script[] = "#!/bin/sh\n"
-				     "set -e\n"
-				     "b=$1\n"
-				     "mkdir \"$b/rootfs/run-out\"\n"
-				     "for i in 1 2 3 4 5; do\n"
-				     "\techo \"runtime output $i\" >\"$b/rootfs/run-out/f$i\"\n"
-				     "done\n"
-				     "cat \"$b/config.json\" >\"$b/rootfs/run-out/config-copy\"\n"
-				     "sync -f \"$b\"\n";
+	static const char script[] =
+		"#!/bin/sh\n"
+		"set -e\n"
+		"b=$1\n"
+		"mkdir \"$b/rootfs/run-out\"\n"
+		"for i in 1 2 3 4 5; do\n"
+		"\techo \"runtime output $i\" >\"$b/rootfs/run-out/f$i\"\n"
+		"done\n"
+		"cat \"$b/config.json\" >\"$b/rootfs/run-out/config-copy\"\n"
+		"sync -f \"$b\"\n";
 
 	return write_file(c.runtime, script, sizeof(script) - 1, 0755);
 }
@@ -564,8 +566,13 @@ static int make_base(int fs, int d)
 	if (fs == FS_EXT4) {
 		/* No lazy init: ext4lazyinit would write inode tables in the
 		 * background, in the middle of a scenario. */
-		char *argv[] = { "/sbin/mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
-				 raw, NULL };
+		char *argv[] = { "/sbin/mkfs.ext4",
+				 "-q",
+				 "-F",
+				 "-E",
+				 "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+				 raw,
+				 NULL };
 		st = proc_run(argv, NULL, 0, NULL, 0);
 	} else {
 		char *argv[] = { "/sbin/mkfs.xfs", "-q", "-f", "-K", raw, NULL };
@@ -638,8 +645,11 @@ static void fused_stop(void)
 	fused_pid = -1;
 }
 
-#define SL(...) \
-	(char *[]) { (char *)o.stagelog, "--db", (char *)rn->db, __VA_ARGS__, NULL }
+#define SL(...)                                                               \
+	(char *[])                                                            \
+	{                                                                     \
+		(char *)o.stagelog, "--db", (char *)rn->db, __VA_ARGS__, NULL \
+	}
 
 static char rec_err[1600];
 
@@ -652,8 +662,7 @@ static int rec_cmd(const struct run *rn, char *const argv[], char *out, size_t o
 
 	(void)rn;
 	if (st != expect) {
-		snprintf(rec_err, sizeof(rec_err), "%s %s exited %d: %s", argv[3], argv[4] ? argv[4] : "", st,
-			 errtext);
+		snprintf(rec_err, sizeof(rec_err), "%s %s exited %d: %s", argv[3], argv[4] ? argv[4] : "", st, errtext);
 		return -1;
 	}
 	return 0;
@@ -676,7 +685,8 @@ static int stage_cmd(const struct run *rn, pid_t owner, char id[64])
 	char pid[32], out[1024];
 
 	snprintf(pid, sizeof(pid), "%ld", (long)owner);
-	if (rec_cmd(rn, SL("stage", "--root", (char *)rn->root, "--bundle", c.bundle, "--env", "PL_CANARY", "--owner", pid),
+	if (rec_cmd(rn,
+		    SL("stage", "--root", (char *)rn->root, "--bundle", c.bundle, "--env", "PL_CANARY", "--owner", pid),
 		    out, sizeof(out), 0) < 0)
 		return -1;
 	return parse_id(out, id);
@@ -709,8 +719,9 @@ static int scenario(struct run *rn)
 		r = 0;
 		break;
 	case 2: {
-		char *argv[] = { (char *)o.stagelog, "--db", rn->db, "run", "--root", rn->root, "--bundle", c.bundle,
-				 "--env", "PL_CANARY", "--", "/bin/sh", c.runtime, "{bundle}", NULL };
+		char *argv[] = { (char *)o.stagelog, "--db",     rn->db,  "run",       "--root", rn->root,
+				 "--bundle",         c.bundle,   "--env", "PL_CANARY", "--",     "/bin/sh",
+				 c.runtime,          "{bundle}", NULL };
 		if (rec_cmd(rn, argv, out, sizeof(out), 0) < 0)
 			break;
 		r = 0;
@@ -869,7 +880,7 @@ static int record(struct run *rn)
 	if (r < 0)
 		snprintf(rec_err, sizeof(rec_err), "cannot set up the reboot layout's tmpfs");
 	else
-	r = rec_cmd(rn, SL("recover", "--root", rn->root), out, sizeof(out), 0);
+		r = rec_cmd(rn, SL("recover", "--root", rn->root), out, sizeof(out), 0);
 	for (unsigned d = 0; r == 0 && d < rn->ndev; d++)
 		r = do_syncfs(c.mnt[d]);
 	if (r == 0 && stat(c.logpath, &sb) == 0)
@@ -996,7 +1007,8 @@ static const char *compare_tree(int src, int dst, const char *rel, char *why, si
 			res = why;
 		} else if (S_ISDIR(a.st_mode)) {
 			_cleanup_close_ int s2 = openat(src, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			_cleanup_close_ int d2 = openat(dst, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			_cleanup_close_ int d2 =
+				openat(dst, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
 			if (s2 < 0 || d2 < 0) {
 				snprintf(why, whysize, "%s unreadable", sub);
@@ -1018,7 +1030,8 @@ static const char *compare_tree(int src, int dst, const char *rel, char *why, si
 			}
 		} else if (S_ISLNK(a.st_mode)) {
 			char x[PATH_MAX], y[PATH_MAX];
-			ssize_t xl = readlinkat(src, de->d_name, x, sizeof(x)), yl = readlinkat(dst, de->d_name, y, sizeof(y));
+			ssize_t xl = readlinkat(src, de->d_name, x, sizeof(x)),
+				yl = readlinkat(dst, de->d_name, y, sizeof(y));
 
 			if (xl < 0 || yl != xl || memcmp(x, y, (size_t)xl) != 0) {
 				snprintf(why, whysize, "%s: another link target", sub);
@@ -1052,7 +1065,8 @@ static void check_published(const struct run *rn, struct verdict *v, bool *ret_p
 			violate(v, "list", "list --all exited %d", st);
 		else if (dfd >= 0 && !any)
 			violate(v, "publish-untracked", "the destination exists but no stage is published");
-		else if (dfd < 0 && any && rn->rootk != ROOT_TMPFS && rn->rootk != ROOT_REBOOT) /* a tmpfs tree dies with the power */
+		else if (dfd < 0 && any && rn->rootk != ROOT_TMPFS &&
+			 rn->rootk != ROOT_REBOOT) /* a tmpfs tree dies with the power */
 			violate(v, "publish-lost", "a stage is published but its destination is gone");
 	}
 	if (dfd < 0)
@@ -1148,11 +1162,12 @@ static bool control_checks(const struct run *rn, struct verdict *v)
 		inflight = strcmp(out, "[]") != 0;
 	}
 	{
-		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "recover", "--root",
-				 (char *)rn->root, NULL };
+		char *argv[] = { (char *)o.stagelog, "--db",   (char *)rn->db,   "--json",
+				 "recover",          "--root", (char *)rn->root, NULL };
 		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
 		if (inflight && st != 1)
-			violate(v, "control", "same boot, root recreated, a stage in flight: recover exited %d, not 1", st);
+			violate(v, "control", "same boot, root recreated, a stage in flight: recover exited %d, not 1",
+				st);
 		else if (!inflight && st != 0)
 			violate(v, "control", "same boot, root recreated, nothing in flight: recover exited %d: %s", st,
 				errtext);
@@ -1162,8 +1177,8 @@ static bool control_checks(const struct run *rn, struct verdict *v)
 		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
 		squeeze(out);
 		if (st != 0 || !strstr(out, "\"state\":\"failed\""))
-			violate(v, "control", "same boot, root recreated: no stage failed (list --all exited %d: %.200s)", st,
-				out);
+			violate(v, "control",
+				"same boot, root recreated: no stage failed (list --all exited %d: %.200s)", st, out);
 	}
 	return inflight;
 }
@@ -1181,8 +1196,8 @@ static void oracle_checks(const struct run *rn, int var, struct verdict *v)
 		goto scan;
 	}
 	{
-		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "check", "--root", (char *)rn->root,
-				 NULL };
+		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "check", "--root",
+				 (char *)rn->root,   NULL };
 		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
 		squeeze(out);
 		if (!strstr(out, "\"integrity\":\"ok\""))
@@ -1191,13 +1206,13 @@ static void oracle_checks(const struct run *rn, int var, struct verdict *v)
 			violate(v, "orphan", "a stage directory no record names: %.200s", strstr(out, "\"orphans\""));
 	}
 	{
-		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "recover", "--root",
-				 (char *)rn->root, NULL };
+		char *argv[] = { (char *)o.stagelog, "--db",   (char *)rn->db,   "--json",
+				 "recover",          "--root", (char *)rn->root, NULL };
 		st = proc_run(argv, out, sizeof(out), errtext, sizeof(errtext));
 		squeeze(out);
 		if (st != 0)
-			violate(v, "recover", "recover exited %d: %.300s %s", st, strstr(out, "\"failed\"") ? strstr(out, "\"failed\"") : out,
-				errtext);
+			violate(v, "recover", "recover exited %d: %.300s %s", st,
+				strstr(out, "\"failed\"") ? strstr(out, "\"failed\"") : out, errtext);
 	}
 	{
 		char *argv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "--json", "list", NULL };
@@ -1252,8 +1267,19 @@ scan:
 		char pid[32], id[64];
 
 		snprintf(pid, sizeof(pid), "%ld", (long)getpid());
-		char *sargv[] = { (char *)o.stagelog, "--db", (char *)rn->db, "stage", "--root", (char *)rn->root,
-				  "--bundle", c.bundle, "--env", "PL_CANARY", "--owner", pid, NULL };
+		char *sargv[] = { (char *)o.stagelog,
+				  "--db",
+				  (char *)rn->db,
+				  "stage",
+				  "--root",
+				  (char *)rn->root,
+				  "--bundle",
+				  c.bundle,
+				  "--env",
+				  "PL_CANARY",
+				  "--owner",
+				  pid,
+				  NULL };
 		st = proc_run(sargv, out, sizeof(out), errtext, sizeof(errtext));
 		if (st != 0 || parse_id(out, id) < 0) {
 			violate(v, "fresh-stage", "stage exited %d: %s", st, errtext);
@@ -1341,9 +1367,10 @@ static int oracle(const struct run *rn, const int *index, int var, const char *p
 				uint64_t x = rng_next(&s);
 				memcpy(b + i, &x, 8);
 			}
-			snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n",
-				 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-				 b[14], b[15]);
+			snprintf(id, sizeof(id),
+				 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n", b[0], b[1],
+				 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+				 b[15]);
 			pathf(path, sizeof(path), "%s/boot_id-%ld", c.work, (long)getpid());
 			if (write_file(path, id, strlen(id), 0644) < 0 ||
 			    mount(path, "/proc/sys/kernel/random/boot_id", NULL, MS_BIND, NULL) < 0)
@@ -1495,7 +1522,8 @@ static int check_state(const struct run *rn, const struct pl_log *log, const str
 			}
 		}
 		if (n == 0) {
-			snprintf(point, sizeof(point), "fs=%s root=%s scenario=%d(%s) %s seed=%#" PRIx64 " variant=%s loop%d",
+			snprintf(point, sizeof(point),
+				 "fs=%s root=%s scenario=%d(%s) %s seed=%#" PRIx64 " variant=%s loop%d",
 				 fs_names[rn->fs], root_names[rn->rootk], rn->sc, sc_names[rn->sc], what, seed,
 				 var_names[var], index[0]);
 			n = oracle(rn, index, var, point);
@@ -1594,8 +1622,8 @@ static int replay(const struct run *rn)
 		else
 			nflush++;
 	}
-	printf("powerloss: %s root=%s scenario %d (%s): %zu writes, %zu flushes, seed %#" PRIx64 "\n",
-	       fs_names[rn->fs], root_names[rn->rootk], rn->sc, sc_names[rn->sc], nwrites, nflush, seed);
+	printf("powerloss: %s root=%s scenario %d (%s): %zu writes, %zu flushes, seed %#" PRIx64 "\n", fs_names[rn->fs],
+	       root_names[rn->rootk], rn->sc, sc_names[rn->sc], nwrites, nflush, seed);
 	fflush(stdout);
 
 	if (check_state(rn, &log, &pd, NULL, 0, "record=0 boundary (start)", seed) < 0)
@@ -1717,20 +1745,48 @@ int main(int argc, char **argv)
 
 	while ((ch = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (ch) {
-		case 's': o.stagelog = optarg; break;
-		case 'F': o.fused = optarg; break;
-		case 'f': o.fs_mask = parse_list(optarg, fs_names, FS_N); break;
-		case 'S': o.sc_mask = parse_list(optarg, sc_names, N_SCENARIOS + 1) & 0x3e; break;
-		case 'r': o.root_mask = parse_list(optarg, root_names, ROOT_N); break;
-		case 'V': o.var_mask = parse_list(optarg, var_names, VAR_N); break;
-		case 'n': o.subsets = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'b': o.boundaries_only = true; break;
-		case 'e': o.seed = strtoull(optarg, NULL, 0); break;
-		case 'w': o.work_parent = optarg; break;
-		case 'k': o.keep = true; break;
-		case 'v': o.verbose = true; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 64;
+		case 's':
+			o.stagelog = optarg;
+			break;
+		case 'F':
+			o.fused = optarg;
+			break;
+		case 'f':
+			o.fs_mask = parse_list(optarg, fs_names, FS_N);
+			break;
+		case 'S':
+			o.sc_mask = parse_list(optarg, sc_names, N_SCENARIOS + 1) & 0x3e;
+			break;
+		case 'r':
+			o.root_mask = parse_list(optarg, root_names, ROOT_N);
+			break;
+		case 'V':
+			o.var_mask = parse_list(optarg, var_names, VAR_N);
+			break;
+		case 'n':
+			o.subsets = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'b':
+			o.boundaries_only = true;
+			break;
+		case 'e':
+			o.seed = strtoull(optarg, NULL, 0);
+			break;
+		case 'w':
+			o.work_parent = optarg;
+			break;
+		case 'k':
+			o.keep = true;
+			break;
+		case 'v':
+			o.verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 64;
 		}
 	}
 	if (!o.stagelog || !o.fused || optind != argc) {
@@ -1816,7 +1872,9 @@ int main(int argc, char **argv)
 				pathf(rn.db, sizeof(rn.db), "%s/store/stagelog.db", c.mnt[0]);
 				{
 					/* publish stays on the root's file system. */
-					const char *rootfs = rk == ROOT_DISK ? c.mnt[0] : rk == ROOT_SPLIT ? c.mnt[1] : c.tmproot;
+					const char *rootfs = rk == ROOT_DISK  ? c.mnt[0]
+							   : rk == ROOT_SPLIT ? c.mnt[1]
+									      : c.tmproot;
 					/* ROOT_TMPFS and ROOT_REBOOT: c.tmproot,
 					 * a tmpfs (under /dev/shm, or one of its
 					 * own for "reboot"). */
@@ -1828,7 +1886,8 @@ int main(int argc, char **argv)
 					/* A build that cannot run the scenario
 					 * fails it: that is a finding too. */
 					printf("VIOLATION fs=%s root=%s scenario=%d(%s) recording: record-cmd: %s\n",
-					       fs_names[fs], root_names[rk], sc, sc_names[sc], rec_err[0] ? rec_err : "harness error");
+					       fs_names[fs], root_names[rk], sc, sc_names[sc],
+					       rec_err[0] ? rec_err : "harness error");
 					t.violations++;
 					t.sc_viol[sc]++;
 					free(rn.dest_config);
@@ -1856,7 +1915,8 @@ int main(int argc, char **argv)
 		printf("powerloss: scenario %d (%s), variant %s: %lu violations whose first broken invariant is %s\n",
 		       kinds[i].sc, sc_names[kinds[i].sc], var_names[kinds[i].var], kinds[i].n, kinds[i].name);
 	if (o.root_mask & (1u << ROOT_REBOOT) && o.var_mask & (1u << VAR_RB_CONTROL)) {
-		printf("powerloss: negative control (root=reboot, same boot, root recreated): %lu runs, %lu with a stage "
+		printf("powerloss: negative control (root=reboot, same boot, root recreated): %lu runs, %lu with a "
+		       "stage "
 		       "in flight that ended failed as it must\n",
 		       t.control_runs, t.control_inflight);
 		/* A control that never saw a stage in flight proved nothing. */
