@@ -84,7 +84,7 @@ static int print_json(const struct sl_recover_report *rep, const struct cli_fail
  * alone)", "failed ID LABEL PATH: REASON", then a summary line. */
 static void print_text(struct cli *cli, const struct sl_recover_report *rep, const struct cli_failed_list *fl)
 {
-	struct cli_where w;
+	struct cli_where w = { 0 };
 
 	for (size_t i = 0; i < rep->n_recovered; i++) {
 		(void)cli_stage_where(cli, rep->recovered[i], &w);

@@ -31,7 +31,7 @@ int cmd_release(struct cli *cli, int argc, char **argv)
 	struct cli_progress progress;
 	struct sl_error err = { 0 };
 	char id[SL_ID_SIZE];
-	struct cli_where where;
+	struct cli_where where = { 0 };
 	cJSON *doc;
 	int r, code;
 

@@ -79,9 +79,10 @@ char *cli_json_quote(const char *str, size_t len)
 
 	if (len > (SIZE_MAX - QUOTED_EXTRA) / QUOTED_BYTE_MAX)
 		return NULL;
-	out = p = malloc(len * QUOTED_BYTE_MAX + QUOTED_EXTRA);
+	out = malloc(len * QUOTED_BYTE_MAX + QUOTED_EXTRA);
 	if (!out)
 		return NULL;
+	p = out;
 	*p++ = '"';
 	for (size_t i = 0; i < len;) {
 		size_t n = utf8_char_len(s + i, len - i);

@@ -9,6 +9,7 @@
  */
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "stage-private.h"
@@ -34,10 +35,50 @@ int stage_marker_write(int top_fd, const char *id, const struct store_identity *
 	return r;
 }
 
+/* Takes the literal lit at *p and moves past it; false when it is not
+ * there. */
+static bool take(const char **p, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if (strncmp(*p, lit, n) != 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+/* Copies the rest of the line at *p (one or more bytes, then '\n') into
+ * out, of size bytes, and moves past the '\n'; false when there is no such
+ * line or it does not fit. */
+static bool take_line(const char **p, char *out, size_t size)
+{
+	const char *nl = strchr(*p, '\n');
+	size_t len = nl ? (size_t)(nl - *p) : 0;
+
+	if (len == 0 || len >= size)
+		return false;
+	memcpy(out, *p, len);
+	out[len] = '\0';
+	*p = nl + 1;
+	return true;
+}
+
+/* Parses the four lines stage_marker_write() writes, exactly: the magic,
+ * "stage ID", "store INO BTIME", "path PATH", each ended by '\n'. The
+ * numbers are read strictly (no sign where none belongs, refused when they
+ * do not fit), and nothing may follow. */
+static bool parse_marker(const char *p, char id[SL_ID_SIZE], unsigned long long *ino, long long *btime, char *path,
+			 size_t path_size)
+{
+	return take(&p, MARKER_MAGIC "\nstage ") && take_line(&p, id, SL_ID_SIZE) && take(&p, "store ") &&
+	       read_ull(&p, ino) && take(&p, " ") && read_ll(&p, btime) && take(&p, "\npath ") &&
+	       take_line(&p, path, path_size) && *p == '\0';
+}
+
 int stage_marker_read(int top_fd, struct stage_marker *ret)
 {
 	_cleanup_close_ int fd = -1;
-	char buf[STAGE_MARKER_MAX + 1], path[STAGE_MARKER_MAX];
+	char buf[STAGE_MARKER_MAX + 1];
 	unsigned long long ino;
 	long long btime;
 	ssize_t n;
@@ -56,11 +97,9 @@ int stage_marker_read(int top_fd, struct stage_marker *ret)
 		return negerrno();
 	buf[n] = '\0';
 	/* Anything else (a partial write, a foreign file) proves nothing. */
-	if (sscanf(buf, MARKER_MAGIC "\nstage %32[0-9a-f]\nstore %llu %lld\npath %4095[^\n]\n", ret->id, &ino, &btime,
-		   path) != 4 ||
-	    !stage_id_valid(ret->id) || strlen(path) >= sizeof(ret->store.path))
+	if (!parse_marker(buf, ret->id, &ino, &btime, ret->store.path, sizeof(ret->store.path)) ||
+	    !stage_id_valid(ret->id))
 		return -EBADMSG;
-	strcpy(ret->store.path, path);
 	ret->store.ino = ino;
 	ret->store.btime = btime;
 	return 0;

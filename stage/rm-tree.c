@@ -206,6 +206,8 @@ int rmtree_open_dir(int dfd, const char *name, const uint64_t *mnt_id, rmtree_ve
 	fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0 && errno == EACCES && grant_self(path_fd) == 0)
 		fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
+	/* cppcheck: fd is opened again only when the first openat() failed (fd < 0). */
+	// cppcheck-suppress resourceLeak
 	return fd < 0 ? negerrno() : fd;
 }
 

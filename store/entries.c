@@ -84,9 +84,10 @@ static bool page_add(sqlite3_stmt *st, struct store_entry_page *page, int n)
 {
 	const void *p = sqlite3_column_blob(st, 1);
 	size_t len = (size_t)sqlite3_column_bytes(st, 1);
-	struct store_entry *e = &page->e[n];
+	struct store_entry *e;
 
 	assert(n >= 0 && n < (int)ELEMENTSOF(page->e));
+	e = &page->e[n];
 	/* One longer than the whole arena (only a tampered record has one)
 	 * keeps its true length, which the validator refuses before reading
 	 * a byte. */

@@ -215,7 +215,7 @@ const struct store_identity *store_identity(const struct sl_store *s)
 int store_prepare_file(const char *path, unsigned flags, struct store_identity *ret_id, struct store_found *found,
 		       struct sl_error *reterr)
 {
-	_cleanup_free_ char *dir = strdup(path);
+	_cleanup_free_ char *dir = NULL;
 	_cleanup_close_ int dfd = -1, fd = -1;
 	const char *base;
 	char *slash;
@@ -223,6 +223,7 @@ int store_prepare_file(const char *path, unsigned flags, struct store_identity *
 	int r;
 
 	assert(path && *path);
+	dir = strdup(path);
 	if (!dir)
 		return sl_err(reterr, -ENOMEM, "cannot open store: %s: %s", path, strerror(ENOMEM));
 	slash = strrchr(dir, '/');
