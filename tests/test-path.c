@@ -1,10 +1,16 @@
-/* SPDX-License-Identifier: MIT */
+/*
+ * test-path.c: the lexical rules, table-driven: stage_path_check() for a
+ * logged path (relative to the top directory), stage_absolute_root() for a
+ * staging root as it is recorded, and the marker file as
+ * stage_marker_read() accepts it.
+ *//* SPDX-License-Identifier: MIT */
 /*
  * test-path.c: the two lexical path rules, table-driven: stage_path_check() for a
  * logged path (relative to the top directory) and stage_absolute_root() for a
  * staging root as it is recorded.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -157,11 +163,58 @@ static void absolute_root_table(void **state)
 	}
 }
 
+/* The marker is read back only as stage_marker_write() wrote it: four
+ * exact lines. A cut, a number that does not fit, or anything after is
+ * no proof of whose the directory is. */
+static void marker_read_table(void **state)
+{
+	static const char id[] = "0123456789abcdef0123456789abcdef";
+	static const char *const bad[] = {
+		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 7 8\npath /s/db",
+		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 18446744073709551616 8\n"
+		"path /s/db\n",
+		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore -7 8\npath /s/db\n",
+		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 7  8\npath /s/db\n",
+		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 7 8\npath /s/db\nmore\n",
+		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcde\nstore 7 8\npath /s/db\n",
+		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 7 8\npath \n",
+		"stagelog stage marker 2\nstage 0123456789abcdef0123456789abcdef\nstore 7 8\npath /s/db\n",
+	};
+	const struct store_identity store = { .path = "/s/db", .ino = 7, .btime = -8 };
+	char dir[] = "/tmp/stagelog-test-marker-XXXXXX";
+	struct stage_marker m;
+	int dfd, fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(stage_marker_write(dfd, id, &store), 0);
+	assert_int_equal(stage_marker_read(dfd, &m), 0);
+	assert_string_equal(m.id, id);
+	assert_true(m.store.ino == 7 && m.store.btime == -8);
+	assert_string_equal(m.store.path, "/s/db");
+	assert_true(stage_marker_names(&m, id, &store));
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		assert_int_equal(unlinkat(dfd, STAGE_MARKER_NAME, 0), 0);
+		fd = openat(dfd, STAGE_MARKER_NAME, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, bad[i], strlen(bad[i])), (ssize_t)strlen(bad[i]));
+		close(fd);
+		if (stage_marker_read(dfd, &m) != -EBADMSG)
+			fail_msg("case %zu: read as a marker", i);
+	}
+	assert_int_equal(unlinkat(dfd, STAGE_MARKER_NAME, 0), 0);
+	close(dfd);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(path_check_table),
 		cmocka_unit_test(absolute_root_table),
+		cmocka_unit_test(marker_read_table),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
