@@ -904,7 +904,7 @@ static int bench5(void)
 }
 
 /* Adds `count` finished (released) stage records with 23 removed entries
- * each straight into the store, in one transaction, as store.c would have
+ * each straight into the store, in one transaction, as store/ would have
  * written them. */
 static void add_finished(const char *db, const char *root, int count)
 {

@@ -10,7 +10,7 @@ one mutant per file:
     why: one line: what protection the mutation removes
     suite: test            (test: run by ./dev mutants; powerloss: run by the
                             power-loss harness and skipped here)
-    file: stage/stage.c    (path from the top of the tree)
+    file: stage/undo.c     (path from the top of the tree)
     --- original
     <exact text, one or more whole lines>
     --- replacement
