@@ -171,8 +171,8 @@ static void marker_read_table(void **state)
 	static const char id[] = "0123456789abcdef0123456789abcdef";
 	static const char *const bad[] = {
 		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 7 8\npath /s/db",
-		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 18446744073709551616 8\n"
-		"path /s/db\n",
+		("stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 18446744073709551616 8\n"
+		 "path /s/db\n"),
 		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore -7 8\npath /s/db\n",
 		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 7  8\npath /s/db\n",
 		"stagelog stage marker 1\nstage 0123456789abcdef0123456789abcdef\nstore 7 8\npath /s/db\nmore\n",
