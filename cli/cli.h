@@ -80,6 +80,13 @@ enum {
 	/* recover, release or check left something it could not remove, or
 	 * check found a problem it did not fix */
 	CLI_EXIT_NOT_CLEAN = 1,
+	/* run: the runtime ran but its stage could not be released, as
+	 * podman's and docker's 125 say the tool, not the container, failed */
+	CLI_EXIT_RUN_NOT_RELEASED = 125,
+	/* run: the runtime is not executable (a shell's 126) */
+	CLI_EXIT_RUNTIME_NOT_EXECUTABLE = 126,
+	/* run: the runtime is not found (a shell's 127) */
+	CLI_EXIT_RUNTIME_NOT_FOUND = 127,
 	/* interrupted by signal N: CLI_EXIT_SIGNAL + N, as a shell says it */
 	CLI_EXIT_SIGNAL = 128,
 };
@@ -373,12 +380,16 @@ struct cli_where {
  * "?" so that a line can still be printed. */
 int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret);
 
+/* A failed stage's reason as the store keeps it: the undo cuts it to 256
+ * bytes (stage-private.h, STAGE_REASON_MAX). */
+#define CLI_REASON_MAX 256
+
 /* A failed stage, as recover and check report it: a removal that could not
  * finish, so secrets may remain. */
 struct cli_failed {
 	char id[SL_ID_SIZE];
 	struct cli_where where;
-	char reason[256];
+	char reason[CLI_REASON_MAX];
 };
 
 struct cli_failed_list {
@@ -447,6 +458,9 @@ void cli_stage_args_finish(struct cli_stage_args *a);
 
 /* ---- cmd-recover.c: the outcome of the last recover pass ---- */
 
+/* The longest outcome name, "failed", and its NUL, with room to spare. */
+#define CLI_OUTCOME_NAME_MAX 16
+
 /*
  * The outcome of the last `recover` pass, kept in a small file beside the
  * store (STORE.last-recover) for `metrics`: one line "v1 TIME_MS OUTCOME
@@ -455,7 +469,7 @@ void cli_stage_args_finish(struct cli_stage_args *a);
  */
 struct cli_last_recover {
 	int64_t time_ms;
-	char outcome[16];
+	char outcome[CLI_OUTCOME_NAME_MAX]; /* "ok", "failed" or "error" */
 	long long recovered;
 	long long failed;
 };

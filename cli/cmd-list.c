@@ -26,15 +26,18 @@ static const char usage[] =
 	"  --no-legend  print the table without its header line\n"
 	"  -h, --help   print this help\n";
 
+/* Room for a 64-bit number in decimal, sign and NUL included. */
+#define DECIMAL_MAX 21
+
 /* One table row; the path is kept raw and escaped when printed. */
 struct row {
 	char id[ROW_ID_DIGITS + 1];
 	char label[LABEL_MAX + 1];
 	const char *state;
-	char owner[24];
+	char owner[DECIMAL_MAX];
 	const char *live;
 	char age[CLI_AGE_MAX];
-	char entries[24];
+	char entries[DECIMAL_MAX];
 	char *path;
 };
 

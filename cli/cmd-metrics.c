@@ -95,7 +95,7 @@ static bool parse_outcome(const char *p, long long *ret_time, struct cli_last_re
  * unreadable: a metric that is absent beats one that lies). */
 static bool read_last_recover(const char *db, struct cli_last_recover *ret)
 {
-	char path[CLI_LAST_RECOVER_PATH_MAX], buf[128];
+	char path[CLI_LAST_RECOVER_PATH_MAX], buf[CLI_OUTCOME_WIDTH + 1];
 	_cleanup_close_ int fd = -1;
 	ssize_t n;
 	long long t;

@@ -191,7 +191,7 @@ _Noreturn static void exec_runtime(const char *path, char **args, char **envp, c
 	execve(path, args, envp);
 	cli_diag(LOG_ERR);
 	fprintf(stderr, "cannot run the runtime: %s: %s\n", args[0], strerror(errno));
-	_exit(errno == ENOENT ? 127 : 126);
+	_exit(errno == ENOENT ? CLI_EXIT_RUNTIME_NOT_FOUND : CLI_EXIT_RUNTIME_NOT_EXECUTABLE);
 }
 
 /*
@@ -363,7 +363,7 @@ static int run_runtime(struct sl_stage *stage, const struct run_args *a, int n, 
 		fputs("cannot run the runtime: ", stderr);
 		cli_fput_escaped(stderr, argv[0], strlen(argv[0]));
 		fprintf(stderr, ": %s\n", r == -ENOENT ? "not found" : strerror(-r));
-		return r == -ENOENT ? 127 : 126;
+		return r == -ENOENT ? CLI_EXIT_RUNTIME_NOT_FOUND : CLI_EXIT_RUNTIME_NOT_EXECUTABLE;
 	}
 	r = sl_stage_lock_inherit(stage, &err);
 	if (r < 0)
@@ -420,7 +420,7 @@ static int release(struct cli *cli, struct sl_stage *stage, int code, bool ran)
 						  cJSON_AddNumberToObject(doc, "runtime_status", code));
 	}
 	sl_stage_free(stage);
-	return 125;
+	return CLI_EXIT_RUN_NOT_RELEASED;
 }
 
 int cmd_run(struct cli *cli, int argc, char **argv)

@@ -75,7 +75,7 @@ static bool user_run_dir(char *buf, size_t size)
 int cli_default_root(char *buf, size_t size, bool quiet)
 {
 	const char *env, *what;
-	char run[64];
+	char run[sizeof("/run/user/") + 10]; /* a 32-bit uid is at most 10 digits */
 	int n;
 
 	env = getenv("STAGELOG_ROOT");

@@ -280,10 +280,13 @@ def code_exit_codes():
     codes = {names[n] for n in used if n in names}
     if len(codes) != len(used):
         raise AssertionError("unknown sysexits names in cli/exit.c: %s" % sorted(used - set(names)))
-    # run's codes: the runtime not found or not executable.
+    # run's codes: its stage not released, the runtime not executable or
+    # not found, by the names cli.h gives them.
+    values = {n: int(v) for n, v in re.findall(r"\b(CLI_EXIT_\w+) = (\d+)", read("cli/cli.h"))}
     run_c = read("cli/cmd-run.c")
     for stmt in re.findall(r"(?:\breturn\b|\b_exit\()([^;]*);", run_c):
         codes |= {int(c) for c in re.findall(r"\b(12[5-7])\b", stmt)}
+        codes |= {values[n] for n in re.findall(r"\b(CLI_EXIT_RUN\w+)\b", stmt)}
     return codes
 
 
