@@ -1105,36 +1105,47 @@ static void db_run(const char *db, const char *sql, const struct bindv *b, int n
 #define BLOB(s, len) ((struct bindv){ .t = 'b', .p = (s), .n = (int)(len) })
 #define INT(v) ((struct bindv){ .t = 'i', .i = (v) })
 
+/* The tampered entry values that are a path made of a base and a suffix:
+ * base 0 is none, 'T' is T's top directory, 'H' another stage's, 'C' the
+ * canary folder. Indexed by case number; the others are built by hand. */
+static const struct {
+	const char *what, *suffix;
+	char base;
+} simple_bad[] = {
+	[0] = { "../x", "../x", 0 },
+	[1] = { "/etc", "/etc", 0 },
+	[2] = { "a/../../x", "a/../../x", 0 },
+	[3] = { "a//b", "a//b", 0 },
+	[4] = { "./a", "./a", 0 },
+	[8] = { "TOP/../x", "/../x", 'T' },
+	[9] = { "TOP/a/../../x", "/a/../../x", 'T' },
+	[10] = { "TOP//rootfs", "//rootfs", 'T' },
+	[11] = { "TOP/./rootfs", "/./rootfs", 'T' },
+	[12] = { "TOP/..", "/..", 'T' },
+	[13] = { "TOP/rootfs/ (trailing slash)", "/rootfs/", 'T' },
+	[14] = { "TOP (as a later entry)", "", 'T' },
+	[15] = { "OTHER-STAGE-TOP/rootfs", "/rootfs", 'H' },
+	[16] = { "TOPx/rootfs (prefix look-alike)", "x/rootfs", 'T' },
+	[17] = { "absolute canary path", "/rootfs/etc", 'C' },
+	[19] = { "TOP/rootfs/etc/..", "/rootfs/etc/..", 'T' },
+};
+
 /* The tampered entry values, given T's top directory and another's. */
 static size_t bad_entry(int k, const struct staged *t, const struct staged *h, const struct fixture *fx, char *buf,
 			size_t size, const char **what)
 {
 	int n = 0;
 
+	if (k >= 0 && (size_t)k < ELEMENTSOF(simple_bad) && simple_bad[k].what) {
+		char b = simple_bad[k].base;
+		const char *base = b == 'T' ? t->topdir : b == 'H' ? h->topdir : b == 'C' ? fx->canary : "";
+
+		*what = simple_bad[k].what;
+		return (size_t)snprintf(buf, size, "%s%s", base, simple_bad[k].suffix);
+	}
 	switch (k) {
-	case 0:
-		*what = "../x";
-		n = snprintf(buf, size, "../x");
-		break;
-	case 1:
-		*what = "/etc";
-		n = snprintf(buf, size, "/etc");
-		break;
-	case 2:
-		*what = "a/../../x";
-		n = snprintf(buf, size, "a/../../x");
-		break;
-	case 3:
-		*what = "a//b";
-		n = snprintf(buf, size, "a//b");
-		break;
-	case 4:
-		*what = "./a";
-		n = snprintf(buf, size, "./a");
-		break;
 	case 5:
 		*what = "empty";
-		n = 0;
 		buf[0] = '\0';
 		break;
 	case 6:
@@ -1149,55 +1160,11 @@ static size_t bad_entry(int k, const struct staged *t, const struct staged *h, c
 		memset(buf + n, 'a', 300);
 		n += 300;
 		break;
-	case 8:
-		*what = "TOP/../x";
-		n = snprintf(buf, size, "%s/../x", t->topdir);
-		break;
-	case 9:
-		*what = "TOP/a/../../x";
-		n = snprintf(buf, size, "%s/a/../../x", t->topdir);
-		break;
-	case 10:
-		*what = "TOP//rootfs";
-		n = snprintf(buf, size, "%s//rootfs", t->topdir);
-		break;
-	case 11:
-		*what = "TOP/./rootfs";
-		n = snprintf(buf, size, "%s/./rootfs", t->topdir);
-		break;
-	case 12:
-		*what = "TOP/..";
-		n = snprintf(buf, size, "%s/..", t->topdir);
-		break;
-	case 13:
-		*what = "TOP/rootfs/ (trailing slash)";
-		n = snprintf(buf, size, "%s/rootfs/", t->topdir);
-		break;
-	case 14:
-		*what = "TOP (as a later entry)";
-		n = snprintf(buf, size, "%s", t->topdir);
-		break;
-	case 15:
-		*what = "OTHER-STAGE-TOP/rootfs";
-		n = snprintf(buf, size, "%s/rootfs", h->topdir);
-		break;
-	case 16:
-		*what = "TOPx/rootfs (prefix look-alike)";
-		n = snprintf(buf, size, "%sx/rootfs", t->topdir);
-		break;
-	case 17:
-		*what = "absolute canary path";
-		n = snprintf(buf, size, "%s/rootfs/etc", fx->canary);
-		break;
 	case 18:
 		*what = "TOP/<4200 bytes>";
 		n = snprintf(buf, size, "%s", t->topdir);
 		while (n < 4200)
 			n += snprintf(buf + n, size - (size_t)n, "/a");
-		break;
-	case 19:
-		*what = "TOP/rootfs/etc/..";
-		n = snprintf(buf, size, "%s/rootfs/etc/..", t->topdir);
 		break;
 	default:
 		return (size_t)-1;
