@@ -107,7 +107,7 @@ static bool remove_orphan(int root_fd, const char *name, const struct stat *st)
 	top = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (top < 0 || stage_try_lock(top) < 0)
 		return false;
-	if (stage_remove_tree(root_fd, ".", name, true, st->st_dev, st->st_ino, &ignored) < 0)
+	if (rmtree_remove(root_fd, ".", name, true, st->st_dev, st->st_ino, &ignored) < 0)
 		return false;
 	(void)fsync(root_fd);
 	return true;

@@ -143,14 +143,6 @@ struct stage_undo_progress {
 HIDDEN int stage_undo(struct sl_store *store, const struct store_record *rec, unsigned from_mask, enum sl_state done,
 		      struct stage_undo_progress *progress, struct sl_error *reterr);
 
-/* Removes the directory `name` in dirfd and its tree: rmtree_remove()
- * (rm-tree.h), by the name recover/'s orphan scan still calls it. */
-static inline int stage_remove_tree(int dirfd, const char *prefix, const char *name, bool have_id, uint64_t dev,
-				    uint64_t ino, struct sl_error *reterr)
-{
-	return rmtree_remove(dirfd, prefix, name, have_id, dev, ino, reterr);
-}
-
 /* Step 4 of the undo (undo-entries.c): removes the logged entries of rec
  * newest first beneath top_fd, the verified top directory, reading them
  * from the store (page, n entries already read into it when one_page).

@@ -1945,7 +1945,7 @@ static void test_unprivileged(void **state)
  *  - a logged file in a 0000 logged dir (undo_entry());
  *  - a runtime-made 0500 dir holding a subdir (pop()'s rmdir);
  *  - a logged 0500 dir holding a logged subdir (undo_entry() falling back to
- *    stage_remove_tree()).
+ *    rmtree_remove()).
  * Otherwise the stage would stay failed for good, its secrets on the tmpfs.
  */
 static int narrowed_child(const char *base, const char *dbdir, int variant)
@@ -2349,7 +2349,7 @@ static void test_odd_names(void **state)
 
 /* ---- Case 11: a directory renamed and replaced during removal ---- */
 
-/* variant 0: during the walk of runtime-made content (stage_remove_tree);
+/* variant 0: during the walk of runtime-made content (rmtree_remove);
  * variant 1: during the removal of logged entries (undo_entry). */
 static bool replaced_run(struct fixture *fx, int variant, int mode, char *why, size_t size)
 {
