@@ -2,8 +2,10 @@
 /*
  * copy.c: copying a source tree into a stage. Each path is logged before it
  * is created; the source is walked by directory fds and never through a
- * symlink; memory stays flat however large the tree is.
+ * symlink; memory stays bounded however large the tree is (the listing the
+ * logging walk keeps for the copy walk is at most COPY_LIST_MAX bytes).
  */
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,6 +17,26 @@
 #define COPY_MAX_DEPTH 256
 /* The buffer of the read/write fallback of copy_bytes(). */
 #define COPY_CHUNK (64 * 1024)
+/* The listing's first size, and its bound: about 40,000 names of a dozen
+ * bytes. A larger tree is read from its directories a second time. */
+#define COPY_LIST_FIRST (16 * 1024)
+#define COPY_LIST_MAX (256 * 1024)
+/* The listing's record that closes a directory. */
+#define COPY_LIST_END 0xff
+
+/*
+ * What the logging walk read, for the copy walk: every directory's names
+ * in the order both walks visit them (depth first, a directory's children
+ * right after it), each as its kind's byte and the name with its NUL, and
+ * COPY_LIST_END where a directory ends. The copy walk then reads no
+ * directory twice. Off (on == false) when the tree is past COPY_LIST_MAX,
+ * when memory ran short, and when nothing is logged.
+ */
+struct copy_list {
+	unsigned char *buf;
+	size_t size, used, pos;
+	bool on;
+};
 
 struct copy_frame {
 	DIR *src;
@@ -32,7 +54,46 @@ struct copy {
 	bool chown;
 	struct sl_error *reterr;
 	struct sl_progress progress; /* for st->progress */
+	struct copy_list list;
 };
+
+size_t stage_copy_list_max = COPY_LIST_MAX;
+
+/* Drops the listing: the copy walk reads the directories instead. */
+static void list_drop(struct copy_list *l)
+{
+	free(l->buf);
+	*l = (struct copy_list){ 0 };
+}
+
+/* Appends a record, a name of kind (name NULL: COPY_LIST_END), growing the
+ * listing; past stage_copy_list_max, or out of memory, it is dropped. */
+static void list_add(struct copy_list *l, unsigned char kind, const char *name)
+{
+	size_t need = 1 + (name ? strlen(name) + 1 : 0);
+
+	if (!l->on)
+		return;
+	if (l->used + need > l->size) {
+		size_t size = l->size ? l->size : COPY_LIST_FIRST;
+		unsigned char *buf;
+
+		while (size < l->used + need)
+			size *= 2;
+		buf = size <= stage_copy_list_max ? realloc(l->buf, size) : NULL;
+		if (!buf) {
+			list_drop(l);
+			return;
+		}
+		l->buf = buf;
+		l->size = size;
+	}
+	l->buf[l->used++] = kind;
+	if (name) {
+		memcpy(l->buf + l->used, name, need - 1);
+		l->used += need - 1;
+	}
+}
 
 /* Tells the caller's progress callback, if any, where the copy is. */
 static void report(struct copy *c)
@@ -275,7 +336,8 @@ static int log_opendir(struct copy *c, int dfd, const char *name, DIR **ret)
 /*
  * Logs every path of the source tree, and commits the log, before the copy
  * creates any of them: a first walk (names and types only, from getdents)
- * logs, a second one copies. Entries are committed, not synced, before
+ * logs (and keeps the names it read, in c->list), a second one copies.
+ * Entries are committed, not synced, before
  * their paths exist, in batches of STAGE_LOG_BATCH: a dozen commits for 10,000
  * files, where a commit per directory would be a hundred.
  */
@@ -290,6 +352,7 @@ static int log_tree(struct copy *c, int sfd)
 
 	if (c->st->log_mode == STAGE_LOG_OFF)
 		return 0; /* The benchmarks' baseline: no log, no logging walk. */
+	c->list.on = true;
 	/* A fresh open, not dup(): a dup shares the directory offset with
 	 * sfd, which the copy walk reads from the start afterwards. */
 	r = log_opendir(c, sfd, ".", &lf[0].d);
@@ -307,6 +370,7 @@ static int log_tree(struct copy *c, int sfd)
 		if (!de) {
 			if (errno)
 				r = copy_fail(c, negerrno(), NULL);
+			list_add(&c->list, COPY_LIST_END, NULL);
 			closedir(lf[--n].d);
 			continue;
 		}
@@ -318,6 +382,7 @@ static int log_tree(struct copy *c, int sfd)
 		if (r < 0)
 			break;
 		r = stage_log(c->st, c->rel, c->rel_len, kind, c->reterr);
+		list_add(&c->list, (unsigned char)kind, de->d_name);
 		c->progress.total++;
 		if (r < 0 || kind != STORE_KIND_DIR)
 			continue;
@@ -366,39 +431,83 @@ static int copy_name(struct copy *c, struct copy_frame *f, const char *name, con
 	}
 }
 
-/* The copy walk: every frame's source directory read to its end, depth
- * first, each name copied by copy_name(). */
+/* Reads the next name of frame f's source directory into *ret_name: from
+ * the listing (with the kind it was logged as in *ret_kind), else from
+ * readdir() (*ret_kind 0). Returns 1, 0 at the directory's end, or an
+ * error. */
+static int next_name(struct copy *c, struct copy_frame *f, const char **ret_name, unsigned *ret_kind)
+{
+	struct copy_list *l = &c->list;
+	struct dirent *de;
+
+	if (l->on) {
+		/* The walks visit the same directories in the same order,
+		 * and every directory's names end with COPY_LIST_END. */
+		assert(l->pos < l->used);
+		if (l->pos >= l->used)
+			return copy_fail(c, -EIO, "the listing ended early");
+		*ret_kind = l->buf[l->pos++];
+		if (*ret_kind == COPY_LIST_END)
+			return 0;
+		*ret_name = (const char *)l->buf + l->pos;
+		l->pos += strlen(*ret_name) + 1;
+		return 1;
+	}
+	do {
+		errno = 0;
+		de = readdir(f->src);
+		if (!de)
+			return errno ? copy_fail(c, negerrno(), NULL) : 0;
+	} while (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0);
+	*ret_name = de->d_name;
+	*ret_kind = 0;
+	return 1;
+}
+
+/* The kind of what sb describes, 0 for what is never copied. */
+static unsigned kind_of(const struct stat *sb)
+{
+	return S_ISDIR(sb->st_mode) ? STORE_KIND_DIR
+	     : S_ISREG(sb->st_mode) ? STORE_KIND_FILE
+	     : S_ISLNK(sb->st_mode) ? STORE_KIND_SYMLINK
+				    : 0;
+}
+
+/* The copy walk: every frame's source directory read to its end (from the
+ * listing, or again), depth first, each name copied by copy_name(). A name
+ * whose kind changed since it was logged is refused: the listing's next
+ * names would be read as another directory's. */
 static int copy_walk(struct copy *c)
 {
 	while (c->n > 0) {
 		struct copy_frame *f = &c->f[c->n - 1];
-		struct dirent *de;
+		const char *name = NULL;
+		unsigned kind = 0;
 		struct stat sb;
 		int r;
 
-		errno = 0;
-		de = readdir(f->src);
-		if (!de) {
-			if (errno)
-				return copy_fail(c, negerrno(), NULL);
+		r = next_name(c, f, &name, &kind);
+		if (r < 0)
+			return r;
+		if (r == 0) {
 			c->rel_len = f->rel_len;
 			r = copy_leave(c);
 			if (r < 0)
 				return r;
 			continue;
 		}
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
 		/* Between two paths, never inside one: an interrupted copy
 		 * is aborted whole by the caller's undo. */
 		if (stage_cancelled(c->st))
 			return copy_fail(c, -ECANCELED, "interrupted");
-		r = rel_set(c, f, de->d_name);
+		r = rel_set(c, f, name);
 		if (r < 0)
 			return r;
-		if (fstatat(dirfd(f->src), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		if (fstatat(dirfd(f->src), name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			return copy_fail(c, negerrno(), NULL);
-		r = copy_name(c, f, de->d_name, &sb);
+		if (kind != 0 && kind != kind_of(&sb))
+			return copy_fail(c, -EBADMSG, "changed while it was copied; refused");
+		r = copy_name(c, f, name, &sb);
 		if (r < 0)
 			return r;
 		c->progress.done++;
@@ -454,6 +563,7 @@ int sl_stage_copy_tree(struct sl_stage *st, int src_dirfd, const char *src, cons
 	}
 	if (r == 0)
 		r = copy_walk(c);
+	list_drop(&c->list);
 	if (r < 0) {
 		copy_unwind(c);
 		return stage_abort_on_error(st, r);

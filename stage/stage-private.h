@@ -46,6 +46,11 @@ HIDDEN int stage_open_beneath(int dirfd, const char *path, size_t len, int flags
 /* Test seam: pretend openat2 is unavailable (as under seccomp). */
 HIDDEN void stage_open_beneath_force_fallback(bool force);
 
+/* The bound of the listing the logging walk keeps for the copy walk
+ * (copy.c), in bytes; tests lower it to take the walk that reads every
+ * directory a second time. */
+HIDDEN extern size_t stage_copy_list_max;
+
 /* True when id is the directory recorded as dev/ino/btime: the same inode
  * and birth time, or, where either birth time is unknown (0), the same
  * inode and device. */

@@ -46,6 +46,7 @@ static int teardown(void **state)
 	struct fixture *fx = *state;
 	memset(&fault_seam, 0, sizeof(fault_seam));
 	stage_open_beneath_force_fallback(false);
+	stage_copy_list_max = (size_t)256 * 1024;
 	sl_store_close(fx->store);
 	sandbox_finish(&fx->sb);
 	free(fx);
@@ -145,6 +146,84 @@ static void test_stage_success(void **state)
 	assert_int_equal(sl_stage_release_id(fx->store, id, &err), 0);
 	sl_stage_free(st);
 	assert_false(tree_contains(fx->sb.base, "never-there"));
+}
+
+/* The copy walk without the logging walk's listing (a tree past its
+ * bound reads every directory again): the same copy. */
+static void test_copy_listing_bound(void **state)
+{
+	struct fixture *fx = *state;
+	struct sl_error err = { 0 };
+	struct sl_stage *st = NULL;
+	char path[1024];
+
+	stage_copy_list_max = 64; /* less than the sample tree's listing */
+	assert_int_equal(stage_sample(fx, &st, &err), 0);
+	char *a = tree_snapshot(fx->src, true);
+	snprintf(path, sizeof(path), "%s/rootfs", sl_stage_path(st));
+	char *b = tree_snapshot(path, true);
+	assert_string_equal(a, b);
+	free(a);
+	free(b);
+	assert_int_equal(sl_stage_release(st, &err), 0);
+	sl_stage_free(st);
+	assert_int_equal(count_entries(fx->sb.root), 0);
+}
+
+struct swap {
+	char path[600];
+	bool to_dir, done;
+};
+
+/* Once the source is listed (the first call), turns a file of it into a
+ * directory or a directory into a file. */
+static void swap_after_listing(const struct sl_progress *p, void *userdata)
+{
+	struct swap *w = userdata;
+
+	if (w->done || p->done != 0)
+		return;
+	w->done = true;
+	if (w->to_dir) {
+		assert_int_equal(unlink(w->path), 0);
+		assert_int_equal(mkdir(w->path, 0755), 0);
+		char sub[700];
+		snprintf(sub, sizeof(sub), "%s/never-there", w->path);
+		write_path(sub, "x", 0644);
+	} else {
+		char sub[700];
+		snprintf(sub, sizeof(sub), "%s/doc/README", w->path);
+		assert_int_equal(unlink(sub), 0);
+		snprintf(sub, sizeof(sub), "%s/doc", w->path);
+		assert_int_equal(rmdir(sub), 0);
+		assert_int_equal(rmdir(w->path), 0);
+		write_path(w->path, "x", 0644);
+	}
+}
+
+/* A name whose kind changed between the logging walk and the copy walk is
+ * refused (the listing's next names would be read as another directory's)
+ * and the stage aborted, nothing of it left. */
+static void test_copy_source_changed(void **state)
+{
+	struct fixture *fx = *state;
+
+	for (int k = 0; k < 2; k++) {
+		struct swap w = { .to_dir = k == 0 };
+		struct sl_stage_options o = { .progress = swap_after_listing, .progress_userdata = &w };
+		struct sl_error err = { 0 };
+		struct sl_stage *st = NULL;
+
+		snprintf(w.path, sizeof(w.path), "%s/%s", fx->src, k == 0 ? "var/lib/state" : "usr/share");
+		assert_int_equal(sl_stage_begin(fx->store, fx->sb.root, &o, &st, &err), 0);
+		assert_int_equal(sl_stage_copy_tree(st, AT_FDCWD, fx->src, "rootfs", &err), -EBADMSG);
+		assert_true(w.done);
+		assert_non_null(strstr(err.msg, "changed while it was copied"));
+		assert_int_equal(state_of(fx->store, sl_stage_id(st)), SL_STATE_ABORTED);
+		sl_stage_free(st);
+		assert_int_equal(count_entries(fx->sb.root), 0);
+		assert_false(tree_contains(fx->sb.root, "never-there"));
+	}
 }
 
 static void test_abort_and_free(void **state)
@@ -750,6 +829,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_stage_success, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abort_and_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_listing_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_source_changed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_call_aborts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_size_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_descriptor_reserve, setup, teardown),
