@@ -80,8 +80,11 @@ const char *stage_record_check(const struct store_record *rec)
 const char *stage_entry_check(const struct store_record *rec, const struct store_entry *e)
 {
 	size_t tl = strlen(rec->topdir);
-	const char *why = stage_path_check(e->path, e->path_len);
+	const char *why;
 
+	if (e->kind == STORE_KIND_BAD)
+		return "a batch of entries that does not decode";
+	why = stage_path_check(e->path, e->path_len);
 	if (why)
 		return why;
 	if (e->path_len < tl || memcmp(e->path, rec->topdir, tl) != 0 || (e->path_len > tl && e->path[tl] != '/'))

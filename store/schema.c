@@ -66,6 +66,10 @@ static const char *const migrations[] = {
 	 * an earlier boot there is gone with it (docs/design.md, "Identity").
 	 * NULL (a record of schema 2) is unknown, never volatile. */
 	"ALTER TABLE stages ADD COLUMN root_volatile INTEGER;",
+	/* 4: entries logged a batch to a row (store-internal.h): one
+	 * INSERT per 128 entries, not one per entry. A row of schema 3 is
+	 * one entry, and stays one. */
+	"ALTER TABLE entries ADD COLUMN n INTEGER NOT NULL DEFAULT 1;",
 };
 #define SCHEMA_VERSION ((int64_t)ELEMENTSOF(migrations))
 

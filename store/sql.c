@@ -16,9 +16,9 @@
 
 /* The listing of stages: in flight (the filter repeats the partial index's
  * WHERE clause word for word so that SQLite uses the index), or all. */
-#define LIST_SQL(where)                                               \
-	"SELECT " STAGE_COLUMNS                                       \
-	", (SELECT count(*) FROM entries e WHERE e.stage = s.rowid) " \
+#define LIST_SQL(where)                                                 \
+	"SELECT " STAGE_COLUMNS                                         \
+	", (SELECT total(e.n) FROM entries e WHERE e.stage = s.rowid) " \
 	"FROM stages s WHERE " where "(?1 IS NULL OR s.label = ?1) ORDER BY s.rowid"
 
 /* An I/O or open failure, by the errno SQLite met (db may be NULL). */
@@ -152,13 +152,15 @@ const char *store_cached_text(enum cached_sql id)
 {
 	static const char *const sql[SQL_COUNT_] = {
 		[SQL_INS_ENTRY] = "INSERT INTO entries (stage, seq, path, kind, state) VALUES (?, ?, ?, ?, 0)",
+		[SQL_INS_BATCH] = "INSERT INTO entries (stage, seq, path, kind, state, n) "
+				  "VALUES (?, ?, ?, " STRINGIFY(STORE_ROW_BATCH) ", 0, ?)",
 		[SQL_CONFIRM] = "UPDATE stages SET dev = ?, ino = ?, btime = ? WHERE rowid = ? AND state = " ST(STAGING) " "
 				"AND claim_pid IS NULL",
 		[SQL_TRANSITION] = "UPDATE stages SET state = ?, updated_at = ?, reason = coalesce(?, reason) "
 				   "WHERE rowid = ? AND ((1 << state) & ?) != 0",
-		[SQL_PAGE_ASC] = "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq > ? "
+		[SQL_PAGE_ASC] = "SELECT seq, path, kind, state, n FROM entries WHERE stage = ? AND seq > ? "
 				 "ORDER BY seq ASC LIMIT " STRINGIFY(STORE_PAGE_ENTRIES),
-		[SQL_PAGE_DESC] = "SELECT seq, path, kind, state FROM entries WHERE stage = ? AND seq < ? "
+		[SQL_PAGE_DESC] = "SELECT seq, path, kind, state, n FROM entries WHERE stage = ? AND seq < ? "
 				  "ORDER BY seq DESC LIMIT " STRINGIFY(STORE_PAGE_ENTRIES),
 		[SQL_LIST_IN_FLIGHT] = LIST_SQL(IN_FLIGHT_SQL " AND "),
 		[SQL_LIST_ALL] = LIST_SQL(""),

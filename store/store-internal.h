@@ -140,6 +140,7 @@ static_assert(STAGE_NCOLUMNS == 24 && COL_ROOT_VOLATILE == STAGE_NCOLUMNS - 1,
 /* The statements a store prepares once and keeps (store_cached()). */
 enum cached_sql {
 	SQL_INS_ENTRY,
+	SQL_INS_BATCH,
 	SQL_CONFIRM,
 	SQL_TRANSITION,
 	SQL_PAGE_ASC,
@@ -218,6 +219,18 @@ HIDDEN int store_vfs_register(void);
 /* stages.c, for the logging commit of entries.c */
 HIDDEN int store_transition(struct sl_store *s, int64_t rowid, unsigned from_mask, enum sl_state to,
 			    const char *reason);
+
+/*
+ * A row of the entries table holds one entry (its kind column is the
+ * entry's kind, its n column 1) or, from schema 4 on, a batch: kind
+ * STORE_ROW_BATCH, n entries numbered from its seq, and its path column
+ * the entries one after another, each as its kind (1 byte), its path's
+ * length (2 bytes, little-endian) and the path's bytes. A batch holds at
+ * most STORE_PAGE_ENTRIES entries and STORE_PAGE_ARENA_SIZE bytes of
+ * paths, so that it always fits one page of store_entries_page().
+ */
+#define STORE_ROW_BATCH 16
+#define STORE_BATCH_HEAD 3
 
 /* entries.c, for the stage insert of stages.c */
 HIDDEN int store_insert_entry(struct sl_store *s, int64_t rowid, int64_t seq, const void *path, size_t len,

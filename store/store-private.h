@@ -25,7 +25,9 @@
  * (a statement journal, a sorter). */
 #define STORE_MAX_FDS 5
 
-enum store_kind { STORE_KIND_DIR = 1, STORE_KIND_FILE = 2, STORE_KIND_SYMLINK = 3 };
+/* An entry's kind. STORE_KIND_BAD is none: what a row of the store that
+ * does not decode (a tampered batch) reads as, and no check lets it by. */
+enum store_kind { STORE_KIND_BAD = 0, STORE_KIND_DIR = 1, STORE_KIND_FILE = 2, STORE_KIND_SYMLINK = 3 };
 enum store_entry_state { STORE_ENTRY_LOGGED = 0, STORE_ENTRY_REMOVED = 1 };
 
 /* The room for a record's reason (redacted: why it failed), with its NUL;

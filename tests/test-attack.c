@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "entries-db.h"
 #include "helpers.h"
 #include "recover-private.h"
 #include "stage-private.h"
@@ -1073,6 +1074,16 @@ struct bindv {
 	int64_t i;
 };
 
+/* Opens the store file db for a raw edit. */
+static sqlite3 *db_open_raw(const char *db)
+{
+	sqlite3 *h = NULL;
+
+	CHECK(sqlite3_open(db, &h) == SQLITE_OK);
+	sqlite3_busy_timeout(h, 5000);
+	return h;
+}
+
 static void db_run(const char *db, const char *sql, const struct bindv *b, int nb)
 {
 	sqlite3 *h = NULL;
@@ -1244,28 +1255,54 @@ out:
 	return ok;
 }
 
+/* Batch rows (kind 16) that do not decode: each must fail the stage's
+ * validation before anything is removed. */
+static const struct {
+	const char *what, *sql;
+} batch_tampers[] = {
+	{ "a batch one entry short of its count", "UPDATE entries SET n = n + 1 WHERE stage = ?1 AND kind = 16" },
+	{ "a batch cut by a byte",
+	  "UPDATE entries SET path = substr(path, 1, length(path) - 1) WHERE stage = ?1 "
+	  "AND kind = 16" },
+	{ "a batch with a byte after its entries",
+	  "UPDATE entries SET path = path || x'00' WHERE stage = ?1 "
+	  "AND kind = 16" },
+	{ "a batch of 100,000 entries", "UPDATE entries SET n = 100000 WHERE stage = ?1 AND kind = 16" },
+	{ "a batch of 1 entry", "UPDATE entries SET n = 1 WHERE stage = ?1 AND kind = 16" },
+	{ "a batch whose first length runs past its end",
+	  "UPDATE entries SET path = substr(path, 1, 1) || x'ffff' "
+	  "|| substr(path, 4) WHERE stage = ?1 AND kind = 16" },
+	{ "a batch starting at INT64_MAX",
+	  "UPDATE entries SET seq = 9223372036854775807 WHERE stage = ?1 AND "
+	  "kind = 16 AND seq = (SELECT max(seq) FROM entries WHERE stage = ?1 "
+	  "AND kind = 16)" },
+};
+
 static void tamper_entry(const struct fixture *fx, const struct sub *u, const struct staged *t, const struct staged *h,
 			 int k)
 {
 	static char buf[8192];
 	const char *what;
 
+	sqlite3 *db = db_open_raw(u->db);
+
+	if (k >= 22) { /* a batch row that does not decode */
+		db_run(u->db, batch_tampers[k - 22].sql, (struct bindv[]){ INT(t->rowid) }, 1);
+		sqlite3_close(db);
+		return;
+	}
 	if (k == 20) { /* an unknown kind */
-		db_run(u->db, "UPDATE entries SET kind = 9 WHERE stage = ?1 AND seq = 3",
-		       (struct bindv[]){ INT(t->rowid) }, 1);
-		return;
-	}
-	if (k == 21) { /* entry 0, the top directory, moved down */
+		db_tamper_entry(db, t->rowid, 3, 9, NULL, 0);
+	} else if (k == 21) { /* entry 0, the top directory, moved down */
 		snprintf(buf, sizeof(buf), "%s/rootfs", t->topdir);
-		db_run(u->db, "UPDATE entries SET path = ?1 WHERE stage = ?2 AND seq = 0",
-		       (struct bindv[]){ BLOB(buf, strlen(buf)), INT(t->rowid) }, 2);
-		return;
+		db_tamper_entry(db, t->rowid, 0, -1, buf, strlen(buf));
+	} else {
+		size_t n = bad_entry(k, t, h, fx, buf, sizeof(buf), &what);
+		/* Entry 3 is old: everything newer would go first if
+		 * validation were lazy. */
+		db_tamper_entry(db, t->rowid, 3, -1, buf, n);
 	}
-	size_t n = bad_entry(k, t, h, fx, buf, sizeof(buf), &what);
-	/* Entry 3 is old: everything newer would go first if validation
-	 * were lazy. */
-	db_run(u->db, "UPDATE entries SET path = ?1 WHERE stage = ?2 AND seq = 3",
-	       (struct bindv[]){ BLOB(buf, n), INT(t->rowid) }, 2);
+	sqlite3_close(db);
 }
 
 static void test_tamper_entries(void **state)
@@ -1273,9 +1310,12 @@ static void test_tamper_entries(void **state)
 	struct fixture *fx = *state;
 	int failures = 0, n = 0;
 
-	for (int k = 0; k <= 21; k++) {
+	for (int k = 0; k < 22 + (int)ELEMENTSOF(batch_tampers); k++) {
 		char why[1024], buf[8192];
-		const char *what = k == 20 ? "kind 9" : k == 21 ? "entry 0 = TOP/rootfs" : NULL;
+		const char *what = k >= 22 ? batch_tampers[k - 22].what
+				 : k == 20 ? "kind 9"
+				 : k == 21 ? "entry 0 = TOP/rootfs"
+					   : NULL;
 		struct staged dummy = { .topdir = "x" };
 
 		if (!what)
@@ -1288,7 +1328,7 @@ static void test_tamper_entries(void **state)
 	}
 	say("case 4a: %d tampered entries (../x, /etc, a/../../x, a//b, ./a, empty, NUL inside, 300-byte "
 	    "component, TOP/.., another stage's top, a look-alike prefix, an absolute path, >4095 bytes, kind 9, "
-	    "entry 0 moved ...): %d with a removal or a wrong outcome",
+	    "entry 0 moved, batch rows that do not decode ...): %d with a removal or a wrong outcome",
 	    n, failures);
 	assert_int_equal(failures, 0);
 }
@@ -1437,8 +1477,9 @@ static void tamper_steal(const struct fixture *fx, const struct sub *u, const st
 	stale_stage(u->db, u->root, build_sample, fx->src, getpid(), &steal_v);
 	db_run(u->db, "UPDATE stages SET id = CAST(?1 AS BLOB), topdir = ?2 WHERE rowid = ?3",
 	       (struct bindv[]){ TXT(steal_v.id), TXT(steal_v.topdir), INT(t->rowid) }, 3);
-	db_run(u->db, "UPDATE entries SET path = CAST(?1 || substr(path, ?2) AS BLOB) WHERE stage = ?3",
-	       (struct bindv[]){ TXT(steal_v.topdir), INT((int64_t)strlen(t->topdir) + 1), INT(t->rowid) }, 3);
+	sqlite3 *db = db_open_raw(u->db);
+	db_reprefix_entries(db, t->rowid, strlen(t->topdir), steal_v.topdir);
+	sqlite3_close(db);
 }
 
 static void test_tamper_steal(void **state)

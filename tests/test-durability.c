@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "entries-db.h"
 #include "envfile.h"
 #include "helpers.h"
 #include "macro.h"
@@ -492,39 +493,43 @@ static void test_file_named_only_when_whole(void **state)
 	sl_store_close(s);
 }
 
+struct removed_check {
+	const char *root;
+	int present;
+};
+
+static void check_removed(const struct db_entry *e, void *userdata)
+{
+	struct removed_check *c = userdata;
+	char path[8192];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%.*s", c->root, (int)e->len, e->path);
+	if (e->state == 0) {
+		c->present++;
+		return;
+	}
+	if (lstat(path, &st) == 0)
+		fail_msg("entry %lld marked removed, but %s is still there", (long long)e->seq, path);
+}
+
 /* Checks the store against the disk: no entry of the stage is marked
  * removed while its path still exists. Returns how many entries are still
  * marked present. */
 static int assert_removed_means_gone(const struct sandbox *sb, const char *id)
 {
+	struct removed_check c = { .root = sb->root };
 	sqlite3 *db;
 	sqlite3_stmt *q;
-	int present = 0;
 
 	assert_int_equal(sqlite3_open_v2(sb->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db,
-					    "SELECT e.seq, e.path, e.state FROM entries e JOIN stages s ON e.stage = "
-					    "s.rowid "
-					    "WHERE s.id = ? ORDER BY e.seq",
-					    -1, &q, NULL),
-			 SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT rowid FROM stages WHERE id = ?", -1, &q, NULL), SQLITE_OK);
 	sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-	while (sqlite3_step(q) == SQLITE_ROW) {
-		char path[1024];
-		struct stat st;
-
-		snprintf(path, sizeof(path), "%s/%.*s", sb->root, sqlite3_column_bytes(q, 1),
-			 (const char *)sqlite3_column_blob(q, 1));
-		if (sqlite3_column_int(q, 2) == 0) {
-			present++;
-			continue;
-		}
-		if (lstat(path, &st) == 0)
-			fail_msg("entry %d marked removed, but %s is still there", sqlite3_column_int(q, 0), path);
-	}
+	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+	db_entries(db, sqlite3_column_int64(q, 0), check_removed, &c);
 	sqlite3_finalize(q);
 	sqlite3_close(db);
-	return present;
+	return c.present;
 }
 
 /* A removal that fails half-way marks removed exactly what is gone: the

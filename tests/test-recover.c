@@ -419,11 +419,14 @@ static void test_tampered_negative_seq(void **state)
 	snprintf(sql, sizeof(sql), "DELETE FROM entries WHERE stage = %lld AND seq = 0", (long long)rec.rowid);
 	exec_sql(fx, sql);
 	for (int i = 0; i < 130; i++) {
-		snprintf(sql, sizeof(sql), "INSERT INTO entries VALUES (%lld, %d, CAST('%s/x%d' AS BLOB), 2, 0)",
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO entries (stage, seq, path, kind, state) VALUES (%lld, %d, CAST('%s/x%d' AS "
+			 "BLOB), 2, 0)",
 			 (long long)rec.rowid, 1000 + i, rec.topdir, i);
 		exec_sql(fx, sql);
 	}
-	snprintf(sql, sizeof(sql), "INSERT INTO entries VALUES (%lld, -1, CAST('%s/..' AS BLOB), 1, 0)",
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO entries (stage, seq, path, kind, state) VALUES (%lld, -1, CAST('%s/..' AS BLOB), 1, 0)",
 		 (long long)rec.rowid, rec.topdir);
 	exec_sql(fx, sql);
 
