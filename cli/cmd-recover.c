@@ -32,18 +32,30 @@ static void show_progress(size_t done, size_t total, void *userdata)
 	cli_progress_show(userdata, "recovering %zu/%zu stages", done, total);
 }
 
+/* Whether the pass judged every stage in flight and finished each one
+ * itself: no root filter, and every stage it examined recovered or failed
+ * by it (none live, none claimed by another recoverer). Then the ones it
+ * failed are all the failed stages its scan saw, and the store need not
+ * be read again. A dry run finishes none. */
+static bool pass_saw_all(const struct sl_recover_options *opts, const struct sl_recover_report *rep)
+{
+	return !rep->dry_run && !opts->root && rep->examined == rep->n_recovered + rep->n_failed;
+}
+
 /*
  * Every stage that is failed now: the report's failures first (their
  * reasons are this pass's), then the ones the pass left alone (a live
  * lock, another root), so that a failed stage is never silent.
  */
-static int collect_failed(struct cli *cli, const struct sl_recover_report *rep, struct cli_failed_list *ret)
+static int collect_failed(struct cli *cli, const struct sl_recover_options *opts, const struct sl_recover_report *rep,
+			  struct cli_failed_list *ret)
 {
 	struct sl_error err = { 0 };
 	struct cli_failed_list now = { 0 };
 	int r;
 
-	r = cli->store ? sl_recover_list(cli->store, 0, NULL, cli_failed_add, &now, &err) : 0;
+	r = cli->store && !pass_saw_all(opts, rep) ? sl_recover_list(cli->store, 0, NULL, cli_failed_add, &now, &err)
+						   : 0;
 	if (r < 0) {
 		free(now.v);
 		return cli_fail(r, &err, "cannot list the failed stages");
@@ -299,14 +311,14 @@ static int run_pass(struct cli *cli, struct sl_recover_options *opts, struct sl_
 
 /* Prints what the pass did and every failed stage, and notes the outcome.
  * Returns an exit code: 1 while a failed stage remains. */
-static int report(struct cli *cli, const struct sl_recover_report *rep)
+static int report(struct cli *cli, const struct sl_recover_options *opts, const struct sl_recover_report *rep)
 {
 	_cleanup_(cli_failed_list_finish) struct cli_failed_list fl = { 0 };
 	int code;
 
 	/* A failed stage may still hold secrets: recovery is not done while
 	 * one remains, whether or not this pass touched it. */
-	code = collect_failed(cli, rep, &fl);
+	code = collect_failed(cli, opts, rep, &fl);
 	if (code == EX_OK) {
 		if (cli->json)
 			code = print_json(rep, &fl);
@@ -339,6 +351,6 @@ int cmd_recover(struct cli *cli, int argc, char **argv)
 	if (code == EX_OK)
 		code = run_pass(cli, &a.opts, &rep);
 	if (code == EX_OK)
-		code = report(cli, &rep);
+		code = report(cli, &a.opts, &rep);
 	return code;
 }

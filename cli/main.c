@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "cli.h"
+/* The program alone sets SQLite's process-wide settings. */
+#include "store-private.h"
 
 static const struct cli_command commands[] = {
 	{ "stage", cmd_stage, "stage an OCI bundle and leave it ready" },
@@ -253,6 +255,7 @@ int main(int argc, char **argv)
 	enum cli_stop stop;
 	int code;
 
+	store_tune_process();
 	cli_signals_init();
 	cli_save_argv(argc, argv);
 	code = parse_global_options(&cli, argc, argv, &stop);

@@ -16,7 +16,7 @@
 #define CLAIM_BATCH 256
 
 /* The first capacity of the candidate list, doubled as it fills. */
-#define CANDIDATES_FIRST_CAP 64
+#define CANDIDATES_FIRST_CAP 4
 
 /* A claimed stage: the state recovery moves a stage from. */
 #define FROM_RECOVERING (1u << SL_STATE_RECOVERING)
@@ -38,7 +38,11 @@ struct scan {
 	bool have_root_id;
 	struct fileid root_id;
 	struct sl_recover_report *report;
-	const struct liveness_self *here;
+	/* This process's boot and pid namespace, read at the first record:
+	 * a pass over an empty store reads nothing of /proc. */
+	struct liveness_self here;
+	bool here_known;
+	int here_error;
 	struct candidates c;
 };
 
@@ -95,7 +99,13 @@ static int scan_one(const struct store_record *rec, void *userdata)
 	if (sc->root && !root_filter_matches(sc, rec))
 		return 0;
 	sc->report->examined++;
-	l = liveness_of(sc->here, rec);
+	if (!sc->here_known) {
+		sc->here_error = liveness_self_init(&sc->here);
+		if (sc->here_error < 0)
+			return sc->here_error;
+		sc->here_known = true;
+	}
+	l = liveness_of(&sc->here, rec);
 	if (l != LIVENESS_STALE && !forced(sc->opts, rec->id))
 		return push_id(&sc->report->live, &sc->report->n_live, rec->id);
 	if (sc->c.n == sc->c.cap) {
@@ -170,6 +180,8 @@ static int find_candidates(struct sl_store *store, struct scan *sc, char root[PA
 			return r;
 	}
 	r = store_stage_foreach(store, false, NULL, scan_one, sc, reterr);
+	if (r < 0 && sc->here_error < 0)
+		return sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
 	return r == -ENOMEM ? sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM)) : r;
 }
 
@@ -213,22 +225,15 @@ static int claim_and_remove(struct sl_store *store, struct scan *sc, const struc
 int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts, struct sl_recover_report *report,
 		   struct sl_error *reterr)
 {
-	struct proc_owner me;
-	struct liveness_self here;
+	struct proc_owner me = { 0 };
 	char root[PATH_MAX];
-	struct scan sc = { .opts = opts, .report = report, .here = &here };
+	struct scan sc = { .opts = opts, .report = report };
 	int r;
 
 	if (!store || !report)
 		return sl_err(reterr, -EINVAL, "cannot recover: missing argument");
 	memset(report, 0, sizeof(*report));
 	report->dry_run = opts && opts->dry_run;
-	r = liveness_self_init(&here);
-	if (r == 0)
-		r = proc_identity(0, &me);
-	if (r < 0)
-		return sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
-
 	r = find_candidates(store, &sc, root, reterr);
 	if (r == 0 && report->dry_run) {
 		for (size_t i = 0; i < sc.c.n && r == 0; i++)
@@ -236,9 +241,12 @@ int sl_recover_run(struct sl_store *store, const struct sl_recover_options *opts
 		if (r < 0)
 			sl_err(reterr, r, "cannot recover: %s", strerror(-r));
 	} else if (r == 0) {
-		/* Nothing is claimed that could not then be removed. */
+		/* Nothing is claimed that could not then be removed, nor
+		 * without this process's identity, which a claim records. */
 		if (sc.c.n > 0)
 			r = stage_reserve_fds("recover", reterr);
+		if (r == 0 && sc.c.n > 0 && (r = proc_identity(0, &me)) < 0)
+			r = sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
 		/* A pass that found nothing writes and syncs nothing; the
 		 * WAL's length is the store's business when it closes. */
 		if (r == 0)

@@ -185,6 +185,12 @@ int store_cached(struct sl_store *s, enum cached_sql id, sqlite3_stmt **ret)
 	return 0;
 }
 
+void store_tune_process(void)
+{
+	/* Before SQLite is initialised; an error (it was) changes nothing. */
+	(void)sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
+}
+
 const char *sl_store_sqlite_version(void)
 {
 	return sqlite3_libversion();

@@ -186,6 +186,26 @@ static void test_concurrent_stage_release_recover(void **state)
 	assert_int_equal(rep.n_failed, 0);
 	assert_int_equal(rep.n_live, 0);
 	sl_recover_report_finish(&rep);
+	if (count_entries(fx->sb.root) != 0) {
+		/* What was left, and the records, for whoever reads the log. */
+		char *left = tree_snapshot(fx->sb.root, false);
+		printf("left in the staging root after the last recovery:\n%s\n", left);
+		free(left);
+		sqlite3 *d;
+		sqlite3_stmt *q;
+		assert_int_equal(sqlite3_open(fx->sb.db, &d), SQLITE_OK);
+		assert_int_equal(sqlite3_prepare_v2(d,
+						    "SELECT id, state, owner_pid, claim_pid, ino, reason FROM stages "
+						    "WHERE state NOT IN (3, 6)",
+						    -1, &q, NULL),
+				 SQLITE_OK);
+		while (sqlite3_step(q) == SQLITE_ROW)
+			printf("record %s state %d owner %d claimer %d ino %lld reason %s\n", sqlite3_column_text(q, 0),
+			       sqlite3_column_int(q, 1), sqlite3_column_int(q, 2), sqlite3_column_int(q, 3),
+			       (long long)sqlite3_column_int64(q, 4), (const char *)sqlite3_column_text(q, 5));
+		sqlite3_finalize(q);
+		sqlite3_close(d);
+	}
 	assert_int_equal(count_entries(fx->sb.root), 0);
 
 	sqlite3 *db;

@@ -1285,6 +1285,33 @@ class TestFailedIsLoud(Base):
             os.close(fd)
         self.assertTrue(os.path.isdir(path))
 
+    def test_recover_elsewhere_reports_failed_stage(self):
+        # A pass under another root examines nothing; the failed stage
+        # under this one still makes it exit 1.
+        stage_id, path = self.make_failed()
+        other = os.path.join(self.shm, "other")
+        doc = self.slj("recover", "--root", other, code=1)
+        self.assertEqual(doc["examined"], 0)
+        self.assertEqual([f["id"] for f in doc["failed"]], [stage_id])
+        self.assertTrue(os.path.isdir(path))
+
+    def test_dry_run_reports_stale_failed_stage(self):
+        # Stale (its owner, the stagelog process itself, has exited) and
+        # failed: a dry run would retry it, and it is still failed.
+        p = subprocess.run(["sh", "-c", 'exec "$@" --owner $$', "sh", STAGELOG, "--db", self.db, "stage",
+                            "--root", self.root, "--bundle", self.bundle, "--label", "gw"],
+                           capture_output=True, text=True, env=self.env, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        stage_id, path = p.stdout.rstrip("\n").split("\t")
+        db = sqlite3.connect(self.db)
+        db.execute("UPDATE stages SET state = 7, reason = 'x' WHERE id = ?", (stage_id,))
+        db.commit()
+        db.close()
+        doc = self.slj("recover", "--dry-run", code=1)
+        self.assertEqual(doc["recovered"], [stage_id])
+        self.assertEqual([f["id"] for f in doc["failed"]], [stage_id])
+        self.assertTrue(os.path.isdir(path))
+
     def test_check_reports_failed_stages(self):
         stage_id, path = self.make_failed()
         other, other_path = self.stage(label="ok")
