@@ -193,7 +193,7 @@ int sl_recover_check(struct sl_store *store, const char *const *roots, size_t n_
 	r = store_quick_check(store, report->integrity, sizeof(report->integrity), reterr);
 	if (r < 0)
 		return r;
-	r = store_stage_foreach(store, false, NULL, check_root_of, report, reterr);
+	r = store_stage_scan(store, check_root_of, report, reterr);
 	if (r < 0)
 		return r == -ENOMEM ? sl_err(reterr, r, "cannot check: %s", strerror(ENOMEM)) : r;
 	/* Orphans are judged by the store: a store that is not sound cannot

@@ -179,7 +179,7 @@ static int find_candidates(struct sl_store *store, struct scan *sc, char root[PA
 		if (r < 0)
 			return r;
 	}
-	r = store_stage_foreach(store, false, NULL, scan_one, sc, reterr);
+	r = store_stage_scan(store, scan_one, sc, reterr);
 	if (r < 0 && sc->here_error < 0)
 		return sl_err(reterr, r, "cannot recover: reading this process's identity: %s", strerror(-r));
 	return r == -ENOMEM ? sl_err(reterr, r, "cannot recover: %s", strerror(ENOMEM)) : r;

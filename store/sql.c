@@ -164,6 +164,8 @@ const char *store_cached_text(enum cached_sql id)
 				  "ORDER BY seq DESC LIMIT " STRINGIFY(STORE_PAGE_ENTRIES),
 		[SQL_LIST_IN_FLIGHT] = LIST_SQL(IN_FLIGHT_SQL " AND "),
 		[SQL_LIST_ALL] = LIST_SQL(""),
+		[SQL_IN_FLIGHT_ROWIDS] = "SELECT rowid FROM stages WHERE " IN_FLIGHT_SQL " ORDER BY rowid",
+		[SQL_GET_ROWID] = "SELECT " STAGE_COLUMNS " FROM stages s WHERE s.rowid = ?",
 	};
 
 	assert(id < SQL_COUNT_);

@@ -93,7 +93,7 @@ int store_stage_get(struct sl_store *s, const char *id, struct store_record *rec
 
 int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct store_record *rec, struct sl_error *reterr)
 {
-	return get_one(s, "SELECT " STAGE_COLUMNS " FROM stages s WHERE s.rowid = ?", NULL, rowid, rec, reterr);
+	return get_one(s, store_cached_text(SQL_GET_ROWID), NULL, rowid, rec, reterr);
 }
 
 int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[STORE_ID_LEN + 1],
@@ -136,31 +136,59 @@ int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[STO
 	return 0;
 }
 
-int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
-			struct sl_error *reterr)
+/* Takes the kept statement id, or, when a caller is stepping it (a nested
+ * listing), prepares one of its own into *own. */
+static int take_statement(struct sl_store *s, enum cached_sql id, sqlite3_stmt **own, sqlite3_stmt **ret)
 {
-	_cleanup_(sqlite3_finalizep) sqlite3_stmt *own = NULL;
-	enum cached_sql id = all ? SQL_LIST_ALL : SQL_LIST_IN_FLIGHT;
-	sqlite3_stmt *st = NULL;
+	int r;
+
+	if (!(s->cached[id] && sqlite3_stmt_busy(s->cached[id])))
+		return store_cached(s, id, ret);
+	r = store_prepare(s, store_cached_text(id), own);
+	*ret = *own;
+	return r;
+}
+
+/* Reads the record of a listed rowid with the kept statement. The listing
+ * is still stepping, so the read sees its snapshot: the row is there. */
+static int read_listed(struct sl_store *s, int64_t rowid, struct store_record *rec, struct sl_error *reterr)
+{
+	sqlite3_stmt *st;
 	int r, rc;
 
-	/* The kept statement, unless a caller lists again from inside fn
-	 * while it is stepping: then this listing gets its own. `recover`
-	 * lists twice (its scan, then the failed stages) and parses once. */
-	r = s->cached[id] && sqlite3_stmt_busy(s->cached[id]) ? store_prepare(s, store_cached_text(id), &own)
-							      : store_cached(s, id, &st);
+	r = store_cached(s, SQL_GET_ROWID, &st);
 	if (r < 0)
 		return store_err(reterr, r, "cannot list stages");
-	if (own)
-		st = own;
-	if (label)
-		sqlite3_bind_text(st, 1, label, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 1, rowid);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		read_record(st, rec);
+	else
+		r = store_fail(s, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, reterr, "cannot list stages");
+	sqlite3_reset(st);
+	return r;
+}
+
+/* Steps the listing st and calls fn with each stage's record: read from
+ * the row (a record's columns, then its entry count) or, when by_rowid,
+ * by the one rowid the row holds. */
+static int step_listing(struct sl_store *s, sqlite3_stmt *st, bool by_rowid, store_stage_fn fn, void *userdata,
+			struct sl_error *reterr)
+{
+	int r = 0, rc;
+
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_record rec;
 
-		read_record(st, &rec);
-		rec.entries = sqlite3_column_int64(st, STAGE_NCOLUMNS);
-		r = fn(&rec, userdata);
+		if (by_rowid) {
+			r = read_listed(s, sqlite3_column_int64(st, 0), &rec, reterr);
+			rec.entries = -1;
+		} else {
+			read_record(st, &rec);
+			rec.entries = sqlite3_column_int64(st, STAGE_NCOLUMNS);
+		}
+		if (r == 0)
+			r = fn(&rec, userdata);
 		if (r < 0)
 			break;
 	}
@@ -169,6 +197,35 @@ int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_s
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return r < 0 ? r : 0;
+}
+
+int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
+			struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *own = NULL;
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	/* The kept statement, unless a caller lists again from inside fn
+	 * while it is stepping: then this listing gets its own. */
+	r = take_statement(s, all ? SQL_LIST_ALL : SQL_LIST_IN_FLIGHT, &own, &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot list stages");
+	if (label)
+		sqlite3_bind_text(st, 1, label, -1, SQLITE_STATIC);
+	return step_listing(s, st, false, fn, userdata, reterr);
+}
+
+int store_stage_scan(struct sl_store *s, store_stage_fn fn, void *userdata, struct sl_error *reterr)
+{
+	_cleanup_(sqlite3_finalizep) sqlite3_stmt *own = NULL;
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	r = take_statement(s, SQL_IN_FLIGHT_ROWIDS, &own, &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot list stages");
+	return step_listing(s, st, true, fn, userdata, reterr);
 }
 
 int store_roots_foreach(struct sl_store *s, int (*fn)(const char *root, void *userdata), void *userdata,

@@ -179,6 +179,17 @@ typedef int (*store_stage_fn)(const struct store_record *rec, void *userdata);
 HIDDEN int store_stage_foreach(struct sl_store *s, bool all, const char *label, store_stage_fn fn, void *userdata,
 			       struct sl_error *reterr);
 
+/*
+ * Calls fn for each in-flight stage, oldest first, as store_stage_foreach()
+ * does but without entry counts (rec->entries is -1): recover's and
+ * check's scan. It lists rowids, then reads each record by its rowid; the
+ * listing of every column with the count costs SQLite about six times as
+ * much to prepare (each result column gets its names and origin), which
+ * a pass that finds nothing would pay for nothing. Both statements read
+ * one snapshot.
+ */
+HIDDEN int store_stage_scan(struct sl_store *s, store_stage_fn fn, void *userdata, struct sl_error *reterr);
+
 /* Deletes the records (and entries) of finished stages updated at or
  * before cutoff_ms, in batches of short transactions, except published
  * ones: their destination is how check tells a published tree from an

@@ -505,6 +505,74 @@ static void test_list_nested_and_again(void **state)
 	assert_int_equal(k, 3);
 }
 
+struct scan_seen {
+	struct fixture *fx;
+	const char *finish; /* the stage another connection finishes mid-scan */
+	char ids[4][STORE_ID_LEN + 1];
+	enum sl_state states[4];
+	int64_t entries[4];
+	int n, inner;
+};
+
+static int count_scan_cb(const struct store_record *rec, void *userdata)
+{
+	(void)rec;
+	(*(int *)userdata)++;
+	return 0;
+}
+
+/* Keeps what the scan read; at the first stage, scans again from inside
+ * and lets another connection finish a later stage. */
+static int scan_seen_cb(const struct store_record *rec, void *userdata)
+{
+	struct scan_seen *s = userdata;
+	char sql[200];
+
+	if (s->n == 4)
+		return -E2BIG;
+	memcpy(s->ids[s->n], rec->id, sizeof(s->ids[0]));
+	s->states[s->n] = rec->state;
+	s->entries[s->n] = rec->entries;
+	if (s->n++ == 0 && s->finish) {
+		if (store_stage_scan(s->fx->store, count_scan_cb, &s->inner, NULL) < 0)
+			return -EIO;
+		snprintf(sql, sizeof(sql), "UPDATE stages SET state = %d WHERE id = '%s'", SL_STATE_RELEASED,
+			 s->finish);
+		exec_sql(s->fx, sql);
+	}
+	return 0;
+}
+
+/* recover's and check's scan: in-flight stages only, oldest first, no
+ * entry counts, a scan inside a scan sees them all, and each record is
+ * read from the listing's snapshot: a stage another process finishes
+ * while the scan runs is read as it was listed. */
+static void test_scan_one_snapshot(void **state)
+{
+	struct fixture *fx = *state;
+	char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1], c[STORE_ID_LEN + 1], sql[200];
+	struct scan_seen s = { .fx = fx, .finish = c };
+
+	make_stage(fx, a, NULL, false);
+	make_stage(fx, b, NULL, false);
+	make_stage(fx, c, NULL, false);
+	snprintf(sql, sizeof(sql), "UPDATE stages SET state = %d WHERE id = '%s'", SL_STATE_RELEASED, b);
+	exec_sql(fx, sql);
+	assert_int_equal(store_stage_scan(fx->store, scan_seen_cb, &s, NULL), 0);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.ids[0], a);
+	assert_string_equal(s.ids[1], c);
+	assert_int_equal(s.states[0], SL_STATE_READY);
+	assert_int_equal(s.states[1], SL_STATE_READY);
+	assert_int_equal(s.entries[0], -1);
+	assert_int_equal(s.inner, 2);
+	/* The next scan sees the finished stage gone from the list. */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(store_stage_scan(fx->store, scan_seen_cb, &s, NULL), 0);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.ids[0], a);
+}
+
 /* The old names of 0.1.0's development still answer, as their new ones. */
 static void test_old_names(void **state)
 {
@@ -730,6 +798,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_recoverers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_gc_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_nested_and_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_one_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_every_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampered_negative_seq, setup, teardown),
