@@ -8,25 +8,17 @@
 #include <string.h>
 
 #include "cli.h"
-
-static int note_where(const struct sl_stage_info *info, void *userdata)
-{
-	struct cli_where *w = userdata;
-
-	snprintf(w->label, sizeof(w->label), "%s", info->label);
-	snprintf(w->path, sizeof(w->path), "%s", info->path);
-	return 0;
-}
+#include "recover-private.h"
 
 int cli_stage_where(struct cli *cli, const char *id, struct cli_where *ret)
 {
-	struct sl_error err = { 0 };
-	int r;
+	int r = recover_stage_where(cli->store, id, ret->label, ret->path, sizeof(ret->path), NULL);
 
-	snprintf(ret->label, sizeof(ret->label), "?");
-	snprintf(ret->path, sizeof(ret->path), "?");
-	r = sl_recover_show(cli->store, id, note_where, NULL, ret, &err);
-	return r < 0 ? r : 0;
+	if (r < 0) {
+		snprintf(ret->label, sizeof(ret->label), "?");
+		snprintf(ret->path, sizeof(ret->path), "?");
+	}
+	return r;
 }
 
 void cli_fput_where(FILE *f, const char *id, const struct cli_where *w)

@@ -30,4 +30,12 @@ HIDDEN int liveness_self_init(struct liveness_self *h);
  * owner and the top directory's lock. */
 HIDDEN enum liveness liveness_of(const struct liveness_self *h, const struct store_record *rec);
 
+/* ROOT/TOPDIR of any record, and its NUL. */
+#define STAGE_PATH_SIZE (sizeof(((struct store_record *)0)->root) + sizeof(((struct store_record *)0)->topdir))
+
+/* The label and path of the stage with full id `id`, read without its
+ * entries or liveness: how the program names a stage in a line. */
+HIDDEN int recover_stage_where(struct sl_store *store, const char *id, char label[LABEL_MAX + 1], char *path,
+			       size_t path_size, struct sl_error *reterr);
+
 #endif

@@ -14,10 +14,28 @@ struct list_ctx {
 	void *userdata;
 };
 
+/* A stage's path: ROOT/TOPDIR. */
+static void record_path(const struct store_record *rec, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s", strcmp(rec->root, "/") ? rec->root : "", rec->topdir);
+}
+
+int recover_stage_where(struct sl_store *store, const char *id, char label[LABEL_MAX + 1], char *path, size_t path_size,
+			struct sl_error *reterr)
+{
+	struct store_record rec;
+	int r = store_stage_name(store, id, &rec, reterr);
+
+	if (r < 0)
+		return r;
+	snprintf(label, LABEL_MAX + 1, "%s", rec.label);
+	record_path(&rec, path, path_size);
+	return 0;
+}
+
 static int emit(struct list_ctx *c, const struct store_record *rec)
 {
-	/* ROOT/TOPDIR, and its NUL. */
-	char path[sizeof(rec->root) + sizeof(rec->topdir)];
+	char path[STAGE_PATH_SIZE];
 	struct sl_stage_info info = {
 		.id = rec->id,
 		.label = rec->label,
@@ -32,7 +50,7 @@ static int emit(struct list_ctx *c, const struct store_record *rec)
 		.reason = rec->reason,
 	};
 
-	snprintf(path, sizeof(path), "%s/%s", strcmp(rec->root, "/") ? rec->root : "", rec->topdir);
+	record_path(rec, path, sizeof(path));
 	/* A finished stage has no owner to speak of; an in-flight one is
 	 * live when recovery would leave it alone. */
 	info.owner_alive = sl_store_state_in_flight(rec->state) && liveness_of(&c->here, rec) != LIVENESS_STALE;

@@ -166,6 +166,7 @@ const char *store_cached_text(enum cached_sql id)
 		[SQL_LIST_ALL] = LIST_SQL(""),
 		[SQL_IN_FLIGHT_ROWIDS] = "SELECT rowid FROM stages WHERE " IN_FLIGHT_SQL " ORDER BY rowid",
 		[SQL_GET_ROWID] = "SELECT " STAGE_COLUMNS " FROM stages s WHERE s.rowid = ?",
+		[SQL_NAME] = "SELECT label, root, topdir FROM stages WHERE id = ?",
 	};
 
 	assert(id < SQL_COUNT_);

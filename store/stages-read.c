@@ -96,6 +96,31 @@ int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct store_record
 	return get_one(s, store_cached_text(SQL_GET_ROWID), NULL, rowid, rec, reterr);
 }
 
+int store_stage_name(struct sl_store *s, const char *id, struct store_record *rec, struct sl_error *reterr)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = store_cached(s, SQL_NAME, &st);
+	if (r < 0)
+		return store_err(reterr, r, "cannot read stage");
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memset(rec, 0, sizeof(*rec));
+		snprintf(rec->id, sizeof(rec->id), "%s", id);
+		COPY_COLUMN(rec->label, st, 0);
+		COPY_BLOB_COLUMN(rec->root, st, 1);
+		COPY_COLUMN(rec->topdir, st, 2);
+	} else {
+		r = rc == SQLITE_DONE ? sl_err(reterr, -ENOENT, "no such stage")
+				      : store_fail(s, rc, reterr, "cannot read stage");
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
 int store_resolve_prefix(struct sl_store *s, const char *prefix, char ret_id[STORE_ID_LEN + 1],
 			 char (*cand)[STORE_ID_LEN + 1], size_t ncand, size_t *ret_ncand, struct sl_error *reterr)
 {

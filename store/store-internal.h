@@ -149,6 +149,7 @@ enum cached_sql {
 	SQL_LIST_ALL,
 	SQL_IN_FLIGHT_ROWIDS,
 	SQL_GET_ROWID,
+	SQL_NAME,
 	SQL_COUNT_
 };
 

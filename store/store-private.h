@@ -162,6 +162,9 @@ HIDDEN int store_entries_page(struct sl_store *s, int64_t rowid, bool descending
 /* Fills rec from the stage whose id is exactly `id`; -ENOENT if none. */
 HIDDEN int store_stage_get(struct sl_store *s, const char *id, struct store_record *rec, struct sl_error *reterr);
 HIDDEN int store_stage_get_rowid(struct sl_store *s, int64_t rowid, struct store_record *rec, struct sl_error *reterr);
+/* Fills only rec's id, label, root and topdir, for naming the stage to a
+ * person: a statement of three columns, kept for the next. */
+HIDDEN int store_stage_name(struct sl_store *s, const char *id, struct store_record *rec, struct sl_error *reterr);
 
 /*
  * Resolves an id prefix (4 to STORE_ID_LEN lowercase hex digits, else -EINVAL)
