@@ -207,7 +207,8 @@ HIDDEN int store_stage_delete(struct sl_store *s, int64_t rowid, struct sl_error
  * main(): SQLite's process-wide settings, which the library leaves to the
  * program that links it. Each page cache starts without SQLite's bulk
  * allocation of 20 pages, which a short-lived process touches (about 17
- * page faults) and mostly never uses.
+ * page faults) and mostly never uses; and SQLite keeps no count of the
+ * memory it holds (a global mutex around every malloc and free).
  */
 HIDDEN void store_tune_process(void);
 
