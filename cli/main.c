@@ -248,6 +248,8 @@ static int finish(const struct cli *cli, int code)
 	return code;
 }
 
+static char stderr_buf[BUFSIZ];
+
 int main(int argc, char **argv)
 {
 	struct cli cli = { 0 };
@@ -255,6 +257,11 @@ int main(int argc, char **argv)
 	enum cli_stop stop;
 	int code;
 
+	/* Each line of stderr leaves in one write(2), not a byte at a time
+	 * (stderr is unbuffered, and an escaped path is written a character
+	 * at a time): a diagnostic reaches a pipe or the journal whole, and is
+	 * not torn by another process writing to the same one. */
+	setvbuf(stderr, stderr_buf, _IOLBF, sizeof(stderr_buf));
 	store_tune_process();
 	cli_signals_init();
 	cli_save_argv(argc, argv);

@@ -59,7 +59,9 @@ void cli_progress_end(struct cli_progress *p)
 {
 	/* Erased, so that what follows (a diagnostic, the shell's prompt)
 	 * starts on a clean line. */
-	if (p->shown)
+	if (p->shown) {
 		fputs("\r\033[K", stderr);
+		fflush(stderr);
+	}
 	p->shown = false;
 }

@@ -1680,7 +1680,7 @@ static int bench13(void)
 	io_init(&io, 13);
 	make_small_bundle(io.pkg);
 	return recover_vs_rm(13, &io, "the bundle of bench 10 (122 paths: 10 folders x (10 files + 1 symlink))",
-			     "recover 1 stale 122-path stage vs rm -rf", runs(41), 2.0);
+			     "recover 1 stale 122-path stage vs rm -rf", runs(201), 2.0);
 }
 
 /* 14: `stagelog recover` with nothing to do against `stagelog --version`. */
@@ -1690,7 +1690,7 @@ static int bench14(void)
 	char *pa[] = { (char *)stagelog, "--db", db, "recover", NULL };
 	char *pb[] = { (char *)stagelog, "--version", NULL };
 	struct series a = { 0 }, b = { 0 };
-	int n = runs(41);
+	int n = runs(201);
 
 	header(14, "`stagelog recover` on an empty store vs `stagelog --version` (processes)");
 	pjoin(db, disk_base, "b14.db");

@@ -1246,6 +1246,61 @@ class TestDefaultRoot(Base):
             shutil.rmtree(home, ignore_errors=True)
 
 
+class TestLinesWhole(Base):
+    """Each line stagelog writes to stderr leaves in one write(2): a
+    diagnostic reaches a pipe or the journal whole, and another process
+    writing to the same one cannot tear it (stderr is unbuffered by
+    default, and an escaped path goes out a character at a time)."""
+
+    def setUp(self):
+        super().setUp()
+        if not shutil.which("strace"):
+            self.skipTest("strace is not installed (./dev installs it)")
+
+    def stderr_writes(self, *args, code):
+        out = os.path.join(self.tmp, "strace.out")
+        argv = ["strace", "-f", "-qq", "-xx", "-s", "4096", "-o", out, "-e", "trace=write,writev",
+                STAGELOG, "--db", self.db] + list(args)
+        env = dict(self.env, ASAN_OPTIONS=(os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":"))
+        p = subprocess.run(argv, capture_output=True, env=env, timeout=120)
+        self.assertEqual(p.returncode, code, p.stderr)
+        writes = []
+        with open(out) as f:
+            for line in f:
+                m = re.search(r'write\(2, "((?:\\x[0-9a-f]{2})*)"', line)
+                if m:
+                    writes.append(bytes.fromhex(m.group(1).replace("\\x", "")))
+        # strace's own lines go to its -o file: stderr is stagelog's alone.
+        self.assertEqual(b"".join(writes), p.stderr)
+        return writes
+
+    def test_failed_stage_line_whole(self):
+        # A path that needs escaping, a label and a reason: the line of a
+        # failed stage is several writes' worth of pieces.
+        stage_id, path = self.stage(label="gw")
+        db = sqlite3.connect(self.db)
+        db.execute("UPDATE stages SET state = 7, reason = 'cannot remove: a\tb: mount in the way' "
+                   "WHERE id = ?", (stage_id,))
+        db.commit()
+        db.close()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            writes = self.stderr_writes("recover", code=1)
+        finally:
+            os.close(fd)
+        want = ("stagelog: failed %s gw %s: cannot remove: a\\tb: mount in the way\n" % (stage_id, path)).encode()
+        self.assertIn(want, writes)
+        for w in writes:
+            self.assertTrue(w.endswith(b"\n") and w.count(b"\n") == 1, writes)
+
+    def test_usage_error_whole(self):
+        writes = self.stderr_writes("show", "bad\x01id", code=64)
+        self.assertGreaterEqual(len(writes), 1)
+        for w in writes:
+            self.assertTrue(w.endswith(b"\n") and w.count(b"\n") == 1, writes)
+
+
 class TestFailedIsLoud(Base):
     """A failed stage may still hold secrets: recover and check say so and
     exit 1 while one remains, whether or not a pass touched it."""
