@@ -112,6 +112,15 @@ class Base(unittest.TestCase):
             db.execute("DELETE FROM stages WHERE rowid = ?", (rowid,))
         db.close()
 
+    def make_failed(self, label="gw", reason="cannot remove: rootfs: mount in the way"):
+        """A stage left failed, as a pass that could not remove it leaves it."""
+        stage_id, path = self.stage(label=label)
+        db = sqlite3.connect(self.db)
+        db.execute("UPDATE stages SET state = 7, reason = ? WHERE id = ?", (reason, stage_id))
+        db.commit()
+        db.close()
+        return stage_id, path
+
     def one_line_error(self, p):
         self.assertEqual(p.stderr.count("\n"), 1, p.stderr)
         self.assertTrue(p.stderr.startswith("stagelog: "), p.stderr)
@@ -1277,12 +1286,7 @@ class TestLinesWhole(Base):
     def test_failed_stage_line_whole(self):
         # A path that needs escaping, a label and a reason: the line of a
         # failed stage is several writes' worth of pieces.
-        stage_id, path = self.stage(label="gw")
-        db = sqlite3.connect(self.db)
-        db.execute("UPDATE stages SET state = 7, reason = 'cannot remove: a\tb: mount in the way' "
-                   "WHERE id = ?", (stage_id,))
-        db.commit()
-        db.close()
+        stage_id, path = self.make_failed(reason="cannot remove: a\tb: mount in the way")
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -1304,15 +1308,6 @@ class TestLinesWhole(Base):
 class TestFailedIsLoud(Base):
     """A failed stage may still hold secrets: recover and check say so and
     exit 1 while one remains, whether or not a pass touched it."""
-
-    def make_failed(self, label="gw"):
-        stage_id, path = self.stage(label=label)
-        db = sqlite3.connect(self.db)
-        db.execute("UPDATE stages SET state = 7, reason = 'cannot remove: rootfs: mount in the way' "
-                   "WHERE id = ?", (stage_id,))
-        db.commit()
-        db.close()
-        return stage_id, path
 
     def locked(self, path):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
