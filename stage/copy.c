@@ -294,30 +294,41 @@ static int refuse_special(struct copy *c)
 	return copy_fail(c, -EBADMSG, "a device node, FIFO or socket; only directories, files and symlinks are copied");
 }
 
+/* The kind of what sb describes, STORE_KIND_BAD for what is never
+ * copied. */
+static enum store_kind kind_of(const struct stat *sb)
+{
+	return S_ISDIR(sb->st_mode) ? STORE_KIND_DIR
+	     : S_ISREG(sb->st_mode) ? STORE_KIND_FILE
+	     : S_ISLNK(sb->st_mode) ? STORE_KIND_SYMLINK
+				    : STORE_KIND_BAD;
+}
+
 /* The kind a source entry is logged as: getdents' type, or fstatat's
  * where the filesystem gives none. */
 static int log_kind(struct copy *c, int dfd, const struct dirent *de, enum store_kind *ret_kind)
 {
-	unsigned char type = de->d_type;
 	struct stat sb;
 
-	if (type == DT_UNKNOWN) {
+	switch (de->d_type) {
+	case DT_DIR:
+		*ret_kind = STORE_KIND_DIR;
+		break;
+	case DT_REG:
+		*ret_kind = STORE_KIND_FILE;
+		break;
+	case DT_LNK:
+		*ret_kind = STORE_KIND_SYMLINK;
+		break;
+	case DT_UNKNOWN:
 		if (fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			return copy_fail(c, negerrno(), NULL);
-		type = S_ISDIR(sb.st_mode) ? DT_DIR
-		     : S_ISREG(sb.st_mode) ? DT_REG
-		     : S_ISLNK(sb.st_mode) ? DT_LNK
-					   : DT_UNKNOWN;
+		*ret_kind = kind_of(&sb);
+		break;
+	default:
+		*ret_kind = STORE_KIND_BAD;
 	}
-	if (type == DT_DIR)
-		*ret_kind = STORE_KIND_DIR;
-	else if (type == DT_REG)
-		*ret_kind = STORE_KIND_FILE;
-	else if (type == DT_LNK)
-		*ret_kind = STORE_KIND_SYMLINK;
-	else
-		return refuse_special(c);
-	return 0;
+	return *ret_kind == STORE_KIND_BAD ? refuse_special(c) : 0;
 }
 
 /* Opens directory name in dfd for the logging walk, never through a
@@ -464,15 +475,6 @@ static int next_name(struct copy *c, struct copy_frame *f, const char **ret_name
 	return 1;
 }
 
-/* The kind of what sb describes, 0 for what is never copied. */
-static unsigned kind_of(const struct stat *sb)
-{
-	return S_ISDIR(sb->st_mode) ? STORE_KIND_DIR
-	     : S_ISREG(sb->st_mode) ? STORE_KIND_FILE
-	     : S_ISLNK(sb->st_mode) ? STORE_KIND_SYMLINK
-				    : 0;
-}
-
 /* The copy walk: every frame's source directory read to its end (from the
  * listing, or again), depth first, each name copied by copy_name(). A name
  * whose kind changed since it was logged is refused: the listing's next
@@ -505,7 +507,7 @@ static int copy_walk(struct copy *c)
 			return r;
 		if (fstatat(dirfd(f->src), name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			return copy_fail(c, negerrno(), NULL);
-		if (kind != 0 && kind != kind_of(&sb))
+		if (kind != STORE_KIND_BAD && kind != kind_of(&sb))
 			return copy_fail(c, -EBADMSG, "changed while it was copied; refused");
 		r = copy_name(c, f, name, &sb);
 		if (r < 0)

@@ -41,12 +41,16 @@ static int setup(void **state)
 	return 0;
 }
 
+/* The listing's bound as the library starts with it, for the teardown to
+ * put back after a test that lowers it. */
+static size_t default_copy_list_max;
+
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
 	memset(&fault_seam, 0, sizeof(fault_seam));
 	stage_open_beneath_force_fallback(false);
-	stage_copy_list_max = (size_t)256 * 1024;
+	stage_copy_list_max = default_copy_list_max;
 	sl_store_close(fx->store);
 	sandbox_finish(&fx->sb);
 	free(fx);
@@ -845,5 +849,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_undo_readonly_fifo_hardlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_top_replaced, setup, teardown),
 	};
+	default_copy_list_max = stage_copy_list_max;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
