@@ -27,7 +27,8 @@ HIDDEN int fd_fileid(int fd, struct fileid *ret);
 
 /*
  * Checks that n (at most FD_RESERVE_MAX) more descriptors can be open at
- * once, by opening them and closing them again. When they cannot, the soft
+ * once: the n highest numbers below the soft limit are free (one poll), or
+ * else by opening them and closing them again. When they cannot, the soft
  * RLIMIT_NOFILE is raised toward the hard limit, by as much as is missing
  * and no more (a process that execs another program after this should give
  * it back its own soft limit). Returns 0, or -EMFILE (-ENFILE) when even the

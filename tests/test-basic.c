@@ -2,7 +2,8 @@
 /*
  * test-basic.c: basic/'s error channel. Each writer of struct sl_error
  * (keep the first, replace, add context, set flags) is checked for what
- * it keeps, what it changes and what it returns.
+ * it keeps, what it changes and what it returns. And the reserve of
+ * descriptors, by what it finds free.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -10,9 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "fd-util.h"
 #include "macro.h"
 
 static void err_keeps_the_first(void **state)
@@ -117,12 +122,62 @@ static void numbers_read_strictly(void **state)
 	}
 }
 
+/* In a child (it lowers its limit): 100 descriptors, the numbers up to
+ * 52 open, 99 the read end of a pipe whose writer is gone (it polls
+ * POLLHUP, not POLLNVAL): 46 free, and the limit cannot be raised. */
+static int reserve_in_child(void)
+{
+	struct rlimit rl = { 100, 100 };
+	size_t free_fds = 0;
+	int p[2], fd;
+
+	if (pipe(p) < 0 || setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 10;
+	if (close(p[1]) < 0 || dup2(p[0], 99) != 99 || close(p[0]) < 0)
+		return 11;
+	/* Each open takes the lowest free number: once one gets 52, every
+	 * number below it is open. */
+	do
+		fd = dup(STDIN_FILENO);
+	while (fd >= 0 && fd < 52);
+	if (fd != 52)
+		return 12;
+	if (fd_reserve(47, &free_fds) != -EMFILE || free_fds != 46)
+		return 13;
+	/* 53 to 99 free: the highest 47 numbers, found by the poll. */
+	if (close(99) < 0 || fd_reserve(47, NULL) != 0)
+		return 14;
+	/* Still 47 free, but one of the highest is open: counted by opening. */
+	if (dup2(STDIN_FILENO, 60) != 60 || close(10) < 0 || fd_reserve(47, NULL) != 0)
+		return 15;
+	/* 46 free again (10, 11, 53 to 59, 61 to 97), counted by opening. */
+	if (close(11) < 0 || dup2(STDIN_FILENO, 99) != 99 || dup2(STDIN_FILENO, 98) != 98 ||
+	    fd_reserve(47, &free_fds) != -EMFILE || free_fds != 46)
+		return 16;
+	return 0;
+}
+
+static void reserve_counts_what_is_free(void **state)
+{
+	int status;
+	pid_t pid;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(reserve_in_child());
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(err_keeps_the_first),   cmocka_unit_test(replace_keeps_the_last),
 		cmocka_unit_test(wrap_adds_context),     cmocka_unit_test(flag_ors_in),
-		cmocka_unit_test(numbers_read_strictly),
+		cmocka_unit_test(numbers_read_strictly), cmocka_unit_test(reserve_counts_what_is_free),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
