@@ -49,7 +49,7 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 # pointed first, the slow ones last. A suite not named here runs last.
 # The abi checks (a second) come first: a mutant of a public header
 # passes every other suite.
-ORDER = ["abi-symbols", "abi-baseline", "inspect", "store", "stage", "oci-stage", "oci", "limits", "durability",
+ORDER = ["abi-symbols", "abi-baseline", "basic", "inspect", "store", "stage", "oci-stage", "oci", "limits", "durability",
          "recover", "crash", "redaction", "identity", "fuse", "cli", "promises",
          "attack", "concurrency"]
 # Per-test timeouts are scaled by this: a mutant that makes a suite hang
