@@ -531,7 +531,7 @@ static int bench1(void)
 	struct store_counts s0, s1;
 	struct sl_store *store;
 	struct sl_stage *st;
-	int n = runs(7);
+	int n = runs(21);
 
 	header(1, "stage a 10,000-file bundle, logging on vs off (library)");
 	make_bundle(pjoin(pkg, shm_base, "pkg1"), 100, 100);
@@ -1321,7 +1321,7 @@ static int bench9(void)
 	char big[PATH_MAX], small[PATH_MAX], root[PATH_MAX], db[PATH_MAX];
 	struct series a = { 0 }, b = { 0 }, ta = { 0 }, ha = { 0 }, hb = { 0 }, hwa = { 0 }, hwb = { 0 }, ana = { 0 },
 		      anb = { 0 }, fia = { 0 }, fib = { 0 };
-	int n = runs(5);
+	int n = runs(21);
 
 	header(9, "peak RSS staging a 100,000-file tree vs a 1,000-file tree (library, own process)");
 	pjoin(big, shm_base, "tree9-100k");
@@ -1716,7 +1716,7 @@ static int bench15(void)
 	char *ra[] = { (char *)stagelog, "--db", io.db, "recover", NULL };
 	char *rb[] = { (char *)stagelog, "--db", fresh, "recover", NULL };
 	struct series a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 };
-	int n = runs(41), cycles = 1000, misses;
+	int n = runs(201), cycles = 1000, misses;
 	struct proc_out out;
 	int64_t t0;
 
