@@ -26,14 +26,17 @@ HIDDEN int fd_fileid(int fd, struct fileid *ret);
 #define FD_RESERVE_MAX 256
 
 /*
- * Checks that n (at most FD_RESERVE_MAX) more descriptors can be open at
- * once: the n highest numbers below the soft limit are free (one poll), or
- * else by opening them and closing them again. When they cannot, the soft
- * RLIMIT_NOFILE is raised toward the hard limit, by as much as is missing
- * and no more (a process that execs another program after this should give
- * it back its own soft limit). Returns 0, or -EMFILE (-ENFILE) when even the
- * hard limit (the system) leaves fewer, with the number that could be open
- * at once in *ret_free.
+ * Checks that n (at most FD_RESERVE_MAX) more descriptor numbers are free
+ * below the soft RLIMIT_NOFILE: the n highest are (one poll), or else by
+ * opening n descriptors (one open, then duplicates of it) and closing them
+ * again. When they are not, the soft limit is raised toward the hard limit,
+ * by as much as is missing and no more (a process that execs another
+ * program after this should give it back its own soft limit). Returns 0,
+ * or -EMFILE when even the hard limit leaves fewer, with the number that
+ * could be open at once in *ret_free (-ENFILE, or another errno, when the
+ * one open fails). What it proves is the numbers: duplicates take no room
+ * in the system's file table, and an open that later fails for want of
+ * memory or of that room fails an undo like any other error, loudly.
  */
 HIDDEN int fd_reserve(size_t n, size_t *ret_free);
 

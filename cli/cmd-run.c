@@ -273,6 +273,9 @@ static int spawn_and_wait(const char *path, char **args, char **envp)
 	if (cli_signal_caught())
 		return -ECANCELED;
 
+	/* Nothing buffered may be written twice, by the child's diagnostic
+	 * if its exec fails. */
+	fflush(NULL);
 	pid = fork();
 	if (pid < 0)
 		return negerrno();

@@ -248,7 +248,10 @@ static int finish(const struct cli *cli, int code)
 	return code;
 }
 
-static char stderr_buf[BUFSIZ];
+/* stderr's buffer: room for the longest line stagelog writes, a failed
+ * stage's line with its path escaped (up to 4 bytes a byte) and its
+ * reason, so that it too leaves in one write. */
+static char stderr_buf[8 * PATH_MAX];
 
 int main(int argc, char **argv)
 {

@@ -442,10 +442,15 @@ static int copy_name(struct copy *c, struct copy_frame *f, const char *name, con
 	}
 }
 
+/* The kind next_name() gives a name read again with readdir(), which says
+ * nothing of how it was logged. No logged name has it: a name of no kind
+ * is refused before it is logged. */
+#define COPY_KIND_NOT_LISTED STORE_KIND_BAD
+
 /* Reads the next name of frame f's source directory into *ret_name: from
  * the listing (with the kind it was logged as in *ret_kind), else from
- * readdir() (*ret_kind 0). Returns 1, 0 at the directory's end, or an
- * error. */
+ * readdir() (*ret_kind COPY_KIND_NOT_LISTED). Returns 1, 0 at the
+ * directory's end, or an error. */
 static int next_name(struct copy *c, struct copy_frame *f, const char **ret_name, unsigned *ret_kind)
 {
 	struct copy_list *l = &c->list;
@@ -471,7 +476,7 @@ static int next_name(struct copy *c, struct copy_frame *f, const char **ret_name
 			return errno ? copy_fail(c, negerrno(), NULL) : 0;
 	} while (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0);
 	*ret_name = de->d_name;
-	*ret_kind = 0;
+	*ret_kind = COPY_KIND_NOT_LISTED;
 	return 1;
 }
 
@@ -484,7 +489,7 @@ static int copy_walk(struct copy *c)
 	while (c->n > 0) {
 		struct copy_frame *f = &c->f[c->n - 1];
 		const char *name = NULL;
-		unsigned kind = 0;
+		unsigned kind = COPY_KIND_NOT_LISTED;
 		struct stat sb;
 		int r;
 
@@ -507,7 +512,7 @@ static int copy_walk(struct copy *c)
 			return r;
 		if (fstatat(dirfd(f->src), name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			return copy_fail(c, negerrno(), NULL);
-		if (kind != STORE_KIND_BAD && kind != kind_of(&sb))
+		if (kind != COPY_KIND_NOT_LISTED && kind != kind_of(&sb))
 			return copy_fail(c, -EBADMSG, "changed while it was copied; refused");
 		r = copy_name(c, f, name, &sb);
 		if (r < 0)

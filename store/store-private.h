@@ -189,7 +189,7 @@ HIDDEN int store_stage_foreach(struct sl_store *s, bool all, const char *label, 
  * listing of every column with the count costs SQLite about six times as
  * much to prepare (each result column gets its names and origin), which
  * a pass that finds nothing would pay for nothing. Both statements read
- * one snapshot.
+ * one snapshot, so fn must not write through s (a write would end it).
  */
 HIDDEN int store_stage_scan(struct sl_store *s, store_stage_fn fn, void *userdata, struct sl_error *reterr);
 
